@@ -1,0 +1,1 @@
+//! Admin JSON API (in progress)

@@ -1,0 +1,30 @@
+//! # winmdm — a Windows MDM server
+//!
+//! ## Design overview
+//!
+//! Pure protocol core, I/O at the edge:
+//!
+//! * [`xml`], [`soap`] and [`syncml`] parse and write the wire formats (MS-MDE2 discovery,
+//!   MS-XCEP policy, MS-WSTEP enrollment, OMA-DM SyncML). They do no I/O and import only
+//!   quick-xml, base64 and thiserror.
+//! * [`ca`] owns the enrollment CA: it verifies PKCS#10 requests and issues certificates.
+//! * [`store`] is the persistence trait ([`store::Store`]) with the embedded sled backend.
+//! * [`mdm`] runs the protocol flows: it takes parsed messages, consults the store and the CA and
+//!   returns messages to write. It knows nothing of HTTP.
+//! * [`http`] and [`admin`] are the only modules that speak HTTP (hyper over tokio-rustls).
+//!
+//! Dependencies point down only: `http`/`admin` → `mdm` → `soap`/`syncml`/`ca`/`store`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod app;
+pub mod ca;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod mdm;
+pub mod soap;
+pub mod store;
+pub mod syncml;
+pub mod xml;

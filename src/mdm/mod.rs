@@ -1,0 +1,1 @@
+//! MDM flows (in progress)

@@ -1,0 +1,1 @@
+//! SOAP enrollment messages (in progress)

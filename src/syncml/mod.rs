@@ -1,0 +1,1 @@
+//! SyncML codec (in progress)

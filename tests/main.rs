@@ -1,0 +1,7 @@
+//! The one integration test binary: each module below is one area.
+mod support;
+
+mod ca;
+mod enroll;
+mod soap;
+mod syncml;

@@ -1,0 +1,1 @@
+//! syncml tests
