@@ -154,6 +154,20 @@ impl Element {
             .find(|c| c.local == local && c.ns.as_deref().is_some_and(&ns_ok))
     }
 
+    /// All children whose namespace satisfies `ns_ok` and whose local name is `local`.
+    pub fn children_where<'s, F>(
+        &'s self,
+        ns_ok: F,
+        local: &'s str,
+    ) -> impl Iterator<Item = &'s Element> + 's
+    where
+        F: Fn(&str) -> bool + 's,
+    {
+        self.children
+            .iter()
+            .filter(move |c| c.local == local && c.ns.as_deref().is_some_and(&ns_ok))
+    }
+
     /// Attribute value by namespace (`None` = unprefixed) and local name.
     pub fn attr(&self, ns: Option<&str>, local: &str) -> Option<&str> {
         self.attrs
@@ -249,9 +263,7 @@ pub fn parse_with(input: &[u8], limits: &Limits) -> Result<Element, XmlError> {
                 }
             }
             Event::End(_) => {
-                let el = stack
-                    .pop()
-                    .ok_or_else(|| malformed("unexpected end tag"))?;
+                let el = stack.pop().ok_or_else(|| malformed("unexpected end tag"))?;
                 close(&mut stack, &mut root, el);
             }
             Event::Text(t) => {
@@ -345,17 +357,16 @@ fn read_attrs(reader: &NsReader<&[u8]>, s: &BytesStart<'_>) -> Result<Vec<Attr>,
         }
         let (ns, local) = reader.resolver().resolve_attribute(key);
         let ns = resolved_to_option(ns)?;
-        let value = a
-            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-            .map_err(|e| match e {
-            quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(
-                _,
-                name,
-            )) => XmlError::UnknownEntity {
-                name: name.chars().take(64).collect(),
-            },
-            other => malformed(other),
-        })?;
+        let value =
+            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| match e {
+                    quick_xml::Error::Escape(
+                        quick_xml::escape::EscapeError::UnrecognizedEntity(_, name),
+                    ) => XmlError::UnknownEntity {
+                        name: name.chars().take(64).collect(),
+                    },
+                    other => malformed(other),
+                })?;
         out.push(Attr {
             ns,
             local: local.as_ref().to_owned(),
