@@ -3,28 +3,32 @@
 //! because it installs a counting global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::cell::Cell;
 
 #[path = "syncml/gen.rs"]
 mod gen;
 
 struct Counting;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-/// Tests in this binary run on several threads; serialise the measured sections.
-static LOCK: Mutex<()> = Mutex::new(());
+thread_local! {
+    /// Allocations made by this thread (tests run on several threads; count only our own).
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         unsafe { System.realloc(p, l, n) }
     }
 }
@@ -33,10 +37,9 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn allocs_for_parse(input: &[u8]) -> usize {
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = ALLOCS.with(Cell::get);
     let m = winmdm::syncml::parse(input).expect("parses");
-    let after = ALLOCS.load(Ordering::Relaxed);
+    let after = ALLOCS.with(Cell::get);
     drop(m);
     after - before
 }

@@ -52,7 +52,8 @@ fn mismatched_tags() {
     }
     let doc = gen::first_package().replacen("</LocURI>", "</LocUri>", 1);
     assert!(matches!(parse(doc.as_bytes()), Err(ParseError::MismatchedTag { .. })));
-    assert!(matches!(parse(b"<SyncML></SyncML></SyncML>"), Err(ParseError::TrailingContent { .. })));
+    let extra = format!("{}</SyncML>", gen::first_package());
+    assert!(matches!(parse(extra.as_bytes()), Err(ParseError::TrailingContent { .. })));
     assert!(matches!(parse(b"<SyncML><SyncHdr x></SyncHdr></SyncML>"), Err(ParseError::Syntax { .. })));
     assert!(matches!(parse(b"<SyncML><SyncHdr a=\"<\"/></SyncML>"), Err(ParseError::Syntax { .. })));
     assert!(matches!(parse(b"<SyncML><!-- a -- b --></SyncML>"), Err(ParseError::Syntax { .. })));
@@ -114,7 +115,7 @@ fn invalid_utf8() {
     assert!(matches!(parse_fragment(b"<Get>\xC3\x28</Get>"), Err(ParseError::InvalidUtf8 { offset: 5 })));
 }
 
-fn ten_mb_of_items() -> Vec<u8> {
+fn ten_mb_doc() -> Vec<u8> {
     let item = "<Item><Source><LocURI>./DevDetail/SwV</LocURI></Source><Data>10.0.19043.2364</Data></Item>";
     let mut doc = String::from("<SyncML xmlns=\"SYNCML:SYNCML1.2\"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>T</LocURI></Target><Source><LocURI>S</LocURI></Source></SyncHdr><SyncBody><Results><CmdID>1</CmdID><CmdRef>1</CmdRef>");
     while doc.len() < 10 << 20 {
@@ -126,7 +127,7 @@ fn ten_mb_of_items() -> Vec<u8> {
 
 #[test]
 fn ten_mb_of_items() {
-    let doc = ten_mb_of_items();
+    let doc = ten_mb_doc();
     assert!(matches!(timed("10MB default", || parse(&doc)), Err(ParseError::InputTooLarge { max, .. }) if max == 8 << 20));
     let limits = Limits { max_input_bytes: 16 << 20, ..Limits::default() };
     match timed("10MB items", || parse_with_limits(&doc, &limits)) {

@@ -161,10 +161,10 @@ pub fn large_results(n: usize) -> String {
         let id = i + 2;
         if i % 2 == 0 {
             let uri = format!("./Vendor/MSFT/CertificateStore/My/User/{:040X}/EncodedCertificate", r.next());
-            results_item(&mut o, id, id, &uri, "b64", &b64_payload(&mut r, 1100));
+            results_item(&mut o, id, id, &uri, "b64", &b64_payload(&mut r, 800));
         } else {
             let uri = format!("./Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7B{:08X}%7D/Status", r.next() as u32);
-            results_item(&mut o, id, id, &uri, "xml", &esc(&xml_payload(&mut r, 1300)));
+            results_item(&mut o, id, id, &uri, "xml", &esc(&xml_payload(&mut r, 800)));
         }
     }
     end(&mut o);

@@ -162,7 +162,8 @@ fn structure_rules() {
         assert!(e.path().unwrap_or("").starts_with("SyncML/SyncBody"), "{body}: {e}");
     }
     // Order inside Item is free; the writer restores DTD order.
-    let m = parse(msg("<Get><Item><Data>d</Data><Meta><Format>chr</Format></Meta><Target><LocURI>./x</LocURI></Target></Item><CmdID>9</CmdID></Get>").as_bytes()).unwrap();
+    let src = msg("<Get><Item><Data>d</Data><Meta><Format>chr</Format></Meta><Target><LocURI>./x</LocURI></Target></Item><CmdID>9</CmdID></Get>");
+    let m = parse(src.as_bytes()).unwrap();
     let mut out = Vec::new();
     write(&m, &mut out);
     let s = String::from_utf8(out).unwrap();
@@ -235,7 +236,8 @@ fn typed_accessors() {
     let Command::Results(r) = &m.body.commands[2] else { panic!() };
     assert!(r.items[0].more_data);
     assert_eq!(r.items[0].meta.as_ref().unwrap().size(), Some(1_048_576));
-    let m = parse(msg("<Alert><CmdID>6e4b1c2a</CmdID><Data> 1201 </Data></Alert>").as_bytes()).unwrap();
+    let src = msg("<Alert><CmdID>6e4b1c2a</CmdID><Data> 1201 </Data></Alert>");
+    let m = parse(src.as_bytes()).unwrap();
     let Command::Alert(a) = &m.body.commands[0] else { panic!() };
     assert_eq!(a.code(), Some(1201));
     assert_eq!(m.body.commands[0].cmd_id(), Some("6e4b1c2a"));
