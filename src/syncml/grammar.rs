@@ -1,0 +1,488 @@
+//! The SyncML element grammar on top of the parser core in [`super::parse`]: which children each
+//! element takes, which are required, which may repeat. Order of children is not enforced.
+
+use super::error::ParseError;
+use super::parse::{unexpected, El, Parser, R};
+use super::types::*;
+
+fn missing(element: &'static str) -> ParseError {
+    ParseError::MissingElement {
+        path: String::new(),
+        element,
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, v: T, at: usize, name: &'static str) -> Result<(), ParseError> {
+    if slot.is_some() {
+        return Err(ParseError::DuplicateElement {
+            path: String::new(),
+            element: name,
+            offset: at,
+        });
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn set_flag(slot: &mut bool, el: &El<'_>, name: &'static str) -> Result<(), ParseError> {
+    if *slot {
+        return Err(ParseError::DuplicateElement {
+            path: String::new(),
+            element: name,
+            offset: el.at,
+        });
+    }
+    *slot = true;
+    Ok(())
+}
+
+impl<'a> Parser<'a, '_> {
+    pub(super) fn syncml(&mut self, root: &El<'a>) -> R<SyncMl<'a>> {
+        let mut hdr = None;
+        let mut body = None;
+        while let Some(el) = self.child(root)? {
+            match (el.local, el.ns.is_syncml()) {
+                ("SyncHdr", true) => {
+                    let at = el.at;
+                    let h = self.within(el, Parser::hdr)?;
+                    set_once(&mut hdr, h, at, "SyncHdr")?;
+                }
+                ("SyncBody", true) => {
+                    let at = el.at;
+                    let b = self.within(el, Parser::body)?;
+                    if body.is_some() {
+                        return Err(ParseError::DuplicateElement {
+                            path: String::new(),
+                            element: "SyncBody",
+                            offset: at,
+                        });
+                    }
+                    body = Some(b);
+                }
+                _ => return Err(unexpected(&el)),
+            }
+        }
+        Ok(SyncMl {
+            hdr: hdr.ok_or_else(|| missing("SyncHdr"))?,
+            body: body.ok_or_else(|| missing("SyncBody"))?,
+        })
+    }
+
+    fn hdr(&mut self, hdr_el: &El<'a>) -> R<SyncHdr<'a>> {
+        let (mut ver_dtd, mut ver_proto, mut session_id, mut msg_id) = (None, None, None, None);
+        let (mut target, mut source, mut resp_uri, mut cred, mut meta) = (None, None, None, None, None);
+        let mut no_resp = false;
+        while let Some(el) = self.child(hdr_el)? {
+            if !el.ns.is_syncml() {
+                return Err(unexpected(&el));
+            }
+            match el.local {
+                "VerDTD" => self.leaf(el, &mut ver_dtd, "VerDTD")?,
+                "VerProto" => self.leaf(el, &mut ver_proto, "VerProto")?,
+                "SessionID" => self.leaf(el, &mut session_id, "SessionID")?,
+                "MsgID" => self.leaf(el, &mut msg_id, "MsgID")?,
+                "RespURI" => self.leaf(el, &mut resp_uri, "RespURI")?,
+                "Target" => {
+                    let at = el.at;
+                    let v = self.within_loc(el)?;
+                    set_once(&mut target, v, at, "Target")?;
+                }
+                "Source" => {
+                    let at = el.at;
+                    let v = self.within_loc(el)?;
+                    set_once(&mut source, v, at, "Source")?;
+                }
+                "NoResp" => {
+                    set_flag(&mut no_resp, &el, "NoResp")?;
+                    self.flag(el)?;
+                }
+                "Cred" => self.cred(el, &mut cred)?,
+                "Meta" => self.meta(el, &mut meta)?,
+                _ => return Err(unexpected(&el)),
+            }
+        }
+        Ok(SyncHdr {
+            ver_dtd: ver_dtd.ok_or_else(|| missing("VerDTD"))?,
+            ver_proto: ver_proto.ok_or_else(|| missing("VerProto"))?,
+            session_id: session_id.ok_or_else(|| missing("SessionID"))?,
+            msg_id: msg_id.ok_or_else(|| missing("MsgID"))?,
+            target: target.ok_or_else(|| missing("Target"))?,
+            source: source.ok_or_else(|| missing("Source"))?,
+            resp_uri,
+            no_resp,
+            cred,
+            meta,
+        })
+    }
+
+    /// A leaf text element stored in a single-valued slot.
+    #[inline]
+    fn leaf(&mut self, el: El<'a>, slot: &mut Option<Text<'a>>, name: &'static str) -> R<()> {
+        if slot.is_some() {
+            return Err(ParseError::DuplicateElement {
+                path: String::new(),
+                element: name,
+                offset: el.at,
+            });
+        }
+        *slot = Some(self.text(el)?);
+        Ok(())
+    }
+
+    /// `Target`/`Source`.
+    fn within_loc(&mut self, el: El<'a>) -> R<Location<'a>> {
+        self.within(el, |p, loc_el| {
+            let (mut uri, mut name) = (None, None);
+            while let Some(c) = p.child(loc_el)? {
+                match (c.local, c.ns.is_syncml()) {
+                    ("LocURI", true) => p.leaf(c, &mut uri, "LocURI")?,
+                    ("LocName", true) => p.leaf(c, &mut name, "LocName")?,
+                    _ => return Err(unexpected(&c)),
+                }
+            }
+            Ok(Location {
+                loc_uri: uri.ok_or_else(|| missing("LocURI"))?,
+                loc_name: name,
+            })
+        })
+    }
+
+    fn cred(&mut self, el: El<'a>, slot: &mut Option<Cred<'a>>) -> R<()> {
+        if slot.is_some() {
+            return Err(ParseError::DuplicateElement {
+                path: String::new(),
+                element: "Cred",
+                offset: el.at,
+            });
+        }
+        let c = self.within(el, |p, cred_el| {
+            let (mut meta, mut data) = (None, None);
+            while let Some(c) = p.child(cred_el)? {
+                match (c.local, c.ns.is_syncml()) {
+                    ("Meta", true) => p.meta(c, &mut meta)?,
+                    ("Data", true) => p.leaf(c, &mut data, "Data")?,
+                    _ => return Err(unexpected(&c)),
+                }
+            }
+            Ok(Cred {
+                meta,
+                data: data.ok_or_else(|| missing("Data"))?,
+            })
+        })?;
+        *slot = Some(c);
+        Ok(())
+    }
+
+    fn meta(&mut self, el: El<'a>, slot: &mut Option<Meta<'a>>) -> R<()> {
+        if slot.is_some() {
+            return Err(ParseError::DuplicateElement {
+                path: String::new(),
+                element: "Meta",
+                offset: el.at,
+            });
+        }
+        let m = self.within(el, Parser::meta_content)?;
+        *slot = Some(m);
+        Ok(())
+    }
+
+    fn meta_content(&mut self, meta_el: &El<'a>) -> R<Meta<'a>> {
+        let mut m = Meta::default();
+        while let Some(c) = self.child(meta_el)? {
+            if !c.ns.is_meta_child() {
+                return Err(unexpected(&c));
+            }
+            match c.local {
+                "Format" => self.leaf(c, &mut m.format, "Format")?,
+                "Type" => self.leaf(c, &mut m.ty, "Type")?,
+                "Mark" => self.leaf(c, &mut m.mark, "Mark")?,
+                "Size" => self.leaf(c, &mut m.size, "Size")?,
+                "Version" => self.leaf(c, &mut m.version, "Version")?,
+                "NextNonce" => self.leaf(c, &mut m.next_nonce, "NextNonce")?,
+                "MaxMsgSize" => self.leaf(c, &mut m.max_msg_size, "MaxMsgSize")?,
+                "MaxObjSize" => self.leaf(c, &mut m.max_obj_size, "MaxObjSize")?,
+                _ => return Err(unexpected(&c)),
+            }
+        }
+        Ok(m)
+    }
+
+    fn body(&mut self, body_el: &El<'a>) -> R<SyncBody<'a>> {
+        let mut body = SyncBody::default();
+        while let Some(el) = self.child(body_el)? {
+            if body.is_final {
+                return Err(unexpected(&el));
+            }
+            if el.local == "Final" && el.ns.is_syncml() {
+                self.flag(el)?;
+                body.is_final = true;
+                continue;
+            }
+            match self.command(el)? {
+                Ok(c) => body.commands.push(c),
+                Err(el) => return Err(unexpected(&el)),
+            }
+        }
+        Ok(body)
+    }
+
+    /// Parses a command element; gives the element back if it is not a command.
+    pub(super) fn command(&mut self, el: El<'a>) -> R<Result<Command<'a>, El<'a>>> {
+        if !el.ns.is_syncml() {
+            return Ok(Err(el));
+        }
+        type Wrap<'a> = fn(ItemCommand<'a>) -> Command<'a>;
+        let item_cmd: Option<(Wrap<'a>, bool)> = match el.local {
+            "Get" => Some((Command::Get, false)),
+            "Add" => Some((Command::Add, false)),
+            "Replace" => Some((Command::Replace, false)),
+            "Delete" => Some((Command::Delete, false)),
+            "Exec" => Some((Command::Exec, true)),
+            "Copy" => Some((Command::Copy, false)),
+            _ => None,
+        };
+        let local = el.local;
+        let known = item_cmd.is_some()
+            || matches!(local, "Alert" | "Status" | "Results" | "Atomic" | "Sequence");
+        if !known {
+            return Ok(Err(el));
+        }
+        self.commands += 1;
+        if self.commands > self.limits.max_commands {
+            return Err(ParseError::TooManyCommands {
+                path: String::new(),
+                max: self.limits.max_commands,
+            });
+        }
+        let cmd = match (item_cmd, local) {
+            (Some((wrap, exec)), _) => wrap(self.within(el, |p, e| p.item_command(e, exec))?),
+            (None, "Alert") => Command::Alert(self.within(el, Parser::alert)?),
+            (None, "Status") => Command::Status(self.within(el, Parser::status)?),
+            (None, "Results") => Command::Results(self.within(el, Parser::results)?),
+            (None, "Atomic") => Command::Atomic(self.within(el, Parser::container)?),
+            _ => Command::Sequence(self.within(el, Parser::container)?),
+        };
+        Ok(Ok(cmd))
+    }
+
+    fn check_cmd_id(&self, cmd_id: &Option<Text<'a>>) -> R<()> {
+        if cmd_id.is_none() && !self.fragment {
+            return Err(missing("CmdID"));
+        }
+        Ok(())
+    }
+
+    fn push_item(&mut self, el: El<'a>, items: &mut List<Item<'a>>) -> R<()> {
+        self.items += 1;
+        if self.items > self.limits.max_items {
+            return Err(ParseError::TooManyItems {
+                path: String::new(),
+                max: self.limits.max_items,
+            });
+        }
+        let item = self.within(el, Parser::item)?;
+        items.push(item);
+        Ok(())
+    }
+
+    fn item_command(&mut self, cmd_el: &El<'a>, exec: bool) -> R<ItemCommand<'a>> {
+        let mut c = ItemCommand::default();
+        while let Some(el) = self.child(cmd_el)? {
+            if !el.ns.is_syncml() {
+                return Err(unexpected(&el));
+            }
+            match el.local {
+                "CmdID" => self.leaf(el, &mut c.cmd_id, "CmdID")?,
+                "NoResp" => {
+                    set_flag(&mut c.no_resp, &el, "NoResp")?;
+                    self.flag(el)?;
+                }
+                "Cred" => self.cred(el, &mut c.cred)?,
+                "Meta" => self.meta(el, &mut c.meta)?,
+                "Correlator" if exec => self.leaf(el, &mut c.correlator, "Correlator")?,
+                "Item" => self.push_item(el, &mut c.items)?,
+                _ => return Err(unexpected(&el)),
+            }
+        }
+        self.check_cmd_id(&c.cmd_id)?;
+        if c.items.is_empty() {
+            return Err(missing("Item"));
+        }
+        Ok(c)
+    }
+
+    fn alert(&mut self, cmd_el: &El<'a>) -> R<Alert<'a>> {
+        let mut c = Alert::default();
+        while let Some(el) = self.child(cmd_el)? {
+            if !el.ns.is_syncml() {
+                return Err(unexpected(&el));
+            }
+            match el.local {
+                "CmdID" => self.leaf(el, &mut c.cmd_id, "CmdID")?,
+                "NoResp" => {
+                    set_flag(&mut c.no_resp, &el, "NoResp")?;
+                    self.flag(el)?;
+                }
+                "Cred" => self.cred(el, &mut c.cred)?,
+                "Data" => self.leaf(el, &mut c.data, "Data")?,
+                "Correlator" => self.leaf(el, &mut c.correlator, "Correlator")?,
+                "Item" => self.push_item(el, &mut c.items)?,
+                _ => return Err(unexpected(&el)),
+            }
+        }
+        self.check_cmd_id(&c.cmd_id)?;
+        Ok(c)
+    }
+
+    fn status(&mut self, cmd_el: &El<'a>) -> R<Status<'a>> {
+        let mut cmd_id = None;
+        let (mut msg_ref, mut cmd_ref, mut cmd, mut data) = (None, None, None, None);
+        let mut s = Status::default();
+        while let Some(el) = self.child(cmd_el)? {
+            if !el.ns.is_syncml() {
+                return Err(unexpected(&el));
+            }
+            match el.local {
+                "CmdID" => self.leaf(el, &mut cmd_id, "CmdID")?,
+                "MsgRef" => self.leaf(el, &mut msg_ref, "MsgRef")?,
+                "CmdRef" => self.leaf(el, &mut cmd_ref, "CmdRef")?,
+                "Cmd" => self.leaf(el, &mut cmd, "Cmd")?,
+                "TargetRef" => {
+                    let t = self.text(el)?;
+                    s.target_refs.push(t);
+                }
+                "SourceRef" => {
+                    let t = self.text(el)?;
+                    s.source_refs.push(t);
+                }
+                "Cred" => self.cred(el, &mut s.cred)?,
+                "Chal" => {
+                    if s.chal.is_some() {
+                        return Err(ParseError::DuplicateElement {
+                            path: String::new(),
+                            element: "Chal",
+                            offset: el.at,
+                        });
+                    }
+                    let chal = self.within(el, |p, chal_el| {
+                        let mut meta = None;
+                        while let Some(c) = p.child(chal_el)? {
+                            match (c.local, c.ns.is_syncml()) {
+                                ("Meta", true) => p.meta(c, &mut meta)?,
+                                _ => return Err(unexpected(&c)),
+                            }
+                        }
+                        Ok(Chal {
+                            meta: meta.ok_or_else(|| missing("Meta"))?,
+                        })
+                    })?;
+                    s.chal = Some(chal);
+                }
+                "Data" => self.leaf(el, &mut data, "Data")?,
+                "Item" => self.push_item(el, &mut s.items)?,
+                _ => return Err(unexpected(&el)),
+            }
+        }
+        self.check_cmd_id(&cmd_id)?;
+        s.cmd_id = cmd_id;
+        s.msg_ref = msg_ref.ok_or_else(|| missing("MsgRef"))?;
+        s.cmd_ref = cmd_ref.ok_or_else(|| missing("CmdRef"))?;
+        s.cmd = cmd.ok_or_else(|| missing("Cmd"))?;
+        s.data = data.ok_or_else(|| missing("Data"))?;
+        Ok(s)
+    }
+
+    fn results(&mut self, cmd_el: &El<'a>) -> R<Results<'a>> {
+        let mut cmd_ref = None;
+        let mut r = Results::default();
+        while let Some(el) = self.child(cmd_el)? {
+            if !el.ns.is_syncml() {
+                return Err(unexpected(&el));
+            }
+            match el.local {
+                "CmdID" => self.leaf(el, &mut r.cmd_id, "CmdID")?,
+                "MsgRef" => self.leaf(el, &mut r.msg_ref, "MsgRef")?,
+                "CmdRef" => self.leaf(el, &mut cmd_ref, "CmdRef")?,
+                "Meta" => self.meta(el, &mut r.meta)?,
+                "TargetRef" => {
+                    let t = self.text(el)?;
+                    r.target_refs.push(t);
+                }
+                "SourceRef" => {
+                    let t = self.text(el)?;
+                    r.source_refs.push(t);
+                }
+                "Item" => self.push_item(el, &mut r.items)?,
+                _ => return Err(unexpected(&el)),
+            }
+        }
+        self.check_cmd_id(&r.cmd_id)?;
+        r.cmd_ref = cmd_ref.ok_or_else(|| missing("CmdRef"))?;
+        if r.items.is_empty() {
+            return Err(missing("Item"));
+        }
+        Ok(r)
+    }
+
+    fn container(&mut self, cmd_el: &El<'a>) -> R<Container<'a>> {
+        let mut c = Container::default();
+        while let Some(el) = self.child(cmd_el)? {
+            if el.ns.is_syncml() {
+                match el.local {
+                    "CmdID" => {
+                        self.leaf(el, &mut c.cmd_id, "CmdID")?;
+                        continue;
+                    }
+                    "NoResp" => {
+                        set_flag(&mut c.no_resp, &el, "NoResp")?;
+                        self.flag(el)?;
+                        continue;
+                    }
+                    "Meta" => {
+                        self.meta(el, &mut c.meta)?;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            match self.command(el)? {
+                Ok(cmd) => c.commands.push(cmd),
+                Err(el) => return Err(unexpected(&el)),
+            }
+        }
+        self.check_cmd_id(&c.cmd_id)?;
+        if c.commands.is_empty() {
+            return Err(missing("command"));
+        }
+        Ok(c)
+    }
+
+    fn item(&mut self, item_el: &El<'a>) -> R<Item<'a>> {
+        let mut it = Item::default();
+        while let Some(el) = self.child(item_el)? {
+            if !el.ns.is_syncml() {
+                return Err(unexpected(&el));
+            }
+            match el.local {
+                "Target" => {
+                    let at = el.at;
+                    let v = self.within_loc(el)?;
+                    set_once(&mut it.target, v, at, "Target")?;
+                }
+                "Source" => {
+                    let at = el.at;
+                    let v = self.within_loc(el)?;
+                    set_once(&mut it.source, v, at, "Source")?;
+                }
+                "Meta" => self.meta(el, &mut it.meta)?,
+                "Data" => self.leaf(el, &mut it.data, "Data")?,
+                "MoreData" => {
+                    set_flag(&mut it.more_data, &el, "MoreData")?;
+                    self.flag(el)?;
+                }
+                _ => return Err(unexpected(&el)),
+            }
+        }
+        Ok(it)
+    }
+}
