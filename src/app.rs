@@ -1,1 +1,91 @@
-//! app (in progress)
+//! The application object: configuration, store, CA, clock and admin token, shared by every
+//! request. [`App::open`] prepares the data directory on first start and reuses it afterwards.
+
+use std::sync::Arc;
+
+use crate::ca::Ca;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::pki::{self, Pki, PkiError};
+use crate::store::sled::SledStore;
+use crate::store::{Store, StoreError};
+
+/// Everything a request handler needs.
+pub struct App {
+    /// Validated configuration.
+    pub cfg: Config,
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// The enrollment CA.
+    pub ca: Ca,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// The admin bootstrap bearer token.
+    pub admin_token: String,
+    /// TLS server certificate chain and key.
+    pub tls: TlsMaterial,
+}
+
+/// The TLS listener's certificate chain and key.
+pub struct TlsMaterial {
+    /// Leaf first.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Private key.
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Start-up failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Key material could not be prepared.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl App {
+    /// Opens the data directory named by `cfg` (creating store, CA, TLS certificate and admin
+    /// token on first start) with the system clock. `env_token` is `WINMDM_ADMIN_TOKEN`.
+    pub fn open(cfg: Config, env_token: Option<String>) -> Result<App, AppError> {
+        Self::open_with_clock(cfg, env_token, Arc::new(SystemClock))
+    }
+
+    /// As [`App::open`], with an injected clock.
+    pub fn open_with_clock(
+        cfg: Config,
+        env_token: Option<String>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, AppError> {
+        let Pki {
+            ca,
+            tls_chain,
+            tls_key,
+        } = pki::load_or_create(&cfg, clock.as_ref())?;
+        let store = SledStore::open(&cfg.data_dir.join("db"))?;
+        let (admin_token, token_file) = pki::admin_token(&cfg.data_dir, env_token)?;
+        if let Some(path) = token_file {
+            tracing::info!(path = %path.display(), "admin API token is in this file (mode 0600); set WINMDM_ADMIN_TOKEN to choose your own");
+        }
+        Ok(App {
+            cfg,
+            store: Arc::new(store),
+            ca,
+            clock,
+            admin_token,
+            tls: TlsMaterial {
+                chain: tls_chain,
+                key: tls_key,
+            },
+        })
+    }
+}

@@ -19,12 +19,16 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod ca;
 pub mod clock;
 pub mod config;
 pub mod http;
 pub mod mdm;
+pub mod pki;
 pub mod soap;
 pub mod store;
 pub mod syncml;
+#[doc(hidden)]
+pub mod testkit;
 pub mod xml;

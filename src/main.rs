@@ -1,1 +1,88 @@
-fn main() {}
+//! `winmdm` command line: wiring only (config, tracing, app, server).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use winmdm::app::App;
+use winmdm::config::ServeOptions;
+use winmdm::http::Server;
+
+/// winmdm: a Windows MDM server (MS-MDE2 enrollment, built-in CA, OMA-DM management).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (creates the data directory, CA and TLS certificate on first start).
+    Serve {
+        /// TOML file with the same keys as the flags (snake_case); flags and env override it.
+        #[arg(long, env = "WINMDM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        opts: ServeOptions,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve { config, opts } => match serve(config, opts) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("winmdm: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(config: Option<PathBuf>, opts: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let opts = match config {
+        Some(path) => opts.or(ServeOptions::from_file(&path)?),
+        None => opts,
+    };
+    let cfg = opts.resolve()?;
+    let app = Arc::new(App::open(cfg, std::env::var("WINMDM_ADMIN_TOKEN").ok())?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let server = Server::bind(app.clone()).await?;
+        tracing::info!(
+            public_url = %app.cfg.public_url.base,
+            data_dir = %app.cfg.data_dir.display(),
+            discovery = %app.cfg.public_url.join(winmdm::config::paths::DISCOVERY),
+            "winmdm ready"
+        );
+        server.run(shutdown_signal()).await;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}

@@ -3,5 +3,7 @@ mod support;
 
 mod ca;
 mod enroll;
+mod manage;
 mod soap;
+mod store;
 mod syncml;

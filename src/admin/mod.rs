@@ -1,1 +1,595 @@
-//! Admin JSON API (in progress)
+//! The admin JSON API under `/api/v1`, behind the bearer token.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | POST | `/api/v1/users` `{"upn","password"}` | 201 user; 409 exists; 400 invalid |
+//! | GET | `/api/v1/users` | 200 `{"users": [...]}` |
+//! | DELETE | `/api/v1/users/{upn}` | 204; 404 unknown |
+//! | GET | `/api/v1/devices?limit=&cursor=` | 200 `{"devices": [...], "next": "..."\|null}` |
+//! | GET | `/api/v1/devices/{device_id}` | 200 device; 404 unknown |
+//! | POST | `/api/v1/devices/{id}/commands` | 201 `{"command_id"}` (200 if that id exists); 400; 404 |
+//! | GET | `/api/v1/devices/{id}/commands` | 200 `{"commands": [...]}` |
+//! | DELETE | `/api/v1/devices/{id}/commands/{command_id}` | 204; 404; 409 already answered |
+//! | DELETE | `/api/v1/devices/{id}/commands` | 200 `{"cancelled": n}` |
+//! | PUT | `/api/v1/devices/{id}/tenant-lockdown` `{"require_network_in_oobe": bool}` | 201 `{"command_id"}` |
+//!
+//! Errors are `{"error": "..."}` with the HTTP status from [`ApiError::status`], the one map.
+//! Handlers call the store only; they never touch protocol code.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::app::App;
+use crate::http::routes::{read_body, BodyError, Resp};
+use crate::store::{normalize_upn, Device, StoreError, User};
+
+/// Largest admin request body.
+pub const MAX_ADMIN_BODY: usize = 64 * 1024;
+/// Default and maximum page sizes of list endpoints.
+pub const DEFAULT_PAGE: usize = 100;
+/// Largest page a client may ask for.
+pub const MAX_PAGE: usize = 1000;
+
+/// An admin API failure; [`ApiError::status`] and [`ApiError::into_response`] are its only wire map.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing or wrong bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// Unknown route or record.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The record exists already.
+    #[error("{what} already exists")]
+    Conflict {
+        /// What.
+        what: String,
+    },
+    /// The request is malformed.
+    #[error("{reason}")]
+    BadRequest {
+        /// Why.
+        reason: String,
+    },
+    /// The route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body is too large.
+    #[error("request body larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The server failed.
+    #[error("internal error")]
+    Internal {
+        /// Logged, never sent.
+        reason: String,
+    },
+}
+
+impl ApiError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON response `{"error": "..."}`.
+    pub fn into_response(self) -> Resp {
+        match &self {
+            ApiError::Internal { reason } => tracing::error!(%reason, "admin API internal error"),
+            e => tracing::info!(error = %e, "admin API request refused"),
+        }
+        let mut r = json(
+            self.status(),
+            &serde_json::json!({ "error": self.to_string() }),
+        );
+        if matches!(self, ApiError::Unauthorized) {
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::AlreadyExists { what } => ApiError::Conflict { what: what.into() },
+            e => ApiError::Internal {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Handles one `/api/v1` request.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    match route(app, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn authorized(app: &App, req: &Request<Incoming>) -> bool {
+    let Some(v) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(token) = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+    else {
+        return false;
+    };
+    crate::auth::constant_time_eq(token.trim().as_bytes(), app.admin_token.as_bytes())
+}
+
+async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    if !authorized(&app, &req) {
+        return Err(ApiError::Unauthorized);
+    }
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segs: Vec<String> = path
+        .trim_start_matches("/api/v1")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect::<Result<_, _>>()?;
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    match (segs.as_slice(), method) {
+        (["users"], Method::POST) => create_user(app, req).await,
+        (["users"], Method::GET) => list_users(app).await,
+        (["users", upn], Method::DELETE) => delete_user(app, upn.to_string()).await,
+        (["devices"], Method::GET) => list_devices(app, req.uri().query().unwrap_or("")).await,
+        (["devices", id], Method::GET) => get_device(app, id.to_string()).await,
+        (["devices", id, "commands"], Method::POST) => {
+            create_command(app, id.to_string(), req).await
+        }
+        (["devices", id, "commands"], Method::GET) => list_commands(app, id.to_string()).await,
+        (["devices", id, "commands"], Method::DELETE) => clear_commands(app, id.to_string()).await,
+        (["devices", id, "commands", cid], Method::DELETE) => {
+            cancel_command(app, id.to_string(), cid.to_string()).await
+        }
+        (["devices", id, "tenant-lockdown"], Method::PUT) => {
+            tenant_lockdown(app, id.to_string(), req).await
+        }
+        (
+            ["users"]
+            | ["users", _]
+            | ["devices"]
+            | ["devices", _]
+            | ["devices", _, "commands"]
+            | ["devices", _, "commands", _]
+            | ["devices", _, "tenant-lockdown"],
+            _,
+        ) => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::NotFound {
+            what: "route".into(),
+        }),
+    }
+}
+
+/// Runs store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal {
+            reason: e.to_string(),
+        })?
+}
+
+async fn json_body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.to_ascii_lowercase().starts_with("application/json") {
+        return Err(ApiError::BadRequest {
+            reason: format!("Content-Type must be application/json, got {ct:?}"),
+        });
+    }
+    let body = read_body(req.into_body(), MAX_ADMIN_BODY)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(limit) => ApiError::TooLarge { limit },
+            BodyError::Timeout => ApiError::BadRequest {
+                reason: "body not received in time".into(),
+            },
+            BodyError::Broken(r) => ApiError::BadRequest { reason: r },
+        })?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
+        reason: format!("invalid JSON: {e}"),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    upn: String,
+    password: String,
+}
+
+/// A user as the API shows it (never the hash).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserView {
+    /// UPN (lower-case).
+    pub upn: String,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// Whether enrollment is refused.
+    pub disabled: bool,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> UserView {
+        UserView {
+            upn: u.upn.clone(),
+            created_at: u.created_at,
+            disabled: u.disabled,
+        }
+    }
+}
+
+fn validate_upn(upn: &str) -> Result<String, ApiError> {
+    let n = normalize_upn(upn);
+    if n.is_empty()
+        || n.len() > 256
+        || n.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(ApiError::BadRequest {
+            reason: "upn must be 1-256 characters without spaces, control characters or '/'".into(),
+        });
+    }
+    Ok(n)
+}
+
+async fn create_user(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let nu: NewUser = json_body(req).await?;
+    let upn = validate_upn(&nu.upn)?;
+    if nu.password.is_empty() || nu.password.len() > 1024 {
+        return Err(ApiError::BadRequest {
+            reason: "password must be 1-1024 bytes".into(),
+        });
+    }
+    let user = blocking(move || {
+        if app.store.get_user(&upn)?.is_some() {
+            return Err(ApiError::Conflict {
+                what: format!("user {upn}"),
+            });
+        }
+        let hash = crate::auth::hash_password(&nu.password).map_err(|e| ApiError::Internal {
+            reason: format!("argon2: {e}"),
+        })?;
+        let user = User {
+            upn,
+            password_hash: hash,
+            created_at: app.clock.now_unix(),
+            disabled: false,
+        };
+        app.store.create_user(&user).map_err(|e| match e {
+            StoreError::AlreadyExists { .. } => ApiError::Conflict {
+                what: format!("user {}", user.upn),
+            },
+            e => e.into(),
+        })?;
+        tracing::info!(upn = %user.upn, "user created");
+        Ok(user)
+    })
+    .await?;
+    Ok(json(StatusCode::CREATED, &UserView::from(&user)))
+}
+
+async fn list_users(app: Arc<App>) -> Result<Resp, ApiError> {
+    let users = blocking(move || Ok(app.store.list_users()?)).await?;
+    let views: Vec<UserView> = users.iter().map(UserView::from).collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "users": views })))
+}
+
+async fn delete_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
+    let upn = normalize_upn(&upn);
+    let existed = blocking({
+        let upn = upn.clone();
+        move || Ok(app.store.delete_user(&upn)?)
+    })
+    .await?;
+    if !existed {
+        return Err(ApiError::NotFound {
+            what: format!("user {upn}"),
+        });
+    }
+    tracing::info!(%upn, "user deleted");
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}
+
+/// One page of devices.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DevicePage {
+    /// The devices, ordered by DeviceID.
+    pub devices: Vec<Device>,
+    /// Cursor for the next page, `null` at the end.
+    pub next: Option<String>,
+}
+
+async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
+    let mut limit = DEFAULT_PAGE;
+    let mut cursor: Option<String> = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v)?;
+        match k {
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::BadRequest {
+                        reason: format!("limit must be an integer in 1..={MAX_PAGE}"),
+                    })?;
+            }
+            "cursor" => cursor = Some(v).filter(|c| !c.is_empty()),
+            other => {
+                return Err(ApiError::BadRequest {
+                    reason: format!("unknown query parameter {other:?}"),
+                })
+            }
+        }
+    }
+    let page = blocking(move || {
+        let mut devices = app.store.list_devices(cursor.as_deref(), limit + 1)?;
+        let next = if devices.len() > limit {
+            devices.truncate(limit);
+            devices.last().map(|d| d.device_id.clone())
+        } else {
+            None
+        };
+        Ok(DevicePage { devices, next })
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &page))
+}
+
+async fn get_device(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
+    let dev = blocking({
+        let id = id.clone();
+        move || Ok(app.store.get_device(&id)?)
+    })
+    .await?;
+    match dev {
+        Some(d) => Ok(json(StatusCode::OK, &d)),
+        None => Err(ApiError::NotFound {
+            what: format!("device {id}"),
+        }),
+    }
+}
+
+/// Decodes `%XX` escapes (and nothing else) in a path segment or query value.
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::BadRequest {
+        reason: "invalid percent-encoding".into(),
+    };
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%40b.com").unwrap(), "a@b.com");
+        assert!(percent_decode("%4").is_err());
+        assert!(percent_decode("%zz").is_err());
+        assert!(percent_decode("%ff").is_err());
+    }
+
+    #[test]
+    fn upn_validation() {
+        assert_eq!(
+            validate_upn(" Alice@Example.COM ").unwrap(),
+            "alice@example.com"
+        );
+        assert!(validate_upn("").is_err());
+        assert!(validate_upn("a b").is_err());
+        assert!(validate_upn("a/b").is_err());
+    }
+}
+
+impl From<crate::mdm::commands::CommandError> for ApiError {
+    fn from(e: crate::mdm::commands::CommandError) -> ApiError {
+        use crate::mdm::commands::CommandError as C;
+        match e {
+            C::Invalid { reason } => ApiError::BadRequest { reason },
+            C::UnknownDevice { device_id } => ApiError::NotFound {
+                what: format!("device {device_id}"),
+            },
+            C::NotEnrolled { device_id } => ApiError::Conflict {
+                what: format!("device {device_id} is not enrolled; a command"),
+            },
+            C::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A queued command as the API shows it.
+#[derive(Debug, Serialize)]
+struct CommandView<'a> {
+    command_id: &'a str,
+    verb: &'a str,
+    target: Option<&'a str>,
+    state: crate::store::CommandState,
+    status: Option<u16>,
+    results: &'a [crate::store::ResultItem],
+    created_at: i64,
+    sent_at: Option<i64>,
+    completed_at: Option<i64>,
+    send_count: u32,
+}
+
+impl<'a> From<&'a crate::store::CommandRecord> for CommandView<'a> {
+    fn from(c: &'a crate::store::CommandRecord) -> Self {
+        CommandView {
+            command_id: &c.command_id,
+            verb: &c.verb,
+            target: c.target.as_deref(),
+            state: c.state,
+            status: c.status,
+            results: &c.results,
+            created_at: c.created_at,
+            sent_at: c.sent_at,
+            completed_at: c.completed_at,
+            send_count: c.send_count,
+        }
+    }
+}
+
+fn enqueued_response(e: crate::store::Enqueued) -> Resp {
+    match e {
+        crate::store::Enqueued::Created(c) => json(
+            StatusCode::CREATED,
+            &serde_json::json!({ "command_id": c.command_id }),
+        ),
+        crate::store::Enqueued::Existing(c) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "command_id": c.command_id, "existing": true }),
+        ),
+    }
+}
+
+async fn create_command(
+    app: Arc<App>,
+    id: String,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let nc: crate::mdm::commands::NewCommand = json_body(req).await?;
+    let out = blocking(move || Ok(crate::mdm::commands::enqueue(&app, &id, nc)?)).await?;
+    Ok(enqueued_response(out))
+}
+
+async fn list_commands(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
+    let cmds = blocking(move || {
+        if app.store.get_device(&id)?.is_none() {
+            return Err(ApiError::NotFound {
+                what: format!("device {id}"),
+            });
+        }
+        Ok(app.store.list_commands(&id)?)
+    })
+    .await?;
+    let views: Vec<CommandView> = cmds.iter().map(CommandView::from).collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "commands": views }),
+    ))
+}
+
+async fn cancel_command(app: Arc<App>, id: String, cid: String) -> Result<Resp, ApiError> {
+    use crate::store::Cancelled;
+    let out = blocking({
+        let (id, cid) = (id.clone(), cid.clone());
+        move || Ok(app.store.cancel(&id, &cid, app.clock.now_unix())?)
+    })
+    .await?;
+    match out {
+        Cancelled::Cancelled => {
+            tracing::info!(device_id = %id, command_id = %cid, "command cancelled");
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            Ok(r)
+        }
+        Cancelled::NotFound => Err(ApiError::NotFound {
+            what: format!("command {cid}"),
+        }),
+        Cancelled::AlreadyFinal(state) => Err(ApiError::Conflict {
+            what: format!("command {cid} is already {state:?}; a final state"),
+        }),
+    }
+}
+
+async fn clear_commands(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
+    let n = blocking(move || {
+        if app.store.get_device(&id)?.is_none() {
+            return Err(ApiError::NotFound {
+                what: format!("device {id}"),
+            });
+        }
+        let n = app.store.clear(&id, app.clock.now_unix())?;
+        tracing::info!(device_id = %id, cancelled = n, "command queue cleared");
+        Ok(n)
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "cancelled": n })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantLockdown {
+    require_network_in_oobe: bool,
+}
+
+async fn tenant_lockdown(
+    app: Arc<App>,
+    id: String,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let tl: TenantLockdown = json_body(req).await?;
+    let out = blocking(move || {
+        Ok(crate::mdm::commands::set_tenant_lockdown(
+            &app,
+            &id,
+            tl.require_network_in_oobe,
+        )?)
+    })
+    .await?;
+    Ok(enqueued_response(out))
+}

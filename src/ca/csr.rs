@@ -9,9 +9,9 @@ use aws_lc_rs::signature::{self, VerificationAlgorithm};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_HASH_SHA1, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384,
-    OID_NIST_HASH_SHA256, OID_NIST_HASH_SHA384, OID_NIST_HASH_SHA512, OID_PKCS1_RSAENCRYPTION,
-    OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA1WITHRSA, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA,
+    OID_EC_P256, OID_HASH_SHA1, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_HASH_SHA256,
+    OID_NIST_HASH_SHA384, OID_NIST_HASH_SHA512, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS,
+    OID_PKCS1_SHA1WITHRSA, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA,
     OID_PKCS1_SHA512WITHRSA, OID_SHA1_WITH_RSA, OID_SIG_ECDSA_WITH_SHA256,
     OID_SIG_ECDSA_WITH_SHA384,
 };
@@ -250,7 +250,10 @@ fn pick_verifier(
     let big = key.bits >= 2048;
     if *oid == OID_PKCS1_SHA1WITHRSA || *oid == OID_SHA1_WITH_RSA {
         require(rsa)?;
-        Ok((&signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY, "sha1RSA"))
+        Ok((
+            &signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            "sha1RSA",
+        ))
     } else if *oid == OID_PKCS1_SHA256WITHRSA {
         require(rsa)?;
         let v: Verifier = if big {
@@ -285,11 +288,23 @@ fn pick_verifier(
             .ok_or_else(|| unsupported("missing or malformed RSASSA-PSS parameters"))?;
         let hash = params.hash_algorithm_oid().clone();
         let (v, name, hash_len): (Verifier, _, u32) = if hash == OID_NIST_HASH_SHA256 {
-            (&signature::RSA_PSS_2048_8192_SHA256, "RSASSA-PSS-SHA256", 32)
+            (
+                &signature::RSA_PSS_2048_8192_SHA256,
+                "RSASSA-PSS-SHA256",
+                32,
+            )
         } else if hash == OID_NIST_HASH_SHA384 {
-            (&signature::RSA_PSS_2048_8192_SHA384, "RSASSA-PSS-SHA384", 48)
+            (
+                &signature::RSA_PSS_2048_8192_SHA384,
+                "RSASSA-PSS-SHA384",
+                48,
+            )
         } else if hash == OID_NIST_HASH_SHA512 {
-            (&signature::RSA_PSS_2048_8192_SHA512, "RSASSA-PSS-SHA512", 64)
+            (
+                &signature::RSA_PSS_2048_8192_SHA512,
+                "RSASSA-PSS-SHA512",
+                64,
+            )
         } else if hash == OID_HASH_SHA1 {
             return Err(unsupported("RSASSA-PSS with SHA-1"));
         } else {
@@ -300,10 +315,14 @@ fn pick_verifier(
             .map(|m| m.mgf.as_bytes() == MGF1_DER && m.hash == hash)
             .unwrap_or(false);
         if !mgf_ok {
-            return Err(unsupported("RSASSA-PSS mask generation is not MGF1 with the same hash"));
+            return Err(unsupported(
+                "RSASSA-PSS mask generation is not MGF1 with the same hash",
+            ));
         }
         if params.salt_length() != hash_len {
-            return Err(unsupported("RSASSA-PSS salt length differs from the hash length"));
+            return Err(unsupported(
+                "RSASSA-PSS salt length differs from the hash length",
+            ));
         }
         if params.trailer_field() != 1 {
             return Err(unsupported("RSASSA-PSS trailer field"));

@@ -5,9 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
-    SignatureAlgorithm,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -115,16 +114,19 @@ impl Ca {
         let load = |reason: &str| CaError::Load {
             reason: reason.to_owned(),
         };
-        let (rest, x509) = X509Certificate::from_der(&cert_der)
-            .map_err(|e| CaError::Load {
-                reason: format!("certificate DER: {e}"),
-            })?;
+        let (rest, x509) = X509Certificate::from_der(&cert_der).map_err(|e| CaError::Load {
+            reason: format!("certificate DER: {e}"),
+        })?;
         if !rest.is_empty() {
             return Err(load("trailing bytes after the certificate"));
         }
         match x509.basic_constraints() {
             Ok(Some(bc)) if bc.value.ca => {}
-            _ => return Err(load("not a CA certificate (BasicConstraints CA:TRUE missing)")),
+            _ => {
+                return Err(load(
+                    "not a CA certificate (BasicConstraints CA:TRUE missing)",
+                ))
+            }
         }
         match x509.key_usage() {
             Ok(None) => {}
@@ -450,11 +452,27 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert!(matches!(san_for_host("mdm.example.com"), Ok(SanType::DnsName(_))));
-        assert!(matches!(san_for_host("Localhost."), Ok(SanType::DnsName(_))));
-        assert!(matches!(san_for_host("10.0.0.1"), Ok(SanType::IpAddress(_))));
+        assert!(matches!(
+            san_for_host("mdm.example.com"),
+            Ok(SanType::DnsName(_))
+        ));
+        assert!(matches!(
+            san_for_host("Localhost."),
+            Ok(SanType::DnsName(_))
+        ));
+        assert!(matches!(
+            san_for_host("10.0.0.1"),
+            Ok(SanType::IpAddress(_))
+        ));
         assert!(matches!(san_for_host("[::1]"), Ok(SanType::IpAddress(_))));
-        for bad in ["", "a..b", "-a.b", "a b", "mdm.example.com:443", "*.example.com"] {
+        for bad in [
+            "",
+            "a..b",
+            "-a.b",
+            "a b",
+            "mdm.example.com:443",
+            "*.example.com",
+        ] {
             assert!(
                 matches!(san_for_host(bad), Err(CaError::InvalidHost { .. })),
                 "{bad:?}"

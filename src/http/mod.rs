@@ -1,1 +1,270 @@
-//! HTTP (in progress)
+//! The I/O shell: one TLS listener (rustls over tokio, TLS 1.2 and 1.3) serving every endpoint,
+//! hyper 1 for HTTP/1.1 and HTTP/2, graceful shutdown.
+//!
+//! Every handshake *requests* a client certificate chaining to the enrollment CA but does not
+//! require one: enrollment runs without, management (later) demands it. rustls cannot ask for a
+//! certificate after the handshake, so the request must be in every initial handshake. The
+//! verified peer certificate is captured per connection in a [`Peer`] and handed to the router.
+
+pub mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::CertificateDer;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::app::App;
+
+/// Time allowed for a TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to receive request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to receive a request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; further ones wait in the kernel backlog.
+pub const MAX_CONNECTIONS: usize = 8192;
+
+/// What we know about the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// The client certificate (leaf), already verified to chain to our CA, if one was presented.
+    pub client_cert: Option<CertificateDer<'static>>,
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything (the admin API too unless `admin_only` listener exists).
+    Main {
+        /// Whether `/api/v1` is served here.
+        admin: bool,
+    },
+    /// Only the admin API.
+    AdminOnly,
+}
+
+/// Server start-up failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The TLS configuration was rejected.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// Binding a socket failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Builds the rustls configuration: our TLS certificate, TLS 1.3 + 1.2, client certificates
+/// requested (trusting only the enrollment CA) but optional, ALPN h2 + http/1.1.
+pub fn tls_config(app: &App) -> Result<Arc<ServerConfig>, ServeError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(app.ca.cert_der().to_vec()))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(app.tls.chain.clone(), app.tls.key.clone_key())?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    app: Arc<App>,
+    tls: Arc<ServerConfig>,
+    listeners: Vec<(TcpListener, Role)>,
+}
+
+impl Server {
+    /// Binds the main listener (and the admin listener if configured).
+    pub async fn bind(app: Arc<App>) -> Result<Server, ServeError> {
+        let tls = tls_config(&app)?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|e| ServeError::Bind {
+                addr,
+                reason: e.to_string(),
+            })
+        };
+        let mut listeners = vec![(
+            bind(app.cfg.listen).await?,
+            Role::Main {
+                admin: app.cfg.admin_listen.is_none(),
+            },
+        )];
+        if let Some(a) = app.cfg.admin_listen {
+            listeners.push((bind(a).await?, Role::AdminOnly));
+        }
+        Ok(Server {
+            app,
+            tls,
+            listeners,
+        })
+    }
+
+    /// Serves the main role on an already bound listener (tests bind port 0 first to learn the
+    /// port for the public URL). No separate admin listener.
+    pub fn from_listener(
+        app: Arc<App>,
+        listener: std::net::TcpListener,
+    ) -> Result<Server, ServeError> {
+        let tls = tls_config(&app)?;
+        let addr = listener.local_addr().map_err(|e| ServeError::Bind {
+            addr: app.cfg.listen,
+            reason: e.to_string(),
+        })?;
+        let bind_err = |e: std::io::Error| ServeError::Bind {
+            addr,
+            reason: e.to_string(),
+        };
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let listener = TcpListener::from_std(listener).map_err(bind_err)?;
+        Ok(Server {
+            app,
+            tls,
+            listeners: vec![(listener, Role::Main { admin: true })],
+        })
+    }
+
+    /// The bound address of the main listener (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .first()
+            .and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The bound address of the admin listener, if separate.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(_, r)| *r == Role::AdminOnly)
+            .and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 10 s).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut tasks = Vec::new();
+        for (listener, role) in self.listeners {
+            if let Ok(a) = listener.local_addr() {
+                tracing::info!(addr = %a, ?role, "listening (TLS)");
+            }
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                role,
+                self.app.clone(),
+                TlsAcceptor::from(self.tls.clone()),
+                graceful.clone(),
+                stop_rx.clone(),
+                limit.clone(),
+            )));
+        }
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        let graceful = Arc::try_unwrap(graceful)
+            .unwrap_or_else(|_| hyper_util::server::graceful::GracefulShutdown::new());
+        if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not finish within 10 s");
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    role: Role,
+    app: Arc<App>,
+    acceptor: TlsAcceptor,
+    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    limit: Arc<Semaphore>,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = stop.changed() => return,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (tcp, addr) = tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%addr, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.clone().into_owned());
+            let peer = Arc::new(Peer { addr, client_cert });
+            let svc = service_fn(move |req| {
+                let (app, peer) = (app.clone(), peer.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(routes::handle(app, peer, role, req).await)
+                }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            builder.http2().timer(TokioTimer::new());
+            let conn = builder.serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%addr, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

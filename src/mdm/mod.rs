@@ -1,1 +1,8 @@
-//! MDM flows (in progress)
+//! Protocol flows: each takes a parsed message, consults the store and the CA, and returns the
+//! message to write. No HTTP here; the `http` module calls in and writes out.
+
+pub mod commands;
+pub mod enroll;
+pub mod identity;
+pub mod manage;
+pub mod session;

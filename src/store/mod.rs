@@ -1,1 +1,364 @@
-//! Store (in progress)
+//! Persistence: the [`Store`] trait and its records.
+//!
+//! Everything the protocol flows must remember lives here — users, enrolled devices, every
+//! certificate serial the CA issued and which of them are revoked — so that no protocol state
+//! lives only in process memory and a restart (or, later, another node on a shared SQL backend)
+//! continues where the last one stopped.
+//!
+//! The traits are split by capability ([`UserStore`], [`DeviceStore`], [`CertStore`]) and
+//! mention no backend types. [`sled::SledStore`] is the embedded default; [`mem::MemStore`]
+//! backs unit tests. Every implementation is run through the same battery
+//! (`tests/store/`). All calls block; async callers use `spawn_blocking`.
+
+use serde::{Deserialize, Serialize};
+
+pub mod mem;
+pub mod sled;
+pub mod tx;
+
+/// A user who may enroll devices (MS-MDE2 OnPremise authentication).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// User principal name, stored lower-case; the primary key.
+    pub upn: String,
+    /// argon2id PHC string; never the password itself.
+    pub password_hash: String,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// A disabled user cannot enroll.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// Lifecycle state of a device record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// Enrolled with a valid certificate.
+    Enrolled,
+    /// Replaced by a later enrollment of the same hardware, or unenrolled.
+    Unenrolled,
+}
+
+/// An enrolled device. `device_id` is the `DeviceID` AdditionalContext item, which is also the
+/// CN of its certificate and the SyncML `Source/LocURI` of its sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The DeviceID (MS-MDE2 ContextItem `DeviceID`); the primary key.
+    pub device_id: String,
+    /// The hardware id (ContextItem `HWDevID`), if sent.
+    pub hw_dev_id: Option<String>,
+    /// The user who enrolled it (absent for device-only enrollments).
+    pub upn: Option<String>,
+    /// `Full` (user) or `Device`.
+    pub enrollment_type: String,
+    /// ContextItem `DeviceType` (e.g. `CIMClient_Windows`).
+    pub device_type: Option<String>,
+    /// ContextItem `OSVersion`.
+    pub os_version: Option<String>,
+    /// ContextItem `OSEdition` (Windows product type number).
+    pub os_edition: Option<String>,
+    /// ContextItem `DeviceName`.
+    pub device_name: Option<String>,
+    /// ContextItem `ApplicationVersion`.
+    pub application_version: Option<String>,
+    /// ContextItem `Locale`.
+    pub locale: Option<String>,
+    /// ContextItem `MAC` values, de-duplicated, in order.
+    pub macs: Vec<String>,
+    /// ContextItem `NotInOobe`.
+    pub not_in_oobe: Option<bool>,
+    /// ContextItem `UXInitiated`.
+    pub ux_initiated: Option<bool>,
+    /// Serial (lower hex) of the current identity certificate.
+    pub cert_serial: String,
+    /// SHA-1 thumbprint (upper hex) of the current identity certificate.
+    pub cert_thumbprint: String,
+    /// Expiry of the current certificate (Unix seconds).
+    pub cert_not_after: i64,
+    /// When this enrollment happened (Unix seconds).
+    pub enrolled_at: i64,
+    /// Lifecycle state.
+    pub state: DeviceState,
+    /// Last `com.microsoft/MDM/LoginStatus` reported (`user`, `others`, `none`, `unknown`).
+    #[serde(default)]
+    pub login_status: Option<String>,
+    /// Last management session (Unix seconds).
+    #[serde(default)]
+    pub last_seen: Option<i64>,
+    /// Inventory reported by the device: `./DevInfo/*` and `./DevDetail/*` node → value.
+    #[serde(default)]
+    pub inventory: std::collections::BTreeMap<String, String>,
+    /// Desired TenantLockdown `RequireNetworkInOOBE`, as last set by an admin.
+    #[serde(default)]
+    pub tenant_lockdown: Option<bool>,
+    /// Generic (1226) alerts the device sent, most recent last (bounded).
+    #[serde(default)]
+    pub alerts: Vec<DeviceAlert>,
+}
+
+/// A generic alert (Alert 1226) a device reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceAlert {
+    /// `Meta/Type` (e.g. `com.microsoft:mdm.unenrollment.userrequest`).
+    pub alert_type: Option<String>,
+    /// `Source/LocURI`.
+    pub source: Option<String>,
+    /// `Data`.
+    pub data: Option<String>,
+    /// When it arrived (Unix seconds).
+    pub at: i64,
+}
+
+/// Where a queued command is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandState {
+    /// Waiting for the device's next session.
+    Pending,
+    /// Sent; no Status yet. Goes out again if the session ends without one.
+    Sent,
+    /// The device answered 2xx (200, or 202 accepted for asynchronous processing).
+    Done,
+    /// The device answered 4xx/5xx; the code is kept.
+    Failed,
+    /// Cancelled by an admin before it was answered.
+    Cancelled,
+}
+
+impl CommandState {
+    /// Whether the command will never be sent again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            CommandState::Done | CommandState::Failed | CommandState::Cancelled
+        )
+    }
+}
+
+/// One item of a `Results` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultItem {
+    /// `Source/LocURI` of the node.
+    pub target: Option<String>,
+    /// `Meta/Format`.
+    pub format: Option<String>,
+    /// `Meta/Type`.
+    #[serde(rename = "type")]
+    pub ty: Option<String>,
+    /// `Data`.
+    pub data: Option<String>,
+}
+
+/// A command queued for one device (after nanomdm: body stored once by id, ordered per device).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    /// Client-chosen or generated id, unique per device.
+    pub command_id: String,
+    /// The device it is for.
+    pub device_id: String,
+    /// Queue position (assigned by the store at enqueue).
+    pub seq: u64,
+    /// `Get`, `Add`, `Replace`, `Delete`, `Exec`, `Atomic` or `Sequence`.
+    pub verb: String,
+    /// First target LocURI, for display.
+    pub target: Option<String>,
+    /// The command as a SyncML fragment; CmdIDs are assigned when it is sent.
+    pub syncml: String,
+    /// Targets `./User/...`: held until the device reports LoginStatus `user`.
+    pub user_scoped: bool,
+    /// Life-cycle state.
+    pub state: CommandState,
+    /// The device's SyncML status code for the command.
+    pub status: Option<u16>,
+    /// Results returned for a `Get`.
+    pub results: Vec<ResultItem>,
+    /// Enqueue time.
+    pub created_at: i64,
+    /// Last time it was sent.
+    pub sent_at: Option<i64>,
+    /// When the device answered.
+    pub completed_at: Option<i64>,
+    /// How many times it was sent.
+    pub send_count: u32,
+}
+
+/// Outcome of an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued now.
+    Created(CommandRecord),
+    /// A command with that id already existed for the device; nothing was queued.
+    Existing(CommandRecord),
+}
+
+/// Outcome of a cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It was pending (or sent without answer) and is now cancelled.
+    Cancelled,
+    /// No such command.
+    NotFound,
+    /// Already answered or cancelled.
+    AlreadyFinal(CommandState),
+}
+
+/// Everything one management round changes, written in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    /// The device record after the round.
+    pub device: Option<Device>,
+    /// Commands whose state changed.
+    pub commands: Vec<CommandRecord>,
+    /// Session state to store (`Some(bytes)`) or drop (`None`), by (device, session id).
+    pub session: Option<(String, String, Option<Vec<u8>>)>,
+    /// Certificates to revoke (serial, reason).
+    pub revoke: Vec<(String, String)>,
+}
+
+/// One certificate the CA issued. Every issued serial is recorded, revoked or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    /// Serial number, lower-case hex without separators; the primary key.
+    pub serial: String,
+    /// The device it was issued to.
+    pub device_id: String,
+    /// SHA-1 thumbprint, upper-case hex.
+    pub thumbprint: String,
+    /// Issue time (Unix seconds).
+    pub issued_at: i64,
+    /// Expiry (Unix seconds).
+    pub not_after: i64,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<i64>,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
+}
+
+/// What [`DeviceStore::record_enrollment`] replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnrollOutcome {
+    /// Device records that were replaced (same DeviceID, or another DeviceID with the same HWDevID).
+    pub replaced: Vec<String>,
+    /// Certificate serials revoked because their device record was replaced.
+    pub revoked: Vec<String>,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record already exists (e.g. creating a user twice).
+    #[error("{what} already exists")]
+    AlreadyExists {
+        /// What kind of record.
+        what: &'static str,
+    },
+    /// The backend failed (I/O, corruption, transaction conflict).
+    #[error("storage backend error: {reason}")]
+    Backend {
+        /// The backend's own message.
+        reason: String,
+    },
+    /// A stored record could not be decoded.
+    #[error("stored {what} record is corrupt: {reason}")]
+    Corrupt {
+        /// What kind of record.
+        what: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+/// Users who may enroll.
+pub trait UserStore: Send + Sync {
+    /// Creates a user; [`StoreError::AlreadyExists`] if the UPN is taken.
+    fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Looks a user up by (lower-case) UPN.
+    fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError>;
+    /// All users, ordered by UPN.
+    fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// Deletes a user; `false` if there was none.
+    fn delete_user(&self, upn: &str) -> Result<bool, StoreError>;
+}
+
+/// Enrolled devices.
+pub trait DeviceStore: Send + Sync {
+    /// Looks a device up by DeviceID.
+    fn get_device(&self, device_id: &str) -> Result<Option<Device>, StoreError>;
+    /// Devices ordered by DeviceID, starting strictly after `after`, at most `limit`.
+    fn list_devices(&self, after: Option<&str>, limit: usize) -> Result<Vec<Device>, StoreError>;
+    /// Replaces a device record (inventory, state…).
+    fn put_device(&self, device: &Device) -> Result<(), StoreError>;
+    /// Atomically records a new enrollment: stores `cert`, stores `device` (replacing any record
+    /// with the same DeviceID, and any other record with the same HWDevID, which becomes
+    /// [`DeviceState::Unenrolled`]), and revokes the certificates of the replaced records.
+    fn record_enrollment(
+        &self,
+        device: &Device,
+        cert: &CertRecord,
+        now: i64,
+    ) -> Result<EnrollOutcome, StoreError>;
+}
+
+/// Certificates issued by the CA and their revocation state.
+pub trait CertStore: Send + Sync {
+    /// Looks a certificate up by serial.
+    fn get_cert(&self, serial: &str) -> Result<Option<CertRecord>, StoreError>;
+    /// Records an issued certificate (outside an enrollment, e.g. a renewal later).
+    fn put_cert(&self, cert: &CertRecord) -> Result<(), StoreError>;
+    /// Revokes a certificate; `false` if the serial is unknown. Revoking twice keeps the first time.
+    fn revoke_cert(&self, serial: &str, reason: &str, now: i64) -> Result<bool, StoreError>;
+    /// All revoked certificates (the revocation list the management endpoint consults).
+    fn list_revoked(&self) -> Result<Vec<CertRecord>, StoreError>;
+    /// Number of certificates ever issued.
+    fn count_certs(&self) -> Result<u64, StoreError>;
+}
+
+/// Per-device command queues (ordered, persistent, at-least-once).
+pub trait CommandQueue: Send + Sync {
+    /// Queues `cmd` (its `seq` is assigned here) unless a command with the same id exists for
+    /// the device, in which case that one is returned and nothing changes.
+    fn enqueue(&self, cmd: CommandRecord) -> Result<Enqueued, StoreError>;
+    /// One command.
+    fn get_command(
+        &self,
+        device_id: &str,
+        command_id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError>;
+    /// Every command of a device (history included), in queue order.
+    fn list_commands(&self, device_id: &str) -> Result<Vec<CommandRecord>, StoreError>;
+    /// The unanswered commands (`Pending` and `Sent`) of a device, in queue order.
+    fn queued(&self, device_id: &str) -> Result<Vec<CommandRecord>, StoreError>;
+    /// Cancels one unanswered command.
+    fn cancel(&self, device_id: &str, command_id: &str, now: i64) -> Result<Cancelled, StoreError>;
+    /// Cancels every unanswered command of a device; returns how many.
+    fn clear(&self, device_id: &str, now: i64) -> Result<usize, StoreError>;
+}
+
+/// Management session state, stored as opaque bytes by (device, SessionID) so a restart — or
+/// another node — continues a session.
+pub trait SessionStore: Send + Sync {
+    /// The stored state of a session.
+    fn get_session(&self, device_id: &str, session_id: &str)
+        -> Result<Option<Vec<u8>>, StoreError>;
+    /// Applies one management round atomically.
+    fn commit_round(&self, round: &Round, now: i64) -> Result<(), StoreError>;
+}
+
+/// Everything the server needs from storage.
+pub trait Store: UserStore + DeviceStore + CertStore + CommandQueue + SessionStore {}
+impl<T: UserStore + DeviceStore + CertStore + CommandQueue + SessionStore> Store for T {}
+
+/// Key of a per-device record: `device_id \0 rest`.
+pub fn device_key(device_id: &str, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(device_id.len() + 1 + rest.len());
+    k.extend_from_slice(device_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// Normalises a UPN for use as a key (trimmed, lower-case).
+pub fn normalize_upn(upn: &str) -> String {
+    upn.trim().to_lowercase()
+}

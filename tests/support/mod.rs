@@ -1,1 +1,306 @@
-//! Shared test helpers.
+//! Shared test helpers: an in-process server on a loopback port, an HTTPS client, and the fake
+//! Windows device (`device.rs`).
+#![allow(dead_code)]
+
+pub mod device;
+pub mod mdm_device;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use winmdm::app::App;
+use winmdm::config::ServeOptions;
+use winmdm::http::Server;
+
+/// The admin token every test server uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Installs a tracing subscriber once (logs shown for failing tests only).
+pub fn subscribe() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("winmdm=debug")),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// Where the shared captures live, or `None` (with a printed SKIP line) if absent.
+pub fn conformance_dir(what: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        println!("SKIP {what}: ../shared/conformance not found next to the project");
+        None
+    }
+}
+
+/// A server running in this process on 127.0.0.1:<random port>.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data dir.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server on a fresh data dir, letting the test adjust the options.
+    pub async fn start_with(adjust: impl FnOnce(&mut ServeOptions)) -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in(&dir, adjust).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on `dir` (kept by the caller).
+    pub async fn start_in(dir: &Path, adjust: impl FnOnce(&mut ServeOptions)) -> TestServer {
+        subscribe();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut opts = ServeOptions {
+            listen: Some(addr),
+            public_url: Some(format!("https://localhost:{}", addr.port())),
+            data_dir: Some(dir.to_path_buf()),
+            ..ServeOptions::default()
+        };
+        adjust(&mut opts);
+        let cfg = opts.resolve().expect("config");
+        let app = tokio::task::spawn_blocking(move || App::open(cfg, Some(ADMIN_TOKEN.into())))
+            .await
+            .expect("join")
+            .expect("app opens");
+        let app = Arc::new(app);
+        let server = Server::from_listener(app.clone(), listener).expect("server");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            app,
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and waits until it released the data dir.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        // Wait for the last Arc<App> (held by finishing connection tasks) to go, so sled's lock is free.
+        let weak = Arc::downgrade(&self.app);
+        let tmp = self._tmp.take();
+        drop(self);
+        for _ in 0..200 {
+            if weak.strong_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(weak.strong_count(), 0, "server did not release the app");
+        tmp
+    }
+
+    /// Stops and starts again on the same data dir.
+    pub async fn restart(self) -> TestServer {
+        let dir = self.data_dir.clone();
+        let tmp = self.stop().await;
+        let mut s = Self::start_in(&dir, |_| {}).await;
+        s._tmp = tmp;
+        s
+    }
+
+    /// A client that trusts this server's CA and presents no certificate.
+    pub fn client(&self) -> Client {
+        Client::new(self.addr, self.app.ca.cert_der().to_vec(), None)
+    }
+
+    /// An admin API call with the right token.
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        self.client()
+            .admin(method, path, body, Some(ADMIN_TOKEN))
+            .await
+    }
+
+    /// Creates an enrollment user through the admin API.
+    pub async fn create_user(&self, upn: &str, password: &str) {
+        let (st, body) = self
+            .admin(
+                "POST",
+                "/api/v1/users",
+                Some(serde_json::json!({"upn": upn, "password": password})),
+            )
+            .await;
+        assert_eq!(st, 201, "create user: {body}");
+    }
+}
+
+/// An HTTP response as the tests see it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// An HTTPS/1.1 client over rustls: a new connection per request.
+#[derive(Clone)]
+pub struct Client {
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+}
+
+impl Client {
+    /// Trusts `root_der`; presents `(chain, key)` if given.
+    pub fn new(
+        addr: SocketAddr,
+        root_der: Vec<u8>,
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Client {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(root_der)).expect("root");
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+        let cfg = match identity {
+            Some((chain, key)) => b.with_client_auth_cert(chain, key).expect("client cert"),
+            None => b.with_no_client_auth(),
+        };
+        Client {
+            addr,
+            cfg: Arc::new(cfg),
+        }
+    }
+
+    /// Sends one request; `path` may be a full URL (only its path+query is used).
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> HttpResponse {
+        match self.try_request(method, path, headers, body).await {
+            Some(r) => r,
+            None => panic!("{method} {path}: connection failed"),
+        }
+    }
+
+    /// As [`Client::request`], but `None` when TLS or HTTP fails (e.g. a refused certificate).
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Option<HttpResponse> {
+        let path = match path.strip_prefix("https://") {
+            Some(rest) => rest
+                .find('/')
+                .map(|i| rest[i..].to_string())
+                .unwrap_or_else(|| "/".into()),
+            None => path.to_string(),
+        };
+        let tcp = TcpStream::connect(self.addr).await.expect("connect");
+        let connector = tokio_rustls::TlsConnector::from(self.cfg.clone());
+        let tls = connector
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .ok()?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .ok()?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).expect("request");
+        let resp = sender.send_request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.ok()?.to_bytes().to_vec();
+        Some(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// POSTs a SOAP 1.2 body.
+    pub async fn soap(&self, path: &str, body: &[u8]) -> HttpResponse {
+        self.request(
+            "POST",
+            path,
+            &[("content-type", "application/soap+xml; charset=utf-8")],
+            body.to_vec(),
+        )
+        .await
+    }
+
+    /// An admin API call; returns status and JSON (Null if no body).
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a));
+        }
+        let body = body
+            .map(|b| serde_json::to_vec(&b).expect("json"))
+            .unwrap_or_default();
+        let r = self.request(method, path, &headers, body).await;
+        let v = if r.body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&r.body).unwrap_or_else(|_| serde_json::Value::String(r.text()))
+        };
+        (r.status, v)
+    }
+}

@@ -1,0 +1,256 @@
+//! Routing: (method, path) → handler, with body limits, content-type checks, and the one place
+//! where flow errors become HTTP responses (SOAP faults for enrollment). No protocol logic.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::{Peer, Role, BODY_TIMEOUT};
+use crate::app::App;
+use crate::config::paths;
+use crate::mdm::enroll::{self, Failure};
+use crate::soap::fault::{self, EnrollError, FaultAction, SoapFault};
+
+/// The response type of every handler.
+pub type Resp = Response<Full<Bytes>>;
+
+/// SOAP 1.2 media type of enrollment responses.
+pub const SOAP_CT: &str = "application/soap+xml; charset=utf-8";
+
+/// Largest SOAP request accepted (a Windows RST is about 4 KB).
+pub const MAX_SOAP_BODY: usize = 256 * 1024;
+
+/// Dispatches one request.
+pub async fn handle(app: Arc<App>, peer: Arc<Peer>, role: Role, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    let admin_here = matches!(role, Role::AdminOnly | Role::Main { admin: true });
+    if path == "/api/v1" || path.starts_with("/api/v1/") {
+        if admin_here {
+            return crate::admin::handle(app, req).await;
+        }
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
+    if role == Role::AdminOnly {
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        // MS-MDE2 §3.1: the device probes with GET before POSTing Discover.
+        (Method::GET, paths::DISCOVERY) => empty(StatusCode::OK),
+        (Method::POST, paths::DISCOVERY) => soap(app, req, Endpoint::Discovery).await,
+        (Method::POST, paths::POLICY) => soap(app, req, Endpoint::Policy).await,
+        (Method::POST, paths::ENROLLMENT) => soap(app, req, Endpoint::Enrollment).await,
+        (Method::POST, paths::MANAGEMENT) => manage(app, peer, req).await,
+        (_, paths::DISCOVERY | paths::POLICY | paths::ENROLLMENT | paths::MANAGEMENT) => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            r.headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, POST"));
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Discovery,
+    Policy,
+    Enrollment,
+}
+
+impl Endpoint {
+    fn fault_action(self) -> FaultAction {
+        match self {
+            // MS-MDE2 §2.2.10 shows the RSTRC action on enrollment faults; the WCF dispatcher
+            // fault action (MS-WSTEP §4.1.4) elsewhere.
+            Endpoint::Discovery | Endpoint::Policy => FaultAction::Dispatcher,
+            Endpoint::Enrollment => FaultAction::Rstrc,
+        }
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Larger than the limit.
+    TooLarge(usize),
+    /// Not received within [`BODY_TIMEOUT`].
+    Timeout,
+    /// The connection failed.
+    Broken(String),
+}
+
+/// Reads a whole body, bounded in size and time.
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(BodyError::TooLarge(limit))
+            } else {
+                Err(BodyError::Broken(e.to_string()))
+            }
+        }
+    }
+}
+
+async fn soap(app: Arc<App>, req: Request<Incoming>, ep: Endpoint) -> Resp {
+    let ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !ct.starts_with("application/soap+xml") {
+        let f = Failure::from(EnrollError::MessageFormat {
+            reason: format!("Content-Type {ct:?} is not application/soap+xml"),
+        });
+        return fault_response(ep, &f, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+    }
+    let limit = MAX_SOAP_BODY.min(app.cfg.max_body_bytes);
+    let body = match read_body(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let (status, reason) = match e {
+                BodyError::TooLarge(n) => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body larger than {n} bytes"),
+                ),
+                BodyError::Timeout => (
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body not received in time".to_string(),
+                ),
+                BodyError::Broken(r) => (StatusCode::BAD_REQUEST, format!("body unreadable: {r}")),
+            };
+            let f = Failure::from(EnrollError::MessageFormat { reason });
+            return fault_response(ep, &f, Some(status));
+        }
+    };
+    let app2 = app.clone();
+    let result = tokio::task::spawn_blocking(move || match ep {
+        Endpoint::Discovery => enroll::discover(&app2, &body),
+        Endpoint::Policy => enroll::get_policies(&app2, &body),
+        Endpoint::Enrollment => enroll::enroll(&app2, &body),
+    })
+    .await;
+    match result {
+        Ok(Ok(xml)) => {
+            let mut r = Response::new(Full::new(Bytes::from(xml)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
+            r
+        }
+        Ok(Err(f)) => fault_response(ep, &f, None),
+        Err(join) => {
+            tracing::error!(endpoint = ?ep, error = %join, "enrollment handler panicked");
+            let f = Failure::from(EnrollError::EnrollmentServer {
+                reason: "internal error".into(),
+            });
+            fault_response(ep, &f, None)
+        }
+    }
+}
+
+/// The one map from an enrollment failure to its HTTP response (a SOAP 1.2 fault).
+fn fault_response(ep: Endpoint, f: &Failure, status: Option<StatusCode>) -> Resp {
+    let trace_id = crate::clock::random_hex(8);
+    tracing::warn!(endpoint = ?ep, error = %f.error, relates_to = ?f.relates_to, %trace_id, "enrollment request refused");
+    let sf = SoapFault::from(&f.error).with_trace_id(trace_id);
+    let body = fault::write_fault(&sf, f.relates_to.as_deref(), ep.fault_action());
+    let status = status.unwrap_or_else(|| {
+        StatusCode::from_u16(f.error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    });
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
+    r
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, msg: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(msg.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn empty(status: StatusCode) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// SyncML media type (OMA SyncML HTTP binding).
+pub const SYNCML_CT: &str = "application/vnd.syncml.dm+xml";
+
+/// The management endpoint: device authentication on every request, then one OMA-DM round.
+async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp {
+    let ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !ct.starts_with(SYNCML_CT) {
+        tracing::warn!(peer = %peer.addr, content_type = %ct, "management request refused: not SyncML XML");
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected application/vnd.syncml.dm+xml",
+        );
+    }
+    let body = match read_body(req.into_body(), app.cfg.max_body_bytes).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(_)) => {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+        }
+        Err(BodyError::Timeout) => {
+            return text(StatusCode::REQUEST_TIMEOUT, "body not received in time")
+        }
+        Err(BodyError::Broken(_)) => return text(StatusCode::BAD_REQUEST, "body unreadable"),
+    };
+    let app2 = app.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let now = app2.clock.now_unix();
+        let cert = peer.client_cert.as_ref().map(|c| c.as_ref());
+        let auth = match crate::mdm::identity::authenticate(app2.store.as_ref(), cert, now) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(peer = %peer.addr, error = %e, "management request refused: device not authenticated");
+                return Err(e.http_status());
+            }
+        };
+        crate::mdm::manage::handle(&app2, &auth, &body).map_err(|e| {
+            tracing::warn!(peer = %peer.addr, device_id = %auth.device_id(), error = %e, "management round failed");
+            e.http_status()
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok(xml)) => {
+            let mut r = Response::new(Full::new(Bytes::from(xml)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(SYNCML_CT));
+            r
+        }
+        Ok(Err(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            empty(status)
+        }
+        Err(join) => {
+            tracing::error!(error = %join, "management handler panicked");
+            empty(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}

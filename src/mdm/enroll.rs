@@ -1,0 +1,335 @@
+//! The enrollment flow (MS-MDE2): discovery, enrollment policy (MS-XCEP) and enrollment
+//! (MS-WSTEP), from request bytes to response bytes.
+//!
+//! Every failure is an [`EnrollError`] carried in a [`Failure`] with the request's MessageID, so
+//! the HTTP layer can answer the SOAP fault that `soap::fault` maps it to. No certificate leaves
+//! this module unless the device record and the certificate serial were durably stored first.
+
+use crate::app::App;
+use crate::ca::{self, CaError, IssuedCert};
+use crate::config::paths;
+use crate::soap::discovery::{self, DiscoverResponse};
+use crate::soap::enroll::{self as wstep, EnrollRequest, EnrollmentType, RequestType};
+use crate::soap::envelope::Credential;
+use crate::soap::fault::EnrollError;
+use crate::soap::policy::{self, PolicyConfig};
+use crate::soap::provisioning::{self, CertStore as ProvCertStore, PollSchedule, ProvisioningDoc};
+use crate::store::{normalize_upn, CertRecord, Device, DeviceState, User};
+
+/// Minimum RSA modulus accepted in a CSR, and advertised as `minimalKeyLength`.
+pub const MIN_KEY_BITS: usize = 2048;
+
+/// The `ValueType` of a PKCS#10 BinarySecurityToken (MS-WSTEP §3.1.4.1.2.6).
+pub const PKCS10_VALUE_TYPE: &str =
+    "http://schemas.microsoft.com/windows/pki/2009/01/enrollment#PKCS10";
+
+/// A failed step: the error and the MessageID it answers.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: EnrollError,
+    /// The request's `a:MessageID`, echoed as `a:RelatesTo`.
+    pub relates_to: Option<String>,
+}
+
+impl Failure {
+    fn new(error: EnrollError, relates_to: &Option<String>) -> Failure {
+        Failure {
+            error,
+            relates_to: relates_to.clone(),
+        }
+    }
+}
+
+impl From<EnrollError> for Failure {
+    fn from(error: EnrollError) -> Failure {
+        Failure {
+            error,
+            relates_to: None,
+        }
+    }
+}
+
+/// Answers a `Discover` request (MS-MDE2 §3.1).
+pub fn discover(app: &App, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    let req = discovery::parse_discover(body)?;
+    let offered = |p: &str| {
+        req.auth_policies
+            .iter()
+            .any(|a| a.trim().eq_ignore_ascii_case(p))
+    };
+    // Federated/Certificate belong to later work: we only offer OnPremise. A device that does not
+    // offer it cannot enroll here, and is told so.
+    if !req.auth_policies.is_empty() && !offered("OnPremise") {
+        return Err(Failure::new(
+            EnrollError::NotSupported {
+                reason: format!(
+                    "device offered auth policies {:?}; this server supports OnPremise only",
+                    req.auth_policies
+                ),
+            },
+            &req.message_id,
+        ));
+    }
+    let url = &app.cfg.public_url;
+    Ok(discovery::write_discover_response(&DiscoverResponse {
+        relates_to: req.message_id.clone(),
+        auth_policy: "OnPremise".into(),
+        enrollment_version: discovery::negotiate_version(req.request_version.as_deref()).into(),
+        policy_url: url.join(paths::POLICY),
+        enrollment_url: url.join(paths::ENROLLMENT),
+        auth_service_url: None,
+    }))
+}
+
+/// Answers `GetPolicies` (MS-XCEP §3.1.4.1) after authenticating the caller.
+pub fn get_policies(app: &App, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    let req = policy::parse_get_policies(body)?;
+    authenticate(app, &req.credential).map_err(|e| Failure::new(e, &req.message_id))?;
+    let validity = app.cfg.cert_validity.as_secs();
+    Ok(policy::write_get_policies_response(
+        req.message_id.as_deref(),
+        &PolicyConfig {
+            min_key_length: MIN_KEY_BITS as u32,
+            validity_seconds: validity,
+            renewal_seconds: validity / 6,
+        },
+    ))
+}
+
+/// Answers a WS-Trust `RequestSecurityToken` (MS-WSTEP; MS-MDE2 §3.4): authenticates, verifies the
+/// CSR, issues the identity certificate, records the device, and returns the RSTRC with the
+/// provisioning document.
+pub fn enroll(app: &App, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    let req = wstep::parse_rst(body)?;
+    let mid = req.message_id.clone();
+    enroll_inner(app, &req).map_err(|e| Failure::new(e, &mid))
+}
+
+fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> {
+    let user = authenticate(app, &req.credential)?;
+    match req.request_type {
+        RequestType::Issue => {}
+        RequestType::Renew | RequestType::Recovery => {
+            return Err(EnrollError::NotSupported {
+                reason: "certificate renewal and recovery are not enabled on this server".into(),
+            })
+        }
+    }
+    if req.csr_value_type.trim() != PKCS10_VALUE_TYPE {
+        return Err(EnrollError::CertificateRequest {
+            reason: format!(
+                "BinarySecurityToken ValueType {:?} is not PKCS#10",
+                req.csr_value_type
+            ),
+        });
+    }
+    let csr = ca::verify_csr(&req.csr_der, MIN_KEY_BITS).map_err(|e| ca_to_enroll(&e))?;
+    let ctx = &req.context;
+    let device_id = match (ctx.device_id(), csr.device_id_ext()) {
+        (Some(c), Some(x)) if !c.eq_ignore_ascii_case(x) => {
+            return Err(EnrollError::CertificateRequest {
+                reason: format!(
+                    "CSR DeviceID extension {x:?} differs from ContextItem DeviceID {c:?}"
+                ),
+            })
+        }
+        (Some(c), _) => c.to_string(),
+        (None, Some(x)) => x.to_string(),
+        (None, None) => {
+            return Err(EnrollError::MessageFormat {
+                reason: "no DeviceID in AdditionalContext or CSR".into(),
+            })
+        }
+    };
+    validate_device_id(&device_id)?;
+    let now = app.clock.now();
+    let cert = app
+        .ca
+        .issue_device_cert(&csr, &device_id, app.cfg.cert_validity, now)
+        .map_err(|e| ca_to_enroll(&e))?;
+    let enrollment_type = ctx.enrollment_type();
+    let device = device_record(
+        req,
+        &device_id,
+        &user,
+        &cert,
+        enrollment_type,
+        now.unix_timestamp(),
+    );
+    let record = CertRecord {
+        serial: cert.serial_hex.clone(),
+        device_id: device_id.clone(),
+        thumbprint: cert.thumbprint.clone(),
+        issued_at: now.unix_timestamp(),
+        not_after: cert.not_after.unix_timestamp(),
+        revoked_at: None,
+        revoke_reason: None,
+    };
+    let outcome = app
+        .store
+        .record_enrollment(&device, &record, now.unix_timestamp())
+        .map_err(|e| EnrollError::EnrollmentServer {
+            reason: format!("store: {e}"),
+        })?;
+    tracing::info!(
+        device_id = %device_id, upn = %user.upn, serial = %cert.serial_hex,
+        enrollment_type = ?enrollment_type, replaced = ?outcome.replaced, revoked = ?outcome.revoked,
+        "device enrolled"
+    );
+    let doc = provisioning_doc(app, &device, &cert, enrollment_type);
+    let expires = now + time::Duration::minutes(5);
+    Ok(wstep::write_rstr(
+        req.message_id.as_deref(),
+        doc.as_bytes(),
+        &crate::clock::rfc3339(now.unix_timestamp()),
+        &crate::clock::rfc3339(expires.unix_timestamp()),
+    ))
+}
+
+fn device_record(
+    req: &EnrollRequest,
+    device_id: &str,
+    user: &User,
+    cert: &IssuedCert,
+    enrollment_type: EnrollmentType,
+    now: i64,
+) -> Device {
+    let ctx = &req.context;
+    let own = |v: Option<&str>| v.map(str::to_string);
+    let mut macs: Vec<String> = Vec::new();
+    for m in ctx.macs() {
+        if !macs.iter().any(|x| x == m) {
+            macs.push(m.to_string());
+        }
+    }
+    Device {
+        device_id: device_id.to_string(),
+        hw_dev_id: own(ctx.hw_dev_id()),
+        upn: Some(user.upn.clone()),
+        enrollment_type: match enrollment_type {
+            EnrollmentType::Full => "Full".into(),
+            EnrollmentType::Device => "Device".into(),
+        },
+        device_type: own(ctx.device_type()),
+        os_version: own(ctx.os_version()),
+        os_edition: own(ctx.os_edition()),
+        device_name: own(ctx.device_name()),
+        application_version: own(ctx.application_version()),
+        locale: own(ctx.locale()),
+        macs,
+        not_in_oobe: ctx.bool_item("NotInOobe"),
+        ux_initiated: ctx.bool_item("UXInitiated"),
+        cert_serial: cert.serial_hex.clone(),
+        cert_thumbprint: cert.thumbprint.clone(),
+        cert_not_after: cert.not_after.unix_timestamp(),
+        enrolled_at: now,
+        state: DeviceState::Enrolled,
+        login_status: None,
+        last_seen: None,
+        inventory: Default::default(),
+        tenant_lockdown: None,
+        alerts: Vec::new(),
+    }
+}
+
+fn provisioning_doc(app: &App, device: &Device, cert: &IssuedCert, et: EnrollmentType) -> String {
+    let p = app.cfg.poll;
+    let ca_thumb = app.ca.thumbprint();
+    provisioning::build(&ProvisioningDoc {
+        root_ca_der: app.ca.cert_der(),
+        root_thumbprint: &ca_thumb,
+        client_cert_der: &cert.der,
+        client_thumbprint: &cert.thumbprint,
+        cert_store: match et {
+            EnrollmentType::Full => ProvCertStore::MyUser,
+            EnrollmentType::Device => ProvCertStore::MySystem,
+        },
+        provider_id: &app.cfg.provider_id,
+        name: &app.cfg.service_name,
+        mgmt_url: &app.cfg.public_url.join(paths::MANAGEMENT),
+        client_cert_subject: &cert.subject,
+        poll: PollSchedule {
+            first_interval: p.first_interval,
+            first_count: p.first_count,
+            second_interval: p.second_interval,
+            second_count: p.second_count,
+            remaining_interval: p.remaining_interval,
+            remaining_count: p.remaining_count,
+            poll_on_login: true,
+        },
+        ent_dmid: &device.device_id,
+        ent_device_name: device.device_name.as_deref(),
+        upn: device.upn.as_deref(),
+        renew: None,
+    })
+}
+
+/// DeviceIDs become certificate CNs, SyncML LocURIs and URL path segments: keep them plain.
+fn validate_device_id(id: &str) -> Result<(), EnrollError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '{' | '}'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EnrollError::MessageFormat {
+            reason: format!(
+                "DeviceID {:?} is not 1-128 characters of [A-Za-z0-9-_.{{}}]",
+                id
+            ),
+        })
+    }
+}
+
+/// Checks the WS-Security credential against the user store.
+fn authenticate(app: &App, cred: &Credential) -> Result<User, EnrollError> {
+    match cred {
+        Credential::UsernameToken { username, password } => {
+            let upn = normalize_upn(username);
+            let user = app
+                .store
+                .get_user(&upn)
+                .map_err(|e| EnrollError::EnrollmentServer {
+                    reason: format!("store: {e}"),
+                })?;
+            let Some(user) = user else {
+                crate::auth::burn_verify(password);
+                return Err(EnrollError::Authentication {
+                    reason: format!("unknown user {upn:?}"),
+                });
+            };
+            if !crate::auth::verify_password(password, &user.password_hash) {
+                return Err(EnrollError::Authentication {
+                    reason: format!("wrong password for {upn:?}"),
+                });
+            }
+            if user.disabled {
+                return Err(EnrollError::Authorization {
+                    reason: format!("user {upn:?} is disabled"),
+                });
+            }
+            Ok(user)
+        }
+        Credential::BinarySecurityToken { value_type, .. } => Err(EnrollError::Authentication {
+            reason: format!("token authentication ({value_type}) is not enabled on this server"),
+        }),
+        Credential::None => Err(EnrollError::InvalidSecurity {
+            reason: "no UsernameToken in wsse:Security".into(),
+        }),
+    }
+}
+
+fn ca_to_enroll(e: &CaError) -> EnrollError {
+    if e.is_peer_fault() {
+        EnrollError::CertificateRequest {
+            reason: e.to_string(),
+        }
+    } else {
+        EnrollError::EnrollmentServer {
+            reason: format!("CA: {e}"),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Device authentication for the management endpoint: TLS client certificate → [`DeviceAuthenticated`].
+//!
+//! The binding (see `ca`): a device certificate's subject CN is the DeviceID it was issued to, and
+//! the store records every serial with its DeviceID. A request is a device's only if its TLS client
+//! certificate (already verified by rustls to chain to our CA and be within its validity) is one
+//! we issued, is not revoked, is the current certificate of an enrolled device with that DeviceID,
+//! and — checked by the session layer — the SyncML `SyncHdr/Source/LocURI` names the same device.
+//! This is checked on every request, not once per connection: TLS resumption keeps the original
+//! certificate even after it was revoked.
+
+use x509_parser::prelude::*;
+
+use crate::store::{Device, DeviceState, Store, StoreError};
+
+/// Proof that a request comes from an enrolled device holding its current certificate. Only
+/// [`authenticate`] makes one.
+#[derive(Debug, Clone)]
+pub struct DeviceAuthenticated {
+    device: Device,
+    serial: String,
+}
+
+impl DeviceAuthenticated {
+    /// The DeviceID.
+    pub fn device_id(&self) -> &str {
+        &self.device.device_id
+    }
+
+    /// The device record as loaded for this request.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Serial of the certificate presented.
+    pub fn serial(&self) -> &str {
+        &self.serial
+    }
+}
+
+/// Why a request is not a device's.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No client certificate in the TLS handshake.
+    #[error("no client certificate presented")]
+    NoCertificate,
+    /// The certificate cannot be read.
+    #[error("client certificate unreadable: {reason}")]
+    Malformed {
+        /// Parser message.
+        reason: String,
+    },
+    /// Outside its validity period.
+    #[error("client certificate {serial} is outside its validity period")]
+    Expired {
+        /// Serial.
+        serial: String,
+    },
+    /// Not a serial we issued.
+    #[error("client certificate {serial} was not issued by this server")]
+    UnknownCertificate {
+        /// Serial.
+        serial: String,
+    },
+    /// Revoked (re-enrollment, unenrollment, deletion).
+    #[error("client certificate {serial} is revoked")]
+    Revoked {
+        /// Serial.
+        serial: String,
+    },
+    /// Its subject does not match the DeviceID it was issued to.
+    #[error("client certificate {serial} subject does not match its device")]
+    Mismatch {
+        /// Serial.
+        serial: String,
+    },
+    /// The device is unknown, unenrolled, or holds a newer certificate.
+    #[error("device {device_id} is not enrolled with certificate {serial}")]
+    NotEnrolled {
+        /// DeviceID.
+        device_id: String,
+        /// Serial.
+        serial: String,
+    },
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl AuthError {
+    /// HTTP status: 401 without a certificate, 500 for store failures, else 403.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            AuthError::NoCertificate => 401,
+            AuthError::Store(_) => 500,
+            _ => 403,
+        }
+    }
+}
+
+/// Authenticates the holder of `cert_der` (the verified TLS client certificate) at time `now`.
+pub fn authenticate(
+    store: &dyn Store,
+    cert_der: Option<&[u8]>,
+    now: i64,
+) -> Result<DeviceAuthenticated, AuthError> {
+    let der = cert_der.ok_or(AuthError::NoCertificate)?;
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| AuthError::Malformed {
+        reason: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(AuthError::Malformed {
+            reason: "trailing data".into(),
+        });
+    }
+    let serial = crate::clock::hex(cert.raw_serial());
+    let v = cert.validity();
+    if now < v.not_before.timestamp() || now > v.not_after.timestamp() {
+        return Err(AuthError::Expired { serial });
+    }
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let rec = store
+        .get_cert(&serial)?
+        .ok_or_else(|| AuthError::UnknownCertificate {
+            serial: serial.clone(),
+        })?;
+    if rec.revoked_at.is_some() {
+        return Err(AuthError::Revoked { serial });
+    }
+    if rec.device_id != cn {
+        return Err(AuthError::Mismatch { serial });
+    }
+    let not_enrolled = || AuthError::NotEnrolled {
+        device_id: cn.clone(),
+        serial: serial.clone(),
+    };
+    let device = store.get_device(&cn)?.ok_or_else(not_enrolled)?;
+    if device.state != DeviceState::Enrolled || device.cert_serial != serial {
+        return Err(not_enrolled());
+    }
+    Ok(DeviceAuthenticated { device, serial })
+}

@@ -1,0 +1,199 @@
+//! The server's key material on disk: the enrollment CA, the TLS server certificate and the
+//! admin bootstrap token, created in the data directory on first start and reused afterwards.
+//!
+//! Layout (directories 0700, secrets 0600, never logged):
+//! ```text
+//! DATA_DIR/ca/ca.pem        enrollment CA certificate
+//! DATA_DIR/ca/ca.key        its private key                     (0600)
+//! DATA_DIR/tls/server.pem   TLS server certificate (signed by the CA) + CA
+//! DATA_DIR/tls/server.key   its private key                     (0600)
+//! DATA_DIR/tls/host         the host name the certificate was made for
+//! DATA_DIR/admin-token      admin bearer token, if WINMDM_ADMIN_TOKEN is unset (0600)
+//! DATA_DIR/db/              the sled store
+//! ```
+//! An admin may supply their own CA and/or TLS certificate instead (config `ca_cert`/`tls_cert`);
+//! those files are read in place, never copied.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::ca::Ca;
+use crate::clock::Clock;
+use crate::config::Config;
+
+/// Key material loaded at start.
+pub struct Pki {
+    /// The enrollment CA.
+    pub ca: Ca,
+    /// TLS server certificate chain (leaf first).
+    pub tls_chain: Vec<CertificateDer<'static>>,
+    /// TLS server private key.
+    pub tls_key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki").finish_non_exhaustive()
+    }
+}
+
+/// Failure to prepare key material.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file could not be read or written.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The CA failed to generate, load or sign.
+    #[error("certificate authority: {0}")]
+    Ca(#[from] crate::ca::CaError),
+    /// A PEM file holds no usable certificate or key.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> PkiError {
+    PkiError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700 if missing.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), PkiError> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io_err(dir, e))?;
+    }
+    Ok(())
+}
+
+/// Writes a secret file with mode 0600 (created new, or truncated and re-moded).
+pub fn write_secret(path: &Path, data: &[u8]) -> Result<(), PkiError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(|e| io_err(path, e))?;
+    f.write_all(data).map_err(|e| io_err(path, e))?;
+    f.sync_all().map_err(|e| io_err(path, e))
+}
+
+fn write_public(path: &Path, data: &[u8]) -> Result<(), PkiError> {
+    fs::write(path, data).map_err(|e| io_err(path, e))
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    fs::read_to_string(path).map_err(|e| io_err(path, e))
+}
+
+/// Loads the CA and TLS material, generating what is missing.
+pub fn load_or_create(cfg: &Config, clock: &dyn Clock) -> Result<Pki, PkiError> {
+    ensure_private_dir(&cfg.data_dir)?;
+    let ca = match &cfg.ca_cert {
+        Some((cert, key)) => Ca::from_pem(&read(cert)?, &read(key)?)?,
+        None => {
+            let dir = cfg.data_dir.join("ca");
+            ensure_private_dir(&dir)?;
+            let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+            if cert.exists() && key.exists() {
+                Ca::from_pem(&read(&cert)?, &read(&key)?)?
+            } else {
+                let ca = Ca::generate(cfg.ca_key_algorithm, "winmdm enrollment CA", clock.now())?;
+                write_secret(&key, ca.key_pem().as_bytes())?;
+                write_public(&cert, ca.cert_pem().as_bytes())?;
+                tracing::info!(path = %cert.display(), algorithm = ?cfg.ca_key_algorithm, thumbprint = %ca.thumbprint(), "generated enrollment CA");
+                ca
+            }
+        }
+    };
+    let (chain_path, key_path) = match &cfg.tls_cert {
+        Some((c, k)) => (c.clone(), k.clone()),
+        None => {
+            let dir = cfg.data_dir.join("tls");
+            ensure_private_dir(&dir)?;
+            let (c, k, h) = (
+                dir.join("server.pem"),
+                dir.join("server.key"),
+                dir.join("host"),
+            );
+            let host = &cfg.public_url.host;
+            let current = fs::read_to_string(&h).ok();
+            if !(c.exists() && k.exists() && current.as_deref() == Some(host.as_str())) {
+                let (cert_pem, key_pem) = ca.issue_server_cert(
+                    std::slice::from_ref(host),
+                    cfg.ca_key_algorithm,
+                    clock.now(),
+                )?;
+                write_secret(&k, key_pem.as_bytes())?;
+                write_public(&c, format!("{cert_pem}{}", ca.cert_pem()).as_bytes())?;
+                write_public(&h, host.as_bytes())?;
+                tracing::info!(path = %c.display(), host = %host, "generated TLS server certificate signed by the enrollment CA");
+            }
+            (c, k)
+        }
+    };
+    let tls_chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&chain_path)
+        .map_err(|e| io_err(&chain_path, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| PkiError::Pem {
+            path: chain_path.clone(),
+            reason: e.to_string(),
+        })?;
+    if tls_chain.is_empty() {
+        return Err(PkiError::Pem {
+            path: chain_path,
+            reason: "no certificate found".into(),
+        });
+    }
+    let tls_key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| PkiError::Pem {
+        path: key_path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Pki {
+        ca,
+        tls_chain,
+        tls_key,
+    })
+}
+
+/// The admin bearer token: `env_token` if given, else the one in `DATA_DIR/admin-token`, else a
+/// new random one written there (0600). Returns the token and, if it came from the file, its path.
+pub fn admin_token(
+    data_dir: &Path,
+    env_token: Option<String>,
+) -> Result<(String, Option<PathBuf>), PkiError> {
+    if let Some(t) = env_token.filter(|t| !t.trim().is_empty()) {
+        return Ok((t.trim().to_string(), None));
+    }
+    let path = data_dir.join("admin-token");
+    if let Ok(t) = fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            return Ok((t.trim().to_string(), Some(path)));
+        }
+    }
+    let token = crate::clock::random_hex(32);
+    write_secret(&path, format!("{token}\n").as_bytes())?;
+    Ok((token, Some(path)))
+}

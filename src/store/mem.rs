@@ -1,0 +1,243 @@
+//! An in-memory backend for unit tests: the same [`Tx`] logic over `BTreeMap`s behind a mutex.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use super::tx::{self, decode, encode, KvPairs, Table, Tx};
+use super::{
+    normalize_upn, Cancelled, CertRecord, CertStore, CommandQueue, CommandRecord, Device,
+    DeviceStore, Enqueued, EnrollOutcome, Round, SessionStore, StoreError, User, UserStore,
+};
+
+type Tables = BTreeMap<(Table, Vec<u8>), Vec<u8>>;
+
+/// In-memory store; nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    inner: Mutex<Tables>,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+struct MemTx<'a>(std::cell::RefCell<&'a mut Tables>);
+
+impl Tx for MemTx<'_> {
+    type E = StoreError;
+    fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.borrow().get(&(t, k.to_vec())).cloned())
+    }
+    fn insert(&self, t: Table, k: &[u8], v: Vec<u8>) -> Result<(), StoreError> {
+        self.0.borrow_mut().insert((t, k.to_vec()), v);
+        Ok(())
+    }
+    fn remove(&self, t: Table, k: &[u8]) -> Result<(), StoreError> {
+        self.0.borrow_mut().remove(&(t, k.to_vec()));
+        Ok(())
+    }
+    fn abort(e: StoreError) -> StoreError {
+        e
+    }
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` atomically: on error nothing it wrote is kept.
+    fn transact<R>(
+        &self,
+        f: impl FnOnce(&MemTx<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut guard = self.lock();
+        let mut copy = guard.clone();
+        let r = f(&MemTx(std::cell::RefCell::new(&mut copy)))?;
+        *guard = copy;
+        Ok(r)
+    }
+
+    fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        t: Table,
+        what: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.lock()
+            .range((t, Vec::new())..)
+            .take_while(|((tt, _), _)| *tt == t)
+            .map(|(_, v)| decode(what, v))
+            .collect()
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        t: Table,
+        what: &'static str,
+        k: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.lock()
+            .get(&(t, k.to_vec()))
+            .map(|v| decode(what, v))
+            .transpose()
+    }
+}
+
+impl UserStore for MemStore {
+    fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let key = (Table::Users, normalize_upn(&user.upn).into_bytes());
+        let mut g = self.lock();
+        if g.contains_key(&key) {
+            return Err(StoreError::AlreadyExists { what: "user" });
+        }
+        g.insert(key, encode(user));
+        Ok(())
+    }
+    fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError> {
+        self.get_json(Table::Users, "user", normalize_upn(upn).as_bytes())
+    }
+    fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.scan(Table::Users, "user")
+    }
+    fn delete_user(&self, upn: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .remove(&(Table::Users, normalize_upn(upn).into_bytes()))
+            .is_some())
+    }
+}
+
+impl DeviceStore for MemStore {
+    fn get_device(&self, device_id: &str) -> Result<Option<Device>, StoreError> {
+        self.get_json(Table::Devices, "device", device_id.as_bytes())
+    }
+    fn list_devices(&self, after: Option<&str>, limit: usize) -> Result<Vec<Device>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded((Table::Devices, a.as_bytes().to_vec())),
+            None => Bound::Included((Table::Devices, Vec::new())),
+        };
+        self.lock()
+            .range((start, Bound::Unbounded))
+            .take_while(|((t, _), _)| *t == Table::Devices)
+            .take(limit)
+            .map(|(_, v)| decode("device", v))
+            .collect()
+    }
+    fn put_device(&self, device: &Device) -> Result<(), StoreError> {
+        self.lock().insert(
+            (Table::Devices, device.device_id.as_bytes().to_vec()),
+            encode(device),
+        );
+        Ok(())
+    }
+    fn record_enrollment(
+        &self,
+        device: &Device,
+        cert: &CertRecord,
+        now: i64,
+    ) -> Result<EnrollOutcome, StoreError> {
+        self.transact(|t| tx::record_enrollment(t, device, cert, now))
+    }
+}
+
+impl CertStore for MemStore {
+    fn get_cert(&self, serial: &str) -> Result<Option<CertRecord>, StoreError> {
+        self.get_json(Table::Certs, "certificate", serial.as_bytes())
+    }
+    fn put_cert(&self, cert: &CertRecord) -> Result<(), StoreError> {
+        self.lock().insert(
+            (Table::Certs, cert.serial.as_bytes().to_vec()),
+            encode(cert),
+        );
+        Ok(())
+    }
+    fn revoke_cert(&self, serial: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
+        if self.get_cert(serial)?.is_none() {
+            return Ok(false);
+        }
+        self.transact(|t| tx::revoke(t, serial, reason, now))?;
+        Ok(true)
+    }
+    fn list_revoked(&self) -> Result<Vec<CertRecord>, StoreError> {
+        Ok(self
+            .scan::<CertRecord>(Table::Certs, "certificate")?
+            .into_iter()
+            .filter(|c| c.revoked_at.is_some())
+            .collect())
+    }
+    fn count_certs(&self) -> Result<u64, StoreError> {
+        Ok(self.scan::<CertRecord>(Table::Certs, "certificate")?.len() as u64)
+    }
+}
+
+impl tx::KvRead for MemStore {
+    fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().get(&(t, k.to_vec())).cloned())
+    }
+    fn scan_prefix(&self, t: Table, prefix: &[u8]) -> Result<KvPairs, StoreError> {
+        Ok(self
+            .lock()
+            .range((t, prefix.to_vec())..)
+            .take_while(|((tt, k), _)| *tt == t && k.starts_with(prefix))
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+impl CommandQueue for MemStore {
+    fn enqueue(&self, mut cmd: CommandRecord) -> Result<Enqueued, StoreError> {
+        cmd.seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        self.transact(|t| tx::enqueue(t, &cmd))
+    }
+    fn get_command(
+        &self,
+        device_id: &str,
+        command_id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        tx::get_command(self, device_id, command_id)
+    }
+    fn list_commands(&self, device_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+        tx::list_commands(self, device_id)
+    }
+    fn queued(&self, device_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+        tx::queued(self, device_id)
+    }
+    fn cancel(&self, device_id: &str, command_id: &str, now: i64) -> Result<Cancelled, StoreError> {
+        self.transact(|t| tx::cancel(t, device_id, command_id, now))
+    }
+    fn clear(&self, device_id: &str, now: i64) -> Result<usize, StoreError> {
+        let ids: Vec<String> = tx::queued(self, device_id)?
+            .into_iter()
+            .map(|c| c.command_id)
+            .collect();
+        self.transact(|t| {
+            let mut n = 0;
+            for id in &ids {
+                if tx::cancel(t, device_id, id, now)? == Cancelled::Cancelled {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+}
+
+impl SessionStore for MemStore {
+    fn get_session(
+        &self,
+        device_id: &str,
+        session_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        tx::KvRead::get(
+            self,
+            Table::Sessions,
+            &super::device_key(device_id, session_id.as_bytes()),
+        )
+    }
+    fn commit_round(&self, round: &Round, now: i64) -> Result<(), StoreError> {
+        self.transact(|t| tx::commit_round(t, round, now))
+    }
+}

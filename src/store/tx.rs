@@ -1,0 +1,285 @@
+//! Backend-neutral transactional logic: the multi-record updates written once, over a minimal
+//! key-value transaction ([`Tx`]) that each backend implements, so every backend behaves alike.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{
+    device_key, Cancelled, CertRecord, CommandRecord, CommandState, Device, DeviceState, Enqueued,
+    EnrollOutcome, Round, StoreError,
+};
+
+/// The key spaces of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Table {
+    /// UPN → User.
+    Users,
+    /// DeviceID → Device.
+    Devices,
+    /// HWDevID → DeviceID.
+    HwIndex,
+    /// serial → CertRecord.
+    Certs,
+    /// serial → () for revoked certificates.
+    Revoked,
+    /// device \0 command_id → CommandRecord.
+    Commands,
+    /// device \0 seq (u64 big-endian) → command_id, for unanswered commands only.
+    Queue,
+    /// device \0 session_id → opaque session state.
+    Sessions,
+}
+
+impl Table {
+    /// Every table, for backends that open them by name.
+    pub const ALL: [Table; 8] = [
+        Table::Users,
+        Table::Devices,
+        Table::HwIndex,
+        Table::Certs,
+        Table::Revoked,
+        Table::Commands,
+        Table::Queue,
+        Table::Sessions,
+    ];
+
+    /// Stable on-disk name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Users => "users",
+            Table::Devices => "devices",
+            Table::HwIndex => "hw_index",
+            Table::Certs => "certs",
+            Table::Revoked => "revoked",
+            Table::Commands => "commands",
+            Table::Queue => "queue",
+            Table::Sessions => "sessions",
+        }
+    }
+}
+
+/// A key-value transaction.
+pub trait Tx {
+    /// The backend's error (may carry a "retry" signal).
+    type E;
+    /// Reads a key.
+    fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, Self::E>;
+    /// Writes a key.
+    fn insert(&self, t: Table, k: &[u8], v: Vec<u8>) -> Result<(), Self::E>;
+    /// Deletes a key.
+    fn remove(&self, t: Table, k: &[u8]) -> Result<(), Self::E>;
+    /// Turns a logic error into the backend's abort error.
+    fn abort(e: StoreError) -> Self::E;
+}
+
+/// JSON-encodes a record.
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Our records are plain structs of strings and numbers: serialisation cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// JSON-decodes a record.
+pub fn decode<T: DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn get_json<T: DeserializeOwned, X: Tx>(
+    tx: &X,
+    t: Table,
+    what: &'static str,
+    k: &[u8],
+) -> Result<Option<T>, X::E> {
+    match tx.get(t, k)? {
+        None => Ok(None),
+        Some(b) => decode(what, &b).map(Some).map_err(X::abort),
+    }
+}
+
+/// Revokes `serial` inside `tx`; returns whether it was newly revoked.
+pub fn revoke<X: Tx>(tx: &X, serial: &str, reason: &str, now: i64) -> Result<bool, X::E> {
+    let Some(mut rec) =
+        get_json::<CertRecord, X>(tx, Table::Certs, "certificate", serial.as_bytes())?
+    else {
+        return Ok(false);
+    };
+    if rec.revoked_at.is_some() {
+        return Ok(false);
+    }
+    rec.revoked_at = Some(now);
+    rec.revoke_reason = Some(reason.to_string());
+    tx.insert(Table::Certs, serial.as_bytes(), encode(&rec))?;
+    tx.insert(Table::Revoked, serial.as_bytes(), Vec::new())?;
+    Ok(true)
+}
+
+/// See [`super::DeviceStore::record_enrollment`].
+pub fn record_enrollment<X: Tx>(
+    tx: &X,
+    device: &Device,
+    cert: &CertRecord,
+    now: i64,
+) -> Result<EnrollOutcome, X::E> {
+    let mut out = EnrollOutcome::default();
+    let id = device.device_id.as_bytes();
+    let mut old: Vec<Device> = Vec::new();
+    if let Some(d) = get_json::<Device, X>(tx, Table::Devices, "device", id)? {
+        old.push(d);
+    }
+    if let Some(hw) = &device.hw_dev_id {
+        if let Some(other) = tx.get(Table::HwIndex, hw.as_bytes())? {
+            if other != id {
+                if let Some(d) = get_json::<Device, X>(tx, Table::Devices, "device", &other)? {
+                    old.push(d);
+                }
+            }
+        }
+    }
+    for mut d in old {
+        if d.cert_serial != cert.serial
+            && revoke(tx, &d.cert_serial, "superseded by re-enrollment", now)?
+        {
+            out.revoked.push(d.cert_serial.clone());
+        }
+        if let Some(hw) = &d.hw_dev_id {
+            if tx.get(Table::HwIndex, hw.as_bytes())?.as_deref() == Some(d.device_id.as_bytes()) {
+                tx.remove(Table::HwIndex, hw.as_bytes())?;
+            }
+        }
+        if d.device_id != device.device_id {
+            d.state = DeviceState::Unenrolled;
+            tx.insert(Table::Devices, d.device_id.as_bytes(), encode(&d))?;
+        }
+        out.replaced.push(d.device_id);
+    }
+    tx.insert(Table::Certs, cert.serial.as_bytes(), encode(cert))?;
+    tx.insert(Table::Devices, id, encode(device))?;
+    if let Some(hw) = &device.hw_dev_id {
+        tx.insert(Table::HwIndex, hw.as_bytes(), id.to_vec())?;
+    }
+    Ok(out)
+}
+
+/// Keys and values, in key order.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Read access outside a transaction, for the list operations every backend shares.
+pub trait KvRead {
+    /// Reads a key.
+    fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, t: Table, prefix: &[u8]) -> Result<KvPairs, StoreError>;
+}
+
+fn queue_key(device_id: &str, seq: u64) -> Vec<u8> {
+    device_key(device_id, &seq.to_be_bytes())
+}
+
+fn command_key(device_id: &str, command_id: &str) -> Vec<u8> {
+    device_key(device_id, command_id.as_bytes())
+}
+
+/// Queues a command whose `seq` is already set; see [`super::CommandQueue::enqueue`].
+pub fn enqueue<X: Tx>(tx: &X, cmd: &CommandRecord) -> Result<Enqueued, X::E> {
+    let key = command_key(&cmd.device_id, &cmd.command_id);
+    if let Some(existing) = get_json::<CommandRecord, X>(tx, Table::Commands, "command", &key)? {
+        return Ok(Enqueued::Existing(existing));
+    }
+    tx.insert(Table::Commands, &key, encode(cmd))?;
+    tx.insert(
+        Table::Queue,
+        &queue_key(&cmd.device_id, cmd.seq),
+        cmd.command_id.as_bytes().to_vec(),
+    )?;
+    Ok(Enqueued::Created(cmd.clone()))
+}
+
+/// Stores a command's new state; a final state leaves the queue (the record stays as history).
+pub fn put_command<X: Tx>(tx: &X, cmd: &CommandRecord) -> Result<(), X::E> {
+    tx.insert(
+        Table::Commands,
+        &command_key(&cmd.device_id, &cmd.command_id),
+        encode(cmd),
+    )?;
+    if cmd.state.is_terminal() {
+        tx.remove(Table::Queue, &queue_key(&cmd.device_id, cmd.seq))?;
+    }
+    Ok(())
+}
+
+/// See [`super::CommandQueue::cancel`].
+pub fn cancel<X: Tx>(
+    tx: &X,
+    device_id: &str,
+    command_id: &str,
+    now: i64,
+) -> Result<Cancelled, X::E> {
+    let key = command_key(device_id, command_id);
+    let Some(mut cmd) = get_json::<CommandRecord, X>(tx, Table::Commands, "command", &key)? else {
+        return Ok(Cancelled::NotFound);
+    };
+    if cmd.state.is_terminal() {
+        return Ok(Cancelled::AlreadyFinal(cmd.state));
+    }
+    cmd.state = CommandState::Cancelled;
+    cmd.completed_at = Some(now);
+    put_command(tx, &cmd)?;
+    Ok(Cancelled::Cancelled)
+}
+
+/// See [`super::SessionStore::commit_round`].
+pub fn commit_round<X: Tx>(tx: &X, round: &Round, now: i64) -> Result<(), X::E> {
+    if let Some(d) = &round.device {
+        tx.insert(Table::Devices, d.device_id.as_bytes(), encode(d))?;
+    }
+    for c in &round.commands {
+        put_command(tx, c)?;
+    }
+    if let Some((device, session, state)) = &round.session {
+        let k = device_key(device, session.as_bytes());
+        match state {
+            Some(bytes) => tx.insert(Table::Sessions, &k, bytes.clone())?,
+            None => tx.remove(Table::Sessions, &k)?,
+        }
+    }
+    for (serial, reason) in &round.revoke {
+        revoke(tx, serial, reason, now)?;
+    }
+    Ok(())
+}
+
+/// Every command of a device in queue order.
+pub fn list_commands(r: &impl KvRead, device_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+    let mut v: Vec<CommandRecord> = r
+        .scan_prefix(Table::Commands, &device_key(device_id, b""))?
+        .iter()
+        .map(|(_, b)| decode("command", b))
+        .collect::<Result<_, _>>()?;
+    v.sort_by_key(|c| c.seq);
+    Ok(v)
+}
+
+/// The unanswered commands of a device in queue order.
+pub fn queued(r: &impl KvRead, device_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+    let mut out = Vec::new();
+    for (_, id) in r.scan_prefix(Table::Queue, &device_key(device_id, b""))? {
+        let id = String::from_utf8_lossy(&id);
+        if let Some(b) = r.get(Table::Commands, &command_key(device_id, &id))? {
+            out.push(decode::<CommandRecord>("command", &b)?);
+        }
+    }
+    Ok(out)
+}
+
+/// One command.
+pub fn get_command(
+    r: &impl KvRead,
+    device_id: &str,
+    command_id: &str,
+) -> Result<Option<CommandRecord>, StoreError> {
+    r.get(Table::Commands, &command_key(device_id, command_id))?
+        .map(|b| decode("command", &b))
+        .transpose()
+}

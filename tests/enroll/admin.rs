@@ -1,0 +1,201 @@
+//! The admin API as an admin sees it: the token, users, and device listing.
+
+use crate::support::device::{self, DeviceInfo};
+use crate::support::{TestServer, ADMIN_TOKEN};
+use serde_json::json;
+
+#[tokio::test]
+async fn every_admin_route_needs_the_token() {
+    let srv = TestServer::start().await;
+    let c = srv.client();
+    for (m, p) in [
+        ("GET", "/api/v1/users"),
+        ("POST", "/api/v1/users"),
+        ("DELETE", "/api/v1/users/a"),
+        ("GET", "/api/v1/devices"),
+        ("GET", "/api/v1/devices/x"),
+        ("GET", "/api/v1/nope"),
+    ] {
+        let (st, body) = c
+            .admin(m, p, Some(json!({"upn": "x@y.z", "password": "p"})), None)
+            .await;
+        assert_eq!(st, 401, "{m} {p} without token: {body}");
+        let (st, _) = c
+            .admin(
+                m,
+                p,
+                Some(json!({"upn": "x@y.z", "password": "p"})),
+                Some("wrong-token"),
+            )
+            .await;
+        assert_eq!(st, 401, "{m} {p} with a wrong token");
+    }
+    let r = c
+        .request(
+            "GET",
+            "/api/v1/users",
+            &[("authorization", "Basic Zm9vOmJhcg==")],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    assert!(
+        srv.app.store.list_users().unwrap().is_empty(),
+        "nothing was created"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn users_crud_with_conflicts_and_validation() {
+    let srv = TestServer::start().await;
+    let (st, u) = srv
+        .admin(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"upn": "Frank@Example.com", "password": "pw-frank"})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    assert_eq!(u["upn"], "frank@example.com");
+    assert!(
+        u.get("password_hash").is_none() && u.get("password").is_none(),
+        "no secrets in answers"
+    );
+    let (st, _) = srv
+        .admin(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"upn": "frank@example.com", "password": "x"})),
+        )
+        .await;
+    assert_eq!(st, 409);
+    let stored = srv
+        .app
+        .store
+        .get_user("frank@example.com")
+        .unwrap()
+        .unwrap();
+    assert!(
+        stored.password_hash.starts_with("$argon2id$"),
+        "argon2id hash stored"
+    );
+    assert!(!stored.password_hash.contains("pw-frank"));
+    for bad in [
+        json!({"upn": "", "password": "x"}),
+        json!({"upn": "a b", "password": "x"}),
+        json!({"upn": "g@x", "password": ""}),
+        json!({"upn": "g@x"}),
+        json!({"upn": "g@x", "password": "x", "role": "root"}),
+        json!([1, 2]),
+    ] {
+        let (st, body) = srv.admin("POST", "/api/v1/users", Some(bad.clone())).await;
+        assert_eq!(st, 400, "{bad} → {body}");
+        assert!(body["error"].is_string());
+    }
+    let r = srv
+        .client()
+        .request(
+            "POST",
+            "/api/v1/users",
+            &[
+                ("authorization", &format!("Bearer {ADMIN_TOKEN}")),
+                ("content-type", "application/json"),
+            ],
+            b"{not json".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let (st, list) = srv.admin("GET", "/api/v1/users", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(list["users"].as_array().unwrap().len(), 1);
+    let (st, _) = srv
+        .admin("DELETE", "/api/v1/users/frank%40example.com", None)
+        .await;
+    assert_eq!(st, 204);
+    let (st, _) = srv
+        .admin("DELETE", "/api/v1/users/frank@example.com", None)
+        .await;
+    assert_eq!(st, 404);
+    let (st, _) = srv.admin("PATCH", "/api/v1/users", None).await;
+    assert_eq!(st, 405);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn deleted_user_can_no_longer_enroll() {
+    let srv = TestServer::start().await;
+    srv.create_user("gina@example.com", "pw-gina-1").await;
+    let (st, _) = srv
+        .admin("DELETE", "/api/v1/users/gina@example.com", None)
+        .await;
+    assert_eq!(st, 204);
+    let info = DeviceInfo::new(20, "gina@example.com", "pw-gina-1");
+    let (csr, _) =
+        winmdm::ca::testing::device_csr(&info.device_id, winmdm::ca::KeyAlgorithm::Rsa2048);
+    let r = device::send_rst(
+        &srv.client(),
+        "/EnrollmentServer/Enrollment.svc",
+        &info,
+        &csr,
+    )
+    .await;
+    assert_eq!(
+        device::fault_subcode(&r.text()).as_deref(),
+        Some("s:Authentication")
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn devices_are_listed_page_by_page() {
+    let srv = TestServer::start().await;
+    srv.create_user("hank@example.com", "pw-hank-1").await;
+    let c = srv.client();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let info = DeviceInfo::new(100 + n, "hank@example.com", "pw-hank-1");
+        device::enroll(&c, &info).await;
+        ids.push(info.device_id);
+    }
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/api/v1/devices?limit=2&cursor={c}"),
+            None => "/api/v1/devices?limit=2".into(),
+        };
+        let (st, page) = srv.admin("GET", &q, None).await;
+        assert_eq!(st, 200, "{page}");
+        let devs = page["devices"].as_array().unwrap();
+        assert!(devs.len() <= 2);
+        seen.extend(
+            devs.iter()
+                .map(|d| d["device_id"].as_str().unwrap().to_string()),
+        );
+        match page["next"].as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every device once, in order");
+    for bad in [
+        "/api/v1/devices?limit=0",
+        "/api/v1/devices?limit=100000",
+        "/api/v1/devices?limit=x",
+        "/api/v1/devices?colour=red",
+    ] {
+        let (st, _) = srv.admin("GET", bad, None).await;
+        assert_eq!(st, 400, "{bad}");
+    }
+    let (st, body) = srv.admin("GET", "/api/v1/devices/UNKNOWN", None).await;
+    assert_eq!(st, 404, "{body}");
+    srv.stop().await;
+}

@@ -1,0 +1,251 @@
+//! One battery, run against every store backend.
+
+use winmdm::store::mem::MemStore;
+use winmdm::store::sled::SledStore;
+use winmdm::store::{
+    Cancelled, CertRecord, CertStore, CommandRecord, CommandState, Device, DeviceState,
+    DeviceStore, Enqueued, Round, Store, StoreError, User,
+};
+
+fn device(id: &str, hw: Option<&str>, serial: &str) -> Device {
+    Device {
+        device_id: id.into(),
+        hw_dev_id: hw.map(str::to_string),
+        upn: Some("u@example.com".into()),
+        enrollment_type: "Full".into(),
+        device_type: Some("CIMClient_Windows".into()),
+        os_version: None,
+        os_edition: Some("72".into()),
+        device_name: None,
+        application_version: None,
+        locale: None,
+        macs: vec![],
+        not_in_oobe: None,
+        ux_initiated: None,
+        cert_serial: serial.into(),
+        cert_thumbprint: "AB".into(),
+        cert_not_after: 2_000_000_000,
+        enrolled_at: 1,
+        state: DeviceState::Enrolled,
+        login_status: None,
+        last_seen: None,
+        inventory: Default::default(),
+        tenant_lockdown: None,
+        alerts: vec![],
+    }
+}
+
+fn cert(serial: &str, device_id: &str) -> CertRecord {
+    CertRecord {
+        serial: serial.into(),
+        device_id: device_id.into(),
+        thumbprint: "AB".into(),
+        issued_at: 1,
+        not_after: 2_000_000_000,
+        revoked_at: None,
+        revoke_reason: None,
+    }
+}
+
+fn battery(s: &dyn Store) {
+    // Users: create, conflict (case-insensitive), get, list, delete.
+    let u = User {
+        upn: "A@Example.com".into(),
+        password_hash: "$argon2id$x".into(),
+        created_at: 5,
+        disabled: false,
+    };
+    s.create_user(&u).unwrap();
+    assert!(matches!(
+        s.create_user(&u),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.get_user("a@example.COM").unwrap().unwrap().created_at, 5);
+    assert_eq!(s.list_users().unwrap().len(), 1);
+    assert!(s.delete_user("a@example.com").unwrap());
+    assert!(!s.delete_user("a@example.com").unwrap());
+    assert!(s.get_user("a@example.com").unwrap().is_none());
+
+    // Enrollment records device + cert; re-enrollment revokes the old cert.
+    let out = s
+        .record_enrollment(&device("D1", Some("H1"), "01"), &cert("01", "D1"), 10)
+        .unwrap();
+    assert!(out.replaced.is_empty() && out.revoked.is_empty());
+    let out = s
+        .record_enrollment(&device("D1", Some("H1"), "02"), &cert("02", "D1"), 11)
+        .unwrap();
+    assert_eq!(out.replaced, vec!["D1".to_string()]);
+    assert_eq!(out.revoked, vec!["01".to_string()]);
+    assert_eq!(s.get_cert("01").unwrap().unwrap().revoked_at, Some(11));
+    assert_eq!(s.get_device("D1").unwrap().unwrap().cert_serial, "02");
+
+    // Same hardware, new DeviceID: the old record is unenrolled and its cert revoked.
+    let out = s
+        .record_enrollment(&device("D2", Some("H1"), "03"), &cert("03", "D2"), 12)
+        .unwrap();
+    assert_eq!(out.replaced, vec!["D1".to_string()]);
+    assert_eq!(out.revoked, vec!["02".to_string()]);
+    assert_eq!(
+        s.get_device("D1").unwrap().unwrap().state,
+        DeviceState::Unenrolled
+    );
+    assert_eq!(
+        s.get_device("D2").unwrap().unwrap().state,
+        DeviceState::Enrolled
+    );
+
+    // Every issued serial is recorded; revocation list; idempotent revoke; unknown serial.
+    assert_eq!(s.count_certs().unwrap(), 3);
+    let mut revoked: Vec<String> = s
+        .list_revoked()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.serial)
+        .collect();
+    revoked.sort();
+    assert_eq!(revoked, vec!["01", "02"]);
+    assert!(s.revoke_cert("03", "admin", 20).unwrap());
+    assert!(s.revoke_cert("03", "again", 30).unwrap());
+    assert_eq!(
+        s.get_cert("03").unwrap().unwrap().revoked_at,
+        Some(20),
+        "first revocation time kept"
+    );
+    assert!(!s.revoke_cert("99", "unknown", 20).unwrap());
+    s.put_cert(&cert("04", "D2")).unwrap();
+    assert_eq!(s.count_certs().unwrap(), 4);
+
+    // Paging is ordered and exclusive of the cursor.
+    for i in 0..5 {
+        let id = format!("P{i}");
+        s.record_enrollment(
+            &device(&id, None, &format!("p{i}")),
+            &cert(&format!("p{i}"), &id),
+            1,
+        )
+        .unwrap();
+    }
+    let all: Vec<String> = s
+        .list_devices(None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(all, vec!["D1", "D2", "P0", "P1", "P2", "P3", "P4"]);
+    let page: Vec<String> = s
+        .list_devices(Some("P1"), 2)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(page, vec!["P2", "P3"]);
+    assert!(s.list_devices(Some("P4"), 2).unwrap().is_empty());
+}
+
+fn command(device: &str, id: &str) -> CommandRecord {
+    CommandRecord {
+        command_id: id.into(),
+        device_id: device.into(),
+        seq: 0,
+        verb: "Replace".into(),
+        target: Some("./Vendor/MSFT/TenantLockdown/RequireNetworkInOOBE".into()),
+        syncml: "<Replace/>".into(),
+        user_scoped: false,
+        state: CommandState::Pending,
+        status: None,
+        results: vec![],
+        created_at: 1,
+        sent_at: None,
+        completed_at: None,
+        send_count: 0,
+    }
+}
+
+fn queue_battery(s: &dyn Store) {
+    let Enqueued::Created(a) = s.enqueue(command("D1", "a")).unwrap() else {
+        panic!("a not created")
+    };
+    let Enqueued::Created(b) = s.enqueue(command("D1", "b")).unwrap() else {
+        panic!("b not created")
+    };
+    assert!(b.seq > a.seq, "queue order");
+    s.enqueue(command("D2", "a")).unwrap();
+    // The same id twice does not queue twice.
+    assert!(matches!(
+        s.enqueue(command("D1", "a")).unwrap(),
+        Enqueued::Existing(_)
+    ));
+    let ids = |v: Vec<CommandRecord>| v.into_iter().map(|c| c.command_id).collect::<Vec<_>>();
+    assert_eq!(ids(s.queued("D1").unwrap()), vec!["a", "b"]);
+    assert_eq!(ids(s.queued("D2").unwrap()), vec!["a"]);
+
+    // A sent command stays queued; an answered one leaves the queue but stays in history.
+    let mut a2 = s.get_command("D1", "a").unwrap().unwrap();
+    a2.state = CommandState::Sent;
+    let round = Round {
+        commands: vec![a2.clone()],
+        session: Some(("D1".into(), "7".into(), Some(b"state".to_vec()))),
+        ..Round::default()
+    };
+    s.commit_round(&round, 5).unwrap();
+    assert_eq!(
+        s.get_session("D1", "7").unwrap().as_deref(),
+        Some(b"state".as_slice())
+    );
+    assert_eq!(ids(s.queued("D1").unwrap()), vec!["a", "b"]);
+    a2.state = CommandState::Done;
+    a2.status = Some(200);
+    let round = Round {
+        commands: vec![a2],
+        session: Some(("D1".into(), "7".into(), None)),
+        ..Round::default()
+    };
+    s.commit_round(&round, 6).unwrap();
+    assert!(s.get_session("D1", "7").unwrap().is_none());
+    assert_eq!(ids(s.queued("D1").unwrap()), vec!["b"]);
+    assert_eq!(ids(s.list_commands("D1").unwrap()), vec!["a", "b"]);
+    assert_eq!(s.get_command("D1", "a").unwrap().unwrap().status, Some(200));
+
+    // Cancel: only unanswered commands.
+    assert_eq!(
+        s.cancel("D1", "a", 7).unwrap(),
+        Cancelled::AlreadyFinal(CommandState::Done)
+    );
+    assert_eq!(s.cancel("D1", "zz", 7).unwrap(), Cancelled::NotFound);
+    assert_eq!(s.cancel("D1", "b", 7).unwrap(), Cancelled::Cancelled);
+    assert!(s.queued("D1").unwrap().is_empty());
+    s.enqueue(command("D1", "c")).unwrap();
+    s.enqueue(command("D1", "d")).unwrap();
+    assert_eq!(s.clear("D1", 8).unwrap(), 2);
+    assert!(s.queued("D1").unwrap().is_empty());
+    assert_eq!(
+        ids(s.queued("D2").unwrap()),
+        vec!["a"],
+        "other devices untouched"
+    );
+}
+
+#[test]
+fn mem_store_battery() {
+    battery(&MemStore::new());
+    queue_battery(&MemStore::new());
+}
+
+#[test]
+fn sled_store_battery() {
+    battery(&SledStore::temporary().unwrap());
+    queue_battery(&SledStore::temporary().unwrap());
+}
+
+#[test]
+fn sled_store_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SledStore::open(dir.path()).unwrap();
+        s.record_enrollment(&device("D1", Some("H1"), "01"), &cert("01", "D1"), 10)
+            .unwrap();
+    }
+    let s = SledStore::open(dir.path()).unwrap();
+    assert_eq!(s.get_device("D1").unwrap().unwrap().cert_serial, "01");
+    assert_eq!(s.count_certs().unwrap(), 1);
+}
