@@ -132,11 +132,19 @@ fn bench(c: &mut Criterion) {
         // Sanity: every reader sees the same message.
         let ours = winmdm::syncml::parse(bytes).expect("parses");
         let theirs = serde_parse(xml);
-        assert_eq!(ours.body.commands.len() + 1, theirs.body.cmds.len(), "{name}");
+        assert_eq!(
+            ours.body.commands.len() + 1,
+            theirs.body.cmds.len(),
+            "{name}"
+        );
         assert!(quickxml_count(bytes) > 0);
         let mut out = Vec::new();
         winmdm::syncml::write(&ours, &mut out);
-        eprintln!("{name}: input {} bytes, written {} bytes", bytes.len(), out.len());
+        eprintln!(
+            "{name}: input {} bytes, written {} bytes",
+            bytes.len(),
+            out.len()
+        );
 
         let mut g = c.benchmark_group(*name);
         g.throughput(Throughput::Bytes(bytes.len() as u64));

@@ -56,7 +56,10 @@ fn constant_allocations_for_small_messages() {
     assert!(n <= 6, "first package: {n} allocations");
     let reply = gen::get_reply(50);
     let n = allocs_for_parse(reply.as_bytes());
-    println!("reply to 50 Gets ({} B, 101 commands): {n} allocations", reply.len());
+    println!(
+        "reply to 50 Gets ({} B, 101 commands): {n} allocations",
+        reply.len()
+    );
     assert!(n <= 2 * log2(101) + 4, "get reply: {n} allocations");
 }
 

@@ -152,7 +152,7 @@ pub enum ParseError {
         element: String,
         /// Its namespace.
         namespace: String,
-    /// Where.
+        /// Where.
         offset: usize,
     },
     /// Non-white-space text where only elements are allowed.

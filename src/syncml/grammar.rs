@@ -12,7 +12,12 @@ fn missing(element: &'static str) -> ParseError {
     }
 }
 
-fn set_once<T>(slot: &mut Option<T>, v: T, at: usize, name: &'static str) -> Result<(), ParseError> {
+fn set_once<T>(
+    slot: &mut Option<T>,
+    v: T,
+    at: usize,
+    name: &'static str,
+) -> Result<(), ParseError> {
     if slot.is_some() {
         return Err(ParseError::DuplicateElement {
             path: String::new(),
@@ -70,7 +75,8 @@ impl<'a> Parser<'a, '_> {
 
     fn hdr(&mut self, hdr_el: &El<'a>) -> R<SyncHdr<'a>> {
         let (mut ver_dtd, mut ver_proto, mut session_id, mut msg_id) = (None, None, None, None);
-        let (mut target, mut source, mut resp_uri, mut cred, mut meta) = (None, None, None, None, None);
+        let (mut target, mut source, mut resp_uri, mut cred, mut meta) =
+            (None, None, None, None, None);
         let mut no_resp = false;
         while let Some(el) = self.child(hdr_el)? {
             if !el.ns.is_syncml() {
@@ -243,7 +249,10 @@ impl<'a> Parser<'a, '_> {
         };
         let local = el.local;
         let known = item_cmd.is_some()
-            || matches!(local, "Alert" | "Status" | "Results" | "Atomic" | "Sequence");
+            || matches!(
+                local,
+                "Alert" | "Status" | "Results" | "Atomic" | "Sequence"
+            );
         if !known {
             return Ok(Err(el));
         }

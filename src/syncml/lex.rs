@@ -83,7 +83,11 @@ pub(crate) enum Tok<'a> {
     /// `</name>`.
     End { name: &'a str, at: usize },
     /// Character data; `plain` when it holds no `&` and no CR.
-    Text { raw: &'a str, plain: bool, at: usize },
+    Text {
+        raw: &'a str,
+        plain: bool,
+        at: usize,
+    },
     /// A CDATA section's content; `plain` when it holds no CR.
     CData { raw: &'a str, plain: bool },
     /// End of input.
@@ -116,7 +120,18 @@ fn eof() -> ParseError {
 fn name_stop(b: u8) -> bool {
     matches!(
         b,
-        b' ' | b'\t' | b'\n' | b'\r' | b'/' | b'>' | b'<' | b'=' | b'"' | b'\'' | b'&' | b'!' | b'?'
+        b' ' | b'\t'
+            | b'\n'
+            | b'\r'
+            | b'/'
+            | b'>'
+            | b'<'
+            | b'='
+            | b'"'
+            | b'\''
+            | b'&'
+            | b'!'
+            | b'?'
     )
 }
 
@@ -322,7 +337,9 @@ impl<'a> Lexer<'a> {
                         Some(_) => Err(syntax(i, "expected `/>`")),
                     };
                 }
-                Some(_) if !had_ws => return Err(syntax(i, "expected white space before attribute")),
+                Some(_) if !had_ws => {
+                    return Err(syntax(i, "expected white space before attribute"))
+                }
                 Some(_) => {}
             }
             let ns = i;
@@ -496,7 +513,11 @@ mod tests {
                 .iter()
                 .position(|c| [b'<', b'&', b'\r'].contains(c))
                 .map(|p| p + from);
-            assert_eq!(find_any(hay, from, [b'<', b'&', b'\r']), naive, "from {from}");
+            assert_eq!(
+                find_any(hay, from, [b'<', b'&', b'\r']),
+                naive,
+                "from {from}"
+            );
         }
         // High bytes must not give false positives.
         let hay = "ééééééééé<".as_bytes();
@@ -508,7 +529,15 @@ mod tests {
         let mut s = String::new();
         unescape_into("a&lt;b&gt;&amp;&quot;&apos;&#65;&#x42;\r\nc\rd", 0, &mut s).unwrap();
         assert_eq!(s, "a<b>&\"'AB\nc\nd");
-        for bad in ["&lol;", "&#0;", "&#xD800;", "&#;", "&#x;", "&amp", "&#99999999999;"] {
+        for bad in [
+            "&lol;",
+            "&#0;",
+            "&#xD800;",
+            "&#;",
+            "&#x;",
+            "&amp",
+            "&#99999999999;",
+        ] {
             assert!(unescape_into(bad, 0, &mut String::new()).is_err(), "{bad}");
         }
     }

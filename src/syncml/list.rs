@@ -132,4 +132,3 @@ impl<'l, T> IntoIterator for &'l List<T> {
         self.as_slice().iter()
     }
 }
-

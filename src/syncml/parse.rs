@@ -271,7 +271,13 @@ impl<'a, 'l> Parser<'a, 'l> {
     }
 
     /// Opens an element: namespace declarations, name resolution, depth.
-    pub(super) fn open(&mut self, name: &'a str, attrs: &'a str, empty: bool, at: usize) -> R<El<'a>> {
+    pub(super) fn open(
+        &mut self,
+        name: &'a str,
+        attrs: &'a str,
+        empty: bool,
+        at: usize,
+    ) -> R<El<'a>> {
         if self.depth >= self.limits.max_depth {
             return Err(ParseError::TooDeep {
                 path: String::new(),
@@ -352,7 +358,11 @@ impl<'a, 'l> Parser<'a, 'l> {
 
     /// Runs `f` on `el`'s content, closes it, and prefixes errors with its name.
     #[inline]
-    pub(super) fn within<T>(&mut self, el: El<'a>, f: impl FnOnce(&mut Self, &El<'a>) -> R<T>) -> R<T> {
+    pub(super) fn within<T>(
+        &mut self,
+        el: El<'a>,
+        f: impl FnOnce(&mut Self, &El<'a>) -> R<T>,
+    ) -> R<T> {
         let r = f(self, &el);
         self.close(&el);
         r.map_err(|e| e.under(el.local))

@@ -285,4 +285,3 @@ impl SyncBody<'_> {
         }
     }
 }
-

@@ -35,8 +35,15 @@ fn every_truncation_is_an_error() {
             }
         });
         // Truncating at a non-char boundary is an InvalidUtf8 error, not a panic.
-        if let Some(i) = doc.char_indices().find(|(_, c)| c.len_utf8() > 1).map(|(i, _)| i) {
-            assert!(matches!(parse(&doc.as_bytes()[..i + 1]), Err(ParseError::InvalidUtf8 { .. })));
+        if let Some(i) = doc
+            .char_indices()
+            .find(|(_, c)| c.len_utf8() > 1)
+            .map(|(i, _)| i)
+        {
+            assert!(matches!(
+                parse(&doc.as_bytes()[..i + 1]),
+                Err(ParseError::InvalidUtf8 { .. })
+            ));
         }
     }
 }
@@ -45,26 +52,57 @@ fn every_truncation_is_an_error() {
 fn mismatched_tags() {
     let doc = gen::first_package().replacen("</Alert>", "</Replace>", 1);
     match timed("mismatch", || parse(doc.as_bytes())) {
-        Err(ParseError::MismatchedTag { path, expected, found, .. }) => {
-            assert_eq!((path.as_str(), expected.as_str(), found.as_str()), ("SyncML/SyncBody/Alert", "Alert", "Replace"));
+        Err(ParseError::MismatchedTag {
+            path,
+            expected,
+            found,
+            ..
+        }) => {
+            assert_eq!(
+                (path.as_str(), expected.as_str(), found.as_str()),
+                ("SyncML/SyncBody/Alert", "Alert", "Replace")
+            );
         }
         other => panic!("{other:?}"),
     }
     let doc = gen::first_package().replacen("</LocURI>", "</LocUri>", 1);
-    assert!(matches!(parse(doc.as_bytes()), Err(ParseError::MismatchedTag { .. })));
+    assert!(matches!(
+        parse(doc.as_bytes()),
+        Err(ParseError::MismatchedTag { .. })
+    ));
     let extra = format!("{}</SyncML>", gen::first_package());
-    assert!(matches!(parse(extra.as_bytes()), Err(ParseError::TrailingContent { .. })));
-    assert!(matches!(parse(b"<SyncML><SyncHdr x></SyncHdr></SyncML>"), Err(ParseError::Syntax { .. })));
-    assert!(matches!(parse(b"<SyncML><SyncHdr a=\"<\"/></SyncML>"), Err(ParseError::Syntax { .. })));
-    assert!(matches!(parse(b"<SyncML><!-- a -- b --></SyncML>"), Err(ParseError::Syntax { .. })));
-    assert!(matches!(parse(b" <?xml version=\"1.0\"?><SyncML/>"), Err(ParseError::Syntax { .. })));
+    assert!(matches!(
+        parse(extra.as_bytes()),
+        Err(ParseError::TrailingContent { .. })
+    ));
+    assert!(matches!(
+        parse(b"<SyncML><SyncHdr x></SyncHdr></SyncML>"),
+        Err(ParseError::Syntax { .. })
+    ));
+    assert!(matches!(
+        parse(b"<SyncML><SyncHdr a=\"<\"/></SyncML>"),
+        Err(ParseError::Syntax { .. })
+    ));
+    assert!(matches!(
+        parse(b"<SyncML><!-- a -- b --></SyncML>"),
+        Err(ParseError::Syntax { .. })
+    ));
+    assert!(matches!(
+        parse(b" <?xml version=\"1.0\"?><SyncML/>"),
+        Err(ParseError::Syntax { .. })
+    ));
 }
 
 #[test]
 fn deep_nesting_10k() {
     let n = 10_000;
-    let body = format!("{}{}", "<Atomic><CmdID>1</CmdID>".repeat(n), "</Atomic>".repeat(n));
-    let doc = format!("<SyncML xmlns=\"SYNCML:SYNCML1.2\">{HDR}<SyncBody>{body}</SyncBody></SyncML>");
+    let body = format!(
+        "{}{}",
+        "<Atomic><CmdID>1</CmdID>".repeat(n),
+        "</Atomic>".repeat(n)
+    );
+    let doc =
+        format!("<SyncML xmlns=\"SYNCML:SYNCML1.2\">{HDR}<SyncBody>{body}</SyncBody></SyncML>");
     match timed("deep atomic", || parse(doc.as_bytes())) {
         Err(ParseError::TooDeep { max, path }) => {
             assert_eq!(max, 32);
@@ -73,10 +111,16 @@ fn deep_nesting_10k() {
         other => panic!("{other:?}"),
     }
     let frag = body.clone();
-    assert!(matches!(timed("deep fragment", || parse_fragment(frag.as_bytes())), Err(ParseError::TooDeep { .. })));
+    assert!(matches!(
+        timed("deep fragment", || parse_fragment(frag.as_bytes())),
+        Err(ParseError::TooDeep { .. })
+    ));
     // Unknown elements nested deeply are rejected at the first one.
     let doc = format!("<SyncML>{}{}</SyncML>", "<a>".repeat(n), "</a>".repeat(n));
-    assert!(matches!(timed("deep unknown", || parse(doc.as_bytes())), Err(ParseError::UnexpectedElement { .. })));
+    assert!(matches!(
+        timed("deep unknown", || parse(doc.as_bytes())),
+        Err(ParseError::UnexpectedElement { .. })
+    ));
     let doc = format!("{}{}", "<SyncML>".repeat(n), "</SyncML>".repeat(n));
     assert!(timed("deep SyncML", || parse(doc.as_bytes())).is_err());
 }
@@ -91,7 +135,10 @@ fn billion_laughs() {
  <!ENTITY lol9 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
 ]>
 <SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr/><SyncBody><Alert><CmdID>1</CmdID><Data>&lol9;</Data></Alert></SyncBody></SyncML>"#;
-    assert!(matches!(timed("laughs", || parse(doc.as_bytes())), Err(ParseError::DoctypeForbidden { offset: 22 })));
+    assert!(matches!(
+        timed("laughs", || parse(doc.as_bytes())),
+        Err(ParseError::DoctypeForbidden { offset: 22 })
+    ));
     // Without the DOCTYPE the entity is simply unknown.
     let doc = doc.split_once("]>\n").unwrap().1.replace("<SyncHdr/>", HDR);
     match parse(doc.as_bytes()) {
@@ -103,7 +150,10 @@ fn billion_laughs() {
     }
     // External entity attempt.
     let xxe = br#"<!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><SyncML>&xxe;</SyncML>"#;
-    assert!(matches!(parse(xxe), Err(ParseError::DoctypeForbidden { .. })));
+    assert!(matches!(
+        parse(xxe),
+        Err(ParseError::DoctypeForbidden { .. })
+    ));
 }
 
 #[test]
@@ -111,8 +161,14 @@ fn invalid_utf8() {
     let mut doc = gen::first_package().into_bytes();
     let i = doc.len() / 2;
     doc[i] = 0xFF;
-    assert_eq!(timed("utf8", || parse(&doc)), Err(ParseError::InvalidUtf8 { offset: i }));
-    assert!(matches!(parse_fragment(b"<Get>\xC3\x28</Get>"), Err(ParseError::InvalidUtf8 { offset: 5 })));
+    assert_eq!(
+        timed("utf8", || parse(&doc)),
+        Err(ParseError::InvalidUtf8 { offset: i })
+    );
+    assert!(matches!(
+        parse_fragment(b"<Get>\xC3\x28</Get>"),
+        Err(ParseError::InvalidUtf8 { offset: 5 })
+    ));
 }
 
 fn ten_mb_doc() -> Vec<u8> {
@@ -128,8 +184,13 @@ fn ten_mb_doc() -> Vec<u8> {
 #[test]
 fn ten_mb_of_items() {
     let doc = ten_mb_doc();
-    assert!(matches!(timed("10MB default", || parse(&doc)), Err(ParseError::InputTooLarge { max, .. }) if max == 8 << 20));
-    let limits = Limits { max_input_bytes: 16 << 20, ..Limits::default() };
+    assert!(
+        matches!(timed("10MB default", || parse(&doc)), Err(ParseError::InputTooLarge { max, .. }) if max == 8 << 20)
+    );
+    let limits = Limits {
+        max_input_bytes: 16 << 20,
+        ..Limits::default()
+    };
     match timed("10MB items", || parse_with_limits(&doc, &limits)) {
         Err(ParseError::TooManyItems { max, path }) => {
             assert_eq!(max, 20_000);
@@ -139,7 +200,10 @@ fn ten_mb_of_items() {
     }
     let many_cmds = "<Get><CmdID>1</CmdID><Item/></Get>".repeat(20_000);
     let doc = format!("<SyncML>{HDR}<SyncBody>{many_cmds}</SyncBody></SyncML>");
-    assert!(matches!(timed("many commands", || parse(doc.as_bytes())), Err(ParseError::TooManyCommands { max: 10_000, .. })));
+    assert!(matches!(
+        timed("many commands", || parse(doc.as_bytes())),
+        Err(ParseError::TooManyCommands { max: 10_000, .. })
+    ));
 }
 
 #[test]
@@ -148,7 +212,10 @@ fn error_messages_name_the_path() {
     let e = parse(doc.as_bytes()).unwrap_err();
     assert_eq!(e.path(), Some("SyncML/SyncBody/Alert/Item/Data"));
     let s = e.to_string();
-    assert!(s.starts_with("SyncML/SyncBody/Alert/Item/Data: unknown entity &bogus;"), "{s}");
+    assert!(
+        s.starts_with("SyncML/SyncBody/Alert/Item/Data: unknown entity &bogus;"),
+        "{s}"
+    );
     let e = parse(b"").unwrap_err();
     assert_eq!(e.to_string(), "(document): unexpected end of input");
 }

@@ -18,13 +18,18 @@ struct Flat {
     children: Vec<Flat>,
 }
 
-const COMMANDS: &[&str] =
-    &["Alert", "Status", "Results", "Get", "Add", "Replace", "Delete", "Exec", "Copy", "Atomic", "Sequence"];
+const COMMANDS: &[&str] = &[
+    "Alert", "Status", "Results", "Get", "Add", "Replace", "Delete", "Exec", "Copy", "Atomic",
+    "Sequence",
+];
 
 // ---------- roxmltree side ----------
 
 fn text_of(n: roxmltree::Node) -> String {
-    n.descendants().filter(|d| d.is_text()).map(|d| d.text().unwrap_or("")).collect()
+    n.descendants()
+        .filter(|d| d.is_text())
+        .map(|d| d.text().unwrap_or(""))
+        .collect()
 }
 
 fn rox_meta(n: roxmltree::Node, prefix: &str, out: &mut BTreeMap<String, String>) {
@@ -53,7 +58,10 @@ fn rox_item(n: roxmltree::Node) -> BTreeMap<String, String> {
 }
 
 fn rox_cmd(n: roxmltree::Node) -> Flat {
-    let mut f = Flat { name: n.tag_name().name().to_string(), ..Flat::default() };
+    let mut f = Flat {
+        name: n.tag_name().name().to_string(),
+        ..Flat::default()
+    };
     for c in n.children().filter(|c| c.is_element()) {
         let name = c.tag_name().name();
         if COMMANDS.contains(&name) {
@@ -67,15 +75,19 @@ fn rox_cmd(n: roxmltree::Node) -> Flat {
                 if cc.tag_name().name() == "Meta" {
                     rox_meta(cc, &format!("{name}/"), &mut f.fields);
                 } else {
-                    f.fields.insert(format!("{name}/{}", cc.tag_name().name()), text_of(cc));
+                    f.fields
+                        .insert(format!("{name}/{}", cc.tag_name().name()), text_of(cc));
                 }
             }
         } else {
             let t = text_of(c);
-            f.fields.entry(name.to_string()).and_modify(|v| {
-                v.push('|');
-                v.push_str(&t)
-            }).or_insert(t);
+            f.fields
+                .entry(name.to_string())
+                .and_modify(|v| {
+                    v.push('|');
+                    v.push_str(&t)
+                })
+                .or_insert(t);
         }
     }
     f
@@ -106,7 +118,10 @@ fn rox_message(xml: &str) -> (BTreeMap<String, String>, Vec<Flat>, bool) {
                                 if cc.tag_name().name() == "Meta" {
                                     rox_meta(cc, "Cred/", &mut hdr);
                                 } else {
-                                    hdr.insert(format!("Cred/{}", cc.tag_name().name()), text_of(cc));
+                                    hdr.insert(
+                                        format!("Cred/{}", cc.tag_name().name()),
+                                        text_of(cc),
+                                    );
                                 }
                             }
                         }
@@ -177,7 +192,10 @@ fn joined(v: &[std::borrow::Cow<str>]) -> Option<String> {
 }
 
 fn our_cmd(c: &Command) -> Flat {
-    let mut f = Flat { name: c.name().to_string(), ..Flat::default() };
+    let mut f = Flat {
+        name: c.name().to_string(),
+        ..Flat::default()
+    };
     let fl = &mut f.fields;
     put(fl, "CmdID", c.cmd_id());
     let cred = |fl: &mut BTreeMap<String, String>, cred: &Option<winmdm::syncml::Cred>| {
@@ -218,7 +236,12 @@ fn our_cmd(c: &Command) -> Flat {
             put(fl, "TargetRef", joined(&r.target_refs).as_deref());
             put(fl, "SourceRef", joined(&r.source_refs).as_deref());
         }
-        Command::Get(x) | Command::Add(x) | Command::Replace(x) | Command::Delete(x) | Command::Exec(x) | Command::Copy(x) => {
+        Command::Get(x)
+        | Command::Add(x)
+        | Command::Replace(x)
+        | Command::Delete(x)
+        | Command::Exec(x)
+        | Command::Copy(x) => {
             if x.no_resp {
                 put(fl, "NoResp", Some(""));
             }
@@ -266,7 +289,11 @@ fn our_message(m: &SyncMl) -> (BTreeMap<String, String>, Vec<Flat>, bool) {
     if let Some(m) = &h.meta {
         our_meta(m, "", &mut hdr);
     }
-    (hdr, m.body.commands.iter().map(our_cmd).collect(), m.body.is_final)
+    (
+        hdr,
+        m.body.commands.iter().map(our_cmd).collect(),
+        m.body.is_final,
+    )
 }
 
 fn agree_message(name: &str, xml: &str) -> usize {
@@ -287,7 +314,12 @@ fn agree_fragment(name: &str, xml: &str) -> usize {
     // roxmltree needs one root: wrap it (test side only).
     let wrapped = format!("<Fragment>{xml}</Fragment>");
     let doc = roxmltree::Document::parse(&wrapped).expect("roxmltree parses the fragment");
-    let theirs: Vec<Flat> = doc.root_element().children().filter(|c| c.is_element()).map(rox_cmd).collect();
+    let theirs: Vec<Flat> = doc
+        .root_element()
+        .children()
+        .filter(|c| c.is_element())
+        .map(rox_cmd)
+        .collect();
     let mine: Vec<Flat> = ours.iter().map(our_cmd).collect();
     assert_eq!(mine, theirs, "{name}");
     mine.len()
@@ -297,21 +329,34 @@ fn agree_fragment(name: &str, xml: &str) -> usize {
 fn agrees_with_roxmltree_on_fixtures() {
     let mut n = 0;
     for p in fixture_messages() {
-        n += agree_message(&p.display().to_string(), &String::from_utf8(read(&p)).unwrap());
+        n += agree_message(
+            &p.display().to_string(),
+            &String::from_utf8(read(&p)).unwrap(),
+        );
     }
     for p in fixture_fragments() {
-        n += agree_fragment(&p.display().to_string(), &String::from_utf8(read(&p)).unwrap());
+        n += agree_fragment(
+            &p.display().to_string(),
+            &String::from_utf8(read(&p)).unwrap(),
+        );
     }
     assert!(n > 30, "{n}");
 }
 
 #[test]
 fn agrees_with_roxmltree_on_conformance_captures() {
-    let Some(files) = conformance_messages() else { return };
+    let Some(files) = conformance_messages() else {
+        return;
+    };
     for p in files {
-        agree_message(&p.display().to_string(), &String::from_utf8(read(&p)).unwrap());
+        agree_message(
+            &p.display().to_string(),
+            &String::from_utf8(read(&p)).unwrap(),
+        );
     }
-    let Some(files) = conformance_fragments() else { return };
+    let Some(files) = conformance_fragments() else {
+        return;
+    };
     for p in files {
         let s = fix_undeclared_a_prefix(&String::from_utf8(read(&p)).unwrap());
         agree_fragment(&p.display().to_string(), &s);
@@ -325,7 +370,10 @@ fn agrees_with_roxmltree_on_generated_messages() {
     agree_message("large_results", &gen::large_results(50));
     let mut n = 0;
     for seed in 0..500 {
-        n += agree_message(&format!("random_message({seed})"), &gen::random_message(seed));
+        n += agree_message(
+            &format!("random_message({seed})"),
+            &gen::random_message(seed),
+        );
     }
     assert!(n > 1000, "{n}");
 }
@@ -339,8 +387,14 @@ fn agrees_with_roxmltree_on_written_output() {
         let out = String::from_utf8(m.to_vec()).unwrap();
         agree_message(&format!("written random_message({seed})"), &out);
         let doc = roxmltree::Document::parse(&out).unwrap();
-        assert_eq!(doc.root_element().tag_name().namespace(), Some("SYNCML:SYNCML1.2"));
-        for n in doc.descendants().filter(|n| n.is_element() && n.parent().is_some_and(|p| p.has_tag_name("Meta"))) {
+        assert_eq!(
+            doc.root_element().tag_name().namespace(),
+            Some("SYNCML:SYNCML1.2")
+        );
+        for n in doc
+            .descendants()
+            .filter(|n| n.is_element() && n.parent().is_some_and(|p| p.has_tag_name("Meta")))
+        {
             assert_eq!(n.tag_name().namespace(), Some("syncml:metinf"));
         }
     }

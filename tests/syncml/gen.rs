@@ -29,14 +29,21 @@ impl Rng {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 const DEVICE: &str = "B5B954E81FBCB94EB79BD08BE625F4EE";
 const SERVER: &str = "https://mdm.example.com/ManagementServer/MDM.svc";
 
 fn hdr(out: &mut String, session: u32, msg: u32, from_device: bool, max_msg_size: bool) {
-    let (t, s) = if from_device { (SERVER, DEVICE) } else { (DEVICE, SERVER) };
+    let (t, s) = if from_device {
+        (SERVER, DEVICE)
+    } else {
+        (DEVICE, SERVER)
+    };
     let _ = write!(
         out,
         "<SyncML xmlns=\"SYNCML:SYNCML1.2\">\n  <SyncHdr>\n    <VerDTD>1.2</VerDTD>\n    <VerProto>DM/1.2</VerProto>\n    <SessionID>{session}</SessionID>\n    <MsgID>{msg}</MsgID>\n    <Target>\n      <LocURI>{t}</LocURI>\n    </Target>\n    <Source>\n      <LocURI>{s}</LocURI>\n    </Source>\n"
@@ -71,11 +78,17 @@ const DEVDETAIL: &[(&str, &str)] = &[
     ("./DevDetail/OEM", "VMware, Inc."),
     ("./DevDetail/FwV", "VMW71.00V.18227214.B64.2106252220"),
     ("./DevDetail/DevTyp", "VMware7,1"),
-    ("./DevDetail/Ext/Microsoft/OSPlatform", "Windows 10 Enterprise"),
+    (
+        "./DevDetail/Ext/Microsoft/OSPlatform",
+        "Windows 10 Enterprise",
+    ),
     ("./DevDetail/Ext/Microsoft/DeviceName", "DESKTOP-0A1B2C3"),
     ("./DevDetail/Ext/Microsoft/TotalStorage", "61035"),
     ("./DevDetail/Ext/Microsoft/TotalRAM", "4095"),
-    ("./DevDetail/Ext/Microsoft/LocalTime", "2026-11-23T16:11:09.0000000-00:00"),
+    (
+        "./DevDetail/Ext/Microsoft/LocalTime",
+        "2026-11-23T16:11:09.0000000-00:00",
+    ),
 ];
 
 /// A device's first package (~2 KB): SyncHdr with MaxMsgSize, Alerts 1201/1224/1226, Replace of
@@ -160,10 +173,16 @@ pub fn large_results(n: usize) -> String {
     for i in 0..n {
         let id = i + 2;
         if i % 2 == 0 {
-            let uri = format!("./Vendor/MSFT/CertificateStore/My/User/{:040X}/EncodedCertificate", r.next());
+            let uri = format!(
+                "./Vendor/MSFT/CertificateStore/My/User/{:040X}/EncodedCertificate",
+                r.next()
+            );
             results_item(&mut o, id, id, &uri, "b64", &b64_payload(&mut r, 800));
         } else {
-            let uri = format!("./Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7B{:08X}%7D/Status", r.next() as u32);
+            let uri = format!(
+                "./Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7B{:08X}%7D/Status",
+                r.next() as u32
+            );
             results_item(&mut o, id, id, &uri, "xml", &esc(&xml_payload(&mut r, 800)));
         }
     }
@@ -177,7 +196,12 @@ pub fn plain_results(commands: usize, items_per: usize) -> String {
     hdr(&mut o, 1, 2, true, false);
     status(&mut o, 1, 1, 0, "SyncHdr", 200);
     for c in 0..commands {
-        let _ = write!(o, "<Results><CmdID>{}</CmdID><MsgRef>1</MsgRef><CmdRef>{}</CmdRef>", c + 2, c + 2);
+        let _ = write!(
+            o,
+            "<Results><CmdID>{}</CmdID><MsgRef>1</MsgRef><CmdRef>{}</CmdRef>",
+            c + 2,
+            c + 2
+        );
         for i in 0..items_per {
             let (uri, v) = DEVDETAIL[i % DEVDETAIL.len()];
             let _ = write!(o, "<Item><Source><LocURI>{uri}</LocURI></Source><Meta><Format xmlns=\"syncml:metinf\">chr</Format></Meta><Data>{v}</Data></Item>");
@@ -241,7 +265,16 @@ fn leaf(o: &mut String, r: &mut Rng, tag: &str) {
 
 fn meta(o: &mut String, r: &mut Rng) {
     o.push_str("<Meta>");
-    let fields = ["Format", "Type", "Mark", "Size", "Version", "NextNonce", "MaxMsgSize", "MaxObjSize"];
+    let fields = [
+        "Format",
+        "Type",
+        "Mark",
+        "Size",
+        "Version",
+        "NextNonce",
+        "MaxMsgSize",
+        "MaxObjSize",
+    ];
     for f in fields {
         if r.chance(35) {
             let t = rand_text(r);
@@ -293,7 +326,11 @@ fn item(o: &mut String, r: &mut Rng) {
         parts.push(std::mem::take(&mut p));
     }
     if r.chance(10) {
-        parts.push(if r.chance(50) { "<MoreData/>".into() } else { "<MoreData></MoreData>".into() });
+        parts.push(if r.chance(50) {
+            "<MoreData/>".into()
+        } else {
+            "<MoreData></MoreData>".into()
+        });
     }
     // Any order: the parser does not enforce DTD order inside Item.
     for i in (1..parts.len()).rev() {
@@ -320,9 +357,14 @@ fn cmd_id(o: &mut String, r: &mut Rng) {
 
 fn command(o: &mut String, r: &mut Rng, depth: u32) {
     let kinds: &[&str] = if depth < 3 {
-        &["Alert", "Status", "Results", "Get", "Add", "Replace", "Delete", "Exec", "Copy", "Atomic", "Sequence"]
+        &[
+            "Alert", "Status", "Results", "Get", "Add", "Replace", "Delete", "Exec", "Copy",
+            "Atomic", "Sequence",
+        ]
     } else {
-        &["Alert", "Status", "Results", "Get", "Add", "Replace", "Delete", "Exec", "Copy"]
+        &[
+            "Alert", "Status", "Results", "Get", "Add", "Replace", "Delete", "Exec", "Copy",
+        ]
     };
     let k = *r.pick(kinds);
     let _ = write!(o, "<{k}>");
@@ -436,7 +478,9 @@ pub fn random_message(seed: u64) -> String {
     if r.chance(30) {
         meta(&mut o, &mut r);
     }
-    o.push_str("</SyncHdr>\n<SyncBody xmlns:msft=\"http://schemas.microsoft.com/MobileDevice/MDM\">\n");
+    o.push_str(
+        "</SyncHdr>\n<SyncBody xmlns:msft=\"http://schemas.microsoft.com/MobileDevice/MDM\">\n",
+    );
     for _ in 0..r.below(12) {
         command(&mut o, &mut r, 0);
     }
@@ -444,6 +488,10 @@ pub fn random_message(seed: u64) -> String {
         o.push_str("<Final/>");
     }
     o.push_str("</SyncBody>");
-    o.push_str(if prefixed { "</s:SyncML>\n" } else { "</SyncML>\n" });
+    o.push_str(if prefixed {
+        "</s:SyncML>\n"
+    } else {
+        "</SyncML>\n"
+    });
     o
 }

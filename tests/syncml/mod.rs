@@ -38,10 +38,15 @@ fn xml_files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
 pub fn conformance_messages() -> Option<Vec<PathBuf>> {
     let dir = conformance_dir();
     if !dir.exists() {
-        println!("SKIP: {} not found; conformance captures not checked", dir.display());
+        println!(
+            "SKIP: {} not found; conformance captures not checked",
+            dir.display()
+        );
         return None;
     }
-    let mut v = xml_files(&dir.join("fleet"), |n| n.starts_with("trace-") && n.contains("syncml"));
+    let mut v = xml_files(&dir.join("fleet"), |n| {
+        n.starts_with("trace-") && n.contains("syncml")
+    });
     v.extend(xml_files(&dir.join("peers/marcosd4h-mdm-poc"), |n| {
         n.starts_with("05-") || n.starts_with("06-")
     }));
@@ -53,10 +58,15 @@ pub fn conformance_messages() -> Option<Vec<PathBuf>> {
 pub fn conformance_fragments() -> Option<Vec<PathBuf>> {
     let dir = conformance_dir().join("fleet");
     if !dir.exists() {
-        println!("SKIP: {} not found; Fleet fragments not checked", dir.display());
+        println!(
+            "SKIP: {} not found; Fleet fragments not checked",
+            dir.display()
+        );
         return None;
     }
-    let v = xml_files(&dir, |n| n.starts_with("poc-cmd-") || n.starts_with("profile-"));
+    let v = xml_files(&dir, |n| {
+        n.starts_with("poc-cmd-") || n.starts_with("profile-")
+    });
     assert!(v.len() >= 15, "expected the Fleet fragments, found {v:?}");
     Some(v)
 }
