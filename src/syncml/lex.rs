@@ -407,6 +407,51 @@ fn clip(s: &str) -> String {
     s.chars().take(32).collect()
 }
 
+/// A character reference (or an unknown entity) at `raw[j]` == `&`: the character and the length of
+/// the reference after the `&`.
+fn char_ref(raw: &str, j: usize, base: usize) -> Result<(char, usize), ParseError> {
+    let b = raw.as_bytes();
+    let semi = b[j + 1..]
+        .iter()
+        .take(12)
+        .position(|&x| x == b';')
+        .map(|p| j + 1 + p);
+    let Some(semi) = semi else {
+        return Err(ParseError::UnknownEntity {
+            path: String::new(),
+            entity: clip(&raw[j + 1..]),
+            offset: base + j,
+        });
+    };
+    let name = &raw[j + 1..semi];
+    let Some(digits) = name.strip_prefix('#') else {
+        return Err(ParseError::UnknownEntity {
+            path: String::new(),
+            entity: clip(name),
+            offset: base + j,
+        });
+    };
+    let v = if let Some(hex) = digits.strip_prefix('x') {
+        if hex.is_empty() || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            None
+        } else {
+            u32::from_str_radix(hex, 16).ok()
+        }
+    } else if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        None
+    } else {
+        digits.parse::<u32>().ok()
+    };
+    match v.and_then(char::from_u32).filter(|&c| xml_char(c)) {
+        Some(c) => Ok((c, semi - j)),
+        None => Err(ParseError::InvalidCharRef {
+            path: String::new(),
+            reference: clip(name),
+            offset: base + j,
+        }),
+    }
+}
+
 /// Decodes entity and character references and normalises line ends into `out`.
 /// `base` is the offset of `raw` in the input, for errors.
 pub(crate) fn unescape_into(raw: &str, base: usize, out: &mut String) -> Result<(), ParseError> {
@@ -422,58 +467,17 @@ pub(crate) fn unescape_into(raw: &str, base: usize, out: &mut String) -> Result<
             }
             continue;
         }
-        let semi = b[j + 1..]
-            .iter()
-            .take(12)
-            .position(|&x| x == b';')
-            .map(|p| j + 1 + p);
-        let Some(semi) = semi else {
-            return Err(ParseError::UnknownEntity {
-                path: String::new(),
-                entity: clip(&raw[j + 1..]),
-                offset: base + j,
-            });
+        let rest = &b[j + 1..];
+        let (c, len) = match rest {
+            [b'l', b't', b';', ..] => ('<', 3),
+            [b'g', b't', b';', ..] => ('>', 3),
+            [b'a', b'm', b'p', b';', ..] => ('&', 4),
+            [b'q', b'u', b'o', b't', b';', ..] => ('"', 5),
+            [b'a', b'p', b'o', b's', b';', ..] => ('\'', 5),
+            _ => char_ref(raw, j, base)?,
         };
-        let name = &raw[j + 1..semi];
-        match name {
-            "lt" => out.push('<'),
-            "gt" => out.push('>'),
-            "amp" => out.push('&'),
-            "quot" => out.push('"'),
-            "apos" => out.push('\''),
-            _ if name.starts_with('#') => {
-                let digits = &name[1..];
-                let v = if let Some(hex) = digits.strip_prefix('x') {
-                    if hex.is_empty() || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-                        None
-                    } else {
-                        u32::from_str_radix(hex, 16).ok()
-                    }
-                } else if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
-                    None
-                } else {
-                    digits.parse::<u32>().ok()
-                };
-                match v.and_then(char::from_u32).filter(|&c| xml_char(c)) {
-                    Some(c) => out.push(c),
-                    None => {
-                        return Err(ParseError::InvalidCharRef {
-                            path: String::new(),
-                            reference: clip(name),
-                            offset: base + j,
-                        })
-                    }
-                }
-            }
-            _ => {
-                return Err(ParseError::UnknownEntity {
-                    path: String::new(),
-                    entity: clip(name),
-                    offset: base + j,
-                })
-            }
-        }
-        i = semi + 1;
+        out.push(c);
+        i = j + 1 + len;
     }
     out.push_str(&raw[i..]);
     Ok(())

@@ -1,8 +1,8 @@
 //! SyncML codec: OMA-DM 1.2 SyncML messages as Windows MDM uses them (MS-MDM, OMA SyncML RepPro
 //! 1.2.2, PROTOCOL.md §6).
 //!
-//! Owns the message model ([`SyncMl`], [`Command`]…), the parser ([`parse`], [`parse_fragment`]),
-//! the writer ([`write`], [`written_len`]) and [`StatusCode`]. It does no I/O, knows no session
+//! Owns the message model ([`SyncMl`], [`Command`]…), the parser ([`parse()`], [`parse_fragment`]),
+//! the writer ([`write()`], [`written_len`]) and [`StatusCode`]. It does no I/O, knows no session
 //! state and imports only thiserror.
 //!
 //! * The model borrows text from the input ([`Text`] is a `Cow<str>`); [`SyncMl::into_owned`]

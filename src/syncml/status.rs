@@ -85,12 +85,14 @@ impl StatusCode {
             500 => "command failed on the device",
             507 => "atomic failed: one command failed and all were rolled back",
             516 => "atomic roll back failed",
-            100..=199 => "informational",
-            201..=299 => "success",
-            300..=399 => "redirection",
-            401..=499 => "originator error",
-            501..=599 => "recipient error",
-            _ => "unknown status code",
+            c => match c / 100 {
+                1 => "informational",
+                2 => "success",
+                3 => "redirection",
+                4 => "originator error",
+                5 => "recipient error",
+                _ => "unknown status code",
+            },
         }
     }
 

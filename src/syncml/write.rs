@@ -86,7 +86,7 @@ pub fn write(msg: &SyncMl<'_>, out: &mut Vec<u8>) {
     w_msg(msg, out);
 }
 
-/// The exact number of bytes [`write`] appends for `msg`.
+/// The exact number of bytes [`write()`] appends for `msg`.
 pub fn written_len(msg: &SyncMl<'_>) -> usize {
     let mut c = Counter(0);
     w_msg(msg, &mut c);

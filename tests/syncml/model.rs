@@ -231,7 +231,8 @@ fn unknown_elements_are_rejected_everywhere() {
 
 #[test]
 fn structure_rules() {
-    let cases: &[(&str, fn(&ParseError) -> bool)] = &[
+    type Check = fn(&ParseError) -> bool;
+    let cases: &[(&str, Check)] = &[
         ("<Get><Item/></Get>", |e| matches!(e, ParseError::MissingElement { element: "CmdID", .. })),
         ("<Get><CmdID>1</CmdID></Get>", |e| matches!(e, ParseError::MissingElement { element: "Item", .. })),
         ("<Get><CmdID>1</CmdID><CmdID>2</CmdID><Item/></Get>", |e| {
@@ -320,11 +321,7 @@ fn writer_golden_and_escaping() {
     assert_eq!(parse(&out).unwrap(), m);
     // roxmltree reads the same Data back.
     let doc = roxmltree::Document::parse(expected).unwrap();
-    let data = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("Data"))
-        .last()
-        .unwrap();
+    let data = doc.descendants().rfind(|n| n.has_tag_name("Data")).unwrap();
     assert_eq!(data.text(), Some("<a b=\"c\">&amp;\r\n</a>"));
 }
 
