@@ -1,0 +1,378 @@
+//! Management load generator: N simulated enrolled devices check in over loopback mutual TLS
+//! against an in-process winmdm server, each session receiving the commands queued for it.
+//!
+//! ```sh
+//! cargo run --release --example loadgen -- --devices 1000 --sessions 5000 --concurrency 64 --commands 2
+//! cargo run --release --example loadgen -- --devices 1000 --sessions 5000 --reuse     # keep-alive connections
+//! cargo run --release --example loadgen -- --enqueue-only --devices 100000            # enqueue cost at scale
+//! ```
+//!
+//! Each session is what Windows does: package 1 (Alert 1201, LoginStatus, DevInfo Replace), then
+//! one message answering every command (Status, Results for Gets), until the server has nothing
+//! more. Without `--reuse` every session opens a new TCP connection and makes a full TLS
+//! handshake (resumption off); with it each worker keeps one HTTP/1.1 connection per device it
+//! serves. Devices get EC P-256 identity keys (enrollment cost is not what this measures).
+//! Traffic goes to 127.0.0.1 only; the run is bounded by `--sessions` and `--seconds`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use winmdm::ca::{self, KeyAlgorithm};
+use winmdm::mdm::commands::{self, NewCommand};
+use winmdm::store::{CertRecord, Device, DeviceState};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Simulated enrolled devices.
+    #[arg(long, default_value_t = 200)]
+    devices: usize,
+    /// Sessions to run in total (bounded).
+    #[arg(long, default_value_t = 2000)]
+    sessions: usize,
+    /// Concurrent sessions.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Commands queued per device before each pass over the devices.
+    #[arg(long, default_value_t = 1)]
+    commands: usize,
+    /// Bytes of data per queued command.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Keep one connection per device (no new TLS handshake per session).
+    #[arg(long)]
+    reuse: bool,
+    /// Stop after this many seconds even if sessions remain.
+    #[arg(long, default_value_t = 600)]
+    seconds: u64,
+    /// Only measure enqueueing one command for every device (records made directly in the store).
+    #[arg(long)]
+    enqueue_only: bool,
+}
+
+struct Sim {
+    id: String,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn device_record(id: &str, serial: &str, thumb: &str, not_after: i64, now: i64) -> Device {
+    Device {
+        device_id: id.into(),
+        hw_dev_id: None,
+        upn: Some("load@example.com".into()),
+        enrollment_type: "Full".into(),
+        device_type: Some("CIMClient_Windows".into()),
+        os_version: Some("10.0.26100.1".into()),
+        os_edition: Some("72".into()),
+        device_name: None,
+        application_version: None,
+        locale: None,
+        macs: vec![],
+        not_in_oobe: None,
+        ux_initiated: None,
+        cert_serial: serial.into(),
+        cert_thumbprint: thumb.into(),
+        cert_not_after: not_after,
+        enrolled_at: now,
+        state: DeviceState::Enrolled,
+        login_status: None,
+        last_seen: None,
+        inventory: Default::default(),
+        tenant_lockdown: None,
+        alerts: vec![],
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn package1(id: &str, session: u32) -> String {
+    format!(
+        r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{session}</SessionID><MsgID>1</MsgID><Target><LocURI>https://localhost/ManagementServer/MDM.svc</LocURI></Target><Source><LocURI>{id}</LocURI></Source><Meta><MaxMsgSize xmlns="syncml:metinf">65535</MaxMsgSize></Meta></SyncHdr><SyncBody><Alert><CmdID>2</CmdID><Data>1201</Data></Alert><Alert><CmdID>3</CmdID><Data>1224</Data><Item><Meta><Type xmlns="syncml:metinf">com.microsoft/MDM/LoginStatus</Type></Meta><Data>user</Data></Item></Alert><Replace><CmdID>4</CmdID><Item><Source><LocURI>./DevInfo/DevId</LocURI></Source><Data>{id}</Data></Item><Item><Source><LocURI>./DevInfo/Man</LocURI></Source><Data>Load Inc.</Data></Item><Item><Source><LocURI>./DevInfo/DmV</LocURI></Source><Data>1.3</Data></Item></Replace><Final/></SyncBody></SyncML>"#
+    )
+}
+
+/// Builds the device's answer to a server reply; `None` when the reply carries no command.
+fn answer(id: &str, session: u32, msg: u32, reply: &[u8]) -> Option<String> {
+    let parsed = winmdm::syncml::parse(reply).ok()?;
+    let server_msg = parsed.hdr.msg_id.to_string();
+    let mut body = format!(
+        r#"<Status><CmdID>1</CmdID><MsgRef>{server_msg}</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>200</Data></Status>"#
+    );
+    let mut n = 1;
+    let mut any = false;
+    for c in &parsed.body.commands {
+        use winmdm::syncml::Command;
+        if matches!(c, Command::Status(_) | Command::Alert(_)) {
+            continue;
+        }
+        any = true;
+        n += 1;
+        let cmd_id = c.cmd_id().unwrap_or("0");
+        body.push_str(&format!(
+            r#"<Status><CmdID>{n}</CmdID><MsgRef>{server_msg}</MsgRef><CmdRef>{cmd_id}</CmdRef><Cmd>{}</Cmd><Data>200</Data></Status>"#,
+            c.name()
+        ));
+        if let Command::Get(g) = c {
+            n += 1;
+            let t = g.items.first().and_then(|i| i.target.as_ref()).map(|t| t.loc_uri.to_string()).unwrap_or_default();
+            body.push_str(&format!(
+                r#"<Results><CmdID>{n}</CmdID><MsgRef>{server_msg}</MsgRef><CmdRef>{cmd_id}</CmdRef><Item><Source><LocURI>{t}</LocURI></Source><Data>10.0.26100.1</Data></Item></Results>"#
+            ));
+        }
+    }
+    if !any {
+        return None;
+    }
+    Some(format!(
+        r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{session}</SessionID><MsgID>{msg}</MsgID><Target><LocURI>https://localhost/ManagementServer/MDM.svc</LocURI></Target><Source><LocURI>{id}</LocURI></Source></SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"#
+    ))
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Result<Sender, String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(ServerName::try_from("localhost").map_err(|e| e.to_string())?, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(tx)
+}
+
+async fn post(tx: &mut Sender, body: String) -> Result<Vec<u8>, String> {
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri("/ManagementServer/MDM.svc?mode=Maintenance&Platform=WoA")
+        .header("host", "localhost")
+        .header("content-type", "application/vnd.syncml.dm+xml")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    if resp.status() != 200 {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    Ok(resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec())
+}
+
+async fn session(addr: SocketAddr, sim: &Sim, conn: &mut Option<Sender>, session: u32) -> Result<usize, String> {
+    let mut tx = match conn.take() {
+        Some(tx) if !tx.is_closed() => tx,
+        _ => connect(addr, sim.client.clone()).await?,
+    };
+    let mut reply = post(&mut tx, package1(&sim.id, session)).await?;
+    let mut msg = 1;
+    let mut received = 0;
+    while let Some(next) = answer(&sim.id, session, msg + 1, &reply) {
+        msg += 1;
+        received += 1;
+        reply = post(&mut tx, next).await?;
+    }
+    *conn = Some(tx);
+    Ok(received)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let tmp = tempfile::tempdir()?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let cfg = winmdm::config::ServeOptions {
+        listen: Some(addr),
+        public_url: Some(format!("https://localhost:{}", addr.port())),
+        data_dir: Some(tmp.path().to_path_buf()),
+        ca_key_algorithm: Some("ecdsa-p256".into()),
+        ..Default::default()
+    }
+    .resolve()?;
+    let app = Arc::new(winmdm::app::App::open(cfg, Some("load".into()))?);
+    let now = time::OffsetDateTime::now_utc();
+
+    if args.enqueue_only {
+        let t = Instant::now();
+        for i in 0..args.devices {
+            let id = format!("{:032X}", i);
+            let d = device_record(&id, &format!("s{i}"), "00", now.unix_timestamp() + 86_400, now.unix_timestamp());
+            app.store.put_device(&d)?;
+        }
+        println!("created {} device records in {:.2?}", args.devices, t.elapsed());
+        let t = Instant::now();
+        for i in 0..args.devices {
+            let id = format!("{:032X}", i);
+            commands::set_tenant_lockdown(&app, &id, true)?;
+        }
+        let el = t.elapsed();
+        println!(
+            "enqueued TenantLockdown for {} devices in {:.2?} ({:.1} µs per device, {:.0} devices/s)",
+            args.devices,
+            el,
+            el.as_secs_f64() * 1e6 / args.devices as f64,
+            args.devices as f64 / el.as_secs_f64()
+        );
+        return Ok(());
+    }
+
+    // Enroll the simulated devices directly through the CA and the store.
+    let t = Instant::now();
+    let mut sims = Vec::with_capacity(args.devices);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(app.ca.cert_der().to_vec()))?;
+    let roots = Arc::new(roots);
+    for i in 0..args.devices {
+        let id = format!("{:032X}", 0x10AD_0000_0000u64 + i as u64);
+        let (csr, key) = ca::testing::device_csr(&id, KeyAlgorithm::EcdsaP256);
+        let v = ca::verify_csr(&csr, 2048)?;
+        let cert = app.ca.issue_device_cert(&v, &id, Duration::from_secs(86_400 * 30), now)?;
+        let rec = CertRecord {
+            serial: cert.serial_hex.clone(),
+            device_id: id.clone(),
+            thumbprint: cert.thumbprint.clone(),
+            issued_at: now.unix_timestamp(),
+            not_after: cert.not_after.unix_timestamp(),
+            revoked_at: None,
+            revoke_reason: None,
+        };
+        let dev = device_record(&id, &cert.serial_hex, &cert.thumbprint, rec.not_after, now.unix_timestamp());
+        app.store.record_enrollment(&dev, &rec, now.unix_timestamp())?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(vec![CertificateDer::from(cert.der)], key)?;
+        client.resumption = rustls::client::Resumption::disabled();
+        sims.push(Sim { id, client: Arc::new(client) });
+    }
+    println!("enrolled {} devices in {:.2?}", args.devices, t.elapsed());
+
+    let server = rt.block_on(async { winmdm::http::Server::from_listener(app.clone(), listener) })?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server_task = rt.spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let sims = Arc::new(sims);
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let data = "x".repeat(args.size);
+    let rss_start = rss_kib();
+    let started = Instant::now();
+    let mut enqueue_time = Duration::ZERO;
+    let mut enqueued = 0usize;
+    let lat: Vec<Duration> = rt.block_on(async {
+        let mut all = Vec::new();
+        let passes = args.sessions.div_ceil(args.devices.max(1));
+        for pass in 0..passes {
+            if Instant::now() > deadline {
+                break;
+            }
+            let t = Instant::now();
+            for s in sims.iter() {
+                for k in 0..args.commands {
+                    let verb = if k % 2 == 0 { "Replace" } else { "Get" };
+                    let req = NewCommand {
+                        verb: Some(verb.into()),
+                        target: Some(format!("./Vendor/MSFT/Load/P{pass}/N{k}")),
+                        format: (verb == "Replace").then(|| "chr".to_string()),
+                        data: (verb == "Replace").then(|| data.clone()),
+                        ..NewCommand::default()
+                    };
+                    let app = app.clone();
+                    let id = s.id.clone();
+                    tokio::task::spawn_blocking(move || commands::enqueue(&app, &id, req)).await??;
+                    enqueued += 1;
+                }
+            }
+            enqueue_time += t.elapsed();
+            let in_pass = (args.sessions - pass * args.devices).min(args.devices);
+            next.store(0, Ordering::SeqCst);
+            let mut workers = Vec::new();
+            for _ in 0..args.concurrency {
+                let (sims, next, errors) = (sims.clone(), next.clone(), errors.clone());
+                let reuse = args.reuse;
+                workers.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    let mut conns: std::collections::HashMap<usize, Sender> = Default::default();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= in_pass || Instant::now() > deadline {
+                            return lat;
+                        }
+                        let mut conn = if reuse { conns.remove(&i) } else { None };
+                        let t = Instant::now();
+                        match session(addr, &sims[i], &mut conn, (pass + 1) as u32).await {
+                            Ok(_) => lat.push(t.elapsed()),
+                            Err(e) => {
+                                if errors.fetch_add(1, Ordering::SeqCst) < 5 {
+                                    eprintln!("session error: {e}");
+                                }
+                            }
+                        }
+                        if reuse {
+                            if let Some(c) = conn {
+                                conns.insert(i, c);
+                            }
+                        }
+                    }
+                }));
+            }
+            for w in workers {
+                all.extend(w.await.unwrap_or_default());
+            }
+        }
+        Ok::<_, Box<dyn std::error::Error>>(all)
+    })?;
+    let wall = started.elapsed() - enqueue_time;
+    let mut lat = lat;
+    lat.sort();
+    println!(
+        "mode={} devices={} sessions={} concurrency={} commands/session={} errors={}",
+        if args.reuse { "reuse" } else { "new-handshake" },
+        args.devices,
+        lat.len(),
+        args.concurrency,
+        args.commands,
+        errors.load(Ordering::SeqCst)
+    );
+    println!(
+        "sessions/s={:.0} p50={:.2?} p99={:.2?} max={:.2?} (session time {:.2?}, enqueue {} commands in {:.2?})",
+        lat.len() as f64 / wall.as_secs_f64(),
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or_default(),
+        wall,
+        enqueued,
+        enqueue_time
+    );
+    println!("rss start={} KiB end={} KiB", rss_start, rss_kib());
+    let _ = stop.send(());
+    let _ = rt.block_on(server_task);
+    Ok(())
+}
