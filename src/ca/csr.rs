@@ -9,9 +9,9 @@ use aws_lc_rs::signature::{self, VerificationAlgorithm};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_HASH_SHA1, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384,
-    OID_NIST_HASH_SHA256, OID_NIST_HASH_SHA384, OID_NIST_HASH_SHA512, OID_PKCS1_RSAENCRYPTION,
-    OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA1WITHRSA, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA,
+    OID_EC_P256, OID_HASH_SHA1, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_HASH_SHA256,
+    OID_NIST_HASH_SHA384, OID_NIST_HASH_SHA512, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS,
+    OID_PKCS1_SHA1WITHRSA, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA,
     OID_PKCS1_SHA512WITHRSA, OID_SHA1_WITH_RSA, OID_SIG_ECDSA_WITH_SHA256,
     OID_SIG_ECDSA_WITH_SHA384,
 };
@@ -39,6 +39,8 @@ const MAX_DEVICE_ID_EXT_LEN: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsrVerified {
     spki_der: Vec<u8>,
+    /// The same key as rcgen re-encodes it; checked equal to `spki_der` by [`verify_csr`].
+    rcgen_key: rcgen::SubjectPublicKeyInfo,
     key_bits: usize,
     key_algorithm: &'static str,
     device_id_ext: Option<String>,
@@ -51,6 +53,11 @@ impl CsrVerified {
     /// certificate carries these bytes unchanged.
     pub fn spki_der(&self) -> &[u8] {
         &self.spki_der
+    }
+
+    /// The key as rcgen takes it for signing.
+    pub(super) fn rcgen_key(&self) -> &rcgen::SubjectPublicKeyInfo {
+        &self.rcgen_key
     }
 
     /// Key size in bits: RSA modulus length, or the curve size (256, 384) for EC keys.
@@ -122,6 +129,12 @@ pub fn verify_csr(der: &[u8], min_rsa_bits: usize) -> Result<CsrVerified, CaErro
         )));
     }
 
+    if !algorithm_identifier_tags_ok(der, cri.raw.len()) {
+        return Err(malformed(
+            "signatureAlgorithm is not SEQUENCE { OID, … }".into(),
+        ));
+    }
+
     let key = check_key(&cri.subject_pki, min_rsa_bits.max(ABSOLUTE_MIN_RSA_BITS))?;
     let (alg, signature_alg) = pick_verifier(&req.signature_algorithm, &key)?;
     if req.signature_value.unused_bits != 0 {
@@ -131,14 +144,54 @@ pub fn verify_csr(der: &[u8], min_rsa_bits: usize) -> Result<CsrVerified, CaErro
         .verify(cri.raw, &req.signature_value.data)
         .map_err(|_| CaError::CsrSignatureInvalid)?;
 
+    // rcgen writes the certificate's SPKI from (algorithm, key bits); make sure that gives back
+    // the request's bytes, so the certificate certifies exactly the requested key.
+    let spki_der = cri.subject_pki.raw.to_vec();
+    let not_reproducible = || CaError::KeyAlgorithmUnsupported {
+        oid: format!(
+            "{} (encoding not reproducible)",
+            cri.subject_pki.algorithm.algorithm.to_id_string()
+        ),
+    };
+    let rcgen_key =
+        rcgen::SubjectPublicKeyInfo::from_der(&spki_der).map_err(|_| not_reproducible())?;
+    if rcgen::PublicKeyData::subject_public_key_info(&rcgen_key) != spki_der {
+        return Err(not_reproducible());
+    }
+
     Ok(CsrVerified {
-        spki_der: cri.subject_pki.raw.to_vec(),
+        spki_der,
+        rcgen_key,
         key_bits: key.bits,
         key_algorithm: key.kind.name(),
         device_id_ext: device_id_extension(&req)?,
         subject_cn: subject_cn(&req),
         signature_alg,
     })
+}
+
+/// x509-parser does not check the tag of the signature algorithm's OID (an `ObjectDescriptor`
+/// parses as the same algorithm); the bytes are outside the signed data, so check them here:
+/// the outer SEQUENCE's header, the CertificationRequestInfo, then `30 xx 06`.
+fn algorithm_identifier_tags_ok(der: &[u8], cri_len: usize) -> bool {
+    let header_len = |b: &[u8]| -> Option<usize> {
+        let l = *b.get(1)?;
+        Some(if l < 0x80 {
+            2
+        } else {
+            2 + usize::from(l & 0x7f)
+        })
+    };
+    let Some(outer) = header_len(der) else {
+        return false;
+    };
+    let Some(alg) = outer.checked_add(cri_len).and_then(|at| der.get(at..)) else {
+        return false;
+    };
+    let Some(inner) = header_len(alg) else {
+        return false;
+    };
+    alg.first() == Some(&0x30) && alg.get(inner) == Some(&0x06)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,10 +300,24 @@ fn pick_verifier(
         },
     };
     let rsa = key.kind == KeyKind::Rsa;
+    // RFC 4055 §5 / RFC 5758 §3.2: PKCS#1 v1.5 parameters are NULL (absence tolerated),
+    // ECDSA parameters are absent.
+    let null_or_absent = match &sig.parameters {
+        None => true,
+        Some(p) => p.tag() == x509_parser::der_parser::der::Tag::Null && p.data.is_empty(),
+    };
+    let is_pss = *oid == OID_PKCS1_RSASSAPSS;
+    let is_ecdsa = *oid == OID_SIG_ECDSA_WITH_SHA256 || *oid == OID_SIG_ECDSA_WITH_SHA384;
+    if (is_ecdsa && sig.parameters.is_some()) || (!is_pss && !is_ecdsa && !null_or_absent) {
+        return Err(unsupported("unexpected parameters"));
+    }
     let big = key.bits >= 2048;
     if *oid == OID_PKCS1_SHA1WITHRSA || *oid == OID_SHA1_WITH_RSA {
         require(rsa)?;
-        Ok((&signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY, "sha1RSA"))
+        Ok((
+            &signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            "sha1RSA",
+        ))
     } else if *oid == OID_PKCS1_SHA256WITHRSA {
         require(rsa)?;
         let v: Verifier = if big {
@@ -285,11 +352,23 @@ fn pick_verifier(
             .ok_or_else(|| unsupported("missing or malformed RSASSA-PSS parameters"))?;
         let hash = params.hash_algorithm_oid().clone();
         let (v, name, hash_len): (Verifier, _, u32) = if hash == OID_NIST_HASH_SHA256 {
-            (&signature::RSA_PSS_2048_8192_SHA256, "RSASSA-PSS-SHA256", 32)
+            (
+                &signature::RSA_PSS_2048_8192_SHA256,
+                "RSASSA-PSS-SHA256",
+                32,
+            )
         } else if hash == OID_NIST_HASH_SHA384 {
-            (&signature::RSA_PSS_2048_8192_SHA384, "RSASSA-PSS-SHA384", 48)
+            (
+                &signature::RSA_PSS_2048_8192_SHA384,
+                "RSASSA-PSS-SHA384",
+                48,
+            )
         } else if hash == OID_NIST_HASH_SHA512 {
-            (&signature::RSA_PSS_2048_8192_SHA512, "RSASSA-PSS-SHA512", 64)
+            (
+                &signature::RSA_PSS_2048_8192_SHA512,
+                "RSASSA-PSS-SHA512",
+                64,
+            )
         } else if hash == OID_HASH_SHA1 {
             return Err(unsupported("RSASSA-PSS with SHA-1"));
         } else {
@@ -300,10 +379,14 @@ fn pick_verifier(
             .map(|m| m.mgf.as_bytes() == MGF1_DER && m.hash == hash)
             .unwrap_or(false);
         if !mgf_ok {
-            return Err(unsupported("RSASSA-PSS mask generation is not MGF1 with the same hash"));
+            return Err(unsupported(
+                "RSASSA-PSS mask generation is not MGF1 with the same hash",
+            ));
         }
         if params.salt_length() != hash_len {
-            return Err(unsupported("RSASSA-PSS salt length differs from the hash length"));
+            return Err(unsupported(
+                "RSASSA-PSS salt length differs from the hash length",
+            ));
         }
         if params.trailer_field() != 1 {
             return Err(unsupported("RSASSA-PSS trailer field"));
@@ -374,7 +457,7 @@ fn device_id_extension(req: &X509CertificationRequest<'_>) -> Result<Option<Stri
 /// defensively. Trailing NULs are dropped; anything else outside `!`..=`~` is refused.
 fn decode_device_id(raw: &[u8]) -> Option<String> {
     let is_utf16le = raw.len() >= 2
-        && raw.len() % 2 == 0
+        && raw.len().is_multiple_of(2)
         && raw.iter().skip(1).step_by(2).all(|&b| b == 0)
         && raw.iter().step_by(2).any(|&b| b != 0);
     let bytes: Vec<u8> = if is_utf16le {

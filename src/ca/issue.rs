@@ -5,9 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
-    SignatureAlgorithm,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -115,16 +114,19 @@ impl Ca {
         let load = |reason: &str| CaError::Load {
             reason: reason.to_owned(),
         };
-        let (rest, x509) = X509Certificate::from_der(&cert_der)
-            .map_err(|e| CaError::Load {
-                reason: format!("certificate DER: {e}"),
-            })?;
+        let (rest, x509) = X509Certificate::from_der(&cert_der).map_err(|e| CaError::Load {
+            reason: format!("certificate DER: {e}"),
+        })?;
         if !rest.is_empty() {
             return Err(load("trailing bytes after the certificate"));
         }
         match x509.basic_constraints() {
             Ok(Some(bc)) if bc.value.ca => {}
-            _ => return Err(load("not a CA certificate (BasicConstraints CA:TRUE missing)")),
+            _ => {
+                return Err(load(
+                    "not a CA certificate (BasicConstraints CA:TRUE missing)",
+                ))
+            }
         }
         match x509.key_usage() {
             Ok(None) => {}
@@ -227,9 +229,8 @@ impl Ca {
         params.not_before = not_before;
         params.not_after = not_after;
 
-        let key = CsrKey::new(csr)?;
         let cert = params
-            .signed_by(&key, &self.issuer)
+            .signed_by(csr.rcgen_key(), &self.issuer)
             .map_err(|e| CaError::Sign {
                 reason: e.to_string(),
             })?;
@@ -331,44 +332,6 @@ impl Ca {
     }
 }
 
-/// The CSR's public key, passed to rcgen so that the certificate carries the request's
-/// `SubjectPublicKeyInfo` byte for byte (rcgen would otherwise re-encode it from an algorithm
-/// it recognises, which fails for an RSA key without the NULL parameter, for instance).
-struct CsrKey<'a> {
-    spki: &'a [u8],
-    alg: &'static SignatureAlgorithm,
-}
-
-impl<'a> CsrKey<'a> {
-    fn new(csr: &'a CsrVerified) -> Result<Self, CaError> {
-        let alg = match csr.key_algorithm() {
-            "EC-P256" => &rcgen::PKCS_ECDSA_P256_SHA256,
-            "EC-P384" => &rcgen::PKCS_ECDSA_P384_SHA384,
-            _ => &rcgen::PKCS_RSA_SHA256,
-        };
-        Ok(CsrKey {
-            spki: csr.spki_der(),
-            alg,
-        })
-    }
-}
-
-impl PublicKeyData for CsrKey<'_> {
-    fn subject_public_key_info(&self) -> Vec<u8> {
-        self.spki.to_vec()
-    }
-
-    /// Only used by rcgen for a default serial number, which we always set; returns the whole
-    /// SPKI so that it is never empty.
-    fn der_bytes(&self) -> &[u8] {
-        self.spki
-    }
-
-    fn algorithm(&self) -> &'static SignatureAlgorithm {
-        self.alg
-    }
-}
-
 /// 16 random bytes, top bit clear (positive) and second bit set (so the DER INTEGER is always
 /// exactly 16 bytes): 126 bits of entropy.
 fn random_serial() -> Result<SerialNumber, aws_lc_rs::error::Unspecified> {
@@ -450,11 +413,27 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert!(matches!(san_for_host("mdm.example.com"), Ok(SanType::DnsName(_))));
-        assert!(matches!(san_for_host("Localhost."), Ok(SanType::DnsName(_))));
-        assert!(matches!(san_for_host("10.0.0.1"), Ok(SanType::IpAddress(_))));
+        assert!(matches!(
+            san_for_host("mdm.example.com"),
+            Ok(SanType::DnsName(_))
+        ));
+        assert!(matches!(
+            san_for_host("Localhost."),
+            Ok(SanType::DnsName(_))
+        ));
+        assert!(matches!(
+            san_for_host("10.0.0.1"),
+            Ok(SanType::IpAddress(_))
+        ));
         assert!(matches!(san_for_host("[::1]"), Ok(SanType::IpAddress(_))));
-        for bad in ["", "a..b", "-a.b", "a b", "mdm.example.com:443", "*.example.com"] {
+        for bad in [
+            "",
+            "a..b",
+            "-a.b",
+            "a b",
+            "mdm.example.com:443",
+            "*.example.com",
+        ] {
             assert!(
                 matches!(san_for_host(bad), Err(CaError::InvalidHost { .. })),
                 "{bad:?}"

@@ -210,7 +210,9 @@ impl CaError {
 /// Parses from and displays as `rsa2048`, `rsa3072`, `rsa4096`, `ecdsa-p256`, `ecdsa-p384`
 /// (also the serde form). The default is [`KeyAlgorithm::Rsa2048`], which every Windows version
 /// accepts in a chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum KeyAlgorithm {
     /// RSA 2048-bit, signatures RSA PKCS#1 v1.5 SHA-256.
     #[default]
@@ -253,8 +255,8 @@ impl KeyAlgorithm {
 
     /// Generates a fresh key pair of this algorithm.
     pub fn generate_key(self) -> Result<rcgen::KeyPair, rcgen::Error> {
+        use rcgen::PKCS_RSA_SHA256 as RSA;
         use rcgen::{KeyPair, RsaKeySize, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384};
-        use rcgen::{PKCS_RSA_SHA256 as RSA};
         match self {
             KeyAlgorithm::Rsa2048 => KeyPair::generate_rsa_for(&RSA, RsaKeySize::_2048),
             KeyAlgorithm::Rsa3072 => KeyPair::generate_rsa_for(&RSA, RsaKeySize::_3072),
@@ -355,7 +357,10 @@ mod tests {
             assert_eq!(a.as_str().parse::<KeyAlgorithm>(), Ok(a));
             assert_eq!(a.to_string(), a.as_str());
         }
-        assert_eq!("ECDSA_P256".parse::<KeyAlgorithm>(), Ok(KeyAlgorithm::EcdsaP256));
+        assert_eq!(
+            "ECDSA_P256".parse::<KeyAlgorithm>(),
+            Ok(KeyAlgorithm::EcdsaP256)
+        );
         assert!("rsa1024".parse::<KeyAlgorithm>().is_err());
         assert_eq!(KeyAlgorithm::default(), KeyAlgorithm::Rsa2048);
     }
@@ -372,7 +377,10 @@ mod tests {
 
     #[test]
     fn thumbprint_is_upper_hex_sha1() {
-        assert_eq!(thumbprint(b"abc"), "A9993E364706816ABA3E25717850C26C9CD0D89D");
+        assert_eq!(
+            thumbprint(b"abc"),
+            "A9993E364706816ABA3E25717850C26C9CD0D89D"
+        );
         assert_eq!(hex_lower(&[0x0a, 0xff]), "0aff");
     }
 
@@ -393,7 +401,11 @@ mod tests {
     #[test]
     fn peer_fault_split() {
         assert!(CaError::CsrSignatureInvalid.is_peer_fault());
-        assert!(CaError::KeyTooSmall { bits: 1024, min: 2048 }.is_peer_fault());
+        assert!(CaError::KeyTooSmall {
+            bits: 1024,
+            min: 2048
+        }
+        .is_peer_fault());
         assert!(!CaError::Sign { reason: "x".into() }.is_peer_fault());
         assert!(!CaError::Load { reason: "x".into() }.is_peer_fault());
     }
