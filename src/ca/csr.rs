@@ -93,7 +93,8 @@ impl CsrVerified {
 ///
 /// * RSA keys shorter than `min_rsa_bits` are refused with [`CaError::KeyTooSmall`]
 ///   (`min_rsa_bits` below [`ABSOLUTE_MIN_RSA_BITS`] is raised to it); EC keys must be on
-///   P-256 or P-384 ([`CaError::KeyAlgorithmUnsupported`] otherwise).
+///   P-256 or P-384, with an SPKI encoding that rcgen reproduces byte for byte
+///   ([`CaError::KeyAlgorithmUnsupported`] otherwise).
 /// * The signature must verify ([`CaError::CsrSignatureInvalid`]); SHA-1 RSA is accepted, as
 ///   Windows signs its request with it ([`CaError::CsrAlgorithmUnsupported`] for algorithms
 ///   outside the list in the module docs).

@@ -46,7 +46,10 @@
 //! digitalSignature + keyEncipherment (critical), ExtendedKeyUsage clientAuth only,
 //! BasicConstraints CA:FALSE (critical), SubjectKeyIdentifier, AuthorityKeyIdentifier = the CA's
 //! SubjectKeyIdentifier. Signed with RSA-SHA256 by RSA CAs, ECDSA-SHA256 (P-256) or ECDSA-SHA384
-//! (P-384) by EC CAs. The certified public key is copied byte for byte from the CSR.
+//! (P-384) by EC CAs. The certified `SubjectPublicKeyInfo` is byte-identical to the CSR's:
+//! rcgen re-encodes it from (algorithm, key bits), so [`verify_csr`] checks that this gives back
+//! the request's bytes and refuses the rare key it cannot reproduce (an RSA key without the NULL
+//! algorithm parameter, for instance) with [`CaError::KeyAlgorithmUnsupported`].
 //!
 //! # Algorithms accepted in CSRs
 //!
@@ -61,7 +64,7 @@ mod identity;
 mod issue;
 pub mod testing;
 
-pub use csr::{verify_csr, CsrVerified};
+pub use csr::{verify_csr, CsrVerified, MAX_CSR_LEN};
 pub use identity::{device_id_from_cert, CertIdentity};
 pub use issue::{Ca, IssuedCert};
 
