@@ -57,6 +57,15 @@ fn ca_bench_verify_and_issue() {
         let c = verify_csr(&der, 2048).unwrap();
         ec.issue_device_cert(&c, id, day, now()).unwrap();
     });
+    for alg in [KeyAlgorithm::Rsa2048, KeyAlgorithm::EcdsaP256] {
+        let t = Instant::now();
+        winmdm::ca::Ca::generate(alg, "bench", now()).unwrap();
+        println!(
+            "{:<48} {:>9.1} ms (one run)",
+            format!("Ca::generate({alg})"),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let cert = ec.issue_device_cert(&csr, id, day, now()).unwrap();
     rate("authenticate_device_cert, P-256 CA", || {
         ec.authenticate_device_cert(&cert.der, now()).unwrap();

@@ -228,3 +228,32 @@ fn ca_openssl_made_requests() {
         }
     }
 }
+
+#[test]
+fn ca_reject_random_mutations_without_panic() {
+    // Deterministic xorshift "fuzzing": overwrite 1-4 random bytes, or cut/extend, 3000 times.
+    // Every result must be an error (none of these can keep the signature valid).
+    let der = sample();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..3000 {
+        let mut m = der.clone();
+        match next() % 3 {
+            0 => {
+                for _ in 0..=(next() % 4) {
+                    let i = (next() as usize) % m.len();
+                    let v = (next() & 0xff) as u8;
+                    m[i] = if m[i] == v { v ^ 0x80 } else { v };
+                }
+            }
+            1 => m.truncate((next() as usize) % m.len()),
+            _ => m.extend((0..=(next() % 8)).map(|_| (next() & 0xff) as u8)),
+        }
+        assert!(verify_csr(&m, 2048).is_err());
+    }
+}
