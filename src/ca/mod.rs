@@ -62,6 +62,7 @@
 mod csr;
 mod identity;
 mod issue;
+mod sigalg;
 pub mod testing;
 
 pub use csr::{verify_csr, CsrVerified, MAX_CSR_LEN};
