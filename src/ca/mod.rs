@@ -58,6 +58,28 @@
 //! Windows uses), SHA-256, SHA-384, SHA-512; RSASSA-PSS with SHA-256/384/512 (MGF1 with the same
 //! hash, salt length = hash length, RSA ≥ 2048); ECDSA with SHA-256/384. SHA-1 is accepted only
 //! as proof of possession of the key in the request: nothing we issue is signed with SHA-1.
+//!
+//! # Use
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use winmdm::ca::{verify_csr, Ca, KeyAlgorithm, DEFAULT_MIN_RSA_BITS};
+//!
+//! # fn pkcs10_from_soap() -> Vec<u8> { Vec::new() }
+//! # fn main() -> Result<(), winmdm::ca::CaError> {
+//! let now = time::OffsetDateTime::now_utc(); // the server takes it from its Clock
+//! // First start: generate, then persist ca.cert_pem() and ca.key_pem() (secret).
+//! let ca = Ca::generate(KeyAlgorithm::Rsa2048, "winmdm CA", now)?;
+//! // Later starts: Ca::from_pem(&cert_pem, &key_pem)?
+//!
+//! // MS-WSTEP RequestSecurityToken: the base64-decoded BinarySecurityToken.
+//! let csr = verify_csr(&pkcs10_from_soap(), DEFAULT_MIN_RSA_BITS)?; // peer faults: 4xx/fault
+//! let cert = ca.issue_device_cert(&csr, "1E08C6E95D8BB843B1278FF45BC60CC6",
+//!                                 Duration::from_secs(365 * 86400), now)?;
+//! // Provisioning document: cert.thumbprint / base64(cert.der) under My/User,
+//! // ca.thumbprint() / base64(ca.cert_der()) under Root/System; record cert.serial_hex.
+//! # Ok(()) }
+//! ```
 
 mod csr;
 mod identity;

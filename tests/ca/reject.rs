@@ -257,3 +257,24 @@ fn ca_reject_random_mutations_without_panic() {
         assert!(verify_csr(&m, 2048).is_err());
     }
 }
+
+#[test]
+fn ca_reject_unreadable_device_id_extension() {
+    let ext = |value: &[u8]| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+            testing::OID_MS_DEVICE_ID,
+            value.to_vec(),
+        )];
+        verify_csr(p.serialize_request(&key).unwrap().der(), 2048)
+    };
+    assert_eq!(ext(b"ABC\0").unwrap().device_id_ext(), Some("ABC"));
+    assert_eq!(ext(b"A\0B\0C\0\0\0").unwrap().device_id_ext(), Some("ABC"));
+    for bad in [&b"AB\x01C\0"[..], b"A B\0", b"\0", b""] {
+        match ext(bad) {
+            Err(CaError::CsrMalformed { reason }) => assert!(reason.contains("311.66.1.0")),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+}
