@@ -10,6 +10,8 @@
 //!   only accepts a [`CsrVerified`]) and a TLS server certificate ([`Ca::issue_server_cert`]).
 //! * [`device_id_from_cert`] / [`Ca::authenticate_device_cert`]: read the device binding back out
 //!   of a certificate presented on the management endpoint.
+//! * [`Ca::verify_renewal`]: MS-WSTEP renewal (ROBO) tokens, a PKCS#7 `SignedData` around the
+//!   new PKCS#10 signed by the device's current certificate (tested with OpenSSL-made CMS only).
 //!
 //! # What it must not do
 //!
@@ -84,6 +86,7 @@
 mod csr;
 mod identity;
 mod issue;
+mod renew;
 mod sigalg;
 pub mod testing;
 

@@ -4,6 +4,7 @@ mod bench;
 mod issue;
 mod lifecycle;
 mod reject;
+mod renew;
 mod server;
 mod windows;
 
