@@ -5,19 +5,12 @@
 //! and the signature is checked here with aws-lc-rs over the raw `CertificationRequestInfo`
 //! bytes, with an explicit algorithm allow-list (see the [module docs](super)).
 
-use aws_lc_rs::signature::{self, VerificationAlgorithm};
+use aws_lc_rs::signature;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
-use x509_parser::oid_registry::{
-    OID_EC_P256, OID_HASH_SHA1, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_NIST_HASH_SHA256,
-    OID_NIST_HASH_SHA384, OID_NIST_HASH_SHA512, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS,
-    OID_PKCS1_SHA1WITHRSA, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA,
-    OID_PKCS1_SHA512WITHRSA, OID_SHA1_WITH_RSA, OID_SIG_ECDSA_WITH_SHA256,
-    OID_SIG_ECDSA_WITH_SHA384,
-};
 use x509_parser::prelude::FromDer;
-use x509_parser::signature_algorithm::RsaSsaPssParams;
 
+use super::sigalg::{algorithm_identifier_tags_ok, check_key, pick_verifier};
 use super::{CaError, ABSOLUTE_MIN_RSA_BITS};
 
 /// Largest CSR we look at. Windows sends about 720 bytes; an RSA-8192 request with a few
@@ -39,6 +32,8 @@ const MAX_DEVICE_ID_EXT_LEN: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsrVerified {
     spki_der: Vec<u8>,
+    /// The same key as rcgen re-encodes it; checked equal to `spki_der` by [`verify_csr`].
+    rcgen_key: rcgen::SubjectPublicKeyInfo,
     key_bits: usize,
     key_algorithm: &'static str,
     device_id_ext: Option<String>,
@@ -51,6 +46,11 @@ impl CsrVerified {
     /// certificate carries these bytes unchanged.
     pub fn spki_der(&self) -> &[u8] {
         &self.spki_der
+    }
+
+    /// The key as rcgen takes it for signing.
+    pub(super) fn rcgen_key(&self) -> &rcgen::SubjectPublicKeyInfo {
+        &self.rcgen_key
     }
 
     /// Key size in bits: RSA modulus length, or the curve size (256, 384) for EC keys.
@@ -86,7 +86,8 @@ impl CsrVerified {
 ///
 /// * RSA keys shorter than `min_rsa_bits` are refused with [`CaError::KeyTooSmall`]
 ///   (`min_rsa_bits` below [`ABSOLUTE_MIN_RSA_BITS`] is raised to it); EC keys must be on
-///   P-256 or P-384 ([`CaError::KeyAlgorithmUnsupported`] otherwise).
+///   P-256 or P-384, with an SPKI encoding that rcgen reproduces byte for byte
+///   ([`CaError::KeyAlgorithmUnsupported`] otherwise).
 /// * The signature must verify ([`CaError::CsrSignatureInvalid`]); SHA-1 RSA is accepted, as
 ///   Windows signs its request with it ([`CaError::CsrAlgorithmUnsupported`] for algorithms
 ///   outside the list in the module docs).
@@ -122,6 +123,12 @@ pub fn verify_csr(der: &[u8], min_rsa_bits: usize) -> Result<CsrVerified, CaErro
         )));
     }
 
+    if !algorithm_identifier_tags_ok(der, cri.raw.len()) {
+        return Err(malformed(
+            "signatureAlgorithm is not SEQUENCE { OID, … }".into(),
+        ));
+    }
+
     let key = check_key(&cri.subject_pki, min_rsa_bits.max(ABSOLUTE_MIN_RSA_BITS))?;
     let (alg, signature_alg) = pick_verifier(&req.signature_algorithm, &key)?;
     if req.signature_value.unused_bits != 0 {
@@ -131,230 +138,30 @@ pub fn verify_csr(der: &[u8], min_rsa_bits: usize) -> Result<CsrVerified, CaErro
         .verify(cri.raw, &req.signature_value.data)
         .map_err(|_| CaError::CsrSignatureInvalid)?;
 
+    // rcgen writes the certificate's SPKI from (algorithm, key bits); make sure that gives back
+    // the request's bytes, so the certificate certifies exactly the requested key.
+    let spki_der = cri.subject_pki.raw.to_vec();
+    let not_reproducible = || CaError::KeyAlgorithmUnsupported {
+        oid: format!(
+            "{} (encoding not reproducible)",
+            cri.subject_pki.algorithm.algorithm.to_id_string()
+        ),
+    };
+    let rcgen_key =
+        rcgen::SubjectPublicKeyInfo::from_der(&spki_der).map_err(|_| not_reproducible())?;
+    if rcgen::PublicKeyData::subject_public_key_info(&rcgen_key) != spki_der {
+        return Err(not_reproducible());
+    }
+
     Ok(CsrVerified {
-        spki_der: cri.subject_pki.raw.to_vec(),
+        spki_der,
+        rcgen_key,
         key_bits: key.bits,
         key_algorithm: key.kind.name(),
         device_id_ext: device_id_extension(&req)?,
         subject_cn: subject_cn(&req),
         signature_alg,
     })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyKind {
-    Rsa,
-    EcP256,
-    EcP384,
-}
-
-impl KeyKind {
-    fn name(self) -> &'static str {
-        match self {
-            KeyKind::Rsa => "RSA",
-            KeyKind::EcP256 => "EC-P256",
-            KeyKind::EcP384 => "EC-P384",
-        }
-    }
-}
-
-struct KeyInfo {
-    kind: KeyKind,
-    bits: usize,
-}
-
-/// Largest RSA modulus aws-lc-rs verifies with.
-const MAX_RSA_BITS: usize = 8192;
-
-fn check_key(
-    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
-    min_rsa_bits: usize,
-) -> Result<KeyInfo, CaError> {
-    let alg = &spki.algorithm.algorithm;
-    if *alg == OID_PKCS1_RSAENCRYPTION {
-        let bits = match spki.parsed() {
-            Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => rsa_modulus_bits(rsa.modulus),
-            _ => 0,
-        };
-        if bits == 0 {
-            return Err(CaError::CsrMalformed {
-                reason: "undecodable RSA public key".into(),
-            });
-        }
-        if bits < min_rsa_bits {
-            return Err(CaError::KeyTooSmall {
-                bits,
-                min: min_rsa_bits,
-            });
-        }
-        if bits > MAX_RSA_BITS {
-            return Err(CaError::KeyAlgorithmUnsupported {
-                oid: format!("{alg} ({bits}-bit RSA, more than {MAX_RSA_BITS})"),
-            });
-        }
-        Ok(KeyInfo {
-            kind: KeyKind::Rsa,
-            bits,
-        })
-    } else if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok())
-            .ok_or_else(|| CaError::CsrMalformed {
-                reason: "EC key without a named curve".into(),
-            })?;
-        let (kind, bits) = if curve == OID_EC_P256 {
-            (KeyKind::EcP256, 256)
-        } else if curve == OID_NIST_EC_P384 {
-            (KeyKind::EcP384, 384)
-        } else {
-            return Err(CaError::KeyAlgorithmUnsupported {
-                oid: curve.to_id_string(),
-            });
-        };
-        Ok(KeyInfo { kind, bits })
-    } else {
-        Err(CaError::KeyAlgorithmUnsupported {
-            oid: alg.to_id_string(),
-        })
-    }
-}
-
-/// Exact bit length of a big-endian unsigned modulus (leading zero bytes ignored).
-fn rsa_modulus_bits(modulus: &[u8]) -> usize {
-    let Some(start) = modulus.iter().position(|&b| b != 0) else {
-        return 0;
-    };
-    let m = &modulus[start..];
-    (m.len() - 1) * 8 + (8 - m[0].leading_zeros() as usize)
-}
-
-type Verifier = &'static dyn VerificationAlgorithm;
-
-/// Maps (signature algorithm, key) to an aws-lc-rs verifier and the Windows name.
-fn pick_verifier(
-    sig: &x509_parser::x509::AlgorithmIdentifier<'_>,
-    key: &KeyInfo,
-) -> Result<(Verifier, &'static str), CaError> {
-    let oid = &sig.algorithm;
-    let unsupported = |why: &str| CaError::CsrAlgorithmUnsupported {
-        oid: if why.is_empty() {
-            oid.to_id_string()
-        } else {
-            format!("{} ({why})", oid.to_id_string())
-        },
-    };
-    let rsa = key.kind == KeyKind::Rsa;
-    let big = key.bits >= 2048;
-    if *oid == OID_PKCS1_SHA1WITHRSA || *oid == OID_SHA1_WITH_RSA {
-        require(rsa)?;
-        Ok((
-            &signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
-            "sha1RSA",
-        ))
-    } else if *oid == OID_PKCS1_SHA256WITHRSA {
-        require(rsa)?;
-        let v: Verifier = if big {
-            &signature::RSA_PKCS1_2048_8192_SHA256
-        } else {
-            &signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY
-        };
-        Ok((v, "sha256RSA"))
-    } else if *oid == OID_PKCS1_SHA384WITHRSA {
-        require(rsa)?;
-        if !big {
-            return Err(unsupported("SHA-384 with RSA below 2048 bits"));
-        }
-        Ok((&signature::RSA_PKCS1_2048_8192_SHA384, "sha384RSA"))
-    } else if *oid == OID_PKCS1_SHA512WITHRSA {
-        require(rsa)?;
-        let v: Verifier = if big {
-            &signature::RSA_PKCS1_2048_8192_SHA512
-        } else {
-            &signature::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY
-        };
-        Ok((v, "sha512RSA"))
-    } else if *oid == OID_PKCS1_RSASSAPSS {
-        require(rsa)?;
-        if !big {
-            return Err(unsupported("RSASSA-PSS with RSA below 2048 bits"));
-        }
-        let params = sig
-            .parameters
-            .as_ref()
-            .and_then(|p| RsaSsaPssParams::try_from(p).ok())
-            .ok_or_else(|| unsupported("missing or malformed RSASSA-PSS parameters"))?;
-        let hash = params.hash_algorithm_oid().clone();
-        let (v, name, hash_len): (Verifier, _, u32) = if hash == OID_NIST_HASH_SHA256 {
-            (
-                &signature::RSA_PSS_2048_8192_SHA256,
-                "RSASSA-PSS-SHA256",
-                32,
-            )
-        } else if hash == OID_NIST_HASH_SHA384 {
-            (
-                &signature::RSA_PSS_2048_8192_SHA384,
-                "RSASSA-PSS-SHA384",
-                48,
-            )
-        } else if hash == OID_NIST_HASH_SHA512 {
-            (
-                &signature::RSA_PSS_2048_8192_SHA512,
-                "RSASSA-PSS-SHA512",
-                64,
-            )
-        } else if hash == OID_HASH_SHA1 {
-            return Err(unsupported("RSASSA-PSS with SHA-1"));
-        } else {
-            return Err(unsupported("RSASSA-PSS hash"));
-        };
-        let mgf_ok = params
-            .mask_gen_algorithm()
-            .map(|m| m.mgf.as_bytes() == MGF1_DER && m.hash == hash)
-            .unwrap_or(false);
-        if !mgf_ok {
-            return Err(unsupported(
-                "RSASSA-PSS mask generation is not MGF1 with the same hash",
-            ));
-        }
-        if params.salt_length() != hash_len {
-            return Err(unsupported(
-                "RSASSA-PSS salt length differs from the hash length",
-            ));
-        }
-        if params.trailer_field() != 1 {
-            return Err(unsupported("RSASSA-PSS trailer field"));
-        }
-        Ok((v, name))
-    } else if *oid == OID_SIG_ECDSA_WITH_SHA256 {
-        match key.kind {
-            KeyKind::EcP256 => Ok((&signature::ECDSA_P256_SHA256_ASN1, "sha256ECDSA")),
-            KeyKind::EcP384 => Ok((&signature::ECDSA_P384_SHA256_ASN1, "sha256ECDSA")),
-            KeyKind::Rsa => Err(CaError::CsrSignatureInvalid),
-        }
-    } else if *oid == OID_SIG_ECDSA_WITH_SHA384 {
-        match key.kind {
-            KeyKind::EcP256 => Ok((&signature::ECDSA_P256_SHA384_ASN1, "sha384ECDSA")),
-            KeyKind::EcP384 => Ok((&signature::ECDSA_P384_SHA384_ASN1, "sha384ECDSA")),
-            KeyKind::Rsa => Err(CaError::CsrSignatureInvalid),
-        }
-    } else {
-        Err(unsupported(""))
-    }
-}
-
-/// DER content of `id-mgf1` (1.2.840.113549.1.1.8).
-const MGF1_DER: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08];
-
-/// A signature algorithm for the wrong key type cannot be a valid signature by that key.
-fn require(ok: bool) -> Result<(), CaError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(CaError::CsrSignatureInvalid)
-    }
 }
 
 /// Reads requested extension `1.3.6.1.4.1.311.66.1.0` (DeviceID, ASCII, NUL-terminated).
@@ -393,7 +200,7 @@ fn device_id_extension(req: &X509CertificationRequest<'_>) -> Result<Option<Stri
 /// defensively. Trailing NULs are dropped; anything else outside `!`..=`~` is refused.
 fn decode_device_id(raw: &[u8]) -> Option<String> {
     let is_utf16le = raw.len() >= 2
-        && raw.len() % 2 == 0
+        && raw.len().is_multiple_of(2)
         && raw.iter().skip(1).step_by(2).all(|&b| b == 0)
         && raw.iter().step_by(2).any(|&b| b != 0);
     let bytes: Vec<u8> = if is_utf16le {
@@ -424,14 +231,6 @@ fn subject_cn(req: &X509CertificationRequest<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modulus_bits() {
-        assert_eq!(rsa_modulus_bits(&[0x00, 0x80, 0, 0]), 24);
-        assert_eq!(rsa_modulus_bits(&[0x01, 0xff]), 9);
-        assert_eq!(rsa_modulus_bits(&[0, 0]), 0);
-        assert_eq!(rsa_modulus_bits(&[]), 0);
-    }
 
     #[test]
     fn device_id_decoding() {

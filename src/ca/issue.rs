@@ -6,7 +6,7 @@ use std::time::Duration as StdDuration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -229,9 +229,8 @@ impl Ca {
         params.not_before = not_before;
         params.not_after = not_after;
 
-        let key = CsrKey::new(csr)?;
         let cert = params
-            .signed_by(&key, &self.issuer)
+            .signed_by(csr.rcgen_key(), &self.issuer)
             .map_err(|e| CaError::Sign {
                 reason: e.to_string(),
             })?;
@@ -330,44 +329,6 @@ impl Ca {
             .map_err(|e| CaError::Load {
                 reason: format!("CA certificate: {e}"),
             })
-    }
-}
-
-/// The CSR's public key, passed to rcgen so that the certificate carries the request's
-/// `SubjectPublicKeyInfo` byte for byte (rcgen would otherwise re-encode it from an algorithm
-/// it recognises, which fails for an RSA key without the NULL parameter, for instance).
-struct CsrKey<'a> {
-    spki: &'a [u8],
-    alg: &'static SignatureAlgorithm,
-}
-
-impl<'a> CsrKey<'a> {
-    fn new(csr: &'a CsrVerified) -> Result<Self, CaError> {
-        let alg = match csr.key_algorithm() {
-            "EC-P256" => &rcgen::PKCS_ECDSA_P256_SHA256,
-            "EC-P384" => &rcgen::PKCS_ECDSA_P384_SHA384,
-            _ => &rcgen::PKCS_RSA_SHA256,
-        };
-        Ok(CsrKey {
-            spki: csr.spki_der(),
-            alg,
-        })
-    }
-}
-
-impl PublicKeyData for CsrKey<'_> {
-    fn subject_public_key_info(&self) -> Vec<u8> {
-        self.spki.to_vec()
-    }
-
-    /// Only used by rcgen for a default serial number, which we always set; returns the whole
-    /// SPKI so that it is never empty.
-    fn der_bytes(&self) -> &[u8] {
-        self.spki
-    }
-
-    fn algorithm(&self) -> &'static SignatureAlgorithm {
-        self.alg
     }
 }
 

@@ -10,6 +10,8 @@
 //!   only accepts a [`CsrVerified`]) and a TLS server certificate ([`Ca::issue_server_cert`]).
 //! * [`device_id_from_cert`] / [`Ca::authenticate_device_cert`]: read the device binding back out
 //!   of a certificate presented on the management endpoint.
+//! * [`Ca::verify_renewal`]: MS-WSTEP renewal (ROBO) tokens, a PKCS#7 `SignedData` around the
+//!   new PKCS#10 signed by the device's current certificate (tested with OpenSSL-made CMS only).
 //!
 //! # What it must not do
 //!
@@ -46,7 +48,10 @@
 //! digitalSignature + keyEncipherment (critical), ExtendedKeyUsage clientAuth only,
 //! BasicConstraints CA:FALSE (critical), SubjectKeyIdentifier, AuthorityKeyIdentifier = the CA's
 //! SubjectKeyIdentifier. Signed with RSA-SHA256 by RSA CAs, ECDSA-SHA256 (P-256) or ECDSA-SHA384
-//! (P-384) by EC CAs. The certified public key is copied byte for byte from the CSR.
+//! (P-384) by EC CAs. The certified `SubjectPublicKeyInfo` is byte-identical to the CSR's:
+//! rcgen re-encodes it from (algorithm, key bits), so [`verify_csr`] checks that this gives back
+//! the request's bytes and refuses the rare key it cannot reproduce (an RSA key without the NULL
+//! algorithm parameter, for instance) with [`CaError::KeyAlgorithmUnsupported`].
 //!
 //! # Algorithms accepted in CSRs
 //!
@@ -55,13 +60,37 @@
 //! Windows uses), SHA-256, SHA-384, SHA-512; RSASSA-PSS with SHA-256/384/512 (MGF1 with the same
 //! hash, salt length = hash length, RSA ≥ 2048); ECDSA with SHA-256/384. SHA-1 is accepted only
 //! as proof of possession of the key in the request: nothing we issue is signed with SHA-1.
+//!
+//! # Use
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use winmdm::ca::{verify_csr, Ca, KeyAlgorithm, DEFAULT_MIN_RSA_BITS};
+//!
+//! # fn pkcs10_from_soap() -> Vec<u8> { Vec::new() }
+//! # fn main() -> Result<(), winmdm::ca::CaError> {
+//! let now = time::OffsetDateTime::now_utc(); // the server takes it from its Clock
+//! // First start: generate, then persist ca.cert_pem() and ca.key_pem() (secret).
+//! let ca = Ca::generate(KeyAlgorithm::Rsa2048, "winmdm CA", now)?;
+//! // Later starts: Ca::from_pem(&cert_pem, &key_pem)?
+//!
+//! // MS-WSTEP RequestSecurityToken: the base64-decoded BinarySecurityToken.
+//! let csr = verify_csr(&pkcs10_from_soap(), DEFAULT_MIN_RSA_BITS)?; // peer faults: 4xx/fault
+//! let cert = ca.issue_device_cert(&csr, "1E08C6E95D8BB843B1278FF45BC60CC6",
+//!                                 Duration::from_secs(365 * 86400), now)?;
+//! // Provisioning document: cert.thumbprint / base64(cert.der) under My/User,
+//! // ca.thumbprint() / base64(ca.cert_der()) under Root/System; record cert.serial_hex.
+//! # Ok(()) }
+//! ```
 
 mod csr;
 mod identity;
 mod issue;
+mod renew;
+mod sigalg;
 pub mod testing;
 
-pub use csr::{verify_csr, CsrVerified};
+pub use csr::{verify_csr, CsrVerified, MAX_CSR_LEN};
 pub use identity::{device_id_from_cert, CertIdentity};
 pub use issue::{Ca, IssuedCert};
 
