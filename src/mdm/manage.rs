@@ -157,23 +157,8 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
             wants_next_message = true;
         }
     }
-    // Commands the device answered this message need no more tracking.
-    let answered: Vec<String> = round
-        .state
-        .outstanding
-        .iter()
-        .filter(|(_, o)| {
-            round
-                .commands
-                .get(&o.command_id)
-                .is_some_and(|c| c.state.is_terminal())
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in answered {
-        round.state.outstanding.remove(&k);
-    }
-
+    // Outstanding CmdIDs are kept for the whole session: a large Results may arrive messages
+    // after the Status of its Get.
     let mut hdr = SyncHdr {
         ver_dtd: "1.2".into(),
         ver_proto: "DM/1.2".into(),

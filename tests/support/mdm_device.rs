@@ -59,7 +59,7 @@ fn child_text(n: roxmltree::Node, name: &str) -> Option<String> {
 fn commands_of(parent: roxmltree::Node, out: &mut Vec<Received>) {
     for c in parent.children().filter(|c| c.is_element()) {
         let name = c.tag_name().name();
-        if matches!(name, "Status" | "Final") {
+        if !matches!(name, "Alert" | "Get" | "Add" | "Replace" | "Delete" | "Exec" | "Copy" | "Atomic" | "Sequence" | "Results") {
             continue;
         }
         let item = c.children().find(|i| i.tag_name().name() == "Item");
