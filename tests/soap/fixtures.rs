@@ -259,3 +259,19 @@ fn soap_goldens_are_deterministic() {
         write_get_policies_response(Some("x"), &PolicyConfig::default())
     );
 }
+
+#[test]
+fn soap_goldens_parse_with_own_reader() {
+    let mut n = 0;
+    for dir in ["discovery", "policy", "enroll", "provisioning"] {
+        for entry in std::fs::read_dir(super::fixtures_dir().join(dir)).unwrap() {
+            let p = entry.unwrap().path();
+            let bytes = std::fs::read(&p).unwrap();
+            let root =
+                winmdm::xml::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert!(!root.local.is_empty());
+            n += 1;
+        }
+    }
+    assert!(n >= 20, "only {n} fixture files");
+}
