@@ -48,6 +48,16 @@ pub struct DiscoverRequest {
     pub auth_policies: Vec<String>,
 }
 
+impl DiscoverRequest {
+    /// True when the client offered `policy` (`OnPremise`, `Federated`, `Certificate`;
+    /// compared case-insensitively).
+    pub fn offers(&self, policy: &str) -> bool {
+        self.auth_policies
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(policy))
+    }
+}
+
 /// Parse a discovery POST body. Errors: [`EnrollError::MessageFormat`] for bad XML, a non-SOAP
 /// 1.2 envelope, or a body that is not `Discover/request`.
 pub fn parse_discover(body: &[u8]) -> Result<DiscoverRequest, EnrollError> {

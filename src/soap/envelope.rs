@@ -209,6 +209,15 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// Best-effort `a:MessageID` of a request that may have failed to parse further, so a fault can
+/// still carry `a:RelatesTo`. `None` if the envelope itself is unreadable.
+pub fn peek_message_id(body: &[u8]) -> Option<String> {
+    Envelope::parse(body)
+        .ok()?
+        .message_id
+        .map(|m| m.into_owned())
+}
+
 fn invalid_security(reason: impl Into<String>) -> EnrollError {
     EnrollError::InvalidSecurity {
         reason: reason.into(),

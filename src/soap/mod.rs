@@ -24,10 +24,35 @@ pub use discovery::{
 pub use enroll::{
     parse_rst, write_rstr, AdditionalContext, EnrollRequest, EnrollmentType, RequestType,
 };
-pub use envelope::{Credential, Envelope, Security};
+pub use envelope::{peek_message_id, Credential, Envelope, Security};
 pub use fault::{write_fault, EnrollError, FaultAction, FaultCode, SoapFault};
 pub use policy::{parse_get_policies, write_get_policies_response, PolicyConfig, PolicyRequest};
 pub use provisioning::{CertStore, PollSchedule, ProvisioningDoc, RenewConfig};
 
 /// `Content-Type` of every enrollment request and response (SOAP 1.2 over HTTP).
 pub const CONTENT_TYPE: &str = "application/soap+xml; charset=utf-8";
+
+/// Entry points for fuzz targets (`fuzz/`, outside the workspace): each must never panic.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Feed `data` to every request parser and, when one succeeds, to the matching writer.
+    pub fn soap_envelope(data: &[u8]) {
+        if let Ok(d) = super::parse_discover(data) {
+            let _ = super::negotiate_version(d.request_version.as_deref());
+        }
+        if let Ok(p) = super::parse_get_policies(data) {
+            let _ = super::write_get_policies_response(
+                p.message_id.as_deref(),
+                &super::PolicyConfig::default(),
+            );
+        }
+        if let Err(e) = super::parse_rst(data) {
+            let f = super::SoapFault::from(&e);
+            let _ = super::write_fault(
+                &f,
+                super::peek_message_id(data).as_deref(),
+                super::FaultAction::Dispatcher,
+            );
+        }
+    }
+}

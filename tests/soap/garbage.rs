@@ -7,6 +7,7 @@ use super::captures::ALL_REQUESTS;
 use super::{capture, fixture};
 
 fn all_parsers(input: &[u8]) {
+    winmdm::soap::fuzzing::soap_envelope(input);
     let _ = parse_discover(input);
     let _ = parse_get_policies(input);
     let _ = parse_rst(input);

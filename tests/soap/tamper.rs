@@ -219,3 +219,20 @@ fn soap_tamper_fault_reason_escaped() {
         Some("a<b")
     );
 }
+
+#[test]
+fn soap_tamper_fault_still_relates_to_request() {
+    // The credential is gone, so parse_get_policies fails, but the fault can echo MessageID.
+    let p = cut(&policy(), "<wsse:Security", "</wsse:Security>");
+    assert!(parse_get_policies(&p).is_err());
+    assert_eq!(
+        winmdm::soap::peek_message_id(&p).as_deref(),
+        Some("urn:uuid:aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
+    );
+    assert_eq!(winmdm::soap::peek_message_id(b"<not-soap/>"), None);
+    let d = parse_discover(&fixture(
+        "discovery/discover-request-v9-trailing-slash-reordered.xml",
+    ))
+    .unwrap();
+    assert!(d.offers("onpremise") && d.offers("Certificate") && !d.offers("Kerberos"));
+}
