@@ -11,6 +11,7 @@
 //! `write_fault(&SoapFault::from(&e), message_id, FaultAction::Dispatcher)` with status
 //! `e.http_status()` and `Content-Type: application/soap+xml; charset=utf-8`.
 
+pub mod client;
 pub mod discovery;
 pub mod enroll;
 pub mod envelope;

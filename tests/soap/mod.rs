@@ -5,6 +5,7 @@
 mod captures;
 mod fixtures;
 mod garbage;
+mod roundtrip;
 mod structure;
 mod tamper;
 mod xsd;
