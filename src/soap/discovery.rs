@@ -5,7 +5,7 @@
 //! does), or do I/O.
 //!
 //! Parsing rules: the body namespace is accepted with and without a trailing `/` (docs put one,
-//! Windows sends none [T]); the children of `Discover/request` are an `xsd:all` (any order);
+//! Windows sends none, observed); the children of `Discover/request` are an `xsd:all` (any order);
 //! unknown children are ignored.
 
 use super::envelope::{Envelope, NS_ADDRESSING, NS_SOAP12};

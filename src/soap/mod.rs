@@ -9,7 +9,21 @@
 //!
 //! Typical use by the HTTP layer: `parse_*` → on `Err(e)` answer
 //! `write_fault(&SoapFault::from(&e), message_id, FaultAction::Dispatcher)` with status
-//! `e.http_status()` and `Content-Type: application/soap+xml; charset=utf-8`.
+//! `e.http_status()` and `Content-Type: application/soap+xml; charset=utf-8`
+//! ([`CONTENT_TYPE`]); use [`peek_message_id`] for the `a:RelatesTo` when parsing failed.
+//!
+//! Decisions (where PROTOCOL.md leaves a choice):
+//! * Faults: `s:Code` is always `s:Receiver` (MS-MDE2 §2.2.10 example); the detail element is
+//!   spelled `DeviceEnrollmentServiceError/ErrorType/Message/TraceId` (the case Windows' XPath
+//!   uses); HTTP status 500 for every fault ([`EnrollError::http_status`]); default action
+//!   [`FaultAction::Dispatcher`] (WCF's fault action).
+//! * Discovery: any `RequestVersion` ≥ 1.0 is accepted; we answer `min(requested, 4.0)`,
+//!   and `4.0` when the value is absent or unparsable ([`negotiate_version`]).
+//! * Policy: SHA-256 (`2.16.840.1.101.3.4.2.1`, OID group 1) as the CSR hash; TPM provider
+//!   first, software KSP second ([`policy`]).
+//! * Provisioning: no `WSTEP/Renew` unless asked; APPAUTH entries are fixed dummies (TLS client
+//!   certificates authenticate the device) ([`provisioning`]).
+//! * The Action header is not enforced by the parsers: the body element decides.
 
 pub mod client;
 pub mod discovery;
