@@ -275,3 +275,30 @@ fn soap_goldens_parse_with_own_reader() {
     }
     assert!(n >= 20, "only {n} fixture files");
 }
+
+#[test]
+fn soap_fixture_rst_renew_robo() {
+    let body = fixture("enroll/rst-renew-robo-request.xml");
+    let r = parse_rst(&body).unwrap();
+    assert_eq!(r.request_type, RequestType::Renew);
+    assert_eq!(
+        r.csr_value_type,
+        "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#PKCS7"
+    );
+    assert_eq!(r.csr_der.len(), 610);
+    assert_eq!(
+        r.credential,
+        Credential::UsernameToken {
+            username: "1E08C6E95D8BB843B1278FF45BC60CC6".into(),
+            password: String::new()
+        }
+    );
+    let env = winmdm::soap::Envelope::parse(&body).unwrap();
+    let sec = env.security.unwrap();
+    assert_eq!(sec.created.as_deref(), Some("2026-01-02T03:04:05.000Z"));
+    assert_eq!(sec.expires.as_deref(), Some("2026-01-02T03:09:05.000Z"));
+    assert_eq!(
+        r.context.device_id(),
+        Some("1E08C6E95D8BB843B1278FF45BC60CC6")
+    );
+}

@@ -24,6 +24,7 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         "discovery/discover-request-v9-trailing-slash-reordered.xml",
         "policy/get-policies-request.xml",
         "enroll/rst-issue-jwt-device-request.xml",
+        "enroll/rst-renew-robo-request.xml",
     ] {
         v.push((f.to_string(), fixture(f)));
     }
