@@ -141,7 +141,8 @@ pub struct DiscoverResponse {
     pub auth_policy: String,
     /// `EnrollmentVersion`, normally [`negotiate_version`]'s answer.
     pub enrollment_version: String,
-    /// `EnrollmentPolicyServiceUrl` (MS-XCEP endpoint).
+    /// `EnrollmentPolicyServiceUrl` (MS-XCEP endpoint); omitted from the response when empty
+    /// (the element is optional, MS-MDE2 §3.1.4.1.1.2).
     pub policy_url: String,
     /// `EnrollmentServiceUrl` (MS-WSTEP endpoint).
     pub enrollment_url: String,
@@ -173,7 +174,9 @@ pub fn write_discover_response(r: &DiscoverResponse) -> Vec<u8> {
     w.open("DiscoverResult", &[]);
     w.leaf("AuthPolicy", &[], &r.auth_policy);
     w.leaf("EnrollmentVersion", &[], &r.enrollment_version);
-    w.leaf("EnrollmentPolicyServiceUrl", &[], &r.policy_url);
+    if !r.policy_url.is_empty() {
+        w.leaf("EnrollmentPolicyServiceUrl", &[], &r.policy_url);
+    }
     w.leaf("EnrollmentServiceUrl", &[], &r.enrollment_url);
     if let Some(a) = &r.auth_service_url {
         w.leaf("AuthenticationServiceUrl", &[], a);
