@@ -37,16 +37,17 @@ fn utf8(b: &[u8]) -> &str {
 
 #[test]
 fn soap_structure_discover_response_matches_capture() {
-    let Some(cap) = capture("peers/marcosd4h-mdm-poc/02-discovery-post-response.xml") else {
-        return;
-    };
     let ours = write_discover_response(&sample_discover_response(Some("urn:uuid:1")));
     let ours = utf8(&ours);
-    // ActivityId is optional diagnostics (PROTOCOL §2).
-    assert_eq!(
-        missing(utf8(&cap), ours, &["ActivityId"]),
-        Vec::<String>::new()
-    );
+    for file in [
+        "peers/marcosd4h-mdm-poc/02-discovery-post-response.xml",
+        "fleet/trace-ngrok-02-pocserver-discover-response.xml",
+    ] {
+        let Some(cap) = capture(file) else { return };
+        // ActivityId is optional diagnostics (PROTOCOL §2).
+        let gaps = missing(utf8(&cap), ours, &["ActivityId"]);
+        assert!(gaps.is_empty(), "{file}: {gaps:?}");
+    }
     assert_eq!(
         text_of(ours, A, "Action").as_deref(),
         Some("http://schemas.microsoft.com/windows/management/2012/01/enrollment/IDiscoveryService/DiscoverResponse")
@@ -171,13 +172,18 @@ fn soap_structure_policy_response_matches_capture_and_xsd_order() {
 
 #[test]
 fn soap_structure_rstr_matches_capture() {
-    let Some(cap) = capture("peers/marcosd4h-mdm-poc/04-enroll-response.xml") else {
-        return;
-    };
     let doc = sample_doc(CertStore::MyUser, None);
     let ours = write_rstr(Some("urn:uuid:3"), doc.as_bytes(), CREATED, EXPIRES);
     let ours = utf8(&ours);
-    assert_eq!(missing(utf8(&cap), ours, &[]), Vec::<String>::new());
+    for file in [
+        "peers/marcosd4h-mdm-poc/04-enroll-response.xml",
+        "fleet/trace-ngrok-06-pocserver-rstrc-response.xml",
+        "fleet/trace-readme-06-pocserver-rstrc-response.xml",
+    ] {
+        let Some(cap) = capture(file) else { return };
+        let gaps = missing(utf8(&cap), ours, &[]);
+        assert!(gaps.is_empty(), "{file}: {gaps:?}");
+    }
     let b64 = text_of(ours, WSSE, "BinarySecurityToken").unwrap();
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(b64)
