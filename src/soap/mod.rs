@@ -52,6 +52,8 @@ pub const CONTENT_TYPE: &str = "application/soap+xml; charset=utf-8";
 pub mod fuzzing {
     /// Feed `data` to every request parser and, when one succeeds, to the matching writer.
     pub fn soap_envelope(data: &[u8]) {
+        let _ = super::client::parse_discover_response(data);
+        let _ = super::client::parse_rstr(data);
         if let Ok(d) = super::parse_discover(data) {
             let _ = super::negotiate_version(d.request_version.as_deref());
         }
