@@ -5,7 +5,7 @@
 //! does), or do I/O.
 //!
 //! Parsing rules: the body namespace is accepted with and without a trailing `/` (docs put one,
-//! Windows sends none [T]); the children of `Discover/request` are an `xsd:all` (any order);
+//! Windows sends none, observed); the children of `Discover/request` are an `xsd:all` (any order);
 //! unknown children are ignored.
 
 use super::envelope::{Envelope, NS_ADDRESSING, NS_SOAP12};
@@ -46,6 +46,16 @@ pub struct DiscoverRequest {
     pub os_edition: Option<String>,
     /// `AuthPolicies/AuthPolicy` values in order (`OnPremise`, `Federated`, `Certificate`).
     pub auth_policies: Vec<String>,
+}
+
+impl DiscoverRequest {
+    /// True when the client offered `policy` (`OnPremise`, `Federated`, `Certificate`;
+    /// compared case-insensitively).
+    pub fn offers(&self, policy: &str) -> bool {
+        self.auth_policies
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(policy))
+    }
 }
 
 /// Parse a discovery POST body. Errors: [`EnrollError::MessageFormat`] for bad XML, a non-SOAP
@@ -131,7 +141,8 @@ pub struct DiscoverResponse {
     pub auth_policy: String,
     /// `EnrollmentVersion`, normally [`negotiate_version`]'s answer.
     pub enrollment_version: String,
-    /// `EnrollmentPolicyServiceUrl` (MS-XCEP endpoint).
+    /// `EnrollmentPolicyServiceUrl` (MS-XCEP endpoint); omitted from the response when empty
+    /// (the element is optional, MS-MDE2 §3.1.4.1.1.2).
     pub policy_url: String,
     /// `EnrollmentServiceUrl` (MS-WSTEP endpoint).
     pub enrollment_url: String,
@@ -163,7 +174,9 @@ pub fn write_discover_response(r: &DiscoverResponse) -> Vec<u8> {
     w.open("DiscoverResult", &[]);
     w.leaf("AuthPolicy", &[], &r.auth_policy);
     w.leaf("EnrollmentVersion", &[], &r.enrollment_version);
-    w.leaf("EnrollmentPolicyServiceUrl", &[], &r.policy_url);
+    if !r.policy_url.is_empty() {
+        w.leaf("EnrollmentPolicyServiceUrl", &[], &r.policy_url);
+    }
     w.leaf("EnrollmentServiceUrl", &[], &r.enrollment_url);
     if let Some(a) = &r.auth_service_url {
         w.leaf("AuthenticationServiceUrl", &[], a);

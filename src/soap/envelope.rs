@@ -104,6 +104,8 @@ pub struct Envelope<'a> {
     pub message_id: Option<Cow<'a, str>>,
     /// `a:To` (trimmed).
     pub to: Option<Cow<'a, str>>,
+    /// `a:RelatesTo` (trimmed; present in responses, read by [`super::client`]).
+    pub relates_to: Option<Cow<'a, str>>,
     /// `wsse:Security`, when the header carries one.
     pub security: Option<Security<'a>>,
     body: Element,
@@ -145,6 +147,7 @@ impl<'a> Envelope<'a> {
         let mut action = None;
         let mut message_id = None;
         let mut to = None;
+        let mut relates_to = None;
         let mut security = None;
         let mut body = None;
         for child in root.children {
@@ -156,6 +159,8 @@ impl<'a> Envelope<'a> {
                         message_id = Some(Cow::Owned(h.text_trimmed().to_owned()));
                     } else if h.is(NS_ADDRESSING, "To") {
                         to = Some(Cow::Owned(h.text_trimmed().to_owned()));
+                    } else if h.is(NS_ADDRESSING, "RelatesTo") {
+                        relates_to = Some(Cow::Owned(h.text_trimmed().to_owned()));
                     } else if h.is(NS_WSSE, "Security") && security.is_none() {
                         security = Some(parse_security(h)?);
                     }
@@ -169,6 +174,7 @@ impl<'a> Envelope<'a> {
             action,
             message_id,
             to,
+            relates_to,
             security,
             body,
         })
@@ -207,6 +213,15 @@ impl<'a> Envelope<'a> {
                 reason: "missing wsse:Security header".into(),
             })
     }
+}
+
+/// Best-effort `a:MessageID` of a request that may have failed to parse further, so a fault can
+/// still carry `a:RelatesTo`. `None` if the envelope itself is unreadable.
+pub fn peek_message_id(body: &[u8]) -> Option<String> {
+    Envelope::parse(body)
+        .ok()?
+        .message_id
+        .map(|m| m.into_owned())
 }
 
 fn invalid_security(reason: impl Into<String>) -> EnrollError {

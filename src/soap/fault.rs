@@ -117,7 +117,7 @@ impl EnrollError {
     ///
     /// Decision: SOAP 1.2 Part 2 §7.5.2.2 maps `env:Receiver` faults to 500, and every fault we
     /// write uses `s:Receiver` (MS-MDE2 §2.2.10 example); Microsoft's WCF enrollment services
-    /// answer faults with 500 too. (Fleet answers 200 [T]; Windows reads the body either way.)
+    /// answer faults with 500 too. (Fleet answers 200, observed working; Windows reads the body either way.)
     pub fn http_status(&self) -> u16 {
         500
     }

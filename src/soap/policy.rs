@@ -5,7 +5,7 @@
 //! The response is written in the `xs:sequence` order of `MS-XCEP.xsd` (`GetPoliciesResponse`
 //! = `response`, `cAs`, `oIDs`; `Attributes` = commonName … extensions), with every nillable
 //! element we do not use written as `xsi:nil="true"`. Windows reads only `minimalKeyLength`,
-//! `hashAlgorithmOIDReference` (with `policySchema` 3) and `cryptoProviders` [D]; we advertise
+//! `hashAlgorithmOIDReference` (with `policySchema` 3) and `cryptoProviders` (Microsoft Learn); we advertise
 //! SHA-256 (`2.16.840.1.101.3.4.2.1`, OID group 1 = hash algorithm, MS-XCEP §3.1.4.1.3.16).
 
 use super::envelope::{Credential, Envelope, NS_ADDRESSING, NS_SOAP12};

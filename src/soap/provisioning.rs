@@ -110,11 +110,11 @@ pub struct RenewConfig {
 pub struct ProvisioningDoc<'a> {
     /// DER of the enrollment root CA.
     pub root_ca_der: &'a [u8],
-    /// Upper-case hex SHA-1 of `root_ca_der`.
+    /// Hex SHA-1 of `root_ca_der` (written upper-case whatever the input case).
     pub root_thumbprint: &'a str,
     /// DER of the issued client certificate.
     pub client_cert_der: &'a [u8],
-    /// Upper-case hex SHA-1 of `client_cert_der`.
+    /// Hex SHA-1 of `client_cert_der` (written upper-case whatever the input case).
     pub client_thumbprint: &'a str,
     /// `My/User` or `My/System`.
     pub cert_store: CertStore,
@@ -180,14 +180,14 @@ pub fn build(doc: &ProvisioningDoc<'_>) -> String {
     open_c(&mut w, "CertificateStore");
     open_c(&mut w, "Root");
     open_c(&mut w, "System");
-    open_c(&mut w, doc.root_thumbprint);
+    open_c(&mut w, &doc.root_thumbprint.to_ascii_uppercase());
     parm(&mut w, "EncodedCertificate", &b64.encode(doc.root_ca_der));
     close_c(&mut w);
     close_c(&mut w);
     close_c(&mut w);
     open_c(&mut w, "My");
     open_c(&mut w, doc.cert_store.characteristic());
-    open_c(&mut w, doc.client_thumbprint);
+    open_c(&mut w, &doc.client_thumbprint.to_ascii_uppercase());
     parm(
         &mut w,
         "EncodedCertificate",
@@ -296,6 +296,29 @@ pub fn build(doc: &ProvisioningDoc<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thumbprints_upper_cased() {
+        let doc = build(&ProvisioningDoc {
+            root_ca_der: b"r",
+            root_thumbprint: "abcdef0123456789abcdef0123456789abcdef01",
+            client_cert_der: b"c",
+            client_thumbprint: "fedcba9876543210fedcba9876543210fedcba98",
+            cert_store: CertStore::MyUser,
+            provider_id: "P",
+            name: "N",
+            mgmt_url: "https://x/",
+            client_cert_subject: "CN=x",
+            poll: PollSchedule::default(),
+            ent_dmid: "x",
+            ent_device_name: None,
+            upn: None,
+            renew: None,
+        });
+        assert!(doc.contains("\"ABCDEF0123456789ABCDEF0123456789ABCDEF01\""));
+        assert!(doc.contains("\"FEDCBA9876543210FEDCBA9876543210FEDCBA98\""));
+        assert!(!doc.contains("EntDeviceName") && !doc.contains("\"UPN\""));
+    }
 
     #[test]
     fn uri_escape_subject() {
