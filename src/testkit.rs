@@ -2,7 +2,9 @@
 //! the benches and the load tool. Not part of the stable API.
 #![allow(missing_docs)]
 
-use base64::Engine;
+use crate::soap::client;
+use crate::soap::enroll::AdditionalContext;
+use crate::soap::envelope::Credential;
 
 /// What a device knows about itself.
 #[derive(Debug, Clone)]
@@ -36,67 +38,34 @@ pub fn message_id() -> String {
     format!("urn:uuid:{}", crate::clock::random_hex(16))
 }
 
+fn text(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap_or_default()
+}
+
+/// A `Discover` request (built by [`crate::soap::client`]).
 pub fn discover_xml(email: &str, request_version: &str, policies: &[&str], mid: &str) -> String {
-    let pol: String = policies
-        .iter()
-        .map(|p| format!("<AuthPolicy>{p}</AuthPolicy>"))
-        .collect();
-    format!(
-        r#"<s:Envelope xmlns:a="http://www.w3.org/2005/08/addressing" xmlns:s="http://www.w3.org/2003/05/soap-envelope">
-  <s:Header>
-    <a:Action s:mustUnderstand="1">http://schemas.microsoft.com/windows/management/2012/01/enrollment/IDiscoveryService/Discover</a:Action>
-    <a:MessageID>{mid}</a:MessageID>
-    <a:ReplyTo><a:Address>http://www.w3.org/2005/08/addressing/anonymous</a:Address></a:ReplyTo>
-    <a:To s:mustUnderstand="1">https://enterpriseenrollment.example.com:443/EnrollmentServer/Discovery.svc</a:To>
-  </s:Header>
-  <s:Body>
-    <Discover xmlns="http://schemas.microsoft.com/windows/management/2012/01/enrollment">
-      <request xmlns:i="http://www.w3.org/2001/XMLSchema-instance">
-        <EmailAddress>{email}</EmailAddress>
-        <RequestVersion>{request_version}</RequestVersion>
-        <DeviceType>CIMClient_Windows</DeviceType>
-        <ApplicationVersion>10.0.26100.1</ApplicationVersion>
-        <OSEdition>72</OSEdition>
-        <AuthPolicies>{pol}</AuthPolicies>
-      </request>
-    </Discover>
-  </s:Body>
-</s:Envelope>"#
-    )
+    text(client::discover_request(
+        mid,
+        "https://enterpriseenrollment.example.com:443/EnrollmentServer/Discovery.svc",
+        email,
+        request_version,
+        policies,
+    ))
 }
 
-fn security(upn: &str, password: &str) -> String {
-    format!(
-        r#"<wsse:Security s:mustUnderstand="1">
-      <wsse:UsernameToken u:Id="uuid-1">
-        <wsse:Username>{upn}</wsse:Username>
-        <wsse:Password wsse:Type="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordText">{password}</wsse:Password>
-      </wsse:UsernameToken>
-    </wsse:Security>"#
-    )
+fn password(upn: &str, password: &str) -> Credential {
+    Credential::UsernameToken {
+        username: upn.to_string(),
+        password: password.to_string(),
+    }
 }
 
-pub fn policy_xml(upn: &str, password: &str, to: &str, mid: &str) -> String {
-    format!(
-        r#"<s:Envelope xmlns:a="http://www.w3.org/2005/08/addressing" xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:u="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd" xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd" xmlns:wst="http://docs.oasis-open.org/ws-sx/ws-trust/200512" xmlns:ac="http://schemas.xmlsoap.org/ws/2006/12/authorization">
-  <s:Header>
-    <a:Action s:mustUnderstand="1">http://schemas.microsoft.com/windows/pki/2009/01/enrollmentpolicy/IPolicy/GetPolicies</a:Action>
-    <a:MessageID>{mid}</a:MessageID>
-    <a:ReplyTo><a:Address>http://www.w3.org/2005/08/addressing/anonymous</a:Address></a:ReplyTo>
-    <a:To s:mustUnderstand="1">{to}</a:To>
-    {sec}
-  </s:Header>
-  <s:Body xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema">
-    <GetPolicies xmlns="http://schemas.microsoft.com/windows/pki/2009/01/enrollmentpolicy">
-      <client><lastUpdate xsi:nil="true"/><preferredLanguage xsi:nil="true"/></client>
-      <requestFilter xsi:nil="true"/>
-    </GetPolicies>
-  </s:Body>
-</s:Envelope>"#,
-        sec = security(upn, password)
-    )
+/// A `GetPolicies` request with a UsernameToken.
+pub fn policy_xml(upn: &str, pw: &str, to: &str, mid: &str) -> String {
+    text(client::get_policies_request(mid, to, &password(upn, pw)))
 }
 
+/// An Issue RST for `info` with the AdditionalContext items Windows 11 sends.
 pub fn rst_xml(info: &DeviceInfo, csr_der: &[u8], to: &str, mid: &str) -> String {
     let items = [
         ("UXInitiated", "true".to_string()),
@@ -115,31 +84,14 @@ pub fn rst_xml(info: &DeviceInfo, csr_der: &[u8], to: &str, mid: &str) -> String
         ("ApplicationVersion", "10.0.26100.1".into()),
         ("NotInOobe", "false".into()),
     ];
-    let ctx: String = items
-        .iter()
-        .map(|(k, v)| {
-            format!(r#"<ac:ContextItem Name="{k}"><ac:Value>{v}</ac:Value></ac:ContextItem>"#)
-        })
-        .collect();
-    format!(
-        r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" xmlns:a="http://www.w3.org/2005/08/addressing" xmlns:u="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd" xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd" xmlns:wst="http://docs.oasis-open.org/ws-sx/ws-trust/200512" xmlns:ac="http://schemas.xmlsoap.org/ws/2006/12/authorization">
-  <s:Header>
-    <a:Action s:mustUnderstand="1">http://schemas.microsoft.com/windows/pki/2009/01/enrollment/RST/wstep</a:Action>
-    <a:MessageID>{mid}</a:MessageID>
-    <a:ReplyTo><a:Address>http://www.w3.org/2005/08/addressing/anonymous</a:Address></a:ReplyTo>
-    <a:To s:mustUnderstand="1">{to}</a:To>
-    {sec}
-  </s:Header>
-  <s:Body>
-    <wst:RequestSecurityToken>
-      <wst:TokenType>http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentToken</wst:TokenType>
-      <wst:RequestType>http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue</wst:RequestType>
-      <wsse:BinarySecurityToken ValueType="http://schemas.microsoft.com/windows/pki/2009/01/enrollment#PKCS10" EncodingType="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary">{csr}</wsse:BinarySecurityToken>
-      <ac:AdditionalContext xmlns="http://schemas.xmlsoap.org/ws/2006/12/authorization">{ctx}</ac:AdditionalContext>
-    </wst:RequestSecurityToken>
-  </s:Body>
-</s:Envelope>"#,
-        sec = security(&info.upn, &info.password),
-        csr = base64::engine::general_purpose::STANDARD.encode(csr_der),
-    )
+    let context = AdditionalContext {
+        items: items.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+    };
+    text(client::rst_issue_request(
+        mid,
+        to,
+        &password(&info.upn, &info.password),
+        csr_der,
+        &context,
+    ))
 }
