@@ -24,6 +24,8 @@ pub struct App {
     pub admin_token: String,
     /// TLS server certificate chain and key.
     pub tls: TlsMaterial,
+    /// Management throttle, when `management_rate` is set.
+    pub throttle: Option<crate::http::throttle::Throttle>,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -76,7 +78,11 @@ impl App {
         if let Some(path) = token_file {
             tracing::info!(path = %path.display(), "admin API token is in this file (mode 0600); set WINMDM_ADMIN_TOKEN to choose your own");
         }
+        let throttle = (cfg.management_rate > 0).then(|| {
+            crate::http::throttle::Throttle::new(cfg.management_rate, cfg.management_rate)
+        });
         Ok(App {
+            throttle,
             cfg,
             store: Arc::new(store),
             ca,

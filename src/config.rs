@@ -62,6 +62,12 @@ pub struct ServeOptions {
     /// Largest request body accepted, in bytes (default 1048576).
     #[arg(long, env = "WINMDM_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Management requests per second across all devices before devices get 429 (0 = no limit, the default).
+    #[arg(long, env = "WINMDM_MANAGEMENT_RATE")]
+    pub management_rate: Option<u32>,
+    /// Seconds a throttled device is told to wait (`Retry-After`, default 60).
+    #[arg(long, env = "WINMDM_RETRY_AFTER")]
+    pub retry_after: Option<u32>,
 }
 
 impl ServeOptions {
@@ -94,6 +100,8 @@ impl ServeOptions {
             service_name: self.service_name.or(lower.service_name),
             poll_schedule: self.poll_schedule.or(lower.poll_schedule),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            management_rate: self.management_rate.or(lower.management_rate),
+            retry_after: self.retry_after.or(lower.retry_after),
         }
     }
 
@@ -174,6 +182,8 @@ impl ServeOptions {
             service_name: self.service_name.unwrap_or_else(|| "winmdm".into()),
             poll,
             max_body_bytes,
+            management_rate: self.management_rate.unwrap_or(0),
+            retry_after: self.retry_after.unwrap_or(60).clamp(1, 86_400),
         })
     }
 }
@@ -205,6 +215,10 @@ pub struct Config {
     pub poll: PollConfig,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Management requests per second before 429 (0 = unlimited).
+    pub management_rate: u32,
+    /// `Retry-After` seconds on 429.
+    pub retry_after: u32,
 }
 
 impl Config {

@@ -197,6 +197,16 @@ pub const SYNCML_CT: &str = "application/vnd.syncml.dm+xml";
 
 /// The management endpoint: device authentication on every request, then one OMA-DM round.
 async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp {
+    if let Some(t) = &app.throttle {
+        if !t.try_acquire() {
+            tracing::warn!(peer = %peer.addr, retry_after = app.cfg.retry_after, "management request throttled (429)");
+            let mut r = empty(StatusCode::TOO_MANY_REQUESTS);
+            if let Ok(v) = HeaderValue::from_str(&app.cfg.retry_after.to_string()) {
+                r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+    }
     let ct = req
         .headers()
         .get(CONTENT_TYPE)

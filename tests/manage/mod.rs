@@ -496,3 +496,22 @@ async fn admin_command_api_validates_and_cancels() {
     );
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn throttled_devices_get_429_with_retry_after() {
+    let srv = TestServer::start_with(|o| {
+        o.management_rate = Some(1);
+        o.retry_after = Some(120);
+    })
+    .await;
+    let d = enrolled(&srv, 11).await;
+    queue(&srv, &d.device_id, json!({"verb": "Get", "target": "./DevDetail/SwV", "command_id": "g"})).await;
+    let first = d.post(&d.first_package(1, "")).await;
+    assert_eq!(first.status, 200);
+    let second = d.post(&d.first_package(2, "")).await;
+    assert_eq!(second.status, 429);
+    assert_eq!(second.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("120"));
+    // A throttled request changes nothing: the command was sent once, in the first session.
+    assert_eq!(commands(&srv, &d.device_id).await[0]["send_count"], 1);
+    srv.stop().await;
+}
