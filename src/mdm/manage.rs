@@ -15,6 +15,9 @@
 //! * The device's `MaxMsgSize` is honoured: what does not fit waits for the next message.
 //! * Large objects from the device (`MoreData`) are reassembled (213 per chunk, Alert 1222 when
 //!   the message lacks `Final`, 424 on a size mismatch).
+//! * A single-item `Add`/`Replace`/`Exec` too large for the device's `MaxMsgSize` is sent as a
+//!   large object (OMA RepPro §7): one chunk per message, `Meta/Size` on the first, `MoreData` on
+//!   all but the last; the device answers 213 per chunk and the last chunk's Status completes it.
 //! * A retransmitted message (same `MsgID`) gets the same reply without being applied twice.
 
 use std::collections::BTreeMap;
@@ -22,7 +25,7 @@ use std::collections::BTreeMap;
 use crate::app::App;
 use crate::config::paths;
 use crate::mdm::identity::DeviceAuthenticated;
-use crate::mdm::session::{Chunked, Outstanding, SessionState};
+use crate::mdm::session::{Chunked, Outstanding, Sending, SessionState};
 use crate::store::{
     CommandRecord, CommandState, Device, DeviceAlert, DeviceState, ResultItem, Round, StoreError,
 };
@@ -399,6 +402,10 @@ impl RoundBuilder<'_> {
             return Ok(());
         }
         let code = s.code().map(|c| c.0);
+        if code == Some(StatusCode::CHUNKED_ITEM_ACCEPTED.0) {
+            // A chunk of a large object was buffered; the last chunk's Status completes it.
+            return Ok(());
+        }
         let now = self.now;
         if let Some(c) = self.command(&o.command_id)? {
             if c.state.is_terminal() {
@@ -548,6 +555,9 @@ impl RoundBuilder<'_> {
     ) -> Result<usize, StoreError> {
         let mut size = syncml::written_len(reply);
         let mut sent = 0;
+        if let Some(sending) = self.state.sending.clone() {
+            return self.next_chunk(reply, sending, budget.saturating_sub(size));
+        }
         let user_ok = self.device.login_status.as_deref() == Some("user");
         let queued = self.app.store.queued(&self.device.device_id)?;
         for stored in queued {
@@ -583,6 +593,15 @@ impl RoundBuilder<'_> {
             if size + n > budget && sent > 0 {
                 break;
             }
+            if size + n > budget && chunkable(&cmds) {
+                let id = c.command_id.clone();
+                self.mark_sent(c);
+                let first = Sending {
+                    command_id: id,
+                    offset: 0,
+                };
+                return self.next_chunk(reply, first, budget.saturating_sub(size));
+            }
             if size + n > budget {
                 tracing::warn!(command_id = %c.command_id, size = n, budget, "command larger than the device's MaxMsgSize; sending it alone");
             }
@@ -590,14 +609,107 @@ impl RoundBuilder<'_> {
             size += n;
             sent += 1;
             reply.body.commands.extend(cmds);
-            let mut upd = c;
-            upd.state = CommandState::Sent;
-            upd.sent_at = Some(self.now);
-            upd.send_count += 1;
-            self.commands.insert(upd.command_id.clone(), upd);
+            self.mark_sent(c);
         }
         Ok(sent)
     }
+
+    fn mark_sent(&mut self, mut c: CommandRecord) {
+        c.state = CommandState::Sent;
+        c.sent_at = Some(self.now);
+        c.send_count += 1;
+        self.commands.insert(c.command_id.clone(), c);
+    }
+
+    /// Sends the next chunk of a large object (alone in its message).
+    fn next_chunk(
+        &mut self,
+        reply: &mut SyncMl<'static>,
+        sending: Sending,
+        avail: usize,
+    ) -> Result<usize, StoreError> {
+        let rec = self.command(&sending.command_id)?.cloned();
+        let base = rec
+            .as_ref()
+            .filter(|c| !c.state.is_terminal())
+            .and_then(|c| syncml::parse_fragment(c.syncml.as_bytes()).ok())
+            .and_then(|mut v| (v.len() == 1).then(|| v.remove(0).into_owned()));
+        let Some(base) = base else {
+            // Answered (e.g. failed), cancelled or gone: stop sending it.
+            self.state.sending = None;
+            return Ok(0);
+        };
+        let Some((mut chunk, end, total)) = chunk_of(&base, sending.offset, avail) else {
+            self.state.sending = None;
+            return Ok(0);
+        };
+        assign_ids(&mut chunk, &mut self.state, &sending.command_id, true);
+        reply.body.commands.push(chunk);
+        self.state.sending = (end < total).then_some(Sending {
+            command_id: sending.command_id,
+            offset: end,
+        });
+        tracing::debug!(device_id = %self.device.device_id, offset = sending.offset, end, total, "sent a chunk of a large object");
+        Ok(1)
+    }
+}
+
+/// Whether a command can go as a large object: one `Add`/`Replace`/`Exec` with one data item.
+fn chunkable(cmds: &[Command<'_>]) -> bool {
+    matches!(cmds, [Command::Add(c) | Command::Replace(c) | Command::Exec(c)]
+        if c.items.len() == 1 && c.items[0].data.as_deref().is_some_and(|d| !d.is_empty()))
+}
+
+/// The chunk of `base`'s single item starting at byte `offset` that fits in `avail` bytes (at
+/// least 1 KiB of data so a session always progresses). Returns it with its end and the total.
+fn chunk_of(base: &Command<'static>, offset: usize, avail: usize) -> Option<(Command<'static>, usize, usize)> {
+    let data = base.items().first()?.data.as_deref()?.to_string();
+    let total = data.len();
+    if offset >= total || !data.is_char_boundary(offset) {
+        return None;
+    }
+    let make = |end: usize| {
+        let mut c = base.clone();
+        if let Command::Add(ic) | Command::Replace(ic) | Command::Exec(ic) = &mut c {
+            if let Some(item) = ic.items.as_mut_slice().first_mut() {
+                item.data = Some(data[offset..end].to_string().into());
+                item.more_data = end < total;
+                if offset == 0 {
+                    let meta = item.meta.get_or_insert_with(Meta::default);
+                    meta.size = Some(total.to_string().into());
+                }
+            }
+        }
+        c
+    };
+    // Room for the CmdID assigned afterwards.
+    let avail = avail.saturating_sub(12);
+    let floor = |mut i: usize| {
+        while i > offset && !data.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let (mut lo, mut hi) = (offset, total);
+    while lo < hi {
+        let mid = floor(lo + (hi - lo).div_ceil(2));
+        if mid <= lo {
+            break;
+        }
+        if make(mid).written_len() <= avail {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let mut end = floor(lo.max((offset + 1024).min(total)).min(total));
+    if end == offset {
+        end = total.min(offset + 4);
+        while !data.is_char_boundary(end) {
+            end += 1;
+        }
+    }
+    Some((make(end), end, total))
 }
 
 enum Chunk {

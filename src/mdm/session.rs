@@ -20,6 +20,18 @@ pub struct SessionState {
     pub chunked: Option<Chunked>,
     /// Our last reply, re-sent verbatim if the device retransmits the same `MsgID`.
     pub last_reply: Option<String>,
+    /// A command whose data we are sending in chunks (server → device large object).
+    #[serde(default)]
+    pub sending: Option<Sending>,
+}
+
+/// A large object being sent to the device, one chunk per message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sending {
+    /// The queued command.
+    pub command_id: String,
+    /// Bytes of the item's data already sent.
+    pub offset: usize,
 }
 
 /// One sent CmdID.

@@ -515,3 +515,29 @@ async fn throttled_devices_get_429_with_retry_after() {
     assert_eq!(commands(&srv, &d.device_id).await[0]["send_count"], 1);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_command_larger_than_max_msg_size_goes_as_a_large_object() {
+    let srv = TestServer::start().await;
+    let mut d = enrolled(&srv, 12).await;
+    // An ADMX-style payload with characters that need escaping, ~9 KB.
+    let big: String = (0..300).map(|i| format!("<data id=\"k{i}\" value=\"a&b\"/>")).collect();
+    queue(&srv, &d.device_id, json!({"verb": "Replace", "target": "./Vendor/MSFT/Policy/Config/Big/Blob", "format": "chr", "data": big, "command_id": "big"})).await;
+    queue(&srv, &d.device_id, json!({"verb": "Get", "target": "./DevDetail/SwV", "command_id": "after"})).await;
+    d.max_msg_size = Some(3000);
+    let got = d.session().await;
+    let chunks: Vec<_> = got.iter().filter(|c| c.target.as_deref() == Some("./Vendor/MSFT/Policy/Config/Big/Blob")).collect();
+    assert!(chunks.len() >= 4, "sent in {} chunks", chunks.len());
+    assert_eq!(chunks[0].size.as_deref(), Some(big.len().to_string().as_str()), "first chunk declares the size");
+    assert!(chunks[..chunks.len() - 1].iter().all(|c| c.more_data), "MoreData on all but the last");
+    assert!(!chunks[chunks.len() - 1].more_data);
+    assert_eq!(d.assembled.get("./Vendor/MSFT/Policy/Config/Big/Blob"), Some(&big), "device reassembles exactly the data");
+    for r in &d.replies {
+        assert!(r.raw.len() <= 3000, "reply of {} bytes exceeds MaxMsgSize", r.raw.len());
+    }
+    assert_eq!(got.last().and_then(|c| c.target.as_deref()), Some("./DevDetail/SwV"), "the queue continues after the object");
+    let cmds = commands(&srv, &d.device_id).await;
+    assert!(cmds.iter().all(|c| c["state"] == "done" && c["status"] == 200), "{cmds:?}");
+    assert!(d.session().await.is_empty());
+    srv.stop().await;
+}

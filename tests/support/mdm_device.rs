@@ -17,6 +17,10 @@ pub struct Received {
     pub target: Option<String>,
     pub format: Option<String>,
     pub data: Option<String>,
+    /// The item carried `MoreData` (a chunk of a large object).
+    pub more_data: bool,
+    /// `Meta/Size` of the item, if declared.
+    pub size: Option<String>,
 }
 
 /// One parsed server reply.
@@ -48,6 +52,9 @@ pub struct ManagedDevice {
     pub nodes: HashMap<String, String>,
     /// Every reply of the last session.
     pub replies: Vec<Reply>,
+    /// Large objects reassembled from chunks: target → data.
+    pub assembled: HashMap<String, String>,
+    pub partial: HashMap<String, String>,
 }
 
 fn child_text(n: roxmltree::Node, name: &str) -> Option<String> {
@@ -77,6 +84,10 @@ fn commands_of(parent: roxmltree::Node, out: &mut Vec<Received>) {
             data: item
                 .and_then(|i| child_text(i, "Data"))
                 .or_else(|| child_text(c, "Data")),
+            more_data: item.is_some_and(|i| i.children().any(|m| m.tag_name().name() == "MoreData")),
+            size: item
+                .and_then(|i| i.descendants().find(|m| m.tag_name().name() == "Size"))
+                .and_then(|m| m.text().map(str::to_string)),
         });
         if matches!(name, "Atomic" | "Sequence") {
             commands_of(c, out);
@@ -177,6 +188,8 @@ impl ManagedDevice {
             status_for: HashMap::new(),
             nodes: HashMap::new(),
             replies: Vec::new(),
+            assembled: HashMap::new(),
+            partial: HashMap::new(),
         }
     }
 
@@ -269,12 +282,23 @@ impl ManagedDevice {
                     continue;
                 }
                 id += 1;
-                let code = c
+                let mut code = c
                     .target
                     .as_ref()
                     .and_then(|t| self.status_for.get(t))
                     .copied()
                     .unwrap_or(200);
+                if let Some(t) = &c.target {
+                    if c.more_data || self.partial.contains_key(t) {
+                        let buf = self.partial.entry(t.clone()).or_default();
+                        buf.push_str(c.data.as_deref().unwrap_or(""));
+                        if c.more_data {
+                            code = 213;
+                        } else if let Some(whole) = self.partial.remove(t) {
+                            self.assembled.insert(t.clone(), whole);
+                        }
+                    }
+                }
                 b.push_str(&format!(
                     r#"<Status><CmdID>{id}</CmdID><MsgRef>{server_msg}</MsgRef><CmdRef>{}</CmdRef><Cmd>{}</Cmd><Data>{code}</Data></Status>"#,
                     c.cmd_id, c.verb
