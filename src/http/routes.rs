@@ -234,7 +234,7 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp 
     let result = tokio::task::spawn_blocking(move || {
         let now = app2.clock.now_unix();
         let cert = peer.client_cert.as_ref().map(|c| c.as_ref());
-        let auth = match crate::mdm::identity::authenticate(app2.store.as_ref(), cert, now) {
+        let auth = match crate::mdm::identity::authenticate(app2.store.as_ref(), &app2.ca, cert, now) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(peer = %peer.addr, error = %e, "management request refused: device not authenticated");

@@ -8,8 +8,7 @@
 //! This is checked on every request, not once per connection: TLS resumption keeps the original
 //! certificate even after it was revoked.
 
-use x509_parser::prelude::*;
-
+use crate::ca::{Ca, CaError};
 use crate::store::{Device, DeviceState, Store, StoreError};
 
 /// Proof that a request comes from an enrolled device holding its current certificate. Only
@@ -49,11 +48,11 @@ pub enum AuthError {
         /// Parser message.
         reason: String,
     },
-    /// Outside its validity period.
-    #[error("client certificate {serial} is outside its validity period")]
-    Expired {
-        /// Serial.
-        serial: String,
+    /// Not issued by our CA, outside its validity, or not a client-auth device certificate.
+    #[error("client certificate rejected: {reason}")]
+    Rejected {
+        /// The CA's reason.
+        reason: String,
     },
     /// Not a serial we issued.
     #[error("client certificate {serial} was not issued by this server")]
@@ -97,33 +96,25 @@ impl AuthError {
     }
 }
 
-/// Authenticates the holder of `cert_der` (the verified TLS client certificate) at time `now`.
+/// Authenticates the holder of `cert_der` (the TLS client certificate) at time `now`: the CA
+/// re-checks issuer, signature, validity and EKU (defence in depth behind rustls), then the store
+/// decides whether that serial is the current, unrevoked certificate of an enrolled device.
 pub fn authenticate(
     store: &dyn Store,
+    ca: &Ca,
     cert_der: Option<&[u8]>,
     now: i64,
 ) -> Result<DeviceAuthenticated, AuthError> {
     let der = cert_der.ok_or(AuthError::NoCertificate)?;
-    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| AuthError::Malformed {
-        reason: e.to_string(),
+    let at = time::OffsetDateTime::from_unix_timestamp(now).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let id = ca.authenticate_device_cert(der, at).map_err(|e| match e {
+        CaError::CertMalformed { reason } => AuthError::Malformed { reason },
+        other => AuthError::Rejected {
+            reason: other.to_string(),
+        },
     })?;
-    if !rest.is_empty() {
-        return Err(AuthError::Malformed {
-            reason: "trailing data".into(),
-        });
-    }
-    let serial = crate::clock::hex(cert.raw_serial());
-    let v = cert.validity();
-    if now < v.not_before.timestamp() || now > v.not_after.timestamp() {
-        return Err(AuthError::Expired { serial });
-    }
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|c| c.as_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let serial = id.serial_hex;
+    let cn = id.device_id;
     let rec = store
         .get_cert(&serial)?
         .ok_or_else(|| AuthError::UnknownCertificate {
