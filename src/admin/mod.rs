@@ -11,6 +11,7 @@
 //! | GET | `/api/v1/devices/{id}/commands` | 200 `{"commands": [...]}` |
 //! | DELETE | `/api/v1/devices/{id}/commands/{command_id}` | 204; 404; 409 already answered |
 //! | DELETE | `/api/v1/devices/{id}/commands` | 200 `{"cancelled": n}` |
+//! | POST | `/api/v1/commands` `{"device_ids": [...], <command>}` | 200 `{"results": {id: {"command_id","existing"} \| {"error"}}}` |
 //! | PUT | `/api/v1/devices/{id}/tenant-lockdown` `{"require_network_in_oobe": bool}` | 201 `{"command_id"}` |
 //!
 //! Errors are `{"error": "..."}` with the HTTP status from [`ApiError::status`], the one map.
@@ -181,6 +182,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> 
         (["devices", id, "commands", cid], Method::DELETE) => {
             cancel_command(app, id.to_string(), cid.to_string()).await
         }
+        (["commands"], Method::POST) => bulk_command(app, req).await,
         (["devices", id, "tenant-lockdown"], Method::PUT) => {
             tenant_lockdown(app, id.to_string(), req).await
         }
@@ -191,7 +193,8 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> 
             | ["devices", _]
             | ["devices", _, "commands"]
             | ["devices", _, "commands", _]
-            | ["devices", _, "tenant-lockdown"],
+            | ["devices", _, "tenant-lockdown"]
+            | ["commands"],
             _,
         ) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound {
@@ -212,6 +215,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn json_body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, ApiError> {
+    json_body_limited(req, MAX_ADMIN_BODY).await
+}
+
+async fn json_body_limited<T: for<'de> Deserialize<'de>>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
     let ct = req
         .headers()
         .get(CONTENT_TYPE)
@@ -222,7 +232,7 @@ async fn json_body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Resu
             reason: format!("Content-Type must be application/json, got {ct:?}"),
         });
     }
-    let body = read_body(req.into_body(), MAX_ADMIN_BODY)
+    let body = read_body(req.into_body(), limit)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge(limit) => ApiError::TooLarge { limit },
@@ -592,4 +602,42 @@ async fn tenant_lockdown(
     })
     .await?;
     Ok(enqueued_response(out))
+}
+
+/// Largest `device_ids` list of one bulk request.
+pub const MAX_BULK_DEVICES: usize = 100_000;
+
+async fn bulk_command(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        json_body_limited(req, 8 * 1024 * 1024).await?;
+    let bad = |e: serde_json::Error| ApiError::BadRequest {
+        reason: format!("invalid JSON: {e}"),
+    };
+    let device_ids: Vec<String> = serde_json::from_value(
+        v.remove("device_ids")
+            .ok_or_else(|| ApiError::BadRequest {
+                reason: "device_ids is required".into(),
+            })?,
+    )
+    .map_err(bad)?;
+    let command: crate::mdm::commands::NewCommand =
+        serde_json::from_value(serde_json::Value::Object(v)).map_err(bad)?;
+    if device_ids.is_empty() || device_ids.len() > MAX_BULK_DEVICES {
+        return Err(ApiError::BadRequest {
+            reason: format!("device_ids must hold 1..={MAX_BULK_DEVICES} ids"),
+        });
+    }
+    let out = blocking(move || {
+        Ok(crate::mdm::commands::enqueue_many(
+            &app,
+            &device_ids,
+            command,
+        )?)
+    })
+    .await?;
+    let results: serde_json::Map<String, serde_json::Value> = out
+        .into_iter()
+        .map(|(id, o)| (id, serde_json::to_value(o).unwrap_or_default()))
+        .collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "results": results })))
 }

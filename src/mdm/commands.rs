@@ -422,3 +422,66 @@ mod tests {
         .is_err());
     }
 }
+
+/// What happened to one device of a bulk enqueue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum BulkOutcome {
+    /// Queued (or already queued under that id).
+    Queued {
+        /// The command id.
+        command_id: String,
+        /// `true` when the id already existed and nothing was queued.
+        existing: bool,
+    },
+    /// Not queued.
+    Refused {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Devices per store transaction in [`enqueue_many`].
+pub const BULK_CHUNK: usize = 1000;
+
+/// Validates `req` once and queues it for every device in `device_ids` (unknown or unenrolled
+/// devices are reported, not fatal), in transactions of [`BULK_CHUNK`] devices.
+pub fn enqueue_many(
+    app: &App,
+    device_ids: &[String],
+    req: NewCommand,
+) -> Result<Vec<(String, BulkOutcome)>, CommandError> {
+    let now = app.clock.now_unix();
+    let template = prepare("", req.clone(), now)?;
+    let mut out = Vec::with_capacity(device_ids.len());
+    for chunk in device_ids.chunks(BULK_CHUNK) {
+        let mut records = Vec::with_capacity(chunk.len());
+        let mut targets = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            match app.store.get_device(id)? {
+                None => out.push((id.clone(), BulkOutcome::Refused { error: "device not found".into() })),
+                Some(d) if d.state != crate::store::DeviceState::Enrolled => {
+                    out.push((id.clone(), BulkOutcome::Refused { error: "device is not enrolled".into() }))
+                }
+                Some(_) => {
+                    let mut rec = template.clone();
+                    rec.device_id = id.clone();
+                    if req.command_id.is_none() {
+                        rec.command_id = crate::clock::random_hex(16);
+                    }
+                    records.push(rec);
+                    targets.push(id.clone());
+                }
+            }
+        }
+        for (id, e) in targets.into_iter().zip(app.store.enqueue_many(records)?) {
+            let o = match e {
+                Enqueued::Created(c) => BulkOutcome::Queued { command_id: c.command_id, existing: false },
+                Enqueued::Existing(c) => BulkOutcome::Queued { command_id: c.command_id, existing: true },
+            };
+            out.push((id, o));
+        }
+    }
+    tracing::info!(devices = device_ids.len(), verb = %template.verb, target = ?template.target, "bulk command queued");
+    Ok(out)
+}

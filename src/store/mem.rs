@@ -192,6 +192,13 @@ impl CommandQueue for MemStore {
         cmd.seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.transact(|t| tx::enqueue(t, &cmd))
     }
+    fn enqueue_many(&self, mut cmds: Vec<CommandRecord>) -> Result<Vec<Enqueued>, StoreError> {
+        for c in cmds.iter_mut() {
+            c.seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        }
+        self.transact(|t| cmds.iter().map(|c| tx::enqueue(t, c)).collect())
+    }
+
     fn get_command(
         &self,
         device_id: &str,

@@ -319,6 +319,9 @@ pub trait CommandQueue: Send + Sync {
     /// Queues `cmd` (its `seq` is assigned here) unless a command with the same id exists for
     /// the device, in which case that one is returned and nothing changes.
     fn enqueue(&self, cmd: CommandRecord) -> Result<Enqueued, StoreError>;
+    /// Queues many commands (typically one per device) in one transaction and one flush; the
+    /// same per-id rule as [`CommandQueue::enqueue`] applies to each.
+    fn enqueue_many(&self, cmds: Vec<CommandRecord>) -> Result<Vec<Enqueued>, StoreError>;
     /// One command.
     fn get_command(
         &self,

@@ -238,6 +238,13 @@ impl CommandQueue for SledStore {
         self.transact(|t| tx::enqueue(t, &cmd))
     }
 
+    fn enqueue_many(&self, mut cmds: Vec<CommandRecord>) -> Result<Vec<Enqueued>, StoreError> {
+        for c in cmds.iter_mut() {
+            c.seq = self.db.generate_id().map_err(backend)?;
+        }
+        self.transact(|t| cmds.iter().map(|c| tx::enqueue(t, c)).collect())
+    }
+
     fn get_command(
         &self,
         device_id: &str,

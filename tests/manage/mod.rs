@@ -542,3 +542,29 @@ async fn a_command_larger_than_max_msg_size_goes_as_a_large_object() {
     assert!(d.session().await.is_empty());
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn one_command_for_many_devices_in_one_request() {
+    let srv = TestServer::start().await;
+    let mut a = enrolled(&srv, 13).await;
+    let mut b = enrolled(&srv, 14).await;
+    let ids = json!([a.device_id, b.device_id, "UNKNOWNDEVICE"]);
+    let (st, body) = srv.admin("POST", "/api/v1/commands", Some(json!({"device_ids": ids, "verb": "Replace", "target": "./Vendor/MSFT/TenantLockdown/RequireNetworkInOOBE", "format": "bool", "data": "true", "command_id": "fleet-tl"}))).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["results"][&a.device_id]["command_id"], "fleet-tl");
+    assert_eq!(body["results"][&a.device_id]["existing"], false);
+    assert_eq!(body["results"]["UNKNOWNDEVICE"]["error"], "device not found");
+    // Repeating the request queues nothing new.
+    let (_, again) = srv.admin("POST", "/api/v1/commands", Some(json!({"device_ids": [a.device_id], "verb": "Replace", "target": "./Vendor/MSFT/TenantLockdown/RequireNetworkInOOBE", "format": "bool", "data": "true", "command_id": "fleet-tl"}))).await;
+    assert_eq!(again["results"][&a.device_id]["existing"], true);
+    for d in [&mut a, &mut b] {
+        let got = d.session().await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].data.as_deref(), Some("true"));
+    }
+    for bad in [json!({"verb": "Get", "target": "./a"}), json!({"device_ids": [], "verb": "Get", "target": "./a"}), json!({"device_ids": ["x"], "verb": "Get", "target": "./a", "bogus": 1}), json!({"device_ids": ["x"], "verb": "Get"})] {
+        let (st, body) = srv.admin("POST", "/api/v1/commands", Some(bad.clone())).await;
+        assert_eq!(st, 400, "{bad} → {body}");
+    }
+    srv.stop().await;
+}
