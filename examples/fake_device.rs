@@ -55,12 +55,19 @@ struct Args {
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-async fn request(args: &Args, cfg: Arc<rustls::ClientConfig>, path: &str, ct: &str, body: String) -> Res<(u16, String)> {
+async fn request(
+    args: &Args,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+    ct: &str,
+    body: String,
+) -> Res<(u16, String)> {
     let tcp = tokio::net::TcpStream::connect(args.addr).await?;
     let tls = tokio_rustls::TlsConnector::from(cfg)
         .connect(ServerName::try_from(args.host.clone())?, tcp)
         .await?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
     tokio::spawn(conn);
     let req = hyper::Request::builder()
         .method("POST")
@@ -87,14 +94,19 @@ fn text_of(xml: &str, name: &str) -> Option<String> {
     Some(xml[open_end..end].to_string())
 }
 
-fn client(args: &Args, identity: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>) -> Res<Arc<rustls::ClientConfig>> {
+fn client(
+    args: &Args,
+    identity: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+) -> Res<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&args.ca)? {
         roots.add(c?)?;
     }
-    let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
     Ok(Arc::new(match identity {
         Some((c, k)) => b.with_client_auth_cert(vec![c], k)?,
         None => b.with_no_client_auth(),
@@ -104,14 +116,40 @@ fn client(args: &Args, identity: Option<(CertificateDer<'static>, PrivateKeyDer<
 async fn enroll(args: &Args, info: &DeviceInfo) -> Res<(Vec<u8>, Vec<u8>, String)> {
     let c = client(args, None)?;
     let soap = "application/soap+xml; charset=utf-8";
-    let (st, body) = request(args, c.clone(), "/EnrollmentServer/Discovery.svc", soap, testkit::discover_xml(&info.upn, "4.0", &["OnPremise"], &testkit::message_id())).await?;
+    let (st, body) = request(
+        args,
+        c.clone(),
+        "/EnrollmentServer/Discovery.svc",
+        soap,
+        testkit::discover_xml(&info.upn, "4.0", &["OnPremise"], &testkit::message_id()),
+    )
+    .await?;
     println!("discovery: HTTP {st}");
     let policy_url = text_of(&body, "EnrollmentPolicyServiceUrl").ok_or("no policy URL")?;
     let enroll_url = text_of(&body, "EnrollmentServiceUrl").ok_or("no enrollment URL")?;
-    let (st, _) = request(args, c.clone(), &path_of(&policy_url), soap, testkit::policy_xml(&info.upn, &info.password, &policy_url, &testkit::message_id())).await?;
+    let (st, _) = request(
+        args,
+        c.clone(),
+        &path_of(&policy_url),
+        soap,
+        testkit::policy_xml(
+            &info.upn,
+            &info.password,
+            &policy_url,
+            &testkit::message_id(),
+        ),
+    )
+    .await?;
     println!("policy: HTTP {st}");
     let (csr, key) = winmdm::ca::testing::device_csr(&info.device_id, KeyAlgorithm::Rsa2048);
-    let (st, body) = request(args, c, &path_of(&enroll_url), soap, testkit::rst_xml(info, &csr, &enroll_url, &testkit::message_id())).await?;
+    let (st, body) = request(
+        args,
+        c,
+        &path_of(&enroll_url),
+        soap,
+        testkit::rst_xml(info, &csr, &enroll_url, &testkit::message_id()),
+    )
+    .await?;
     println!("enrollment: HTTP {st}");
     if st != 200 {
         return Err(format!("enrollment refused: {body}").into());
@@ -120,11 +158,18 @@ async fn enroll(args: &Args, info: &DeviceInfo) -> Res<(Vec<u8>, Vec<u8>, String
     let doc = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(token.trim())?)?;
     // The client certificate is the EncodedCertificate under My/User.
     let my = doc.find("type=\"My\"").ok_or("no My store")?;
-    let enc = doc[my..].find("EncodedCertificate").ok_or("no client cert")? + my;
+    let enc = doc[my..]
+        .find("EncodedCertificate")
+        .ok_or("no client cert")?
+        + my;
     let v = doc[enc..].find("value=\"").ok_or("no value")? + enc + 7;
     let end = doc[v..].find('"').ok_or("bad value")? + v;
     let cert = base64::engine::general_purpose::STANDARD.decode(&doc[v..end])?;
-    let addr = doc.find("name=\"ADDR\" value=\"").map(|i| i + 19).and_then(|i| doc[i..].find('"').map(|e| doc[i..i + e].to_string())).ok_or("no ADDR")?;
+    let addr = doc
+        .find("name=\"ADDR\" value=\"")
+        .map(|i| i + 19)
+        .and_then(|i| doc[i..].find('"').map(|e| doc[i..i + e].to_string()))
+        .ok_or("no ADDR")?;
     Ok((cert, key.serialize_der(), addr))
 }
 
@@ -133,7 +178,11 @@ async fn main() -> Res<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.state)?;
     let info = DeviceInfo::new(args.n, &args.upn, &args.password);
-    let (cert, key, addr) = match (std::fs::read(args.state.join("cert.der")), std::fs::read(args.state.join("key.der")), std::fs::read_to_string(args.state.join("addr"))) {
+    let (cert, key, addr) = match (
+        std::fs::read(args.state.join("cert.der")),
+        std::fs::read(args.state.join("key.der")),
+        std::fs::read_to_string(args.state.join("addr")),
+    ) {
         (Ok(c), Ok(k), Ok(a)) => (c, k, a),
         _ => {
             let (c, k, a) = enroll(&args, &info).await?;
@@ -144,23 +193,45 @@ async fn main() -> Res<()> {
             (c, k, a)
         }
     };
-    let c = client(&args, Some((CertificateDer::from(cert), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)))))?;
-    let session = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() % 100_000;
+    let c = client(
+        &args,
+        Some((
+            CertificateDer::from(cert),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        )),
+    )?;
+    let session = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        % 100_000;
     let id = &info.device_id;
-    let hdr = |msg: u32| format!(r#"<SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{session}</SessionID><MsgID>{msg}</MsgID><Target><LocURI>{addr}</LocURI></Target><Source><LocURI>{id}</LocURI></Source></SyncHdr>"#);
+    let hdr = |msg: u32| {
+        format!(
+            r#"<SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{session}</SessionID><MsgID>{msg}</MsgID><Target><LocURI>{addr}</LocURI></Target><Source><LocURI>{id}</LocURI></Source></SyncHdr>"#
+        )
+    };
     let mut body = format!(
         r#"<SyncML xmlns="SYNCML:SYNCML1.2">{}<SyncBody><Alert><CmdID>2</CmdID><Data>1201</Data></Alert><Alert><CmdID>3</CmdID><Data>1224</Data><Item><Meta><Type xmlns="syncml:metinf">com.microsoft/MDM/LoginStatus</Type></Meta><Data>user</Data></Item></Alert><Replace><CmdID>4</CmdID><Item><Source><LocURI>./DevInfo/DevId</LocURI></Source><Data>{id}</Data></Item><Item><Source><LocURI>./DevInfo/Man</LocURI></Source><Data>Fake Device Inc.</Data></Item></Replace><Final/></SyncBody></SyncML>"#,
         hdr(1)
     );
     let path = format!("{}?mode=Maintenance&Platform=WoA", path_of(&addr));
     for msg in 2..50 {
-        let (st, reply) = request(&args, c.clone(), &path, "application/vnd.syncml.dm+xml", body).await?;
+        let (st, reply) = request(
+            &args,
+            c.clone(),
+            &path,
+            "application/vnd.syncml.dm+xml",
+            body,
+        )
+        .await?;
         if st != 200 {
             return Err(format!("management: HTTP {st}").into());
         }
         let parsed = winmdm::syncml::parse(reply.as_bytes())?;
         let server_msg = parsed.hdr.msg_id.to_string();
-        let mut out = format!(r#"<Status><CmdID>1</CmdID><MsgRef>{server_msg}</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>200</Data></Status>"#);
+        let mut out = format!(
+            r#"<Status><CmdID>1</CmdID><MsgRef>{server_msg}</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>200</Data></Status>"#
+        );
         let mut n = 1;
         let mut any = false;
         for cmd in &parsed.body.commands {
@@ -172,8 +243,12 @@ async fn main() -> Res<()> {
             println!(
                 "received {} {} format={} data={}",
                 cmd.name(),
-                item.and_then(|i| i.target.as_ref()).map(|t| t.loc_uri.as_ref()).unwrap_or("-"),
-                item.and_then(|i| i.meta.as_ref()).and_then(|m| m.format.as_deref()).unwrap_or("-"),
+                item.and_then(|i| i.target.as_ref())
+                    .map(|t| t.loc_uri.as_ref())
+                    .unwrap_or("-"),
+                item.and_then(|i| i.meta.as_ref())
+                    .and_then(|m| m.format.as_deref())
+                    .unwrap_or("-"),
                 item.and_then(|i| i.data.as_deref()).unwrap_or("-")
             );
             n += 1;
@@ -188,7 +263,10 @@ async fn main() -> Res<()> {
             println!("session {session} ended after {} message(s)", msg - 1);
             return Ok(());
         }
-        body = format!(r#"<SyncML xmlns="SYNCML:SYNCML1.2">{}<SyncBody>{out}<Final/></SyncBody></SyncML>"#, hdr(msg));
+        body = format!(
+            r#"<SyncML xmlns="SYNCML:SYNCML1.2">{}<SyncBody>{out}<Final/></SyncBody></SyncML>"#,
+            hdr(msg)
+        );
     }
     Err("session did not end".into())
 }

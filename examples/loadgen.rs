@@ -136,7 +136,12 @@ fn answer(id: &str, session: u32, msg: u32, reply: &[u8]) -> Option<String> {
         ));
         if let Command::Get(g) = c {
             n += 1;
-            let t = g.items.first().and_then(|i| i.target.as_ref()).map(|t| t.loc_uri.to_string()).unwrap_or_default();
+            let t = g
+                .items
+                .first()
+                .and_then(|i| i.target.as_ref())
+                .map(|t| t.loc_uri.to_string())
+                .unwrap_or_default();
             body.push_str(&format!(
                 r#"<Results><CmdID>{n}</CmdID><MsgRef>{server_msg}</MsgRef><CmdRef>{cmd_id}</CmdRef><Item><Source><LocURI>{t}</LocURI></Source><Data>10.0.26100.1</Data></Item></Results>"#
             ));
@@ -153,10 +158,15 @@ fn answer(id: &str, session: u32, msg: u32, reply: &[u8]) -> Option<String> {
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 async fn connect(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Result<Sender, String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
     let tls = tokio_rustls::TlsConnector::from(cfg)
-        .connect(ServerName::try_from("localhost").map_err(|e| e.to_string())?, tcp)
+        .connect(
+            ServerName::try_from("localhost").map_err(|e| e.to_string())?,
+            tcp,
+        )
         .await
         .map_err(|e| e.to_string())?;
     let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
@@ -178,10 +188,21 @@ async fn post(tx: &mut Sender, body: String) -> Result<Vec<u8>, String> {
     if resp.status() != 200 {
         return Err(format!("HTTP {}", resp.status()));
     }
-    Ok(resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec())
+    Ok(resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec())
 }
 
-async fn session(addr: SocketAddr, sim: &Sim, conn: &mut Option<Sender>, session: u32) -> Result<usize, String> {
+async fn session(
+    addr: SocketAddr,
+    sim: &Sim,
+    conn: &mut Option<Sender>,
+    session: u32,
+) -> Result<usize, String> {
     let mut tx = match conn.take() {
         Some(tx) if !tx.is_closed() => tx,
         _ => connect(addr, sim.client.clone()).await?,
@@ -200,7 +221,9 @@ async fn session(addr: SocketAddr, sim: &Sim, conn: &mut Option<Sender>, session
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let tmp = tempfile::tempdir()?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -219,10 +242,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         for i in 0..args.devices {
             let id = format!("{:032X}", i);
-            let d = device_record(&id, &format!("s{i}"), "00", now.unix_timestamp() + 86_400, now.unix_timestamp());
+            let d = device_record(
+                &id,
+                &format!("s{i}"),
+                "00",
+                now.unix_timestamp() + 86_400,
+                now.unix_timestamp(),
+            );
             app.store.put_device(&d)?;
         }
-        println!("created {} device records in {:.2?}", args.devices, t.elapsed());
+        println!(
+            "created {} device records in {:.2?}",
+            args.devices,
+            t.elapsed()
+        );
         let ids: Vec<String> = (0..args.devices).map(|i| format!("{:032X}", i)).collect();
         let req = NewCommand {
             verb: Some("Replace".into()),
@@ -265,7 +298,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let id = format!("{:032X}", 0x10AD_0000_0000u64 + i as u64);
         let (csr, key) = ca::testing::device_csr(&id, KeyAlgorithm::EcdsaP256);
         let v = ca::verify_csr(&csr, 2048)?;
-        let cert = app.ca.issue_device_cert(&v, &id, Duration::from_secs(86_400 * 30), now)?;
+        let cert = app
+            .ca
+            .issue_device_cert(&v, &id, Duration::from_secs(86_400 * 30), now)?;
         let rec = CertRecord {
             serial: cert.serial_hex.clone(),
             device_id: id.clone(),
@@ -275,19 +310,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             revoked_at: None,
             revoke_reason: None,
         };
-        let dev = device_record(&id, &cert.serial_hex, &cert.thumbprint, rec.not_after, now.unix_timestamp());
-        app.store.record_enrollment(&dev, &rec, now.unix_timestamp())?;
+        let dev = device_record(
+            &id,
+            &cert.serial_hex,
+            &cert.thumbprint,
+            rec.not_after,
+            now.unix_timestamp(),
+        );
+        app.store
+            .record_enrollment(&dev, &rec, now.unix_timestamp())?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots.clone())
-            .with_client_auth_cert(vec![CertificateDer::from(cert.der)], key)?;
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(vec![CertificateDer::from(cert.der)], key)?;
         client.resumption = rustls::client::Resumption::disabled();
-        sims.push(Sim { id, client: Arc::new(client) });
+        sims.push(Sim {
+            id,
+            client: Arc::new(client),
+        });
     }
     println!("enrolled {} devices in {:.2?}", args.devices, t.elapsed());
 
-    let server = rt.block_on(async { winmdm::http::Server::from_listener(app.clone(), listener) })?;
+    let server =
+        rt.block_on(async { winmdm::http::Server::from_listener(app.clone(), listener) })?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server_task = rt.spawn(server.run(async move {
         let _ = stopped.await;
@@ -295,8 +343,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let sims = Arc::new(sims);
     // One kept-alive connection per device when --reuse (a device's next session reuses it).
-    let conns: Arc<Vec<tokio::sync::Mutex<Option<Sender>>>> =
-        Arc::new((0..args.devices).map(|_| tokio::sync::Mutex::new(None)).collect());
+    let conns: Arc<Vec<tokio::sync::Mutex<Option<Sender>>>> = Arc::new(
+        (0..args.devices)
+            .map(|_| tokio::sync::Mutex::new(None))
+            .collect(),
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -325,7 +376,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     };
                     let app = app.clone();
                     let id = s.id.clone();
-                    tokio::task::spawn_blocking(move || commands::enqueue(&app, &id, req)).await??;
+                    tokio::task::spawn_blocking(move || commands::enqueue(&app, &id, req))
+                        .await??;
                     enqueued += 1;
                 }
             }
@@ -334,7 +386,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             next.store(0, Ordering::SeqCst);
             let mut workers = Vec::new();
             for _ in 0..args.concurrency {
-                let (sims, next, errors, conns) = (sims.clone(), next.clone(), errors.clone(), conns.clone());
+                let (sims, next, errors, conns) =
+                    (sims.clone(), next.clone(), errors.clone(), conns.clone());
                 let reuse = args.reuse;
                 workers.push(tokio::spawn(async move {
                     let mut lat = Vec::new();
@@ -343,7 +396,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         if i >= in_pass || Instant::now() > deadline {
                             return lat;
                         }
-                        let mut conn = if reuse { conns[i].lock().await.take() } else { None };
+                        let mut conn = if reuse {
+                            conns[i].lock().await.take()
+                        } else {
+                            None
+                        };
                         let t = Instant::now();
                         match session(addr, &sims[i], &mut conn, (pass + 1) as u32).await {
                             Ok(_) => lat.push(t.elapsed()),

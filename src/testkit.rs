@@ -85,7 +85,10 @@ pub fn rst_xml(info: &DeviceInfo, csr_der: &[u8], to: &str, mid: &str) -> String
         ("NotInOobe", "false".into()),
     ];
     let context = AdditionalContext {
-        items: items.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        items: items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
     };
     text(client::rst_issue_request(
         mid,

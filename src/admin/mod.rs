@@ -613,13 +613,11 @@ async fn bulk_command(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Api
     let bad = |e: serde_json::Error| ApiError::BadRequest {
         reason: format!("invalid JSON: {e}"),
     };
-    let device_ids: Vec<String> = serde_json::from_value(
-        v.remove("device_ids")
-            .ok_or_else(|| ApiError::BadRequest {
-                reason: "device_ids is required".into(),
-            })?,
-    )
-    .map_err(bad)?;
+    let device_ids: Vec<String> =
+        serde_json::from_value(v.remove("device_ids").ok_or_else(|| ApiError::BadRequest {
+            reason: "device_ids is required".into(),
+        })?)
+        .map_err(bad)?;
     let command: crate::mdm::commands::NewCommand =
         serde_json::from_value(serde_json::Value::Object(v)).map_err(bad)?;
     if device_ids.is_empty() || device_ids.len() > MAX_BULK_DEVICES {
@@ -639,5 +637,8 @@ async fn bulk_command(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Api
         .into_iter()
         .map(|(id, o)| (id, serde_json::to_value(o).unwrap_or_default()))
         .collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "results": results })))
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "results": results }),
+    ))
 }

@@ -56,6 +56,9 @@ mod tests {
         assert!(t.try_acquire_at(t0));
         assert!(!t.try_acquire_at(t0), "burst exhausted");
         assert!(!t.try_acquire_at(t0 + Duration::from_millis(50)));
-        assert!(t.try_acquire_at(t0 + Duration::from_millis(160)), "refilled after 100 ms");
+        assert!(
+            t.try_acquire_at(t0 + Duration::from_millis(160)),
+            "refilled after 100 ms"
+        );
     }
 }

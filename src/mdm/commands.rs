@@ -459,10 +459,18 @@ pub fn enqueue_many(
         let mut targets = Vec::with_capacity(chunk.len());
         for id in chunk {
             match app.store.get_device(id)? {
-                None => out.push((id.clone(), BulkOutcome::Refused { error: "device not found".into() })),
-                Some(d) if d.state != crate::store::DeviceState::Enrolled => {
-                    out.push((id.clone(), BulkOutcome::Refused { error: "device is not enrolled".into() }))
-                }
+                None => out.push((
+                    id.clone(),
+                    BulkOutcome::Refused {
+                        error: "device not found".into(),
+                    },
+                )),
+                Some(d) if d.state != crate::store::DeviceState::Enrolled => out.push((
+                    id.clone(),
+                    BulkOutcome::Refused {
+                        error: "device is not enrolled".into(),
+                    },
+                )),
                 Some(_) => {
                     let mut rec = template.clone();
                     rec.device_id = id.clone();
@@ -476,8 +484,14 @@ pub fn enqueue_many(
         }
         for (id, e) in targets.into_iter().zip(app.store.enqueue_many(records)?) {
             let o = match e {
-                Enqueued::Created(c) => BulkOutcome::Queued { command_id: c.command_id, existing: false },
-                Enqueued::Existing(c) => BulkOutcome::Queued { command_id: c.command_id, existing: true },
+                Enqueued::Created(c) => BulkOutcome::Queued {
+                    command_id: c.command_id,
+                    existing: false,
+                },
+                Enqueued::Existing(c) => BulkOutcome::Queued {
+                    command_id: c.command_id,
+                    existing: true,
+                },
             };
             out.push((id, o));
         }

@@ -106,7 +106,8 @@ pub fn authenticate(
     now: i64,
 ) -> Result<DeviceAuthenticated, AuthError> {
     let der = cert_der.ok_or(AuthError::NoCertificate)?;
-    let at = time::OffsetDateTime::from_unix_timestamp(now).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let at =
+        time::OffsetDateTime::from_unix_timestamp(now).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let id = ca.authenticate_device_cert(der, at).map_err(|e| match e {
         CaError::CertMalformed { reason } => AuthError::Malformed { reason },
         other => AuthError::Rejected {

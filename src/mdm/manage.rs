@@ -662,7 +662,11 @@ fn chunkable(cmds: &[Command<'_>]) -> bool {
 
 /// The chunk of `base`'s single item starting at byte `offset` that fits in `avail` bytes (at
 /// least 1 KiB of data so a session always progresses). Returns it with its end and the total.
-fn chunk_of(base: &Command<'static>, offset: usize, avail: usize) -> Option<(Command<'static>, usize, usize)> {
+fn chunk_of(
+    base: &Command<'static>,
+    offset: usize,
+    avail: usize,
+) -> Option<(Command<'static>, usize, usize)> {
     let data = base.items().first()?.data.as_deref()?.to_string();
     let total = data.len();
     if offset >= total || !data.is_char_boundary(offset) {

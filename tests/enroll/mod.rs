@@ -274,9 +274,18 @@ async fn key_files_are_private() {
 async fn admin_supplied_ca_and_tls_certificate_are_used_in_place() {
     let keys = tempfile::tempdir().unwrap();
     let now = ::time::OffsetDateTime::now_utc();
-    let ca = winmdm::ca::Ca::generate(winmdm::ca::KeyAlgorithm::EcdsaP256, "Contoso Device CA", now).unwrap();
+    let ca = winmdm::ca::Ca::generate(
+        winmdm::ca::KeyAlgorithm::EcdsaP256,
+        "Contoso Device CA",
+        now,
+    )
+    .unwrap();
     let (tls_cert, tls_key) = ca
-        .issue_server_cert(&["localhost".to_string()], winmdm::ca::KeyAlgorithm::EcdsaP256, now)
+        .issue_server_cert(
+            &["localhost".to_string()],
+            winmdm::ca::KeyAlgorithm::EcdsaP256,
+            now,
+        )
         .unwrap();
     let p = |n: &str| keys.path().join(n);
     std::fs::write(p("ca.pem"), ca.cert_pem()).unwrap();
@@ -291,14 +300,22 @@ async fn admin_supplied_ca_and_tls_certificate_are_used_in_place() {
     })
     .await;
     assert_eq!(srv.app.ca.cert_der(), ca.cert_der());
-    assert!(!srv.data_dir.join("ca").exists(), "a supplied CA is not copied into the data dir");
+    assert!(
+        !srv.data_dir.join("ca").exists(),
+        "a supplied CA is not copied into the data dir"
+    );
     assert!(!srv.data_dir.join("tls").exists());
     srv.create_user("ivy@example.com", "pw-ivy-123").await;
-    let e = device::enroll(&srv.client(), &DeviceInfo::new(40, "ivy@example.com", "pw-ivy-123")).await;
+    let e = device::enroll(
+        &srv.client(),
+        &DeviceInfo::new(40, "ivy@example.com", "pw-ivy-123"),
+    )
+    .await;
     assert_eq!(e.root_der, ca.cert_der());
     let (_, root) = X509Certificate::from_der(&e.root_der).unwrap();
     let (_, cert) = X509Certificate::from_der(&e.cert_der).unwrap();
-    cert.verify_signature(Some(root.public_key())).expect("issued by the supplied CA");
+    cert.verify_signature(Some(root.public_key()))
+        .expect("issued by the supplied CA");
     srv.stop().await;
 }
 
@@ -306,11 +323,23 @@ async fn admin_supplied_ca_and_tls_certificate_are_used_in_place() {
 async fn an_ecdsa_p256_ca_enrolls_devices_too() {
     let srv = TestServer::start_with(|o| o.ca_key_algorithm = Some("ecdsa-p256".into())).await;
     srv.create_user("jo@example.com", "pw-jo-1234").await;
-    let e = device::enroll(&srv.client(), &DeviceInfo::new(41, "jo@example.com", "pw-jo-1234")).await;
+    let e = device::enroll(
+        &srv.client(),
+        &DeviceInfo::new(41, "jo@example.com", "pw-jo-1234"),
+    )
+    .await;
     let (_, root) = X509Certificate::from_der(&e.root_der).unwrap();
     let (_, cert) = X509Certificate::from_der(&e.cert_der).unwrap();
-    assert_eq!(root.public_key().algorithm.algorithm.to_id_string(), "1.2.840.10045.2.1", "EC CA key");
+    assert_eq!(
+        root.public_key().algorithm.algorithm.to_id_string(),
+        "1.2.840.10045.2.1",
+        "EC CA key"
+    );
     cert.verify_signature(Some(root.public_key())).unwrap();
-    assert_eq!(cert.public_key().algorithm.algorithm.to_id_string(), "1.2.840.113549.1.1.1", "device key stays RSA");
+    assert_eq!(
+        cert.public_key().algorithm.algorithm.to_id_string(),
+        "1.2.840.113549.1.1.1",
+        "device key stays RSA"
+    );
     srv.stop().await;
 }

@@ -506,12 +506,23 @@ async fn throttled_devices_get_429_with_retry_after() {
     })
     .await;
     let d = enrolled(&srv, 11).await;
-    queue(&srv, &d.device_id, json!({"verb": "Get", "target": "./DevDetail/SwV", "command_id": "g"})).await;
+    queue(
+        &srv,
+        &d.device_id,
+        json!({"verb": "Get", "target": "./DevDetail/SwV", "command_id": "g"}),
+    )
+    .await;
     let first = d.post(&d.first_package(1, "")).await;
     assert_eq!(first.status, 200);
     let second = d.post(&d.first_package(2, "")).await;
     assert_eq!(second.status, 429);
-    assert_eq!(second.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("120"));
+    assert_eq!(
+        second
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("120")
+    );
     // A throttled request changes nothing: the command was sent once, in the first session.
     assert_eq!(commands(&srv, &d.device_id).await[0]["send_count"], 1);
     srv.stop().await;
@@ -522,23 +533,56 @@ async fn a_command_larger_than_max_msg_size_goes_as_a_large_object() {
     let srv = TestServer::start().await;
     let mut d = enrolled(&srv, 12).await;
     // An ADMX-style payload with characters that need escaping, ~9 KB.
-    let big: String = (0..300).map(|i| format!("<data id=\"k{i}\" value=\"a&b\"/>")).collect();
+    let big: String = (0..300)
+        .map(|i| format!("<data id=\"k{i}\" value=\"a&b\"/>"))
+        .collect();
     queue(&srv, &d.device_id, json!({"verb": "Replace", "target": "./Vendor/MSFT/Policy/Config/Big/Blob", "format": "chr", "data": big, "command_id": "big"})).await;
-    queue(&srv, &d.device_id, json!({"verb": "Get", "target": "./DevDetail/SwV", "command_id": "after"})).await;
+    queue(
+        &srv,
+        &d.device_id,
+        json!({"verb": "Get", "target": "./DevDetail/SwV", "command_id": "after"}),
+    )
+    .await;
     d.max_msg_size = Some(3000);
     let got = d.session().await;
-    let chunks: Vec<_> = got.iter().filter(|c| c.target.as_deref() == Some("./Vendor/MSFT/Policy/Config/Big/Blob")).collect();
+    let chunks: Vec<_> = got
+        .iter()
+        .filter(|c| c.target.as_deref() == Some("./Vendor/MSFT/Policy/Config/Big/Blob"))
+        .collect();
     assert!(chunks.len() >= 4, "sent in {} chunks", chunks.len());
-    assert_eq!(chunks[0].size.as_deref(), Some(big.len().to_string().as_str()), "first chunk declares the size");
-    assert!(chunks[..chunks.len() - 1].iter().all(|c| c.more_data), "MoreData on all but the last");
+    assert_eq!(
+        chunks[0].size.as_deref(),
+        Some(big.len().to_string().as_str()),
+        "first chunk declares the size"
+    );
+    assert!(
+        chunks[..chunks.len() - 1].iter().all(|c| c.more_data),
+        "MoreData on all but the last"
+    );
     assert!(!chunks[chunks.len() - 1].more_data);
-    assert_eq!(d.assembled.get("./Vendor/MSFT/Policy/Config/Big/Blob"), Some(&big), "device reassembles exactly the data");
+    assert_eq!(
+        d.assembled.get("./Vendor/MSFT/Policy/Config/Big/Blob"),
+        Some(&big),
+        "device reassembles exactly the data"
+    );
     for r in &d.replies {
-        assert!(r.raw.len() <= 3000, "reply of {} bytes exceeds MaxMsgSize", r.raw.len());
+        assert!(
+            r.raw.len() <= 3000,
+            "reply of {} bytes exceeds MaxMsgSize",
+            r.raw.len()
+        );
     }
-    assert_eq!(got.last().and_then(|c| c.target.as_deref()), Some("./DevDetail/SwV"), "the queue continues after the object");
+    assert_eq!(
+        got.last().and_then(|c| c.target.as_deref()),
+        Some("./DevDetail/SwV"),
+        "the queue continues after the object"
+    );
     let cmds = commands(&srv, &d.device_id).await;
-    assert!(cmds.iter().all(|c| c["state"] == "done" && c["status"] == 200), "{cmds:?}");
+    assert!(
+        cmds.iter()
+            .all(|c| c["state"] == "done" && c["status"] == 200),
+        "{cmds:?}"
+    );
     assert!(d.session().await.is_empty());
     srv.stop().await;
 }
@@ -553,7 +597,10 @@ async fn one_command_for_many_devices_in_one_request() {
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["results"][&a.device_id]["command_id"], "fleet-tl");
     assert_eq!(body["results"][&a.device_id]["existing"], false);
-    assert_eq!(body["results"]["UNKNOWNDEVICE"]["error"], "device not found");
+    assert_eq!(
+        body["results"]["UNKNOWNDEVICE"]["error"],
+        "device not found"
+    );
     // Repeating the request queues nothing new.
     let (_, again) = srv.admin("POST", "/api/v1/commands", Some(json!({"device_ids": [a.device_id], "verb": "Replace", "target": "./Vendor/MSFT/TenantLockdown/RequireNetworkInOOBE", "format": "bool", "data": "true", "command_id": "fleet-tl"}))).await;
     assert_eq!(again["results"][&a.device_id]["existing"], true);
@@ -562,8 +609,15 @@ async fn one_command_for_many_devices_in_one_request() {
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].data.as_deref(), Some("true"));
     }
-    for bad in [json!({"verb": "Get", "target": "./a"}), json!({"device_ids": [], "verb": "Get", "target": "./a"}), json!({"device_ids": ["x"], "verb": "Get", "target": "./a", "bogus": 1}), json!({"device_ids": ["x"], "verb": "Get"})] {
-        let (st, body) = srv.admin("POST", "/api/v1/commands", Some(bad.clone())).await;
+    for bad in [
+        json!({"verb": "Get", "target": "./a"}),
+        json!({"device_ids": [], "verb": "Get", "target": "./a"}),
+        json!({"device_ids": ["x"], "verb": "Get", "target": "./a", "bogus": 1}),
+        json!({"device_ids": ["x"], "verb": "Get"}),
+    ] {
+        let (st, body) = srv
+            .admin("POST", "/api/v1/commands", Some(bad.clone()))
+            .await;
         assert_eq!(st, 400, "{bad} → {body}");
     }
     srv.stop().await;

@@ -66,7 +66,19 @@ fn child_text(n: roxmltree::Node, name: &str) -> Option<String> {
 fn commands_of(parent: roxmltree::Node, out: &mut Vec<Received>) {
     for c in parent.children().filter(|c| c.is_element()) {
         let name = c.tag_name().name();
-        if !matches!(name, "Alert" | "Get" | "Add" | "Replace" | "Delete" | "Exec" | "Copy" | "Atomic" | "Sequence" | "Results") {
+        if !matches!(
+            name,
+            "Alert"
+                | "Get"
+                | "Add"
+                | "Replace"
+                | "Delete"
+                | "Exec"
+                | "Copy"
+                | "Atomic"
+                | "Sequence"
+                | "Results"
+        ) {
             continue;
         }
         let item = c.children().find(|i| i.tag_name().name() == "Item");
@@ -84,7 +96,8 @@ fn commands_of(parent: roxmltree::Node, out: &mut Vec<Received>) {
             data: item
                 .and_then(|i| child_text(i, "Data"))
                 .or_else(|| child_text(c, "Data")),
-            more_data: item.is_some_and(|i| i.children().any(|m| m.tag_name().name() == "MoreData")),
+            more_data: item
+                .is_some_and(|i| i.children().any(|m| m.tag_name().name() == "MoreData")),
             size: item
                 .and_then(|i| i.descendants().find(|m| m.tag_name().name() == "Size"))
                 .and_then(|m| m.text().map(str::to_string)),
