@@ -146,6 +146,8 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
     round.device.last_seen = Some(now);
     if new_session {
         round.requeue_unanswered()?;
+        // A device runs one session at a time: state left by sessions it abandoned goes.
+        app.store.drop_sessions(device_id, &session_id)?;
     }
     round.reply.push(status_cmd(
         &mut round.state,
@@ -162,7 +164,7 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
     }
     // Outstanding CmdIDs are kept for the whole session: a large Results may arrive messages
     // after the Status of its Get.
-    let mut hdr = SyncHdr {
+    let hdr = SyncHdr {
         ver_dtd: "1.2".into(),
         ver_proto: "DM/1.2".into(),
         session_id: session_id.clone().into(),
@@ -171,7 +173,6 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         source: Location::new(app.cfg.public_url.join(paths::MANAGEMENT)),
         ..SyncHdr::default()
     };
-    hdr.no_resp = false;
     let mut reply = SyncMl {
         hdr,
         body: SyncBody {

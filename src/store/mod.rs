@@ -344,6 +344,8 @@ pub trait SessionStore: Send + Sync {
     /// The stored state of a session.
     fn get_session(&self, device_id: &str, session_id: &str)
         -> Result<Option<Vec<u8>>, StoreError>;
+    /// Drops the stored state of every session of `device_id` except `keep`.
+    fn drop_sessions(&self, device_id: &str, keep: &str) -> Result<(), StoreError>;
     /// Applies one management round atomically.
     fn commit_round(&self, round: &Round, now: i64) -> Result<(), StoreError>;
 }
