@@ -233,9 +233,10 @@ pub fn verify_detached_signature(
         None => Cow::Borrowed(content),
     };
 
-    let (_, signer) = X509Certificate::from_der(signer_der).map_err(|_| CaError::CertMalformed {
-        reason: "signer certificate".into(),
-    })?;
+    let (_, signer) =
+        X509Certificate::from_der(signer_der).map_err(|_| CaError::CertMalformed {
+            reason: "signer certificate".into(),
+        })?;
     let spki = signer.public_key();
     let key = check_key(spki, ABSOLUTE_MIN_RSA_BITS).map_err(|e| match e {
         CaError::CsrMalformed { reason } => CaError::CertMalformed { reason },
@@ -394,16 +395,23 @@ mod tests {
 
     #[test]
     fn key_type_names_map_to_full_algorithms() {
-        let rsa = [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 1, 1, 5, 0];
+        let rsa = [
+            0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 1, 1, 5, 0,
+        ];
         assert_eq!(signature_algorithm(&rsa, 32).unwrap(), ALG_SHA256_RSA);
         assert_eq!(signature_algorithm(&rsa, 20).unwrap(), ALG_SHA1_RSA);
-        let ec = [0x30, 0x09, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+        let ec = [
+            0x30, 0x09, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+        ];
         assert_eq!(signature_algorithm(&ec, 48).unwrap(), ALG_ECDSA_SHA384);
         assert!(matches!(
             signature_algorithm(&ec, 20),
             Err(CaError::CmsAlgorithmUnsupported { .. })
         ));
-        assert_eq!(signature_algorithm(ALG_ECDSA_SHA256, 20).unwrap(), ALG_ECDSA_SHA256);
+        assert_eq!(
+            signature_algorithm(ALG_ECDSA_SHA256, 20).unwrap(),
+            ALG_ECDSA_SHA256
+        );
         assert!(signature_algorithm(&[0x30], 32).is_err());
     }
 
@@ -411,12 +419,12 @@ mod tests {
     fn signed_attrs_rules() {
         // contentType id-data + messageDigest 01 02.
         let ct = [
-            0x30, 0x18, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 9, 3, 0x31, 0x0b,
-            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 7, 1,
+            0x30, 0x18, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 9, 3, 0x31, 0x0b, 0x06,
+            0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 7, 1,
         ];
         let md = [
-            0x30, 0x11, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 9, 4, 0x31, 0x04,
-            0x04, 0x02, 1, 2,
+            0x30, 0x11, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 1, 9, 4, 0x31, 0x04, 0x04,
+            0x02, 1, 2,
         ];
         let both = [&ct[..], &md[..]].concat();
         assert_eq!(check_signed_attrs(&both).unwrap(), &[1, 2]);
