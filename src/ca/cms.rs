@@ -130,8 +130,22 @@ fn oid_string(raw: &[u8]) -> String {
 /// issued by `ca` that is valid at `now`, and returns that certificate's identity.
 ///
 /// `signature_der` is the DER `ContentInfo` (at most [`MAX_SIGNATURE_LEN`] bytes); `content`
-/// is the exact request body as received. See the [module documentation](self) for what is
-/// checked. Errors, all peer faults ([`CaError::is_peer_fault`]):
+/// is the exact request body as received.
+///
+/// Checked: `ContentInfo` of type signedData; no `eContent` (detached) and eContentType
+/// id-data; exactly one `SignerInfo`, its signer (issuerAndSerialNumber or
+/// subjectKeyIdentifier) found in `certificates` and accepted by
+/// [`Ca::authenticate_device_cert`] (issued by this CA, valid at `now`, clientAuth, CA:FALSE).
+/// With signed attributes: exactly one contentType (id-data) and one messageDigest equal to the
+/// digest of `content` under the digestAlgorithm (SHA-1, SHA-256/384/512; SHA-1 because older
+/// Windows signs with it), and the signature covers the attributes re-tagged as SET OF; without
+/// them, the signature covers `content`. Signature algorithms: RSA PKCS#1 v1.5 (also when named
+/// `rsaEncryption`), RSASSA-PSS with SHA-256/384/512 (MGF1 same hash, salt = hash length),
+/// ECDSA P-256/P-384 with SHA-256/384 (also when named `id-ecPublicKey`). The PKCS#9
+/// signingTime attribute is not checked against `now` (device clocks drift); revocation is the
+/// caller's business.
+///
+/// Errors, all peer faults ([`CaError::is_peer_fault`]):
 /// [`CaError::CmsMalformed`] (structure, size, embedded content, not exactly one signer),
 /// [`CaError::CmsAlgorithmUnsupported`], [`CaError::CmsSignerCertMissing`],
 /// [`CaError::CertRejected`] / [`CaError::CertMalformed`] (from
@@ -244,7 +258,7 @@ pub fn verify_detached_signature(
     })?;
     let alg_der = signature_algorithm(sig_alg.whole, hash.output_len())?;
     let alg = match AlgorithmIdentifier::from_der(alg_der) {
-        Ok((rest, alg)) if rest.is_empty() => alg,
+        Ok((&[], alg)) => alg,
         _ => return Err(malformed("signatureAlgorithm")),
     };
     let (verifier, _name) = pick_verifier(&alg, &key).map_err(|e| match e {
@@ -272,7 +286,7 @@ pub fn verify_signature_header(
     let max_chars = MAX_SIGNATURE_LEN.div_ceil(3) * 4;
     let mut b64 = String::with_capacity(header_value.len().min(max_chars));
     for c in header_value.chars().filter(|c| !c.is_ascii_whitespace()) {
-        if b64.len() == max_chars {
+        if b64.len() >= max_chars {
             return Err(malformed("larger than 64 KiB"));
         }
         b64.push(c);

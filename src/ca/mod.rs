@@ -12,6 +12,10 @@
 //!   of a certificate presented on the management endpoint.
 //! * [`Ca::verify_renewal`]: MS-WSTEP renewal (ROBO) tokens, a PKCS#7 `SignedData` around the
 //!   new PKCS#10 signed by the device's current certificate (tested with OpenSSL-made CMS only).
+//! * [`verify_detached_signature`] / [`verify_signature_header`]: the DM client's message
+//!   signatures (`DMClient/…/RequireMessageSigning`, HTTP header `MDM-Signature`), a detached
+//!   CMS `SignedData` over the SyncML body made with the device certificate this CA issued; for
+//!   deployments where a TLS-terminating load balancer hides the client certificate.
 //!
 //! # What it must not do
 //!
