@@ -73,6 +73,7 @@ fn ca_cms_accepts_openssl_signatures() {
     let ca = rsa_ca();
     let rsa_serial = device(ca, KeyAlgorithm::Rsa2048, now(), d, "rsa");
     let ec_serial = device(ca, KeyAlgorithm::EcdsaP256, now(), d, "ec");
+    let p384_serial = device(ca, KeyAlgorithm::EcdsaP384, now(), d, "p384");
     let cases: &[(&str, &str, &[&str])] = &[
         ("rsa", &rsa_serial, &["-md", "sha256"]),
         ("rsa", &rsa_serial, &["-md", "sha256", "-noattr"]),
@@ -95,6 +96,8 @@ fn ca_cms_accepts_openssl_signatures() {
         ("ec", &ec_serial, &["-md", "sha256"]),
         ("ec", &ec_serial, &["-md", "sha256", "-noattr"]),
         ("ec", &ec_serial, &["-md", "sha384", "-keyid"]),
+        ("p384", &p384_serial, &["-md", "sha384"]),
+        ("p384", &p384_serial, &["-md", "sha256", "-noattr"]),
     ];
     for (name, serial, extra) in cases {
         let p7 = sign(d, name, extra);
@@ -229,6 +232,53 @@ fn ca_cms_rejects_pss_with_other_salt_length() {
 }
 
 #[test]
+fn ca_cms_signer_must_be_the_carried_certificate_and_alone() {
+    let Some(dir) = setup() else { return };
+    let d = dir.path();
+    let ca = rsa_ca();
+    device(ca, KeyAlgorithm::Rsa2048, now(), d, "rsa");
+    device(ca, KeyAlgorithm::EcdsaP256, now(), d, "ec");
+    std::fs::write(d.join("ca.pem"), ca.cert_pem()).unwrap();
+    // Extra certificates (the CA) alongside the signer's: fine.
+    let p7 = sign(d, "rsa", &["-md", "sha256", "-certfile", "ca.pem"]);
+    assert_eq!(
+        verify_detached_signature(ca, &p7, BODY, now())
+            .unwrap()
+            .device_id,
+        DEV
+    );
+    // Only someone else's certificates: the signer's is missing.
+    for extra in [
+        &["-md", "sha256", "-nocerts", "-certfile", "ec.pem"][..],
+        &["-md", "sha256", "-nocerts", "-keyid", "-certfile", "ec.pem"][..],
+    ] {
+        let p7 = sign(d, "rsa", extra);
+        assert!(
+            matches!(
+                verify_detached_signature(ca, &p7, BODY, now()),
+                Err(CaError::CmsSignerCertMissing)
+            ),
+            "{extra:?}"
+        );
+    }
+    // Two signers.
+    let (ok, msg) = openssl(
+        d,
+        &[
+            "cms", "-sign", "-binary", "-outform", "DER", "-in", "body.xml", "-md", "sha256",
+            "-signer", "rsa.pem", "-inkey", "rsa.key", "-signer", "ec.pem", "-inkey", "ec.key",
+            "-out", "two.p7s",
+        ],
+    );
+    assert!(ok, "{msg}");
+    let p7 = std::fs::read(d.join("two.p7s")).unwrap();
+    match verify_detached_signature(ca, &p7, BODY, now()) {
+        Err(CaError::CmsMalformed { reason }) => assert!(reason.contains("SignerInfo"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn ca_cms_rejects_embedded_content() {
     let Some(dir) = setup() else { return };
     let d = dir.path();
@@ -249,9 +299,14 @@ fn ca_cms_never_panics_on_damaged_input() {
     let Some(dir) = setup() else { return };
     let d = dir.path();
     let ca = rsa_ca();
-    let serial = device(ca, KeyAlgorithm::EcdsaP256, now(), d, "ec");
-    for extra in [&["-md", "sha256"][..], &["-md", "sha256", "-noattr"][..]] {
-        let p7 = sign(d, "ec", extra);
+    let ec = device(ca, KeyAlgorithm::EcdsaP256, now(), d, "ec");
+    let rsa = device(ca, KeyAlgorithm::Rsa2048, now(), d, "rsa");
+    for (name, serial, extra) in [
+        ("ec", &ec, &["-md", "sha256"][..]),
+        ("ec", &ec, &["-md", "sha256", "-noattr"][..]),
+        ("rsa", &rsa, &["-md", "sha1", "-keyid"][..]),
+    ] {
+        let p7 = sign(d, name, extra);
         for i in (0..p7.len()).step_by(11) {
             // Truncated here.
             let r = verify_detached_signature(ca, &p7[..i], BODY, now());
@@ -263,7 +318,7 @@ fn ca_cms_never_panics_on_damaged_input() {
                 let mut bad = p7.clone();
                 bad[i] = g;
                 if let Ok(id) = verify_detached_signature(ca, &bad, BODY, now()) {
-                    assert_eq!(id.serial_hex, serial, "byte {i} = {g:#x}");
+                    assert_eq!(&id.serial_hex, serial, "byte {i} = {g:#x}");
                 }
             }
             // Garbage appended after a prefix.
