@@ -143,7 +143,8 @@ fn oid_string(raw: &[u8]) -> String {
 /// `rsaEncryption`), RSASSA-PSS with SHA-256/384/512 (MGF1 same hash, salt = hash length),
 /// ECDSA P-256/P-384 with SHA-256/384 (also when named `id-ecPublicKey`). The PKCS#9
 /// signingTime attribute is not checked against `now` (device clocks drift); revocation is the
-/// caller's business.
+/// caller's business. Lengths must be definite (DER, as Windows' non-streamed `CryptMsg`
+/// output and OpenSSL's `-outform DER` are); BER indefinite lengths are refused as malformed.
 ///
 /// Errors, all peer faults ([`CaError::is_peer_fault`]):
 /// [`CaError::CmsMalformed`] (structure, size, embedded content, not exactly one signer),
