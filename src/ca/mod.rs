@@ -12,6 +12,10 @@
 //!   of a certificate presented on the management endpoint.
 //! * [`Ca::verify_renewal`]: MS-WSTEP renewal (ROBO) tokens, a PKCS#7 `SignedData` around the
 //!   new PKCS#10 signed by the device's current certificate (tested with OpenSSL-made CMS only).
+//! * [`verify_detached_signature`] / [`verify_signature_header`]: the DM client's message
+//!   signatures (`DMClient/…/RequireMessageSigning`, HTTP header `MDM-Signature`), a detached
+//!   CMS `SignedData` over the SyncML body made with the device certificate this CA issued; for
+//!   deployments where a TLS-terminating load balancer hides the client certificate.
 //!
 //! # What it must not do
 //!
@@ -83,6 +87,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cms;
 mod csr;
 mod identity;
 mod issue;
@@ -90,6 +95,9 @@ mod renew;
 mod sigalg;
 pub mod testing;
 
+pub use cms::{
+    verify_detached_signature, verify_signature_header, MAX_SIGNATURE_LEN, SIGNATURE_HEADER_NAMES,
+};
 pub use csr::{verify_csr, CsrVerified, MAX_CSR_LEN};
 pub use identity::{device_id_from_cert, CertIdentity};
 pub use issue::{Ca, IssuedCert};
@@ -176,6 +184,31 @@ pub enum CaError {
         /// Why it was rejected.
         reason: String,
     },
+    /// A CMS `SignedData` (the `MDM-Signature` message signature, see
+    /// [`verify_detached_signature`]) is not well-formed, is larger than [`MAX_SIGNATURE_LEN`],
+    /// is not base64, embeds its content instead of being detached, or does not have exactly
+    /// one signer.
+    #[error("malformed CMS signature: {reason}")]
+    CmsMalformed {
+        /// What was wrong, for logs.
+        reason: String,
+    },
+    /// A CMS signature uses a digest or signature algorithm we do not accept (see
+    /// [`verify_detached_signature`] for the list).
+    #[error("unsupported CMS algorithm {oid}")]
+    CmsAlgorithmUnsupported {
+        /// Algorithm OID (dotted), with a note when the combination is the problem.
+        oid: String,
+    },
+    /// A CMS signature does not carry the signer's certificate in its `certificates` field (or
+    /// carries no certificates at all): the server keeps no copy of device certificates, so the
+    /// signature cannot be checked.
+    #[error("CMS signature does not carry its signer's certificate")]
+    CmsSignerCertMissing,
+    /// A CMS signature does not verify: the signed content was altered (messageDigest
+    /// mismatch), the signature bytes were altered, or it was made with another key.
+    #[error("message signature does not verify")]
+    SignatureInvalid,
     /// Key generation or CA certificate self-signing failed.
     #[error("CA generation failed: {reason}")]
     Generate {
@@ -224,7 +257,11 @@ impl CaError {
             | CaError::DeviceIdMismatch { .. }
             | CaError::InvalidDeviceId { .. }
             | CaError::CertMalformed { .. }
-            | CaError::CertRejected { .. } => true,
+            | CaError::CertRejected { .. }
+            | CaError::CmsMalformed { .. }
+            | CaError::CmsAlgorithmUnsupported { .. }
+            | CaError::CmsSignerCertMissing
+            | CaError::SignatureInvalid => true,
             CaError::Generate { .. }
             | CaError::Load { .. }
             | CaError::Sign { .. }

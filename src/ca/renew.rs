@@ -9,11 +9,12 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use super::{verify_csr, Ca, CaError, CertIdentity, CsrVerified};
 
 /// 1.2.840.113549.1.7.2 signedData.
-const OID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
+pub(super) const OID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
 /// 1.2.840.113549.1.9.4 messageDigest.
-const OID_MESSAGE_DIGEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04];
+pub(super) const OID_MESSAGE_DIGEST: &[u8] =
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04];
 /// 1.2.840.113549.1.1.1 rsaEncryption (CMS often names the signature algorithm this way).
-const OID_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+pub(super) const OID_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 /// 1.3.14.3.2.26 SHA-1.
 const OID_SHA1: &[u8] = &[0x2b, 0x0e, 0x03, 0x02, 0x1a];
 /// 2.16.840.1.101.3.4.2.{1,2,3} SHA-256/384/512.
@@ -24,14 +25,14 @@ const OID_PKCS1_PREFIX: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01
 const OID_ECDSA_PREFIX: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
 
 /// One DER element: tag byte, content, and the whole encoding.
-struct Tlv<'a> {
-    tag: u8,
-    content: &'a [u8],
-    whole: &'a [u8],
+pub(super) struct Tlv<'a> {
+    pub(super) tag: u8,
+    pub(super) content: &'a [u8],
+    pub(super) whole: &'a [u8],
 }
 
 /// Reads one definite-length DER element from the front of `input`.
-fn tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+pub(super) fn tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     let tag = *input.first()?;
     let first = *input.get(1)?;
     let (len, hdr) = if first < 0x80 {
@@ -216,7 +217,7 @@ fn find_signer<'a>(certs: &[&'a [u8]], sid: &Tlv<'_>) -> Result<&'a [u8], CaErro
     })
 }
 
-fn digest_for(oid: &[u8]) -> Result<&'static digest::Algorithm, CaError> {
+pub(super) fn digest_for(oid: &[u8]) -> Result<&'static digest::Algorithm, CaError> {
     if oid == OID_SHA1 {
         return Ok(&digest::SHA1_FOR_LEGACY_USE_ONLY);
     }

@@ -1,6 +1,7 @@
 //! `winmdm::ca`: CSR verification against real Windows requests, issuance, CA lifecycle, TLS.
 
 mod bench;
+mod cms;
 mod issue;
 mod lifecycle;
 mod reject;
