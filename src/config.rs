@@ -68,6 +68,10 @@ pub struct ServeOptions {
     /// Seconds a throttled device is told to wait (`Retry-After`, default 60).
     #[arg(long, env = "WINMDM_RETRY_AFTER")]
     pub retry_after: Option<u32>,
+    /// Accept management requests without a TLS client certificate when they carry a valid
+    /// `MDM-Signature` (DMClient RequireMessageSigning), for TLS-terminating proxies. Off by default.
+    #[arg(long, env = "WINMDM_MESSAGE_SIGNING")]
+    pub message_signing: Option<bool>,
 }
 
 impl ServeOptions {
@@ -102,6 +106,7 @@ impl ServeOptions {
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             management_rate: self.management_rate.or(lower.management_rate),
             retry_after: self.retry_after.or(lower.retry_after),
+            message_signing: self.message_signing.or(lower.message_signing),
         }
     }
 
@@ -184,6 +189,7 @@ impl ServeOptions {
             max_body_bytes,
             management_rate: self.management_rate.unwrap_or(0),
             retry_after: self.retry_after.unwrap_or(60).clamp(1, 86_400),
+            message_signing: self.message_signing.unwrap_or(false),
         })
     }
 }
@@ -219,6 +225,8 @@ pub struct Config {
     pub management_rate: u32,
     /// `Retry-After` seconds on 429.
     pub retry_after: u32,
+    /// Accept `MDM-Signature` instead of a TLS client certificate.
+    pub message_signing: bool,
 }
 
 impl Config {

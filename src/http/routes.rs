@@ -220,6 +220,15 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp 
             "expected application/vnd.syncml.dm+xml",
         );
     }
+    let signature = if app.cfg.message_signing {
+        crate::ca::SIGNATURE_HEADER_NAMES
+            .iter()
+            .find_map(|h| req.headers().get(*h))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    } else {
+        None
+    };
     let body = match read_body(req.into_body(), app.cfg.max_body_bytes).await {
         Ok(b) => b,
         Err(BodyError::TooLarge(_)) => {
@@ -234,7 +243,14 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp 
     let result = tokio::task::spawn_blocking(move || {
         let now = app2.clock.now_unix();
         let cert = peer.client_cert.as_ref().map(|c| c.as_ref());
-        let auth = match crate::mdm::identity::authenticate(app2.store.as_ref(), &app2.ca, cert, now) {
+        let store = app2.store.as_ref();
+        let authenticated = match (cert, &signature) {
+            // Behind a TLS-terminating proxy: the device's message signature stands in for the
+            // client certificate (only when enabled).
+            (None, Some(sig)) => crate::mdm::identity::authenticate_signed(store, &app2.ca, sig, &body, now),
+            _ => crate::mdm::identity::authenticate(store, &app2.ca, cert, now),
+        };
+        let auth = match authenticated {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(peer = %peer.addr, error = %e, "management request refused: device not authenticated");

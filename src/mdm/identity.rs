@@ -106,14 +106,45 @@ pub fn authenticate(
     now: i64,
 ) -> Result<DeviceAuthenticated, AuthError> {
     let der = cert_der.ok_or(AuthError::NoCertificate)?;
-    let at =
-        time::OffsetDateTime::from_unix_timestamp(now).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let id = ca.authenticate_device_cert(der, at).map_err(|e| match e {
+    let id = ca.authenticate_device_cert(der, at(now)).map_err(ca_err)?;
+    bound_device(store, id)
+}
+
+/// Authenticates a request that arrived without a TLS client certificate (behind a
+/// TLS-terminating proxy) by the device's own message signature: the `MDM-Signature` header, a
+/// detached CMS SignedData over the body made with the device's identity certificate (DMClient
+/// `RequireMessageSigning`). The same binding rules apply to the signer's certificate.
+pub fn authenticate_signed(
+    store: &dyn Store,
+    ca: &Ca,
+    signature_header: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<DeviceAuthenticated, AuthError> {
+    let id =
+        crate::ca::verify_signature_header(ca, signature_header, body, at(now)).map_err(ca_err)?;
+    bound_device(store, id)
+}
+
+fn at(now: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(now).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+fn ca_err(e: CaError) -> AuthError {
+    match e {
         CaError::CertMalformed { reason } => AuthError::Malformed { reason },
         other => AuthError::Rejected {
             reason: other.to_string(),
         },
-    })?;
+    }
+}
+
+/// The store's half: the serial is ours, unrevoked, and the current certificate of the enrolled
+/// device named by its CN.
+fn bound_device(
+    store: &dyn Store,
+    id: crate::ca::CertIdentity,
+) -> Result<DeviceAuthenticated, AuthError> {
     let serial = id.serial_hex;
     let cn = id.device_id;
     let rec = store

@@ -149,3 +149,111 @@ async fn one_devices_certificate_cannot_speak_for_another() {
     still_pending(&srv, &b).await;
     srv.stop().await;
 }
+
+/// Signs `body` as Windows does with RequireMessageSigning (detached CMS, SHA-256) using openssl.
+fn sign_with_openssl(d: &ManagedDevice, body: &str) -> Option<String> {
+    use base64::Engine;
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        println!("SKIP: openssl not found");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let pem = |label: &str, der: &[u8]| {
+        let body: Vec<String> = b64
+            .encode(der)
+            .as_bytes()
+            .chunks(64)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            body.join("\n")
+        )
+    };
+    std::fs::write(dir.path().join("cert.pem"), pem("CERTIFICATE", &d.cert_der)).unwrap();
+    std::fs::write(dir.path().join("key.pem"), pem("PRIVATE KEY", &d.key_der)).unwrap();
+    std::fs::write(dir.path().join("body.xml"), body).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "cms", "-sign", "-binary", "-outform", "DER", "-md", "sha256", "-signer",
+        ])
+        .arg(dir.path().join("cert.pem"))
+        .arg("-inkey")
+        .arg(dir.path().join("key.pem"))
+        .arg("-in")
+        .arg(dir.path().join("body.xml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(b64.encode(out.stdout))
+}
+
+#[tokio::test]
+async fn message_signature_authenticates_behind_a_tls_terminating_proxy() {
+    let srv = TestServer::start_with(|o| o.message_signing = Some(true)).await;
+    let d = enrolled(&srv, 36).await;
+    pending_get(&srv, &d).await;
+    let body = d.first_package(1, "");
+    let Some(sig) = sign_with_openssl(&d, &body) else {
+        return;
+    };
+    let anon = srv.client();
+    let ct = ("content-type", "application/vnd.syncml.dm+xml");
+    // Unsigned, no certificate: 401.
+    let r = anon
+        .request("POST", &d.mgmt_path, &[ct], body.clone().into_bytes())
+        .await;
+    assert_eq!(r.status, 401);
+    // A signature over another body: 403, nothing delivered.
+    let other = d.first_package(2, "");
+    let r = anon
+        .request(
+            "POST",
+            &d.mgmt_path,
+            &[ct, ("mdm-signature", &sig)],
+            other.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    still_pending(&srv, &d).await;
+    // Signed by the device's identity certificate: accepted and the command is delivered.
+    let r = anon
+        .request(
+            "POST",
+            &d.mgmt_path,
+            &[ct, ("MDM-Signature", &sig)],
+            body.clone().into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("./DevDetail/SwV"), "{}", r.text());
+    srv.stop().await;
+
+    // With message signing off (the default) the header is ignored: no certificate, no entry.
+    let srv = TestServer::start().await;
+    let d = enrolled(&srv, 37).await;
+    let body = d.first_package(1, "");
+    let Some(sig) = sign_with_openssl(&d, &body) else {
+        return;
+    };
+    let r = srv
+        .client()
+        .request(
+            "POST",
+            &d.mgmt_path,
+            &[ct, ("mdm-signature", &sig)],
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    srv.stop().await;
+}
