@@ -59,6 +59,10 @@ fn enroll_step(c: &mut Criterion) {
     g.bench_function("argon2id_verify", |b| {
         b.iter(|| assert!(winmdm::auth::verify_password("correct horse battery", &phc)))
     });
+    let cache = winmdm::auth::VerifyCache::new();
+    g.bench_function("argon2id_verify_cached", |b| {
+        b.iter(|| assert!(cache.verify("bench@example.com", "correct horse battery", &phc)))
+    });
     g.bench_function("csr_verify", |b| {
         b.iter(|| ca::verify_csr(&csr, 2048).expect("csr"))
     });

@@ -26,6 +26,8 @@ pub struct App {
     pub tls: TlsMaterial,
     /// Management throttle, when `management_rate` is set.
     pub throttle: Option<crate::http::throttle::Throttle>,
+    /// Recent successful password checks (one argon2id per enrollment, not two).
+    pub password_cache: crate::auth::VerifyCache,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -82,6 +84,7 @@ impl App {
             crate::http::throttle::Throttle::new(cfg.management_rate, cfg.management_rate)
         });
         Ok(App {
+            password_cache: crate::auth::VerifyCache::new(),
             throttle,
             cfg,
             store: Arc::new(store),

@@ -64,3 +64,105 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }
+
+/// Remembers recent successful password checks so that the two authentications of one
+/// enrollment (GetPolicies, then RequestSecurityToken, seconds apart with the same credentials)
+/// cost one argon2id verification, not two.
+///
+/// Entries are HMAC-SHA256 tags under a per-process random key over (UPN, stored hash, password):
+/// no password or reusable verifier is kept, a password change (new hash) invalidates them, and
+/// they expire after [`VerifyCache::TTL`]. Only successes are cached; failures always pay argon2.
+pub struct VerifyCache {
+    key: aws_lc_rs::hmac::Key,
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+}
+
+impl std::fmt::Debug for VerifyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyCache").finish_non_exhaustive()
+    }
+}
+
+impl Default for VerifyCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VerifyCache {
+    /// How long a successful check is remembered.
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(300);
+    /// Most entries kept; the cache is emptied when full.
+    pub const MAX_ENTRIES: usize = 10_000;
+
+    /// An empty cache with a fresh random key.
+    pub fn new() -> VerifyCache {
+        use aws_lc_rs::rand::SecureRandom;
+        let mut k = [0u8; 32];
+        if aws_lc_rs::rand::SystemRandom::new().fill(&mut k).is_err() {
+            panic!("operating system random number generator unavailable");
+        }
+        VerifyCache {
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &k),
+            entries: Default::default(),
+        }
+    }
+
+    fn tag(&self, upn: &str, phc: &str, password: &str) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&self.key);
+        for part in [upn, phc, password] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// [`verify_password`], answered from the cache when the same check succeeded recently.
+    pub fn verify(&self, upn: &str, password: &str, phc: &str) -> bool {
+        let tag = self.tag(upn, phc, password);
+        let now = std::time::Instant::now();
+        {
+            let g = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if g.get(&tag)
+                .is_some_and(|t| now.duration_since(*t) < Self::TTL)
+            {
+                return true;
+            }
+        }
+        if !verify_password(password, phc) {
+            return false;
+        }
+        let mut g = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() >= Self::MAX_ENTRIES {
+            g.retain(|_, t| now.duration_since(*t) < Self::TTL);
+            if g.len() >= Self::MAX_ENTRIES {
+                g.clear();
+            }
+        }
+        g.insert(tag, now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn cache_remembers_only_successes_for_the_same_hash() {
+        let c = VerifyCache::new();
+        let h = hash_password("pw-1").unwrap();
+        assert!(!c.verify("a@b", "wrong", &h));
+        assert!(c.verify("a@b", "pw-1", &h));
+        assert!(c.verify("a@b", "pw-1", &h), "cached");
+        assert!(!c.verify("a@b", "pw-2", &h), "another password is checked");
+        let h2 = hash_password("pw-2").unwrap();
+        assert!(
+            !c.verify("a@b", "pw-1", &h2),
+            "a changed password invalidates the entry"
+        );
+        assert!(!c.verify("other@b", "pw-1", "garbage"));
+    }
+}

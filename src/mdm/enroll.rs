@@ -301,7 +301,10 @@ fn authenticate(app: &App, cred: &Credential) -> Result<User, EnrollError> {
                     reason: format!("unknown user {upn:?}"),
                 });
             };
-            if !crate::auth::verify_password(password, &user.password_hash) {
+            if !app
+                .password_cache
+                .verify(&user.upn, password, &user.password_hash)
+            {
                 return Err(EnrollError::Authentication {
                     reason: format!("wrong password for {upn:?}"),
                 });
