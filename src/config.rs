@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::ca::KeyAlgorithm;
+use crate::soap::provisioning::PollSchedule;
 
 /// Everything `winmdm serve` may be told. Every field is optional so that the flag, the
 /// environment and the file can be merged; see [`ServeOptions::resolve`].
@@ -149,8 +150,8 @@ impl ServeOptions {
             });
         }
         let poll = match self.poll_schedule.as_deref() {
-            None => PollConfig::default(),
-            Some(s) => PollConfig::parse(s)?,
+            None => PollSchedule::default(),
+            Some(s) => parse_poll_schedule(s)?,
         };
         let provider_id = self.provider_id.unwrap_or_else(|| "winmdm".into());
         if provider_id.is_empty()
@@ -218,7 +219,7 @@ pub struct Config {
     /// Display name of the service.
     pub service_name: String,
     /// Poll schedule written into provisioning documents.
-    pub poll: PollConfig,
+    pub poll: PollSchedule,
     /// Request body limit.
     pub max_body_bytes: usize,
     /// Management requests per second before 429 (0 = unlimited).
@@ -242,73 +243,43 @@ impl Config {
     }
 }
 
-/// The DMClient poll schedule (minutes and counts), MS-MDE2 §2.2.9.4 / DMClient CSP `Poll/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PollConfig {
-    /// `IntervalForFirstSetOfRetries`, minutes.
-    pub first_interval: u32,
-    /// `NumberOfFirstRetries` (never 0).
-    pub first_count: u32,
-    /// `IntervalForSecondSetOfRetries`, minutes.
-    pub second_interval: u32,
-    /// `NumberOfSecondRetries`.
-    pub second_count: u32,
-    /// `IntervalForRemainingScheduledRetries`, minutes (0 = off, else at least 1440).
-    pub remaining_interval: u32,
-    /// `NumberOfRemainingScheduledRetries` (0 = infinite).
-    pub remaining_count: u32,
-}
-
-impl Default for PollConfig {
-    fn default() -> Self {
-        PollConfig {
-            first_interval: 3,
-            first_count: 10,
-            second_interval: 15,
-            second_count: 8,
-            remaining_interval: 1440,
-            remaining_count: 0,
-        }
+/// Parses `--poll-schedule` `"a,b,c,d,e,f"` (minutes and counts) into the DMClient `Poll`
+/// schedule (MS-MDE2 §2.2.9.4; DMClient CSP `Poll/`) and checks the CSP's rules.
+pub fn parse_poll_schedule(s: &str) -> Result<PollSchedule, ConfigError> {
+    let bad = |reason: String| ConfigError::Invalid {
+        field: "poll_schedule",
+        reason,
+    };
+    let v: Vec<u32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad(format!("{s:?}: expected six comma-separated integers")))?;
+    let [first_interval, first_count, second_interval, second_count, remaining_interval, remaining_count] =
+        v[..]
+    else {
+        return Err(bad(format!("{s:?}: expected six values, got {}", v.len())));
+    };
+    if first_count == 0 {
+        return Err(bad("NumberOfFirstRetries must not be 0".into()));
     }
-}
-
-impl PollConfig {
-    /// Parses `"a,b,c,d,e,f"` and checks the DMClient CSP rules.
-    pub fn parse(s: &str) -> Result<PollConfig, ConfigError> {
-        let bad = |reason: String| ConfigError::Invalid {
-            field: "poll_schedule",
-            reason,
-        };
-        let v: Vec<u32> = s
-            .split(',')
-            .map(|p| p.trim().parse::<u32>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| bad(format!("{s:?}: expected six comma-separated integers")))?;
-        let [first_interval, first_count, second_interval, second_count, remaining_interval, remaining_count] =
-            v[..]
-        else {
-            return Err(bad(format!("{s:?}: expected six values, got {}", v.len())));
-        };
-        if first_count == 0 {
-            return Err(bad("NumberOfFirstRetries must not be 0".into()));
-        }
-        if remaining_interval != 0 && remaining_interval < 1440 {
-            return Err(bad(
-                "IntervalForRemainingScheduledRetries must be 0 or at least 1440 minutes".into(),
-            ));
-        }
-        if first_interval == 0 && second_interval == 0 && remaining_interval == 0 {
-            return Err(bad("at least one poll interval must be non-zero".into()));
-        }
-        Ok(PollConfig {
-            first_interval,
-            first_count,
-            second_interval,
-            second_count,
-            remaining_interval,
-            remaining_count,
-        })
+    if remaining_interval != 0 && remaining_interval < 1440 {
+        return Err(bad(
+            "IntervalForRemainingScheduledRetries must be 0 or at least 1440 minutes".into(),
+        ));
     }
+    if first_interval == 0 && second_interval == 0 && remaining_interval == 0 {
+        return Err(bad("at least one poll interval must be non-zero".into()));
+    }
+    Ok(PollSchedule {
+        first_interval,
+        first_count,
+        second_interval,
+        second_count,
+        remaining_interval,
+        remaining_count,
+        poll_on_login: true,
+    })
 }
 
 /// The server's public https base URL, split into its parts.
@@ -434,7 +405,7 @@ mod tests {
         assert_eq!(c.public_url.base, "https://localhost:8443");
         assert_eq!(c.public_url.host, "localhost");
         assert_eq!(c.cert_validity, Duration::from_secs(365 * 86_400));
-        assert_eq!(c.poll, PollConfig::default());
+        assert_eq!(c.poll, PollSchedule::default());
     }
 
     #[test]
@@ -482,11 +453,11 @@ mod tests {
 
     #[test]
     fn poll_rules() {
-        assert!(PollConfig::parse("3,10,15,8,1440,0").is_ok());
-        assert!(PollConfig::parse("3,0,15,8,1440,0").is_err());
-        assert!(PollConfig::parse("3,10,15,8,60,0").is_err());
-        assert!(PollConfig::parse("0,1,0,0,0,0").is_err());
-        assert!(PollConfig::parse("1,2,3").is_err());
+        assert!(parse_poll_schedule("3,10,15,8,1440,0").is_ok());
+        assert!(parse_poll_schedule("3,0,15,8,1440,0").is_err());
+        assert!(parse_poll_schedule("3,10,15,8,60,0").is_err());
+        assert!(parse_poll_schedule("0,1,0,0,0,0").is_err());
+        assert!(parse_poll_schedule("1,2,3").is_err());
     }
 
     #[test]

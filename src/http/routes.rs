@@ -103,12 +103,7 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, BodyError>
 }
 
 async fn soap(app: Arc<App>, req: Request<Incoming>, ep: Endpoint) -> Resp {
-    let ct = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ct = content_type(&req);
     if !ct.starts_with("application/soap+xml") {
         let f = Failure::from(EnrollError::MessageFormat {
             reason: format!("Content-Type {ct:?} is not application/soap+xml"),
@@ -207,12 +202,7 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp 
             return r;
         }
     }
-    let ct = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ct = content_type(&req);
     if !ct.starts_with(SYNCML_CT) {
         tracing::warn!(peer = %peer.addr, content_type = %ct, "management request refused: not SyncML XML");
         return text(
@@ -279,4 +269,13 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp 
             empty(StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
+}
+
+/// The request's `Content-Type`, lower-cased (empty if absent or not text).
+pub fn content_type<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }

@@ -13,7 +13,7 @@ use crate::soap::enroll::{self as wstep, EnrollRequest, EnrollmentType, RequestT
 use crate::soap::envelope::Credential;
 use crate::soap::fault::EnrollError;
 use crate::soap::policy::{self, PolicyConfig};
-use crate::soap::provisioning::{self, CertStore as ProvCertStore, PollSchedule, ProvisioningDoc};
+use crate::soap::provisioning::{self, CertStore as ProvCertStore, ProvisioningDoc};
 use crate::store::{normalize_upn, CertRecord, Device, DeviceState, User};
 
 /// Minimum RSA modulus accepted in a CSR, and advertised as `minimalKeyLength`.
@@ -234,7 +234,6 @@ fn device_record(
 }
 
 fn provisioning_doc(app: &App, device: &Device, cert: &IssuedCert, et: EnrollmentType) -> String {
-    let p = app.cfg.poll;
     let ca_thumb = app.ca.thumbprint();
     provisioning::build(&ProvisioningDoc {
         root_ca_der: app.ca.cert_der(),
@@ -249,15 +248,7 @@ fn provisioning_doc(app: &App, device: &Device, cert: &IssuedCert, et: Enrollmen
         name: &app.cfg.service_name,
         mgmt_url: &app.cfg.public_url.join(paths::MANAGEMENT),
         client_cert_subject: &cert.subject,
-        poll: PollSchedule {
-            first_interval: p.first_interval,
-            first_count: p.first_count,
-            second_interval: p.second_interval,
-            second_count: p.second_count,
-            remaining_interval: p.remaining_interval,
-            remaining_count: p.remaining_count,
-            poll_on_login: true,
-        },
+        poll: app.cfg.poll,
         ent_dmid: &device.device_id,
         ent_device_name: device.device_name.as_deref(),
         upn: device.upn.as_deref(),
