@@ -199,3 +199,48 @@ async fn devices_are_listed_page_by_page() {
     assert_eq!(st, 404, "{body}");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn admin_listen_moves_the_admin_api_off_the_device_listener() {
+    crate::support::subscribe();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = winmdm::config::ServeOptions {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(tmp.path().to_path_buf()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let app = std::sync::Arc::new(winmdm::app::App::open(cfg, Some(ADMIN_TOKEN.into())).unwrap());
+    let server = winmdm::http::Server::bind(app.clone()).await.unwrap();
+    let (main, admin) = (server.local_addr().unwrap(), server.admin_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let root = app.ca.cert_der().to_vec();
+    let on_main = crate::support::Client::new(main, root.clone(), None);
+    let on_admin = crate::support::Client::new(admin, root, None);
+    let (st, _) = on_main
+        .admin("GET", "/api/v1/users", None, Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(st, 404, "admin API must not be on the device listener");
+    let (st, body) = on_admin
+        .admin("GET", "/api/v1/users", None, Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let r = on_admin
+        .request("GET", "/EnrollmentServer/Discovery.svc", &[], vec![])
+        .await;
+    assert_eq!(
+        r.status, 404,
+        "device endpoints are not on the admin listener"
+    );
+    let r = on_main
+        .request("GET", "/EnrollmentServer/Discovery.svc", &[], vec![])
+        .await;
+    assert_eq!(r.status, 200);
+    let _ = stop.send(());
+    task.await.unwrap();
+}
