@@ -343,3 +343,71 @@ async fn an_ecdsa_p256_ca_enrolls_devices_too() {
     );
     srv.stop().await;
 }
+
+/// The binary as a user runs it: `winmdm serve` in an empty directory creates `./winmdm-data`,
+/// serves, and stops cleanly on SIGTERM.
+#[tokio::test]
+async fn serve_binary_starts_on_defaults_and_stops_on_sigterm() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_winmdm"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(cwd.path())
+        .env_remove("WINMDM_ADMIN_TOKEN")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data = cwd.path().join("winmdm-data");
+    let mut up = false;
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "server did not start");
+    let root = std::fs::read_to_string(data.join("ca/ca.pem")).unwrap();
+    let root = rustls::pki_types::pem::PemObject::from_pem_slice(root.as_bytes())
+        .map(|c: rustls::pki_types::CertificateDer| c.to_vec())
+        .unwrap();
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let c = crate::support::Client::new(format!("127.0.0.1:{port}").parse().unwrap(), root, None);
+    let (st, _) = c
+        .admin("GET", "/api/v1/users", None, Some(token.trim()))
+        .await;
+    assert_eq!(st, 200, "generated admin token works");
+    let r = c
+        .request("GET", "/EnrollmentServer/Discovery.svc", &[], vec![])
+        .await;
+    assert_eq!(r.status, 200);
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("server did not stop within 15 s of SIGTERM")
+    });
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "exit {status:?}: {log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(!log.contains("BEGIN"), "no key material in the log");
+}
