@@ -162,6 +162,35 @@ impl<'a> Lexer<'a> {
         self.pos
     }
 
+    /// Skips XML white space.
+    #[inline(always)]
+    pub(crate) fn skip_ws(&mut self) {
+        let b = self.bytes();
+        while let Some(&c) = b.get(self.pos) {
+            if !is_ws_byte(c) {
+                break;
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// Consumes `</name>` if it comes next (the common case, without a general tokenisation).
+    #[inline(always)]
+    pub(crate) fn try_end(&mut self, name: &str) -> bool {
+        let b = self.bytes();
+        let p = self.pos;
+        let n = name.len();
+        if b.get(p..p + 2) == Some(b"</")
+            && b.get(p + 2..p + 2 + n) == Some(name.as_bytes())
+            && b.get(p + 2 + n) == Some(&b'>')
+        {
+            self.pos = p + 3 + n;
+            true
+        } else {
+            false
+        }
+    }
+
     #[inline]
     fn bytes(&self) -> &'a [u8] {
         self.src.as_bytes()

@@ -289,9 +289,12 @@ impl<'a, 'l> Parser<'a, 'l> {
         if !attrs.is_empty() {
             self.declare(attrs, at)?;
         }
-        let (ns, local) = match name.split_once(':') {
-            None => (self.default_ns, name),
-            Some((prefix, local)) => (self.lookup(prefix, at)?, local),
+        let (ns, local) = match name.as_bytes().contains(&b':') {
+            false => (self.default_ns, name),
+            true => match name.split_once(':') {
+                Some((prefix, local)) => (self.lookup(prefix, at)?, local),
+                None => (self.default_ns, name),
+            },
         };
         self.depth += 1;
         Ok(El {
@@ -376,6 +379,10 @@ impl<'a, 'l> Parser<'a, 'l> {
             return Ok(None);
         }
         loop {
+            self.lx.skip_ws();
+            if self.lx.try_end(parent.name) {
+                return Ok(None);
+            }
             match self.lx.next()? {
                 Tok::Start {
                     name,
@@ -417,6 +424,9 @@ impl<'a, 'l> Parser<'a, 'l> {
             }
             let mut acc: Option<Text<'a>> = None;
             loop {
+                if p.lx.try_end(el.name) {
+                    return Ok(acc.unwrap_or(Cow::Borrowed("")));
+                }
                 let piece = match p.lx.next()? {
                     Tok::Text { raw, plain, at } => text_value(raw, plain, at)?,
                     Tok::CData { raw, plain } => cdata_value(raw, plain),
