@@ -245,9 +245,9 @@ impl ParseError {
     }
 
     /// Prepends a parent element name to the path (errors travel up the element tree).
-    pub(crate) fn under(mut self, parent: &str) -> Self {
+    pub(crate) fn push_parent(&mut self, parent: &str) {
         use ParseError::*;
-        let path = match &mut self {
+        let path = match self {
             UnexpectedEof { path }
             | Syntax { path, .. }
             | MismatchedTag { path, .. }
@@ -262,7 +262,7 @@ impl ParseError {
             | TooDeep { path, .. }
             | TooManyCommands { path, .. }
             | TooManyItems { path, .. } => path,
-            _ => return self,
+            _ => return,
         };
         if path.is_empty() {
             path.push_str(parent);
@@ -270,6 +270,5 @@ impl ParseError {
             path.insert(0, '/');
             path.insert_str(0, parent);
         }
-        self
     }
 }

@@ -5,37 +5,34 @@ use super::error::ParseError;
 use super::parse::{unexpected, El, Parser, R};
 use super::types::*;
 
-fn missing(element: &'static str) -> ParseError {
-    ParseError::MissingElement {
+fn missing(element: &'static str) -> Box<ParseError> {
+    Box::new(ParseError::MissingElement {
         path: String::new(),
         element,
-    }
+    })
 }
 
-fn set_once<T>(
-    slot: &mut Option<T>,
-    v: T,
-    at: usize,
-    name: &'static str,
-) -> Result<(), ParseError> {
+fn set_once<T>(slot: &mut Option<T>, v: T, at: usize, name: &'static str) -> R<()> {
     if slot.is_some() {
         return Err(ParseError::DuplicateElement {
             path: String::new(),
             element: name,
             offset: at,
-        });
+        }
+        .into());
     }
     *slot = Some(v);
     Ok(())
 }
 
-fn set_flag(slot: &mut bool, el: &El<'_>, name: &'static str) -> Result<(), ParseError> {
+fn set_flag(slot: &mut bool, el: &El<'_>, name: &'static str) -> R<()> {
     if *slot {
         return Err(ParseError::DuplicateElement {
             path: String::new(),
             element: name,
             offset: el.at,
-        });
+        }
+        .into());
     }
     *slot = true;
     Ok(())
@@ -60,7 +57,8 @@ impl<'a> Parser<'a, '_> {
                             path: String::new(),
                             element: "SyncBody",
                             offset: at,
-                        });
+                        }
+                        .into());
                     }
                     body = Some(b);
                 }
@@ -129,7 +127,8 @@ impl<'a> Parser<'a, '_> {
                 path: String::new(),
                 element: name,
                 offset: el.at,
-            });
+            }
+            .into());
         }
         *slot = Some(self.text(el)?);
         Ok(())
@@ -159,7 +158,8 @@ impl<'a> Parser<'a, '_> {
                 path: String::new(),
                 element: "Cred",
                 offset: el.at,
-            });
+            }
+            .into());
         }
         let c = self.within(el, |p, cred_el| {
             let (mut meta, mut data) = (None, None);
@@ -185,7 +185,8 @@ impl<'a> Parser<'a, '_> {
                 path: String::new(),
                 element: "Meta",
                 offset: el.at,
-            });
+            }
+            .into());
         }
         let m = self.within(el, Parser::meta_content)?;
         *slot = Some(m);
@@ -261,7 +262,8 @@ impl<'a> Parser<'a, '_> {
             return Err(ParseError::TooManyCommands {
                 path: String::new(),
                 max: self.limits.max_commands,
-            });
+            }
+            .into());
         }
         let cmd = match (item_cmd, local) {
             (Some((wrap, exec)), _) => wrap(self.within(el, |p, e| p.item_command(e, exec))?),
@@ -287,7 +289,8 @@ impl<'a> Parser<'a, '_> {
             return Err(ParseError::TooManyItems {
                 path: String::new(),
                 max: self.limits.max_items,
-            });
+            }
+            .into());
         }
         let item = self.within(el, Parser::item)?;
         items.push(item);
@@ -371,7 +374,8 @@ impl<'a> Parser<'a, '_> {
                             path: String::new(),
                             element: "Chal",
                             offset: el.at,
-                        });
+                        }
+                        .into());
                     }
                     let chal = self.within(el, |p, chal_el| {
                         let mut meta = None;

@@ -101,18 +101,18 @@ pub(crate) struct Lexer<'a> {
     start: usize,
 }
 
-fn syntax(offset: usize, reason: &'static str) -> ParseError {
-    ParseError::Syntax {
+fn syntax(offset: usize, reason: &'static str) -> Box<ParseError> {
+    Box::new(ParseError::Syntax {
         path: String::new(),
         offset,
         reason,
-    }
+    })
 }
 
-fn eof() -> ParseError {
-    ParseError::UnexpectedEof {
+fn eof() -> Box<ParseError> {
+    Box::new(ParseError::UnexpectedEof {
         path: String::new(),
-    }
+    })
 }
 
 /// Bytes that cannot appear in a name.
@@ -137,7 +137,7 @@ fn name_stop(b: u8) -> bool {
 
 /// Checks a name scanned by `Lexer::name_end` (`colons` = number of `:` in it).
 #[inline]
-fn check_name(name: &str, colons: usize, at: usize) -> Result<(), ParseError> {
+fn check_name(name: &str, colons: usize, at: usize) -> Result<(), Box<ParseError>> {
     match name.as_bytes().first() {
         None => Err(syntax(at, "empty name")),
         Some(b'0'..=b'9' | b'-' | b'.' | b':' | b';' | b',') => Err(syntax(at, "invalid name")),
@@ -197,7 +197,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// The next token; comments and processing instructions are skipped.
-    pub(crate) fn next(&mut self) -> Result<Tok<'a>, ParseError> {
+    pub(crate) fn next(&mut self) -> Result<Tok<'a>, Box<ParseError>> {
         let b = self.bytes();
         loop {
             let at = self.pos;
@@ -225,7 +225,7 @@ impl<'a> Lexer<'a> {
                         let plain = find_any(raw.as_bytes(), 0, [b'\r']).is_none();
                         return Ok(Tok::CData { raw, plain });
                     } else if rest.starts_with(b"<!DOCTYPE") {
-                        return Err(ParseError::DoctypeForbidden { offset: at });
+                        return Err(ParseError::DoctypeForbidden { offset: at }.into());
                     } else {
                         return Err(syntax(at, "unsupported markup declaration"));
                     }
@@ -283,7 +283,7 @@ impl<'a> Lexer<'a> {
         (i, colons)
     }
 
-    fn end_tag(&mut self, at: usize) -> Result<Tok<'a>, ParseError> {
+    fn end_tag(&mut self, at: usize) -> Result<Tok<'a>, Box<ParseError>> {
         let b = self.bytes();
         let s = at + 2;
         let (e, colons) = self.name_end(s);
@@ -303,7 +303,7 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    fn start_tag(&mut self, at: usize) -> Result<Tok<'a>, ParseError> {
+    fn start_tag(&mut self, at: usize) -> Result<Tok<'a>, Box<ParseError>> {
         let b = self.bytes();
         let s = at + 1;
         let (e, colons) = self.name_end(s);
@@ -438,7 +438,7 @@ fn clip(s: &str) -> String {
 
 /// A character reference (or an unknown entity) at `raw[j]` == `&`: the character and the length of
 /// the reference after the `&`.
-fn char_ref(raw: &str, j: usize, base: usize) -> Result<(char, usize), ParseError> {
+fn char_ref(raw: &str, j: usize, base: usize) -> Result<(char, usize), Box<ParseError>> {
     let b = raw.as_bytes();
     let semi = b[j + 1..]
         .iter()
@@ -450,7 +450,8 @@ fn char_ref(raw: &str, j: usize, base: usize) -> Result<(char, usize), ParseErro
             path: String::new(),
             entity: clip(&raw[j + 1..]),
             offset: base + j,
-        });
+        }
+        .into());
     };
     let name = &raw[j + 1..semi];
     let Some(digits) = name.strip_prefix('#') else {
@@ -458,7 +459,8 @@ fn char_ref(raw: &str, j: usize, base: usize) -> Result<(char, usize), ParseErro
             path: String::new(),
             entity: clip(name),
             offset: base + j,
-        });
+        }
+        .into());
     };
     let v = if let Some(hex) = digits.strip_prefix('x') {
         if hex.is_empty() || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
@@ -477,13 +479,18 @@ fn char_ref(raw: &str, j: usize, base: usize) -> Result<(char, usize), ParseErro
             path: String::new(),
             reference: clip(name),
             offset: base + j,
-        }),
+        }
+        .into()),
     }
 }
 
 /// Decodes entity and character references and normalises line ends into `out`.
 /// `base` is the offset of `raw` in the input, for errors.
-pub(crate) fn unescape_into(raw: &str, base: usize, out: &mut String) -> Result<(), ParseError> {
+pub(crate) fn unescape_into(
+    raw: &str,
+    base: usize,
+    out: &mut String,
+) -> Result<(), Box<ParseError>> {
     let b = raw.as_bytes();
     let mut i = 0;
     while let Some(j) = find_any(b, i, [b'&', b'\r']) {
@@ -514,7 +521,11 @@ pub(crate) fn unescape_into(raw: &str, base: usize, out: &mut String) -> Result<
 
 /// Text of a `Text` token: borrowed when plain, unescaped otherwise.
 #[inline]
-pub(crate) fn text_value(raw: &str, plain: bool, at: usize) -> Result<Cow<'_, str>, ParseError> {
+pub(crate) fn text_value(
+    raw: &str,
+    plain: bool,
+    at: usize,
+) -> Result<Cow<'_, str>, Box<ParseError>> {
     if plain {
         Ok(Cow::Borrowed(raw))
     } else {

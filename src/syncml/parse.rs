@@ -57,13 +57,18 @@ pub fn parse(input: &[u8]) -> Result<SyncMl<'_>, ParseError> {
 
 /// Parses a whole SyncML message within `limits`.
 pub fn parse_with_limits<'a>(input: &'a [u8], limits: &Limits) -> Result<SyncMl<'a>, ParseError> {
+    message(input, limits).map_err(|e| *e)
+}
+
+fn message<'a>(input: &'a [u8], limits: &Limits) -> R<SyncMl<'a>> {
     let src = check_input(input, limits)?;
     let mut p = Parser::new(src, limits, false);
     let root = p.prolog()?;
     if !(root.local == "SyncML" && root.ns.is_syncml()) {
         return Err(ParseError::NotSyncMl {
             element: root.name.to_owned(),
-        });
+        }
+        .into());
     }
     let msg = p.within(root, Parser::syncml)?;
     p.epilog()?;
@@ -91,6 +96,10 @@ pub fn parse_fragment_with_limits<'a>(
     input: &'a [u8],
     limits: &Limits,
 ) -> Result<Vec<Command<'a>>, ParseError> {
+    fragment(input, limits).map_err(|e| *e)
+}
+
+fn fragment<'a>(input: &'a [u8], limits: &Limits) -> R<Vec<Command<'a>>> {
     let src = check_input(input, limits)?;
     let mut p = Parser::new(src, limits, true);
     let mut cmds = Vec::new();
@@ -109,7 +118,8 @@ pub fn parse_fragment_with_limits<'a>(
                     expected: String::new(),
                     found: name.to_owned(),
                     offset: at,
-                })
+                }
+                .into())
             }
             Tok::Start {
                 name,
@@ -126,20 +136,23 @@ pub fn parse_fragment_with_limits<'a>(
         }
     }
     if cmds.is_empty() {
-        return Err(ParseError::NoCommands);
+        return Err(ParseError::NoCommands.into());
     }
     Ok(cmds)
 }
 
-fn check_input<'a>(input: &'a [u8], limits: &Limits) -> Result<&'a str, ParseError> {
+fn check_input<'a>(input: &'a [u8], limits: &Limits) -> R<&'a str> {
     if input.len() > limits.max_input_bytes {
         return Err(ParseError::InputTooLarge {
             len: input.len(),
             max: limits.max_input_bytes,
-        });
+        }
+        .into());
     }
-    std::str::from_utf8(input).map_err(|e| ParseError::InvalidUtf8 {
-        offset: e.valid_up_to(),
+    std::str::from_utf8(input).map_err(|e| {
+        Box::new(ParseError::InvalidUtf8 {
+            offset: e.valid_up_to(),
+        })
     })
 }
 
@@ -182,8 +195,8 @@ pub(super) struct El<'a> {
     saved_bindings: usize,
 }
 
-pub(super) fn unexpected(el: &El<'_>) -> ParseError {
-    match el.ns {
+pub(super) fn unexpected(el: &El<'_>) -> Box<ParseError> {
+    Box::new(match el.ns {
         Ns::Other(ns) => ParseError::ForeignNamespace {
             path: String::new(),
             element: el.name.to_owned(),
@@ -195,14 +208,14 @@ pub(super) fn unexpected(el: &El<'_>) -> ParseError {
             element: el.name.to_owned(),
             offset: el.at,
         },
-    }
+    })
 }
 
-pub(super) fn unexpected_text(at: usize) -> ParseError {
-    ParseError::UnexpectedText {
+pub(super) fn unexpected_text(at: usize) -> Box<ParseError> {
+    Box::new(ParseError::UnexpectedText {
         path: String::new(),
         offset: at,
-    }
+    })
 }
 
 pub(super) struct Parser<'a, 'l> {
@@ -216,7 +229,7 @@ pub(super) struct Parser<'a, 'l> {
     bindings: Vec<(&'a str, Ns<'a>)>,
 }
 
-pub(super) type R<T> = Result<T, ParseError>;
+pub(super) type R<T> = Result<T, Box<ParseError>>;
 
 impl<'a, 'l> Parser<'a, 'l> {
     fn new(src: &'a str, limits: &'l Limits, fragment: bool) -> Self {
@@ -248,11 +261,14 @@ impl<'a, 'l> Parser<'a, 'l> {
                     }
                 }
                 Tok::CData { .. } => return Err(unexpected_text(self.lx.pos())),
-                Tok::End { at, .. } => return Err(ParseError::TrailingContent { offset: at }),
+                Tok::End { at, .. } => {
+                    return Err(ParseError::TrailingContent { offset: at }.into())
+                }
                 Tok::Eof => {
                     return Err(ParseError::UnexpectedEof {
                         path: String::new(),
-                    })
+                    }
+                    .into())
                 }
             }
         }
@@ -265,7 +281,7 @@ impl<'a, 'l> Parser<'a, 'l> {
             match self.lx.next()? {
                 Tok::Eof => return Ok(()),
                 Tok::Text { raw, .. } if is_ws(raw) => {}
-                _ => return Err(ParseError::TrailingContent { offset: at }),
+                _ => return Err(ParseError::TrailingContent { offset: at }.into()),
             }
         }
     }
@@ -282,7 +298,8 @@ impl<'a, 'l> Parser<'a, 'l> {
             return Err(ParseError::TooDeep {
                 path: String::new(),
                 max: self.limits.max_depth,
-            });
+            }
+            .into());
         }
         let saved_default = self.default_ns;
         let saved_bindings = self.bindings.len();
@@ -331,7 +348,8 @@ impl<'a, 'l> Parser<'a, 'l> {
                         path: String::new(),
                         offset: at,
                         reason: "empty namespace name for a prefix",
-                    });
+                    }
+                    .into());
                 }
                 self.bindings.push((prefix, Ns::classify(value)));
             }
@@ -349,7 +367,8 @@ impl<'a, 'l> Parser<'a, 'l> {
                 path: String::new(),
                 prefix: prefix.to_owned(),
                 offset: at,
-            }),
+            }
+            .into()),
         }
     }
 
@@ -368,7 +387,10 @@ impl<'a, 'l> Parser<'a, 'l> {
     ) -> R<T> {
         let r = f(self, &el);
         self.close(&el);
-        r.map_err(|e| e.under(el.local))
+        r.map_err(|mut e| {
+            e.push_parent(el.local);
+            e
+        })
     }
 
     /// The next child element of `parent`, or `None` at its end tag. White space between
@@ -399,7 +421,8 @@ impl<'a, 'l> Parser<'a, 'l> {
                         expected: parent.name.to_owned(),
                         found: name.to_owned(),
                         offset: at,
-                    });
+                    }
+                    .into());
                 }
                 Tok::Text { raw, at, .. } => {
                     if !is_ws(raw) {
@@ -410,7 +433,8 @@ impl<'a, 'l> Parser<'a, 'l> {
                 Tok::Eof => {
                     return Err(ParseError::UnexpectedEof {
                         path: String::new(),
-                    })
+                    }
+                    .into())
                 }
             }
         }
@@ -437,7 +461,8 @@ impl<'a, 'l> Parser<'a, 'l> {
                                 expected: el.name.to_owned(),
                                 found: name.to_owned(),
                                 offset: at,
-                            });
+                            }
+                            .into());
                         }
                         return Ok(acc.unwrap_or(Cow::Borrowed("")));
                     }
@@ -453,7 +478,8 @@ impl<'a, 'l> Parser<'a, 'l> {
                     Tok::Eof => {
                         return Err(ParseError::UnexpectedEof {
                             path: String::new(),
-                        })
+                        }
+                        .into())
                     }
                 };
                 match &mut acc {
