@@ -188,13 +188,11 @@ impl<'a> Parser<'a, '_> {
             }
             .into());
         }
-        let m = self.within(el, Parser::meta_content)?;
-        *slot = Some(m);
-        Ok(())
+        let m = slot.insert(Meta::default());
+        self.within(el, |p, e| p.meta_content(e, m))
     }
 
-    fn meta_content(&mut self, meta_el: &El<'a>) -> R<Meta<'a>> {
-        let mut m = Meta::default();
+    fn meta_content(&mut self, meta_el: &El<'a>, m: &mut Meta<'a>) -> R<()> {
         while let Some(c) = self.child(meta_el)? {
             if !c.ns.is_meta_child() {
                 return Err(unexpected(&c));
@@ -211,7 +209,7 @@ impl<'a> Parser<'a, '_> {
                 _ => return Err(unexpected(&c)),
             }
         }
-        Ok(m)
+        Ok(())
     }
 
     fn body(&mut self, body_el: &El<'a>) -> R<SyncBody<'a>> {
@@ -225,38 +223,33 @@ impl<'a> Parser<'a, '_> {
                 body.is_final = true;
                 continue;
             }
-            match self.command(el)? {
-                Ok(c) => body.commands.push(c),
-                Err(el) => return Err(unexpected(&el)),
+            if let Some(el) = self.command(el, &mut body.commands)? {
+                return Err(unexpected(&el));
             }
         }
         Ok(body)
     }
 
-    /// Parses a command element; gives the element back if it is not a command.
-    pub(super) fn command(&mut self, el: El<'a>) -> R<Result<Command<'a>, El<'a>>> {
+    /// Parses a command element into `out` (in place: commands are large); gives the element
+    /// back if it is not a command.
+    pub(super) fn command(&mut self, el: El<'a>, out: &mut Vec<Command<'a>>) -> R<Option<El<'a>>> {
         if !el.ns.is_syncml() {
-            return Ok(Err(el));
+            return Ok(Some(el));
         }
-        type Wrap<'a> = fn(ItemCommand<'a>) -> Command<'a>;
-        let item_cmd: Option<(Wrap<'a>, bool)> = match el.local {
-            "Get" => Some((Command::Get, false)),
-            "Add" => Some((Command::Add, false)),
-            "Replace" => Some((Command::Replace, false)),
-            "Delete" => Some((Command::Delete, false)),
-            "Exec" => Some((Command::Exec, true)),
-            "Copy" => Some((Command::Copy, false)),
-            _ => None,
+        let cmd = match el.local {
+            "Get" => Command::Get(ItemCommand::default()),
+            "Add" => Command::Add(ItemCommand::default()),
+            "Replace" => Command::Replace(ItemCommand::default()),
+            "Delete" => Command::Delete(ItemCommand::default()),
+            "Exec" => Command::Exec(ItemCommand::default()),
+            "Copy" => Command::Copy(ItemCommand::default()),
+            "Alert" => Command::Alert(Alert::default()),
+            "Status" => Command::Status(Status::default()),
+            "Results" => Command::Results(Results::default()),
+            "Atomic" => Command::Atomic(Container::default()),
+            "Sequence" => Command::Sequence(Container::default()),
+            _ => return Ok(Some(el)),
         };
-        let local = el.local;
-        let known = item_cmd.is_some()
-            || matches!(
-                local,
-                "Alert" | "Status" | "Results" | "Atomic" | "Sequence"
-            );
-        if !known {
-            return Ok(Err(el));
-        }
         self.commands += 1;
         if self.commands > self.limits.max_commands {
             return Err(ParseError::TooManyCommands {
@@ -265,15 +258,25 @@ impl<'a> Parser<'a, '_> {
             }
             .into());
         }
-        let cmd = match (item_cmd, local) {
-            (Some((wrap, exec)), _) => wrap(self.within(el, |p, e| p.item_command(e, exec))?),
-            (None, "Alert") => Command::Alert(self.within(el, Parser::alert)?),
-            (None, "Status") => Command::Status(self.within(el, Parser::status)?),
-            (None, "Results") => Command::Results(self.within(el, Parser::results)?),
-            (None, "Atomic") => Command::Atomic(self.within(el, Parser::container)?),
-            _ => Command::Sequence(self.within(el, Parser::container)?),
+        out.push(cmd);
+        let Some(cmd) = out.last_mut() else {
+            return Ok(None);
         };
-        Ok(Ok(cmd))
+        match cmd {
+            Command::Exec(c) => self.within(el, |p, e| p.item_command(e, true, c))?,
+            Command::Get(c)
+            | Command::Add(c)
+            | Command::Replace(c)
+            | Command::Delete(c)
+            | Command::Copy(c) => self.within(el, |p, e| p.item_command(e, false, c))?,
+            Command::Alert(c) => self.within(el, |p, e| p.alert(e, c))?,
+            Command::Status(c) => self.within(el, |p, e| p.status(e, c))?,
+            Command::Results(c) => self.within(el, |p, e| p.results(e, c))?,
+            Command::Atomic(c) | Command::Sequence(c) => {
+                self.within(el, |p, e| p.container(e, c))?
+            }
+        }
+        Ok(None)
     }
 
     fn check_cmd_id(&self, cmd_id: &Option<Text<'a>>) -> R<()> {
@@ -292,13 +295,14 @@ impl<'a> Parser<'a, '_> {
             }
             .into());
         }
-        let item = self.within(el, Parser::item)?;
-        items.push(item);
-        Ok(())
+        items.push(Item::default());
+        match items.last_mut() {
+            Some(it) => self.within(el, |p, e| p.item(e, it)),
+            None => Ok(()),
+        }
     }
 
-    fn item_command(&mut self, cmd_el: &El<'a>, exec: bool) -> R<ItemCommand<'a>> {
-        let mut c = ItemCommand::default();
+    fn item_command(&mut self, cmd_el: &El<'a>, exec: bool, c: &mut ItemCommand<'a>) -> R<()> {
         while let Some(el) = self.child(cmd_el)? {
             if !el.ns.is_syncml() {
                 return Err(unexpected(&el));
@@ -320,11 +324,10 @@ impl<'a> Parser<'a, '_> {
         if c.items.is_empty() {
             return Err(missing("Item"));
         }
-        Ok(c)
+        Ok(())
     }
 
-    fn alert(&mut self, cmd_el: &El<'a>) -> R<Alert<'a>> {
-        let mut c = Alert::default();
+    fn alert(&mut self, cmd_el: &El<'a>, c: &mut Alert<'a>) -> R<()> {
         while let Some(el) = self.child(cmd_el)? {
             if !el.ns.is_syncml() {
                 return Err(unexpected(&el));
@@ -343,13 +346,12 @@ impl<'a> Parser<'a, '_> {
             }
         }
         self.check_cmd_id(&c.cmd_id)?;
-        Ok(c)
+        Ok(())
     }
 
-    fn status(&mut self, cmd_el: &El<'a>) -> R<Status<'a>> {
+    fn status(&mut self, cmd_el: &El<'a>, s: &mut Status<'a>) -> R<()> {
         let mut cmd_id = None;
         let (mut msg_ref, mut cmd_ref, mut cmd, mut data) = (None, None, None, None);
-        let mut s = Status::default();
         while let Some(el) = self.child(cmd_el)? {
             if !el.ns.is_syncml() {
                 return Err(unexpected(&el));
@@ -402,12 +404,11 @@ impl<'a> Parser<'a, '_> {
         s.cmd_ref = cmd_ref.ok_or_else(|| missing("CmdRef"))?;
         s.cmd = cmd.ok_or_else(|| missing("Cmd"))?;
         s.data = data.ok_or_else(|| missing("Data"))?;
-        Ok(s)
+        Ok(())
     }
 
-    fn results(&mut self, cmd_el: &El<'a>) -> R<Results<'a>> {
+    fn results(&mut self, cmd_el: &El<'a>, r: &mut Results<'a>) -> R<()> {
         let mut cmd_ref = None;
-        let mut r = Results::default();
         while let Some(el) = self.child(cmd_el)? {
             if !el.ns.is_syncml() {
                 return Err(unexpected(&el));
@@ -434,11 +435,10 @@ impl<'a> Parser<'a, '_> {
         if r.items.is_empty() {
             return Err(missing("Item"));
         }
-        Ok(r)
+        Ok(())
     }
 
-    fn container(&mut self, cmd_el: &El<'a>) -> R<Container<'a>> {
-        let mut c = Container::default();
+    fn container(&mut self, cmd_el: &El<'a>, c: &mut Container<'a>) -> R<()> {
         while let Some(el) = self.child(cmd_el)? {
             if el.ns.is_syncml() {
                 match el.local {
@@ -458,20 +458,18 @@ impl<'a> Parser<'a, '_> {
                     _ => {}
                 }
             }
-            match self.command(el)? {
-                Ok(cmd) => c.commands.push(cmd),
-                Err(el) => return Err(unexpected(&el)),
+            if let Some(el) = self.command(el, &mut c.commands)? {
+                return Err(unexpected(&el));
             }
         }
         self.check_cmd_id(&c.cmd_id)?;
         if c.commands.is_empty() {
             return Err(missing("command"));
         }
-        Ok(c)
+        Ok(())
     }
 
-    fn item(&mut self, item_el: &El<'a>) -> R<Item<'a>> {
-        let mut it = Item::default();
+    fn item(&mut self, item_el: &El<'a>, it: &mut Item<'a>) -> R<()> {
         while let Some(el) = self.child(item_el)? {
             if !el.ns.is_syncml() {
                 return Err(unexpected(&el));
@@ -496,6 +494,6 @@ impl<'a> Parser<'a, '_> {
                 _ => return Err(unexpected(&el)),
             }
         }
-        Ok(it)
+        Ok(())
     }
 }

@@ -128,9 +128,8 @@ fn fragment<'a>(input: &'a [u8], limits: &Limits) -> R<Vec<Command<'a>>> {
                 at,
             } => {
                 let el = p.open(name, attrs, empty, at)?;
-                match p.command(el)? {
-                    Ok(c) => cmds.push(c),
-                    Err(el) => return Err(unexpected(&el)),
+                if let Some(el) = p.command(el, &mut cmds)? {
+                    return Err(unexpected(&el));
                 }
             }
         }
