@@ -13,7 +13,8 @@ pub struct Limits {
     /// Largest accepted input, in bytes (default 8 MiB).
     pub max_input_bytes: usize,
     /// Deepest element nesting, the root counting 1 (default 32; a plain message needs 7, each
-    /// nested `Atomic`/`Sequence` one more).
+    /// nested `Atomic`/`Sequence` one more). The parser recurses once per nested
+    /// `Atomic`/`Sequence`, so this also bounds its stack use: keep it in the hundreds at most.
     pub max_depth: usize,
     /// Most commands per message, nested ones included (default 10 000).
     pub max_commands: usize,

@@ -22,6 +22,12 @@
 //!   be numeric. Commands need at least one `Item` where the DTD says `Item+`; `Atomic` and
 //!   `Sequence` need at least one command. `Final` must be the last child of `SyncBody`.
 //! * A `Data` element holds text only (escaped XML or CDATA), not child elements.
+//! * Modelled, hence accepted: the elements of [`SyncHdr`], [`Item`], the commands of [`Command`]
+//!   and the `Meta` children of [`Meta`]. Elements of the DTD that Windows MDM does not use
+//!   (`Map`, `Put`, `Search`, `Sync`, `Lang`, `Anchor`, `EMI`, `Mem`, `SourceParent`…) are
+//!   rejected like unknown ones.
+//! * Text is never trimmed: entities are decoded, a CDATA section's content is taken verbatim,
+//!   line ends become `\n` (XML 1.0 §2.11), pieces split by comments are joined.
 
 use std::borrow::Cow;
 
