@@ -133,6 +133,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// The next token; comments and processing instructions are skipped.
+    #[inline]
     pub(crate) fn next(&mut self) -> Result<Tok<'a>, Box<ParseError>> {
         let b = self.bytes();
         loop {
@@ -145,45 +146,56 @@ impl<'a> Lexer<'a> {
             }
             match b.get(at + 1) {
                 Some(b'/') => return self.end_tag(at),
-                Some(b'!') => {
-                    let rest = &b[at..];
-                    if rest.starts_with(b"<!--") {
-                        let end = find_seq(b, at + 4, b"--").ok_or_else(eof)?;
-                        if b.get(end + 2) != Some(&b'>') {
-                            return Err(syntax(end, "`--` inside a comment"));
-                        }
-                        self.pos = end + 3;
-                    } else if rest.starts_with(b"<![CDATA[") {
-                        let s = at + 9;
-                        let end = find_seq(b, s, b"]]>").ok_or_else(eof)?;
-                        self.pos = end + 3;
-                        let raw = &self.src[s..end];
-                        let plain = find_any(raw.as_bytes(), 0, [b'\r']).is_none();
-                        return Ok(Tok::CData { raw, plain });
-                    } else if rest.starts_with(b"<!DOCTYPE") {
-                        return Err(ParseError::DoctypeForbidden { offset: at }.into());
-                    } else {
-                        return Err(syntax(at, "unsupported markup declaration"));
+                Some(b'!' | b'?') => {
+                    if let Some(tok) = self.markup(at)? {
+                        return Ok(tok);
                     }
-                }
-                Some(b'?') => {
-                    let end = find_seq(b, at + 2, b"?>").ok_or_else(eof)?;
-                    let target_end = b[at + 2..end]
-                        .iter()
-                        .position(|&x| is_ws_byte(x))
-                        .map_or(end, |p| at + 2 + p);
-                    let target = &self.src[at + 2..target_end];
-                    if target.is_empty() {
-                        return Err(syntax(at, "empty processing instruction target"));
-                    }
-                    if target.eq_ignore_ascii_case("xml") && at != self.start {
-                        return Err(syntax(at, "XML declaration not at the start"));
-                    }
-                    self.pos = end + 2;
                 }
                 Some(_) => return self.start_tag(at),
                 None => return Err(eof()),
             }
+        }
+    }
+
+    /// `<!…` or `<?…` at `at`: a CDATA token, or `None` after skipping a comment or PI.
+    #[inline(never)]
+    fn markup(&mut self, at: usize) -> Result<Option<Tok<'a>>, Box<ParseError>> {
+        let b = self.bytes();
+        if b.get(at + 1) == Some(&b'?') {
+            let end = find_seq(b, at + 2, b"?>").ok_or_else(eof)?;
+            let target_end = b[at + 2..end]
+                .iter()
+                .position(|&x| is_ws_byte(x))
+                .map_or(end, |p| at + 2 + p);
+            let target = &self.src[at + 2..target_end];
+            if target.is_empty() {
+                return Err(syntax(at, "empty processing instruction target"));
+            }
+            if target.eq_ignore_ascii_case("xml") && at != self.start {
+                return Err(syntax(at, "XML declaration not at the start"));
+            }
+            self.pos = end + 2;
+            return Ok(None);
+        }
+        let rest = &b[at..];
+        if rest.starts_with(b"<!--") {
+            let end = find_seq(b, at + 4, b"--").ok_or_else(eof)?;
+            if b.get(end + 2) != Some(&b'>') {
+                return Err(syntax(end, "`--` inside a comment"));
+            }
+            self.pos = end + 3;
+            Ok(None)
+        } else if rest.starts_with(b"<![CDATA[") {
+            let s = at + 9;
+            let end = find_seq(b, s, b"]]>").ok_or_else(eof)?;
+            self.pos = end + 3;
+            let raw = &self.src[s..end];
+            let plain = find_any(raw.as_bytes(), 0, [b'\r']).is_none();
+            Ok(Some(Tok::CData { raw, plain }))
+        } else if rest.starts_with(b"<!DOCTYPE") {
+            Err(ParseError::DoctypeForbidden { offset: at }.into())
+        } else {
+            Err(syntax(at, "unsupported markup declaration"))
         }
     }
 

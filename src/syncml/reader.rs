@@ -179,6 +179,7 @@ impl<'a, 'l> Parser<'a, 'l> {
     }
 
     /// Opens an element: namespace declarations, name resolution, depth.
+    #[inline]
     pub(super) fn open(
         &mut self,
         name: &'a str,
