@@ -11,6 +11,11 @@
 //! Per input: `quickxml_raw` (quick-xml `Reader` event loop counting Start/Empty), `quickxml_serde`
 //! (quick-xml serde into owned structs), `winmdm_parse` (our typed parse), and `winmdm_write`
 //! (our writer into a reused buffer; throughput counted on the written bytes).
+//!
+//! Run: `cargo bench --bench syncml -- --warm-up-time 1 --measurement-time 3`. On the shared
+//! 2-core project VM (2026-11-23, noisy, ±20 %): our parse vs the raw quick-xml loop 1.25× / 1.1×
+//! (1.0–1.3× over five runs) / 1.8× (1.5–2.0×) on first_package / get_reply_50 / results_2000;
+//! vs quick-xml serde 5.6× / 5.1× / 6.9×; writer 1.6–3.8 GB/s.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use quick_xml::events::Event;
