@@ -46,8 +46,8 @@ pub(super) struct El<'a> {
     pub(super) ns: Ns<'a>,
     pub(super) empty: bool,
     pub(super) at: usize,
-    saved_default: Ns<'a>,
-    saved_bindings: usize,
+    /// This element declared namespaces: `close` pops a scope.
+    scoped: bool,
 }
 
 pub(super) fn unexpected(el: &El<'_>) -> Box<ParseError> {
@@ -82,6 +82,8 @@ pub(super) struct Parser<'a, 'l> {
     pub(super) items: usize,
     default_ns: Ns<'a>,
     bindings: Vec<(&'a str, Ns<'a>)>,
+    /// (default namespace, bindings length) saved by each open element that declared namespaces.
+    scopes: Vec<(Ns<'a>, usize)>,
 }
 
 pub(super) type R<T> = Result<T, Box<ParseError>>;
@@ -97,6 +99,7 @@ impl<'a, 'l> Parser<'a, 'l> {
             items: 0,
             default_ns: Ns::None,
             bindings: Vec::new(),
+            scopes: Vec::new(),
         }
     }
 
@@ -194,9 +197,9 @@ impl<'a, 'l> Parser<'a, 'l> {
             }
             .into());
         }
-        let saved_default = self.default_ns;
-        let saved_bindings = self.bindings.len();
-        if !attrs.is_empty() {
+        let scoped = !attrs.is_empty();
+        if scoped {
+            self.scopes.push((self.default_ns, self.bindings.len()));
             self.declare(attrs, at)?;
         }
         let (ns, local) = match name.as_bytes().contains(&b':') {
@@ -213,8 +216,7 @@ impl<'a, 'l> Parser<'a, 'l> {
             ns,
             empty,
             at,
-            saved_default,
-            saved_bindings,
+            scoped,
         })
     }
 
@@ -266,8 +268,12 @@ impl<'a, 'l> Parser<'a, 'l> {
     }
 
     fn close(&mut self, el: &El<'a>) {
-        self.default_ns = el.saved_default;
-        self.bindings.truncate(el.saved_bindings);
+        if el.scoped {
+            if let Some((default_ns, bindings)) = self.scopes.pop() {
+                self.default_ns = default_ns;
+                self.bindings.truncate(bindings);
+            }
+        }
         self.depth -= 1;
     }
 
