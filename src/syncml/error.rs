@@ -13,7 +13,8 @@ pub struct Limits {
     /// Largest accepted input, in bytes (default 8 MiB).
     pub max_input_bytes: usize,
     /// Deepest element nesting, the root counting 1 (default 32; a plain message needs 7, each
-    /// nested `Atomic`/`Sequence` one more).
+    /// nested `Atomic`/`Sequence` one more). The parser recurses once per nested
+    /// `Atomic`/`Sequence`, so this also bounds its stack use: keep it in the hundreds at most.
     pub max_depth: usize,
     /// Most commands per message, nested ones included (default 10 000).
     pub max_commands: usize,
@@ -245,9 +246,9 @@ impl ParseError {
     }
 
     /// Prepends a parent element name to the path (errors travel up the element tree).
-    pub(crate) fn under(mut self, parent: &str) -> Self {
+    pub(crate) fn push_parent(&mut self, parent: &str) {
         use ParseError::*;
-        let path = match &mut self {
+        let path = match self {
             UnexpectedEof { path }
             | Syntax { path, .. }
             | MismatchedTag { path, .. }
@@ -262,7 +263,7 @@ impl ParseError {
             | TooDeep { path, .. }
             | TooManyCommands { path, .. }
             | TooManyItems { path, .. } => path,
-            _ => return self,
+            _ => return,
         };
         if path.is_empty() {
             path.push_str(parent);
@@ -270,6 +271,5 @@ impl ParseError {
             path.insert(0, '/');
             path.insert_str(0, parent);
         }
-        self
     }
 }

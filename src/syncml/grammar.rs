@@ -2,40 +2,37 @@
 //! element takes, which are required, which may repeat. Order of children is not enforced.
 
 use super::error::ParseError;
-use super::parse::{unexpected, El, Parser, R};
+use super::reader::{unexpected, El, Parser, R};
 use super::types::*;
 
-fn missing(element: &'static str) -> ParseError {
-    ParseError::MissingElement {
+pub(super) fn missing(element: &'static str) -> Box<ParseError> {
+    Box::new(ParseError::MissingElement {
         path: String::new(),
         element,
-    }
+    })
 }
 
-fn set_once<T>(
-    slot: &mut Option<T>,
-    v: T,
-    at: usize,
-    name: &'static str,
-) -> Result<(), ParseError> {
+pub(super) fn set_once<T>(slot: &mut Option<T>, v: T, at: usize, name: &'static str) -> R<()> {
     if slot.is_some() {
         return Err(ParseError::DuplicateElement {
             path: String::new(),
             element: name,
             offset: at,
-        });
+        }
+        .into());
     }
     *slot = Some(v);
     Ok(())
 }
 
-fn set_flag(slot: &mut bool, el: &El<'_>, name: &'static str) -> Result<(), ParseError> {
+pub(super) fn set_flag(slot: &mut bool, el: &El<'_>, name: &'static str) -> R<()> {
     if *slot {
         return Err(ParseError::DuplicateElement {
             path: String::new(),
             element: name,
             offset: el.at,
-        });
+        }
+        .into());
     }
     *slot = true;
     Ok(())
@@ -60,7 +57,8 @@ impl<'a> Parser<'a, '_> {
                             path: String::new(),
                             element: "SyncBody",
                             offset: at,
-                        });
+                        }
+                        .into());
                     }
                     body = Some(b);
                 }
@@ -73,7 +71,7 @@ impl<'a> Parser<'a, '_> {
         })
     }
 
-    fn hdr(&mut self, hdr_el: &El<'a>) -> R<SyncHdr<'a>> {
+    pub(super) fn hdr(&mut self, hdr_el: &El<'a>) -> R<SyncHdr<'a>> {
         let (mut ver_dtd, mut ver_proto, mut session_id, mut msg_id) = (None, None, None, None);
         let (mut target, mut source, mut resp_uri, mut cred, mut meta) =
             (None, None, None, None, None);
@@ -123,20 +121,26 @@ impl<'a> Parser<'a, '_> {
 
     /// A leaf text element stored in a single-valued slot.
     #[inline]
-    fn leaf(&mut self, el: El<'a>, slot: &mut Option<Text<'a>>, name: &'static str) -> R<()> {
+    pub(super) fn leaf(
+        &mut self,
+        el: El<'a>,
+        slot: &mut Option<Text<'a>>,
+        name: &'static str,
+    ) -> R<()> {
         if slot.is_some() {
             return Err(ParseError::DuplicateElement {
                 path: String::new(),
                 element: name,
                 offset: el.at,
-            });
+            }
+            .into());
         }
         *slot = Some(self.text(el)?);
         Ok(())
     }
 
     /// `Target`/`Source`.
-    fn within_loc(&mut self, el: El<'a>) -> R<Location<'a>> {
+    pub(super) fn within_loc(&mut self, el: El<'a>) -> R<Location<'a>> {
         self.within(el, |p, loc_el| {
             let (mut uri, mut name) = (None, None);
             while let Some(c) = p.child(loc_el)? {
@@ -153,13 +157,14 @@ impl<'a> Parser<'a, '_> {
         })
     }
 
-    fn cred(&mut self, el: El<'a>, slot: &mut Option<Cred<'a>>) -> R<()> {
+    pub(super) fn cred(&mut self, el: El<'a>, slot: &mut Option<Cred<'a>>) -> R<()> {
         if slot.is_some() {
             return Err(ParseError::DuplicateElement {
                 path: String::new(),
                 element: "Cred",
                 offset: el.at,
-            });
+            }
+            .into());
         }
         let c = self.within(el, |p, cred_el| {
             let (mut meta, mut data) = (None, None);
@@ -179,21 +184,20 @@ impl<'a> Parser<'a, '_> {
         Ok(())
     }
 
-    fn meta(&mut self, el: El<'a>, slot: &mut Option<Meta<'a>>) -> R<()> {
+    pub(super) fn meta(&mut self, el: El<'a>, slot: &mut Option<Meta<'a>>) -> R<()> {
         if slot.is_some() {
             return Err(ParseError::DuplicateElement {
                 path: String::new(),
                 element: "Meta",
                 offset: el.at,
-            });
+            }
+            .into());
         }
-        let m = self.within(el, Parser::meta_content)?;
-        *slot = Some(m);
-        Ok(())
+        let m = slot.insert(Meta::default());
+        self.within(el, |p, e| p.meta_content(e, m))
     }
 
-    fn meta_content(&mut self, meta_el: &El<'a>) -> R<Meta<'a>> {
-        let mut m = Meta::default();
+    pub(super) fn meta_content(&mut self, meta_el: &El<'a>, m: &mut Meta<'a>) -> R<()> {
         while let Some(c) = self.child(meta_el)? {
             if !c.ns.is_meta_child() {
                 return Err(unexpected(&c));
@@ -210,10 +214,10 @@ impl<'a> Parser<'a, '_> {
                 _ => return Err(unexpected(&c)),
             }
         }
-        Ok(m)
+        Ok(())
     }
 
-    fn body(&mut self, body_el: &El<'a>) -> R<SyncBody<'a>> {
+    pub(super) fn body(&mut self, body_el: &El<'a>) -> R<SyncBody<'a>> {
         let mut body = SyncBody::default();
         while let Some(el) = self.child(body_el)? {
             if body.is_final {
@@ -224,250 +228,14 @@ impl<'a> Parser<'a, '_> {
                 body.is_final = true;
                 continue;
             }
-            match self.command(el)? {
-                Ok(c) => body.commands.push(c),
-                Err(el) => return Err(unexpected(&el)),
+            if let Some(el) = self.command(el, &mut body.commands)? {
+                return Err(unexpected(&el));
             }
         }
         Ok(body)
     }
 
-    /// Parses a command element; gives the element back if it is not a command.
-    pub(super) fn command(&mut self, el: El<'a>) -> R<Result<Command<'a>, El<'a>>> {
-        if !el.ns.is_syncml() {
-            return Ok(Err(el));
-        }
-        type Wrap<'a> = fn(ItemCommand<'a>) -> Command<'a>;
-        let item_cmd: Option<(Wrap<'a>, bool)> = match el.local {
-            "Get" => Some((Command::Get, false)),
-            "Add" => Some((Command::Add, false)),
-            "Replace" => Some((Command::Replace, false)),
-            "Delete" => Some((Command::Delete, false)),
-            "Exec" => Some((Command::Exec, true)),
-            "Copy" => Some((Command::Copy, false)),
-            _ => None,
-        };
-        let local = el.local;
-        let known = item_cmd.is_some()
-            || matches!(
-                local,
-                "Alert" | "Status" | "Results" | "Atomic" | "Sequence"
-            );
-        if !known {
-            return Ok(Err(el));
-        }
-        self.commands += 1;
-        if self.commands > self.limits.max_commands {
-            return Err(ParseError::TooManyCommands {
-                path: String::new(),
-                max: self.limits.max_commands,
-            });
-        }
-        let cmd = match (item_cmd, local) {
-            (Some((wrap, exec)), _) => wrap(self.within(el, |p, e| p.item_command(e, exec))?),
-            (None, "Alert") => Command::Alert(self.within(el, Parser::alert)?),
-            (None, "Status") => Command::Status(self.within(el, Parser::status)?),
-            (None, "Results") => Command::Results(self.within(el, Parser::results)?),
-            (None, "Atomic") => Command::Atomic(self.within(el, Parser::container)?),
-            _ => Command::Sequence(self.within(el, Parser::container)?),
-        };
-        Ok(Ok(cmd))
-    }
-
-    fn check_cmd_id(&self, cmd_id: &Option<Text<'a>>) -> R<()> {
-        if cmd_id.is_none() && !self.fragment {
-            return Err(missing("CmdID"));
-        }
-        Ok(())
-    }
-
-    fn push_item(&mut self, el: El<'a>, items: &mut List<Item<'a>>) -> R<()> {
-        self.items += 1;
-        if self.items > self.limits.max_items {
-            return Err(ParseError::TooManyItems {
-                path: String::new(),
-                max: self.limits.max_items,
-            });
-        }
-        let item = self.within(el, Parser::item)?;
-        items.push(item);
-        Ok(())
-    }
-
-    fn item_command(&mut self, cmd_el: &El<'a>, exec: bool) -> R<ItemCommand<'a>> {
-        let mut c = ItemCommand::default();
-        while let Some(el) = self.child(cmd_el)? {
-            if !el.ns.is_syncml() {
-                return Err(unexpected(&el));
-            }
-            match el.local {
-                "CmdID" => self.leaf(el, &mut c.cmd_id, "CmdID")?,
-                "NoResp" => {
-                    set_flag(&mut c.no_resp, &el, "NoResp")?;
-                    self.flag(el)?;
-                }
-                "Cred" => self.cred(el, &mut c.cred)?,
-                "Meta" => self.meta(el, &mut c.meta)?,
-                "Correlator" if exec => self.leaf(el, &mut c.correlator, "Correlator")?,
-                "Item" => self.push_item(el, &mut c.items)?,
-                _ => return Err(unexpected(&el)),
-            }
-        }
-        self.check_cmd_id(&c.cmd_id)?;
-        if c.items.is_empty() {
-            return Err(missing("Item"));
-        }
-        Ok(c)
-    }
-
-    fn alert(&mut self, cmd_el: &El<'a>) -> R<Alert<'a>> {
-        let mut c = Alert::default();
-        while let Some(el) = self.child(cmd_el)? {
-            if !el.ns.is_syncml() {
-                return Err(unexpected(&el));
-            }
-            match el.local {
-                "CmdID" => self.leaf(el, &mut c.cmd_id, "CmdID")?,
-                "NoResp" => {
-                    set_flag(&mut c.no_resp, &el, "NoResp")?;
-                    self.flag(el)?;
-                }
-                "Cred" => self.cred(el, &mut c.cred)?,
-                "Data" => self.leaf(el, &mut c.data, "Data")?,
-                "Correlator" => self.leaf(el, &mut c.correlator, "Correlator")?,
-                "Item" => self.push_item(el, &mut c.items)?,
-                _ => return Err(unexpected(&el)),
-            }
-        }
-        self.check_cmd_id(&c.cmd_id)?;
-        Ok(c)
-    }
-
-    fn status(&mut self, cmd_el: &El<'a>) -> R<Status<'a>> {
-        let mut cmd_id = None;
-        let (mut msg_ref, mut cmd_ref, mut cmd, mut data) = (None, None, None, None);
-        let mut s = Status::default();
-        while let Some(el) = self.child(cmd_el)? {
-            if !el.ns.is_syncml() {
-                return Err(unexpected(&el));
-            }
-            match el.local {
-                "CmdID" => self.leaf(el, &mut cmd_id, "CmdID")?,
-                "MsgRef" => self.leaf(el, &mut msg_ref, "MsgRef")?,
-                "CmdRef" => self.leaf(el, &mut cmd_ref, "CmdRef")?,
-                "Cmd" => self.leaf(el, &mut cmd, "Cmd")?,
-                "TargetRef" => {
-                    let t = self.text(el)?;
-                    s.target_refs.push(t);
-                }
-                "SourceRef" => {
-                    let t = self.text(el)?;
-                    s.source_refs.push(t);
-                }
-                "Cred" => self.cred(el, &mut s.cred)?,
-                "Chal" => {
-                    if s.chal.is_some() {
-                        return Err(ParseError::DuplicateElement {
-                            path: String::new(),
-                            element: "Chal",
-                            offset: el.at,
-                        });
-                    }
-                    let chal = self.within(el, |p, chal_el| {
-                        let mut meta = None;
-                        while let Some(c) = p.child(chal_el)? {
-                            match (c.local, c.ns.is_syncml()) {
-                                ("Meta", true) => p.meta(c, &mut meta)?,
-                                _ => return Err(unexpected(&c)),
-                            }
-                        }
-                        Ok(Chal {
-                            meta: meta.ok_or_else(|| missing("Meta"))?,
-                        })
-                    })?;
-                    s.chal = Some(chal);
-                }
-                "Data" => self.leaf(el, &mut data, "Data")?,
-                "Item" => self.push_item(el, &mut s.items)?,
-                _ => return Err(unexpected(&el)),
-            }
-        }
-        self.check_cmd_id(&cmd_id)?;
-        s.cmd_id = cmd_id;
-        s.msg_ref = msg_ref.ok_or_else(|| missing("MsgRef"))?;
-        s.cmd_ref = cmd_ref.ok_or_else(|| missing("CmdRef"))?;
-        s.cmd = cmd.ok_or_else(|| missing("Cmd"))?;
-        s.data = data.ok_or_else(|| missing("Data"))?;
-        Ok(s)
-    }
-
-    fn results(&mut self, cmd_el: &El<'a>) -> R<Results<'a>> {
-        let mut cmd_ref = None;
-        let mut r = Results::default();
-        while let Some(el) = self.child(cmd_el)? {
-            if !el.ns.is_syncml() {
-                return Err(unexpected(&el));
-            }
-            match el.local {
-                "CmdID" => self.leaf(el, &mut r.cmd_id, "CmdID")?,
-                "MsgRef" => self.leaf(el, &mut r.msg_ref, "MsgRef")?,
-                "CmdRef" => self.leaf(el, &mut cmd_ref, "CmdRef")?,
-                "Meta" => self.meta(el, &mut r.meta)?,
-                "TargetRef" => {
-                    let t = self.text(el)?;
-                    r.target_refs.push(t);
-                }
-                "SourceRef" => {
-                    let t = self.text(el)?;
-                    r.source_refs.push(t);
-                }
-                "Item" => self.push_item(el, &mut r.items)?,
-                _ => return Err(unexpected(&el)),
-            }
-        }
-        self.check_cmd_id(&r.cmd_id)?;
-        r.cmd_ref = cmd_ref.ok_or_else(|| missing("CmdRef"))?;
-        if r.items.is_empty() {
-            return Err(missing("Item"));
-        }
-        Ok(r)
-    }
-
-    fn container(&mut self, cmd_el: &El<'a>) -> R<Container<'a>> {
-        let mut c = Container::default();
-        while let Some(el) = self.child(cmd_el)? {
-            if el.ns.is_syncml() {
-                match el.local {
-                    "CmdID" => {
-                        self.leaf(el, &mut c.cmd_id, "CmdID")?;
-                        continue;
-                    }
-                    "NoResp" => {
-                        set_flag(&mut c.no_resp, &el, "NoResp")?;
-                        self.flag(el)?;
-                        continue;
-                    }
-                    "Meta" => {
-                        self.meta(el, &mut c.meta)?;
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            match self.command(el)? {
-                Ok(cmd) => c.commands.push(cmd),
-                Err(el) => return Err(unexpected(&el)),
-            }
-        }
-        self.check_cmd_id(&c.cmd_id)?;
-        if c.commands.is_empty() {
-            return Err(missing("command"));
-        }
-        Ok(c)
-    }
-
-    fn item(&mut self, item_el: &El<'a>) -> R<Item<'a>> {
-        let mut it = Item::default();
+    pub(super) fn item(&mut self, item_el: &El<'a>, it: &mut Item<'a>) -> R<()> {
         while let Some(el) = self.child(item_el)? {
             if !el.ns.is_syncml() {
                 return Err(unexpected(&el));
@@ -492,6 +260,6 @@ impl<'a> Parser<'a, '_> {
                 _ => return Err(unexpected(&el)),
             }
         }
-        Ok(it)
+        Ok(())
     }
 }

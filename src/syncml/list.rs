@@ -31,19 +31,23 @@ impl<T> List<T> {
 
     /// Appends an element; the second element moves the list to the heap.
     pub fn push(&mut self, value: T) {
-        match std::mem::replace(&mut self.0, ListRepr::Inline(None)) {
-            ListRepr::Inline(None) => self.0 = ListRepr::Inline(Some(value)),
-            ListRepr::Inline(Some(first)) => {
-                let mut v = Vec::with_capacity(4);
-                v.push(first);
-                v.push(value);
-                self.0 = ListRepr::Heap(v);
-            }
-            ListRepr::Heap(mut v) => {
-                v.push(value);
-                self.0 = ListRepr::Heap(v);
-            }
+        match &mut self.0 {
+            ListRepr::Heap(v) => v.push(value),
+            ListRepr::Inline(slot) => match slot.take() {
+                None => *slot = Some(value),
+                Some(first) => {
+                    let mut v = Vec::with_capacity(4);
+                    v.push(first);
+                    v.push(value);
+                    self.0 = ListRepr::Heap(v);
+                }
+            },
         }
+    }
+
+    /// The last element, mutably.
+    pub fn last_mut(&mut self) -> Option<&mut T> {
+        self.as_mut_slice().last_mut()
     }
 
     /// The elements as a slice.

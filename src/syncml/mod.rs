@@ -30,10 +30,14 @@
 
 mod command;
 mod error;
+mod escape;
 mod grammar;
+mod grammar_cmd;
 mod lex;
 mod list;
 pub mod parse;
+mod reader;
+mod scan;
 mod status;
 mod types;
 mod write;

@@ -6,7 +6,7 @@
 //! `written_len(msg) == written_len(&envelope) + Σ cmd.written_len()` where `envelope` is `msg`
 //! without commands: the management layer can fill a message up to the device's `MaxMsgSize`.
 
-use super::lex::find_any;
+use super::scan::find_any;
 use super::types::*;
 
 /// Where output goes: a buffer, or a counter for [`written_len`].
