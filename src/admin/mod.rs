@@ -168,7 +168,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/devices/{device_id}/commands"),
     ("GET", "/api/v1/devices/{device_id}/commands"),
     ("DELETE", "/api/v1/devices/{device_id}/commands"),
-    ("DELETE", "/api/v1/devices/{device_id}/commands/{command_id}"),
+    (
+        "DELETE",
+        "/api/v1/devices/{device_id}/commands/{command_id}",
+    ),
     ("POST", "/api/v1/commands"),
     ("PUT", "/api/v1/devices/{device_id}/tenant-lockdown"),
     ("GET", "/api/v1/openapi.json"),
@@ -578,7 +581,11 @@ mod tests {
                 let got = endpoint(segs, &Method::from_bytes(m.as_bytes()).unwrap());
                 match got {
                     Ok(_) => {
-                        assert!(listed, "{m} /{} is served but not in ROUTES", segs.join("/"));
+                        assert!(
+                            listed,
+                            "{m} /{} is served but not in ROUTES",
+                            segs.join("/")
+                        );
                         served += 1;
                     }
                     Err(ApiError::MethodNotAllowed) => {

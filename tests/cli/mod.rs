@@ -81,7 +81,13 @@ async fn users_add_list_rm_and_conflict() {
     let srv = TestServer::start().await;
     let cli = Cli::new(&srv);
     let out = cli
-        .ok(&["user", "add", "Alice@Example.com", "--password", "pw-123456"])
+        .ok(&[
+            "user",
+            "add",
+            "Alice@Example.com",
+            "--password",
+            "pw-123456",
+        ])
         .await;
     assert_eq!(out, "created user alice@example.com\n");
 
@@ -144,8 +150,11 @@ async fn devices_commands_and_tenant_lockdown() {
     // device show
     let out = cli.ok(&["device", "show", &id]).await;
     assert!(out.starts_with("FIELD"), "{out}");
-    assert!(out.contains(&format!("device_id ")), "{out}");
-    assert!(out.contains("upn ") && out.contains("user1@example.com"), "{out}");
+    assert!(out.contains("device_id "), "{out}");
+    assert!(
+        out.contains("upn ") && out.contains("user1@example.com"),
+        "{out}"
+    );
     let v = cli.json(&["device", "show", &id]).await;
     assert_eq!(v["device_id"], id.as_str());
     let (code, out) = cli.run(&["device", "show", "no-such-device"]).await;
@@ -208,7 +217,15 @@ async fn devices_commands_and_tenant_lockdown() {
         .await;
     assert!(out.starts_with("queued command "), "{out}");
     let (code, out) = cli
-        .run(&["command", "send", &id, "--verb", "Frobnicate", "--target", "./X"])
+        .run(&[
+            "command",
+            "send",
+            &id,
+            "--verb",
+            "Frobnicate",
+            "--target",
+            "./X",
+        ])
         .await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("HTTP 400"), "{out}");
