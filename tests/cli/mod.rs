@@ -374,5 +374,20 @@ async fn the_binary_runs_admin_subcommands() {
     assert_eq!(d.status.code(), Some(1), "{d:?}");
     assert!(d.stdout.is_empty());
     assert!(String::from_utf8_lossy(&d.stderr).contains("already exists"));
+
+    // Defaults: ./winmdm-data/admin-token and the top of ./winmdm-data/tls/server.pem.
+    let data = cwd.path().join("winmdm-data");
+    std::fs::create_dir_all(data.join("tls")).unwrap();
+    std::fs::copy(
+        srv.data_dir.join("tls").join("server.pem"),
+        data.join("tls").join("server.pem"),
+    )
+    .unwrap();
+    std::fs::write(data.join("admin-token"), ADMIN_TOKEN).unwrap();
+    let o = tokio::task::spawn_blocking(move || run(vec!["user".to_string(), "list".to_string()]))
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("bob@example.com"));
     drop(cli);
 }
