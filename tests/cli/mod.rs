@@ -389,5 +389,45 @@ async fn the_binary_runs_admin_subcommands() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stdout).contains("bob@example.com"));
+
+    // --password-stdin reads the first line of standard input.
+    let bin_server = format!("https://localhost:{}", srv.addr.port());
+    let dir = cwd.path().to_path_buf();
+    let o = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_winmdm"))
+            .current_dir(&dir)
+            .env_remove("WINMDM_ADMIN_TOKEN")
+            .env_remove("WINMDM_TOKEN_FILE")
+            .env_remove("WINMDM_CA_CERT")
+            .env("RUST_LOG", "off")
+            .args(["--server", &bin_server, "user", "add", "carol@example.com"])
+            .arg("--password-stdin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn winmdm");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"pw-from-stdin\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let user = srv
+        .app
+        .store
+        .get_user("carol@example.com")
+        .unwrap()
+        .unwrap();
+    assert!(winmdm::auth::verify_password(
+        "pw-from-stdin",
+        &user.password_hash
+    ));
     drop(cli);
 }
