@@ -21,6 +21,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod ca;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;

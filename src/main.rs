@@ -12,6 +12,9 @@ use winmdm::http::Server;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Admin client options (for the subcommands other than `serve`).
+    #[command(flatten)]
+    client: winmdm::cli::ClientArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -26,6 +29,9 @@ enum Cmd {
         #[command(flatten)]
         opts: ServeOptions,
     },
+    /// Admin client subcommands (talk to a running server's /api/v1).
+    #[command(flatten)]
+    Admin(winmdm::cli::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +52,15 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Cmd::Admin(cmd) => {
+            let code = winmdm::cli::execute(
+                &cli.client,
+                cmd,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            );
+            std::process::ExitCode::from(code as u8)
+        }
     }
 }
 

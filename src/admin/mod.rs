@@ -13,6 +13,7 @@
 //! | DELETE | `/api/v1/devices/{id}/commands` | 200 `{"cancelled": n}` |
 //! | POST | `/api/v1/commands` `{"device_ids": [...], <command>}` | 200 `{"results": {id: {"command_id","existing"} \| {"error"}}}` |
 //! | PUT | `/api/v1/devices/{id}/tenant-lockdown` `{"require_network_in_oobe": bool}` | 201 `{"command_id"}` |
+//! | GET | `/api/v1/openapi.json` | 200 the OpenAPI 3.0 document of this API ([`openapi`]) |
 //!
 //! Errors are `{"error": "..."}` with the HTTP status from [`ApiError::status`], the one map.
 //! Handlers call the store only; they never touch protocol code.
@@ -29,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use crate::app::App;
 use crate::http::routes::{read_body, BodyError, Resp};
 use crate::store::{normalize_upn, Device, StoreError, User};
+
+pub mod openapi;
 
 /// Largest admin request body.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -155,37 +158,68 @@ fn authorized(app: &App, req: &Request<Incoming>) -> bool {
     crate::auth::constant_time_eq(token.trim().as_bytes(), app.admin_token.as_bytes())
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    if !authorized(&app, &req) {
-        return Err(ApiError::Unauthorized);
-    }
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let segs: Vec<String> = path
+/// Every (method, path template) [`route`] serves; `{name}` is one path segment.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/users"),
+    ("GET", "/api/v1/users"),
+    ("DELETE", "/api/v1/users/{upn}"),
+    ("GET", "/api/v1/devices"),
+    ("GET", "/api/v1/devices/{device_id}"),
+    ("POST", "/api/v1/devices/{device_id}/commands"),
+    ("GET", "/api/v1/devices/{device_id}/commands"),
+    ("DELETE", "/api/v1/devices/{device_id}/commands"),
+    (
+        "DELETE",
+        "/api/v1/devices/{device_id}/commands/{command_id}",
+    ),
+    ("POST", "/api/v1/commands"),
+    ("PUT", "/api/v1/devices/{device_id}/tenant-lockdown"),
+    ("GET", "/api/v1/openapi.json"),
+];
+
+/// A matched admin route with its path parameters.
+#[derive(Debug, PartialEq, Eq)]
+enum Endpoint<'a> {
+    CreateUser,
+    ListUsers,
+    DeleteUser(&'a str),
+    ListDevices,
+    GetDevice(&'a str),
+    CreateCommand(&'a str),
+    ListCommands(&'a str),
+    ClearCommands(&'a str),
+    CancelCommand(&'a str, &'a str),
+    BulkCommand,
+    TenantLockdown(&'a str),
+    OpenApi,
+}
+
+/// The decoded path segments after `/api/v1`.
+fn segments(path: &str) -> Result<Vec<String>, ApiError> {
+    path.trim_end_matches('/')
         .trim_start_matches("/api/v1")
         .split('/')
         .filter(|s| !s.is_empty())
         .map(percent_decode)
-        .collect::<Result<_, _>>()?;
-    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-    let method = req.method().clone();
-    match (segs.as_slice(), method) {
-        (["users"], Method::POST) => create_user(app, req).await,
-        (["users"], Method::GET) => list_users(app).await,
-        (["users", upn], Method::DELETE) => delete_user(app, upn.to_string()).await,
-        (["devices"], Method::GET) => list_devices(app, req.uri().query().unwrap_or("")).await,
-        (["devices", id], Method::GET) => get_device(app, id.to_string()).await,
-        (["devices", id, "commands"], Method::POST) => {
-            create_command(app, id.to_string(), req).await
-        }
-        (["devices", id, "commands"], Method::GET) => list_commands(app, id.to_string()).await,
-        (["devices", id, "commands"], Method::DELETE) => clear_commands(app, id.to_string()).await,
-        (["devices", id, "commands", cid], Method::DELETE) => {
-            cancel_command(app, id.to_string(), cid.to_string()).await
-        }
-        (["commands"], Method::POST) => bulk_command(app, req).await,
-        (["devices", id, "tenant-lockdown"], Method::PUT) => {
-            tenant_lockdown(app, id.to_string(), req).await
-        }
+        .collect()
+}
+
+/// Matches segments and method to an endpoint (pure: the routing table itself).
+fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiError> {
+    use Endpoint as E;
+    Ok(match (segs, method.clone()) {
+        (["users"], Method::POST) => E::CreateUser,
+        (["users"], Method::GET) => E::ListUsers,
+        (["users", upn], Method::DELETE) => E::DeleteUser(upn),
+        (["devices"], Method::GET) => E::ListDevices,
+        (["devices", id], Method::GET) => E::GetDevice(id),
+        (["devices", id, "commands"], Method::POST) => E::CreateCommand(id),
+        (["devices", id, "commands"], Method::GET) => E::ListCommands(id),
+        (["devices", id, "commands"], Method::DELETE) => E::ClearCommands(id),
+        (["devices", id, "commands", cid], Method::DELETE) => E::CancelCommand(id, cid),
+        (["commands"], Method::POST) => E::BulkCommand,
+        (["devices", id, "tenant-lockdown"], Method::PUT) => E::TenantLockdown(id),
+        (["openapi.json"], Method::GET) => E::OpenApi,
         (
             ["users"]
             | ["users", _]
@@ -194,12 +228,40 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> 
             | ["devices", _, "commands"]
             | ["devices", _, "commands", _]
             | ["devices", _, "tenant-lockdown"]
-            | ["commands"],
+            | ["commands"]
+            | ["openapi.json"],
             _,
-        ) => Err(ApiError::MethodNotAllowed),
-        _ => Err(ApiError::NotFound {
-            what: "route".into(),
-        }),
+        ) => return Err(ApiError::MethodNotAllowed),
+        _ => {
+            return Err(ApiError::NotFound {
+                what: "route".into(),
+            })
+        }
+    })
+}
+
+async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    if !authorized(&app, &req) {
+        return Err(ApiError::Unauthorized);
+    }
+    let segs = segments(req.uri().path())?;
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    match endpoint(&segs, &method)? {
+        Endpoint::CreateUser => create_user(app, req).await,
+        Endpoint::ListUsers => list_users(app).await,
+        Endpoint::DeleteUser(upn) => delete_user(app, upn.to_string()).await,
+        Endpoint::ListDevices => list_devices(app, req.uri().query().unwrap_or("")).await,
+        Endpoint::GetDevice(id) => get_device(app, id.to_string()).await,
+        Endpoint::CreateCommand(id) => create_command(app, id.to_string(), req).await,
+        Endpoint::ListCommands(id) => list_commands(app, id.to_string()).await,
+        Endpoint::ClearCommands(id) => clear_commands(app, id.to_string()).await,
+        Endpoint::CancelCommand(id, cid) => {
+            cancel_command(app, id.to_string(), cid.to_string()).await
+        }
+        Endpoint::BulkCommand => bulk_command(app, req).await,
+        Endpoint::TenantLockdown(id) => tenant_lockdown(app, id.to_string(), req).await,
+        Endpoint::OpenApi => Ok(json(StatusCode::OK, &openapi::document())),
     }
 }
 
@@ -452,6 +514,91 @@ mod tests {
         assert!(validate_upn("").is_err());
         assert!(validate_upn("a b").is_err());
         assert!(validate_upn("a/b").is_err());
+    }
+
+    /// Whether `segs` (under `/api/v1`) fits `template`; `{name}` matches any one segment.
+    fn fits(template: &str, segs: &[&str]) -> bool {
+        let t: Vec<&str> = template
+            .trim_start_matches("/api/v1")
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        t.len() == segs.len()
+            && t.iter()
+                .zip(segs)
+                .all(|(t, s)| (t.starts_with('{') && t.ends_with('}')) || t == s)
+    }
+
+    #[test]
+    fn routes_list_every_served_route() {
+        // Each listed route is served, with its parameters bound.
+        for (m, template) in ROUTES {
+            let path = template
+                .replace("{upn}", "alice%40example.com")
+                .replace("{device_id}", "dev-1")
+                .replace("{command_id}", "cmd-1");
+            let segs = segments(&path).unwrap();
+            let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+            let method = Method::from_bytes(m.as_bytes()).unwrap();
+            let e = endpoint(&segs, &method).unwrap_or_else(|e| panic!("{m} {template}: {e}"));
+            if template.contains("{upn}") {
+                assert_eq!(e, Endpoint::DeleteUser("alice@example.com"));
+            }
+            if template.contains("{command_id}") {
+                assert_eq!(e, Endpoint::CancelCommand("dev-1", "cmd-1"));
+            }
+        }
+        // Every path of up to 4 segments over the route vocabulary, with every method: served iff
+        // ROUTES lists it; a path no route fits is 404, one with only other methods is 405.
+        let words = [
+            "users",
+            "devices",
+            "commands",
+            "tenant-lockdown",
+            "openapi.json",
+            "x",
+        ];
+        let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"];
+        let mut paths: Vec<Vec<&str>> = vec![vec![]];
+        let mut frontier: Vec<Vec<&str>> = vec![vec![]];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for p in &frontier {
+                for w in words {
+                    let mut q = p.clone();
+                    q.push(w);
+                    next.push(q);
+                }
+            }
+            paths.extend(next.iter().cloned());
+            frontier = next;
+        }
+        let mut served = 0;
+        for segs in &paths {
+            let any = ROUTES.iter().any(|(_, t)| fits(t, segs));
+            for m in methods {
+                let listed = ROUTES.iter().any(|(rm, t)| *rm == m && fits(t, segs));
+                let got = endpoint(segs, &Method::from_bytes(m.as_bytes()).unwrap());
+                match got {
+                    Ok(_) => {
+                        assert!(
+                            listed,
+                            "{m} /{} is served but not in ROUTES",
+                            segs.join("/")
+                        );
+                        served += 1;
+                    }
+                    Err(ApiError::MethodNotAllowed) => {
+                        assert!(any && !listed, "{m} /{}: 405", segs.join("/"))
+                    }
+                    Err(ApiError::NotFound { .. }) => {
+                        assert!(!any, "{m} /{}: 404 but in ROUTES", segs.join("/"))
+                    }
+                    Err(e) => panic!("{m} /{}: {e}", segs.join("/")),
+                }
+            }
+        }
+        assert!(served >= ROUTES.len());
     }
 }
 

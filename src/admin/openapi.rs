@@ -1,0 +1,460 @@
+//! The OpenAPI 3.0 document of the admin API, served at `GET /api/v1/openapi.json`.
+//!
+//! Its `paths` list exactly the routes in [`super::ROUTES`] (a unit test checks both ways).
+
+use serde_json::{json, Value};
+
+fn err(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    })
+}
+
+fn ok(description: &str, schema: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+    })
+}
+
+fn body(schema: &str) -> Value {
+    json!({
+        "required": true,
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+    })
+}
+
+fn param(name: &str, description: &str) -> Value {
+    json!({
+        "name": name,
+        "in": "path",
+        "required": true,
+        "description": description,
+        "schema": {"type": "string"}
+    })
+}
+
+fn device_id() -> Value {
+    param(
+        "device_id",
+        "The DeviceID (MS-MDE2 ContextItem `DeviceID`).",
+    )
+}
+
+/// Errors every route can answer.
+fn common(mut responses: Value) -> Value {
+    let m = responses.as_object_mut().expect("responses object");
+    m.insert(
+        "401".into(),
+        err("Missing or invalid bearer token (`WWW-Authenticate: Bearer`)."),
+    );
+    m.insert("405".into(), err("Method not allowed on this path."));
+    m.insert(
+        "500".into(),
+        err("Internal error (details are logged only)."),
+    );
+    responses
+}
+
+fn nullable(t: &str) -> Value {
+    json!({"type": t, "nullable": true})
+}
+
+fn paths() -> Value {
+    json!({
+        "/api/v1/users": {
+            "post": {
+                "operationId": "createUser",
+                "summary": "Create an enrollment user",
+                "requestBody": body("NewUser"),
+                "responses": common(json!({
+                    "201": ok("Created.", "User"),
+                    "400": err("Invalid UPN, password or JSON."),
+                    "409": err("The user exists."),
+                    "413": err("Body too large.")
+                }))
+            },
+            "get": {
+                "operationId": "listUsers",
+                "summary": "List users",
+                "responses": common(json!({"200": ok("All users.", "UserList")}))
+            }
+        },
+        "/api/v1/users/{upn}": {
+            "delete": {
+                "operationId": "deleteUser",
+                "summary": "Delete a user",
+                "parameters": [param("upn", "The user's UPN (case-insensitive, percent-encoded).")],
+                "responses": common(json!({
+                    "204": {"description": "Deleted."},
+                    "404": err("Unknown user.")
+                }))
+            }
+        },
+        "/api/v1/devices": {
+            "get": {
+                "operationId": "listDevices",
+                "summary": "List devices, ordered by DeviceID, one page at a time",
+                "parameters": [
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": super::MAX_PAGE, "default": super::DEFAULT_PAGE}},
+                    {"name": "cursor", "in": "query", "required": false, "description": "The `next` of the previous page.", "schema": {"type": "string"}}
+                ],
+                "responses": common(json!({
+                    "200": ok("One page.", "DevicePage"),
+                    "400": err("Invalid limit or unknown query parameter.")
+                }))
+            }
+        },
+        "/api/v1/devices/{device_id}": {
+            "get": {
+                "operationId": "getDevice",
+                "summary": "One device record (inventory, login status, certificate, state)",
+                "parameters": [device_id()],
+                "responses": common(json!({
+                    "200": ok("The device.", "Device"),
+                    "404": err("Unknown device.")
+                }))
+            }
+        },
+        "/api/v1/devices/{device_id}/commands": {
+            "post": {
+                "operationId": "createCommand",
+                "summary": "Queue a command for the device's next management session",
+                "parameters": [device_id()],
+                "requestBody": body("NewCommand"),
+                "responses": common(json!({
+                    "201": ok("Queued.", "Enqueued"),
+                    "200": ok("A command with this `command_id` exists already.", "Enqueued"),
+                    "400": err("Invalid command."),
+                    "404": err("Unknown device."),
+                    "409": err("The device is not enrolled."),
+                    "413": err("Body too large.")
+                }))
+            },
+            "get": {
+                "operationId": "listCommands",
+                "summary": "The device's commands with their states and results",
+                "parameters": [device_id()],
+                "responses": common(json!({
+                    "200": ok("The commands, oldest first.", "CommandList"),
+                    "404": err("Unknown device.")
+                }))
+            },
+            "delete": {
+                "operationId": "clearCommands",
+                "summary": "Cancel every unanswered command of the device",
+                "parameters": [device_id()],
+                "responses": common(json!({
+                    "200": ok("How many were cancelled.", "Cancelled"),
+                    "404": err("Unknown device.")
+                }))
+            }
+        },
+        "/api/v1/devices/{device_id}/commands/{command_id}": {
+            "delete": {
+                "operationId": "cancelCommand",
+                "summary": "Cancel one unanswered command",
+                "parameters": [device_id(), param("command_id", "The command id.")],
+                "responses": common(json!({
+                    "204": {"description": "Cancelled."},
+                    "404": err("Unknown command."),
+                    "409": err("The command is already in a final state.")
+                }))
+            }
+        },
+        "/api/v1/commands": {
+            "post": {
+                "operationId": "bulkCommand",
+                "summary": "Queue the same command for many devices",
+                "requestBody": body("BulkCommand"),
+                "responses": common(json!({
+                    "200": ok("One result per device id.", "BulkResults"),
+                    "400": err("Invalid command or device_ids."),
+                    "413": err("Body too large (8 MiB).")
+                }))
+            }
+        },
+        "/api/v1/devices/{device_id}/tenant-lockdown": {
+            "put": {
+                "operationId": "setTenantLockdown",
+                "summary": "Queue TenantLockdown RequireNetworkInOOBE",
+                "parameters": [device_id()],
+                "requestBody": body("TenantLockdown"),
+                "responses": common(json!({
+                    "201": ok("Queued.", "Enqueued"),
+                    "200": ok("The same command is queued already.", "Enqueued"),
+                    "400": err("Invalid JSON."),
+                    "404": err("Unknown device."),
+                    "409": err("The device is not enrolled.")
+                }))
+            }
+        },
+        "/api/v1/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": common(json!({
+                    "200": {"description": "The OpenAPI 3.0 document.", "content": {"application/json": {"schema": {"type": "object"}}}}
+                }))
+            }
+        }
+    })
+}
+
+fn schemas(command_fields: Value, bulk_fields: Value) -> Value {
+    json!({
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}}
+        },
+        "NewUser": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["upn", "password"],
+            "properties": {
+                "upn": {"type": "string", "minLength": 1, "maxLength": 256, "description": "Stored lower-case; no spaces, control characters or '/'."},
+                "password": {"type": "string", "minLength": 1, "maxLength": 1024}
+            }
+        },
+        "User": {
+            "type": "object",
+            "required": ["upn", "created_at", "disabled"],
+            "properties": {
+                "upn": {"type": "string"},
+                "created_at": {"type": "integer", "format": "int64", "description": "Unix seconds."},
+                "disabled": {"type": "boolean"}
+            }
+        },
+        "UserList": {
+            "type": "object",
+            "required": ["users"],
+            "properties": {"users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}}
+        },
+        "DeviceAlert": {
+            "type": "object",
+            "properties": {
+                "alert_type": nullable("string"),
+                "source": nullable("string"),
+                "data": nullable("string"),
+                "at": {"type": "integer", "format": "int64"}
+            }
+        },
+        "Device": {
+            "type": "object",
+            "required": ["device_id", "enrollment_type", "cert_serial", "cert_thumbprint", "cert_not_after", "enrolled_at", "state"],
+            "properties": {
+                "device_id": {"type": "string"},
+                "hw_dev_id": nullable("string"),
+                "upn": nullable("string"),
+                "enrollment_type": {"type": "string", "description": "`Full` (user) or `Device`."},
+                "device_type": nullable("string"),
+                "os_version": nullable("string"),
+                "os_edition": nullable("string"),
+                "device_name": nullable("string"),
+                "application_version": nullable("string"),
+                "locale": nullable("string"),
+                "macs": {"type": "array", "items": {"type": "string"}},
+                "not_in_oobe": nullable("boolean"),
+                "ux_initiated": nullable("boolean"),
+                "cert_serial": {"type": "string", "description": "Lower hex."},
+                "cert_thumbprint": {"type": "string", "description": "SHA-1, upper hex."},
+                "cert_not_after": {"type": "integer", "format": "int64"},
+                "enrolled_at": {"type": "integer", "format": "int64"},
+                "state": {"type": "string", "description": "Lifecycle state."},
+                "login_status": {"type": "string", "nullable": true, "description": "`user`, `others`, `none` or `unknown`."},
+                "last_seen": {"type": "integer", "format": "int64", "nullable": true},
+                "inventory": {"type": "object", "additionalProperties": {"type": "string"}, "description": "./DevInfo/* and ./DevDetail/* node → value."},
+                "tenant_lockdown": nullable("boolean"),
+                "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceAlert"}}
+            }
+        },
+        "DevicePage": {
+            "type": "object",
+            "required": ["devices", "next"],
+            "properties": {
+                "devices": {"type": "array", "items": {"$ref": "#/components/schemas/Device"}},
+                "next": {"type": "string", "nullable": true, "description": "Cursor of the next page; null at the end."}
+            }
+        },
+        "NewItem": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["target"],
+            "properties": {
+                "target": {"type": "string"},
+                "format": {"type": "string"},
+                "type": {"type": "string"},
+                "data": {"type": "string"}
+            }
+        },
+        "NewCommand": {
+            "type": "object",
+            "additionalProperties": false,
+            "description": "Either `verb` with `target` (and format/type/data) or `items`, or `syncml`.",
+            "properties": command_fields
+        },
+        "BulkCommand": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["device_ids"],
+            "properties": bulk_fields
+        },
+        "Enqueued": {
+            "type": "object",
+            "required": ["command_id"],
+            "properties": {
+                "command_id": {"type": "string"},
+                "existing": {"type": "boolean", "description": "Present (true) when the id was queued before."}
+            }
+        },
+        "ResultItem": {
+            "type": "object",
+            "properties": {
+                "target": nullable("string"),
+                "format": nullable("string"),
+                "type": nullable("string"),
+                "data": nullable("string")
+            }
+        },
+        "Command": {
+            "type": "object",
+            "required": ["command_id", "verb", "state", "results", "created_at", "send_count"],
+            "properties": {
+                "command_id": {"type": "string"},
+                "verb": {"type": "string"},
+                "target": nullable("string"),
+                "state": {"type": "string", "enum": ["pending", "sent", "done", "failed", "cancelled"]},
+                "status": {"type": "integer", "nullable": true, "description": "The device's Status code."},
+                "results": {"type": "array", "items": {"$ref": "#/components/schemas/ResultItem"}},
+                "created_at": {"type": "integer", "format": "int64"},
+                "sent_at": {"type": "integer", "format": "int64", "nullable": true},
+                "completed_at": {"type": "integer", "format": "int64", "nullable": true},
+                "send_count": {"type": "integer"}
+            }
+        },
+        "CommandList": {
+            "type": "object",
+            "required": ["commands"],
+            "properties": {"commands": {"type": "array", "items": {"$ref": "#/components/schemas/Command"}}}
+        },
+        "Cancelled": {
+            "type": "object",
+            "required": ["cancelled"],
+            "properties": {"cancelled": {"type": "integer"}}
+        },
+        "BulkResults": {
+            "type": "object",
+            "required": ["results"],
+            "properties": {
+                "results": {
+                    "type": "object",
+                    "description": "Device id → `{command_id, existing}` or `{error}`.",
+                    "additionalProperties": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/Enqueued"},
+                            {"$ref": "#/components/schemas/Error"}
+                        ]
+                    }
+                }
+            }
+        },
+        "TenantLockdown": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["require_network_in_oobe"],
+            "properties": {"require_network_in_oobe": {"type": "boolean"}}
+        }
+    })
+}
+
+/// The OpenAPI 3.0.3 document.
+pub fn document() -> Value {
+    let command_fields = json!({
+        "verb": {"type": "string", "enum": ["Get", "Add", "Replace", "Delete", "Exec"]},
+        "target": {"type": "string", "description": "Target LocURI (single-item form).", "example": "./Vendor/MSFT/Policy/Config/Camera/AllowCamera"},
+        "format": {"type": "string", "description": "Meta/Format (`chr`, `int`, `bool`, `b64`, `xml`, `node`, `null`…)."},
+        "type": {"type": "string", "description": "Meta/Type (MIME type)."},
+        "data": {"type": "string", "description": "Data."},
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/NewItem"}, "description": "Several items instead of target/format/type/data."},
+        "syncml": {"type": "string", "description": "A SyncML command fragment instead of the fields above.", "example": "<Get><CmdID>1</CmdID><Item><Target><LocURI>./DevDetail/SwV</LocURI></Target></Item></Get>"},
+        "command_id": {"type": "string", "description": "Client-chosen id (idempotency key): a repeated id answers 200 with `existing: true`."}
+    });
+    let mut bulk_fields = command_fields.clone();
+    bulk_fields.as_object_mut().expect("object").insert(
+        "device_ids".into(),
+        json!({"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": super::MAX_BULK_DEVICES}),
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "winmdm admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Users, devices and OMA-DM command queues of a winmdm server. Every route needs `Authorization: Bearer <token>`; errors are `{\"error\": \"...\"}`."
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths(),
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The admin token (WINMDM_ADMIN_TOKEN or DATA_DIR/admin-token)."
+                }
+            },
+            "schemas": schemas(command_fields, bulk_fields)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn document_paths_are_the_routes() {
+        let doc = document();
+        let mut documented = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (m, op) in ops.as_object().unwrap() {
+                assert!(op["responses"]["401"].is_object(), "{m} {path}: no 401");
+                documented.insert((m.to_ascii_uppercase(), path.clone()));
+            }
+        }
+        let routes: BTreeSet<(String, String)> = super::super::ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(documented, routes);
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn refs(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let name = r.strip_prefix("#/components/schemas/").expect(&r);
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{r} is not defined"
+            );
+        }
+    }
+}
