@@ -2,6 +2,7 @@
 mod support;
 
 mod ca;
+mod crash;
 mod enroll;
 mod manage;
 mod soap;
