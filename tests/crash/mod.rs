@@ -25,7 +25,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 use winmdm::store::{CertStore, DeviceStore};
 
-use crate::support::child::{send, try_admin, ChildServer};
+use crate::support::child::{send, try_admin, try_enroll, ChildServer};
 use crate::support::device::{self, DeviceInfo, Enrolled};
 use crate::support::mdm_device::{hdr, ManagedDevice, Reply};
 use crate::support::Client;
@@ -33,6 +33,8 @@ use crate::support::Client;
 /// Target prefix of the test's commands; the rest of the LocURI is the command id.
 const PREFIX: &str = "./Vendor/MSFT/Crash/";
 const DEVICES: u32 = 4;
+/// Devices enrolled while the kills go on.
+const LATE_DEVICES: u32 = 3;
 const READY_LIMIT: Duration = Duration::from_secs(60);
 
 /// xorshift64: reproducible randomness without a crate.
@@ -435,6 +437,29 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
         }));
     }
 
+    let enroller = {
+        let c = admin.clone();
+        let mut rng = Rng::new(seed ^ 0xE1);
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut attempts = 0u32;
+            for j in 0..LATE_DEVICES {
+                tokio::time::sleep(rng.ms(100, 800)).await;
+                let info = DeviceInfo::new(200 + j, "crash0@example.com", "pw-123456");
+                let mut got = None;
+                for _ in 0..400 {
+                    attempts += 1;
+                    if let Some(e) = try_enroll(&c, &info).await {
+                        got = Some(e);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                out.push(got.expect("late enrollment never succeeded"));
+            }
+            (out, attempts)
+        })
+    };
     let mut restarts = Vec::new();
     for k in 0..kills {
         tokio::time::sleep(rng.ms(150, 1200)).await;
@@ -451,6 +476,7 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let stats = admin_task.await.expect("admin worker");
+    let (late, enroll_attempts) = enroller.await.expect("enroller");
     let mut devices = Vec::new();
     for t in dev_tasks {
         devices.push(t.await.expect("device worker"));
@@ -481,6 +507,34 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
             }
         }
         assert!(drained, "{} not drained after 20 sessions", d.md.device_id);
+    }
+
+    // Devices enrolled under kills: recorded with the serial they hold, and they can check in.
+    let mut late_devices = Vec::new();
+    let mut problems = Vec::new();
+    for (j, e) in late.iter().enumerate() {
+        let mut d = CrashDevice::new(&srv, e, seed ^ (0x1A7E + j as u64));
+        if d.session(0).await != Outcome::Empty {
+            problems.push(format!(
+                "late device {}: session {:?}",
+                d.md.device_id, d.errors
+            ));
+        }
+        let (st, rec) = try_admin(
+            &admin,
+            "GET",
+            &format!("/api/v1/devices/{}", d.md.device_id),
+            None,
+        )
+        .await
+        .expect("device record");
+        if st != 200 || rec["cert_serial"] != d.cert_serial.as_str() || rec["state"] != "enrolled" {
+            problems.push(format!(
+                "late device {}: {st} {rec}, holds {}",
+                d.md.device_id, d.cert_serial
+            ));
+        }
+        late_devices.push(d);
     }
 
     // Checks.
@@ -571,7 +625,7 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
     let aborted: u32 = devices.iter().map(|d| d.sessions_aborted).sum();
     let restart_max = restarts.iter().max().copied().unwrap_or_default();
     println!(
-        "admin: attempted {}, 201 {}, 200 existing after a cut POST {}, cut POSTs {}; devices: {} retransmissions, {} sessions given up; restarts: max {:?}",
+        "admin: attempted {}, 201 {}, 200 existing after a cut POST {}, failed POST attempts {}; devices: {} retransmissions, {} sessions given up; restarts: max {:?}",
         stats.attempted, stats.created, stats.existing_after_cut, stats.cut, retransmits, aborted, restart_max
     );
     println!(
@@ -587,7 +641,7 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
         "final stop: {status:?}"
     );
     let store = winmdm::store::sled::SledStore::open(&data.join("db")).expect("store opens");
-    for d in &devices {
+    for d in devices.iter().chain(&late_devices) {
         let cert = store.get_cert(&d.cert_serial).expect("get_cert");
         match cert {
             Some(c) if c.device_id == d.md.device_id && c.revoked_at.is_none() => {}
@@ -601,9 +655,15 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
             problems.push(format!("{}: device record {dev:?}", d.md.device_id));
         }
     }
+    let certs = store.count_certs().expect("count");
+    println!(
+        "certificates: {} devices hold one ({} enrolled under kills in {enroll_attempts} attempts), all recorded and current; {certs} recorded in all",
+        devices.len() + late_devices.len(),
+        late_devices.len()
+    );
     assert!(
-        store.count_certs().expect("count") >= u64::from(DEVICES),
-        "fewer certificates recorded than issued"
+        certs >= u64::from(DEVICES + LATE_DEVICES),
+        "fewer certificates recorded than devices hold"
     );
     assert_eq!(srv.starts, kills + 2, "starts");
     assert_eq!(lost_total, 0, "acknowledged commands lost: {problems:#?}");

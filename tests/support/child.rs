@@ -236,3 +236,64 @@ pub async fn try_admin(
     };
     Some((r.status, v))
 }
+
+/// The whole enrollment (discovery, policy, RST) as [`super::device::enroll`], but `None` as
+/// soon as a request fails or is refused (the server was killed under it). A new key and CSR
+/// per call, as Windows makes on a new attempt.
+pub async fn try_enroll(
+    c: &Client,
+    info: &super::device::DeviceInfo,
+) -> Option<super::device::Enrolled> {
+    use super::device::{
+        discover_xml, element_text, message_id, policy_xml, rst_xml, Enrolled, Provisioning, B64,
+    };
+    use base64::Engine;
+    let soap = [("content-type", "application/soap+xml; charset=utf-8")];
+    let body = discover_xml(
+        &info.upn,
+        &info.request_version,
+        &["OnPremise", "Federated"],
+        &message_id(),
+    );
+    let r = send(
+        c,
+        "POST",
+        "/EnrollmentServer/Discovery.svc",
+        &soap,
+        body.into_bytes(),
+    )
+    .await?;
+    if r.status != 200 {
+        return None;
+    }
+    let policy_url = element_text(&r.text(), "EnrollmentPolicyServiceUrl")?;
+    let enroll_url = element_text(&r.text(), "EnrollmentServiceUrl")?;
+    let path = |u: &str| {
+        u.split_once("://")
+            .and_then(|(_, r)| r.find('/').map(|i| r[i..].to_string()))
+            .unwrap_or_default()
+    };
+    let body = policy_xml(&info.upn, &info.password, &policy_url, &message_id());
+    let r = send(c, "POST", &path(&policy_url), &soap, body.into_bytes()).await?;
+    if r.status != 200 {
+        return None;
+    }
+    let (csr, key) =
+        winmdm::ca::testing::device_csr(&info.device_id, winmdm::ca::KeyAlgorithm::Rsa2048);
+    let body = rst_xml(info, &csr, &enroll_url, &message_id());
+    let r = send(c, "POST", &path(&enroll_url), &soap, body.into_bytes()).await?;
+    if r.status != 200 {
+        return None;
+    }
+    let b64 = element_text(&r.text(), "BinarySecurityToken")?;
+    let doc = String::from_utf8(B64.decode(b64.trim()).ok()?).ok()?;
+    let prov = Provisioning::parse(&doc);
+    Some(Enrolled {
+        device_id: info.device_id.clone(),
+        cert_der: prov.client_cert.clone(),
+        key,
+        root_der: prov.root_cert.clone(),
+        mgmt_url: prov.addr.clone(),
+        provisioning_doc: doc,
+    })
+}
