@@ -85,11 +85,9 @@ enum Outcome {
     Aborted,
 }
 
-/// A simulated device with its own bookkeeping of what it received.
-struct CrashDevice {
-    md: ManagedDevice,
-    cert_serial: String,
-    rng: Rng,
+/// What a device received, and which of its Statuses it knows the server recorded.
+#[derive(Default)]
+struct Ledger {
     /// Command id → how many times it was received.
     delivered: BTreeMap<String, u32>,
     /// Commands whose Status 200 went in a message the server answered: recorded for sure.
@@ -98,6 +96,37 @@ struct CrashDevice {
     dup_after_status: Vec<String>,
     /// Deliveries of a command already received whose Status was not confirmed.
     redeliveries: u32,
+}
+
+impl Ledger {
+    /// The device received command `id` in `session`.
+    fn received(&mut self, id: &str, session: u32) {
+        let n = self.delivered.entry(id.to_string()).or_insert(0);
+        if *n > 0 {
+            if self.confirmed.contains(id) {
+                self.dup_after_status.push(format!(
+                    "{id} delivered again (delivery #{}) in session {session} after its Status was recorded",
+                    *n + 1
+                ));
+            } else {
+                self.redeliveries += 1;
+            }
+        }
+        *n += 1;
+    }
+
+    /// The server answered the message carrying the Statuses of `ids`.
+    fn confirm(&mut self, ids: impl IntoIterator<Item = String>) {
+        self.confirmed.extend(ids);
+    }
+}
+
+/// A simulated device with its own bookkeeping of what it received.
+struct CrashDevice {
+    md: ManagedDevice,
+    cert_serial: String,
+    rng: Rng,
+    ledger: Ledger,
     sessions_ok: u32,
     sessions_aborted: u32,
     retransmits: u32,
@@ -138,10 +167,7 @@ impl CrashDevice {
             cert_serial: serial_of(&e.cert_der),
             md,
             rng: Rng::new(seed),
-            delivered: BTreeMap::new(),
-            confirmed: BTreeSet::new(),
-            dup_after_status: Vec::new(),
-            redeliveries: 0,
+            ledger: Ledger::default(),
             sessions_ok: 0,
             sessions_aborted: 0,
             retransmits: 0,
@@ -201,7 +227,7 @@ impl CrashDevice {
             let reply = Reply::parse(&r.text());
             assert_eq!(reply.session_id, session.to_string(), "SessionID echoed");
             // The server answered the message carrying these Statuses: they are recorded.
-            self.confirmed.extend(statuses_in_body.drain(..));
+            self.ledger.confirm(statuses_in_body.drain(..));
             let cmds: Vec<_> = reply
                 .commands
                 .iter()
@@ -227,20 +253,9 @@ impl CrashDevice {
                     .as_deref()
                     .and_then(|t| t.strip_prefix(PREFIX))
                     .map(str::to_string);
-                if let Some(id) = &id {
-                    let n = self.delivered.entry(id.clone()).or_insert(0);
-                    if *n > 0 {
-                        if self.confirmed.contains(id) {
-                            self.dup_after_status.push(format!(
-                                "{id} delivered again (delivery #{}) in session {session} after its Status was recorded",
-                                *n + 1
-                            ));
-                        } else {
-                            self.redeliveries += 1;
-                        }
-                    }
-                    *n += 1;
-                    statuses_in_body.push(id.clone());
+                if let Some(id) = id {
+                    self.ledger.received(&id, session);
+                    statuses_in_body.push(id);
                 }
                 b.push_str(&format!(
                     r#"<Status><CmdID>{}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef><Cmd>{}</Cmd><Data>200</Data></Status>"#,
@@ -559,7 +574,7 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
         let have = server_commands(&admin, &d.md.device_id).await;
         let delivered = acked[i]
             .iter()
-            .filter(|id| d.delivered.contains_key(*id))
+            .filter(|id| d.ledger.delivered.contains_key(*id))
             .count();
         let done = acked[i]
             .iter()
@@ -568,7 +583,8 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
         let lost = acked[i]
             .iter()
             .filter(|id| {
-                !d.delivered.contains_key(*id) || have.get(*id).map(String::as_str) != Some("done")
+                !d.ledger.delivered.contains_key(*id)
+                    || have.get(*id).map(String::as_str) != Some("done")
             })
             .count();
         let (st, rec) = try_admin(
@@ -588,8 +604,8 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
             delivered,
             done,
             lost,
-            d.redeliveries,
-            d.dup_after_status.len(),
+            d.ledger.redeliveries,
+            d.ledger.dup_after_status.len(),
             d.sessions_ok,
             d.sessions_aborted,
             if cert_ok { "ok" } else { "WRONG" }
@@ -602,7 +618,8 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
         }
         problems.extend(d.errors.iter().map(|e| format!("{}: {e}", d.md.device_id)));
         problems.extend(
-            d.dup_after_status
+            d.ledger
+                .dup_after_status
                 .iter()
                 .map(|e| format!("{}: {e}", d.md.device_id)),
         );
@@ -618,8 +635,8 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
         a_total += acked[i].len();
         d_total += delivered;
         lost_total += lost;
-        redel_total += d.redeliveries;
-        dup_total += d.dup_after_status.len();
+        redel_total += d.ledger.redeliveries;
+        dup_total += d.ledger.dup_after_status.len();
     }
     let retransmits: u32 = devices.iter().map(|d| d.retransmits).sum();
     let aborted: u32 = devices.iter().map(|d| d.sessions_aborted).sum();
@@ -673,4 +690,20 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
     );
     assert!(problems.is_empty(), "{problems:#?}");
     assert!(a_total > 0 && d_total == a_total, "nothing exercised");
+}
+
+/// The bookkeeping itself: a repeat before the Status was confirmed is at-least-once, a repeat
+/// after it is a duplicate.
+#[test]
+fn ledger_tells_redelivery_from_duplicate() {
+    let mut l = Ledger::default();
+    l.received("a", 1);
+    l.received("a", 2); // the reply to its Status never arrived: allowed
+    assert_eq!((l.redeliveries, l.dup_after_status.len()), (1, 0));
+    l.confirm(["a".to_string()]);
+    l.received("a", 3);
+    assert_eq!((l.redeliveries, l.dup_after_status.len()), (1, 1));
+    l.received("b", 3);
+    assert_eq!(l.delivered["b"], 1);
+    assert_eq!((l.redeliveries, l.dup_after_status.len()), (1, 1));
 }
