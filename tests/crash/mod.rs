@@ -672,6 +672,19 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
             problems.push(format!("{}: device record {dev:?}", d.md.device_id));
         }
     }
+    // The child's own output (RUST_LOG=warn): no panic, no error, across all starts.
+    let log = std::fs::read_to_string(&srv.log_path).unwrap_or_default();
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("panicked") || l.contains("ERROR"))
+        .collect();
+    println!(
+        "child log: {} lines over {} starts, {} with a panic or ERROR",
+        log.lines().count(),
+        srv.starts,
+        bad.len()
+    );
+    problems.extend(bad.iter().map(|l| format!("child log: {l}")));
     let certs = store.count_certs().expect("count");
     println!(
         "certificates: {} devices hold one ({} enrolled under kills in {enroll_attempts} attempts), all recorded and current; {certs} recorded in all",
