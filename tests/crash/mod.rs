@@ -10,8 +10,16 @@
 //!   carrying its Status 200; re-delivery of a command whose Status may not have been recorded
 //!   (the round was cut by a kill) is allowed (at-least-once) and counted;
 //! * every device's certificate serial is the one recorded (`GET /api/v1/devices/{id}`, and the
-//!   sled store opened after the child exited);
-//! * the store opens after every kill (the child restarts and answers `/healthz`).
+//!   sled store opened after the child exited), including 3 devices that enroll while the kills
+//!   go on (an enrollment cut by a kill is retried with a new key, as Windows does);
+//! * the store opens after every kill (the child restarts and answers `/healthz`, and every
+//!   acknowledged command is listed), and the child logs no panic and no ERROR.
+//!
+//! A device whose request fails either retransmits the same message (up to 40 times, 50 ms
+//! apart) or gives the session up and starts a new one; both are what DMClient may do.
+//! Limits: a kill lands inside a handler only by chance (a few re-deliveries per 20 kills), the
+//! devices answer every command 200 (no Gets, no large objects, no MaxMsgSize splitting), and an
+//! admin POST is only rarely cut mid-request (the `200 existing` path).
 //!
 //! Default: 5 kills. Longer runs: `WINMDM_CRASH_KILLS=20 cargo test --test main crash -- --nocapture`;
 //! the seed is `WINMDM_CRASH_SEED` (decimal, printed on every run so a failure can be replayed).
