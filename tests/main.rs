@@ -3,6 +3,7 @@ mod support;
 
 mod ca;
 mod cli;
+mod crash;
 mod enroll;
 mod manage;
 mod soap;
