@@ -9,11 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
-
 use super::{Client, HttpResponse, ADMIN_TOKEN};
 
 /// Longest a single request may take before it counts as failed.
@@ -183,34 +178,7 @@ async fn send_inner(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Option<HttpResponse> {
-    let tcp = TcpStream::connect(c.addr).await.ok()?;
-    let connector = tokio_rustls::TlsConnector::from(c.cfg.clone());
-    let tls = connector
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .ok()?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .ok()?;
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body))).expect("request");
-    let resp = sender.send_request(req).await.ok()?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.ok()?.to_bytes().to_vec();
-    Some(HttpResponse {
-        status,
-        headers,
-        body,
-    })
+    c.try_request(method, path, headers, body).await
 }
 
 /// An admin API call that may fail: `None` if the connection failed.

@@ -224,7 +224,8 @@ impl Client {
         }
     }
 
-    /// As [`Client::request`], but `None` when TLS or HTTP fails (e.g. a refused certificate).
+    /// As [`Client::request`], but `None` when the connection, TLS or HTTP fails (a refused
+    /// connection or certificate, a server killed mid-request).
     pub async fn try_request(
         &self,
         method: &str,
@@ -239,7 +240,7 @@ impl Client {
                 .unwrap_or_else(|| "/".into()),
             None => path.to_string(),
         };
-        let tcp = TcpStream::connect(self.addr).await.expect("connect");
+        let tcp = TcpStream::connect(self.addr).await.ok()?;
         let connector = tokio_rustls::TlsConnector::from(self.cfg.clone());
         let tls = connector
             .connect(ServerName::try_from("localhost").expect("name"), tcp)
