@@ -497,11 +497,10 @@ impl RoundBuilder<'_> {
         let ty = meta_type(item, cmd_meta).map(str::to_string);
         let source = item.source.as_ref().map(|s| s.loc_uri.to_string());
         let data = item.data.as_deref().unwrap_or("");
-        let continuing = self
-            .state
-            .chunked
-            .as_ref()
-            .is_some_and(|c| c.cmd == cmd && c.source == source);
+        let continuing =
+            self.state.chunked.as_ref().is_some_and(|c| {
+                c.cmd == cmd && c.source == source && c.cmd_ref.as_deref() == cmd_ref
+            });
         if !item.more_data && !continuing {
             return Chunk::Whole(item.data.as_deref().map(str::to_string), format, ty);
         }

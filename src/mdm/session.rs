@@ -49,7 +49,7 @@ pub struct Outstanding {
 pub struct Chunked {
     /// `Results`, `Replace` or `Add`.
     pub cmd: String,
-    /// For `Results`: the `CmdRef` (our Get).
+    /// For `Results`: the `CmdRef` (our Get); a continuation must answer the same Get.
     pub cmd_ref: Option<String>,
     /// `Source/LocURI` of the item.
     pub source: Option<String>,
