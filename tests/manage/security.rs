@@ -257,3 +257,74 @@ async fn message_signature_authenticates_behind_a_tls_terminating_proxy() {
     assert_eq!(r.status, 401);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn hostile_syncml_from_an_authenticated_device_gets_clean_errors() {
+    let srv = TestServer::start().await;
+    let d = enrolled(&srv, 38).await;
+    pending_get(&srv, &d).await;
+    let bomb = r#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><SyncML xmlns="SYNCML:SYNCML1.2">&b;</SyncML>"#;
+    let deep = format!(
+        "<SyncML xmlns=\"SYNCML:SYNCML1.2\">{}",
+        "<SyncBody>".repeat(20_000)
+    );
+    let no_msgid = d
+        .first_package(1, "")
+        .replace("<MsgID>1</MsgID>", "<MsgID>x</MsgID>");
+    let truncated = d.first_package(1, "");
+    let truncated = &truncated[..truncated.len() / 2];
+    for body in [
+        b"garbage".as_slice(),
+        b"",
+        bomb.as_bytes(),
+        deep.as_bytes(),
+        b"<SyncML xmlns=\"SYNCML:SYNCML1.2\"><SyncHdr>\xff</SyncHdr></SyncML>",
+        no_msgid.as_bytes(),
+        truncated.as_bytes(),
+    ] {
+        let r = d
+            .client
+            .request(
+                "POST",
+                &d.mgmt_path,
+                &[("content-type", "application/vnd.syncml.dm+xml")],
+                body.to_vec(),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            400,
+            "{:?} → {} {}",
+            String::from_utf8_lossy(&body[..body.len().min(40)]),
+            r.status,
+            r.text()
+        );
+    }
+    let ct = d
+        .client
+        .request(
+            "POST",
+            &d.mgmt_path,
+            &[("content-type", "application/vnd.syncml.dm+wbxml")],
+            d.first_package(1, "").into_bytes(),
+        )
+        .await;
+    assert_eq!(ct.status, 415);
+    let huge = vec![b'a'; 2 * 1024 * 1024];
+    let r = d
+        .client
+        .request(
+            "POST",
+            &d.mgmt_path,
+            &[("content-type", "application/vnd.syncml.dm+xml")],
+            huge,
+        )
+        .await;
+    assert_eq!(r.status, 413);
+    still_pending(&srv, &d).await;
+    // The device can still run a normal session afterwards.
+    let mut d = d;
+    let got = d.session().await;
+    assert_eq!(got.len(), 1);
+    srv.stop().await;
+}
