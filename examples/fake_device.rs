@@ -200,10 +200,8 @@ async fn main() -> Res<()> {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
         )),
     )?;
-    let session = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs()
-        % 100_000;
+    use winmdm::clock::Clock;
+    let session = winmdm::clock::SystemClock.now_unix() % 100_000;
     let id = &info.device_id;
     let hdr = |msg: u32| {
         format!(
