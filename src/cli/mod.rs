@@ -532,10 +532,7 @@ async fn user(
     cmd: UserCmd,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let cmd_kind = match &cmd {
-        UserCmd::Disable { .. } => UserKind::Disable,
-        _ => UserKind::Other,
-    };
+    let disabled = matches!(cmd, UserCmd::Disable { .. });
     match cmd {
         UserCmd::Add {
             upn,
@@ -639,7 +636,6 @@ async fn user(
             )
         }
         UserCmd::Disable { upn } | UserCmd::Enable { upn } => {
-            let disabled = matches!(cmd_kind, UserKind::Disable);
             let (body, v) = call(
                 c,
                 "PATCH",
@@ -662,12 +658,6 @@ async fn user(
             w(out, &format!("deleted user {upn}\n"))
         }
     }
-}
-
-/// Which PATCH `user disable|enable` sends.
-enum UserKind {
-    Disable,
-    Other,
 }
 
 /// Fetches a paginated list (`key` holds the items): one page, or every page when `all`.
