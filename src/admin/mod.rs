@@ -3,10 +3,16 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | POST | `/api/v1/users` `{"upn","password"}` | 201 user; 409 exists; 400 invalid |
-//! | GET | `/api/v1/users` | 200 `{"users": [...]}` |
+//! | GET | `/api/v1/users?limit=&cursor=` | 200 `{"users": [...], "next"}` |
+//! | GET | `/api/v1/users/{upn}` | 200 user + `devices`; 404 unknown |
+//! | PATCH | `/api/v1/users/{upn}` `{"password"?, "disabled"?}` | 200 user; 400; 404 |
 //! | DELETE | `/api/v1/users/{upn}` | 204; 404 unknown |
 //! | GET | `/api/v1/devices?limit=&cursor=` | 200 `{"devices": [...], "next": "..."\|null}` |
 //! | GET | `/api/v1/devices/{device_id}` | 200 device; 404 unknown |
+//! | DELETE | `/api/v1/devices/{device_id}` | 204 (queue cancelled, sessions dropped, cert revoked); 404 |
+//! | POST | `/api/v1/devices/{id}/actions` `{"action"}` | 202 `{"action_id"}` (+ `"existing"`); 400; 404; 409 |
+//! | GET | `/api/v1/devices/{id}/actions/{action_id}` | 200 action state; 404 |
+//! | GET | `/api/v1/audit?limit=&cursor=` | 200 `{"entries": [...], "next"}` |
 //! | POST | `/api/v1/devices/{id}/commands` | 201 `{"command_id"}` (200 if that id exists); 400; 404 |
 //! | GET | `/api/v1/devices/{id}/commands` | 200 `{"commands": [...]}` |
 //! | DELETE | `/api/v1/devices/{id}/commands/{command_id}` | 204; 404; 409 already answered |
@@ -162,9 +168,15 @@ fn authorized(app: &App, req: &Request<Incoming>) -> bool {
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/users"),
     ("GET", "/api/v1/users"),
+    ("GET", "/api/v1/users/{upn}"),
+    ("PATCH", "/api/v1/users/{upn}"),
     ("DELETE", "/api/v1/users/{upn}"),
     ("GET", "/api/v1/devices"),
     ("GET", "/api/v1/devices/{device_id}"),
+    ("DELETE", "/api/v1/devices/{device_id}"),
+    ("POST", "/api/v1/devices/{device_id}/actions"),
+    ("GET", "/api/v1/devices/{device_id}/actions/{action_id}"),
+    ("GET", "/api/v1/audit"),
     ("POST", "/api/v1/devices/{device_id}/commands"),
     ("GET", "/api/v1/devices/{device_id}/commands"),
     ("DELETE", "/api/v1/devices/{device_id}/commands"),
@@ -182,9 +194,15 @@ pub const ROUTES: &[(&str, &str)] = &[
 enum Endpoint<'a> {
     CreateUser,
     ListUsers,
+    GetUser(&'a str),
+    PatchUser(&'a str),
     DeleteUser(&'a str),
     ListDevices,
     GetDevice(&'a str),
+    DeleteDevice(&'a str),
+    CreateAction(&'a str),
+    GetAction(&'a str, &'a str),
+    ListAudit,
     CreateCommand(&'a str),
     ListCommands(&'a str),
     ClearCommands(&'a str),
@@ -210,9 +228,15 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
     Ok(match (segs, method.clone()) {
         (["users"], Method::POST) => E::CreateUser,
         (["users"], Method::GET) => E::ListUsers,
+        (["users", upn], Method::GET) => E::GetUser(upn),
+        (["users", upn], Method::PATCH) => E::PatchUser(upn),
         (["users", upn], Method::DELETE) => E::DeleteUser(upn),
         (["devices"], Method::GET) => E::ListDevices,
         (["devices", id], Method::GET) => E::GetDevice(id),
+        (["devices", id], Method::DELETE) => E::DeleteDevice(id),
+        (["devices", id, "actions"], Method::POST) => E::CreateAction(id),
+        (["devices", id, "actions", aid], Method::GET) => E::GetAction(id, aid),
+        (["audit"], Method::GET) => E::ListAudit,
         (["devices", id, "commands"], Method::POST) => E::CreateCommand(id),
         (["devices", id, "commands"], Method::GET) => E::ListCommands(id),
         (["devices", id, "commands"], Method::DELETE) => E::ClearCommands(id),
@@ -228,6 +252,9 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["devices", _, "commands"]
             | ["devices", _, "commands", _]
             | ["devices", _, "tenant-lockdown"]
+            | ["devices", _, "actions"]
+            | ["devices", _, "actions", _]
+            | ["audit"]
             | ["commands"]
             | ["openapi.json"],
             _,
@@ -249,10 +276,16 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> 
     let method = req.method().clone();
     match endpoint(&segs, &method)? {
         Endpoint::CreateUser => create_user(app, req).await,
-        Endpoint::ListUsers => list_users(app).await,
+        Endpoint::ListUsers => list_users(app, req.uri().query().unwrap_or("")).await,
+        Endpoint::GetUser(upn) => get_user(app, upn.to_string()).await,
+        Endpoint::PatchUser(upn) => patch_user(app, upn.to_string(), req).await,
         Endpoint::DeleteUser(upn) => delete_user(app, upn.to_string()).await,
         Endpoint::ListDevices => list_devices(app, req.uri().query().unwrap_or("")).await,
         Endpoint::GetDevice(id) => get_device(app, id.to_string()).await,
+        Endpoint::DeleteDevice(id) => delete_device(app, id.to_string()).await,
+        Endpoint::CreateAction(id) => create_action(app, id.to_string(), req).await,
+        Endpoint::GetAction(id, aid) => get_action(app, id.to_string(), aid.to_string()).await,
+        Endpoint::ListAudit => list_audit(app, req.uri().query().unwrap_or("")).await,
         Endpoint::CreateCommand(id) => create_command(app, id.to_string(), req).await,
         Endpoint::ListCommands(id) => list_commands(app, id.to_string()).await,
         Endpoint::ClearCommands(id) => clear_commands(app, id.to_string()).await,
@@ -358,7 +391,9 @@ async fn create_user(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
             reason: "password must be 1-1024 bytes".into(),
         });
     }
+    let a = app.clone();
     let user = blocking(move || {
+        let app = a;
         if app.store.get_user(&upn)?.is_some() {
             return Err(ApiError::Conflict {
                 what: format!("user {upn}"),
@@ -383,43 +418,259 @@ async fn create_user(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
         Ok(user)
     })
     .await?;
+    audit(&app, "user.create", &user.upn, serde_json::json!({})).await;
     Ok(json(StatusCode::CREATED, &UserView::from(&user)))
 }
 
-async fn list_users(app: Arc<App>) -> Result<Resp, ApiError> {
+async fn list_users(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
+    let (limit, cursor) = page_query(query)?;
     let users = blocking(move || Ok(app.store.list_users()?)).await?;
-    let views: Vec<UserView> = users.iter().map(UserView::from).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "users": views })))
+    let mut views: Vec<UserView> = users
+        .iter()
+        .filter(|u| cursor.as_deref().is_none_or(|c| u.upn.as_str() > c))
+        .take(limit + 1)
+        .map(UserView::from)
+        .collect();
+    let next = if views.len() > limit {
+        views.truncate(limit);
+        views.last().map(|u| u.upn.clone())
+    } else {
+        None
+    };
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "users": views, "next": next }),
+    ))
 }
 
-async fn delete_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
+async fn get_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
     let upn = normalize_upn(&upn);
-    let existed = blocking({
-        let upn = upn.clone();
-        move || Ok(app.store.delete_user(&upn)?)
+    let out = blocking(move || {
+        let Some(user) = app.store.get_user(&upn)? else {
+            return Err(ApiError::NotFound {
+                what: format!("user {upn}"),
+            });
+        };
+        // Every device record enrolled by this user (a scan: fine at this scale).
+        let mut devices = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = app.store.list_devices(after.as_deref(), MAX_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.device_id.clone());
+            devices.extend(
+                page.into_iter()
+                    .filter(|d| d.upn.as_deref().map(normalize_upn).as_deref() == Some(&upn))
+                    .map(|d| d.device_id),
+            );
+        }
+        let mut v = serde_json::to_value(UserView::from(&user)).unwrap_or_default();
+        v["devices"] = serde_json::json!(devices);
+        Ok(v)
     })
     .await?;
-    if !existed {
-        return Err(ApiError::NotFound {
-            what: format!("user {upn}"),
+    Ok(json(StatusCode::OK, &out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchUser {
+    password: Option<String>,
+    disabled: Option<bool>,
+}
+
+async fn patch_user(app: Arc<App>, upn: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let upn = normalize_upn(&upn);
+    let p: PatchUser = json_body(req).await?;
+    if p.password.is_none() && p.disabled.is_none() {
+        return Err(ApiError::BadRequest {
+            reason: "give password and/or disabled".into(),
         });
     }
-    tracing::info!(%upn, "user deleted");
+    if let Some(pw) = &p.password {
+        if pw.is_empty() || pw.len() > 1024 {
+            return Err(ApiError::BadRequest {
+                reason: "password must be 1-1024 bytes".into(),
+            });
+        }
+    }
+    let detail = serde_json::json!({
+        "password_changed": p.password.is_some(),
+        "disabled": p.disabled,
+    });
+    let a = app.clone();
+    let user = blocking(move || {
+        let not_found = || ApiError::NotFound {
+            what: format!("user {upn}"),
+        };
+        let mut user = a.store.get_user(&upn)?.ok_or_else(not_found)?;
+        if let Some(pw) = &p.password {
+            user.password_hash =
+                crate::auth::hash_password(pw).map_err(|e| ApiError::Internal {
+                    reason: format!("argon2: {e}"),
+                })?;
+        }
+        if let Some(d) = p.disabled {
+            user.disabled = d;
+        }
+        if !a.store.update_user(&user)? {
+            return Err(not_found());
+        }
+        tracing::info!(upn = %user.upn, "user updated");
+        Ok(user)
+    })
+    .await?;
+    audit(&app, "user.update", &user.upn, detail).await;
+    Ok(json(StatusCode::OK, &UserView::from(&user)))
+}
+
+/// Appends one entry to the audit log after a successful change (a failure to do so is logged,
+/// the change stands).
+async fn audit(app: &Arc<App>, action: &str, target: &str, detail: serde_json::Value) {
+    let entry = crate::store::AuditEntry {
+        id: 0,
+        at: app.clock.now_unix(),
+        actor: "admin".into(),
+        action: action.into(),
+        target: target.into(),
+        detail,
+    };
+    let a = app.clone();
+    let r = blocking(move || Ok(a.store.append_audit(entry)?)).await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, action, target, "audit entry not written");
+    }
+}
+
+/// One page of the audit log.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Entries, oldest first.
+    pub entries: Vec<crate::store::AuditEntry>,
+    /// Cursor of the next page, `null` at the end.
+    pub next: Option<String>,
+}
+
+async fn list_audit(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
+    let (limit, cursor) = page_query(query)?;
+    let after = cursor
+        .map(|c| {
+            c.parse::<u64>().map_err(|_| ApiError::BadRequest {
+                reason: "cursor must be the next of a previous page".into(),
+            })
+        })
+        .transpose()?;
+    let page = blocking(move || {
+        let mut entries = app.store.list_audit(after, limit + 1)?;
+        let next = if entries.len() > limit {
+            entries.truncate(limit);
+            entries.last().map(|e| e.id.to_string())
+        } else {
+            None
+        };
+        Ok(AuditPage { entries, next })
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &page))
+}
+
+async fn delete_device(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
+    let a = app.clone();
+    let serial = blocking({
+        let id = id.clone();
+        move || {
+            let dev = a.store.get_device(&id)?;
+            if !a.store.delete_device(&id, a.clock.now_unix())? {
+                return Err(ApiError::NotFound {
+                    what: format!("device {id}"),
+                });
+            }
+            Ok(dev.map(|d| d.cert_serial))
+        }
+    })
+    .await?;
+    tracing::info!(device_id = %id, "device deleted");
+    audit(
+        &app,
+        "device.delete",
+        &id,
+        serde_json::json!({ "cert_serial": serial }),
+    )
+    .await;
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
 }
 
-/// One page of devices.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DevicePage {
-    /// The devices, ordered by DeviceID.
-    pub devices: Vec<Device>,
-    /// Cursor for the next page, `null` at the end.
-    pub next: Option<String>,
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAction {
+    action: String,
 }
 
-async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
+async fn create_action(
+    app: Arc<App>,
+    id: String,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    use crate::mdm::actions::{self, Action};
+    let na: NewAction = json_body(req).await?;
+    let action = Action::parse(&na.action).ok_or_else(|| ApiError::BadRequest {
+        reason: format!(
+            "action must be one of wipe, wipe-protected, reboot, retire, sync; got {:?}",
+            na.action
+        ),
+    })?;
+    let a = app.clone();
+    let out = blocking({
+        let id = id.clone();
+        move || Ok(actions::request(&a, &id, action)?)
+    })
+    .await?;
+    let (action_id, existing) = match out {
+        crate::store::Enqueued::Created(c) => (c.command_id, false),
+        crate::store::Enqueued::Existing(c) => (c.command_id, true),
+    };
+    if !existing {
+        tracing::info!(device_id = %id, %action_id, action = action.name(), "device action requested");
+        audit(
+            &app,
+            "device.action",
+            &id,
+            serde_json::json!({ "action": action.name(), "action_id": action_id }),
+        )
+        .await;
+    }
+    let mut body = serde_json::json!({ "action_id": action_id, "action": action.name() });
+    if existing {
+        body["existing"] = true.into();
+    }
+    Ok(json(StatusCode::ACCEPTED, &body))
+}
+
+async fn get_action(app: Arc<App>, id: String, aid: String) -> Result<Resp, ApiError> {
+    let cmd = blocking({
+        let (id, aid) = (id.clone(), aid.clone());
+        move || {
+            if app.store.get_device(&id)?.is_none() && app.store.list_commands(&id)?.is_empty() {
+                return Err(ApiError::NotFound {
+                    what: format!("device {id}"),
+                });
+            }
+            Ok(app.store.get_command(&id, &aid)?)
+        }
+    })
+    .await?;
+    match cmd.as_ref().and_then(crate::mdm::actions::ActionView::of) {
+        Some(v) => Ok(json(StatusCode::OK, &v)),
+        None => Err(ApiError::NotFound {
+            what: format!("action {aid}"),
+        }),
+    }
+}
+
+/// Parses `limit` and `cursor` of a paginated list.
+fn page_query(query: &str) -> Result<(usize, Option<String>), ApiError> {
     let mut limit = DEFAULT_PAGE;
     let mut cursor: Option<String> = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -443,6 +694,39 @@ async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
             }
         }
     }
+    Ok((limit, cursor))
+}
+
+async fn delete_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
+    let upn = normalize_upn(&upn);
+    let existed = blocking({
+        let (upn, app) = (upn.clone(), app.clone());
+        move || Ok(app.store.delete_user(&upn)?)
+    })
+    .await?;
+    if !existed {
+        return Err(ApiError::NotFound {
+            what: format!("user {upn}"),
+        });
+    }
+    tracing::info!(%upn, "user deleted");
+    audit(&app, "user.delete", &upn, serde_json::json!({})).await;
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}
+
+/// One page of devices.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DevicePage {
+    /// The devices, ordered by DeviceID.
+    pub devices: Vec<Device>,
+    /// Cursor for the next page, `null` at the end.
+    pub next: Option<String>,
+}
+
+async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
+    let (limit, cursor) = page_query(query)?;
     let page = blocking(move || {
         let mut devices = app.store.list_devices(cursor.as_deref(), limit + 1)?;
         let next = if devices.len() > limit {
@@ -536,13 +820,26 @@ mod tests {
             let path = template
                 .replace("{upn}", "alice%40example.com")
                 .replace("{device_id}", "dev-1")
-                .replace("{command_id}", "cmd-1");
+                .replace("{command_id}", "cmd-1")
+                .replace("{action_id}", "act-1");
             let segs = segments(&path).unwrap();
             let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
             let method = Method::from_bytes(m.as_bytes()).unwrap();
             let e = endpoint(&segs, &method).unwrap_or_else(|e| panic!("{m} {template}: {e}"));
             if template.contains("{upn}") {
-                assert_eq!(e, Endpoint::DeleteUser("alice@example.com"));
+                let upn = "alice@example.com";
+                assert!(
+                    [
+                        Endpoint::GetUser(upn),
+                        Endpoint::PatchUser(upn),
+                        Endpoint::DeleteUser(upn)
+                    ]
+                    .contains(&e),
+                    "{e:?}"
+                );
+            }
+            if template.contains("{action_id}") {
+                assert_eq!(e, Endpoint::GetAction("dev-1", "act-1"));
             }
             if template.contains("{command_id}") {
                 assert_eq!(e, Endpoint::CancelCommand("dev-1", "cmd-1"));
@@ -555,6 +852,8 @@ mod tests {
             "devices",
             "commands",
             "tenant-lockdown",
+            "actions",
+            "audit",
             "openapi.json",
             "x",
         ];
@@ -650,6 +949,15 @@ impl<'a> From<&'a crate::store::CommandRecord> for CommandView<'a> {
     }
 }
 
+/// Audits a newly queued command (a repeated id changed nothing and is not logged).
+async fn audit_enqueued(app: &Arc<App>, action: &str, id: &str, e: &crate::store::Enqueued) {
+    if let crate::store::Enqueued::Created(c) = e {
+        let detail =
+            serde_json::json!({ "command_id": c.command_id, "verb": c.verb, "target": c.target });
+        audit(app, action, id, detail).await;
+    }
+}
+
 fn enqueued_response(e: crate::store::Enqueued) -> Resp {
     match e {
         crate::store::Enqueued::Created(c) => json(
@@ -669,7 +977,12 @@ async fn create_command(
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let nc: crate::mdm::commands::NewCommand = json_body(req).await?;
-    let out = blocking(move || Ok(crate::mdm::commands::enqueue(&app, &id, nc)?)).await?;
+    let out = blocking({
+        let (app, id) = (app.clone(), id.clone());
+        move || Ok(crate::mdm::commands::enqueue(&app, &id, nc)?)
+    })
+    .await?;
+    audit_enqueued(&app, "command.enqueue", &id, &out).await;
     Ok(enqueued_response(out))
 }
 
@@ -693,13 +1006,20 @@ async fn list_commands(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
 async fn cancel_command(app: Arc<App>, id: String, cid: String) -> Result<Resp, ApiError> {
     use crate::store::Cancelled;
     let out = blocking({
-        let (id, cid) = (id.clone(), cid.clone());
+        let (id, cid, app) = (id.clone(), cid.clone(), app.clone());
         move || Ok(app.store.cancel(&id, &cid, app.clock.now_unix())?)
     })
     .await?;
     match out {
         Cancelled::Cancelled => {
             tracing::info!(device_id = %id, command_id = %cid, "command cancelled");
+            audit(
+                &app,
+                "command.cancel",
+                &id,
+                serde_json::json!({ "command_id": cid }),
+            )
+            .await;
             let mut r = Response::new(Full::new(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
             Ok(r)
@@ -714,7 +1034,9 @@ async fn cancel_command(app: Arc<App>, id: String, cid: String) -> Result<Resp, 
 }
 
 async fn clear_commands(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
+    let (a, i) = (app.clone(), id.clone());
     let n = blocking(move || {
+        let (app, id) = (a, i);
         if app.store.get_device(&id)?.is_none() {
             return Err(ApiError::NotFound {
                 what: format!("device {id}"),
@@ -725,6 +1047,13 @@ async fn clear_commands(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
         Ok(n)
     })
     .await?;
+    audit(
+        &app,
+        "command.clear",
+        &id,
+        serde_json::json!({ "cancelled": n }),
+    )
+    .await;
     Ok(json(StatusCode::OK, &serde_json::json!({ "cancelled": n })))
 }
 
@@ -740,14 +1069,24 @@ async fn tenant_lockdown(
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let tl: TenantLockdown = json_body(req).await?;
-    let out = blocking(move || {
-        Ok(crate::mdm::commands::set_tenant_lockdown(
-            &app,
-            &id,
-            tl.require_network_in_oobe,
-        )?)
+    let on = tl.require_network_in_oobe;
+    let out = blocking({
+        let (app, id) = (app.clone(), id.clone());
+        move || Ok(crate::mdm::commands::set_tenant_lockdown(&app, &id, on)?)
     })
     .await?;
+    let command_id = match &out {
+        crate::store::Enqueued::Created(c) | crate::store::Enqueued::Existing(c) => {
+            c.command_id.clone()
+        }
+    };
+    audit(
+        &app,
+        "device.tenant_lockdown",
+        &id,
+        serde_json::json!({ "require_network_in_oobe": on, "command_id": command_id }),
+    )
+    .await;
     Ok(enqueued_response(out))
 }
 
@@ -772,14 +1111,36 @@ async fn bulk_command(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Api
             reason: format!("device_ids must hold 1..={MAX_BULK_DEVICES} ids"),
         });
     }
-    let out = blocking(move || {
-        Ok(crate::mdm::commands::enqueue_many(
-            &app,
-            &device_ids,
-            command,
-        )?)
+    let out = blocking({
+        let app = app.clone();
+        move || {
+            Ok(crate::mdm::commands::enqueue_many(
+                &app,
+                &device_ids,
+                command,
+            )?)
+        }
     })
     .await?;
+    let queued = out
+        .iter()
+        .filter(|(_, o)| {
+            matches!(
+                o,
+                crate::mdm::commands::BulkOutcome::Queued {
+                    existing: false,
+                    ..
+                }
+            )
+        })
+        .count();
+    audit(
+        &app,
+        "command.bulk",
+        "*",
+        serde_json::json!({ "devices": out.len(), "queued": queued }),
+    )
+    .await;
     let results: serde_json::Map<String, serde_json::Value> = out
         .into_iter()
         .map(|(id, o)| (id, serde_json::to_value(o).unwrap_or_default()))

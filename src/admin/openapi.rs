@@ -61,6 +61,13 @@ fn nullable(t: &str) -> Value {
     json!({"type": t, "nullable": true})
 }
 
+fn page_params(cursor: &str) -> Value {
+    json!([
+        {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": super::MAX_PAGE, "default": super::DEFAULT_PAGE}},
+        {"name": "cursor", "in": "query", "required": false, "description": cursor, "schema": {"type": "string"}}
+    ])
+}
+
 fn paths() -> Value {
     json!({
         "/api/v1/users": {
@@ -77,11 +84,35 @@ fn paths() -> Value {
             },
             "get": {
                 "operationId": "listUsers",
-                "summary": "List users",
-                "responses": common(json!({"200": ok("All users.", "UserList")}))
+                "summary": "List users, ordered by UPN, one page at a time",
+                "parameters": page_params("The `next` of the previous page (a UPN)."),
+                "responses": common(json!({
+                    "200": ok("One page.", "UserList"),
+                    "400": err("Invalid limit or unknown query parameter.")
+                }))
             }
         },
         "/api/v1/users/{upn}": {
+            "get": {
+                "operationId": "getUser",
+                "summary": "One user, with the DeviceIDs enrolled by them",
+                "parameters": [param("upn", "The user's UPN (case-insensitive, percent-encoded).")],
+                "responses": common(json!({
+                    "200": ok("The user.", "UserDetail"),
+                    "404": err("Unknown user.")
+                }))
+            },
+            "patch": {
+                "operationId": "updateUser",
+                "summary": "Change a user's password and/or disable or enable them",
+                "parameters": [param("upn", "The user's UPN (case-insensitive, percent-encoded).")],
+                "requestBody": body("UserPatch"),
+                "responses": common(json!({
+                    "200": ok("The updated user.", "User"),
+                    "400": err("Empty patch, unknown field, invalid password or JSON."),
+                    "404": err("Unknown user.")
+                }))
+            },
             "delete": {
                 "operationId": "deleteUser",
                 "summary": "Delete a user",
@@ -114,6 +145,51 @@ fn paths() -> Value {
                 "responses": common(json!({
                     "200": ok("The device.", "Device"),
                     "404": err("Unknown device.")
+                }))
+            },
+            "delete": {
+                "operationId": "deleteDevice",
+                "summary": "Delete the device record: cancels its unanswered commands, drops its sessions and revokes its certificate, atomically",
+                "parameters": [device_id()],
+                "responses": common(json!({
+                    "204": {"description": "Deleted; its certificate now gets 403."},
+                    "404": err("Unknown device.")
+                }))
+            }
+        },
+        "/api/v1/devices/{device_id}/actions": {
+            "post": {
+                "operationId": "createAction",
+                "summary": "Ask the device to wipe, reboot, retire (unenroll) or sync at its next session",
+                "parameters": [device_id()],
+                "requestBody": body("NewAction"),
+                "responses": common(json!({
+                    "202": ok("Queued (or, for wipe/wipe-protected/retire, the one still unanswered: `existing: true`).", "ActionAccepted"),
+                    "400": err("Unknown action or invalid JSON."),
+                    "404": err("Unknown device."),
+                    "409": err("The device is not enrolled.")
+                }))
+            }
+        },
+        "/api/v1/devices/{device_id}/actions/{action_id}": {
+            "get": {
+                "operationId": "getAction",
+                "summary": "Where an action is: the state of its command",
+                "parameters": [device_id(), param("action_id", "The action id.")],
+                "responses": common(json!({
+                    "200": ok("The action.", "Action"),
+                    "404": err("Unknown device or action.")
+                }))
+            }
+        },
+        "/api/v1/audit": {
+            "get": {
+                "operationId": "listAudit",
+                "summary": "The audit log of admin changes, oldest first, one page at a time",
+                "parameters": page_params("The `next` of the previous page."),
+                "responses": common(json!({
+                    "200": ok("One page.", "AuditPage"),
+                    "400": err("Invalid limit, cursor or unknown query parameter.")
                 }))
             }
         },
@@ -202,7 +278,87 @@ fn paths() -> Value {
     })
 }
 
+/// Schemas of the user, action and audit routes (apart: `json!` has a recursion limit).
+fn lifecycle_schemas() -> Value {
+    json!({
+        "UserDetail": {
+            "type": "object",
+            "required": ["upn", "created_at", "disabled", "devices"],
+            "properties": {
+                "upn": {"type": "string"},
+                "created_at": {"type": "integer", "format": "int64", "description": "Unix seconds."},
+                "disabled": {"type": "boolean"},
+                "devices": {"type": "array", "items": {"type": "string"}, "description": "DeviceIDs of the device records enrolled by this user."}
+            }
+        },
+        "UserPatch": {
+            "type": "object",
+            "additionalProperties": false,
+            "minProperties": 1,
+            "properties": {
+                "password": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "New password (stored as a new argon2id hash)."},
+                "disabled": {"type": "boolean", "description": "A disabled user cannot enroll."}
+            }
+        },
+        "NewAction": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["action"],
+            "properties": {"action": {"type": "string", "enum": ["wipe", "wipe-protected", "reboot", "retire", "sync"]}}
+        },
+        "ActionAccepted": {
+            "type": "object",
+            "required": ["action_id", "action"],
+            "properties": {
+                "action_id": {"type": "string"},
+                "action": {"type": "string"},
+                "existing": {"type": "boolean", "description": "Present (true) when an unanswered action of this kind was reused."}
+            }
+        },
+        "Action": {
+            "type": "object",
+            "required": ["action_id", "action", "state", "created_at"],
+            "properties": {
+                "action_id": {"type": "string"},
+                "action": {"type": "string"},
+                "state": {"type": "string", "enum": ["pending", "sent", "done", "failed", "cancelled"]},
+                "status": {"type": "integer", "nullable": true, "description": "The device's Status code."},
+                "created_at": {"type": "integer", "format": "int64"},
+                "completed_at": {"type": "integer", "format": "int64", "nullable": true}
+            }
+        },
+        "AuditEntry": {
+            "type": "object",
+            "required": ["id", "at", "actor", "action", "target", "detail"],
+            "properties": {
+                "id": {"type": "integer", "format": "int64"},
+                "at": {"type": "integer", "format": "int64"},
+                "actor": {"type": "string", "description": "`admin` (the bootstrap token)."},
+                "action": {"type": "string", "description": "user.create, user.update, user.delete, command.enqueue, command.cancel, command.clear, command.bulk, device.tenant_lockdown, device.delete, device.action"},
+                "target": {"type": "string"},
+                "detail": {"type": "object"}
+            }
+        },
+        "AuditPage": {
+            "type": "object",
+            "required": ["entries", "next"],
+            "properties": {
+                "entries": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}},
+                "next": {"type": "string", "nullable": true}
+            }
+        }
+    })
+}
+
 fn schemas(command_fields: Value, bulk_fields: Value) -> Value {
+    let mut v = base_schemas(command_fields, bulk_fields);
+    if let (Some(m), Value::Object(extra)) = (v.as_object_mut(), lifecycle_schemas()) {
+        m.extend(extra);
+    }
+    v
+}
+
+fn base_schemas(command_fields: Value, bulk_fields: Value) -> Value {
     json!({
         "Error": {
             "type": "object",
@@ -229,8 +385,11 @@ fn schemas(command_fields: Value, bulk_fields: Value) -> Value {
         },
         "UserList": {
             "type": "object",
-            "required": ["users"],
-            "properties": {"users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}}
+            "required": ["users", "next"],
+            "properties": {
+                "users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}},
+                "next": {"type": "string", "nullable": true, "description": "Cursor of the next page; null at the end."}
+            }
         },
         "DeviceAlert": {
             "type": "object",

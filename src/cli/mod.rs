@@ -1,4 +1,4 @@
-//! The admin command line: `winmdm user|device|command|tenant-lockdown …` talk to a running
+//! The admin command line: `winmdm user|device|command|audit|tenant-lockdown …` talk to a running
 //! server's `/api/v1` over HTTPS (they never open the data directory: sled is single-process).
 //!
 //! Exit codes: 0 success; 1 the server refused (its `{"error"}` text is printed) or a local
@@ -67,6 +67,18 @@ pub enum Command {
         #[command(subcommand)]
         cmd: CommandCmd,
     },
+    /// The audit log of admin changes (oldest first).
+    Audit {
+        /// Page size (1-1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Start after this cursor (the `next` of a previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Follow `next` cursors to the end.
+        #[arg(long)]
+        all: bool,
+    },
     /// Queue TenantLockdown RequireNetworkInOOBE for a device.
     TenantLockdown {
         /// The DeviceID.
@@ -103,8 +115,38 @@ pub enum UserCmd {
         #[arg(long)]
         password: Option<String>,
     },
-    /// List users.
+    /// List users (every page).
     List,
+    /// Show one user and the devices they enrolled.
+    Show {
+        /// The user's UPN.
+        upn: String,
+    },
+    /// Set a new password.
+    SetPassword {
+        /// The user's UPN.
+        upn: String,
+        /// Read the password from the first line of standard input.
+        #[arg(
+            long,
+            conflicts_with = "password",
+            required_unless_present = "password"
+        )]
+        password_stdin: bool,
+        /// The password (visible in the process list: prefer --password-stdin).
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Refuse the user's enrollments.
+    Disable {
+        /// The user's UPN.
+        upn: String,
+    },
+    /// Allow the user's enrollments again.
+    Enable {
+        /// The user's UPN.
+        upn: String,
+    },
     /// Delete a user.
     #[command(alias = "delete")]
     Rm {
@@ -132,6 +174,42 @@ pub enum DeviceCmd {
     Show {
         /// The DeviceID.
         device_id: String,
+    },
+    /// Delete the device record: cancels its queue, revokes its certificate.
+    #[command(alias = "delete")]
+    Rm {
+        /// The DeviceID.
+        device_id: String,
+    },
+    /// Queue a remote wipe (RemoteWipe doWipe, or doWipeProtected with --protected).
+    Wipe {
+        /// The DeviceID.
+        device_id: String,
+        /// doWipeProtected: the wipe survives power loss (and may leave the device unbootable).
+        #[arg(long)]
+        protected: bool,
+    },
+    /// Queue a reboot (Reboot RebootNow).
+    Reboot {
+        /// The DeviceID.
+        device_id: String,
+    },
+    /// Queue an unenrollment (DMClient Unenroll).
+    Retire {
+        /// The DeviceID.
+        device_id: String,
+    },
+    /// Queue a harmless Get so the device answers at its next session.
+    Sync {
+        /// The DeviceID.
+        device_id: String,
+    },
+    /// Show the state of an action.
+    Action {
+        /// The DeviceID.
+        device_id: String,
+        /// The action id printed when it was queued.
+        action_id: String,
     },
 }
 
@@ -424,6 +502,7 @@ async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Resul
         Command::User { cmd } => user(&c, a.json, cmd, out).await,
         Command::Device { cmd } => device(&c, a.json, cmd, out).await,
         Command::Command { cmd } => command(&c, a.json, cmd, out).await,
+        Command::Audit { limit, cursor, all } => audit(&c, a.json, limit, cursor, all, out).await,
         Command::TenantLockdown { device_id, state } => {
             let on = state == OnOff::On;
             let (body, v) = call(
@@ -453,6 +532,7 @@ async fn user(
     cmd: UserCmd,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
+    let disabled = matches!(cmd, UserCmd::Disable { .. });
     match cmd {
         UserCmd::Add {
             upn,
@@ -482,11 +562,18 @@ async fn user(
             w(out, &format!("created user {}\n", str_of(&v["upn"])))
         }
         UserCmd::List => {
-            let (body, v) = call(c, "GET", "/api/v1/users", None).await?;
+            let (users, body, pages) = pages(c, "/api/v1/users", "users", None, None, true).await?;
             if json_out {
+                if pages > 1 {
+                    return w(
+                        out,
+                        &format!("{}\n", json!({ "users": users, "next": Value::Null })),
+                    );
+                }
                 return raw(out, &body);
             }
-            let rows = items(&v["users"])
+            let rows = users
+                .iter()
                 .map(|u| {
                     vec![
                         str_of(&u["upn"]),
@@ -497,6 +584,71 @@ async fn user(
                 .collect();
             w(out, &table(&["UPN", "CREATED", "DISABLED"], rows))
         }
+        UserCmd::Show { upn } => {
+            let (body, v) = call(c, "GET", &format!("/api/v1/users/{}", enc(&upn)), None).await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            let devices: Vec<String> = items(&v["devices"]).map(str_of).collect();
+            let rows = vec![
+                vec!["upn".into(), str_of(&v["upn"])],
+                vec!["created_at".into(), time_of(&v["created_at"])],
+                vec!["disabled".into(), str_of(&v["disabled"])],
+                vec![
+                    "devices".into(),
+                    if devices.is_empty() {
+                        "-".into()
+                    } else {
+                        devices.join(" ")
+                    },
+                ],
+            ];
+            w(out, &table(&["FIELD", "VALUE"], rows))
+        }
+        UserCmd::SetPassword {
+            upn,
+            password_stdin: _,
+            password,
+        } => {
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).map_err(|e| {
+                        Failure::Local(format!("reading the password from standard input: {e}"))
+                    })?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            let (body, v) = call(
+                c,
+                "PATCH",
+                &format!("/api/v1/users/{}", enc(&upn)),
+                Some(json!({ "password": password })),
+            )
+            .await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            w(
+                out,
+                &format!("password changed for {}\n", str_of(&v["upn"])),
+            )
+        }
+        UserCmd::Disable { upn } | UserCmd::Enable { upn } => {
+            let (body, v) = call(
+                c,
+                "PATCH",
+                &format!("/api/v1/users/{}", enc(&upn)),
+                Some(json!({ "disabled": disabled })),
+            )
+            .await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            let what = if disabled { "disabled" } else { "enabled" };
+            w(out, &format!("{what} user {}\n", str_of(&v["upn"])))
+        }
         UserCmd::Rm { upn } => {
             let (body, _) =
                 call(c, "DELETE", &format!("/api/v1/users/{}", enc(&upn)), None).await?;
@@ -505,6 +657,118 @@ async fn user(
             }
             w(out, &format!("deleted user {upn}\n"))
         }
+    }
+}
+
+/// Fetches a paginated list (`key` holds the items): one page, or every page when `all`.
+/// Returns the items, the last raw body and how many pages were read.
+async fn pages(
+    c: &Client,
+    base: &str,
+    key: &str,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    all: bool,
+) -> Result<(Vec<Value>, Vec<u8>, usize), Failure> {
+    let mut found: Vec<Value> = Vec::new();
+    let mut cursor = cursor;
+    let mut n = 0;
+    loop {
+        let mut q = Vec::new();
+        if let Some(l) = limit {
+            q.push(format!("limit={l}"));
+        }
+        if let Some(cur) = &cursor {
+            q.push(format!("cursor={}", enc(cur)));
+        }
+        let path = if q.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", q.join("&"))
+        };
+        let (body, v) = call(c, "GET", &path, None).await?;
+        n += 1;
+        found.extend(items(&v[key]).cloned());
+        match v["next"].as_str() {
+            Some(next) if all => cursor = Some(next.to_string()),
+            _ => return Ok((found, body, n)),
+        }
+    }
+}
+
+async fn audit(
+    c: &Client,
+    json_out: bool,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    all: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let (entries, body, n) = pages(c, "/api/v1/audit", "entries", limit, cursor, all).await?;
+    if json_out {
+        if n > 1 {
+            return w(
+                out,
+                &format!("{}\n", json!({ "entries": entries, "next": Value::Null })),
+            );
+        }
+        return raw(out, &body);
+    }
+    let next = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["next"].as_str().map(str::to_string));
+    let rows = entries
+        .iter()
+        .map(|e| {
+            vec![
+                str_of(&e["id"]),
+                time_of(&e["at"]),
+                str_of(&e["actor"]),
+                str_of(&e["action"]),
+                str_of(&e["target"]),
+                str_of(&e["detail"]),
+            ]
+        })
+        .collect();
+    w(
+        out,
+        &table(&["ID", "AT", "ACTOR", "ACTION", "TARGET", "DETAIL"], rows),
+    )?;
+    if let (Some(n), false) = (next, all) {
+        w(out, &format!("more entries: --cursor {n} (or --all)\n"))?;
+    }
+    Ok(())
+}
+
+/// Queues a device action and prints its id.
+async fn device_action(
+    c: &Client,
+    json_out: bool,
+    device_id: &str,
+    action: &str,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let (body, v) = call(
+        c,
+        "POST",
+        &format!("/api/v1/devices/{}/actions", enc(device_id)),
+        Some(json!({ "action": action })),
+    )
+    .await?;
+    if json_out {
+        return raw(out, &body);
+    }
+    let id = str_of(&v["action_id"]);
+    if v["existing"] == true {
+        w(
+            out,
+            &format!("{action} already pending for {device_id}: action {id}\n"),
+        )
+    } else {
+        w(
+            out,
+            &format!("queued {action} for {device_id}: action {id}\n"),
+        )
     }
 }
 
@@ -613,6 +877,74 @@ async fn device(
                 }
             }
             w(out, &table(&["FIELD", "VALUE"], rows))
+        }
+        DeviceCmd::Rm { device_id } => {
+            let (body, _) = call(
+                c,
+                "DELETE",
+                &format!("/api/v1/devices/{}", enc(&device_id)),
+                None,
+            )
+            .await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            w(out, &format!("deleted device {device_id}\n"))
+        }
+        DeviceCmd::Wipe {
+            device_id,
+            protected,
+        } => {
+            let action = if protected { "wipe-protected" } else { "wipe" };
+            device_action(c, json_out, &device_id, action, out).await
+        }
+        DeviceCmd::Reboot { device_id } => {
+            device_action(c, json_out, &device_id, "reboot", out).await
+        }
+        DeviceCmd::Retire { device_id } => {
+            device_action(c, json_out, &device_id, "retire", out).await
+        }
+        DeviceCmd::Sync { device_id } => device_action(c, json_out, &device_id, "sync", out).await,
+        DeviceCmd::Action {
+            device_id,
+            action_id,
+        } => {
+            let (body, v) = call(
+                c,
+                "GET",
+                &format!(
+                    "/api/v1/devices/{}/actions/{}",
+                    enc(&device_id),
+                    enc(&action_id)
+                ),
+                None,
+            )
+            .await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            let rows = vec![vec![
+                str_of(&v["action_id"]),
+                str_of(&v["action"]),
+                str_of(&v["state"]),
+                str_of(&v["status"]),
+                time_of(&v["created_at"]),
+                time_of(&v["completed_at"]),
+            ]];
+            w(
+                out,
+                &table(
+                    &[
+                        "ACTION_ID",
+                        "ACTION",
+                        "STATE",
+                        "STATUS",
+                        "CREATED",
+                        "COMPLETED",
+                    ],
+                    rows,
+                ),
+            )
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Protocol flows: each takes a parsed message, consults the store and the CA, and returns the
 //! message to write. No HTTP here; the `http` module calls in and writes out.
 
+pub mod actions;
 pub mod commands;
 pub mod enroll;
 pub mod identity;

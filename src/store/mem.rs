@@ -5,8 +5,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::tx::{self, decode, encode, KvPairs, Table, Tx};
 use super::{
-    normalize_upn, Cancelled, CertRecord, CertStore, CommandQueue, CommandRecord, Device,
-    DeviceStore, Enqueued, EnrollOutcome, Round, SessionStore, StoreError, User, UserStore,
+    normalize_upn, AuditEntry, AuditStore, Cancelled, CertRecord, CertStore, CommandQueue,
+    CommandRecord, Device, DeviceStore, Enqueued, EnrollOutcome, Round, SessionStore, StoreError,
+    User, UserStore,
 };
 
 type Tables = BTreeMap<(Table, Vec<u8>), Vec<u8>>;
@@ -107,6 +108,9 @@ impl UserStore for MemStore {
             .remove(&(Table::Users, normalize_upn(upn).into_bytes()))
             .is_some())
     }
+    fn update_user(&self, user: &User) -> Result<bool, StoreError> {
+        self.transact(|t| tx::update_user(t, user))
+    }
 }
 
 impl DeviceStore for MemStore {
@@ -140,6 +144,36 @@ impl DeviceStore for MemStore {
         now: i64,
     ) -> Result<EnrollOutcome, StoreError> {
         self.transact(|t| tx::record_enrollment(t, device, cert, now))
+    }
+    fn delete_device(&self, device_id: &str, now: i64) -> Result<bool, StoreError> {
+        let (queued, sessions) = tx::device_leftovers(self, device_id)?;
+        self.transact(|t| tx::delete_device(t, device_id, &queued, &sessions, now))
+    }
+}
+
+impl AuditStore for MemStore {
+    fn append_audit(&self, mut entry: AuditEntry) -> Result<u64, StoreError> {
+        entry.id = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        self.lock().insert(
+            (Table::Audit, entry.id.to_be_bytes().to_vec()),
+            encode(&entry),
+        );
+        Ok(entry.id)
+    }
+    fn list_audit(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded((Table::Audit, a.to_be_bytes().to_vec())),
+            None => Bound::Included((Table::Audit, Vec::new())),
+        };
+        let kv = self
+            .lock()
+            .range((start, Bound::Unbounded))
+            .take_while(|((t, _), _)| *t == Table::Audit)
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect();
+        tx::audit_entries(kv)
     }
 }
 

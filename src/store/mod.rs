@@ -269,6 +269,31 @@ pub enum StoreError {
     },
 }
 
+/// One admin change, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the log (assigned by the store, increasing).
+    pub id: u64,
+    /// When (Unix seconds).
+    pub at: i64,
+    /// Who (`admin` for the bootstrap token).
+    pub actor: String,
+    /// What, e.g. `user.create`, `device.delete`, `device.action`.
+    pub action: String,
+    /// On what (UPN, DeviceID…).
+    pub target: String,
+    /// Details (never secrets).
+    pub detail: serde_json::Value,
+}
+
+/// The append-only log of admin changes.
+pub trait AuditStore: Send + Sync {
+    /// Appends an entry; its `id` is assigned here (increasing) and returned.
+    fn append_audit(&self, entry: AuditEntry) -> Result<u64, StoreError>;
+    /// Entries with an id strictly greater than `after`, oldest first, at most `limit`.
+    fn list_audit(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
 /// Users who may enroll.
 pub trait UserStore: Send + Sync {
     /// Creates a user; [`StoreError::AlreadyExists`] if the UPN is taken.
@@ -279,6 +304,8 @@ pub trait UserStore: Send + Sync {
     fn list_users(&self) -> Result<Vec<User>, StoreError>;
     /// Deletes a user; `false` if there was none.
     fn delete_user(&self, upn: &str) -> Result<bool, StoreError>;
+    /// Replaces an existing user (password hash, disabled); `false` if there is none.
+    fn update_user(&self, user: &User) -> Result<bool, StoreError>;
 }
 
 /// Enrolled devices.
@@ -298,6 +325,10 @@ pub trait DeviceStore: Send + Sync {
         cert: &CertRecord,
         now: i64,
     ) -> Result<EnrollOutcome, StoreError>;
+    /// Atomically removes a device record, cancels its unanswered commands (their records stay
+    /// as history), drops its stored sessions and revokes its current certificate; `false` if
+    /// there was no such device.
+    fn delete_device(&self, device_id: &str, now: i64) -> Result<bool, StoreError>;
 }
 
 /// Certificates issued by the CA and their revocation state.
@@ -351,8 +382,14 @@ pub trait SessionStore: Send + Sync {
 }
 
 /// Everything the server needs from storage.
-pub trait Store: UserStore + DeviceStore + CertStore + CommandQueue + SessionStore {}
-impl<T: UserStore + DeviceStore + CertStore + CommandQueue + SessionStore> Store for T {}
+pub trait Store:
+    UserStore + DeviceStore + CertStore + CommandQueue + SessionStore + AuditStore
+{
+}
+impl<T: UserStore + DeviceStore + CertStore + CommandQueue + SessionStore + AuditStore> Store
+    for T
+{
+}
 
 /// Key of a per-device record: `device_id \0 rest`.
 pub fn device_key(device_id: &str, rest: &[u8]) -> Vec<u8> {

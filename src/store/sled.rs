@@ -9,8 +9,9 @@ use sled::Transactional;
 
 use super::tx::{self, decode, encode, KvPairs, Table, Tx};
 use super::{
-    normalize_upn, Cancelled, CertRecord, CertStore, CommandQueue, CommandRecord, Device,
-    DeviceStore, Enqueued, EnrollOutcome, Round, SessionStore, StoreError, User, UserStore,
+    normalize_upn, AuditEntry, AuditStore, Cancelled, CertRecord, CertStore, CommandQueue,
+    CommandRecord, Device, DeviceStore, Enqueued, EnrollOutcome, Round, SessionStore, StoreError,
+    User, UserStore,
 };
 
 /// A sled database holding every [`Table`].
@@ -146,6 +147,10 @@ impl UserStore for SledStore {
         self.flush()?;
         Ok(old.is_some())
     }
+
+    fn update_user(&self, user: &User) -> Result<bool, StoreError> {
+        self.transact(|t| tx::update_user(t, user))
+    }
 }
 
 impl DeviceStore for SledStore {
@@ -180,6 +185,36 @@ impl DeviceStore for SledStore {
         now: i64,
     ) -> Result<EnrollOutcome, StoreError> {
         self.transact(|t| tx::record_enrollment(t, device, cert, now))
+    }
+
+    fn delete_device(&self, device_id: &str, now: i64) -> Result<bool, StoreError> {
+        let (queued, sessions) = tx::device_leftovers(self, device_id)?;
+        self.transact(|t| tx::delete_device(t, device_id, &queued, &sessions, now))
+    }
+}
+
+impl AuditStore for SledStore {
+    fn append_audit(&self, mut entry: AuditEntry) -> Result<u64, StoreError> {
+        entry.id = self.db.generate_id().map_err(backend)?;
+        self.tree(Table::Audit)
+            .insert(entry.id.to_be_bytes(), encode(&entry))
+            .map_err(backend)?;
+        self.flush()?;
+        Ok(entry.id)
+    }
+
+    fn list_audit(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let start = match after {
+            Some(a) => std::ops::Bound::Excluded(a.to_be_bytes().to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let kv = self
+            .tree(Table::Audit)
+            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
+            .take(limit)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
+            .collect::<Result<KvPairs, _>>()?;
+        tx::audit_entries(kv)
     }
 }
 

@@ -5,8 +5,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    device_key, Cancelled, CertRecord, CommandRecord, CommandState, Device, DeviceState, Enqueued,
-    EnrollOutcome, Round, StoreError,
+    device_key, normalize_upn, AuditEntry, Cancelled, CertRecord, CommandRecord, CommandState,
+    Device, DeviceState, Enqueued, EnrollOutcome, Round, StoreError, User,
 };
 
 /// The key spaces of the store.
@@ -28,11 +28,13 @@ pub enum Table {
     Queue,
     /// device \0 session_id → opaque session state.
     Sessions,
+    /// id (u64 big-endian, monotonic) → AuditEntry.
+    Audit,
 }
 
 impl Table {
     /// Every table, for backends that open them by name.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Users,
         Table::Devices,
         Table::HwIndex,
@@ -41,6 +43,7 @@ impl Table {
         Table::Commands,
         Table::Queue,
         Table::Sessions,
+        Table::Audit,
     ];
 
     /// Stable on-disk name.
@@ -54,6 +57,7 @@ impl Table {
             Table::Commands => "commands",
             Table::Queue => "queue",
             Table::Sessions => "sessions",
+            Table::Audit => "audit",
         }
     }
 }
@@ -282,4 +286,67 @@ pub fn get_command(
     r.get(Table::Commands, &command_key(device_id, command_id))?
         .map(|b| decode("command", &b))
         .transpose()
+}
+
+/// See [`super::UserStore::update_user`].
+pub fn update_user<X: Tx>(tx: &X, user: &User) -> Result<bool, X::E> {
+    let key = normalize_upn(&user.upn);
+    if tx.get(Table::Users, key.as_bytes())?.is_none() {
+        return Ok(false);
+    }
+    tx.insert(Table::Users, key.as_bytes(), encode(user))?;
+    Ok(true)
+}
+
+/// See [`super::DeviceStore::delete_device`]. `queued` are the ids of the device's unanswered
+/// commands and `sessions` the keys of its stored sessions, both read just before the
+/// transaction (a key-value transaction cannot scan).
+pub fn delete_device<X: Tx>(
+    tx: &X,
+    device_id: &str,
+    queued: &[String],
+    sessions: &[Vec<u8>],
+    now: i64,
+) -> Result<bool, X::E> {
+    let Some(d) = get_json::<Device, X>(tx, Table::Devices, "device", device_id.as_bytes())? else {
+        return Ok(false);
+    };
+    revoke(tx, &d.cert_serial, "device deleted by an admin", now)?;
+    if let Some(hw) = &d.hw_dev_id {
+        if tx.get(Table::HwIndex, hw.as_bytes())?.as_deref() == Some(device_id.as_bytes()) {
+            tx.remove(Table::HwIndex, hw.as_bytes())?;
+        }
+    }
+    for id in queued {
+        cancel(tx, device_id, id, now)?;
+    }
+    for k in sessions {
+        tx.remove(Table::Sessions, k)?;
+    }
+    tx.remove(Table::Devices, device_id.as_bytes())?;
+    Ok(true)
+}
+
+/// What [`delete_device`] needs read before its transaction: (unanswered command ids, session keys).
+pub fn device_leftovers(
+    r: &impl KvRead,
+    device_id: &str,
+) -> Result<(Vec<String>, Vec<Vec<u8>>), StoreError> {
+    let prefix = device_key(device_id, b"");
+    let queued = r
+        .scan_prefix(Table::Queue, &prefix)?
+        .into_iter()
+        .map(|(_, id)| String::from_utf8_lossy(&id).into_owned())
+        .collect();
+    let sessions = r
+        .scan_prefix(Table::Sessions, &prefix)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    Ok((queued, sessions))
+}
+
+/// Decodes audit entries from (key, value) pairs.
+pub fn audit_entries(kv: KvPairs) -> Result<Vec<AuditEntry>, StoreError> {
+    kv.iter().map(|(_, v)| decode("audit entry", v)).collect()
 }

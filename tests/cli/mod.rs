@@ -431,3 +431,114 @@ async fn the_binary_runs_admin_subcommands() {
     ));
     drop(cli);
 }
+
+#[tokio::test]
+async fn user_show_set_password_disable_enable() {
+    let srv = TestServer::start().await;
+    let cli = Cli::new(&srv);
+    let d = enrolled(&srv, 71).await;
+    let upn = "user71@example.com";
+    let out = cli.ok(&["user", "show", upn]).await;
+    assert!(out.starts_with("FIELD"), "{out}");
+    assert!(out.contains(&d.device_id), "{out}");
+    let v = cli.json(&["user", "show", upn]).await;
+    assert_eq!(v["devices"][0], d.device_id.as_str());
+    let (code, out) = cli.run(&["user", "show", "nobody@example.com"]).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("not found") && out.contains("404"), "{out}");
+
+    let before = srv.app.store.get_user(upn).unwrap().unwrap().password_hash;
+    assert_eq!(
+        cli.ok(&["user", "set-password", upn, "--password", "pw-new-71"])
+            .await,
+        format!("password changed for {upn}\n")
+    );
+    let after = srv.app.store.get_user(upn).unwrap().unwrap().password_hash;
+    assert_ne!(before, after);
+    assert!(winmdm::auth::verify_password("pw-new-71", &after));
+
+    assert_eq!(
+        cli.ok(&["user", "disable", upn]).await,
+        format!("disabled user {upn}\n")
+    );
+    assert!(srv.app.store.get_user(upn).unwrap().unwrap().disabled);
+    let v = cli.json(&["user", "enable", upn]).await;
+    assert_eq!(v["disabled"], false);
+    assert!(!srv.app.store.get_user(upn).unwrap().unwrap().disabled);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn device_actions_rm_and_audit() {
+    let srv = TestServer::start().await;
+    let cli = Cli::new(&srv);
+    let mut d = enrolled(&srv, 72).await;
+    let id = d.device_id.clone();
+
+    let out = cli.ok(&["device", "wipe", &id]).await;
+    assert!(
+        out.starts_with(&format!("queued wipe for {id}: action wipe-")),
+        "{out}"
+    );
+    let action_id = out.trim().rsplit(' ').next().unwrap().to_string();
+    let out = cli.ok(&["device", "wipe", &id]).await;
+    assert_eq!(
+        out,
+        format!("wipe already pending for {id}: action {action_id}\n")
+    );
+    let v = cli.json(&["device", "wipe", &id, "--protected"]).await;
+    assert!(v["action_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("wipe-protected-"));
+    let v = cli.json(&["device", "reboot", &id]).await;
+    assert_eq!(v["action"], "reboot");
+    let v = cli.json(&["device", "sync", &id]).await;
+    assert_eq!(v["action"], "sync");
+    let got = d.session().await;
+    assert_eq!(got.len(), 4, "{got:?}");
+    let out = cli.ok(&["device", "action", &id, &action_id]).await;
+    assert!(out.starts_with("ACTION_ID"), "{out}");
+    assert!(
+        out.contains(&action_id) && out.contains("done") && out.contains("200"),
+        "{out}"
+    );
+    let v = cli.json(&["device", "retire", &id]).await;
+    assert_eq!(v["action"], "retire");
+
+    assert_eq!(
+        cli.ok(&["device", "rm", &id]).await,
+        format!("deleted device {id}\n")
+    );
+    let (code, out) = cli.run(&["device", "rm", &id]).await;
+    assert_eq!(code, 1);
+    assert!(out.contains("not found"), "{out}");
+    let (code, _) = cli.run(&["device", "reboot", &id]).await;
+    assert_eq!(code, 1);
+
+    let out = cli.ok(&["audit"]).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("ACTION"),
+        "{out}"
+    );
+    assert!(
+        out.contains("device.action") && out.contains("device.delete"),
+        "{out}"
+    );
+    assert!(out.contains("user.create"), "{out}");
+    let v = cli.json(&["audit"]).await;
+    let actions: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.first(), Some(&"user.create"));
+    assert_eq!(actions.last(), Some(&"device.delete"));
+    let v = cli.json(&["audit", "--limit", "2", "--all"]).await;
+    assert_eq!(v["entries"].as_array().unwrap().len(), actions.len());
+    let out = cli.ok(&["audit", "--limit", "2"]).await;
+    assert!(out.contains("--cursor"), "{out}");
+    srv.stop().await;
+}

@@ -3,7 +3,7 @@
 use winmdm::store::mem::MemStore;
 use winmdm::store::sled::SledStore;
 use winmdm::store::{
-    Cancelled, CertRecord, CertStore, CommandRecord, CommandState, Device, DeviceState,
+    AuditEntry, Cancelled, CertRecord, CertStore, CommandRecord, CommandState, Device, DeviceState,
     DeviceStore, Enqueued, Round, Store, StoreError, User,
 };
 
@@ -241,16 +241,120 @@ fn queue_battery(s: &dyn Store) {
     );
 }
 
+/// User updates, device deletion and the audit log.
+fn lifecycle_battery(s: &dyn Store) {
+    // update_user replaces an existing user only.
+    let mut u = User {
+        upn: "b@example.com".into(),
+        password_hash: "$argon2id$old".into(),
+        created_at: 5,
+        disabled: false,
+    };
+    assert!(!s.update_user(&u).unwrap(), "no such user yet");
+    assert!(s.get_user("b@example.com").unwrap().is_none());
+    s.create_user(&u).unwrap();
+    u.password_hash = "$argon2id$new".into();
+    u.disabled = true;
+    assert!(s.update_user(&u).unwrap());
+    let got = s.get_user("B@example.com").unwrap().unwrap();
+    assert_eq!(got.password_hash, "$argon2id$new");
+    assert!(got.disabled);
+
+    // delete_device: record gone, unanswered commands cancelled (history kept), sessions
+    // dropped, certificate revoked, hardware index freed; other devices untouched.
+    s.record_enrollment(&device("X1", Some("HX"), "x1"), &cert("x1", "X1"), 1)
+        .unwrap();
+    s.record_enrollment(&device("X10", None, "x10"), &cert("x10", "X10"), 1)
+        .unwrap();
+    s.enqueue(command("X1", "q1")).unwrap();
+    s.enqueue(command("X1", "q2")).unwrap();
+    s.enqueue(command("X10", "q1")).unwrap();
+    let mut done = s.get_command("X1", "q1").unwrap().unwrap();
+    done.state = CommandState::Done;
+    done.status = Some(200);
+    let session = |dev: &str, sid: &str| Round {
+        session: Some((dev.into(), sid.into(), Some(b"x".to_vec()))),
+        ..Round::default()
+    };
+    s.commit_round(
+        &Round {
+            commands: vec![done],
+            ..session("X1", "1")
+        },
+        2,
+    )
+    .unwrap();
+    s.commit_round(&session("X1", "2"), 2).unwrap();
+    s.commit_round(&session("X10", "1"), 2).unwrap();
+    assert!(s.delete_device("X1", 50).unwrap());
+    assert!(!s.delete_device("X1", 51).unwrap(), "already gone");
+    assert!(!s.delete_device("nope", 51).unwrap());
+    assert!(s.get_device("X1").unwrap().is_none());
+    assert!(s.queued("X1").unwrap().is_empty());
+    let hist = s.list_commands("X1").unwrap();
+    assert_eq!(hist.len(), 2);
+    assert_eq!(
+        hist[0].state,
+        CommandState::Done,
+        "answered ones stay as they were"
+    );
+    assert_eq!(hist[1].state, CommandState::Cancelled);
+    assert_eq!(hist[1].completed_at, Some(50));
+    assert!(s.get_session("X1", "1").unwrap().is_none());
+    assert!(s.get_session("X1", "2").unwrap().is_none());
+    let c = s.get_cert("x1").unwrap().unwrap();
+    assert_eq!(c.revoked_at, Some(50));
+    assert!(s.list_revoked().unwrap().iter().any(|c| c.serial == "x1"));
+    assert!(s.get_device("X10").unwrap().is_some());
+    assert_eq!(s.queued("X10").unwrap().len(), 1);
+    assert!(s.get_session("X10", "1").unwrap().is_some());
+    assert!(s.get_cert("x10").unwrap().unwrap().revoked_at.is_none());
+    // The hardware id is free again: a new enrollment with it replaces nothing.
+    let out = s
+        .record_enrollment(&device("X2", Some("HX"), "x2"), &cert("x2", "X2"), 60)
+        .unwrap();
+    assert!(out.replaced.is_empty(), "{out:?}");
+
+    // Audit: ids increase, listing is ordered and paged after a cursor.
+    assert!(s.list_audit(None, 10).unwrap().is_empty());
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            s.append_audit(AuditEntry {
+                id: 0,
+                at: 100 + i,
+                actor: "admin".into(),
+                action: format!("a{i}"),
+                target: "t".into(),
+                detail: serde_json::json!({"i": i}),
+            })
+            .unwrap(),
+        );
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let all = s.list_audit(None, 100).unwrap();
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["a0", "a1", "a2", "a3", "a4"]);
+    assert_eq!(all[2].id, ids[2]);
+    assert_eq!(all[2].detail["i"], 2);
+    let page = s.list_audit(Some(ids[1]), 2).unwrap();
+    let actions: Vec<&str> = page.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["a2", "a3"]);
+    assert!(s.list_audit(Some(ids[4]), 10).unwrap().is_empty());
+}
+
 #[test]
 fn mem_store_battery() {
     battery(&MemStore::new());
     queue_battery(&MemStore::new());
+    lifecycle_battery(&MemStore::new());
 }
 
 #[test]
 fn sled_store_battery() {
     battery(&SledStore::temporary().unwrap());
     queue_battery(&SledStore::temporary().unwrap());
+    lifecycle_battery(&SledStore::temporary().unwrap());
 }
 
 #[test]
