@@ -671,6 +671,15 @@ async fn get_action(app: Arc<App>, id: String, aid: String) -> Result<Resp, ApiE
 
 /// Parses `limit` and `cursor` of a paginated list.
 fn page_query(query: &str) -> Result<(usize, Option<String>), ApiError> {
+    page_query_with(query, |_, _| Ok(false))
+}
+
+/// Parses `limit` and `cursor`, handing every other parameter to `extra`, which says whether it
+/// knew it; unknown parameters are a 400.
+fn page_query_with(
+    query: &str,
+    mut extra: impl FnMut(&str, String) -> Result<bool, ApiError>,
+) -> Result<(usize, Option<String>), ApiError> {
     let mut limit = DEFAULT_PAGE;
     let mut cursor: Option<String> = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -688,9 +697,11 @@ fn page_query(query: &str) -> Result<(usize, Option<String>), ApiError> {
             }
             "cursor" => cursor = Some(v).filter(|c| !c.is_empty()),
             other => {
-                return Err(ApiError::BadRequest {
-                    reason: format!("unknown query parameter {other:?}"),
-                })
+                if !extra(other, v)? {
+                    return Err(ApiError::BadRequest {
+                        reason: format!("unknown query parameter {other:?}"),
+                    });
+                }
             }
         }
     }
@@ -725,16 +736,46 @@ pub struct DevicePage {
     pub next: Option<String>,
 }
 
+/// Device records examined per list request at most: a sparse filter returns a short page and a
+/// `next` cursor instead of scanning the whole fleet in one request.
+pub const SCAN_BUDGET: usize = 20_000;
+
 async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
-    let (limit, cursor) = page_query(query)?;
+    let mut f = crate::store::DeviceFilter::default();
+    let bad = |what: &str| ApiError::BadRequest {
+        reason: format!("{what} must be a Unix time in seconds"),
+    };
+    let (limit, cursor) = page_query_with(query, |k, v| {
+        match k {
+            "user" => f.upn = Some(normalize_upn(&v)),
+            "state" => {
+                f.state = Some(match v.as_str() {
+                    "enrolled" => crate::store::DeviceState::Enrolled,
+                    "unenrolled" => crate::store::DeviceState::Unenrolled,
+                    _ => {
+                        return Err(ApiError::BadRequest {
+                            reason: "state must be enrolled or unenrolled".into(),
+                        })
+                    }
+                })
+            }
+            "device_type" => f.device_type = Some(v),
+            "enrollment_type" => f.enrollment_type = Some(v),
+            "os_edition" => f.os_edition = Some(v),
+            "last_seen_before" => f.last_seen_before = Some(v.parse().map_err(|_| bad(k))?),
+            "last_seen_after" => f.last_seen_after = Some(v.parse().map_err(|_| bad(k))?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
     let page = blocking(move || {
-        let mut devices = app.store.list_devices(cursor.as_deref(), limit + 1)?;
-        let next = if devices.len() > limit {
-            devices.truncate(limit);
-            devices.last().map(|d| d.device_id.clone())
-        } else {
-            None
-        };
+        let (devices, next) = crate::store::filtered_devices(
+            app.store.as_ref(),
+            cursor.as_deref(),
+            limit,
+            &f,
+            SCAN_BUDGET,
+        )?;
         Ok(DevicePage { devices, next })
     })
     .await?;

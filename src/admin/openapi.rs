@@ -126,10 +126,18 @@ fn paths() -> Value {
         "/api/v1/devices": {
             "get": {
                 "operationId": "listDevices",
-                "summary": "List devices, ordered by DeviceID, one page at a time",
+                "summary": "List devices, ordered by DeviceID, one page at a time, optionally filtered",
+                "description": "A request examines at most SCAN_BUDGET records: with a sparse filter a page may hold fewer than `limit` devices while `next` is still set; follow `next` until it is null.",
                 "parameters": [
                     {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": super::MAX_PAGE, "default": super::DEFAULT_PAGE}},
-                    {"name": "cursor", "in": "query", "required": false, "description": "The `next` of the previous page.", "schema": {"type": "string"}}
+                    {"name": "cursor", "in": "query", "required": false, "description": "The `next` of the previous page.", "schema": {"type": "string"}},
+                    {"name": "user", "in": "query", "required": false, "description": "Enrolled by this UPN.", "schema": {"type": "string"}},
+                    {"name": "state", "in": "query", "required": false, "schema": {"type": "string", "enum": ["enrolled", "unenrolled"]}},
+                    {"name": "device_type", "in": "query", "required": false, "description": "e.g. CIMClient_Windows (case-insensitive).", "schema": {"type": "string"}},
+                    {"name": "enrollment_type", "in": "query", "required": false, "schema": {"type": "string", "enum": ["Full", "Device"]}},
+                    {"name": "os_edition", "in": "query", "required": false, "description": "Windows product type number (72, 135, 136…).", "schema": {"type": "string"}},
+                    {"name": "last_seen_before", "in": "query", "required": false, "description": "Unix seconds; devices never seen match.", "schema": {"type": "integer"}},
+                    {"name": "last_seen_after", "in": "query", "required": false, "description": "Unix seconds.", "schema": {"type": "integer"}}
                 ],
                 "responses": common(json!({
                     "200": ok("One page.", "DevicePage"),

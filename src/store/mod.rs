@@ -400,6 +400,84 @@ pub fn device_key(device_id: &str, rest: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Conditions on device records (all given ones must hold). Plain data, so a SQL backend can
+/// translate it; [`filtered_devices`] applies it over [`DeviceStore::list_devices`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    /// Enrolled by this (normalised) UPN.
+    pub upn: Option<String>,
+    /// In this state.
+    pub state: Option<DeviceState>,
+    /// `DeviceType` equal to this (case-insensitive).
+    pub device_type: Option<String>,
+    /// `Full` or `Device` (case-insensitive).
+    pub enrollment_type: Option<String>,
+    /// `OSEdition` number.
+    pub os_edition: Option<String>,
+    /// Last seen strictly before this Unix time (never-seen devices match).
+    pub last_seen_before: Option<i64>,
+    /// Last seen at or after this Unix time.
+    pub last_seen_after: Option<i64>,
+}
+
+impl DeviceFilter {
+    /// Whether `d` satisfies every condition.
+    pub fn matches(&self, d: &Device) -> bool {
+        let eq = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref()
+                .is_none_or(|w| have.is_some_and(|h| h.eq_ignore_ascii_case(w)))
+        };
+        eq(&self.upn, d.upn.as_deref())
+            && self.state.is_none_or(|s| s == d.state)
+            && eq(&self.device_type, d.device_type.as_deref())
+            && eq(&self.enrollment_type, Some(&d.enrollment_type))
+            && eq(&self.os_edition, d.os_edition.as_deref())
+            && self
+                .last_seen_before
+                .is_none_or(|t| d.last_seen.is_none_or(|s| s < t))
+            && self
+                .last_seen_after
+                .is_none_or(|t| d.last_seen.is_some_and(|s| s >= t))
+    }
+}
+
+/// One page of devices matching `filter`, ordered by DeviceID, after the cursor `after`.
+/// Examines at most `scan_budget` records; the returned cursor continues after the last record
+/// examined (so a sparse filter gives short pages, never an unbounded scan). `None` at the end.
+pub fn filtered_devices(
+    store: &dyn DeviceStore,
+    after: Option<&str>,
+    limit: usize,
+    filter: &DeviceFilter,
+    scan_budget: usize,
+) -> Result<(Vec<Device>, Option<String>), StoreError> {
+    const CHUNK: usize = 512;
+    let mut out = Vec::with_capacity(limit.min(CHUNK));
+    let mut cursor = after.map(str::to_string);
+    let mut scanned = 0;
+    loop {
+        let chunk = store.list_devices(cursor.as_deref(), CHUNK)?;
+        let exhausted = chunk.len() < CHUNK;
+        for d in chunk {
+            scanned += 1;
+            cursor = Some(d.device_id.clone());
+            if filter.matches(&d) {
+                out.push(d);
+                if out.len() == limit {
+                    // More may follow; the next page starts after this one.
+                    return Ok((out, cursor));
+                }
+            }
+            if scanned >= scan_budget {
+                return Ok((out, cursor));
+            }
+        }
+        if exhausted {
+            return Ok((out, None));
+        }
+    }
+}
+
 /// Normalises a UPN for use as a key (trimmed, lower-case).
 pub fn normalize_upn(upn: &str) -> String {
     upn.trim().to_lowercase()

@@ -244,3 +244,79 @@ async fn admin_listen_moves_the_admin_api_off_the_device_listener() {
     let _ = stop.send(());
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn devices_can_be_filtered() {
+    let srv = TestServer::start().await;
+    srv.create_user("kim@example.com", "pw-kim-123").await;
+    srv.create_user("lee@example.com", "pw-lee-123").await;
+    let c = srv.client();
+    let kim1 = DeviceInfo::new(200, "kim@example.com", "pw-kim-123");
+    let mut kim2 = DeviceInfo::new(201, "kim@example.com", "pw-kim-123");
+    kim2.enrollment_type = "Device";
+    let lee = DeviceInfo::new(202, "lee@example.com", "pw-lee-123");
+    for i in [&kim1, &kim2, &lee] {
+        device::enroll(&c, i).await;
+    }
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["device_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, p) = srv
+        .admin("GET", "/api/v1/devices?user=KIM%40example.com", None)
+        .await;
+    assert_eq!(
+        ids(&p),
+        vec![kim1.device_id.clone(), kim2.device_id.clone()]
+    );
+    let (_, p) = srv
+        .admin("GET", "/api/v1/devices?enrollment_type=device", None)
+        .await;
+    assert_eq!(ids(&p), vec![kim2.device_id.clone()]);
+    let (_, p) = srv.admin("GET", "/api/v1/devices?user=lee%40example.com&state=enrolled&device_type=CIMClient_Windows&os_edition=72", None).await;
+    assert_eq!(ids(&p), vec![lee.device_id.clone()]);
+    let (_, p) = srv
+        .admin("GET", "/api/v1/devices?state=unenrolled", None)
+        .await;
+    assert!(ids(&p).is_empty());
+    // Never-seen devices count as "last seen before" any time, and not as "seen after".
+    let (_, p) = srv
+        .admin("GET", "/api/v1/devices?last_seen_before=4000000000", None)
+        .await;
+    assert_eq!(ids(&p).len(), 3);
+    let (_, p) = srv
+        .admin("GET", "/api/v1/devices?last_seen_after=0", None)
+        .await;
+    assert!(ids(&p).is_empty());
+    // Paging through a filter visits each match once.
+    let (_, p1) = srv
+        .admin(
+            "GET",
+            "/api/v1/devices?user=kim%40example.com&limit=1",
+            None,
+        )
+        .await;
+    let next = p1["next"].as_str().unwrap().to_string();
+    let (_, p2) = srv
+        .admin(
+            "GET",
+            &format!("/api/v1/devices?user=kim%40example.com&limit=1&cursor={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        [ids(&p1), ids(&p2)].concat(),
+        vec![kim1.device_id.clone(), kim2.device_id.clone()]
+    );
+    for bad in ["state=gone", "last_seen_after=yesterday", "colour=red"] {
+        let (st, _) = srv
+            .admin("GET", &format!("/api/v1/devices?{bad}"), None)
+            .await;
+        assert_eq!(st, 400, "{bad}");
+    }
+    srv.stop().await;
+}
