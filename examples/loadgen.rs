@@ -242,13 +242,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         for i in 0..args.devices {
             let id = format!("{:032X}", i);
-            let d = device_record(
+            let mut d = device_record(
                 &id,
                 &format!("s{i}"),
                 "00",
                 now.unix_timestamp() + 86_400,
                 now.unix_timestamp(),
             );
+            if i % 100 == 0 {
+                d.os_edition = Some("136".into()); // 1 % HoloLens: a sparse filter
+            }
             app.store.put_device(&d)?;
         }
         println!(
@@ -256,6 +259,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             args.devices,
             t.elapsed()
         );
+        use winmdm::store::{filtered_devices, DeviceFilter, DeviceState};
+        let list = |name: &str, f: DeviceFilter| -> Result<(), Box<dyn std::error::Error>> {
+            let t = Instant::now();
+            let (first, _) = filtered_devices(app.store.as_ref(), None, 100, &f, 20_000)?;
+            let first_t = t.elapsed();
+            let t = Instant::now();
+            let (mut n, mut pages, mut cursor) = (0usize, 0usize, None::<String>);
+            loop {
+                let (page, next) =
+                    filtered_devices(app.store.as_ref(), cursor.as_deref(), 100, &f, 20_000)?;
+                n += page.len();
+                pages += 1;
+                match next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            println!(
+                "list {name}: first page ({} devices) {:.2?}; all {n} matches in {pages} requests {:.2?}",
+                first.len(),
+                first_t,
+                t.elapsed()
+            );
+            Ok(())
+        };
+        list("no filter", DeviceFilter::default())?;
+        let dense = DeviceFilter {
+            state: Some(DeviceState::Enrolled),
+            ..Default::default()
+        };
+        list("state=enrolled (dense)", dense)?;
+        let sparse = DeviceFilter {
+            os_edition: Some("136".into()),
+            ..Default::default()
+        };
+        list("os_edition=136 (1 %)", sparse)?;
         let ids: Vec<String> = (0..args.devices).map(|i| format!("{:032X}", i)).collect();
         let req = NewCommand {
             verb: Some("Replace".into()),

@@ -451,13 +451,15 @@ pub fn filtered_devices(
     filter: &DeviceFilter,
     scan_budget: usize,
 ) -> Result<(Vec<Device>, Option<String>), StoreError> {
-    const CHUNK: usize = 512;
-    let mut out = Vec::with_capacity(limit.min(CHUNK));
+    // Read what a dense filter needs first, then grow the reads for sparse ones.
+    let mut chunk_len = limit.clamp(1, 4096);
+    let mut out = Vec::with_capacity(limit.min(1024));
     let mut cursor = after.map(str::to_string);
     let mut scanned = 0;
     loop {
-        let chunk = store.list_devices(cursor.as_deref(), CHUNK)?;
-        let exhausted = chunk.len() < CHUNK;
+        let chunk = store.list_devices(cursor.as_deref(), chunk_len)?;
+        let exhausted = chunk.len() < chunk_len;
+        chunk_len = (chunk_len * 2).min(4096);
         for d in chunk {
             scanned += 1;
             cursor = Some(d.device_id.clone());
