@@ -85,6 +85,8 @@ fn device_record(id: &str, serial: &str, thumb: &str, not_after: i64, now: i64) 
         inventory: Default::default(),
         tenant_lockdown: None,
         alerts: vec![],
+        bulk: false,
+        assigned_user: None,
     }
 }
 

@@ -15,6 +15,8 @@
 //!
 //! Dependencies point down only: `http`/`admin` → `mdm` → `soap`/`syncml`/`ca`/`store`.
 #![forbid(unsafe_code)]
+// The OpenAPI document (admin/openapi.rs) is one large `serde_json::json!`.
+#![recursion_limit = "256"]
 #![warn(missing_docs)]
 
 pub mod admin;

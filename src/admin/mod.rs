@@ -186,6 +186,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ),
     ("POST", "/api/v1/commands"),
     ("PUT", "/api/v1/devices/{device_id}/tenant-lockdown"),
+    ("POST", "/api/v1/devices/{device_id}/assign-user"),
     ("GET", "/api/v1/openapi.json"),
 ];
 
@@ -209,6 +210,7 @@ enum Endpoint<'a> {
     CancelCommand(&'a str, &'a str),
     BulkCommand,
     TenantLockdown(&'a str),
+    AssignUser(&'a str),
     OpenApi,
 }
 
@@ -243,6 +245,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["devices", id, "commands", cid], Method::DELETE) => E::CancelCommand(id, cid),
         (["commands"], Method::POST) => E::BulkCommand,
         (["devices", id, "tenant-lockdown"], Method::PUT) => E::TenantLockdown(id),
+        (["devices", id, "assign-user"], Method::POST) => E::AssignUser(id),
         (["openapi.json"], Method::GET) => E::OpenApi,
         (
             ["users"]
@@ -252,6 +255,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["devices", _, "commands"]
             | ["devices", _, "commands", _]
             | ["devices", _, "tenant-lockdown"]
+            | ["devices", _, "assign-user"]
             | ["devices", _, "actions"]
             | ["devices", _, "actions", _]
             | ["audit"]
@@ -294,6 +298,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> 
         }
         Endpoint::BulkCommand => bulk_command(app, req).await,
         Endpoint::TenantLockdown(id) => tenant_lockdown(app, id.to_string(), req).await,
+        Endpoint::AssignUser(id) => assign_user(app, id.to_string(), req).await,
         Endpoint::OpenApi => Ok(json(StatusCode::OK, &openapi::document())),
     }
 }
@@ -1190,4 +1195,51 @@ async fn bulk_command(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Api
         StatusCode::OK,
         &serde_json::json!({ "results": results }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignUser {
+    upn: String,
+}
+
+/// Assigns a bulk-enrolled device to a real user (409 for any other device).
+async fn assign_user(app: Arc<App>, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let body: AssignUser = json_body(req).await?;
+    let upn = validate_upn(&body.upn)?;
+    let dev = blocking({
+        let (app, id) = (app.clone(), id.clone());
+        move || {
+            let mut dev = app.store.get_device(&id)?.ok_or_else(|| ApiError::NotFound {
+                what: format!("device {id}"),
+            })?;
+            if !dev.bulk {
+                return Err(ApiError::Conflict {
+                    what: format!("device {id} was not bulk-enrolled, so it cannot be assigned; an assignment"),
+                });
+            }
+            if app.store.get_user(&upn)?.is_none() {
+                return Err(ApiError::NotFound {
+                    what: format!("user {upn}"),
+                });
+            }
+            dev.assigned_user = Some(crate::store::Assignment {
+                upn,
+                by: "admin".into(),
+                at: app.clock.now_unix(),
+            });
+            app.store.put_device(&dev)?;
+            Ok(dev)
+        }
+    })
+    .await?;
+    tracing::info!(device_id = %id, assigned = ?dev.assigned_user, "bulk device assigned to a user");
+    audit(
+        &app,
+        "device.assign_user",
+        &id,
+        serde_json::json!({ "upn": dev.assigned_user.as_ref().map(|a| &a.upn) }),
+    )
+    .await;
+    Ok(json(StatusCode::OK, &dev))
 }

@@ -274,6 +274,20 @@ fn paths() -> Value {
                 }))
             }
         },
+        "/api/v1/devices/{device_id}/assign-user": {
+            "post": {
+                "operationId": "assignUser",
+                "summary": "Assign a bulk-enrolled device to a real user (recorded with who and when)",
+                "parameters": [device_id()],
+                "requestBody": body("AssignUser"),
+                "responses": common(json!({
+                    "200": ok("The device, with `assigned_user`.", "Device"),
+                    "400": err("Invalid JSON or UPN."),
+                    "404": err("Unknown device or user."),
+                    "409": err("The device was not bulk-enrolled.")
+                }))
+            }
+        },
         "/api/v1/openapi.json": {
             "get": {
                 "operationId": "openapi",
@@ -434,6 +448,8 @@ fn base_schemas(command_fields: Value, bulk_fields: Value) -> Value {
                 "last_seen": {"type": "integer", "format": "int64", "nullable": true},
                 "inventory": {"type": "object", "additionalProperties": {"type": "string"}, "description": "./DevInfo/* and ./DevDetail/* node → value."},
                 "tenant_lockdown": nullable("boolean"),
+                "bulk": {"type": "boolean", "description": "Enrolled with a `windows-bulkenroll…` account: device-scope commands only."},
+                "assigned_user": {"type": "object", "nullable": true, "properties": {"upn": {"type": "string"}, "by": {"type": "string"}, "at": {"type": "integer", "format": "int64"}}},
                 "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceAlert"}}
             }
         },
@@ -532,6 +548,12 @@ fn base_schemas(command_fields: Value, bulk_fields: Value) -> Value {
             "additionalProperties": false,
             "required": ["require_network_in_oobe"],
             "properties": {"require_network_in_oobe": {"type": "boolean"}}
+        },
+        "AssignUser": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["upn"],
+            "properties": {"upn": {"type": "string"}}
         }
     })
 }

@@ -305,11 +305,26 @@ pub fn enqueue(app: &App, device_id: &str, req: NewCommand) -> Result<Enqueued, 
         });
     }
     let rec = prepare(device_id, req, app.clock.now_unix())?;
+    refuse_user_scope_on_bulk(&dev, &rec)?;
     let out = app.store.enqueue(rec)?;
     if let Enqueued::Created(c) = &out {
         tracing::info!(device_id, command_id = %c.command_id, verb = %c.verb, target = ?c.target, "command queued");
     }
     Ok(out)
+}
+
+/// Bulk-enrolled devices have no user session of their own: user-scoped commands are refused.
+fn refuse_user_scope_on_bulk(
+    dev: &crate::store::Device,
+    rec: &CommandRecord,
+) -> Result<(), CommandError> {
+    if dev.bulk && rec.user_scoped {
+        return Err(invalid(format!(
+            "device {} was bulk-enrolled: it takes device-scope commands only (./User/... refused)",
+            dev.device_id
+        )));
+    }
+    Ok(())
 }
 
 /// Records the desired TenantLockdown value and queues its Replace (Format `bool`), replacing a
@@ -469,6 +484,12 @@ pub fn enqueue_many(
                     id.clone(),
                     BulkOutcome::Refused {
                         error: "device is not enrolled".into(),
+                    },
+                )),
+                Some(d) if d.bulk && template.user_scoped => out.push((
+                    id.clone(),
+                    BulkOutcome::Refused {
+                        error: "bulk-enrolled device: device-scope commands only".into(),
                     },
                 )),
                 Some(_) => {

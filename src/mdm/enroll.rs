@@ -230,6 +230,8 @@ fn device_record(
         inventory: Default::default(),
         tenant_lockdown: None,
         alerts: Vec::new(),
+        bulk: crate::store::is_bulk_account(&user.upn),
+        assigned_user: None,
     }
 }
 

@@ -95,6 +95,33 @@ pub struct Device {
     /// Generic (1226) alerts the device sent, most recent last (bounded).
     #[serde(default)]
     pub alerts: Vec<DeviceAlert>,
+    /// Enrolled in bulk with a `windows-bulkenroll…` account (provisioning package): device-scope
+    /// commands only.
+    #[serde(default)]
+    pub bulk: bool,
+    /// The real user a bulk-enrolled device was assigned to, by whom and when.
+    #[serde(default)]
+    pub assigned_user: Option<Assignment>,
+}
+
+/// A bulk-enrolled device's assignment to a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The user.
+    pub upn: String,
+    /// Who assigned it (admin token name).
+    pub by: String,
+    /// When (Unix seconds).
+    pub at: i64,
+}
+
+/// Bulk-enrollment accounts are those whose UPN starts with this (the convention admins of the
+/// system we replace use for provisioning packages).
+pub const BULK_UPN_PREFIX: &str = "windows-bulkenroll";
+
+/// Whether `upn` names a bulk-enrollment account.
+pub fn is_bulk_account(upn: &str) -> bool {
+    normalize_upn(upn).starts_with(BULK_UPN_PREFIX)
 }
 
 /// A generic alert (Alert 1226) a device reported.

@@ -500,3 +500,92 @@ async fn new_routes_need_the_token() {
     assert_eq!(log["entries"], json!([]));
     srv.stop().await;
 }
+
+/// Issue 5: a bulk account enrolls three devices; they refuse user-scoped commands; one is
+/// assigned to a real user; a device enrolled by a normal user cannot be assigned.
+#[tokio::test]
+async fn bulk_account_enrolls_many_devices_that_take_device_scope_only() {
+    use crate::support::device::{self, DeviceInfo};
+    use serde_json::json;
+    let srv = crate::support::TestServer::start().await;
+    srv.create_user("windows-bulkenroll@contoso.com", "ppkg-secret-1")
+        .await;
+    srv.create_user("zoe@contoso.com", "pw-zoe-1234").await;
+    let c = srv.client();
+    let mut bulk = Vec::new();
+    for n in 300..303 {
+        let info = DeviceInfo::new(n, "windows-bulkenroll@contoso.com", "ppkg-secret-1");
+        device::enroll(&c, &info).await;
+        bulk.push(info.device_id);
+    }
+    let normal = DeviceInfo::new(303, "zoe@contoso.com", "pw-zoe-1234");
+    device::enroll(&c, &normal).await;
+    for id in &bulk {
+        let (_, d) = srv
+            .admin("GET", &format!("/api/v1/devices/{id}"), None)
+            .await;
+        assert_eq!(d["bulk"], true, "{d}");
+        let (st, body) = srv
+            .admin("POST", &format!("/api/v1/devices/{id}/commands"), Some(json!({"verb": "Replace", "target": "./User/Vendor/MSFT/Policy/Config/Start/HideSleep", "format": "int", "data": "1"})))
+            .await;
+        assert_eq!(st, 400, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("bulk-enrolled"),
+            "{body}"
+        );
+        let (st, _) = srv
+            .admin("POST", &format!("/api/v1/devices/{id}/commands"), Some(json!({"verb": "Replace", "target": "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera", "format": "int", "data": "0"})))
+            .await;
+        assert_eq!(st, 201, "device-scope commands are fine");
+    }
+    let (_, r) = srv
+        .admin("POST", "/api/v1/commands", Some(json!({"device_ids": [bulk[0], normal.device_id], "verb": "Get", "target": "./User/Vendor/MSFT/Policy/Result/A/B"})))
+        .await;
+    assert!(r["results"][&bulk[0]]["error"].is_string(), "{r}");
+    assert!(
+        r["results"][&normal.device_id]["command_id"].is_string(),
+        "{r}"
+    );
+    let (st, d) = srv
+        .admin(
+            "POST",
+            &format!("/api/v1/devices/{}/assign-user", bulk[1]),
+            Some(json!({"upn": "Zoe@Contoso.com"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{d}");
+    assert_eq!(d["assigned_user"]["upn"], "zoe@contoso.com");
+    assert_eq!(d["assigned_user"]["by"], "admin");
+    assert!(d["assigned_user"]["at"].is_number());
+    let (st, _) = srv
+        .admin(
+            "POST",
+            &format!("/api/v1/devices/{}/assign-user", normal.device_id),
+            Some(json!({"upn": "zoe@contoso.com"})),
+        )
+        .await;
+    assert_eq!(st, 409, "only bulk-enrolled devices can be assigned");
+    let (st, _) = srv
+        .admin(
+            "POST",
+            &format!("/api/v1/devices/{}/assign-user", bulk[2]),
+            Some(json!({"upn": "nobody@contoso.com"})),
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, _) = srv
+        .admin(
+            "POST",
+            &format!("/api/v1/devices/{}/assign-user", bulk[2]),
+            Some(json!({"upn": "zoe@contoso.com", "x": 1})),
+        )
+        .await;
+    assert_eq!(st, 400);
+    let (_, audit) = srv.admin("GET", "/api/v1/audit?limit=1000", None).await;
+    assert!(audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "device.assign_user" && e["target"] == bulk[1].as_str()));
+    srv.stop().await;
+}

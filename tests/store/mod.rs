@@ -32,6 +32,8 @@ fn device(id: &str, hw: Option<&str>, serial: &str) -> Device {
         inventory: Default::default(),
         tenant_lockdown: None,
         alerts: vec![],
+        bulk: false,
+        assigned_user: None,
     }
 }
 
