@@ -204,6 +204,13 @@ pub enum DeviceCmd {
         /// The DeviceID.
         device_id: String,
     },
+    /// Assign a bulk-enrolled device to a real user.
+    AssignUser {
+        /// The DeviceID.
+        device_id: String,
+        /// The user's UPN.
+        upn: String,
+    },
     /// Show the state of an action.
     Action {
         /// The DeviceID.
@@ -905,6 +912,19 @@ async fn device(
             device_action(c, json_out, &device_id, "retire", out).await
         }
         DeviceCmd::Sync { device_id } => device_action(c, json_out, &device_id, "sync", out).await,
+        DeviceCmd::AssignUser { device_id, upn } => {
+            let (body, _) = call(
+                c,
+                "POST",
+                &format!("/api/v1/devices/{}/assign-user", enc(&device_id)),
+                Some(serde_json::json!({ "upn": upn })),
+            )
+            .await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            w(out, &format!("device {device_id} assigned to {upn}\n"))
+        }
         DeviceCmd::Action {
             device_id,
             action_id,

@@ -542,3 +542,35 @@ async fn device_actions_rm_and_audit() {
     assert!(out.contains("--cursor"), "{out}");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn device_assign_user_for_bulk_enrolled_devices() {
+    let srv = TestServer::start().await;
+    srv.create_user("windows-bulkenroll-lab@contoso.com", "ppkg-1")
+        .await;
+    srv.create_user("amy@contoso.com", "pw-amy-1").await;
+    let info = crate::support::device::DeviceInfo::new(
+        320,
+        "windows-bulkenroll-lab@contoso.com",
+        "ppkg-1",
+    );
+    crate::support::device::enroll(&srv.client(), &info).await;
+    let cli = Cli::new(&srv);
+    let out = cli
+        .ok(&["device", "assign-user", &info.device_id, "amy@contoso.com"])
+        .await;
+    assert!(out.contains("assigned to amy@contoso.com"), "{out}");
+    let v = cli.json(&["device", "show", &info.device_id]).await;
+    assert_eq!(v["assigned_user"]["upn"], "amy@contoso.com");
+    let (code, out) = cli
+        .run(&[
+            "device",
+            "assign-user",
+            &info.device_id,
+            "ghost@contoso.com",
+        ])
+        .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("404"), "{out}");
+    srv.stop().await;
+}
