@@ -5,6 +5,7 @@ mod ca;
 mod cli;
 mod crash;
 mod enroll;
+mod fuzz_corpus;
 mod manage;
 mod soap;
 mod store;

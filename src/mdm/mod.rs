@@ -3,6 +3,8 @@
 
 pub mod commands;
 pub mod enroll;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod manage;
 pub mod session;
