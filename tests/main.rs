@@ -7,6 +7,7 @@ mod crash;
 mod enroll;
 mod fuzz_corpus;
 mod manage;
+mod replay;
 mod soap;
 mod store;
 mod syncml;
