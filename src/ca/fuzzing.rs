@@ -54,12 +54,25 @@ pub fn csr(data: &[u8]) {
             v.signature_alg(),
             v.subject_cn(),
         );
+        let ca = generated_ca();
         let device_id = match v.device_id_ext() {
-            Some(id) if super::check_device_id(id).is_ok() => id.to_string(),
-            Some(_) => continue,
+            Some(id) if super::check_device_id(id).is_ok() => {
+                // The extension binds the request to its DeviceID: another id is refused.
+                let other =
+                    ca.issue_device_cert(&v, FIXED_DEVICE_ID, Duration::from_secs(60), now());
+                assert!(
+                    id.eq_ignore_ascii_case(FIXED_DEVICE_ID) || other.is_err(),
+                    "certified a request for {id} as {FIXED_DEVICE_ID}"
+                );
+                id.to_string()
+            }
+            Some(id) => {
+                let r = ca.issue_device_cert(&v, id, Duration::from_secs(60), now());
+                assert!(r.is_err(), "certified an invalid DeviceID {id:?}");
+                continue;
+            }
             None => FIXED_DEVICE_ID.to_string(),
         };
-        let ca = generated_ca();
         let cert = ca
             .issue_device_cert(&v, &device_id, Duration::from_secs(86_400), now())
             .unwrap_or_else(|e| panic!("verified request not certified for {device_id}: {e}"));
