@@ -89,6 +89,8 @@
 
 mod cms;
 mod csr;
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod issue;
 mod renew;

@@ -4,6 +4,8 @@
 pub mod actions;
 pub mod commands;
 pub mod enroll;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod manage;
 pub mod session;

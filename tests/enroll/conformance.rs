@@ -8,7 +8,7 @@ use crate::support::{conformance_dir, TestServer};
 use base64::Engine;
 use x509_parser::prelude::FromDer;
 
-fn captures(dir: &Path, kind: &str) -> Vec<PathBuf> {
+pub(crate) fn captures(dir: &Path, kind: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let patterns: &[&str] = match kind {
         "discover" => &["device-discover-request", "discovery-post-request"],
@@ -30,7 +30,7 @@ fn captures(dir: &Path, kind: &str) -> Vec<PathBuf> {
     out
 }
 
-async fn server_with_capture_users(files: &[PathBuf]) -> TestServer {
+pub(crate) async fn server_with_capture_users(files: &[PathBuf]) -> TestServer {
     let srv = TestServer::start().await;
     let mut made = std::collections::HashSet::new();
     for f in files {
@@ -153,7 +153,7 @@ async fn captured_windows_enrollments_get_a_certificate() {
     srv.stop().await;
 }
 
-fn context_item(xml: &str, name: &str) -> Option<String> {
+pub(crate) fn context_item(xml: &str, name: &str) -> Option<String> {
     let doc = roxmltree::Document::parse(xml).ok()?;
     let item = doc
         .descendants()

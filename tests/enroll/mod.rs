@@ -2,7 +2,7 @@
 //! refusal a device or an admin would notice.
 
 mod admin;
-mod conformance;
+pub(crate) mod conformance;
 mod refusals;
 
 use rcgen::PublicKeyData;

@@ -9,7 +9,7 @@ use crate::support::device::{self, DeviceInfo};
 use crate::support::mdm_device::{ManagedDevice, Reply};
 use crate::support::{conformance_dir, TestServer};
 
-async fn device_with_id(srv: &TestServer, id: &str) -> ManagedDevice {
+pub(crate) async fn device_with_id(srv: &TestServer, id: &str) -> ManagedDevice {
     let (st, _) = srv
         .admin(
             "POST",

@@ -1,7 +1,7 @@
 //! Management sessions end to end: the fake device enrolls, checks in over mutual TLS, receives
 //! the commands an admin queued, and answers them.
 
-mod conformance;
+pub(crate) mod conformance;
 mod security;
 
 use serde_json::json;
