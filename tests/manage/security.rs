@@ -24,6 +24,30 @@ async fn still_pending(srv: &TestServer, d: &ManagedDevice) {
     assert_eq!(c["send_count"], 0);
 }
 
+/// A client presenting a fresh one-day certificate for `d`'s DeviceID issued by `ca` at `at`.
+fn client_with_cert_from(
+    ca: &Ca,
+    srv: &TestServer,
+    d: &ManagedDevice,
+    at: time::OffsetDateTime,
+) -> Client {
+    let (csr, key) = winmdm::ca::testing::device_csr(&d.device_id, KeyAlgorithm::EcdsaP256);
+    let csr = winmdm::ca::verify_csr(&csr, 2048).unwrap();
+    let cert = ca
+        .issue_device_cert(
+            &csr,
+            &d.device_id,
+            std::time::Duration::from_secs(86_400),
+            at,
+        )
+        .unwrap();
+    let id = (
+        vec![CertificateDer::from(cert.der)],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    );
+    Client::new(srv.addr, d.client_root(), Some(id))
+}
+
 /// Sends package 1 with `client`; returns the HTTP status, or None if TLS refused the connection.
 async fn try_session(d: &ManagedDevice, client: &Client) -> Option<u16> {
     client
@@ -55,21 +79,7 @@ async fn certificate_from_another_ca_is_refused() {
     pending_get(&srv, &d).await;
     let now = time::OffsetDateTime::now_utc();
     let rogue = Ca::generate(KeyAlgorithm::EcdsaP256, "rogue CA", now).unwrap();
-    let (csr, key) = winmdm::ca::testing::device_csr(&d.device_id, KeyAlgorithm::EcdsaP256);
-    let csr = winmdm::ca::verify_csr(&csr, 2048).unwrap();
-    let cert = rogue
-        .issue_device_cert(
-            &csr,
-            &d.device_id,
-            std::time::Duration::from_secs(86_400),
-            now,
-        )
-        .unwrap();
-    let id = (
-        vec![CertificateDer::from(cert.der)],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    );
-    let client = Client::new(srv.addr, d.client_root(), Some(id));
+    let client = client_with_cert_from(&rogue, &srv, &d, now);
     let st = try_session(&d, &client).await;
     assert_ne!(st, Some(200), "rogue certificate accepted");
     still_pending(&srv, &d).await;
@@ -82,23 +92,7 @@ async fn expired_certificate_is_refused() {
     let d = enrolled(&srv, 32).await;
     pending_get(&srv, &d).await;
     let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(30);
-    let (csr, key) = winmdm::ca::testing::device_csr(&d.device_id, KeyAlgorithm::EcdsaP256);
-    let csr = winmdm::ca::verify_csr(&csr, 2048).unwrap();
-    let cert = srv
-        .app
-        .ca
-        .issue_device_cert(
-            &csr,
-            &d.device_id,
-            std::time::Duration::from_secs(86_400),
-            long_ago,
-        )
-        .unwrap();
-    let id = (
-        vec![CertificateDer::from(cert.der)],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    );
-    let client = Client::new(srv.addr, d.client_root(), Some(id));
+    let client = client_with_cert_from(&srv.app.ca, &srv, &d, long_ago);
     let st = try_session(&d, &client).await;
     assert_ne!(st, Some(200), "expired certificate accepted");
     still_pending(&srv, &d).await;
