@@ -24,12 +24,11 @@
 //! Default: 5 kills. Longer runs: `WINMDM_CRASH_KILLS=20 cargo test --test main crash -- --nocapture`;
 //! the seed is `WINMDM_CRASH_SEED` (decimal, printed on every run so a failure can be replayed).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 use winmdm::store::{CertStore, DeviceStore};
 
@@ -144,33 +143,7 @@ struct CrashDevice {
 
 impl CrashDevice {
     fn new(srv: &ChildServer, e: &Enrolled, seed: u64) -> CrashDevice {
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(e.key.serialize_der()));
-        let client = Client::new(
-            srv.addr,
-            e.root_der.clone(),
-            Some((vec![CertificateDer::from(e.cert_der.clone())], key)),
-        );
-        let mgmt_path = e
-            .mgmt_url
-            .split_once("://")
-            .and_then(|(_, r)| r.find('/').map(|i| r[i..].to_string()))
-            .expect("management path");
-        let md = ManagedDevice {
-            device_id: e.device_id.clone(),
-            root_der: e.root_der.clone(),
-            cert_der: e.cert_der.clone(),
-            key_der: e.key.serialize_der(),
-            client,
-            mgmt_path,
-            next_session: 1,
-            login_status: "user".into(),
-            max_msg_size: None,
-            status_for: HashMap::new(),
-            nodes: HashMap::new(),
-            replies: Vec::new(),
-            assembled: HashMap::new(),
-            partial: HashMap::new(),
-        };
+        let md = ManagedDevice::at(srv.addr, e);
         CrashDevice {
             cert_serial: serial_of(&e.cert_der),
             md,

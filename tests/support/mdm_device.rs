@@ -177,9 +177,14 @@ pub fn hdr(session: u32, msg: u32, device_id: &str, max_msg_size: Option<u32>) -
 
 impl ManagedDevice {
     pub fn new(srv: &TestServer, e: &Enrolled) -> ManagedDevice {
+        Self::at(srv.addr, e)
+    }
+
+    /// The device of enrollment `e`, talking to the server at `addr`.
+    pub fn at(addr: std::net::SocketAddr, e: &Enrolled) -> ManagedDevice {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(e.key.serialize_der()));
         let client = Client::new(
-            srv.addr,
+            addr,
             e.root_der.clone(),
             Some((vec![CertificateDer::from(e.cert_der.clone())], key)),
         );
