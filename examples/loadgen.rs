@@ -80,13 +80,7 @@ fn device_record(id: &str, serial: &str, thumb: &str, not_after: i64, now: i64) 
         cert_not_after: not_after,
         enrolled_at: now,
         state: DeviceState::Enrolled,
-        login_status: None,
-        last_seen: None,
-        inventory: Default::default(),
-        tenant_lockdown: None,
-        alerts: vec![],
-        bulk: false,
-        assigned_user: None,
+        ..Default::default()
     }
 }
 

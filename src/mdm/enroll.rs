@@ -225,13 +225,8 @@ fn device_record(
         cert_not_after: cert.not_after.unix_timestamp(),
         enrolled_at: now,
         state: DeviceState::Enrolled,
-        login_status: None,
-        last_seen: None,
-        inventory: Default::default(),
-        tenant_lockdown: None,
-        alerts: Vec::new(),
         bulk: crate::store::is_bulk_account(&user.upn),
-        assigned_user: None,
+        ..Default::default()
     }
 }
 

@@ -168,13 +168,7 @@ fn device_record(f: &Fixture) -> Device {
         cert_not_after: f.not_after,
         enrolled_at: NOW,
         state: DeviceState::Enrolled,
-        login_status: None,
-        last_seen: None,
-        inventory: Default::default(),
-        tenant_lockdown: None,
-        alerts: Vec::new(),
-        bulk: false,
-        assigned_user: None,
+        ..Default::default()
     }
 }
 

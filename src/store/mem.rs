@@ -290,3 +290,36 @@ impl SessionStore for MemStore {
         self.transact(|t| tx::commit_round(t, round, now))
     }
 }
+
+impl super::RecordStore for MemStore {
+    fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .lock()
+            .get(&(Table::Records, super::records::record_key(kind, key)))
+            .cloned())
+    }
+
+    fn scan_records(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let prefix = super::records::record_key(kind, "");
+        let start = match after {
+            Some(a) => Bound::Excluded((Table::Records, super::records::record_key(kind, a))),
+            None => Bound::Included((Table::Records, prefix.clone())),
+        };
+        self.lock()
+            .range((start, Bound::Unbounded))
+            .take_while(|((t, k), _)| *t == Table::Records && k.starts_with(&prefix))
+            .take(limit)
+            .map(|((_, k), v)| Ok((super::records::key_part(kind, k)?, v.clone())))
+            .collect()
+    }
+
+    fn apply_records(&self, ops: &[super::RecordOp]) -> Result<bool, StoreError> {
+        self.transact(|t| super::records::apply_in_tx(t, ops))
+    }
+}

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod mem;
+pub mod records;
 pub mod sled;
 pub mod tx;
 
@@ -31,10 +32,11 @@ pub struct User {
 }
 
 /// Lifecycle state of a device record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceState {
     /// Enrolled with a valid certificate.
+    #[default]
     Enrolled,
     /// Replaced by a later enrollment of the same hardware, or unenrolled.
     Unenrolled,
@@ -42,7 +44,7 @@ pub enum DeviceState {
 
 /// An enrolled device. `device_id` is the `DeviceID` AdditionalContext item, which is also the
 /// CN of its certificate and the SyncML `Source/LocURI` of its sessions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     /// The DeviceID (MS-MDE2 ContextItem `DeviceID`); the primary key.
     pub device_id: String,
@@ -410,13 +412,27 @@ pub trait SessionStore: Send + Sync {
 
 /// Everything the server needs from storage.
 pub trait Store:
-    UserStore + DeviceStore + CertStore + CommandQueue + SessionStore + AuditStore
+    UserStore + DeviceStore + CertStore + CommandQueue + SessionStore + AuditStore + RecordStore
 {
+    /// This store as its generic record table (for [`records::Kind`] helpers).
+    fn records(&self) -> &dyn RecordStore;
 }
-impl<T: UserStore + DeviceStore + CertStore + CommandQueue + SessionStore + AuditStore> Store
-    for T
+impl<
+        T: UserStore
+            + DeviceStore
+            + CertStore
+            + CommandQueue
+            + SessionStore
+            + AuditStore
+            + RecordStore,
+    > Store for T
 {
+    fn records(&self) -> &dyn RecordStore {
+        self
+    }
 }
+
+pub use records::{RecordOp, RecordStore};
 
 /// Key of a per-device record: `device_id \0 rest`.
 pub fn device_key(device_id: &str, rest: &[u8]) -> Vec<u8> {

@@ -351,3 +351,43 @@ impl SessionStore for SledStore {
         self.transact(|t| tx::commit_round(t, round, now))
     }
 }
+
+impl super::RecordStore for SledStore {
+    fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree(Table::Records)
+            .get(super::records::record_key(kind, key))
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan_records(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        use std::ops::Bound;
+        let prefix = super::records::record_key(kind, "");
+        let start = match after {
+            Some(a) => Bound::Excluded(super::records::record_key(kind, a)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut out = Vec::new();
+        for r in self
+            .tree(Table::Records)
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+        {
+            let (k, v) = r.map_err(backend)?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((super::records::key_part(kind, &k)?, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn apply_records(&self, ops: &[super::RecordOp]) -> Result<bool, StoreError> {
+        self.transact(|t| super::records::apply_in_tx(t, ops))
+    }
+}

@@ -30,11 +30,13 @@ pub enum Table {
     Sessions,
     /// id (u64 big-endian, monotonic) → AuditEntry.
     Audit,
+    /// kind \0 key → a feature's record (see [`super::records`]).
+    Records,
 }
 
 impl Table {
     /// Every table, for backends that open them by name.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Users,
         Table::Devices,
         Table::HwIndex,
@@ -44,6 +46,7 @@ impl Table {
         Table::Queue,
         Table::Sessions,
         Table::Audit,
+        Table::Records,
     ];
 
     /// Stable on-disk name.
@@ -58,6 +61,7 @@ impl Table {
             Table::Queue => "queue",
             Table::Sessions => "sessions",
             Table::Audit => "audit",
+            Table::Records => "records",
         }
     }
 }

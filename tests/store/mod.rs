@@ -27,13 +27,7 @@ fn device(id: &str, hw: Option<&str>, serial: &str) -> Device {
         cert_not_after: 2_000_000_000,
         enrolled_at: 1,
         state: DeviceState::Enrolled,
-        login_status: None,
-        last_seen: None,
-        inventory: Default::default(),
-        tenant_lockdown: None,
-        alerts: vec![],
-        bulk: false,
-        assigned_user: None,
+        ..Default::default()
     }
 }
 
@@ -370,4 +364,56 @@ fn sled_store_persists_across_reopen() {
     let s = SledStore::open(dir.path()).unwrap();
     assert_eq!(s.get_device("D1").unwrap().unwrap().cert_serial, "01");
     assert_eq!(s.count_certs().unwrap(), 1);
+}
+
+fn records_battery(s: &dyn Store) {
+    use winmdm::store::records::Kind;
+    const K: Kind<(String, u32)> = Kind::new("thing");
+    const OTHER: Kind<u32> = Kind::new("thing2");
+    let r = s.records();
+    assert_eq!(K.get(r, "a").unwrap(), None);
+    assert!(K.insert_new(r, "a", &("x".into(), 1)).unwrap());
+    assert!(
+        !K.insert_new(r, "a", &("y".into(), 2)).unwrap(),
+        "unique key"
+    );
+    assert_eq!(K.get(r, "a").unwrap(), Some(("x".into(), 1)));
+    for k in ["c", "b", "d"] {
+        K.put(r, k, &(k.into(), 0)).unwrap();
+    }
+    // A kind whose name extends another's must not leak into its scans.
+    OTHER.put(r, "a", &9).unwrap();
+    let keys: Vec<String> = K.all(r).unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["a", "b", "c", "d"]);
+    let page: Vec<String> = K
+        .list(r, Some("a"), 2)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(page, ["b", "c"]);
+    // Single use: the second take finds nothing.
+    assert_eq!(K.take(r, "b").unwrap(), Some(("b".into(), 0)));
+    assert_eq!(K.take(r, "b").unwrap(), None);
+    let new = K
+        .update(r, "c", |v| Ok(v.map(|(s, n)| (s, n + 5))))
+        .unwrap();
+    assert_eq!(new, Some(("c".into(), 5)));
+    assert!(K.delete(r, "c").unwrap());
+    assert!(!K.delete(r, "c").unwrap());
+    // A failed precondition changes nothing in the batch.
+    let ops = [K.put_op("z", &("z".into(), 1)), K.expect_absent("a")];
+    assert!(!r.apply_records(&ops).unwrap());
+    assert_eq!(K.get(r, "z").unwrap(), None);
+    assert_eq!(OTHER.get(r, "a").unwrap(), Some(9));
+}
+
+#[test]
+fn mem_store_records() {
+    records_battery(&MemStore::new());
+}
+
+#[test]
+fn sled_store_records() {
+    records_battery(&SledStore::temporary().unwrap());
 }
