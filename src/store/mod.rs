@@ -104,6 +104,13 @@ pub struct Device {
     /// The real user a bulk-enrolled device was assigned to, by whom and when.
     #[serde(default)]
     pub assigned_user: Option<Assignment>,
+    /// Serial number of the registered Autopilot device this device was linked to (its
+    /// `SMBIOSSerialNumber` matched); `Some` means it enrolled through Autopilot.
+    #[serde(default)]
+    pub autopilot_serial: Option<String>,
+    /// Autopilot group tag, copied from the linked Autopilot device record.
+    #[serde(default)]
+    pub group_tag: Option<String>,
 }
 
 /// A bulk-enrolled device's assignment to a user.
