@@ -73,6 +73,23 @@ pub struct ServeOptions {
     /// `MDM-Signature` (DMClient RequireMessageSigning), for TLS-terminating proxies. Off by default.
     #[arg(long, env = "WINMDM_MESSAGE_SIGNING")]
     pub message_signing: Option<bool>,
+    /// Seconds allowed for a TLS handshake (default 10).
+    #[arg(long, env = "WINMDM_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<u64>,
+    /// Seconds allowed to receive a request's headers (HTTP/1.1, default 10).
+    #[arg(long, env = "WINMDM_HEADER_TIMEOUT")]
+    pub header_timeout: Option<u64>,
+    /// Seconds allowed to receive a request body (default 30).
+    #[arg(long, env = "WINMDM_BODY_TIMEOUT")]
+    pub body_timeout: Option<u64>,
+    /// Seconds a connection may stay without any traffic between requests before it is
+    /// closed (default 60).
+    #[arg(long, env = "WINMDM_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// Connections held at once; at the limit the idlest connection is closed to admit a new
+    /// one (default 8192).
+    #[arg(long, env = "WINMDM_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 impl ServeOptions {
@@ -108,6 +125,11 @@ impl ServeOptions {
             management_rate: self.management_rate.or(lower.management_rate),
             retry_after: self.retry_after.or(lower.retry_after),
             message_signing: self.message_signing.or(lower.message_signing),
+            handshake_timeout: self.handshake_timeout.or(lower.handshake_timeout),
+            header_timeout: self.header_timeout.or(lower.header_timeout),
+            body_timeout: self.body_timeout.or(lower.body_timeout),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            max_connections: self.max_connections.or(lower.max_connections),
         }
     }
 
@@ -171,7 +193,34 @@ impl ServeOptions {
                 reason: "must be at least 4096".into(),
             });
         }
+        let secs = |v: Option<u64>, default: u64, field: &'static str| {
+            let v = v.unwrap_or(default);
+            if (1..=3600).contains(&v) {
+                Ok(Duration::from_secs(v))
+            } else {
+                Err(ConfigError::Invalid {
+                    field,
+                    reason: format!("{v} seconds is outside 1..=3600"),
+                })
+            }
+        };
+        let conn = ConnLimits {
+            handshake_timeout: secs(self.handshake_timeout, 10, "handshake_timeout")?,
+            header_timeout: secs(self.header_timeout, 10, "header_timeout")?,
+            body_timeout: secs(self.body_timeout, 30, "body_timeout")?,
+            idle_timeout: secs(self.idle_timeout, 60, "idle_timeout")?,
+            max_connections: match self.max_connections.unwrap_or(8192) {
+                n @ 1..=1_000_000 => n,
+                n => {
+                    return Err(ConfigError::Invalid {
+                        field: "max_connections",
+                        reason: format!("{n} is outside 1..=1000000"),
+                    })
+                }
+            },
+        };
         Ok(Config {
+            conn,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
@@ -228,6 +277,24 @@ pub struct Config {
     pub retry_after: u32,
     /// Accept `MDM-Signature` instead of a TLS client certificate.
     pub message_signing: bool,
+    /// Connection time limits and the connection cap.
+    pub conn: ConnLimits,
+}
+
+/// How long a connection may take at each step, and how many are held at once: the defences
+/// against slow and idle clients (see the README's security table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Request headers (HTTP/1.1).
+    pub header_timeout: Duration,
+    /// Request body.
+    pub body_timeout: Duration,
+    /// No traffic at all while no request is in progress.
+    pub idle_timeout: Duration,
+    /// Connections held at once.
+    pub max_connections: usize,
 }
 
 impl Config {

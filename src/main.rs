@@ -27,7 +27,7 @@ enum Cmd {
         #[arg(long, env = "WINMDM_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        opts: ServeOptions,
+        opts: Box<ServeOptions>,
     },
     /// Admin client subcommands (talk to a running server's /api/v1).
     #[command(flatten)]
@@ -44,7 +44,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Serve { config, opts } => match serve(config, opts) {
+        Cmd::Serve { config, opts } => match serve(config, *opts) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");

@@ -332,7 +332,8 @@ async fn json_body_limited<T: for<'de> Deserialize<'de>>(
             reason: format!("Content-Type must be application/json, got {ct:?}"),
         });
     }
-    let body = read_body(req.into_body(), limit)
+    let timeout = crate::http::routes::BodyTimeout::of(&req);
+    let body = read_body(req.into_body(), limit, timeout)
         .await
         .map_err(|e| match e {
             BodyError::TooLarge(limit) => ApiError::TooLarge { limit },

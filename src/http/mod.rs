@@ -6,6 +6,7 @@
 //! certificate after the handshake, so the request must be in every initial handshake. The
 //! verified peer certificate is captured per connection in a [`Peer`] and handed to the router.
 
+pub mod conn;
 pub mod routes;
 pub mod throttle;
 
@@ -25,15 +26,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
-
-/// Time allowed for a TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time allowed to receive request headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time allowed to receive a request body.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at once; further ones wait in the kernel backlog.
-pub const MAX_CONNECTIONS: usize = 8192;
+use crate::config::ConnLimits;
+use conn::{ConnState, Conns, Tracked};
 
 /// What we know about the other end of a connection.
 #[derive(Debug, Clone)]
@@ -168,7 +162,9 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let limits = self.app.cfg.conn;
+        let limit = Arc::new(Semaphore::new(limits.max_connections));
+        let conns = Conns::new();
         let mut tasks = Vec::new();
         for (listener, role) in self.listeners {
             if let Ok(a) = listener.local_addr() {
@@ -182,6 +178,7 @@ impl Server {
                 graceful.clone(),
                 stop_rx.clone(),
                 limit.clone(),
+                conns.clone(),
             )));
         }
         shutdown.await;
@@ -201,6 +198,7 @@ impl Server {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
     role: Role,
@@ -209,12 +207,10 @@ async fn accept_loop(
     graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     limit: Arc<Semaphore>,
+    conns: Arc<Conns>,
 ) {
+    let limits = app.cfg.conn;
     loop {
-        let permit = tokio::select! {
-            _ = stop.changed() => return,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
         let (tcp, addr) = tokio::select! {
             _ = stop.changed() => return,
             r = listener.accept() => match r {
@@ -226,46 +222,109 @@ async fn accept_loop(
                 }
             },
         };
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // At the cap: make room by closing the idlest connection, then wait for its
+                // slot (or any other that frees first).
+                match conns.evict_idlest() {
+                    Some(idle) => tracing::info!(
+                        %addr,
+                        idle_ms = idle.as_millis() as u64,
+                        open = conns.len(),
+                        "connection limit reached: closing the idlest connection"
+                    ),
+                    None => tracing::warn!(
+                        %addr,
+                        open = conns.len(),
+                        "connection limit reached and every connection is busy: waiting"
+                    ),
+                }
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                }
+            }
+        };
         let _ = tcp.set_nodelay(true);
+        let guard = conns.register();
         let acceptor = acceptor.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                    return;
+            let state = guard.state.clone();
+            let serve = serve_connection(
+                Tracked::new(tcp, state.clone()),
+                addr,
+                role,
+                app,
+                acceptor,
+                watcher,
+                state.clone(),
+                limits,
+            );
+            tokio::select! {
+                _ = serve => {}
+                _ = state.kill.notified() => {
+                    tracing::debug!(%addr, "connection evicted to admit a new one");
                 }
-                Err(_) => {
-                    tracing::debug!(%addr, "TLS handshake timed out");
-                    return;
+                _ = conn::idle_expired(&state, limits.idle_timeout) => {
+                    tracing::debug!(%addr, idle_s = limits.idle_timeout.as_secs(), "idle connection closed");
                 }
-            };
-            let client_cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.clone().into_owned());
-            let peer = Arc::new(Peer { addr, client_cert });
-            let svc = service_fn(move |req| {
-                let (app, peer) = (app.clone(), peer.clone());
-                async move {
-                    Ok::<_, std::convert::Infallible>(routes::handle(app, peer, role, req).await)
-                }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT);
-            builder.http2().timer(TokioTimer::new());
-            let conn = builder.serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%addr, error = %e, "connection ended with an error");
             }
+            drop(guard);
         });
+    }
+}
+
+/// One connection: TLS handshake (bounded), then HTTP/1.1 or HTTP/2 until the client is done.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    tcp: Tracked<tokio::net::TcpStream>,
+    addr: SocketAddr,
+    role: Role,
+    app: Arc<App>,
+    acceptor: TlsAcceptor,
+    watcher: hyper_util::server::graceful::Watcher,
+    state: Arc<ConnState>,
+    limits: ConnLimits,
+) {
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%addr, "TLS handshake timed out");
+            return;
+        }
+    };
+    let client_cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
+    let peer = Arc::new(Peer { addr, client_cert });
+    let svc = service_fn(move |req| {
+        let (app, peer) = (app.clone(), peer.clone());
+        let busy = state.request();
+        async move {
+            let resp = routes::handle(app, peer, role, req).await;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%addr, error = %e, "connection ended with an error");
     }
 }

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{Peer, Role, BODY_TIMEOUT};
+use super::{Peer, Role};
 use crate::app::App;
 use crate::config::paths;
 use crate::mdm::enroll::{self, Failure};
@@ -25,7 +25,14 @@ pub const SOAP_CT: &str = "application/soap+xml; charset=utf-8";
 pub const MAX_SOAP_BODY: usize = 256 * 1024;
 
 /// Dispatches one request.
-pub async fn handle(app: Arc<App>, peer: Arc<Peer>, role: Role, req: Request<Incoming>) -> Resp {
+pub async fn handle(
+    app: Arc<App>,
+    peer: Arc<Peer>,
+    role: Role,
+    mut req: Request<Incoming>,
+) -> Resp {
+    req.extensions_mut()
+        .insert(BodyTimeout(app.cfg.conn.body_timeout));
     let path = req.uri().path().to_string();
     let admin_here = matches!(role, Role::AdminOnly | Role::Main { admin: true });
     if path == "/api/v1" || path.starts_with("/api/v1/") {
@@ -74,20 +81,38 @@ impl Endpoint {
     }
 }
 
+/// The body timeout of the server a request arrived on (a request extension, so that code
+/// holding only the request can bound its body read).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub std::time::Duration);
+
+impl BodyTimeout {
+    /// The timeout recorded on `req`, else the default (30 s).
+    pub fn of<B>(req: &Request<B>) -> std::time::Duration {
+        req.extensions()
+            .get::<BodyTimeout>()
+            .map_or(std::time::Duration::from_secs(30), |t| t.0)
+    }
+}
+
 /// Why a request body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
     /// Larger than the limit.
     TooLarge(usize),
-    /// Not received within [`BODY_TIMEOUT`].
+    /// Not received within the body timeout.
     Timeout,
     /// The connection failed.
     Broken(String),
 }
 
-/// Reads a whole body, bounded in size and time.
-pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
-    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+/// Reads a whole body, bounded in size and time (`--body-timeout`).
+pub async fn read_body(
+    body: Incoming,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, BodyError> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
         Err(_) => Err(BodyError::Timeout),
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e)) => {
@@ -111,7 +136,7 @@ async fn soap(app: Arc<App>, req: Request<Incoming>, ep: Endpoint) -> Resp {
         return fault_response(ep, &f, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
     }
     let limit = MAX_SOAP_BODY.min(app.cfg.max_body_bytes);
-    let body = match read_body(req.into_body(), limit).await {
+    let body = match read_body(req.into_body(), limit, app.cfg.conn.body_timeout).await {
         Ok(b) => b,
         Err(e) => {
             let (status, reason) = match e {
@@ -219,7 +244,13 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp 
     } else {
         None
     };
-    let body = match read_body(req.into_body(), app.cfg.max_body_bytes).await {
+    let body = match read_body(
+        req.into_body(),
+        app.cfg.max_body_bytes,
+        app.cfg.conn.body_timeout,
+    )
+    .await
+    {
         Ok(b) => b,
         Err(BodyError::TooLarge(_)) => {
             return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
