@@ -5,6 +5,7 @@
 //! cargo run --release --example loadgen -- --devices 1000 --sessions 5000 --concurrency 64 --commands 2
 //! cargo run --release --example loadgen -- --devices 1000 --sessions 5000 --reuse     # keep-alive connections
 //! cargo run --release --example loadgen -- --enqueue-only --devices 100000            # enqueue cost at scale
+//! cargo run --release --example loadgen -- --soak --devices 10000 --rate 50 --seconds 1800 # soak, RSS over time
 //! ```
 //!
 //! Each session is what Windows does: package 1 (Alert 1201, LoginStatus, DevInfo Replace), then
@@ -53,6 +54,17 @@ struct Args {
     /// Only measure enqueueing one command for every device (records made directly in the store).
     #[arg(long)]
     enqueue_only: bool,
+    /// Soak mode: for `--seconds`, start sessions at `--rate` per second on random devices
+    /// (each gets `--commands` fresh commands queued just before its session) and print one
+    /// line per `--report-every` seconds: sessions/s, p50/p99, errors, RSS, store size.
+    #[arg(long)]
+    soak: bool,
+    /// Soak: sessions started per second.
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Soak: seconds per report line.
+    #[arg(long, default_value_t = 60)]
+    report_every: u64,
 }
 
 struct Sim {
@@ -377,6 +389,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }));
 
     let sims = Arc::new(sims);
+    if args.soak {
+        let r = rt.block_on(soak(&args, addr, app.clone(), sims, tmp.path()));
+        let _ = stop.send(());
+        let _ = rt.block_on(server_task);
+        return r;
+    }
     // One kept-alive connection per device when --reuse (a device's next session reuses it).
     let conns: Arc<Vec<tokio::sync::Mutex<Option<Sender>>>> = Arc::new(
         (0..args.devices)
@@ -482,5 +500,156 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("rss start={} KiB end={} KiB", rss_start, rss_kib());
     let _ = stop.send(());
     let _ = rt.block_on(server_task);
+    Ok(())
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Soak: a steady session rate on random devices for `--seconds`, reported per interval.
+async fn soak(
+    args: &Args,
+    addr: SocketAddr,
+    app: Arc<winmdm::app::App>,
+    sims: Arc<Vec<Sim>>,
+    data_dir: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::sync::Mutex;
+    let lat: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let end = started + Duration::from_secs(args.seconds);
+    let period = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_report = started + Duration::from_secs(args.report_every);
+    let mut rng_state = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut total_sessions, mut total_errors) = (0usize, 0usize);
+    let mut session_no = 0u32;
+    let data = "x".repeat(args.size);
+    println!(
+        "soak: {} devices, {} sessions/s target, {} commands per session, {} s; RSS is the whole process (server + simulated devices)",
+        sims.len(),
+        args.rate,
+        args.commands,
+        args.seconds
+    );
+    println!("t_s\tsessions\tsessions_per_s\tp50_ms\tp99_ms\terrors\tin_flight\trss_kib\tstore_kib\tcommand_msgs");
+    let mut all: Vec<Duration> = Vec::new();
+    while Instant::now() < end {
+        ticker.tick().await;
+        // xorshift: a fixed, reproducible device order.
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let i = (rng_state % sims.len() as u64) as usize;
+        session_no = session_no.wrapping_add(1);
+        {
+            let (sims, app, lat, errors, received, in_flight) = (
+                sims.clone(),
+                app.clone(),
+                lat.clone(),
+                errors.clone(),
+                received.clone(),
+                in_flight.clone(),
+            );
+            let (commands_n, data, sess) = (args.commands, data.clone(), session_no);
+            in_flight.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let id = sims[i].id.clone();
+                for k in 0..commands_n {
+                    let verb = if k % 2 == 0 { "Replace" } else { "Get" };
+                    let req = NewCommand {
+                        verb: Some(verb.into()),
+                        target: Some(format!("./Vendor/MSFT/Soak/S{sess}/N{k}")),
+                        format: (verb == "Replace").then(|| "chr".to_string()),
+                        data: (verb == "Replace").then(|| data.clone()),
+                        ..NewCommand::default()
+                    };
+                    let (app, id) = (app.clone(), id.clone());
+                    let r = tokio::task::spawn_blocking(move || commands::enqueue(&app, &id, req))
+                        .await;
+                    if !matches!(r, Ok(Ok(_))) {
+                        errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                let t = Instant::now();
+                let mut conn = None;
+                match session(addr, &sims[i], &mut conn, sess).await {
+                    Ok(n) => {
+                        received.fetch_add(n, Ordering::SeqCst);
+                        lat.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(t.elapsed());
+                    }
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::SeqCst) < 5 {
+                            eprintln!("session error: {e}");
+                        }
+                    }
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        if Instant::now() >= next_report {
+            let mut v = std::mem::take(&mut *lat.lock().unwrap_or_else(|p| p.into_inner()));
+            v.sort();
+            let errs = errors.swap(0, Ordering::SeqCst);
+            total_sessions += v.len();
+            total_errors += errs;
+            println!(
+                "{}\t{}\t{:.1}\t{:.1}\t{:.1}\t{}\t{}\t{}\t{}\t{}",
+                started.elapsed().as_secs(),
+                v.len(),
+                v.len() as f64 / args.report_every as f64,
+                percentile(&v, 0.5).as_secs_f64() * 1e3,
+                percentile(&v, 0.99).as_secs_f64() * 1e3,
+                errs,
+                in_flight.load(Ordering::SeqCst),
+                rss_kib(),
+                dir_size(data_dir) / 1024,
+                received.load(Ordering::SeqCst),
+            );
+            all.extend(v);
+            next_report += Duration::from_secs(args.report_every);
+        }
+    }
+    // Let the last sessions finish.
+    for _ in 0..300 {
+        if in_flight.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rest = std::mem::take(&mut *lat.lock().unwrap_or_else(|p| p.into_inner()));
+    total_sessions += rest.len();
+    total_errors += errors.swap(0, Ordering::SeqCst);
+    all.extend(rest);
+    all.sort();
+    println!(
+        "soak total: {} sessions in {:.0} s ({:.1}/s), p50={:.1} ms p99={:.1} ms max={:.1} ms, errors={}, commands delivered={}, rss end={} KiB",
+        total_sessions,
+        started.elapsed().as_secs_f64(),
+        total_sessions as f64 / started.elapsed().as_secs_f64(),
+        percentile(&all, 0.5).as_secs_f64() * 1e3,
+        percentile(&all, 0.99).as_secs_f64() * 1e3,
+        all.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        total_errors,
+        received.load(Ordering::SeqCst),
+        rss_kib()
+    );
     Ok(())
 }
