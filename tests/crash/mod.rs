@@ -17,9 +17,12 @@
 //!
 //! A device whose request fails either retransmits the same message (up to 40 times, 50 ms
 //! apart) or gives the session up and starts a new one; both are what DMClient may do.
-//! Limits: a kill lands inside a handler only by chance (a few re-deliveries per 20 kills), the
-//! devices answer every command 200 (no Gets, no large objects, no MaxMsgSize splitting), and an
-//! admin POST is only rarely cut mid-request (the `200 existing` path).
+//! The devices behave like DMClient with a mixed queue: every third command is a `Get` answered
+//! with `Results` (the data is the command id, checked at the end), one command in five (chosen by
+//! its id) is refused with 404 (it must end `failed` with 404, never retried), and half the
+//! devices announce `MaxMsgSize` 1400 so the server splits its commands over several messages.
+//! Limits: a kill lands inside a handler only by chance (a few re-deliveries per 20 kills), no
+//! large objects, and an admin POST is only rarely cut mid-request (the `200 existing` path).
 //!
 //! Default: 5 kills. Longer runs: `WINMDM_CRASH_KILLS=20 cargo test --test main crash -- --nocapture`;
 //! the seed is `WINMDM_CRASH_SEED` (decimal, printed on every run so a failure can be replayed).
@@ -70,6 +73,26 @@ impl Rng {
     fn ms(&mut self, lo: u64, hi: u64) -> Duration {
         Duration::from_millis(lo + self.below(hi - lo + 1))
     }
+}
+
+/// The status a device answers for command `id`: 404 for one id in five, else 200.
+fn device_status(id: &str) -> u16 {
+    let h = id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    if h % 5 == 0 {
+        404
+    } else {
+        200
+    }
+}
+
+/// Whether the admin worker queues command `n` as a `Get` (every third).
+fn is_get(id: &str) -> bool {
+    id.strip_prefix('c')
+        .and_then(|r| r.get(..5))
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| n % 3 == 0)
 }
 
 fn hex_lower(b: &[u8]) -> String {
@@ -139,6 +162,8 @@ struct CrashDevice {
     retransmits: u32,
     /// Unexpected HTTP answers (must stay empty).
     errors: Vec<String>,
+    /// Sessions whose commands came in more than one server message.
+    split_sessions: u32,
 }
 
 impl CrashDevice {
@@ -153,6 +178,7 @@ impl CrashDevice {
             sessions_aborted: 0,
             retransmits: 0,
             errors: Vec::new(),
+            split_sessions: 0,
         }
     }
 
@@ -166,6 +192,7 @@ impl CrashDevice {
         // Ids whose Status 200 is in `body`.
         let mut statuses_in_body: Vec<String> = Vec::new();
         let mut received_any = false;
+        let mut messages_with_commands = 0;
         for msg in 2..60u32 {
             let retransmit = self.rng.below(2) == 0;
             let mut tries = 0;
@@ -216,6 +243,9 @@ impl CrashDevice {
                 .cloned()
                 .collect();
             if cmds.is_empty() {
+                if messages_with_commands > 1 {
+                    self.split_sessions += 1;
+                }
                 self.sessions_ok += 1;
                 return if received_any {
                     Outcome::Completed
@@ -224,31 +254,44 @@ impl CrashDevice {
                 };
             }
             received_any = true;
+            messages_with_commands += 1;
             let mut b = format!(
                 r#"<Status><CmdID>1</CmdID><MsgRef>{}</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>200</Data></Status>"#,
                 reply.msg_id
             );
-            for (i, c) in cmds.iter().enumerate() {
+            let mut cmd_id = 1;
+            for c in &cmds {
                 let id = c
                     .target
                     .as_deref()
                     .and_then(|t| t.strip_prefix(PREFIX))
                     .map(str::to_string);
-                if let Some(id) = id {
-                    self.ledger.received(&id, session);
-                    statuses_in_body.push(id);
+                let code = id.as_deref().map_or(200, device_status);
+                if let Some(id) = &id {
+                    self.ledger.received(id, session);
+                    statuses_in_body.push(id.clone());
                 }
+                cmd_id += 1;
                 b.push_str(&format!(
-                    r#"<Status><CmdID>{}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef><Cmd>{}</Cmd><Data>200</Data></Status>"#,
-                    i + 2,
+                    r#"<Status><CmdID>{cmd_id}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef><Cmd>{}</Cmd><Data>{code}</Data></Status>"#,
                     reply.msg_id,
                     c.cmd_id,
                     c.verb
                 ));
+                if c.verb == "Get" && code == 200 {
+                    cmd_id += 1;
+                    b.push_str(&format!(
+                        r#"<Results><CmdID>{cmd_id}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef><Item><Source><LocURI>{PREFIX}{}</LocURI></Source><Data>{}</Data></Item></Results>"#,
+                        reply.msg_id,
+                        c.cmd_id,
+                        id.as_deref().unwrap_or_default(),
+                        id.as_deref().unwrap_or_default()
+                    ));
+                }
             }
             body = format!(
                 r#"<SyncML xmlns="SYNCML:SYNCML1.2">{}<SyncBody>{b}<Final/></SyncBody></SyncML>"#,
-                hdr(session, msg, &self.md.device_id, None)
+                hdr(session, msg, &self.md.device_id, self.md.max_msg_size)
             );
         }
         panic!("session {session} did not end after 60 messages");
@@ -300,13 +343,17 @@ async fn admin_worker(
             &client,
             "POST",
             &format!("/api/v1/devices/{}/commands", devices[dev]),
-            Some(json!({
-                "verb": "Replace",
-                "target": format!("{PREFIX}{id}"),
-                "format": "int",
-                "data": "1",
-                "command_id": id,
-            })),
+            Some(if is_get(&id) {
+                json!({"verb": "Get", "target": format!("{PREFIX}{id}"), "command_id": id})
+            } else {
+                json!({
+                    "verb": "Replace",
+                    "target": format!("{PREFIX}{id}"),
+                    "format": "int",
+                    "data": "1",
+                    "command_id": id,
+                })
+            }),
         )
         .await;
         match r {
@@ -328,6 +375,32 @@ async fn admin_worker(
         tokio::time::sleep(rng.ms(2, 25)).await;
     }
     st
+}
+
+/// The server's commands of a device: id → (state, status, first result's data).
+async fn server_commands_full(
+    c: &Client,
+    dev: &str,
+) -> BTreeMap<String, (String, Option<u64>, Option<String>)> {
+    let (st, b) = try_admin(c, "GET", &format!("/api/v1/devices/{dev}/commands"), None)
+        .await
+        .expect("list commands after restart");
+    assert_eq!(st, 200, "{b}");
+    b["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .map(|c| {
+            (
+                c["command_id"].as_str().unwrap_or_default().to_string(),
+                (
+                    c["state"].as_str().unwrap_or_default().to_string(),
+                    c["status"].as_u64(),
+                    c["results"][0]["data"].as_str().map(str::to_string),
+                ),
+            )
+        })
+        .collect()
 }
 
 /// The server's commands of a device: id → state.
@@ -355,7 +428,7 @@ async fn check_none_lost(c: &Client, devices: &[String], acked: &[BTreeSet<Strin
         let have = server_commands(c, dev).await;
         for id in &acked[i] {
             match have.get(id).map(String::as_str) {
-                Some("pending" | "sent" | "done") => {}
+                Some("pending" | "sent" | "done" | "failed") => {}
                 other => panic!("{when}: acknowledged command {id} of {dev} is {other:?}"),
             }
         }
@@ -402,7 +475,11 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
         .expect("create user");
         assert_eq!(st, 201, "{b}");
         let e = device::enroll(&admin, &DeviceInfo::new(100 + n, &upn, "pw-123456")).await;
-        devices.push(CrashDevice::new(&srv, &e, seed ^ u64::from(n + 1)));
+        let mut d = CrashDevice::new(&srv, &e, seed ^ u64::from(n + 1));
+        if n % 2 == 1 {
+            d.md.max_msg_size = Some(1400);
+        }
+        devices.push(d);
     }
     let ids: Vec<String> = devices.iter().map(|d| d.md.device_id.clone()).collect();
 
@@ -540,7 +617,7 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
         "device",
         "acked",
         "delivered",
-        "done",
+        "ended",
         "lost",
         "redel",
         "dups",
@@ -550,22 +627,39 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
     );
     let (mut a_total, mut d_total, mut lost_total, mut redel_total, mut dup_total) =
         (0, 0, 0, 0, 0);
-    let mut problems = Vec::new();
     for (i, d) in devices.iter().enumerate() {
-        let have = server_commands(&admin, &d.md.device_id).await;
+        let full = server_commands_full(&admin, &d.md.device_id).await;
+        // What each acknowledged command must end as: its state, status and Get result.
+        for id in &acked[i] {
+            let want_status = device_status(id);
+            let want_state = if want_status == 200 { "done" } else { "failed" };
+            let want_result = (is_get(id) && want_status == 200).then(|| id.clone());
+            match full.get(id) {
+                Some((state, status, result))
+                    if state == want_state
+                        && *status == Some(u64::from(want_status))
+                        && *result == want_result => {}
+                other => problems.push(format!(
+                    "{}: {id} ended {other:?}, expected {want_state}/{want_status} result {want_result:?}",
+                    d.md.device_id
+                )),
+            }
+        }
+        let have: BTreeMap<String, String> =
+            full.into_iter().map(|(k, (st, _, _))| (k, st)).collect();
         let delivered = acked[i]
             .iter()
             .filter(|id| d.ledger.delivered.contains_key(*id))
             .count();
         let done = acked[i]
             .iter()
-            .filter(|id| have.get(*id).map(String::as_str) == Some("done"))
+            .filter(|id| matches!(have.get(*id).map(String::as_str), Some("done" | "failed")))
             .count();
         let lost = acked[i]
             .iter()
             .filter(|id| {
                 !d.ledger.delivered.contains_key(*id)
-                    || have.get(*id).map(String::as_str) != Some("done")
+                    || !matches!(have.get(*id).map(String::as_str), Some("done" | "failed"))
             })
             .count();
         let (st, rec) = try_admin(
@@ -606,7 +700,7 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
         );
         // Anything the server has that the device never saw, or that is not done.
         for (id, state) in &have {
-            if state != "done" {
+            if state != "done" && state != "failed" {
                 problems.push(format!(
                     "{}: {id} is {state} after draining",
                     d.md.device_id
@@ -620,6 +714,20 @@ async fn run(kills: u32, seed: u64, t0: Instant) {
         dup_total += d.ledger.dup_after_status.len();
     }
     let retransmits: u32 = devices.iter().map(|d| d.retransmits).sum();
+    let split: u32 = devices.iter().map(|d| d.split_sessions).sum();
+    let gets = acked.iter().flatten().filter(|id| is_get(id)).count();
+    let refused = acked
+        .iter()
+        .flatten()
+        .filter(|id| device_status(id) != 200)
+        .count();
+    println!(
+        "mix: {gets} Gets answered with Results, {refused} commands refused with 404, {split} sessions split over several messages (MaxMsgSize 1400)"
+    );
+    assert!(
+        kills < 5 || (gets > 0 && refused > 0 && split > 0),
+        "the run did not exercise Gets, refusals and split sessions"
+    );
     let aborted: u32 = devices.iter().map(|d| d.sessions_aborted).sum();
     let restart_max = restarts.iter().max().copied().unwrap_or_default();
     println!(
