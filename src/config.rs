@@ -90,6 +90,10 @@ pub struct ServeOptions {
     /// one (default 8192).
     #[arg(long, env = "WINMDM_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Memory for the embedded store's page cache, in MiB (default 128); the server's memory
+    /// use levels off near this plus connections.
+    #[arg(long, env = "WINMDM_STORE_CACHE_MB")]
+    pub store_cache_mb: Option<u64>,
 }
 
 impl ServeOptions {
@@ -130,6 +134,7 @@ impl ServeOptions {
             body_timeout: self.body_timeout.or(lower.body_timeout),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
+            store_cache_mb: self.store_cache_mb.or(lower.store_cache_mb),
         }
     }
 
@@ -219,7 +224,15 @@ impl ServeOptions {
                 }
             },
         };
+        let store_cache_mb = self.store_cache_mb.unwrap_or(128);
+        if !(8..=65_536).contains(&store_cache_mb) {
+            return Err(ConfigError::Invalid {
+                field: "store_cache_mb",
+                reason: format!("{store_cache_mb} is outside 8..=65536"),
+            });
+        }
         Ok(Config {
+            store_cache_bytes: store_cache_mb << 20,
             conn,
             listen: self
                 .listen
@@ -279,6 +292,8 @@ pub struct Config {
     pub message_signing: bool,
     /// Connection time limits and the connection cap.
     pub conn: ConnLimits,
+    /// Page cache of the embedded store, in bytes.
+    pub store_cache_bytes: u64,
 }
 
 /// How long a connection may take at each step, and how many are held at once: the defences

@@ -14,6 +14,9 @@ use super::{
     User, UserStore,
 };
 
+/// sled page cache used by [`SledStore::open`] (`--store-cache-mb`, default 128).
+pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
+
 /// A sled database holding every [`Table`].
 #[derive(Clone)]
 pub struct SledStore {
@@ -34,9 +37,19 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl SledStore {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir` with sled's page cache at [`DEFAULT_CACHE_BYTES`].
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(backend)?;
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the database in `dir`; sled keeps up to `cache_bytes` of pages in
+    /// memory (its own default is 1 GiB, which makes the server's RSS grow with the store).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(backend)?;
         Self::from_db(db)
     }
 
