@@ -73,6 +73,13 @@ pub struct ServeOptions {
     /// `MDM-Signature` (DMClient RequireMessageSigning), for TLS-terminating proxies. Off by default.
     #[arg(long, env = "WINMDM_MESSAGE_SIGNING")]
     pub message_signing: Option<bool>,
+    /// SMTP server for invitation e-mails: smtp://[user@]host[:port] (plain; add ?tls=required
+    /// for STARTTLS) or smtps://[user@]host[:port]. The password comes from WINMDM_SMTP_PASSWORD.
+    #[arg(long, env = "WINMDM_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Sender of invitation e-mails (e.g. "MDM <mdm@example.com>"). Needs --smtp-url.
+    #[arg(long, env = "WINMDM_SMTP_FROM")]
+    pub smtp_from: Option<String>,
 }
 
 impl ServeOptions {
@@ -108,6 +115,8 @@ impl ServeOptions {
             management_rate: self.management_rate.or(lower.management_rate),
             retry_after: self.retry_after.or(lower.retry_after),
             message_signing: self.message_signing.or(lower.message_signing),
+            smtp_url: self.smtp_url.or(lower.smtp_url),
+            smtp_from: self.smtp_from.or(lower.smtp_from),
         }
     }
 
@@ -164,6 +173,15 @@ impl ServeOptions {
                 reason: "use letters, digits, '-', '_' and '.' only".into(),
             });
         }
+        let smtp = match (self.smtp_url, self.smtp_from) {
+            (None, None) => None,
+            (Some(url), Some(from)) => Some(SmtpConfig::parse(url, from)?),
+            _ => {
+                return Err(ConfigError::Incomplete {
+                    what: "--smtp-url and --smtp-from go together",
+                })
+            }
+        };
         let max_body_bytes = self.max_body_bytes.unwrap_or(1 << 20);
         if max_body_bytes < 4096 {
             return Err(ConfigError::Invalid {
@@ -191,6 +209,7 @@ impl ServeOptions {
             management_rate: self.management_rate.unwrap_or(0),
             retry_after: self.retry_after.unwrap_or(60).clamp(1, 86_400),
             message_signing: self.message_signing.unwrap_or(false),
+            smtp,
         })
     }
 }
@@ -228,6 +247,61 @@ pub struct Config {
     pub retry_after: u32,
     /// Accept `MDM-Signature` instead of a TLS client certificate.
     pub message_signing: bool,
+    /// SMTP server for invitation e-mails, if configured.
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// Where invitation e-mails go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// `smtp://` or `smtps://` URL (no password).
+    pub url: String,
+    /// The `From` mailbox.
+    pub from: String,
+    /// SMTP user name (from the URL), whose password is in `WINMDM_SMTP_PASSWORD`.
+    pub user: Option<String>,
+}
+
+impl SmtpConfig {
+    /// Checks `--smtp-url` and `--smtp-from` (syntax only; nothing is contacted).
+    pub fn parse(url: String, from: String) -> Result<SmtpConfig, ConfigError> {
+        let bad = |field: &'static str, reason: String| ConfigError::Invalid { field, reason };
+        let rest = url
+            .strip_prefix("smtp://")
+            .or_else(|| url.strip_prefix("smtps://"))
+            .ok_or_else(|| {
+                bad(
+                    "smtp_url",
+                    format!("{url:?} must start with smtp:// or smtps://"),
+                )
+            })?;
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if host.is_empty() {
+            return Err(bad("smtp_url", format!("{url:?}: missing host")));
+        }
+        if userinfo.is_some_and(|u| u.contains(':')) {
+            return Err(bad(
+                "smtp_url",
+                "put the SMTP password in WINMDM_SMTP_PASSWORD, not in the URL".into(),
+            ));
+        }
+        let at = from.rfind('@');
+        if from.trim().is_empty() || at.is_none() || from.contains(['\r', '\n']) {
+            return Err(bad(
+                "smtp_from",
+                format!("{from:?} is not an e-mail address"),
+            ));
+        }
+        Ok(SmtpConfig {
+            user: userinfo.filter(|u| !u.is_empty()).map(str::to_string),
+            url,
+            from,
+        })
+    }
 }
 
 impl Config {
@@ -458,6 +532,33 @@ mod tests {
         assert!(parse_poll_schedule("3,10,15,8,60,0").is_err());
         assert!(parse_poll_schedule("0,1,0,0,0,0").is_err());
         assert!(parse_poll_schedule("1,2,3").is_err());
+    }
+
+    #[test]
+    fn smtp_settings() {
+        let c = SmtpConfig::parse(
+            "smtp://mailer@mx.example.com:2525".into(),
+            "MDM <mdm@example.com>".into(),
+        )
+        .unwrap();
+        assert_eq!(c.user.as_deref(), Some("mailer"));
+        assert!(SmtpConfig::parse("smtps://mx".into(), "a@b".into())
+            .unwrap()
+            .user
+            .is_none());
+        for (u, f) in [
+            ("http://mx", "a@b"),
+            ("smtp://", "a@b"),
+            ("smtp://u:secret@mx", "a@b"),
+            ("smtp://mx", "nobody"),
+        ] {
+            assert!(SmtpConfig::parse(u.into(), f.into()).is_err(), "{u} {f}");
+        }
+        let o = ServeOptions {
+            smtp_url: Some("smtp://mx".into()),
+            ..Default::default()
+        };
+        assert!(o.resolve().is_err(), "--smtp-from is required too");
     }
 
     #[test]

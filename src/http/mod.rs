@@ -6,6 +6,7 @@
 //! certificate after the handshake, so the request must be in every initial handshake. The
 //! verified peer certificate is captured per connection in a [`Peer`] and handed to the router.
 
+pub mod landing;
 pub mod routes;
 pub mod throttle;
 
