@@ -129,6 +129,66 @@ async fn device_detail_summarises_the_queue_and_the_certificate() {
     srv.stop().await;
 }
 
+/// Every route with an id in its path answers 404 `{"error"}` for an unknown id (with an otherwise
+/// valid request), and changes nothing.
+#[tokio::test]
+async fn every_route_with_an_id_answers_404_for_an_unknown_one() {
+    let srv = TestServer::start().await;
+    srv.create_user("known@example.com", "pw-known-1").await;
+    let d = crate::manage::enrolled(&srv, 503).await;
+    let before = audit(&srv).await.len();
+    let mut checked = 0;
+    for (m, t) in winmdm::admin::ROUTES {
+        if !t.contains('{') {
+            continue;
+        }
+        let body = match (*m, *t) {
+            ("PATCH", _) => Some(json!({"disabled": true})),
+            ("POST", t) if t.ends_with("/actions") => Some(json!({"action": "sync"})),
+            ("POST", t) if t.ends_with("/commands") => {
+                Some(json!({"verb": "Get", "target": "./DevDetail/SwV"}))
+            }
+            ("POST", t) if t.ends_with("/assign-user") => Some(json!({"upn": "known@example.com"})),
+            ("PUT", _) => Some(json!({"require_network_in_oobe": true})),
+            _ => None,
+        };
+        // Unknown device everywhere, and for the routes under a known device, an unknown child.
+        let mut paths = vec![t
+            .replace("{upn}", "nobody%40example.com")
+            .replace("{device_id}", "no-such-device")
+            .replace("{command_id}", "no-such-command")
+            .replace("{action_id}", "no-such-action")
+            .replace("{token_name}", "no-such-token")
+            .replace("{invitation_id}", "inv-none")
+            .replace("{package_id}", "00000000-0000-4000-8000-000000000000")];
+        if t.contains("{command_id}") || t.contains("{action_id}") {
+            paths.push(
+                t.replace("{device_id}", &d.device_id)
+                    .replace("{command_id}", "no-such-command")
+                    .replace("{action_id}", "no-such-action"),
+            );
+        }
+        for path in paths {
+            let (st, v) = srv.admin(m, &path, body.clone()).await;
+            assert_eq!(st, 404, "{m} {path}: {v}");
+            assert!(v["error"].as_str().unwrap().contains("not found"), "{v}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 17, "{checked}");
+    // A known user assigned to an unknown device, and an unknown user to a non-bulk device.
+    let (st, _) = srv
+        .admin(
+            "POST",
+            &format!("/api/v1/devices/{}/assign-user", d.device_id),
+            Some(json!({"upn": "nobody@example.com"})),
+        )
+        .await;
+    assert_eq!(st, 409, "the device is checked first: not bulk-enrolled");
+    assert_eq!(audit(&srv).await.len(), before);
+    srv.stop().await;
+}
+
 /// Every route that takes a JSON body: malformed JSON and unknown fields are 400 `{"error"}`,
 /// wrong Content-Type is 400, and nothing is written to the audit log.
 #[tokio::test]
