@@ -80,6 +80,11 @@ pub struct ServeOptions {
     /// Sender of invitation e-mails (e.g. "MDM <mdm@example.com>"). Needs --smtp-url.
     #[arg(long, env = "WINMDM_SMTP_FROM")]
     pub smtp_from: Option<String>,
+    /// Password of the `--smtp-url` user: only from `WINMDM_SMTP_PASSWORD` (read by `winmdm
+    /// serve`), never a flag (process list) nor a config-file key.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub smtp_password: Option<String>,
 }
 
 impl ServeOptions {
@@ -117,6 +122,7 @@ impl ServeOptions {
             message_signing: self.message_signing.or(lower.message_signing),
             smtp_url: self.smtp_url.or(lower.smtp_url),
             smtp_from: self.smtp_from.or(lower.smtp_from),
+            smtp_password: self.smtp_password.or(lower.smtp_password),
         }
     }
 
@@ -175,7 +181,19 @@ impl ServeOptions {
         }
         let smtp = match (self.smtp_url, self.smtp_from) {
             (None, None) => None,
-            (Some(url), Some(from)) => Some(SmtpConfig::parse(url, from)?),
+            (Some(url), Some(from)) => {
+                let mut smtp = SmtpConfig::parse(url, from)?;
+                smtp.password = self.smtp_password.filter(|p| !p.is_empty());
+                if let (Some(user), None) = (&smtp.user, &smtp.password) {
+                    return Err(ConfigError::Invalid {
+                        field: "smtp_url",
+                        reason: format!(
+                            "it names the user {user:?} but WINMDM_SMTP_PASSWORD is not set"
+                        ),
+                    });
+                }
+                Some(smtp)
+            }
             _ => {
                 return Err(ConfigError::Incomplete {
                     what: "--smtp-url and --smtp-from go together",
@@ -252,14 +270,27 @@ pub struct Config {
 }
 
 /// Where invitation e-mails go out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SmtpConfig {
     /// `smtp://` or `smtps://` URL (no password).
     pub url: String,
     /// The `From` mailbox.
     pub from: String,
-    /// SMTP user name (from the URL), whose password is in `WINMDM_SMTP_PASSWORD`.
+    /// SMTP user name (from the URL).
     pub user: Option<String>,
+    /// Its password (`WINMDM_SMTP_PASSWORD`); never printed.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("url", &self.url)
+            .field("from", &self.from)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl SmtpConfig {
@@ -300,6 +331,7 @@ impl SmtpConfig {
             user: userinfo.filter(|u| !u.is_empty()).map(str::to_string),
             url,
             from,
+            password: None,
         })
     }
 }
@@ -559,6 +591,21 @@ mod tests {
             ..Default::default()
         };
         assert!(o.resolve().is_err(), "--smtp-from is required too");
+        let with_user = |pw: Option<&str>| ServeOptions {
+            smtp_url: Some("smtp://mailer@mx".into()),
+            smtp_from: Some("a@b".into()),
+            smtp_password: pw.map(str::to_string),
+            ..Default::default()
+        };
+        assert!(
+            with_user(None).resolve().is_err(),
+            "a user needs a password"
+        );
+        let c = with_user(Some("hunter2")).resolve().unwrap();
+        let smtp = c.smtp.unwrap();
+        assert_eq!(smtp.password.as_deref(), Some("hunter2"));
+        assert!(!format!("{smtp:?}").contains("hunter2"));
+        assert!(toml::from_str::<ServeOptions>("smtp_password = \"x\"").is_err());
     }
 
     #[test]

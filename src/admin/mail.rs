@@ -2,8 +2,9 @@
 //!
 //! `--smtp-url` forms: `smtp://host[:port]` (plain, port 25), `smtp://host:587?tls=required`
 //! (STARTTLS), `smtps://host[:port]` (implicit TLS, port 465); a user name may precede the host
-//! (`smtp://mailer@host`), its password comes from `WINMDM_SMTP_PASSWORD` only, never the URL,
-//! so it appears neither in the process list nor in the config file.
+//! (`smtp://mailer@host`), its password comes from `WINMDM_SMTP_PASSWORD` only (read by `winmdm
+//! serve` into [`SmtpConfig::password`]), never the URL, so it appears neither in the process list
+//! nor in the config file.
 
 use std::time::Duration;
 
@@ -16,8 +17,6 @@ use crate::config::SmtpConfig;
 
 /// Time allowed for the whole SMTP exchange.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
-/// Environment variable holding the SMTP password.
-pub const PASSWORD_ENV: &str = "WINMDM_SMTP_PASSWORD";
 
 /// Why a message was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +28,7 @@ pub enum MailError {
     #[error("message: {0}")]
     Build(String),
     /// A user name is configured but no password.
-    #[error("--smtp-url names a user but {PASSWORD_ENV} is not set")]
+    #[error("--smtp-url names a user but WINMDM_SMTP_PASSWORD is not set")]
     NoPassword,
     /// The SMTP exchange failed.
     #[error("SMTP: {0}")]
@@ -73,7 +72,7 @@ pub async fn send(cfg: &SmtpConfig, to: &str, subject: &str, text: &str) -> Resu
         .map_err(|e| MailError::Smtp(e.to_string()))?
         .timeout(Some(SMTP_TIMEOUT));
     if let Some(user) = &cfg.user {
-        let pw = std::env::var(PASSWORD_ENV).map_err(|_| MailError::NoPassword)?;
+        let pw = cfg.password.clone().ok_or(MailError::NoPassword)?;
         b = b.credentials(Credentials::new(user.clone(), pw));
     }
     let transport = b.build();

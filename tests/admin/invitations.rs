@@ -291,7 +291,9 @@ async fn fake_smtp() -> (std::net::SocketAddr, Arc<Mutex<Seen>>) {
                 s.lock().unwrap().commands.push(cmd.clone());
                 let upper = cmd.to_ascii_uppercase();
                 let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-                    b"250-fake.test\r\n250 8BITMIME\r\n"
+                    b"250-fake.test\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
+                } else if upper.starts_with("AUTH") {
+                    b"235 authenticated\r\n"
                 } else if upper.starts_with("DATA") {
                     let _ = w.write_all(b"354 go ahead\r\n").await;
                     let mut data = String::new();
@@ -373,6 +375,44 @@ async fn invitation_email_goes_through_smtp() {
     let (_, inv2) = invite(&srv, json!({"upn": "frank@contoso.com"})).await;
     assert_eq!(inv2["sent"], false);
     assert_eq!(seen.lock().unwrap().commands.len(), n);
+    assert!(
+        !seen
+            .lock()
+            .unwrap()
+            .commands
+            .iter()
+            .any(|c| c.starts_with("AUTH")),
+        "no credentials configured, no AUTH"
+    );
+    srv.stop().await;
+
+    // With a user in the URL and its password (WINMDM_SMTP_PASSWORD): AUTH PLAIN with both.
+    let (smtp, seen) = fake_smtp().await;
+    let srv = TestServer::start_with(|o| {
+        o.smtp_url = Some(format!("smtp://mailer@127.0.0.1:{}", smtp.port()));
+        o.smtp_from = Some("mdm@contoso.com".into());
+        o.smtp_password = Some("mail-pw-1".into());
+    })
+    .await;
+    srv.create_user("frank@contoso.com", "pw-frank-1").await;
+    let (st, inv) = invite(
+        &srv,
+        json!({"upn": "frank@contoso.com", "send_email": true}),
+    )
+    .await;
+    assert_eq!((st, inv["sent"].clone()), (201, json!(true)), "{inv}");
+    let plain = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        b"\0mailer\0mail-pw-1",
+    );
+    assert!(
+        seen.lock()
+            .unwrap()
+            .commands
+            .contains(&format!("AUTH PLAIN {plain}")),
+        "{:?}",
+        seen.lock().unwrap().commands
+    );
     srv.stop().await;
 
     // Without SMTP configured, or with an unreachable server: 201, sent false, the reason, the text.
