@@ -94,6 +94,18 @@ pub struct ServeOptions {
     /// use levels off near this plus connections.
     #[arg(long, env = "WINMDM_STORE_CACHE_MB")]
     pub store_cache_mb: Option<u64>,
+    /// SMTP server for invitation e-mails: smtp://[user@]host[:port] (plain; add ?tls=required
+    /// for STARTTLS) or smtps://[user@]host[:port]. The password comes from WINMDM_SMTP_PASSWORD.
+    #[arg(long, env = "WINMDM_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Sender of invitation e-mails (e.g. "MDM <mdm@example.com>"). Needs --smtp-url.
+    #[arg(long, env = "WINMDM_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// Password of the `--smtp-url` user: only from `WINMDM_SMTP_PASSWORD` (read by `winmdm
+    /// serve`), never a flag (process list) nor a config-file key.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub smtp_password: Option<String>,
 }
 
 impl ServeOptions {
@@ -135,6 +147,9 @@ impl ServeOptions {
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
             store_cache_mb: self.store_cache_mb.or(lower.store_cache_mb),
+            smtp_url: self.smtp_url.or(lower.smtp_url),
+            smtp_from: self.smtp_from.or(lower.smtp_from),
+            smtp_password: self.smtp_password.or(lower.smtp_password),
         }
     }
 
@@ -191,6 +206,27 @@ impl ServeOptions {
                 reason: "use letters, digits, '-', '_' and '.' only".into(),
             });
         }
+        let smtp = match (self.smtp_url, self.smtp_from) {
+            (None, None) => None,
+            (Some(url), Some(from)) => {
+                let mut smtp = SmtpConfig::parse(url, from)?;
+                smtp.password = self.smtp_password.filter(|p| !p.is_empty());
+                if let (Some(user), None) = (&smtp.user, &smtp.password) {
+                    return Err(ConfigError::Invalid {
+                        field: "smtp_url",
+                        reason: format!(
+                            "it names the user {user:?} but WINMDM_SMTP_PASSWORD is not set"
+                        ),
+                    });
+                }
+                Some(smtp)
+            }
+            _ => {
+                return Err(ConfigError::Incomplete {
+                    what: "--smtp-url and --smtp-from go together",
+                })
+            }
+        };
         let max_body_bytes = self.max_body_bytes.unwrap_or(1 << 20);
         if max_body_bytes < 4096 {
             return Err(ConfigError::Invalid {
@@ -253,6 +289,7 @@ impl ServeOptions {
             management_rate: self.management_rate.unwrap_or(0),
             retry_after: self.retry_after.unwrap_or(60).clamp(1, 86_400),
             message_signing: self.message_signing.unwrap_or(false),
+            smtp,
         })
     }
 }
@@ -290,6 +327,8 @@ pub struct Config {
     pub retry_after: u32,
     /// Accept `MDM-Signature` instead of a TLS client certificate.
     pub message_signing: bool,
+    /// SMTP server for invitation e-mails, if configured.
+    pub smtp: Option<SmtpConfig>,
     /// Connection time limits and the connection cap.
     pub conn: ConnLimits,
     /// Page cache of the embedded store, in bytes.
@@ -310,6 +349,73 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// Connections held at once.
     pub max_connections: usize,
+}
+
+/// Where invitation e-mails go out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// `smtp://` or `smtps://` URL (no password).
+    pub url: String,
+    /// The `From` mailbox.
+    pub from: String,
+    /// SMTP user name (from the URL).
+    pub user: Option<String>,
+    /// Its password (`WINMDM_SMTP_PASSWORD`); never printed.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("url", &self.url)
+            .field("from", &self.from)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl SmtpConfig {
+    /// Checks `--smtp-url` and `--smtp-from` (syntax only; nothing is contacted).
+    pub fn parse(url: String, from: String) -> Result<SmtpConfig, ConfigError> {
+        let bad = |field: &'static str, reason: String| ConfigError::Invalid { field, reason };
+        let rest = url
+            .strip_prefix("smtp://")
+            .or_else(|| url.strip_prefix("smtps://"))
+            .ok_or_else(|| {
+                bad(
+                    "smtp_url",
+                    format!("{url:?} must start with smtp:// or smtps://"),
+                )
+            })?;
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if host.is_empty() {
+            return Err(bad("smtp_url", format!("{url:?}: missing host")));
+        }
+        if userinfo.is_some_and(|u| u.contains(':')) {
+            return Err(bad(
+                "smtp_url",
+                "put the SMTP password in WINMDM_SMTP_PASSWORD, not in the URL".into(),
+            ));
+        }
+        let at = from.rfind('@');
+        if from.trim().is_empty() || at.is_none() || from.contains(['\r', '\n']) {
+            return Err(bad(
+                "smtp_from",
+                format!("{from:?} is not an e-mail address"),
+            ));
+        }
+        Ok(SmtpConfig {
+            user: userinfo.filter(|u| !u.is_empty()).map(str::to_string),
+            url,
+            from,
+            password: None,
+        })
+    }
 }
 
 impl Config {
@@ -540,6 +646,48 @@ mod tests {
         assert!(parse_poll_schedule("3,10,15,8,60,0").is_err());
         assert!(parse_poll_schedule("0,1,0,0,0,0").is_err());
         assert!(parse_poll_schedule("1,2,3").is_err());
+    }
+
+    #[test]
+    fn smtp_settings() {
+        let c = SmtpConfig::parse(
+            "smtp://mailer@mx.example.com:2525".into(),
+            "MDM <mdm@example.com>".into(),
+        )
+        .unwrap();
+        assert_eq!(c.user.as_deref(), Some("mailer"));
+        assert!(SmtpConfig::parse("smtps://mx".into(), "a@b".into())
+            .unwrap()
+            .user
+            .is_none());
+        for (u, f) in [
+            ("http://mx", "a@b"),
+            ("smtp://", "a@b"),
+            ("smtp://u:secret@mx", "a@b"),
+            ("smtp://mx", "nobody"),
+        ] {
+            assert!(SmtpConfig::parse(u.into(), f.into()).is_err(), "{u} {f}");
+        }
+        let o = ServeOptions {
+            smtp_url: Some("smtp://mx".into()),
+            ..Default::default()
+        };
+        assert!(o.resolve().is_err(), "--smtp-from is required too");
+        let with_user = |pw: Option<&str>| ServeOptions {
+            smtp_url: Some("smtp://mailer@mx".into()),
+            smtp_from: Some("a@b".into()),
+            smtp_password: pw.map(str::to_string),
+            ..Default::default()
+        };
+        assert!(
+            with_user(None).resolve().is_err(),
+            "a user needs a password"
+        );
+        let c = with_user(Some("hunter2")).resolve().unwrap();
+        let smtp = c.smtp.unwrap();
+        assert_eq!(smtp.password.as_deref(), Some("hunter2"));
+        assert!(!format!("{smtp:?}").contains("hunter2"));
+        assert!(toml::from_str::<ServeOptions>("smtp_password = \"x\"").is_err());
     }
 
     #[test]

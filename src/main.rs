@@ -19,6 +19,7 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once at start-up: the size of the `Serve` variant does not matter.
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server (creates the data directory, CA and TLS certificate on first start).
@@ -64,7 +65,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn serve(config: Option<PathBuf>, opts: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
+fn serve(
+    config: Option<PathBuf>,
+    mut opts: ServeOptions,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // Secrets come from the environment only (not a flag, not the config file).
+    opts.smtp_password = std::env::var("WINMDM_SMTP_PASSWORD").ok();
     let opts = match config {
         Some(path) => opts.or(ServeOptions::from_file(&path)?),
         None => opts,

@@ -8,7 +8,7 @@
 //! | PATCH | `/api/v1/users/{upn}` `{"password"?, "disabled"?}` | 200 user; 400; 404 |
 //! | DELETE | `/api/v1/users/{upn}` | 204; 404 unknown |
 //! | GET | `/api/v1/devices?limit=&cursor=` | 200 `{"devices": [...], "next": "..."\|null}` |
-//! | GET | `/api/v1/devices/{device_id}` | 200 device; 404 unknown |
+//! | GET | `/api/v1/devices/{device_id}` | 200 device + `queue` summary + `certificate`; 404 unknown |
 //! | DELETE | `/api/v1/devices/{device_id}` | 204 (queue cancelled, sessions dropped, cert revoked); 404 |
 //! | POST | `/api/v1/devices/{id}/actions` `{"action"}` | 202 `{"action_id"}` (+ `"existing"`); 400; 404; 409 |
 //! | GET | `/api/v1/devices/{id}/actions/{action_id}` | 200 action state; 404 |
@@ -20,6 +20,13 @@
 //! | POST | `/api/v1/commands` `{"device_ids": [...], <command>}` | 200 `{"results": {id: {"command_id","existing"} \| {"error"}}}` |
 //! | PUT | `/api/v1/devices/{id}/tenant-lockdown` `{"require_network_in_oobe": bool}` | 201 `{"command_id"}` |
 //! | GET | `/api/v1/openapi.json` | 200 the OpenAPI 3.0 document of this API ([`openapi`]) |
+//! | POST, GET, DELETE | `/api/v1/tokens[/{name}]` | named tokens with a role ([`tokens`]) |
+//! | POST, GET, DELETE | `/api/v1/invitations[/{id}]` | one-time enrollment invitations ([`invitations`]) |
+//! | GET | `/api/v1/bulk-enrollment/package?upn=` | WCD customizations XML with a fresh package secret ([`bulk`]) |
+//! | DELETE | `/api/v1/bulk-enrollment/packages/{id}` | revoke a package secret ([`bulk`]) |
+//!
+//! Every route needs a bearer token: the bootstrap token or a named admin token; a read-only
+//! token may call the GET routes (except [`tokens::ADMIN_ONLY_GETS`]) and gets 403 otherwise.
 //!
 //! Errors are `{"error": "..."}` with the HTTP status from [`ApiError::status`], the one map.
 //! Handlers call the store only; they never touch protocol code.
@@ -29,7 +36,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +44,14 @@ use crate::app::App;
 use crate::http::routes::{read_body, BodyError, Resp};
 use crate::store::{normalize_upn, Device, StoreError, User};
 
+pub mod bulk;
+mod detail;
+pub mod invitations;
+mod mail;
 pub mod openapi;
+mod openapi_access;
+pub mod tokens;
+pub mod wcd;
 
 /// Largest admin request body.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -52,6 +66,12 @@ pub enum ApiError {
     /// Missing or wrong bearer token.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A valid token whose role does not allow this request.
+    #[error("{reason}")]
+    Forbidden {
+        /// Why.
+        reason: String,
+    },
     /// Unknown route or record.
     #[error("{what} not found")]
     NotFound {
@@ -92,6 +112,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -130,6 +151,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+fn no_content() -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
     let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -145,23 +172,6 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
-}
-
-fn authorized(app: &App, req: &Request<Incoming>) -> bool {
-    let Some(v) = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(token) = v
-        .strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))
-    else {
-        return false;
-    };
-    crate::auth::constant_time_eq(token.trim().as_bytes(), app.admin_token.as_bytes())
 }
 
 /// Every (method, path template) [`route`] serves; `{name}` is one path segment.
@@ -188,6 +198,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/devices/{device_id}/tenant-lockdown"),
     ("POST", "/api/v1/devices/{device_id}/assign-user"),
     ("GET", "/api/v1/openapi.json"),
+    ("POST", "/api/v1/tokens"),
+    ("GET", "/api/v1/tokens"),
+    ("DELETE", "/api/v1/tokens/{token_name}"),
+    ("POST", "/api/v1/invitations"),
+    ("GET", "/api/v1/invitations"),
+    ("DELETE", "/api/v1/invitations/{invitation_id}"),
+    ("GET", "/api/v1/bulk-enrollment/package"),
+    ("DELETE", "/api/v1/bulk-enrollment/packages/{package_id}"),
 ];
 
 /// A matched admin route with its path parameters.
@@ -212,6 +230,14 @@ enum Endpoint<'a> {
     TenantLockdown(&'a str),
     AssignUser(&'a str),
     OpenApi,
+    CreateToken,
+    ListTokens,
+    RevokeToken(&'a str),
+    CreateInvitation,
+    ListInvitations,
+    RevokeInvitation(&'a str),
+    BulkPackage,
+    RevokeBulkPackage(&'a str),
 }
 
 /// The decoded path segments after `/api/v1`.
@@ -247,6 +273,14 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["devices", id, "tenant-lockdown"], Method::PUT) => E::TenantLockdown(id),
         (["devices", id, "assign-user"], Method::POST) => E::AssignUser(id),
         (["openapi.json"], Method::GET) => E::OpenApi,
+        (["tokens"], Method::POST) => E::CreateToken,
+        (["tokens"], Method::GET) => E::ListTokens,
+        (["tokens", name], Method::DELETE) => E::RevokeToken(name),
+        (["invitations"], Method::POST) => E::CreateInvitation,
+        (["invitations"], Method::GET) => E::ListInvitations,
+        (["invitations", id], Method::DELETE) => E::RevokeInvitation(id),
+        (["bulk-enrollment", "package"], Method::GET) => E::BulkPackage,
+        (["bulk-enrollment", "packages", id], Method::DELETE) => E::RevokeBulkPackage(id),
         (
             ["users"]
             | ["users", _]
@@ -260,7 +294,13 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["devices", _, "actions", _]
             | ["audit"]
             | ["commands"]
-            | ["openapi.json"],
+            | ["openapi.json"]
+            | ["tokens"]
+            | ["tokens", _]
+            | ["invitations"]
+            | ["invitations", _]
+            | ["bulk-enrollment", "package"]
+            | ["bulk-enrollment", "packages", _],
             _,
         ) => return Err(ApiError::MethodNotAllowed),
         _ => {
@@ -272,20 +312,29 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
 }
 
 async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    if !authorized(&app, &req) {
-        return Err(ApiError::Unauthorized);
-    }
+    let actor = tokens::authenticate(&app, &req).await?;
     let segs = segments(req.uri().path())?;
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let method = req.method().clone();
-    match endpoint(&segs, &method)? {
+    let ep = endpoint(&segs, &method)?;
+    // The decoded path: `%2D` must not let a read-only token around ADMIN_ONLY_GETS.
+    tokens::authorize(&actor, &method, &format!("/api/v1/{}", segs.join("/")))?;
+    tokens::ACTOR.scope(actor, dispatch(app, req, ep)).await
+}
+
+async fn dispatch(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    ep: Endpoint<'_>,
+) -> Result<Resp, ApiError> {
+    match ep {
         Endpoint::CreateUser => create_user(app, req).await,
         Endpoint::ListUsers => list_users(app, req.uri().query().unwrap_or("")).await,
         Endpoint::GetUser(upn) => get_user(app, upn.to_string()).await,
         Endpoint::PatchUser(upn) => patch_user(app, upn.to_string(), req).await,
         Endpoint::DeleteUser(upn) => delete_user(app, upn.to_string()).await,
         Endpoint::ListDevices => list_devices(app, req.uri().query().unwrap_or("")).await,
-        Endpoint::GetDevice(id) => get_device(app, id.to_string()).await,
+        Endpoint::GetDevice(id) => detail::get_device(app, id.to_string()).await,
         Endpoint::DeleteDevice(id) => delete_device(app, id.to_string()).await,
         Endpoint::CreateAction(id) => create_action(app, id.to_string(), req).await,
         Endpoint::GetAction(id, aid) => get_action(app, id.to_string(), aid.to_string()).await,
@@ -300,6 +349,14 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> 
         Endpoint::TenantLockdown(id) => tenant_lockdown(app, id.to_string(), req).await,
         Endpoint::AssignUser(id) => assign_user(app, id.to_string(), req).await,
         Endpoint::OpenApi => Ok(json(StatusCode::OK, &openapi::document())),
+        Endpoint::CreateToken => tokens::create(app, req).await,
+        Endpoint::ListTokens => tokens::list(app, req.uri().query().unwrap_or("")).await,
+        Endpoint::RevokeToken(name) => tokens::revoke(app, name.to_string()).await,
+        Endpoint::CreateInvitation => invitations::create(app, req).await,
+        Endpoint::ListInvitations => invitations::list(app, req.uri().query().unwrap_or("")).await,
+        Endpoint::RevokeInvitation(id) => invitations::revoke(app, id.to_string()).await,
+        Endpoint::BulkPackage => bulk::package(app, req.uri().query().unwrap_or("")).await,
+        Endpoint::RevokeBulkPackage(id) => bulk::revoke(app, id.to_string()).await,
     }
 }
 
@@ -472,6 +529,7 @@ async fn get_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
         }
         let mut v = serde_json::to_value(UserView::from(&user)).unwrap_or_default();
         v["devices"] = serde_json::json!(devices);
+        v["bulk_packages"] = serde_json::json!(bulk::packages_of(app.store.as_ref(), &upn)?);
         Ok(v)
     })
     .await?;
@@ -536,7 +594,7 @@ async fn audit(app: &Arc<App>, action: &str, target: &str, detail: serde_json::V
     let entry = crate::store::AuditEntry {
         id: 0,
         at: app.clock.now_unix(),
-        actor: "admin".into(),
+        actor: tokens::current_actor(),
         action: action.into(),
         target: target.into(),
         detail,
@@ -718,7 +776,12 @@ async fn delete_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
     let upn = normalize_upn(&upn);
     let existed = blocking({
         let (upn, app) = (upn.clone(), app.clone());
-        move || Ok(app.store.delete_user(&upn)?)
+        move || {
+            let existed = app.store.delete_user(&upn)?;
+            // A later user of the same UPN must not inherit the old account's package secrets.
+            bulk::forget_user(app.store.as_ref(), &upn)?;
+            Ok(existed)
+        }
     })
     .await?;
     if !existed {
@@ -786,20 +849,6 @@ async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
     })
     .await?;
     Ok(json(StatusCode::OK, &page))
-}
-
-async fn get_device(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
-    let dev = blocking({
-        let id = id.clone();
-        move || Ok(app.store.get_device(&id)?)
-    })
-    .await?;
-    match dev {
-        Some(d) => Ok(json(StatusCode::OK, &d)),
-        None => Err(ApiError::NotFound {
-            what: format!("device {id}"),
-        }),
-    }
 }
 
 /// Decodes `%XX` escapes (and nothing else) in a path segment or query value.
@@ -902,6 +951,11 @@ mod tests {
             "actions",
             "audit",
             "openapi.json",
+            "tokens",
+            "invitations",
+            "bulk-enrollment",
+            "package",
+            "packages",
             "x",
         ];
         let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"];
@@ -1208,6 +1262,7 @@ struct AssignUser {
 async fn assign_user(app: Arc<App>, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let body: AssignUser = json_body(req).await?;
     let upn = validate_upn(&body.upn)?;
+    let by = tokens::current_actor();
     let dev = blocking({
         let (app, id) = (app.clone(), id.clone());
         move || {
@@ -1226,7 +1281,7 @@ async fn assign_user(app: Arc<App>, id: String, req: Request<Incoming>) -> Resul
             }
             dev.assigned_user = Some(crate::store::Assignment {
                 upn,
-                by: "admin".into(),
+                by,
                 at: app.clock.now_unix(),
             });
             app.store.put_device(&dev)?;

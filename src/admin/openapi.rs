@@ -49,6 +49,10 @@ fn common(mut responses: Value) -> Value {
         "401".into(),
         err("Missing or invalid bearer token (`WWW-Authenticate: Bearer`)."),
     );
+    m.insert(
+        "403".into(),
+        err("A read-only token on a route that changes something."),
+    );
     m.insert("405".into(), err("Method not allowed on this path."));
     m.insert(
         "500".into(),
@@ -575,7 +579,7 @@ pub fn document() -> Value {
         "device_ids".into(),
         json!({"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": super::MAX_BULK_DEVICES}),
     );
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "winmdm admin API",
@@ -595,7 +599,9 @@ pub fn document() -> Value {
             },
             "schemas": schemas(command_fields, bulk_fields)
         }
-    })
+    });
+    super::openapi_access::extend(&mut doc);
+    doc
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! The admin command line: `winmdm user|device|command|audit|tenant-lockdown …` talk to a running
+//! The admin command line: `winmdm user|device|command|audit|tenant-lockdown|token|invite|bulk …` talk to a running
 //! server's `/api/v1` over HTTPS (they never open the data directory: sled is single-process).
 //!
 //! Exit codes: 0 success; 1 the server refused (its `{"error"}` text is printed) or a local
 //! problem (no token, unreadable file); 2 connection/TLS failure or a usage error.
 
+pub mod access;
 pub mod http;
 
 use std::ffi::OsString;
@@ -78,6 +79,35 @@ pub enum Command {
         /// Follow `next` cursors to the end.
         #[arg(long)]
         all: bool,
+    },
+    /// Named admin API tokens (create, list, revoke).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: access::TokenCmd,
+    },
+    /// Invite a user to enroll: prints the landing page, deep link and message (--send e-mails it).
+    Invite {
+        /// The user's UPN.
+        upn: String,
+        /// E-mail the invitation to the UPN (needs --smtp-url on the server).
+        #[arg(long)]
+        send: bool,
+        /// Validity in hours (default 72, at most 720).
+        #[arg(long)]
+        expires_in_hours: Option<u32>,
+    },
+    /// Invitations (list, revoke).
+    Invitation {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: access::InvitationCmd,
+    },
+    /// Bulk-enrollment provisioning packages (download, revoke).
+    Bulk {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: access::BulkCmd,
     },
     /// Queue TenantLockdown RequireNetworkInOOBE for a device.
     TenantLockdown {
@@ -510,6 +540,14 @@ async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Resul
         Command::Device { cmd } => device(&c, a.json, cmd, out).await,
         Command::Command { cmd } => command(&c, a.json, cmd, out).await,
         Command::Audit { limit, cursor, all } => audit(&c, a.json, limit, cursor, all, out).await,
+        Command::Token { cmd } => access::token(&c, a.json, cmd, out).await,
+        Command::Invite {
+            upn,
+            send,
+            expires_in_hours,
+        } => access::invite(&c, a.json, upn, send, expires_in_hours, out).await,
+        Command::Invitation { cmd } => access::invitation(&c, a.json, cmd, out).await,
+        Command::Bulk { cmd } => access::bulk(&c, a.json, cmd, out).await,
         Command::TenantLockdown { device_id, state } => {
             let on = state == OnOff::On;
             let (body, v) = call(

@@ -7,6 +7,7 @@
 //! verified peer certificate is captured per connection in a [`Peer`] and handed to the router.
 
 pub mod conn;
+pub mod landing;
 pub mod routes;
 pub mod throttle;
 

@@ -53,6 +53,10 @@ pub async fn handle(
         (Method::POST, paths::POLICY) => soap(app, req, Endpoint::Policy).await,
         (Method::POST, paths::ENROLLMENT) => soap(app, req, Endpoint::Enrollment).await,
         (Method::POST, paths::MANAGEMENT) => manage(app, peer, req).await,
+        (Method::GET, p) if p.starts_with(crate::admin::invitations::LANDING_PREFIX) => {
+            let token = p[crate::admin::invitations::LANDING_PREFIX.len()..].to_string();
+            super::landing::invite(app, token).await
+        }
         (_, paths::DISCOVERY | paths::POLICY | paths::ENROLLMENT | paths::MANAGEMENT) => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             r.headers_mut()

@@ -172,6 +172,7 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
         .map_err(|e| EnrollError::EnrollmentServer {
             reason: format!("store: {e}"),
         })?;
+    crate::admin::invitations::mark_used(app, &user.upn, &device_id, now.unix_timestamp());
     tracing::info!(
         device_id = %device_id, upn = %user.upn, serial = %cert.serial_hex,
         enrollment_type = ?enrollment_type, replaced = ?outcome.replaced, revoked = ?outcome.revoked,
@@ -289,9 +290,11 @@ fn authenticate(app: &App, cred: &Credential) -> Result<User, EnrollError> {
                     reason: format!("unknown user {upn:?}"),
                 });
             };
+            // A bulk account also accepts its unrevoked provisioning-package secrets.
             if !app
                 .password_cache
                 .verify(&user.upn, password, &user.password_hash)
+                && !crate::admin::bulk::verify_package_secret(app, &user.upn, password)
             {
                 return Err(EnrollError::Authentication {
                     reason: format!("wrong password for {upn:?}"),

@@ -312,7 +312,7 @@ pub struct AuditEntry {
     pub id: u64,
     /// When (Unix seconds).
     pub at: i64,
-    /// Who (`admin` for the bootstrap token).
+    /// Who: the admin token's name (`bootstrap` for the bootstrap token).
     pub actor: String,
     /// What, e.g. `user.create`, `device.delete`, `device.action`.
     pub action: String,

@@ -444,7 +444,7 @@ async fn audit_log_records_every_change_in_order() {
         ]
     );
     for e in entries {
-        assert_eq!(e["actor"], "admin");
+        assert_eq!(e["actor"], "bootstrap");
         assert!(e["at"].is_number() && e["id"].is_number());
     }
     assert_eq!(entries[0]["target"], "user70@example.com");
@@ -555,7 +555,7 @@ async fn bulk_account_enrolls_many_devices_that_take_device_scope_only() {
         .await;
     assert_eq!(st, 200, "{d}");
     assert_eq!(d["assigned_user"]["upn"], "zoe@contoso.com");
-    assert_eq!(d["assigned_user"]["by"], "admin");
+    assert_eq!(d["assigned_user"]["by"], "bootstrap");
     assert!(d["assigned_user"]["at"].is_number());
     let (st, _) = srv
         .admin(
