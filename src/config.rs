@@ -73,6 +73,34 @@ pub struct ServeOptions {
     /// `MDM-Signature` (DMClient RequireMessageSigning), for TLS-terminating proxies. Off by default.
     #[arg(long, env = "WINMDM_MESSAGE_SIGNING")]
     pub message_signing: Option<bool>,
+    /// Which discovery AuthPolicy to answer: onpremise (default; user name + password in the
+    /// WS-Security header), federated (our login page at /EnrollmentServer/Auth issues a token),
+    /// or both (federated preferred when the device offers it, OnPremise otherwise).
+    #[arg(long, env = "WINMDM_AUTH_POLICY")]
+    pub auth_policy: Option<String>,
+    /// Entra ID tenant ids (GUIDs, comma-separated) whose access tokens are accepted.
+    #[arg(long, env = "WINMDM_ENTRA_TENANTS")]
+    pub entra_tenants: Option<String>,
+    /// Accepted `aud` values of Entra tokens: the MDM application's id and/or App ID URI (comma-separated).
+    #[arg(long, env = "WINMDM_ENTRA_AUDIENCES")]
+    pub entra_audiences: Option<String>,
+    /// Entra signing keys: a JWKS file path or an https URL (e.g.
+    /// https://login.microsoftonline.com/common/discovery/v2.0/keys). Setting it enables Entra tokens.
+    #[arg(long, env = "WINMDM_ENTRA_JWKS")]
+    pub entra_jwks: Option<String>,
+    /// Delegated scope a user token must carry in `scp` (default mdm_delegation).
+    #[arg(long, env = "WINMDM_ENTRA_SCOPE")]
+    pub entra_scope: Option<String>,
+    /// App role an app-only token (device enrollment without a user, e.g. Autopilot
+    /// self-deploying) must carry in `roles`. Unset: app-only tokens are refused.
+    #[arg(long, env = "WINMDM_ENTRA_DEVICE_ROLE")]
+    pub entra_device_role: Option<String>,
+    /// Create unknown Entra users on first enrollment (enabled, no usable password). Off by default.
+    #[arg(long, env = "WINMDM_ENTRA_AUTO_CREATE_USERS")]
+    pub entra_auto_create_users: Option<bool>,
+    /// HTML or text fragment shown on the terms-of-use page (default: a short built-in text).
+    #[arg(long, env = "WINMDM_TOS_FILE")]
+    pub tos_file: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -108,6 +136,16 @@ impl ServeOptions {
             management_rate: self.management_rate.or(lower.management_rate),
             retry_after: self.retry_after.or(lower.retry_after),
             message_signing: self.message_signing.or(lower.message_signing),
+            auth_policy: self.auth_policy.or(lower.auth_policy),
+            entra_tenants: self.entra_tenants.or(lower.entra_tenants),
+            entra_audiences: self.entra_audiences.or(lower.entra_audiences),
+            entra_jwks: self.entra_jwks.or(lower.entra_jwks),
+            entra_scope: self.entra_scope.or(lower.entra_scope),
+            entra_device_role: self.entra_device_role.or(lower.entra_device_role),
+            entra_auto_create_users: self
+                .entra_auto_create_users
+                .or(lower.entra_auto_create_users),
+            tos_file: self.tos_file.or(lower.tos_file),
         }
     }
 
@@ -171,7 +209,25 @@ impl ServeOptions {
                 reason: "must be at least 4096".into(),
             });
         }
+        let auth_policy = match self.auth_policy.as_deref() {
+            None => AuthPolicyMode::OnPremise,
+            Some(s) => s.parse().map_err(|_| ConfigError::Invalid {
+                field: "auth_policy",
+                reason: format!("{s:?} is not one of onpremise, federated, both"),
+            })?,
+        };
+        let entra = resolve_entra(
+            self.entra_jwks,
+            self.entra_tenants.as_deref(),
+            self.entra_audiences.as_deref(),
+            self.entra_scope,
+            self.entra_device_role,
+            self.entra_auto_create_users.unwrap_or(false),
+        )?;
         Ok(Config {
+            auth_policy,
+            entra,
+            tos_file: self.tos_file,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
@@ -228,6 +284,142 @@ pub struct Config {
     pub retry_after: u32,
     /// Accept `MDM-Signature` instead of a TLS client certificate.
     pub message_signing: bool,
+    /// Discovery AuthPolicy choice.
+    pub auth_policy: AuthPolicyMode,
+    /// Entra ID token validation, when enabled (`entra_jwks` set).
+    pub entra: Option<EntraConfig>,
+    /// Terms-of-use fragment file.
+    pub tos_file: Option<PathBuf>,
+}
+
+/// `--auth-policy`: what discovery answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthPolicyMode {
+    /// `OnPremise` only (user name + password).
+    #[default]
+    OnPremise,
+    /// `Federated` only (our login page issues the token).
+    Federated,
+    /// Both; `Federated` is answered when the device offers it.
+    Both,
+}
+
+impl std::str::FromStr for AuthPolicyMode {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "onpremise" | "on-premise" => Ok(AuthPolicyMode::OnPremise),
+            "federated" => Ok(AuthPolicyMode::Federated),
+            "both" => Ok(AuthPolicyMode::Both),
+            _ => Err(()),
+        }
+    }
+}
+
+impl AuthPolicyMode {
+    /// Whether OnPremise (password) credentials are accepted.
+    pub fn allows_onpremise(self) -> bool {
+        matches!(self, AuthPolicyMode::OnPremise | AuthPolicyMode::Both)
+    }
+    /// Whether the federated login page and its tokens are enabled.
+    pub fn allows_federated(self) -> bool {
+        matches!(self, AuthPolicyMode::Federated | AuthPolicyMode::Both)
+    }
+}
+
+/// Where Entra signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A local JWKS file (re-read when a token names an unknown `kid`).
+    File(PathBuf),
+    /// An https URL (fetched, cached, refreshed on an unknown `kid`).
+    Url(String),
+}
+
+/// Validated Entra ID settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntraConfig {
+    /// Signing keys.
+    pub jwks: JwksSource,
+    /// Allowed tenant ids (lower-case).
+    pub tenants: Vec<String>,
+    /// Allowed audiences.
+    pub audiences: Vec<String>,
+    /// Delegated scope required in `scp` of user tokens.
+    pub scope: String,
+    /// App role required in `roles` of app-only tokens; `None` refuses them.
+    pub device_role: Option<String>,
+    /// Create unknown users on first enrollment.
+    pub auto_create_users: bool,
+}
+
+fn split_list(s: Option<&str>) -> Vec<String> {
+    s.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn resolve_entra(
+    jwks: Option<String>,
+    tenants: Option<&str>,
+    audiences: Option<&str>,
+    scope: Option<String>,
+    device_role: Option<String>,
+    auto_create_users: bool,
+) -> Result<Option<EntraConfig>, ConfigError> {
+    let tenants: Vec<String> = split_list(tenants)
+        .into_iter()
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
+    let audiences = split_list(audiences);
+    let Some(jwks) = jwks.filter(|j| !j.trim().is_empty()) else {
+        if !tenants.is_empty() || !audiences.is_empty() {
+            return Err(ConfigError::Incomplete {
+                what: "--entra-tenants/--entra-audiences need --entra-jwks",
+            });
+        }
+        return Ok(None);
+    };
+    let bad = |field, reason: String| ConfigError::Invalid { field, reason };
+    if tenants.is_empty() {
+        return Err(bad("entra_tenants", "at least one tenant id is required with --entra-jwks".into()));
+    }
+    for t in &tenants {
+        let ok = t.len() == 36
+            && t.chars().enumerate().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_hexdigit(),
+            });
+        if !ok {
+            return Err(bad("entra_tenants", format!("{t:?} is not a tenant id (GUID)")));
+        }
+    }
+    if audiences.is_empty() {
+        return Err(bad("entra_audiences", "at least one audience is required with --entra-jwks".into()));
+    }
+    let jwks = jwks.trim().to_string();
+    let jwks = if jwks.starts_with("https://") {
+        JwksSource::Url(jwks)
+    } else if jwks.contains("://") {
+        return Err(bad("entra_jwks", format!("{jwks:?}: only https URLs or file paths")));
+    } else {
+        JwksSource::File(PathBuf::from(jwks))
+    };
+    let scope = scope.unwrap_or_else(|| "mdm_delegation".into()).trim().to_string();
+    if scope.is_empty() || scope.contains(' ') {
+        return Err(bad("entra_scope", "one scope name without spaces".into()));
+    }
+    Ok(Some(EntraConfig {
+        jwks,
+        tenants,
+        audiences,
+        scope,
+        device_role: device_role.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()),
+        auto_create_users,
+    }))
 }
 
 impl Config {
@@ -357,6 +549,10 @@ pub mod paths {
     pub const ENROLLMENT: &str = "/EnrollmentServer/Enrollment.svc";
     /// OMA-DM management (the w7 `ADDR`).
     pub const MANAGEMENT: &str = "/ManagementServer/MDM.svc";
+    /// Federated login page (discovery `AuthenticationServiceUrl`).
+    pub const AUTH: &str = "/EnrollmentServer/Auth";
+    /// Terms of use page of the Entra MDM application.
+    pub const TOS: &str = "/EnrollmentServer/ToS";
 }
 
 /// A configuration that cannot be used.

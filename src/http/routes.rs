@@ -46,6 +46,8 @@ pub async fn handle(app: Arc<App>, peer: Arc<Peer>, role: Role, req: Request<Inc
         (Method::POST, paths::POLICY) => soap(app, req, Endpoint::Policy).await,
         (Method::POST, paths::ENROLLMENT) => soap(app, req, Endpoint::Enrollment).await,
         (Method::POST, paths::MANAGEMENT) => manage(app, peer, req).await,
+        (_, paths::AUTH) => crate::federation::web::auth(app, req).await,
+        (_, paths::TOS) => crate::federation::web::tos(app, req).await,
         (_, paths::DISCOVERY | paths::POLICY | paths::ENROLLMENT | paths::MANAGEMENT) => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             r.headers_mut()
