@@ -5,6 +5,7 @@ mod ca;
 mod cli;
 mod crash;
 mod enroll;
+mod federation;
 mod fuzz_corpus;
 mod lifecycle;
 mod manage;
