@@ -385,7 +385,10 @@ fn resolve_entra(
     };
     let bad = |field, reason: String| ConfigError::Invalid { field, reason };
     if tenants.is_empty() {
-        return Err(bad("entra_tenants", "at least one tenant id is required with --entra-jwks".into()));
+        return Err(bad(
+            "entra_tenants",
+            "at least one tenant id is required with --entra-jwks".into(),
+        ));
     }
     for t in &tenants {
         let ok = t.len() == 36
@@ -394,21 +397,33 @@ fn resolve_entra(
                 _ => c.is_ascii_hexdigit(),
             });
         if !ok {
-            return Err(bad("entra_tenants", format!("{t:?} is not a tenant id (GUID)")));
+            return Err(bad(
+                "entra_tenants",
+                format!("{t:?} is not a tenant id (GUID)"),
+            ));
         }
     }
     if audiences.is_empty() {
-        return Err(bad("entra_audiences", "at least one audience is required with --entra-jwks".into()));
+        return Err(bad(
+            "entra_audiences",
+            "at least one audience is required with --entra-jwks".into(),
+        ));
     }
     let jwks = jwks.trim().to_string();
     let jwks = if jwks.starts_with("https://") {
         JwksSource::Url(jwks)
     } else if jwks.contains("://") {
-        return Err(bad("entra_jwks", format!("{jwks:?}: only https URLs or file paths")));
+        return Err(bad(
+            "entra_jwks",
+            format!("{jwks:?}: only https URLs or file paths"),
+        ));
     } else {
         JwksSource::File(PathBuf::from(jwks))
     };
-    let scope = scope.unwrap_or_else(|| "mdm_delegation".into()).trim().to_string();
+    let scope = scope
+        .unwrap_or_else(|| "mdm_delegation".into())
+        .trim()
+        .to_string();
     if scope.is_empty() || scope.contains(' ') {
         return Err(bad("entra_scope", "one scope name without spaces".into()));
     }
@@ -417,7 +432,9 @@ fn resolve_entra(
         tenants,
         audiences,
         scope,
-        device_role: device_role.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()),
+        device_role: device_role
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty()),
         auto_create_users,
     }))
 }

@@ -67,13 +67,7 @@ pub fn policy_xml(upn: &str, pw: &str, to: &str, mid: &str) -> String {
 
 /// An Issue RST for `info` with the AdditionalContext items Windows 11 sends.
 pub fn rst_xml(info: &DeviceInfo, csr_der: &[u8], to: &str, mid: &str) -> String {
-    rst_xml_with(
-        info,
-        csr_der,
-        to,
-        mid,
-        &password(&info.upn, &info.password),
-    )
+    rst_xml_with(info, csr_der, to, mid, &password(&info.upn, &info.password))
 }
 
 /// As [`rst_xml`], with any WS-Security credential (federated or Entra tokens).
@@ -107,11 +101,5 @@ pub fn rst_xml_with(
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
     };
-    text(client::rst_issue_request(
-        mid,
-        to,
-        cred,
-        csr_der,
-        &context,
-    ))
+    text(client::rst_issue_request(mid, to, cred, csr_der, &context))
 }

@@ -132,11 +132,11 @@ impl JwksCache {
         if let Some(k) = st.keys.get(kid) {
             return Ok(Some(k.clone()));
         }
-        if st
-            .last_load
-            .is_some_and(|t| t.elapsed() < REFRESH_INTERVAL)
-        {
-            tracing::debug!(kid, "unknown kid; JWKS refreshed recently, not refreshing again");
+        if st.last_load.is_some_and(|t| t.elapsed() < REFRESH_INTERVAL) {
+            tracing::debug!(
+                kid,
+                "unknown kid; JWKS refreshed recently, not refreshing again"
+            );
             return Ok(None);
         }
         st.last_load = Some(Instant::now());
@@ -313,7 +313,10 @@ mod tests {
         std::fs::write(&path, EntraKey::jwks(&[&a, &b])).unwrap();
         assert_eq!(cache.key("b").unwrap(), None);
         cache.state.lock().unwrap().last_load = Instant::now().checked_sub(REFRESH_INTERVAL);
-        assert!(cache.key("b").unwrap().is_some(), "refreshed on unknown kid");
+        assert!(
+            cache.key("b").unwrap().is_some(),
+            "refreshed on unknown kid"
+        );
         assert!(JwksCache::new(JwksSource::File(dir.path().join("missing"))).is_err());
     }
 }

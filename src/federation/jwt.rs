@@ -118,9 +118,12 @@ pub fn parse(token: &[u8]) -> Result<Parsed, JwtError> {
         .map_err(|_| JwtError::Malformed("not UTF-8".into()))?
         .trim();
     let mut parts = text.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(JwtError::Malformed("not three dot-separated segments".into()));
+        return Err(JwtError::Malformed(
+            "not three dot-separated segments".into(),
+        ));
     };
     let header: Value = serde_json::from_slice(&b64url(h, "header")?)
         .map_err(|_| JwtError::Malformed("header is not JSON".into()))?;
@@ -250,7 +253,7 @@ pub fn check_claims(
         return Err(JwtError::Audience(auds));
     }
     let tid = str_claim(claims, "tid").unwrap_or("").to_ascii_lowercase();
-    if tid.is_empty() || !rules.tenants.iter().any(|t| *t == tid) {
+    if tid.is_empty() || !rules.tenants.contains(&tid) {
         return Err(JwtError::Tenant(tid));
     }
     let iss = str_claim(claims, "iss").unwrap_or("");
@@ -294,6 +297,23 @@ pub fn check_claims(
     })
 }
 
+/// Fuzz entry (called by the `soap_envelope` target): parse, then every rule; never panics.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    if let Ok(p) = parse(data) {
+        let _ = p.require_rs256();
+        let tenants = ["72f988bf-86f1-41af-91ab-2d7cd011db47".to_string()];
+        let audiences = ["https://mdm.contoso.com".to_string()];
+        let rules = ClaimRules {
+            tenants: &tenants,
+            audiences: &audiences,
+            scope: "mdm_delegation",
+            device_role: Some("mdm_device"),
+        };
+        let _ = check_claims(&p.claims, &rules, 1_800_000_000);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,7 +340,10 @@ mod tests {
 
     fn check(c: &serde_json::Map<String, Value>, role: Option<&str>) -> Result<Subject, JwtError> {
         let t = vec![TENANT.to_string()];
-        let a = vec!["https://mdm.contoso.com".to_string(), "app-id-1".to_string()];
+        let a = vec![
+            "https://mdm.contoso.com".to_string(),
+            "app-id-1".to_string(),
+        ];
         check_claims(c, &rules(&t, &a, role), NOW)
     }
 
@@ -336,7 +359,9 @@ mod tests {
         let mut c = base();
         c.remove("upn");
         c.insert("preferred_username".into(), json!("bob@contoso.com"));
-        assert!(matches!(check(&c, None), Ok(Subject::User { upn, .. }) if upn == "bob@contoso.com"));
+        assert!(
+            matches!(check(&c, None), Ok(Subject::User { upn, .. }) if upn == "bob@contoso.com")
+        );
         c.remove("preferred_username");
         assert_eq!(check(&c, None), Err(JwtError::NoUpn));
     }
@@ -375,17 +400,29 @@ mod tests {
         let other = "11111111-2222-3333-4444-555555555555";
         let mut c = base();
         c.insert("tid".into(), json!(other));
-        c.insert("iss".into(), json!(format!("https://sts.windows.net/{other}/")));
+        c.insert(
+            "iss".into(),
+            json!(format!("https://sts.windows.net/{other}/")),
+        );
         assert_eq!(check(&c, None), Err(JwtError::Tenant(other.into())));
         c.remove("tid");
         assert!(matches!(check(&c, None), Err(JwtError::Tenant(_))));
         // allowed tid, but issuer of another tenant (CVE-2026-24899 shape)
         let mut c = base();
-        c.insert("iss".into(), json!(format!("https://sts.windows.net/{other}/")));
+        c.insert(
+            "iss".into(),
+            json!(format!("https://sts.windows.net/{other}/")),
+        );
         assert!(matches!(check(&c, None), Err(JwtError::Issuer(_))));
-        c.insert("iss".into(), json!("https://evil.example/".to_string() + TENANT + "/"));
+        c.insert(
+            "iss".into(),
+            json!("https://evil.example/".to_string() + TENANT + "/"),
+        );
         assert!(matches!(check(&c, None), Err(JwtError::Issuer(_))));
-        c.insert("iss".into(), json!(format!("https://login.microsoftonline.com/{TENANT}/v2.0")));
+        c.insert(
+            "iss".into(),
+            json!(format!("https://login.microsoftonline.com/{TENANT}/v2.0")),
+        );
         assert!(check(&c, None).is_ok());
     }
 
@@ -406,7 +443,10 @@ mod tests {
         c.insert("idtyp".into(), json!("app"));
         c.insert("appid".into(), json!("autopilot-app"));
         assert!(matches!(check(&c, None), Err(JwtError::AppOnly(_))));
-        assert!(matches!(check(&c, Some("mdm_device")), Err(JwtError::AppOnly(_))));
+        assert!(matches!(
+            check(&c, Some("mdm_device")),
+            Err(JwtError::AppOnly(_))
+        ));
         c.insert("roles".into(), json!(["mdm_device"]));
         assert_eq!(
             check(&c, Some("mdm_device")),
@@ -448,8 +488,18 @@ mod tests {
             assert_eq!(p.verify(&n, &e), Err(JwtError::Algorithm(alg.into())));
         }
         let t = EntraKey::unsigned("RS256", None, &claims, b"sig");
-        assert_eq!(parse(t.as_bytes()).unwrap().require_rs256(), Err(JwtError::NoKid));
-        for bad in [&b""[..], b"a.b", b"a.b.c.d", b"!!.e30.x", b"e30.W10.AA", &[0xff, 0x2e]] {
+        assert_eq!(
+            parse(t.as_bytes()).unwrap().require_rs256(),
+            Err(JwtError::NoKid)
+        );
+        for bad in [
+            &b""[..],
+            b"a.b",
+            b"a.b.c.d",
+            b"!!.e30.x",
+            b"e30.W10.AA",
+            &[0xff, 0x2e],
+        ] {
             assert!(matches!(parse(bad), Err(JwtError::Malformed(_))), "{bad:?}");
         }
         assert!(parse(&vec![b'a'; MAX_TOKEN_BYTES + 1]).is_err());

@@ -238,12 +238,14 @@ mod tests {
         let t = sts.issue(&store, "a@b.c", 1000).unwrap();
         for _ in 0..2 {
             assert_eq!(
-                sts.verify(&store, t.as_bytes(), 1001, Stage::Policy).unwrap(),
+                sts.verify(&store, t.as_bytes(), 1001, Stage::Policy)
+                    .unwrap(),
                 "a@b.c"
             );
         }
         assert_eq!(
-            sts.verify(&store, t.as_bytes(), 1002, Stage::Enroll).unwrap(),
+            sts.verify(&store, t.as_bytes(), 1002, Stage::Enroll)
+                .unwrap(),
             "a@b.c"
         );
         for st in [Stage::Enroll, Stage::Policy] {
@@ -309,7 +311,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = MemStore::new();
         let a = Sts::load_or_create(dir.path()).unwrap();
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let t = a.issue(&store, "a@b.c", 1000).unwrap();
         let b = Sts::load_or_create(dir.path()).unwrap();

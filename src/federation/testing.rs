@@ -67,7 +67,9 @@ impl EntraKey {
     pub fn sign(&self, claims: &Value) -> String {
         let input = format!(
             "{}.{}",
-            b64(json!({"typ": "JWT", "alg": "RS256", "kid": self.kid}).to_string().as_bytes()),
+            b64(json!({"typ": "JWT", "alg": "RS256", "kid": self.kid})
+                .to_string()
+                .as_bytes()),
             b64(claims.to_string().as_bytes())
         );
         let mut sig = vec![0u8; self.key.public_modulus_len()];
@@ -100,7 +102,9 @@ impl EntraKey {
     pub fn hs256_with_public_key(&self, claims: &Value) -> String {
         let input = format!(
             "{}.{}",
-            b64(json!({"typ": "JWT", "alg": "HS256", "kid": self.kid}).to_string().as_bytes()),
+            b64(json!({"typ": "JWT", "alg": "HS256", "kid": self.kid})
+                .to_string()
+                .as_bytes()),
             b64(claims.to_string().as_bytes())
         );
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.public_der());

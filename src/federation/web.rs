@@ -114,9 +114,9 @@ pub fn valid_return_url(url: &str, scheme: &str) -> bool {
         && url
             .get(..scheme.len())
             .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
-        && url
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`' | b'\\'))
+        && url.bytes().all(|b| {
+            b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`' | b'\\')
+        })
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:2rem auto;\
@@ -134,10 +134,16 @@ fn page(status: StatusCode, title: &str, body: &str) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(html)));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert(
         "content-security-policy",
@@ -185,7 +191,10 @@ async fn read_params(req: Request<Incoming>) -> Result<(Method, Vec<(String, Str
     };
     match parse_form(&raw) {
         Some(f) => Ok((method, f)),
-        None => Err(bad_request("Bad request", "The request parameters are malformed.")),
+        None => Err(bad_request(
+            "Bad request",
+            "The request parameters are malformed.",
+        )),
     }
 }
 
@@ -258,16 +267,17 @@ pub async fn auth(app: Arc<App>, req: Request<Incoming>) -> Resp {
         }
         Err(e) => {
             tracing::error!(error = %e, "federated sign-in task failed");
-            page(StatusCode::INTERNAL_SERVER_ERROR, "Sign-in unavailable", "<h1>Sign-in unavailable</h1>")
+            page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in unavailable",
+                "<h1>Sign-in unavailable</h1>",
+            )
         }
     }
 }
 
 enum SignInError {
-    Refused {
-        reason: String,
-        shown: &'static str,
-    },
+    Refused { reason: String, shown: &'static str },
     Server(String),
 }
 
@@ -391,7 +401,10 @@ mod tests {
 
     #[test]
     fn escaping_and_forms() {
-        assert_eq!(html_escape(r#"<a href="x">'&"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;");
+        assert_eq!(
+            html_escape(r#"<a href="x">'&"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
         assert_eq!(
             parse_form("a=1+2&b=%C3%A9%26&c&=x").unwrap(),
             vec![
@@ -421,8 +434,14 @@ mod tests {
         ] {
             assert!(!valid_return_url(bad, "ms-app://"), "{bad}");
         }
-        assert!(!valid_return_url(&format!("ms-app://{}", "a".repeat(MAX_RETURN_URL)), "ms-app://"));
-        assert!(valid_return_url("ms-appx-web://Microsoft.AAD.BrokerPlugin/x", "ms-appx-web://"));
+        assert!(!valid_return_url(
+            &format!("ms-app://{}", "a".repeat(MAX_RETURN_URL)),
+            "ms-app://"
+        ));
+        assert!(valid_return_url(
+            "ms-appx-web://Microsoft.AAD.BrokerPlugin/x",
+            "ms-appx-web://"
+        ));
         assert!(!valid_return_url("ms-app://x", "ms-appx-web://"));
     }
 }

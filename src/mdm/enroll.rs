@@ -297,8 +297,7 @@ fn authenticate(app: &App, cred: &Credential, stage: Stage) -> Result<Principal,
         Credential::UsernameToken { username, password } => {
             if !app.cfg.auth_policy.allows_onpremise() {
                 return Err(EnrollError::Authentication {
-                    reason: "password authentication is disabled (--auth-policy federated)"
-                        .into(),
+                    reason: "password authentication is disabled (--auth-policy federated)".into(),
                 });
             }
             let upn = normalize_upn(username);

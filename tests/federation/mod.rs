@@ -16,10 +16,8 @@ const APPRU: &str = "ms-app://s-1-15-2-3506316738-1111-2222/";
 const PASSWORD: &str = "correct horse battery";
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    use winmdm::clock::Clock as _;
+    winmdm::clock::SystemClock.now_unix()
 }
 
 /// A server with `--auth-policy both` and Entra tokens validated against a JWKS file holding
@@ -109,7 +107,14 @@ fn input_value(html: &str, name: &str) -> Option<String> {
     let rest = &html[at..];
     let v = rest.find("value=\"")? + 7;
     let end = rest[v..].find('"')?;
-    Some(rest[v..v + end].replace("&amp;", "&").replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">"))
+    Some(
+        rest[v..v + end]
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">"),
+    )
 }
 
 /// Signs in on the login page as a WAB would; returns the page the POST answered.
@@ -131,7 +136,10 @@ fn wresult(page: &HttpResponse, appru: &str) -> String {
         html.contains(&format!("action=\"{appru}\"")),
         "auto-POST must target appru: {html}"
     );
-    assert!(html.contains("<script>") && html.contains("type=\"submit\""), "{html}");
+    assert!(
+        html.contains("<script>") && html.contains("type=\"submit\""),
+        "{html}"
+    );
     input_value(&html, "wresult").expect("wresult in the auto-POST page")
 }
 
@@ -142,11 +150,18 @@ async fn sts_flow_enrolls_end_to_end_and_the_token_cannot_be_replayed() {
     let c = srv.client();
     // Discovery: the device offers both, the server prefers Federated under `both`.
     let body = discover(&c, "alice@contoso.com", &["OnPremise", "Federated"]).await;
-    assert_eq!(element_text(&body, "AuthPolicy").as_deref(), Some("Federated"), "{body}");
+    assert_eq!(
+        element_text(&body, "AuthPolicy").as_deref(),
+        Some("Federated"),
+        "{body}"
+    );
     let auth_url = element_text(&body, "AuthenticationServiceUrl").expect("auth url");
     assert_eq!(
         auth_url,
-        format!("https://localhost:{}/EnrollmentServer/Auth", srv.addr.port())
+        format!(
+            "https://localhost:{}/EnrollmentServer/Auth",
+            srv.addr.port()
+        )
     );
     // The WAB opens the page.
     let q = format!(
@@ -158,13 +173,21 @@ async fn sts_flow_enrolls_end_to_end_and_the_token_cannot_be_replayed() {
     let html = page.text();
     assert_eq!(page.status, 200, "{html}");
     assert_eq!(
-        page.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        page.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("text/html; charset=utf-8")
     );
     assert!(html.contains("<html lang=\"en\">"), "{html}");
     assert!(html.contains("<label for=\"upn\">") && html.contains("<label for=\"password\">"));
-    assert!(!html.contains("http://") && !html.contains("src="), "no external resources: {html}");
-    assert_eq!(input_value(&html, "upn").as_deref(), Some("Alice@Contoso.com"));
+    assert!(
+        !html.contains("http://") && !html.contains("src="),
+        "no external resources: {html}"
+    );
+    assert_eq!(
+        input_value(&html, "upn").as_deref(),
+        Some("Alice@Contoso.com")
+    );
     assert_eq!(input_value(&html, "appru").as_deref(), Some(APPRU));
     // A wrong password shows the form again, with no token.
     let bad = sign_in(&c, &auth_url, APPRU, "alice@contoso.com", "nope").await;
@@ -179,15 +202,31 @@ async fn sts_flow_enrolls_end_to_end_and_the_token_cannot_be_replayed() {
     assert_eq!(r.status, 200, "policy: {}", r.text());
     let info = DeviceInfo::new(701, "alice@contoso.com", "");
     let doc = provisioning(&rst(&c, &info, &cred).await);
-    assert!(doc.contains("value=\"alice@contoso.com\""), "UPN in DMClient: {doc}");
+    assert!(
+        doc.contains("value=\"alice@contoso.com\""),
+        "UPN in DMClient: {doc}"
+    );
     assert_eq!(certs(&srv), 1);
-    let dev = srv.app.store.get_device(&info.device_id).unwrap().expect("device");
+    let dev = srv
+        .app
+        .store
+        .get_device(&info.device_id)
+        .unwrap()
+        .expect("device");
     assert_eq!(dev.upn.as_deref(), Some("alice@contoso.com"));
     // Replay after the enrollment: refused at enrollment and at policy, no certificate.
     let again = DeviceInfo::new(702, "alice@contoso.com", "");
     assert_fault(&rst(&c, &again, &cred).await, "s:Authentication");
     assert_fault(&policy(&c, &cred).await, "s:Authentication");
     assert_eq!(certs(&srv), 1, "a replayed token issued a certificate");
+    let e = winmdm::federation::authenticate_token(
+        &srv.app,
+        winmdm::soap::envelope::VALUE_TYPE_USER_TOKEN,
+        token.as_bytes(),
+        winmdm::federation::Stage::Enroll,
+    )
+    .expect_err("replay");
+    assert!(e.to_string().contains("already used (replay)"), "{e}");
     // The consumption survives a restart.
     let srv = srv.restart().await;
     let c = srv.client();
@@ -202,13 +241,25 @@ async fn login_page_refusals() {
     srv.create_user("bob@contoso.com", PASSWORD).await;
     srv.create_user("carol@contoso.com", PASSWORD).await;
     let (st, body) = srv
-        .admin("PATCH", "/api/v1/users/carol@contoso.com", Some(json!({"disabled": true})))
+        .admin(
+            "PATCH",
+            "/api/v1/users/carol@contoso.com",
+            Some(json!({"disabled": true})),
+        )
         .await;
     let c = srv.client();
     let auth = "/EnrollmentServer/Auth";
     // appru that is not ms-app:// — 400 page, no form, on GET and on POST.
-    for appru in ["https://evil.example/steal", "javascript:alert(1)", "", "ms-app://x\"><script>"] {
-        let q = format!("{auth}?appru={}", winmdm::federation::web::percent_encode(appru));
+    for appru in [
+        "https://evil.example/steal",
+        "javascript:alert(1)",
+        "",
+        "ms-app://x\"><script>",
+    ] {
+        let q = format!(
+            "{auth}?appru={}",
+            winmdm::federation::web::percent_encode(appru)
+        );
         let r = c.request("GET", &q, &[], vec![]).await;
         assert_eq!(r.status, 400, "{appru}: {}", r.text());
         assert!(!r.text().contains("<form"), "{}", r.text());
@@ -217,7 +268,10 @@ async fn login_page_refusals() {
         assert!(input_value(&r.text(), "wresult").is_none());
     }
     // A login hint with markup is escaped, never interpreted.
-    let q = format!("{auth}?appru={}&login_hint=%3Cscript%3Ex%3C%2Fscript%3E%22", winmdm::federation::web::percent_encode(APPRU));
+    let q = format!(
+        "{auth}?appru={}&login_hint=%3Cscript%3Ex%3C%2Fscript%3E%22",
+        winmdm::federation::web::percent_encode(APPRU)
+    );
     let r = c.request("GET", &q, &[], vec![]).await;
     assert_eq!(r.status, 200);
     assert!(!r.text().contains("<script>x"), "{}", r.text());
@@ -236,20 +290,40 @@ async fn login_page_refusals() {
     let ok = sign_in(&c, auth, APPRU, "bob@contoso.com", PASSWORD).await;
     let token = wresult(&ok, APPRU);
     let forged = winmdm::federation::sts::Sts::with_key(b"attacker")
-        .issue(&winmdm::store::mem::MemStore::new(), "bob@contoso.com", now())
+        .issue(
+            &winmdm::store::mem::MemStore::new(),
+            "bob@contoso.com",
+            now(),
+        )
         .unwrap();
-    assert_fault(&policy(&c, &client::federated_credential(&forged)).await, "s:Authentication");
-    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
-    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-        format!(r#"{{"upn":"carol@contoso.com","nonce":"00","iat":{0},"exp":{1}}}"#, now(), now() + 600),
+    assert_fault(
+        &policy(&c, &client::federated_credential(&forged)).await,
+        "s:Authentication",
     );
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        r#"{{"upn":"carol@contoso.com","nonce":"00","iat":{0},"exp":{1}}}"#,
+        now(),
+        now() + 600
+    ));
     let tampered = parts.join(".");
-    assert_fault(&policy(&c, &client::federated_credential(&tampered)).await, "s:Authentication");
+    assert_fault(
+        &policy(&c, &client::federated_credential(&tampered)).await,
+        "s:Authentication",
+    );
     let info = DeviceInfo::new(710, "bob@contoso.com", "");
-    assert_fault(&rst(&c, &info, &client::federated_credential(&tampered)).await, "s:Authentication");
+    assert_fault(
+        &rst(&c, &info, &client::federated_credential(&tampered)).await,
+        "s:Authentication",
+    );
     assert_eq!(certs(&srv), 0);
     // The genuine token still works (policy checks, enrollment consumes).
-    assert_eq!(policy(&c, &client::federated_credential(&token)).await.status, 200);
+    assert_eq!(
+        policy(&c, &client::federated_credential(&token))
+            .await
+            .status,
+        200
+    );
     provisioning(&rst(&c, &info, &client::federated_credential(&token)).await);
     assert_eq!(certs(&srv), 1);
     srv.stop().await;
@@ -262,26 +336,46 @@ async fn discovery_follows_the_auth_policy_setting() {
     let srv = TestServer::start().await;
     let c = srv.client();
     let body = discover(&c, "a@contoso.com", &["OnPremise", "Federated"]).await;
-    assert_eq!(element_text(&body, "AuthPolicy").as_deref(), Some("OnPremise"));
+    assert_eq!(
+        element_text(&body, "AuthPolicy").as_deref(),
+        Some("OnPremise")
+    );
     assert!(element_text(&body, "AuthenticationServiceUrl").is_none());
     let body = discover(&c, "a@contoso.com", &["Federated"]).await;
-    assert_eq!(element_text(&body, "ErrorType").as_deref(), Some("NotSupported"), "{body}");
-    let q = format!("/EnrollmentServer/Auth?appru={}", winmdm::federation::web::percent_encode(APPRU));
+    assert_eq!(
+        element_text(&body, "ErrorType").as_deref(),
+        Some("NotSupported"),
+        "{body}"
+    );
+    let q = format!(
+        "/EnrollmentServer/Auth?appru={}",
+        winmdm::federation::web::percent_encode(APPRU)
+    );
     assert_eq!(c.request("GET", &q, &[], vec![]).await.status, 404);
     // A login-token credential is refused when federated is off.
     let t = winmdm::federation::sts::Sts::with_key(b"k")
         .issue(srv.app.store.records(), "a@contoso.com", now())
         .unwrap();
-    assert_fault(&policy(&c, &client::federated_credential(&t)).await, "s:Authentication");
+    assert_fault(
+        &policy(&c, &client::federated_credential(&t)).await,
+        "s:Authentication",
+    );
     srv.stop().await;
     // Federated only: OnPremise-only devices are refused, passwords are refused.
     let srv = TestServer::start_with(|o| o.auth_policy = Some("federated".into())).await;
     srv.create_user("d@contoso.com", PASSWORD).await;
     let c = srv.client();
     let body = discover(&c, "d@contoso.com", &["OnPremise", "Federated"]).await;
-    assert_eq!(element_text(&body, "AuthPolicy").as_deref(), Some("Federated"));
+    assert_eq!(
+        element_text(&body, "AuthPolicy").as_deref(),
+        Some("Federated")
+    );
     let body = discover(&c, "d@contoso.com", &["OnPremise"]).await;
-    assert_eq!(element_text(&body, "ErrorType").as_deref(), Some("NotSupported"), "{body}");
+    assert_eq!(
+        element_text(&body, "ErrorType").as_deref(),
+        Some("NotSupported"),
+        "{body}"
+    );
     let pw = Credential::UsernameToken {
         username: "d@contoso.com".into(),
         password: PASSWORD.into(),
@@ -291,7 +385,10 @@ async fn discovery_follows_the_auth_policy_setting() {
     // Both: an OnPremise-only device still gets OnPremise.
     let srv = TestServer::start_with(|o| o.auth_policy = Some("both".into())).await;
     let body = discover(&srv.client(), "d@contoso.com", &["OnPremise"]).await;
-    assert_eq!(element_text(&body, "AuthPolicy").as_deref(), Some("OnPremise"));
+    assert_eq!(
+        element_text(&body, "AuthPolicy").as_deref(),
+        Some("OnPremise")
+    );
     srv.stop().await;
 }
 
@@ -308,10 +405,20 @@ async fn entra_user_token_enrolls() {
     assert!(doc.contains("value=\"dana@contoso.com\""), "{doc}");
     assert_eq!(certs(&srv), 1);
     // Auto-created: enabled, and no password opens the login page for it.
-    let u = srv.app.store.get_user("dana@contoso.com").unwrap().expect("user created");
+    let u = srv
+        .app
+        .store
+        .get_user("dana@contoso.com")
+        .unwrap()
+        .expect("user created");
     assert!(!u.disabled);
     assert!(!winmdm::auth::verify_password("", &u.password_hash));
-    let dev = srv.app.store.get_device(&info.device_id).unwrap().expect("device");
+    let dev = srv
+        .app
+        .store
+        .get_device(&info.device_id)
+        .unwrap()
+        .expect("device");
     assert_eq!(dev.upn.as_deref(), Some("dana@contoso.com"));
     srv.stop().await;
 }
@@ -330,8 +437,16 @@ async fn entra_app_only_token_enrolls_a_device_without_user() {
     let mut info = DeviceInfo::new(731, "", "");
     info.enrollment_type = "Device";
     let doc = provisioning(&rst(&c, &info, &cred).await);
-    assert!(doc.contains("My%5CSystem") && !doc.contains("My%5CUser"), "{doc}");
-    let dev = srv.app.store.get_device(&info.device_id).unwrap().expect("device");
+    assert!(
+        doc.contains("My%5CSystem") && !doc.contains("My%5CUser"),
+        "{doc}"
+    );
+    let dev = srv
+        .app
+        .store
+        .get_device(&info.device_id)
+        .unwrap()
+        .expect("device");
     assert_eq!(dev.upn, None);
     assert_eq!(dev.enrollment_type, "Device");
     // Without the role: refused.
@@ -366,34 +481,90 @@ async fn entra_token_refusals_issue_no_certificate() {
         parts.join(".")
     };
     let cases: Vec<(&str, String, &str)> = vec![
-        ("expired", key.sign(&with("exp", json!(t - 3600))), "s:Authentication"),
-        ("not yet valid", key.sign(&with("nbf", json!(t + 3600))), "s:Authentication"),
-        ("wrong audience", key.sign(&with("aud", json!("https://graph.microsoft.com"))), "s:Authentication"),
+        (
+            "expired",
+            key.sign(&with("exp", json!(t - 3600))),
+            "token expired",
+        ),
+        (
+            "not yet valid",
+            key.sign(&with("nbf", json!(t + 3600))),
+            "not yet valid",
+        ),
+        (
+            "wrong audience",
+            key.sign(&with("aud", json!("https://graph.microsoft.com"))),
+            "aud mismatch",
+        ),
         (
             "wrong tenant",
-            key.sign(&with("tid", json!(other_tenant)).as_object().map(|m| {
-                let mut m = m.clone();
-                m.insert("iss".into(), json!(format!("https://sts.windows.net/{other_tenant}/")));
-                Value::Object(m)
-            }).unwrap()),
-            "s:Authentication",
+            key.sign(
+                &with("tid", json!(other_tenant))
+                    .as_object()
+                    .map(|m| {
+                        let mut m = m.clone();
+                        m.insert(
+                            "iss".into(),
+                            json!(format!("https://sts.windows.net/{other_tenant}/")),
+                        );
+                        Value::Object(m)
+                    })
+                    .unwrap(),
+            ),
+            "is not allowed",
         ),
-        ("wrong issuer", key.sign(&with("iss", json!(format!("https://sts.windows.net/{other_tenant}/")))), "s:Authentication"),
-        ("missing scope", key.sign(&with("scp", json!("User.Read"))), "s:Authentication"),
-        ("unknown kid", stranger.sign(&good), "s:Authentication"),
-        ("alg none", EntraKey::unsigned("none", Some("kid-1"), &good, b""), "s:Authentication"),
-        ("HS256 with the public key", key.hs256_with_public_key(&good), "s:Authentication"),
-        ("tampered payload", tampered, "s:Authentication"),
-        ("unknown user", key.sign(&with("upn", json!("zed@contoso.com"))), "s:Authentication"),
-        ("not a JWT", "garbage".into(), "s:Authentication"),
+        (
+            "wrong issuer",
+            key.sign(&with(
+                "iss",
+                json!(format!("https://sts.windows.net/{other_tenant}/")),
+            )),
+            "is not the Entra issuer",
+        ),
+        (
+            "missing scope",
+            key.sign(&with("scp", json!("User.Read"))),
+            "lacks the required scope",
+        ),
+        ("unknown kid", stranger.sign(&good), "unknown signing key"),
+        (
+            "alg none",
+            EntraKey::unsigned("none", Some("kid-1"), &good, b""),
+            "alg \"none\" not allowed",
+        ),
+        (
+            "HS256 with the public key",
+            key.hs256_with_public_key(&good),
+            "alg \"HS256\" not allowed",
+        ),
+        ("tampered payload", tampered, "signature invalid"),
+        (
+            "unknown user",
+            key.sign(&with("upn", json!("zed@contoso.com"))),
+            "unknown user",
+        ),
+        ("not a JWT", "garbage".into(), "malformed token"),
     ];
-    for (i, (what, token, subcode)) in cases.iter().enumerate() {
+    for (i, (what, token, reason)) in cases.iter().enumerate() {
         let cred = client::entra_credential(token);
         let r = policy(&c, &cred).await;
-        assert_eq!(fault_subcode(&r.text()).as_deref(), Some(*subcode), "policy, {what}: {}", r.text());
+        assert_fault(&r, "s:Authentication");
         let info = DeviceInfo::new(740 + i as u32, "erin@contoso.com", "");
         let r = rst(&c, &info, &cred).await;
-        assert_fault(&r, subcode);
+        assert_fault(&r, "s:Authentication");
+        // The logged reason says precisely why.
+        let e = winmdm::federation::authenticate_token(
+            &srv.app,
+            winmdm::soap::envelope::VALUE_TYPE_ENTRA_JWT,
+            token.as_bytes(),
+            winmdm::federation::Stage::Enroll,
+        )
+        .expect_err(what);
+        assert!(
+            matches!(e, winmdm::soap::EnrollError::Authentication { .. })
+                && e.to_string().contains(reason),
+            "{what}: {e}"
+        );
         assert_eq!(certs(&srv), 0, "{what} issued a certificate");
     }
     // The genuine token works, so the refusals above were about the token.
@@ -402,11 +573,18 @@ async fn entra_token_refusals_issue_no_certificate() {
     assert_eq!(certs(&srv), 1);
     // A disabled user is not authorized.
     let (st, _) = srv
-        .admin("PATCH", "/api/v1/users/erin@contoso.com", Some(json!({"disabled": true})))
+        .admin(
+            "PATCH",
+            "/api/v1/users/erin@contoso.com",
+            Some(json!({"disabled": true})),
+        )
         .await;
     assert_eq!(st, 200);
     let info = DeviceInfo::new(761, "erin@contoso.com", "");
-    assert_fault(&rst(&c, &info, &client::entra_credential(&key.sign(&good))).await, "s:Authorization");
+    assert_fault(
+        &rst(&c, &info, &client::entra_credential(&key.sign(&good))).await,
+        "s:Authorization",
+    );
     assert_eq!(certs(&srv), 1);
     srv.stop().await;
 }
@@ -425,7 +603,11 @@ async fn tos_post(c: &Client, redirect: &str, action: &str) -> HttpResponse {
         "POST",
         "/EnrollmentServer/ToS",
         &[("content-type", "application/x-www-form-urlencoded")],
-        form_encode(&[("redirect_uri", redirect), ("client-request-id", "3f2a-77"), ("action", action)]),
+        form_encode(&[
+            ("redirect_uri", redirect),
+            ("client-request-id", "3f2a-77"),
+            ("action", action),
+        ]),
     )
     .await
 }
@@ -434,7 +616,11 @@ async fn tos_post(c: &Client, redirect: &str, action: &str) -> HttpResponse {
 async fn terms_of_use_accept_decline_and_bad_redirect() {
     let dir = tempfile::tempdir().unwrap();
     let tos = dir.path().join("tos.html");
-    std::fs::write(&tos, "<p>Contoso acceptable use: <strong>be nice</strong>.</p>").unwrap();
+    std::fs::write(
+        &tos,
+        "<p>Contoso acceptable use: <strong>be nice</strong>.</p>",
+    )
+    .unwrap();
     let srv = TestServer::start_with(|o| o.tos_file = Some(tos.clone())).await;
     let c = srv.client();
     let redirect = "ms-appx-web://Microsoft.AAD.BrokerPlugin/winmdm";
@@ -442,31 +628,59 @@ async fn terms_of_use_accept_decline_and_bad_redirect() {
         "/EnrollmentServer/ToS?redirect_uri={}&client-request-id=3f2a-77&api-version=1.0",
         winmdm::federation::web::percent_encode(redirect)
     );
-    let r = c.request("GET", &q, &[("authorization", "Bearer x.y.z")], vec![]).await;
+    let r = c
+        .request("GET", &q, &[("authorization", "Bearer x.y.z")], vec![])
+        .await;
     let html = r.text();
     assert_eq!(r.status, 200, "{html}");
     assert!(html.contains("<strong>be nice</strong>"), "{html}");
     assert!(html.contains("value=\"accept\"") && html.contains("value=\"decline\""));
-    assert_eq!(input_value(&html, "redirect_uri").as_deref(), Some(redirect));
+    assert_eq!(
+        input_value(&html, "redirect_uri").as_deref(),
+        Some(redirect)
+    );
     // Accept.
     let r = tos_post(&c, redirect, "accept").await;
     assert_eq!(r.status, 302);
-    let loc = r.headers.get("location").and_then(|v| v.to_str().ok()).unwrap().to_string();
+    let loc = r
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap()
+        .to_string();
     let prefix = format!("{redirect}?IsAccepted=true&OpaqueBlob=");
     assert!(loc.starts_with(&prefix), "{loc}");
     let blob = &loc[prefix.len()..];
-    assert!(!blob.is_empty() && blob.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(
+        !blob.is_empty()
+            && blob
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
     // Decline.
     let r = tos_post(&c, redirect, "decline").await;
     assert_eq!(r.status, 302);
-    let loc = r.headers.get("location").and_then(|v| v.to_str().ok()).unwrap();
+    let loc = r
+        .headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap();
     assert!(
-        loc.starts_with(&format!("{redirect}?IsAccepted=false&error=access_denied&error_description=")),
+        loc.starts_with(&format!(
+            "{redirect}?IsAccepted=false&error=access_denied&error_description="
+        )),
         "{loc}"
     );
     // Redirects elsewhere: 400, no redirect, no form.
-    for bad in ["https://evil.example/cb", "ms-app://x", "javascript:alert(1)"] {
-        let q = format!("/EnrollmentServer/ToS?redirect_uri={}", winmdm::federation::web::percent_encode(bad));
+    for bad in [
+        "https://evil.example/cb",
+        "ms-app://x",
+        "javascript:alert(1)",
+    ] {
+        let q = format!(
+            "/EnrollmentServer/ToS?redirect_uri={}",
+            winmdm::federation::web::percent_encode(bad)
+        );
         let r = c.request("GET", &q, &[], vec![]).await;
         assert_eq!(r.status, 400, "{bad}");
         assert!(!r.text().contains("<form"));
