@@ -674,6 +674,57 @@ mod tests {
     }
 
     #[test]
+    fn auth_policy_and_entra_settings() {
+        let c = ServeOptions::default().resolve().unwrap();
+        assert_eq!(c.auth_policy, AuthPolicyMode::OnPremise);
+        assert_eq!(c.entra, None);
+        let o = |f: fn(&mut ServeOptions)| {
+            let mut o = ServeOptions {
+                entra_jwks: Some("/etc/winmdm/jwks.json".into()),
+                entra_tenants: Some(" 72F988BF-86F1-41AF-91AB-2D7CD011DB47 ,".into()),
+                entra_audiences: Some("api://a, https://mdm.example.com".into()),
+                ..Default::default()
+            };
+            f(&mut o);
+            o.resolve()
+        };
+        let e = o(|_| {}).unwrap().entra.unwrap();
+        assert_eq!(e.tenants, vec!["72f988bf-86f1-41af-91ab-2d7cd011db47"]);
+        assert_eq!(e.audiences, vec!["api://a", "https://mdm.example.com"]);
+        assert_eq!(e.scope, "mdm_delegation");
+        assert_eq!(e.device_role, None);
+        assert!(!e.auto_create_users);
+        assert_eq!(e.jwks, JwksSource::File("/etc/winmdm/jwks.json".into()));
+        let e = o(|o| {
+            o.entra_jwks =
+                Some("https://login.microsoftonline.com/common/discovery/v2.0/keys".into())
+        });
+        assert!(matches!(e.unwrap().entra.unwrap().jwks, JwksSource::Url(_)));
+        assert!(o(|o| o.entra_jwks = Some("http://insecure/keys".into())).is_err());
+        assert!(o(|o| o.entra_tenants = Some("contoso.com".into())).is_err());
+        assert!(o(|o| o.entra_tenants = None).is_err());
+        assert!(o(|o| o.entra_audiences = Some(" , ".into())).is_err());
+        assert!(o(|o| o.entra_scope = Some("a b".into())).is_err());
+        assert!(o(|o| o.entra_jwks = None).is_err(), "tenants without keys");
+        for (s, want) in [
+            ("onpremise", AuthPolicyMode::OnPremise),
+            ("Federated", AuthPolicyMode::Federated),
+            ("both", AuthPolicyMode::Both),
+        ] {
+            let c = ServeOptions {
+                auth_policy: Some(s.into()),
+                ..Default::default()
+            };
+            assert_eq!(c.resolve().unwrap().auth_policy, want);
+        }
+        let c = ServeOptions {
+            auth_policy: Some("certificate".into()),
+            ..Default::default()
+        };
+        assert!(c.resolve().is_err());
+    }
+
+    #[test]
     fn pairs_and_ranges() {
         let o = ServeOptions {
             tls_cert: Some("a".into()),

@@ -128,19 +128,25 @@ impl JwksCache {
     /// The key named `kid`, refreshing the cache (rate-limited) when it is unknown. `Ok(None)`:
     /// still unknown. Blocking (file or network I/O); call from a blocking context.
     pub fn key(&self, kid: &str) -> Result<Option<RsaKey>, JwksError> {
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(k) = st.keys.get(kid) {
+                return Ok(Some(k.clone()));
+            }
+            if st.last_load.is_some_and(|t| t.elapsed() < REFRESH_INTERVAL) {
+                tracing::debug!(
+                    kid,
+                    "unknown kid; JWKS refreshed recently, not refreshing again"
+                );
+                return Ok(None);
+            }
+            // Claim this refresh; the lock is not held during the I/O, so tokens with known
+            // keys are verified meanwhile and concurrent unknown kids do not refresh again.
+            st.last_load = Some(Instant::now());
+        }
+        let loaded = self.load();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(k) = st.keys.get(kid) {
-            return Ok(Some(k.clone()));
-        }
-        if st.last_load.is_some_and(|t| t.elapsed() < REFRESH_INTERVAL) {
-            tracing::debug!(
-                kid,
-                "unknown kid; JWKS refreshed recently, not refreshing again"
-            );
-            return Ok(None);
-        }
-        st.last_load = Some(Instant::now());
-        match self.load() {
+        match loaded {
             Ok(keys) => {
                 tracing::info!(source = ?self.source, keys = keys.len(), "Entra JWKS (re)loaded");
                 st.keys = keys;
