@@ -87,6 +87,8 @@ struct State {
 /// The key cache.
 pub struct JwksCache {
     source: JwksSource,
+    /// Trust anchors for a URL source; empty = the system bundle.
+    roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     state: Mutex<State>,
 }
 
@@ -101,8 +103,18 @@ impl std::fmt::Debug for JwksCache {
 impl JwksCache {
     /// An empty cache over `source`. A file source is read now, so a bad path fails at start-up.
     pub fn new(source: JwksSource) -> Result<JwksCache, JwksError> {
+        Self::with_roots(source, Vec::new())
+    }
+
+    /// As [`JwksCache::new`], trusting only `roots` (DER) for a URL source instead of the
+    /// system bundle (private key servers, tests).
+    pub fn with_roots(
+        source: JwksSource,
+        roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Result<JwksCache, JwksError> {
         let cache = JwksCache {
             source,
+            roots,
             state: Mutex::new(State {
                 keys: HashMap::new(),
                 last_load: None,
@@ -120,7 +132,7 @@ impl JwksCache {
     fn load(&self) -> Result<HashMap<String, RsaKey>, JwksError> {
         let bytes = match &self.source {
             JwksSource::File(p) => read_file(p)?,
-            JwksSource::Url(u) => fetch_url(u)?,
+            JwksSource::Url(u) => fetch_url(u, &self.roots)?,
         };
         parse_jwks(&bytes)
     }
@@ -206,7 +218,10 @@ fn system_roots() -> rustls::RootCertStore {
     store
 }
 
-fn fetch_url(url: &str) -> Result<Vec<u8>, JwksError> {
+fn fetch_url(
+    url: &str,
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Vec<u8>, JwksError> {
     let err = |reason: String| JwksError::Load {
         source_name: url.to_string(),
         reason,
@@ -220,7 +235,17 @@ fn fetch_url(url: &str) -> Result<Vec<u8>, JwksError> {
     };
     let (host, port) = crate::cli::http::parse_server(&format!("https://{authority}"))
         .map_err(|e| err(e.to_string()))?;
-    let roots = system_roots();
+    let roots = if extra.is_empty() {
+        system_roots()
+    } else {
+        let mut store = rustls::RootCertStore::empty();
+        for r in extra {
+            store
+                .add(r.clone())
+                .map_err(|e| err(format!("trust anchor: {e}")))?;
+        }
+        store
+    };
     if roots.is_empty() {
         return Err(err("no system CA bundle found (set SSL_CERT_FILE)".into()));
     }

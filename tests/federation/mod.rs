@@ -690,3 +690,143 @@ async fn terms_of_use_accept_decline_and_bad_redirect() {
     }
     srv.stop().await;
 }
+
+/// A tiny HTTPS server (its own CA, certificate for `localhost`) answering `body` with 200 at
+/// `/keys` and 404 elsewhere, counting requests. Returns its port and the CA certificate.
+async fn jwks_server(
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> (u16, Vec<u8>) {
+    use http_body_util::Full;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let (body, hits) = (body.clone(), hits.clone());
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let ok = req.uri().path() == "/keys";
+                    let text = body.lock().unwrap().clone();
+                    async move {
+                        let mut r = hyper::Response::new(Full::new(bytes::Bytes::from(if ok {
+                            text
+                        } else {
+                            String::new()
+                        })));
+                        if !ok {
+                            *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                        }
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc),
+            );
+        }
+    });
+    (port, ca.der().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_url_is_fetched_over_https_cached_and_not_hammered() {
+    use std::sync::atomic::Ordering;
+    use winmdm::config::JwksSource;
+    use winmdm::federation::jwks::JwksCache;
+    let a = EntraKey::generate("a");
+    let b = EntraKey::generate("b");
+    let body = std::sync::Arc::new(std::sync::Mutex::new(EntraKey::jwks(&[&a])));
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (port, ca) = jwks_server(body.clone(), hits.clone()).await;
+    let roots = vec![rustls::pki_types::CertificateDer::from(ca)];
+    let cache = std::sync::Arc::new(
+        JwksCache::with_roots(
+            JwksSource::Url(format!("https://localhost:{port}/keys")),
+            roots.clone(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a URL is fetched on first use, not at start"
+    );
+    let key = |c: std::sync::Arc<JwksCache>, kid: &'static str| async move {
+        tokio::task::spawn_blocking(move || c.key(kid))
+            .await
+            .unwrap()
+    };
+    let got = key(cache.clone(), "a").await.unwrap().expect("key a");
+    assert_eq!(got.n, a.components().0);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(key(cache.clone(), "a").await.unwrap().is_some());
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "cached");
+    // Rotation on the server: an unknown kid right after a fetch does not fetch again.
+    *body.lock().unwrap() = EntraKey::jwks(&[&a, &b]);
+    for _ in 0..5 {
+        assert_eq!(key(cache.clone(), "b").await.unwrap(), None);
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "unknown kids are rate limited"
+    );
+    // A fresh cache sees the rotated set.
+    let fresh = std::sync::Arc::new(
+        JwksCache::with_roots(
+            JwksSource::Url(format!("https://localhost:{port}/keys")),
+            roots.clone(),
+        )
+        .unwrap(),
+    );
+    assert!(key(fresh, "b").await.unwrap().is_some());
+    // 404, or a server we do not trust: an error, not keys.
+    let missing = std::sync::Arc::new(
+        JwksCache::with_roots(
+            JwksSource::Url(format!("https://localhost:{port}/nope")),
+            roots,
+        )
+        .unwrap(),
+    );
+    assert!(key(missing, "a").await.is_err());
+    let other_ca = {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&k).unwrap().der().clone()
+    };
+    let untrusted = std::sync::Arc::new(
+        JwksCache::with_roots(
+            JwksSource::Url(format!("https://localhost:{port}/keys")),
+            vec![other_ca],
+        )
+        .unwrap(),
+    );
+    assert!(key(untrusted, "a").await.is_err());
+}
