@@ -28,6 +28,8 @@ pub struct App {
     pub throttle: Option<crate::http::throttle::Throttle>,
     /// Recent successful password checks (one argon2id per enrollment, not two).
     pub password_cache: crate::auth::VerifyCache,
+    /// Federated login tokens, Entra keys, terms of use.
+    pub federation: crate::federation::Federation,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -55,6 +57,9 @@ pub enum AppError {
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The federation state (login-token key, JWKS file, terms file) could not be loaded.
+    #[error(transparent)]
+    Federation(#[from] crate::federation::FederationError),
 }
 
 impl App {
@@ -80,11 +85,13 @@ impl App {
         if let Some(path) = token_file {
             tracing::info!(path = %path.display(), "admin API token is in this file (mode 0600); set WINMDM_ADMIN_TOKEN to choose your own");
         }
+        let federation = crate::federation::Federation::open(&cfg)?;
         let throttle = (cfg.management_rate > 0).then(|| {
             crate::http::throttle::Throttle::new(cfg.management_rate, cfg.management_rate)
         });
         Ok(App {
             password_cache: crate::auth::VerifyCache::new(),
+            federation,
             throttle,
             cfg,
             store: Arc::new(store),

@@ -106,6 +106,34 @@ pub struct ServeOptions {
     #[arg(skip)]
     #[serde(skip)]
     pub smtp_password: Option<String>,
+    /// Which discovery AuthPolicy to answer: onpremise (default; user name + password in the
+    /// WS-Security header), federated (our login page at /EnrollmentServer/Auth issues a token),
+    /// or both (federated preferred when the device offers it, OnPremise otherwise).
+    #[arg(long, env = "WINMDM_AUTH_POLICY")]
+    pub auth_policy: Option<String>,
+    /// Entra ID tenant ids (GUIDs, comma-separated) whose access tokens are accepted.
+    #[arg(long, env = "WINMDM_ENTRA_TENANTS")]
+    pub entra_tenants: Option<String>,
+    /// Accepted `aud` values of Entra tokens: the MDM application's id and/or App ID URI (comma-separated).
+    #[arg(long, env = "WINMDM_ENTRA_AUDIENCES")]
+    pub entra_audiences: Option<String>,
+    /// Entra signing keys: a JWKS file path or an https URL (e.g.
+    /// https://login.microsoftonline.com/common/discovery/v2.0/keys). Setting it enables Entra tokens.
+    #[arg(long, env = "WINMDM_ENTRA_JWKS")]
+    pub entra_jwks: Option<String>,
+    /// Delegated scope a user token must carry in `scp` (default mdm_delegation).
+    #[arg(long, env = "WINMDM_ENTRA_SCOPE")]
+    pub entra_scope: Option<String>,
+    /// App role an app-only token (device enrollment without a user, e.g. Autopilot
+    /// self-deploying) must carry in `roles`. Unset: app-only tokens are refused.
+    #[arg(long, env = "WINMDM_ENTRA_DEVICE_ROLE")]
+    pub entra_device_role: Option<String>,
+    /// Create unknown Entra users on first enrollment (enabled, no usable password). Off by default.
+    #[arg(long, env = "WINMDM_ENTRA_AUTO_CREATE_USERS")]
+    pub entra_auto_create_users: Option<bool>,
+    /// HTML or text fragment shown on the terms-of-use page (default: a short built-in text).
+    #[arg(long, env = "WINMDM_TOS_FILE")]
+    pub tos_file: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -150,6 +178,16 @@ impl ServeOptions {
             smtp_url: self.smtp_url.or(lower.smtp_url),
             smtp_from: self.smtp_from.or(lower.smtp_from),
             smtp_password: self.smtp_password.or(lower.smtp_password),
+            auth_policy: self.auth_policy.or(lower.auth_policy),
+            entra_tenants: self.entra_tenants.or(lower.entra_tenants),
+            entra_audiences: self.entra_audiences.or(lower.entra_audiences),
+            entra_jwks: self.entra_jwks.or(lower.entra_jwks),
+            entra_scope: self.entra_scope.or(lower.entra_scope),
+            entra_device_role: self.entra_device_role.or(lower.entra_device_role),
+            entra_auto_create_users: self
+                .entra_auto_create_users
+                .or(lower.entra_auto_create_users),
+            tos_file: self.tos_file.or(lower.tos_file),
         }
     }
 
@@ -267,9 +305,27 @@ impl ServeOptions {
                 reason: format!("{store_cache_mb} is outside 8..=65536"),
             });
         }
+        let auth_policy = match self.auth_policy.as_deref() {
+            None => AuthPolicyMode::OnPremise,
+            Some(s) => s.parse().map_err(|_| ConfigError::Invalid {
+                field: "auth_policy",
+                reason: format!("{s:?} is not one of onpremise, federated, both"),
+            })?,
+        };
+        let entra = resolve_entra(
+            self.entra_jwks,
+            self.entra_tenants.as_deref(),
+            self.entra_audiences.as_deref(),
+            self.entra_scope,
+            self.entra_device_role,
+            self.entra_auto_create_users.unwrap_or(false),
+        )?;
         Ok(Config {
             store_cache_bytes: store_cache_mb << 20,
             conn,
+            auth_policy,
+            entra,
+            tos_file: self.tos_file,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
@@ -333,6 +389,12 @@ pub struct Config {
     pub conn: ConnLimits,
     /// Page cache of the embedded store, in bytes.
     pub store_cache_bytes: u64,
+    /// Discovery AuthPolicy choice.
+    pub auth_policy: AuthPolicyMode,
+    /// Entra ID token validation, when enabled (`entra_jwks` set).
+    pub entra: Option<EntraConfig>,
+    /// Terms-of-use fragment file.
+    pub tos_file: Option<PathBuf>,
 }
 
 /// How long a connection may take at each step, and how many are held at once: the defences
@@ -416,6 +478,153 @@ impl SmtpConfig {
             password: None,
         })
     }
+}
+
+/// `--auth-policy`: what discovery answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthPolicyMode {
+    /// `OnPremise` only (user name + password).
+    #[default]
+    OnPremise,
+    /// `Federated` only (our login page issues the token).
+    Federated,
+    /// Both; `Federated` is answered when the device offers it.
+    Both,
+}
+
+impl std::str::FromStr for AuthPolicyMode {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "onpremise" | "on-premise" => Ok(AuthPolicyMode::OnPremise),
+            "federated" => Ok(AuthPolicyMode::Federated),
+            "both" => Ok(AuthPolicyMode::Both),
+            _ => Err(()),
+        }
+    }
+}
+
+impl AuthPolicyMode {
+    /// Whether OnPremise (password) credentials are accepted.
+    pub fn allows_onpremise(self) -> bool {
+        matches!(self, AuthPolicyMode::OnPremise | AuthPolicyMode::Both)
+    }
+    /// Whether the federated login page and its tokens are enabled.
+    pub fn allows_federated(self) -> bool {
+        matches!(self, AuthPolicyMode::Federated | AuthPolicyMode::Both)
+    }
+}
+
+/// Where Entra signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A local JWKS file (re-read when a token names an unknown `kid`).
+    File(PathBuf),
+    /// An https URL (fetched, cached, refreshed on an unknown `kid`).
+    Url(String),
+}
+
+/// Validated Entra ID settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntraConfig {
+    /// Signing keys.
+    pub jwks: JwksSource,
+    /// Allowed tenant ids (lower-case).
+    pub tenants: Vec<String>,
+    /// Allowed audiences.
+    pub audiences: Vec<String>,
+    /// Delegated scope required in `scp` of user tokens.
+    pub scope: String,
+    /// App role required in `roles` of app-only tokens; `None` refuses them.
+    pub device_role: Option<String>,
+    /// Create unknown users on first enrollment.
+    pub auto_create_users: bool,
+}
+
+fn split_list(s: Option<&str>) -> Vec<String> {
+    s.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn resolve_entra(
+    jwks: Option<String>,
+    tenants: Option<&str>,
+    audiences: Option<&str>,
+    scope: Option<String>,
+    device_role: Option<String>,
+    auto_create_users: bool,
+) -> Result<Option<EntraConfig>, ConfigError> {
+    let tenants: Vec<String> = split_list(tenants)
+        .into_iter()
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
+    let audiences = split_list(audiences);
+    let Some(jwks) = jwks.filter(|j| !j.trim().is_empty()) else {
+        if !tenants.is_empty() || !audiences.is_empty() {
+            return Err(ConfigError::Incomplete {
+                what: "--entra-tenants/--entra-audiences need --entra-jwks",
+            });
+        }
+        return Ok(None);
+    };
+    let bad = |field, reason: String| ConfigError::Invalid { field, reason };
+    if tenants.is_empty() {
+        return Err(bad(
+            "entra_tenants",
+            "at least one tenant id is required with --entra-jwks".into(),
+        ));
+    }
+    for t in &tenants {
+        let ok = t.len() == 36
+            && t.chars().enumerate().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_hexdigit(),
+            });
+        if !ok {
+            return Err(bad(
+                "entra_tenants",
+                format!("{t:?} is not a tenant id (GUID)"),
+            ));
+        }
+    }
+    if audiences.is_empty() {
+        return Err(bad(
+            "entra_audiences",
+            "at least one audience is required with --entra-jwks".into(),
+        ));
+    }
+    let jwks = jwks.trim().to_string();
+    let jwks = if jwks.starts_with("https://") {
+        JwksSource::Url(jwks)
+    } else if jwks.contains("://") {
+        return Err(bad(
+            "entra_jwks",
+            format!("{jwks:?}: only https URLs or file paths"),
+        ));
+    } else {
+        JwksSource::File(PathBuf::from(jwks))
+    };
+    let scope = scope
+        .unwrap_or_else(|| "mdm_delegation".into())
+        .trim()
+        .to_string();
+    if scope.is_empty() || scope.contains(' ') {
+        return Err(bad("entra_scope", "one scope name without spaces".into()));
+    }
+    Ok(Some(EntraConfig {
+        jwks,
+        tenants,
+        audiences,
+        scope,
+        device_role: device_role
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty()),
+        auto_create_users,
+    }))
 }
 
 impl Config {
@@ -545,6 +754,10 @@ pub mod paths {
     pub const ENROLLMENT: &str = "/EnrollmentServer/Enrollment.svc";
     /// OMA-DM management (the w7 `ADDR`).
     pub const MANAGEMENT: &str = "/ManagementServer/MDM.svc";
+    /// Federated login page (discovery `AuthenticationServiceUrl`).
+    pub const AUTH: &str = "/EnrollmentServer/Auth";
+    /// Terms of use page of the Entra MDM application.
+    pub const TOS: &str = "/EnrollmentServer/ToS";
 }
 
 /// A configuration that cannot be used.
@@ -688,6 +901,57 @@ mod tests {
         assert_eq!(smtp.password.as_deref(), Some("hunter2"));
         assert!(!format!("{smtp:?}").contains("hunter2"));
         assert!(toml::from_str::<ServeOptions>("smtp_password = \"x\"").is_err());
+    }
+
+    #[test]
+    fn auth_policy_and_entra_settings() {
+        let c = ServeOptions::default().resolve().unwrap();
+        assert_eq!(c.auth_policy, AuthPolicyMode::OnPremise);
+        assert_eq!(c.entra, None);
+        let o = |f: fn(&mut ServeOptions)| {
+            let mut o = ServeOptions {
+                entra_jwks: Some("/etc/winmdm/jwks.json".into()),
+                entra_tenants: Some(" 72F988BF-86F1-41AF-91AB-2D7CD011DB47 ,".into()),
+                entra_audiences: Some("api://a, https://mdm.example.com".into()),
+                ..Default::default()
+            };
+            f(&mut o);
+            o.resolve()
+        };
+        let e = o(|_| {}).unwrap().entra.unwrap();
+        assert_eq!(e.tenants, vec!["72f988bf-86f1-41af-91ab-2d7cd011db47"]);
+        assert_eq!(e.audiences, vec!["api://a", "https://mdm.example.com"]);
+        assert_eq!(e.scope, "mdm_delegation");
+        assert_eq!(e.device_role, None);
+        assert!(!e.auto_create_users);
+        assert_eq!(e.jwks, JwksSource::File("/etc/winmdm/jwks.json".into()));
+        let e = o(|o| {
+            o.entra_jwks =
+                Some("https://login.microsoftonline.com/common/discovery/v2.0/keys".into())
+        });
+        assert!(matches!(e.unwrap().entra.unwrap().jwks, JwksSource::Url(_)));
+        assert!(o(|o| o.entra_jwks = Some("http://insecure/keys".into())).is_err());
+        assert!(o(|o| o.entra_tenants = Some("contoso.com".into())).is_err());
+        assert!(o(|o| o.entra_tenants = None).is_err());
+        assert!(o(|o| o.entra_audiences = Some(" , ".into())).is_err());
+        assert!(o(|o| o.entra_scope = Some("a b".into())).is_err());
+        assert!(o(|o| o.entra_jwks = None).is_err(), "tenants without keys");
+        for (s, want) in [
+            ("onpremise", AuthPolicyMode::OnPremise),
+            ("Federated", AuthPolicyMode::Federated),
+            ("both", AuthPolicyMode::Both),
+        ] {
+            let c = ServeOptions {
+                auth_policy: Some(s.into()),
+                ..Default::default()
+            };
+            assert_eq!(c.resolve().unwrap().auth_policy, want);
+        }
+        let c = ServeOptions {
+            auth_policy: Some("certificate".into()),
+            ..Default::default()
+        };
+        assert!(c.resolve().is_err());
     }
 
     #[test]

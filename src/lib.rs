@@ -26,6 +26,7 @@ pub mod ca;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod federation;
 pub mod http;
 pub mod mdm;
 pub mod pki;

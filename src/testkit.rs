@@ -67,6 +67,17 @@ pub fn policy_xml(upn: &str, pw: &str, to: &str, mid: &str) -> String {
 
 /// An Issue RST for `info` with the AdditionalContext items Windows 11 sends.
 pub fn rst_xml(info: &DeviceInfo, csr_der: &[u8], to: &str, mid: &str) -> String {
+    rst_xml_with(info, csr_der, to, mid, &password(&info.upn, &info.password))
+}
+
+/// As [`rst_xml`], with any WS-Security credential (federated or Entra tokens).
+pub fn rst_xml_with(
+    info: &DeviceInfo,
+    csr_der: &[u8],
+    to: &str,
+    mid: &str,
+    cred: &Credential,
+) -> String {
     let items = [
         ("UXInitiated", "true".to_string()),
         ("HWDevID", info.hw_dev_id.clone()),
@@ -90,11 +101,5 @@ pub fn rst_xml(info: &DeviceInfo, csr_der: &[u8], to: &str, mid: &str) -> String
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
     };
-    text(client::rst_issue_request(
-        mid,
-        to,
-        &password(&info.upn, &info.password),
-        csr_der,
-        &context,
-    ))
+    text(client::rst_issue_request(mid, to, cred, csr_der, &context))
 }

@@ -6,6 +6,7 @@ mod ca;
 mod cli;
 mod crash;
 mod enroll;
+mod federation;
 mod fuzz_corpus;
 mod hostile;
 mod lifecycle;

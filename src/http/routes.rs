@@ -57,6 +57,8 @@ pub async fn handle(
             let token = p[crate::admin::invitations::LANDING_PREFIX.len()..].to_string();
             super::landing::invite(app, token).await
         }
+        (_, paths::AUTH) => crate::federation::web::auth(app, req).await,
+        (_, paths::TOS) => crate::federation::web::tos(app, req).await,
         (_, paths::DISCOVERY | paths::POLICY | paths::ENROLLMENT | paths::MANAGEMENT) => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             r.headers_mut()

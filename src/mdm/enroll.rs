@@ -8,6 +8,7 @@
 use crate::app::App;
 use crate::ca::{self, CaError, IssuedCert};
 use crate::config::paths;
+use crate::federation::{Principal, Stage};
 use crate::soap::discovery::{self, DiscoverResponse};
 use crate::soap::enroll::{self as wstep, EnrollRequest, EnrollmentType, RequestType};
 use crate::soap::envelope::Credential;
@@ -58,34 +59,46 @@ pub fn discover(app: &App, body: &[u8]) -> Result<Vec<u8>, Failure> {
             .iter()
             .any(|a| a.trim().eq_ignore_ascii_case(p))
     };
-    // Federated/Certificate belong to later work: we only offer OnPremise. A device that does not
-    // offer it cannot enroll here, and is told so.
-    if !req.auth_policies.is_empty() && !offered("OnPremise") {
+    // `--auth-policy` decides (README): Federated when the device offers it and it is enabled
+    // (preferred under `both`); otherwise OnPremise when enabled and offered (an empty list counts
+    // as OnPremise). Certificate is not offered.
+    let mode = app.cfg.auth_policy;
+    let url = &app.cfg.public_url;
+    let (policy, auth_url) = if mode.allows_federated() && offered("Federated") {
+        ("Federated", Some(url.join(paths::AUTH)))
+    } else if mode.allows_onpremise() && (req.auth_policies.is_empty() || offered("OnPremise")) {
+        ("OnPremise", None)
+    } else {
         return Err(Failure::new(
             EnrollError::NotSupported {
                 reason: format!(
-                    "device offered auth policies {:?}; this server supports OnPremise only",
-                    req.auth_policies
+                    "device offered auth policies {:?}; this server accepts {}",
+                    req.auth_policies,
+                    match (mode.allows_onpremise(), mode.allows_federated()) {
+                        (true, true) => "OnPremise and Federated",
+                        (false, true) => "Federated only",
+                        _ => "OnPremise only",
+                    }
                 ),
             },
             &req.message_id,
         ));
-    }
-    let url = &app.cfg.public_url;
+    };
     Ok(discovery::write_discover_response(&DiscoverResponse {
         relates_to: req.message_id.clone(),
-        auth_policy: "OnPremise".into(),
+        auth_policy: policy.into(),
         enrollment_version: discovery::negotiate_version(req.request_version.as_deref()).into(),
         policy_url: url.join(paths::POLICY),
         enrollment_url: url.join(paths::ENROLLMENT),
-        auth_service_url: None,
+        auth_service_url: auth_url,
     }))
 }
 
 /// Answers `GetPolicies` (MS-XCEP §3.1.4.1) after authenticating the caller.
 pub fn get_policies(app: &App, body: &[u8]) -> Result<Vec<u8>, Failure> {
     let req = policy::parse_get_policies(body)?;
-    authenticate(app, &req.credential).map_err(|e| Failure::new(e, &req.message_id))?;
+    authenticate(app, &req.credential, Stage::Policy)
+        .map_err(|e| Failure::new(e, &req.message_id))?;
     let validity = app.cfg.cert_validity.as_secs();
     Ok(policy::write_get_policies_response(
         req.message_id.as_deref(),
@@ -107,7 +120,7 @@ pub fn enroll(app: &App, body: &[u8]) -> Result<Vec<u8>, Failure> {
 }
 
 fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> {
-    let user = authenticate(app, &req.credential)?;
+    let principal = authenticate(app, &req.credential, Stage::Enroll)?;
     match req.request_type {
         RequestType::Issue => {}
         RequestType::Renew | RequestType::Recovery => {
@@ -143,16 +156,21 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
         }
     };
     validate_device_id(&device_id)?;
+    let enrollment_type = ctx.enrollment_type();
+    if principal.user().is_none() && enrollment_type != EnrollmentType::Device {
+        return Err(EnrollError::Authorization {
+            reason: "an app-only token can only enroll with EnrollmentType Device".into(),
+        });
+    }
     let now = app.clock.now();
     let cert = app
         .ca
         .issue_device_cert(&csr, &device_id, app.cfg.cert_validity, now)
         .map_err(|e| ca_to_enroll(&e))?;
-    let enrollment_type = ctx.enrollment_type();
     let device = device_record(
         req,
         &device_id,
-        &user,
+        principal.user(),
         &cert,
         enrollment_type,
         now.unix_timestamp(),
@@ -172,9 +190,11 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
         .map_err(|e| EnrollError::EnrollmentServer {
             reason: format!("store: {e}"),
         })?;
-    crate::admin::invitations::mark_used(app, &user.upn, &device_id, now.unix_timestamp());
+    if let Some(user) = principal.user() {
+        crate::admin::invitations::mark_used(app, &user.upn, &device_id, now.unix_timestamp());
+    }
     tracing::info!(
-        device_id = %device_id, upn = %user.upn, serial = %cert.serial_hex,
+        device_id = %device_id, upn = ?principal.user().map(|u| &u.upn), serial = %cert.serial_hex,
         enrollment_type = ?enrollment_type, replaced = ?outcome.replaced, revoked = ?outcome.revoked,
         "device enrolled"
     );
@@ -191,7 +211,7 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
 fn device_record(
     req: &EnrollRequest,
     device_id: &str,
-    user: &User,
+    user: Option<&User>,
     cert: &IssuedCert,
     enrollment_type: EnrollmentType,
     now: i64,
@@ -207,7 +227,7 @@ fn device_record(
     Device {
         device_id: device_id.to_string(),
         hw_dev_id: own(ctx.hw_dev_id()),
-        upn: Some(user.upn.clone()),
+        upn: user.map(|u| u.upn.clone()),
         enrollment_type: match enrollment_type {
             EnrollmentType::Full => "Full".into(),
             EnrollmentType::Device => "Device".into(),
@@ -226,7 +246,7 @@ fn device_record(
         cert_not_after: cert.not_after.unix_timestamp(),
         enrolled_at: now,
         state: DeviceState::Enrolled,
-        bulk: crate::store::is_bulk_account(&user.upn),
+        bulk: user.is_some_and(|u| crate::store::is_bulk_account(&u.upn)),
         ..Default::default()
     }
 }
@@ -273,10 +293,16 @@ fn validate_device_id(id: &str) -> Result<(), EnrollError> {
     }
 }
 
-/// Checks the WS-Security credential against the user store.
-fn authenticate(app: &App, cred: &Credential) -> Result<User, EnrollError> {
+/// Checks the WS-Security credential: a password against the user store, a token through
+/// [`crate::federation`].
+fn authenticate(app: &App, cred: &Credential, stage: Stage) -> Result<Principal, EnrollError> {
     match cred {
         Credential::UsernameToken { username, password } => {
+            if !app.cfg.auth_policy.allows_onpremise() {
+                return Err(EnrollError::Authentication {
+                    reason: "password authentication is disabled (--auth-policy federated)".into(),
+                });
+            }
             let upn = normalize_upn(username);
             let user = app
                 .store
@@ -305,11 +331,11 @@ fn authenticate(app: &App, cred: &Credential) -> Result<User, EnrollError> {
                     reason: format!("user {upn:?} is disabled"),
                 });
             }
-            Ok(user)
+            Ok(Principal::User(user))
         }
-        Credential::BinarySecurityToken { value_type, .. } => Err(EnrollError::Authentication {
-            reason: format!("token authentication ({value_type}) is not enabled on this server"),
-        }),
+        Credential::BinarySecurityToken {
+            value_type, token, ..
+        } => crate::federation::authenticate_token(app, value_type, token, stage),
         Credential::None => Err(EnrollError::InvalidSecurity {
             reason: "no UsernameToken in wsse:Security".into(),
         }),

@@ -82,6 +82,7 @@ fn fixture() -> &'static Mutex<Fixture> {
             },
             throttle: None,
             password_cache: crate::auth::VerifyCache::new(),
+            federation: crate::federation::Federation::ephemeral(),
         };
         Mutex::new(Fixture {
             app,

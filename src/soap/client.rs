@@ -11,12 +11,31 @@ use super::enroll::{
 };
 use super::envelope::{
     decode_base64_lenient, Credential, Envelope, NS_ADDRESSING, NS_SOAP12, NS_WSSE, NS_WSU,
-    PASSWORD_TEXT,
+    PASSWORD_TEXT, VALUE_TYPE_ENTRA_JWT, VALUE_TYPE_USER_TOKEN,
 };
 use super::fault::{EnrollError, NS_ENROLLMENT_PKI};
 use super::policy::{ACTION_GET_POLICIES, NS_XCEP};
 use crate::xml::{XmlWriter, NS_XSI};
 use base64::Engine as _;
+
+/// The credential of a federated enrollment: the `wresult` the login page auto-POSTed, which
+/// Windows base64-encodes into a `BinarySecurityToken` (PROTOCOL.md §3).
+pub fn federated_credential(wresult: &str) -> Credential {
+    Credential::BinarySecurityToken {
+        value_type: VALUE_TYPE_USER_TOKEN.into(),
+        encoding_type: Some(ENCODING_BASE64.into()),
+        token: wresult.as_bytes().to_vec(),
+    }
+}
+
+/// The credential of an Entra join / Autopilot enrollment: the compact Entra access token.
+pub fn entra_credential(jwt: &str) -> Credential {
+    Credential::BinarySecurityToken {
+        value_type: VALUE_TYPE_ENTRA_JWT.into(),
+        encoding_type: Some(ENCODING_BASE64.into()),
+        token: jwt.as_bytes().to_vec(),
+    }
+}
 
 fn header(w: &mut XmlWriter, action: &str, message_id: &str, to: &str) {
     w.leaf("a:Action", &[("s:mustUnderstand", "1")], action);

@@ -31,6 +31,12 @@ pub const NS_WSU: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
 /// `wsse:Password/@Type` for clear-text passwords (the only type Windows sends, PROTOCOL §3).
 pub const PASSWORD_TEXT: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordText";
+/// `BinarySecurityToken/@ValueType` of a federated login token (the `wresult` of the
+/// AuthenticationServiceUrl page; PROTOCOL.md §3).
+pub const VALUE_TYPE_USER_TOKEN: &str =
+    "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken";
+/// `BinarySecurityToken/@ValueType` of an Entra ID access token (base64 of the compact JWT).
+pub const VALUE_TYPE_ENTRA_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// `EncodingType` suffix for base64 (`…secext-1.0.xsd#base64binary`; compared case-insensitively).
 pub const BASE64_BINARY_SUFFIX: &str = "#base64binary";
 

@@ -57,7 +57,11 @@ pub mod fuzzing {
         if let Ok(d) = super::parse_discover(data) {
             let _ = super::negotiate_version(d.request_version.as_deref());
         }
+        crate::federation::jwt::fuzz(data);
         if let Ok(p) = super::parse_get_policies(data) {
+            if let super::Credential::BinarySecurityToken { token, .. } = &p.credential {
+                crate::federation::jwt::fuzz(token);
+            }
             let _ = super::write_get_policies_response(
                 p.message_id.as_deref(),
                 &super::PolicyConfig::default(),
