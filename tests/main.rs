@@ -8,6 +8,7 @@ mod enroll;
 mod fuzz_corpus;
 mod lifecycle;
 mod manage;
+mod renew;
 mod replay;
 mod soap;
 mod store;

@@ -287,10 +287,10 @@ pub fn settle_round(
     let Some(p) = &device.previous_cert else {
         return;
     };
-    let reason = if presented_serial == device.cert_serial {
-        "superseded by renewal: the device used its new certificate"
-    } else if now > p.grace_until {
+    let reason = if now > p.grace_until {
         "superseded by renewal: grace period over"
+    } else if presented_serial == device.cert_serial {
+        "superseded by renewal: the device used its new certificate"
     } else if device.state == DeviceState::Unenrolled {
         "unenrolled by the user"
     } else {

@@ -179,7 +179,7 @@ impl AdditionalContext {
 pub struct EnrollRequest {
     /// `a:MessageID`.
     pub message_id: Option<String>,
-    /// Credential from `wsse:Security` (required, except for Renew: [`Credential::None`] then).
+    /// Credential from `wsse:Security` (required, except for Renew/Recovery: [`Credential::None`] then).
     pub credential: Credential,
     /// `wst:RequestType`.
     pub request_type: RequestType,
@@ -213,9 +213,10 @@ pub fn parse_rst(body: &[u8]) -> Result<EnrollRequest, EnrollError> {
             reason: "unsupported wst:RequestType".into(),
         })?;
     // A renewal (ROBO) is authenticated by the TLS client certificate alone; its wsse:Security
-    // holds at most a timestamp or an empty-password token, and may be missing.
+    // holds at most a timestamp or an empty-password token, and may be missing (so may a
+    // Recovery's, which is then refused for what it is rather than for its header).
     let credential = match (env.require_credential(), request_type) {
-        (Err(_), RequestType::Renew) => Credential::None,
+        (Err(_), RequestType::Renew | RequestType::Recovery) => Credential::None,
         (c, _) => c?,
     };
     let token_type = rst
