@@ -72,7 +72,7 @@ use super::identity::{self, AuthError};
 /// [`renew`] answers.
 pub fn renew_block(cfg: &Config) -> Option<RenewConfig> {
     let r = &cfg.renewal;
-    r.enabled.then(|| RenewConfig {
+    r.enabled.then_some(RenewConfig {
         server_url: None,
         renew_period_days: r.period_days,
         retry_interval_days: r.retry_days,

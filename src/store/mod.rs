@@ -172,7 +172,7 @@ pub enum RenewOutcome {
     /// device never used, or an older previous certificate).
     Renewed {
         /// The device after the renewal.
-        device: Device,
+        device: Box<Device>,
         /// Serials revoked in the same transaction.
         revoked: Vec<String>,
     },

@@ -246,7 +246,10 @@ pub fn record_renewal<X: Tx>(tx: &X, r: &RenewalCommit, now: i64) -> Result<Rene
     }
     tx.insert(Table::Certs, r.cert.serial.as_bytes(), encode(&r.cert))?;
     tx.insert(Table::Devices, id, encode(&d))?;
-    Ok(RenewOutcome::Renewed { device: d, revoked })
+    Ok(RenewOutcome::Renewed {
+        device: Box::new(d),
+        revoked,
+    })
 }
 
 /// Keys and values, in key order.
