@@ -20,6 +20,7 @@ use winmdm::soap::client::{parse_rstr, rst_renew_request, ParsedFault, Reply};
 use winmdm::soap::enroll::{
     AdditionalContext, VALUE_TYPE_PKCS10, VALUE_TYPE_PKCS7, VALUE_TYPE_PKCS7_ENROLLMENT,
 };
+use winmdm::soap::Credential;
 use winmdm::store::mem::MemStore;
 use winmdm::store::sled::SledStore;
 use winmdm::store::{CertRecord, Device, DeviceState, RenewOutcome, RenewalCommit, Round, Store};
@@ -448,13 +449,21 @@ async fn renewing_again_from_the_old_certificate_retires_the_unused_one() {
     let (srv, clock, real) = server().await;
     let e = enroll(&srv, 4).await;
     clock.set(real);
+    // This one carries the header shape of Microsoft's ROBO example (a UsernameToken naming the
+    // device, empty password): ignored, the TLS client certificate is the credential.
     let (token, _lost_key) = windows_token(&e.device_id, &id(&e));
-    let r = post(
-        &srv,
-        Some(&id(&e)),
-        renew_body(&e.device_id, &token, VALUE_TYPE_PKCS7),
-    )
-    .await;
+    let body = rst_renew_request(
+        &device::message_id(),
+        &format!("https://localhost{ENROLL_PATH}"),
+        Some(&Credential::UsernameToken {
+            username: e.device_id.clone(),
+            password: String::new(),
+        }),
+        &token,
+        VALUE_TYPE_PKCS7,
+        &AdditionalContext::default(),
+    );
+    let r = post(&srv, Some(&id(&e)), body).await;
     let lost = serial_of(&renewed_cert(&r));
     // (Not later than a few minutes: the TLS layer checks NotBefore against the real time.)
     clock.set(real + 60);
