@@ -49,7 +49,12 @@ async fn server() -> (TestServer, TestClock, i64) {
 }
 
 async fn enroll(srv: &TestServer, n: u32) -> Enrolled {
-    let info = DeviceInfo::new(n, &format!("renew{n}@example.com"), "Renewal-Passw0rd");
+    enroll_as(srv, n, "Full").await
+}
+
+async fn enroll_as(srv: &TestServer, n: u32, enrollment_type: &'static str) -> Enrolled {
+    let mut info = DeviceInfo::new(n, &format!("renew{n}@example.com"), "Renewal-Passw0rd");
+    info.enrollment_type = enrollment_type;
     srv.create_user(&info.upn, &info.password).await;
     device::enroll(&srv.client(), &info).await
 }
@@ -110,8 +115,14 @@ async fn post(srv: &TestServer, tls: Option<&Identity<'_>>, body: Vec<u8>) -> Ht
     client(srv, tls).soap(ENROLL_PATH, &body).await
 }
 
-/// The new certificate of a successful renewal; panics with the fault otherwise.
+/// The new certificate of a successful renewal (installed in `My/User`); panics with the fault
+/// otherwise.
 fn renewed_cert(r: &HttpResponse) -> Vec<u8> {
+    renewed_cert_in(r, "User")
+}
+
+/// As [`renewed_cert`], for a certificate installed in `My/<scope>`.
+fn renewed_cert_in(r: &HttpResponse, scope: &str) -> Vec<u8> {
     assert_eq!(r.status, 200, "renewal refused: {}", r.text());
     let Ok(Reply::Ok(doc)) = parse_rstr(&r.body) else {
         panic!("not an RSTRC: {}", r.text())
@@ -138,8 +149,8 @@ fn renewed_cert(r: &HttpResponse) -> Vec<u8> {
     let my = store.first_element_child().expect("My");
     let user = my
         .children()
-        .find(|c| c.attribute("type") == Some("User"))
-        .expect("My/User");
+        .find(|c| c.attribute("type") == Some(scope))
+        .unwrap_or_else(|| panic!("My/{scope} in {doc}"));
     let kids = chars(user);
     assert_eq!(kids.len(), 2, "{doc}");
     assert_eq!(kids[1], "PrivateKeyContainer");
@@ -307,7 +318,7 @@ async fn renewal_refusals_issue_nothing() {
     let (srv, clock, real) = server().await;
     let a = enroll(&srv, 2).await;
     let b = enroll(&srv, 3).await;
-    let c = enroll(&srv, 10).await;
+    let c = enroll_as(&srv, 10, "Device").await;
     clock.set(real);
     let before = certs(&srv);
 
@@ -429,7 +440,8 @@ async fn renewal_refusals_issue_nothing() {
         renew_body(&c.device_id, &csr, VALUE_TYPE_PKCS10),
     )
     .await;
-    let c2 = renewed(&c, renewed_cert(&r), key);
+    // A device enrollment's certificate lives in My/System, and so does its renewal.
+    let c2 = renewed(&c, renewed_cert_in(&r, "System"), key);
     assert_eq!(certs(&srv), before + 2);
     for (old, new) in [(&b, b2), (&c, c2)] {
         let d = device_json(&srv, &old.device_id).await;
