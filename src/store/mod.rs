@@ -422,7 +422,8 @@ pub trait DeviceStore: Send + Sync {
     fn put_device(&self, device: &Device) -> Result<(), StoreError>;
     /// Atomically records a new enrollment: stores `cert`, stores `device` (replacing any record
     /// with the same DeviceID, and any other record with the same HWDevID, which becomes
-    /// [`DeviceState::Unenrolled`]), and revokes the certificates of the replaced records.
+    /// [`DeviceState::Unenrolled`]), and revokes the certificates of the replaced records (their
+    /// current ones and any [`Device::previous_cert`]).
     fn record_enrollment(
         &self,
         device: &Device,
@@ -430,8 +431,8 @@ pub trait DeviceStore: Send + Sync {
         now: i64,
     ) -> Result<EnrollOutcome, StoreError>;
     /// Atomically removes a device record, cancels its unanswered commands (their records stay
-    /// as history), drops its stored sessions and revokes its current certificate; `false` if
-    /// there was no such device.
+    /// as history), drops its stored sessions and revokes its current certificate (and its
+    /// [`Device::previous_cert`]); `false` if there was no such device.
     fn delete_device(&self, device_id: &str, now: i64) -> Result<bool, StoreError>;
     /// Atomically records a certificate renewal: stores the new certificate, makes it the
     /// device's current one, keeps the replaced one as [`Device::previous_cert`] until

@@ -860,6 +860,30 @@ fn renewal_store_battery(s: &dyn Store) {
             "{serial}"
         );
     }
+    // Re-enrolling a device with a pending renewal revokes both of its certificates too.
+    let d2 = |serial: &str| Device {
+        device_id: "D2".into(),
+        cert_serial: serial.into(),
+        ..dev.clone()
+    };
+    let cert2 = |serial: &str| CertRecord {
+        device_id: "D2".into(),
+        ..cert(serial)
+    };
+    s.record_enrollment(&d2("21"), &cert2("21"), 60).unwrap();
+    s.record_renewal(
+        &RenewalCommit {
+            device_id: "D2".into(),
+            presented_serial: "21".into(),
+            cert: cert2("22"),
+            grace_until: 500,
+        },
+        61,
+    )
+    .unwrap();
+    let out = s.record_enrollment(&d2("23"), &cert2("23"), 62).unwrap();
+    assert_eq!(out.revoked, ["22", "21"]);
+    assert!(s.get_device("D2").unwrap().unwrap().previous_cert.is_none());
 }
 
 #[test]
