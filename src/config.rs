@@ -134,6 +134,22 @@ pub struct ServeOptions {
     /// HTML or text fragment shown on the terms-of-use page (default: a short built-in text).
     #[arg(long, env = "WINMDM_TOS_FILE")]
     pub tos_file: Option<PathBuf>,
+    /// Certificate renewal (ROBO): `on` (default) advertises it in provisioning documents and
+    /// accepts renewal requests; `off` does neither.
+    #[arg(long, env = "WINMDM_RENEWAL")]
+    pub renewal: Option<String>,
+    /// Days before expiry the device starts renewing (`WSTEP/Renew/RenewPeriod`, 1-1000; default
+    /// 42, the CSP default, or less when certificates live shorter). Renewals earlier are refused.
+    #[arg(long, env = "WINMDM_RENEW_PERIOD_DAYS")]
+    pub renew_period_days: Option<u32>,
+    /// Days the device waits before retrying a failed renewal (`WSTEP/Renew/RetryInterval`,
+    /// 1-1000, default 7).
+    #[arg(long, env = "WINMDM_RENEW_RETRY_DAYS")]
+    pub renew_retry_days: Option<u32>,
+    /// Days a renewed device's old certificate stays accepted if the device does not use its new
+    /// one first (default 7; 0 = only until the renewal itself).
+    #[arg(long, env = "WINMDM_RENEW_GRACE_DAYS")]
+    pub renew_grace_days: Option<u32>,
 }
 
 impl ServeOptions {
@@ -188,6 +204,10 @@ impl ServeOptions {
                 .entra_auto_create_users
                 .or(lower.entra_auto_create_users),
             tos_file: self.tos_file.or(lower.tos_file),
+            renewal: self.renewal.or(lower.renewal),
+            renew_period_days: self.renew_period_days.or(lower.renew_period_days),
+            renew_retry_days: self.renew_retry_days.or(lower.renew_retry_days),
+            renew_grace_days: self.renew_grace_days.or(lower.renew_grace_days),
         }
     }
 
@@ -229,6 +249,7 @@ impl ServeOptions {
                 reason: format!("{days} is outside 1..=3650"),
             });
         }
+        let renewal = resolve_renewal(&self, days)?;
         let poll = match self.poll_schedule.as_deref() {
             None => PollSchedule::default(),
             Some(s) => parse_poll_schedule(s)?,
@@ -326,6 +347,7 @@ impl ServeOptions {
             auth_policy,
             entra,
             tos_file: self.tos_file,
+            renewal,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
@@ -395,6 +417,8 @@ pub struct Config {
     pub entra: Option<EntraConfig>,
     /// Terms-of-use fragment file.
     pub tos_file: Option<PathBuf>,
+    /// Certificate renewal (ROBO).
+    pub renewal: RenewalSettings,
 }
 
 /// How long a connection may take at each step, and how many are held at once: the defences
@@ -625,6 +649,74 @@ fn resolve_entra(
             .filter(|r| !r.is_empty()),
         auto_create_users,
     }))
+}
+
+/// Certificate renewal settings (see `mdm::renew`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalSettings {
+    /// Advertise ROBO and accept renewal requests.
+    pub enabled: bool,
+    /// `RenewPeriod`: days before expiry renewal opens (1-1000, less than the certificate lifetime).
+    pub period_days: u32,
+    /// `RetryInterval` in days (1-1000).
+    pub retry_days: u32,
+    /// How long a replaced certificate stays accepted, in seconds.
+    pub grace_secs: i64,
+}
+
+/// Applies the defaults and rules of the renewal settings; `validity_days` is the device
+/// certificate lifetime.
+fn resolve_renewal(o: &ServeOptions, validity_days: u32) -> Result<RenewalSettings, ConfigError> {
+    let enabled = match o.renewal.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+        None => true,
+        Some(s) if matches!(s.as_str(), "on" | "true" | "yes" | "1") => true,
+        Some(s) if matches!(s.as_str(), "off" | "false" | "no" | "0") => false,
+        Some(s) => {
+            return Err(ConfigError::Invalid {
+                field: "renewal",
+                reason: format!("{s:?} is neither on nor off"),
+            })
+        }
+    };
+    let days = |field: &'static str, v: u32| {
+        if (1..=1000).contains(&v) {
+            Ok(v)
+        } else {
+            Err(ConfigError::Invalid {
+                field,
+                reason: format!("{v} is outside 1..=1000 (CertificateStore CSP range)"),
+            })
+        }
+    };
+    let period_days = match o.renew_period_days {
+        Some(v) => {
+            let v = days("renew_period_days", v)?;
+            if v >= validity_days {
+                return Err(ConfigError::Invalid {
+                    field: "renew_period_days",
+                    reason: format!(
+                        "{v} days is not shorter than the certificate lifetime ({validity_days} days)"
+                    ),
+                });
+            }
+            v
+        }
+        // The CSP default, but never the whole lifetime of a short-lived certificate.
+        None => 42.min(validity_days.div_ceil(2)).max(1),
+    };
+    let grace_days = o.renew_grace_days.unwrap_or(7);
+    if grace_days > 1000 {
+        return Err(ConfigError::Invalid {
+            field: "renew_grace_days",
+            reason: format!("{grace_days} is outside 0..=1000"),
+        });
+    }
+    Ok(RenewalSettings {
+        enabled,
+        period_days,
+        retry_days: days("renew_retry_days", o.renew_retry_days.unwrap_or(7))?,
+        grace_secs: i64::from(grace_days) * 86_400,
+    })
 }
 
 impl Config {
@@ -952,6 +1044,47 @@ mod tests {
             ..Default::default()
         };
         assert!(c.resolve().is_err());
+    }
+
+    #[test]
+    fn renewal_settings() {
+        let c = ServeOptions::default().resolve().unwrap().renewal;
+        assert_eq!(
+            c,
+            RenewalSettings {
+                enabled: true,
+                period_days: 42,
+                retry_days: 7,
+                grace_secs: 7 * 86_400
+            }
+        );
+        let short = ServeOptions {
+            cert_validity_days: Some(10),
+            renewal: Some("OFF".into()),
+            ..Default::default()
+        };
+        let r = short.resolve().unwrap().renewal;
+        assert_eq!((r.enabled, r.period_days), (false, 5));
+        for bad in [
+            ServeOptions {
+                renewal: Some("maybe".into()),
+                ..Default::default()
+            },
+            ServeOptions {
+                renew_period_days: Some(365),
+                ..Default::default()
+            },
+            ServeOptions {
+                renew_retry_days: Some(0),
+                ..Default::default()
+            },
+            ServeOptions {
+                renew_grace_days: Some(1001),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.resolve().is_err());
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod fuzz_corpus;
 mod hostile;
 mod lifecycle;
 mod manage;
+mod renew;
 mod replay;
 mod soap;
 mod store;

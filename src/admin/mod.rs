@@ -8,8 +8,8 @@
 //! | PATCH | `/api/v1/users/{upn}` `{"password"?, "disabled"?}` | 200 user; 400; 404 |
 //! | DELETE | `/api/v1/users/{upn}` | 204; 404 unknown |
 //! | GET | `/api/v1/devices?limit=&cursor=` | 200 `{"devices": [...], "next": "..."\|null}` |
-//! | GET | `/api/v1/devices/{device_id}` | 200 device + `queue` summary + `certificate`; 404 unknown |
-//! | DELETE | `/api/v1/devices/{device_id}` | 204 (queue cancelled, sessions dropped, cert revoked); 404 |
+//! | GET | `/api/v1/devices/{device_id}` | 200 device + `queue` summary + `certificate` (+ `previous_cert` and `renewals` after a certificate renewal); 404 unknown |
+//! | DELETE | `/api/v1/devices/{device_id}` | 204 (queue cancelled, sessions dropped, cert and any renewal-pending old cert revoked); 404 |
 //! | POST | `/api/v1/devices/{id}/actions` `{"action"}` | 202 `{"action_id"}` (+ `"existing"`); 400; 404; 409 |
 //! | GET | `/api/v1/devices/{id}/actions/{action_id}` | 200 action state; 404 |
 //! | GET | `/api/v1/audit?limit=&cursor=` | 200 `{"entries": [...], "next"}` |

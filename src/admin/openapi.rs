@@ -454,7 +454,9 @@ fn base_schemas(command_fields: Value, bulk_fields: Value) -> Value {
                 "tenant_lockdown": nullable("boolean"),
                 "bulk": {"type": "boolean", "description": "Enrolled with a `windows-bulkenroll…` account: device-scope commands only."},
                 "assigned_user": {"type": "object", "nullable": true, "properties": {"upn": {"type": "string"}, "by": {"type": "string"}, "at": {"type": "integer", "format": "int64"}}},
-                "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceAlert"}}
+                "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceAlert"}},
+                "previous_cert": {"type": "object", "nullable": true, "description": "The certificate the last renewal replaced, still accepted until the device's first session with the new one or `grace_until`.", "properties": {"serial": {"type": "string"}, "thumbprint": {"type": "string"}, "not_after": {"type": "integer", "format": "int64"}, "grace_until": {"type": "integer", "format": "int64"}}},
+                "renewals": {"type": "array", "description": "Certificate renewals (ROBO), oldest first.", "items": {"type": "object", "properties": {"at": {"type": "integer", "format": "int64"}, "old_serial": {"type": "string"}, "new_serial": {"type": "string"}, "new_not_after": {"type": "integer", "format": "int64"}}}}
             }
         },
         "DevicePage": {

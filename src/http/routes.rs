@@ -49,9 +49,9 @@ pub async fn handle(
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         // MS-MDE2 §3.1: the device probes with GET before POSTing Discover.
         (Method::GET, paths::DISCOVERY) => empty(StatusCode::OK),
-        (Method::POST, paths::DISCOVERY) => soap(app, req, Endpoint::Discovery).await,
-        (Method::POST, paths::POLICY) => soap(app, req, Endpoint::Policy).await,
-        (Method::POST, paths::ENROLLMENT) => soap(app, req, Endpoint::Enrollment).await,
+        (Method::POST, paths::DISCOVERY) => soap(app, peer, req, Endpoint::Discovery).await,
+        (Method::POST, paths::POLICY) => soap(app, peer, req, Endpoint::Policy).await,
+        (Method::POST, paths::ENROLLMENT) => soap(app, peer, req, Endpoint::Enrollment).await,
         (Method::POST, paths::MANAGEMENT) => manage(app, peer, req).await,
         (Method::GET, p) if p.starts_with(crate::admin::invitations::LANDING_PREFIX) => {
             let token = p[crate::admin::invitations::LANDING_PREFIX.len()..].to_string();
@@ -133,7 +133,7 @@ pub async fn read_body(
     }
 }
 
-async fn soap(app: Arc<App>, req: Request<Incoming>, ep: Endpoint) -> Resp {
+async fn soap(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>, ep: Endpoint) -> Resp {
     let ct = content_type(&req);
     if !ct.starts_with("application/soap+xml") {
         let f = Failure::from(EnrollError::MessageFormat {
@@ -164,7 +164,10 @@ async fn soap(app: Arc<App>, req: Request<Incoming>, ep: Endpoint) -> Resp {
     let result = tokio::task::spawn_blocking(move || match ep {
         Endpoint::Discovery => enroll::discover(&app2, &body),
         Endpoint::Policy => enroll::get_policies(&app2, &body),
-        Endpoint::Enrollment => enroll::enroll(&app2, &body),
+        // Renewal (ROBO) authenticates with the TLS client certificate.
+        Endpoint::Enrollment => {
+            enroll::enroll(&app2, &body, peer.client_cert.as_ref().map(|c| c.as_ref()))
+        }
     })
     .await;
     match result {

@@ -112,23 +112,19 @@ pub fn get_policies(app: &App, body: &[u8]) -> Result<Vec<u8>, Failure> {
 
 /// Answers a WS-Trust `RequestSecurityToken` (MS-WSTEP; MS-MDE2 §3.4): authenticates, verifies the
 /// CSR, issues the identity certificate, records the device, and returns the RSTRC with the
-/// provisioning document.
-pub fn enroll(app: &App, body: &[u8]) -> Result<Vec<u8>, Failure> {
+/// provisioning document. Renew/Recovery requests go to [`super::renew::renew`], authenticated
+/// by `client_cert` (the connection's TLS client certificate).
+pub fn enroll(app: &App, body: &[u8], client_cert: Option<&[u8]>) -> Result<Vec<u8>, Failure> {
     let req = wstep::parse_rst(body)?;
     let mid = req.message_id.clone();
+    if req.request_type != RequestType::Issue {
+        return super::renew::renew(app, &req, client_cert).map_err(|e| Failure::new(e, &mid));
+    }
     enroll_inner(app, &req).map_err(|e| Failure::new(e, &mid))
 }
 
 fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> {
     let principal = authenticate(app, &req.credential, Stage::Enroll)?;
-    match req.request_type {
-        RequestType::Issue => {}
-        RequestType::Renew | RequestType::Recovery => {
-            return Err(EnrollError::NotSupported {
-                reason: "certificate renewal and recovery are not enabled on this server".into(),
-            })
-        }
-    }
     if req.csr_value_type.trim() != PKCS10_VALUE_TYPE {
         return Err(EnrollError::CertificateRequest {
             reason: format!(
@@ -270,7 +266,7 @@ fn provisioning_doc(app: &App, device: &Device, cert: &IssuedCert, et: Enrollmen
         ent_dmid: &device.device_id,
         ent_device_name: device.device_name.as_deref(),
         upn: device.upn.as_deref(),
-        renew: None,
+        renew: super::renew::renew_block(&app.cfg),
     })
 }
 

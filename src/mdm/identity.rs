@@ -3,8 +3,9 @@
 //! The binding (see `ca`): a device certificate's subject CN is the DeviceID it was issued to, and
 //! the store records every serial with its DeviceID. A request is a device's only if its TLS client
 //! certificate (already verified by rustls to chain to our CA and be within its validity) is one
-//! we issued, is not revoked, is the current certificate of an enrolled device with that DeviceID,
-//! and — checked by the session layer — the SyncML `SyncHdr/Source/LocURI` names the same device.
+//! we issued, is not revoked, is the current certificate of an enrolled device with that DeviceID
+//! (or, after a renewal, the replaced one during its grace period, see `mdm::renew`), and —
+//! checked by the session layer — the SyncML `SyncHdr/Source/LocURI` names the same device.
 //! This is checked on every request, not once per connection: TLS resumption keeps the original
 //! certificate even after it was revoked.
 
@@ -72,6 +73,13 @@ pub enum AuthError {
         /// Serial.
         serial: String,
     },
+    /// The certificate was replaced by a renewal and its grace period is over (see
+    /// `mdm::renew`): the device must use its new certificate.
+    #[error("client certificate {serial} was replaced by a renewal and its grace period ended")]
+    GraceOver {
+        /// Serial.
+        serial: String,
+    },
     /// The device is unknown, unenrolled, or holds a newer certificate.
     #[error("device {device_id} is not enrolled with certificate {serial}")]
     NotEnrolled {
@@ -107,7 +115,7 @@ pub fn authenticate(
 ) -> Result<DeviceAuthenticated, AuthError> {
     let der = cert_der.ok_or(AuthError::NoCertificate)?;
     let id = ca.authenticate_device_cert(der, at(now)).map_err(ca_err)?;
-    bound_device(store, id)
+    bound_device(store, id, now)
 }
 
 /// Authenticates a request that arrived without a TLS client certificate (behind a
@@ -123,7 +131,7 @@ pub fn authenticate_signed(
 ) -> Result<DeviceAuthenticated, AuthError> {
     let id =
         crate::ca::verify_signature_header(ca, signature_header, body, at(now)).map_err(ca_err)?;
-    bound_device(store, id)
+    bound_device(store, id, now)
 }
 
 fn at(now: i64) -> time::OffsetDateTime {
@@ -140,10 +148,12 @@ fn ca_err(e: CaError) -> AuthError {
 }
 
 /// The store's half: the serial is ours, unrevoked, and the current certificate of the enrolled
-/// device named by its CN.
+/// device named by its CN — or the certificate its last renewal replaced, until the device uses
+/// the new one or the grace period ends (`Device::previous_cert`).
 fn bound_device(
     store: &dyn Store,
     id: crate::ca::CertIdentity,
+    now: i64,
 ) -> Result<DeviceAuthenticated, AuthError> {
     let serial = id.serial_hex;
     let cn = id.device_id;
@@ -163,8 +173,17 @@ fn bound_device(
         serial: serial.clone(),
     };
     let device = store.get_device(&cn)?.ok_or_else(not_enrolled)?;
-    if device.state != DeviceState::Enrolled || device.cert_serial != serial {
+    if device.state != DeviceState::Enrolled {
         return Err(not_enrolled());
     }
-    Ok(DeviceAuthenticated { device, serial })
+    if device.cert_serial == serial {
+        return Ok(DeviceAuthenticated { device, serial });
+    }
+    match &device.previous_cert {
+        Some(p) if p.serial == serial && now <= p.grace_until => {
+            Ok(DeviceAuthenticated { device, serial })
+        }
+        Some(p) if p.serial == serial => Err(AuthError::GraceOver { serial }),
+        _ => Err(not_enrolled()),
+    }
 }

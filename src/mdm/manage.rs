@@ -220,6 +220,7 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         session_over,
         "management round"
     );
+    super::renew::settle_round(&mut round.device, auth.serial(), &mut round.revoke, now);
     let store_round = Round {
         device: Some(round.device),
         commands: round.commands.into_values().collect(),

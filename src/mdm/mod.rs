@@ -8,4 +8,5 @@ pub mod enroll;
 pub mod fuzzing;
 pub mod identity;
 pub mod manage;
+pub mod renew;
 pub mod session;

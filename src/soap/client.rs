@@ -5,6 +5,8 @@
 //! Owns nothing the server needs at run time; the server never calls it. Must not: do I/O.
 
 use super::discovery::{is_discovery_ns, DiscoverResponse, ACTION_DISCOVER, NS_DISCOVERY};
+#[cfg(doc)]
+use super::enroll::VALUE_TYPE_PKCS7;
 use super::enroll::{
     AdditionalContext, ACTION_RST, ENCODING_BASE64, NS_AC, NS_WST, TOKEN_TYPE_DEVICE_ENROLLMENT,
     VALUE_TYPE_PKCS10,
@@ -156,27 +158,66 @@ pub fn rst_issue_request(
     csr_der: &[u8],
     context: &AdditionalContext,
 ) -> Vec<u8> {
+    rst_request(
+        message_id,
+        to,
+        Some(cred),
+        "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue",
+        VALUE_TYPE_PKCS10,
+        csr_der,
+        context,
+    )
+}
+
+/// A Renew `RequestSecurityToken` as a device sends it for ROBO renewal (MS-MDE2 §3.5): sent
+/// over TLS with the current certificate as client certificate, `token_der` of `value_type`
+/// (normally [`VALUE_TYPE_PKCS7`]: the new PKCS#10 in a SignedData signed with the current
+/// key, see `ca::testing::renewal_token`), and a `wsse:Security` header only when `cred` is
+/// given (ROBO needs none).
+pub fn rst_renew_request(
+    message_id: &str,
+    to: &str,
+    cred: Option<&Credential>,
+    token_der: &[u8],
+    value_type: &str,
+    context: &AdditionalContext,
+) -> Vec<u8> {
+    rst_request(
+        message_id,
+        to,
+        cred,
+        "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Renew",
+        value_type,
+        token_der,
+        context,
+    )
+}
+
+fn rst_request(
+    message_id: &str,
+    to: &str,
+    cred: Option<&Credential>,
+    request_type: &str,
+    value_type: &str,
+    token_der: &[u8],
+    context: &AdditionalContext,
+) -> Vec<u8> {
     let mut w = XmlWriter::new();
     open_envelope(&mut w);
     w.open("s:Header", &[]);
     header(&mut w, ACTION_RST, message_id, to);
-    security(&mut w, cred);
+    if let Some(cred) = cred {
+        security(&mut w, cred);
+    }
     w.close("s:Header");
     w.open("s:Body", &[]);
     w.open("wst:RequestSecurityToken", &[]);
     w.leaf("wst:TokenType", &[], TOKEN_TYPE_DEVICE_ENROLLMENT);
-    w.leaf(
-        "wst:RequestType",
-        &[],
-        "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue",
-    );
+    w.leaf("wst:RequestType", &[], request_type);
     w.leaf(
         "wsse:BinarySecurityToken",
-        &[
-            ("ValueType", VALUE_TYPE_PKCS10),
-            ("EncodingType", ENCODING_BASE64),
-        ],
-        &base64::engine::general_purpose::STANDARD.encode(csr_der),
+        &[("ValueType", value_type), ("EncodingType", ENCODING_BASE64)],
+        &base64::engine::general_purpose::STANDARD.encode(token_der),
     );
     w.open("ac:AdditionalContext", &[("xmlns", NS_AC)]);
     for (name, value) in &context.items {

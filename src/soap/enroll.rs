@@ -33,9 +33,19 @@ pub const VALUE_TYPE_PROVISION_DOC: &str =
 /// `ValueType` of a PKCS#10 CSR (Issue).
 pub const VALUE_TYPE_PKCS10: &str =
     "http://schemas.microsoft.com/windows/pki/2009/01/enrollment#PKCS10";
-/// `ValueType` of a PKCS#7-wrapped CSR (Renew).
+/// `ValueType` of a PKCS#7-wrapped CSR (Renew), as PROTOCOL.md §4 (MS-WSTEP) writes it.
 pub const VALUE_TYPE_PKCS7: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#PKCS7";
+/// The same in the enrollment namespace, as Microsoft's certificate-renewal example writes it.
+/// Both are accepted (see [`is_pkcs7_value_type`]).
+pub const VALUE_TYPE_PKCS7_ENROLLMENT: &str =
+    "http://schemas.microsoft.com/windows/pki/2009/01/enrollment#PKCS7";
+
+/// Whether a `BinarySecurityToken` `ValueType` names a PKCS#7 renewal token (either spelling).
+pub fn is_pkcs7_value_type(v: &str) -> bool {
+    let v = v.trim();
+    v == VALUE_TYPE_PKCS7 || v == VALUE_TYPE_PKCS7_ENROLLMENT
+}
 /// `EncodingType` we write.
 pub const ENCODING_BASE64: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary";
@@ -169,7 +179,7 @@ impl AdditionalContext {
 pub struct EnrollRequest {
     /// `a:MessageID`.
     pub message_id: Option<String>,
-    /// Credential from `wsse:Security` (required).
+    /// Credential from `wsse:Security` (required, except for Renew/Recovery: [`Credential::None`] then).
     pub credential: Credential,
     /// `wst:RequestType`.
     pub request_type: RequestType,
@@ -193,7 +203,6 @@ pub struct EnrollRequest {
 pub fn parse_rst(body: &[u8]) -> Result<EnrollRequest, EnrollError> {
     let env = Envelope::parse(body)?;
     let rst = env.expect_payload(|ns| ns == NS_WST, "RequestSecurityToken")?;
-    let credential = env.require_credential()?;
 
     let request_type_uri = rst
         .child(NS_WST, "RequestType")
@@ -203,6 +212,13 @@ pub fn parse_rst(body: &[u8]) -> Result<EnrollRequest, EnrollError> {
         RequestType::from_uri(request_type_uri).ok_or_else(|| EnrollError::NotSupported {
             reason: "unsupported wst:RequestType".into(),
         })?;
+    // A renewal (ROBO) is authenticated by the TLS client certificate alone; its wsse:Security
+    // holds at most a timestamp or an empty-password token, and may be missing (so may a
+    // Recovery's, which is then refused for what it is rather than for its header).
+    let credential = match (env.require_credential(), request_type) {
+        (Err(_), RequestType::Renew | RequestType::Recovery) => Credential::None,
+        (c, _) => c?,
+    };
     let token_type = rst
         .child(NS_WST, "TokenType")
         .map(|e| e.text_trimmed().to_owned());

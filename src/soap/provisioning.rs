@@ -91,7 +91,8 @@ impl Default for PollSchedule {
     }
 }
 
-/// `CertificateStore/My/WSTEP/Renew` settings (renewal is not implemented yet; pass `None`).
+/// `CertificateStore/My/WSTEP/Renew` settings (CertificateStore CSP; PROTOCOL.md §7), written
+/// when certificate renewal is enabled (`mdm::renew::renew_block`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenewConfig {
     /// `ServerURL` (renewal endpoint), when it differs from the enrollment URL.
@@ -170,6 +171,80 @@ fn close_c(w: &mut XmlWriter) {
     w.close("characteristic");
 }
 
+/// `CertificateStore/My/WSTEP/Renew` (inside `My`). Every parm carries its datatype (the
+/// docs: "if the datatype … exist[s], they must be set explicitly").
+fn wstep_renew(w: &mut XmlWriter, r: &RenewConfig) {
+    open_c(w, "WSTEP");
+    open_c(w, "Renew");
+    if let Some(url) = &r.server_url {
+        typed(w, "ServerURL", url, "string");
+    }
+    typed(
+        w,
+        "ROBOSupport",
+        if r.robo_support { "true" } else { "false" },
+        "boolean",
+    );
+    typed(
+        w,
+        "RenewPeriod",
+        &r.renew_period_days.to_string(),
+        "integer",
+    );
+    typed(
+        w,
+        "RetryInterval",
+        &r.retry_interval_days.to_string(),
+        "integer",
+    );
+    close_c(w);
+    close_c(w);
+}
+
+/// The document of a renewal response (MS-MDE2 §3.5; Microsoft's "certificate renewal"
+/// example): only `CertificateStore/My/{User|System}/<new SHA-1>/EncodedCertificate` +
+/// `PrivateKeyContainer` (the key the device generated for the renewal request), and the
+/// `WSTEP/Renew` block when given, so the device's schedule follows the server's settings. No
+/// root (unchanged), no w7 `APPLICATION` (the DM account stays as it is).
+#[derive(Debug, Clone)]
+pub struct RenewalDoc<'a> {
+    /// DER of the new client certificate.
+    pub client_cert_der: &'a [u8],
+    /// Hex SHA-1 of it (written upper-case).
+    pub client_thumbprint: &'a str,
+    /// `My/User` or `My/System`, as at enrollment.
+    pub cert_store: CertStore,
+    /// `WSTEP/Renew` block; `None` omits it.
+    pub renew: Option<RenewConfig>,
+}
+
+/// Build a renewal response document (UTF-8, with XML declaration, no indentation).
+pub fn build_renewal(doc: &RenewalDoc<'_>) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut w = XmlWriter::new();
+    w.decl();
+    w.open("wap-provisioningdoc", &[("version", "1.1")]);
+    open_c(&mut w, "CertificateStore");
+    open_c(&mut w, "My");
+    open_c(&mut w, doc.cert_store.characteristic());
+    open_c(&mut w, &doc.client_thumbprint.to_ascii_uppercase());
+    parm(
+        &mut w,
+        "EncodedCertificate",
+        &b64.encode(doc.client_cert_der),
+    );
+    close_c(&mut w);
+    w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
+    close_c(&mut w);
+    if let Some(r) = &doc.renew {
+        wstep_renew(&mut w, r);
+    }
+    close_c(&mut w); // My
+    close_c(&mut w); // CertificateStore
+    w.close("wap-provisioningdoc");
+    w.finish()
+}
+
 /// Build the provisioning document (UTF-8, with XML declaration, no indentation).
 pub fn build(doc: &ProvisioningDoc<'_>) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -197,31 +272,7 @@ pub fn build(doc: &ProvisioningDoc<'_>) -> String {
     w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
     close_c(&mut w);
     if let Some(r) = &doc.renew {
-        open_c(&mut w, "WSTEP");
-        open_c(&mut w, "Renew");
-        if let Some(url) = &r.server_url {
-            typed(&mut w, "ServerURL", url, "string");
-        }
-        typed(
-            &mut w,
-            "ROBOSupport",
-            if r.robo_support { "true" } else { "false" },
-            "boolean",
-        );
-        typed(
-            &mut w,
-            "RenewPeriod",
-            &r.renew_period_days.to_string(),
-            "integer",
-        );
-        typed(
-            &mut w,
-            "RetryInterval",
-            &r.retry_interval_days.to_string(),
-            "integer",
-        );
-        close_c(&mut w);
-        close_c(&mut w);
+        wstep_renew(&mut w, r);
     }
     close_c(&mut w); // My
     close_c(&mut w); // CertificateStore
@@ -318,6 +369,23 @@ mod tests {
         assert!(doc.contains("\"ABCDEF0123456789ABCDEF0123456789ABCDEF01\""));
         assert!(doc.contains("\"FEDCBA9876543210FEDCBA9876543210FEDCBA98\""));
         assert!(!doc.contains("EntDeviceName") && !doc.contains("\"UPN\""));
+    }
+
+    #[test]
+    fn renewal_doc_holds_only_the_new_certificate() {
+        let doc = build_renewal(&RenewalDoc {
+            client_cert_der: b"c",
+            client_thumbprint: "ab",
+            cert_store: CertStore::MySystem,
+            renew: Some(RenewConfig {
+                server_url: None,
+                renew_period_days: 42,
+                retry_interval_days: 7,
+                robo_support: true,
+            }),
+        });
+        assert!(doc.contains(r#"<characteristic type="My"><characteristic type="System"><characteristic type="AB"><parm name="EncodedCertificate" value="Yw=="/></characteristic><characteristic type="PrivateKeyContainer"/></characteristic><characteristic type="WSTEP"><characteristic type="Renew"><parm name="ROBOSupport" value="true" datatype="boolean"/><parm name="RenewPeriod" value="42" datatype="integer"/><parm name="RetryInterval" value="7" datatype="integer"/></characteristic></characteristic></characteristic>"#), "{doc}");
+        assert!(!doc.contains("Root") && !doc.contains("APPLICATION") && !doc.contains("DMClient"));
     }
 
     #[test]

@@ -149,6 +149,14 @@ impl DeviceStore for MemStore {
         let (queued, sessions) = tx::device_leftovers(self, device_id)?;
         self.transact(|t| tx::delete_device(t, device_id, &queued, &sessions, now))
     }
+
+    fn record_renewal(
+        &self,
+        r: &super::RenewalCommit,
+        now: i64,
+    ) -> Result<super::RenewOutcome, StoreError> {
+        self.transact(|t| tx::record_renewal(t, r, now))
+    }
 }
 
 impl AuditStore for MemStore {

@@ -111,6 +111,74 @@ pub struct Device {
     /// Autopilot group tag, copied from the linked Autopilot device record.
     #[serde(default)]
     pub group_tag: Option<String>,
+    /// The certificate the last renewal replaced, while it is still accepted (until the
+    /// device's first session with the new one, or its grace period ends). See `mdm::renew`.
+    #[serde(default)]
+    pub previous_cert: Option<PreviousCert>,
+    /// Certificate renewals (ROBO) of this enrollment, oldest first (bounded, see
+    /// [`MAX_RENEWALS`]).
+    #[serde(default)]
+    pub renewals: Vec<Renewal>,
+}
+
+/// How many [`Renewal`] entries a device record keeps.
+pub const MAX_RENEWALS: usize = 32;
+
+/// A certificate replaced by a renewal and not yet retired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousCert {
+    /// Serial (lower hex).
+    pub serial: String,
+    /// SHA-1 thumbprint (upper hex).
+    pub thumbprint: String,
+    /// Its expiry (Unix seconds).
+    pub not_after: i64,
+    /// Accepted until this time (Unix seconds) unless the new certificate is used first.
+    pub grace_until: i64,
+}
+
+/// One certificate renewal, as kept in [`Device::renewals`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewal {
+    /// When (Unix seconds).
+    pub at: i64,
+    /// Serial of the certificate that authenticated the renewal.
+    pub old_serial: String,
+    /// Serial of the certificate issued.
+    pub new_serial: String,
+    /// Expiry of the new certificate (Unix seconds).
+    pub new_not_after: i64,
+}
+
+/// A renewal to commit: see [`DeviceStore::record_renewal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalCommit {
+    /// The device.
+    pub device_id: String,
+    /// Serial of the certificate that authenticated the renewal: the device's current one, or
+    /// its still-accepted previous one (a device that never received or installed the
+    /// certificate of an earlier renewal retries with the one it has).
+    pub presented_serial: String,
+    /// The new certificate.
+    pub cert: CertRecord,
+    /// Until when the certificate being replaced stays accepted (Unix seconds).
+    pub grace_until: i64,
+}
+
+/// What [`DeviceStore::record_renewal`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenewOutcome {
+    /// Recorded. `revoked` lists serials retired by it (an earlier renewal's certificate the
+    /// device never used, or an older previous certificate).
+    Renewed {
+        /// The device after the renewal.
+        device: Box<Device>,
+        /// Serials revoked in the same transaction.
+        revoked: Vec<String>,
+    },
+    /// Nothing written: the device is gone, not enrolled, or `presented_serial` is neither its
+    /// current nor its accepted previous certificate any more (changed since it was checked).
+    Stale,
 }
 
 /// A bulk-enrolled device's assignment to a user.
@@ -354,7 +422,8 @@ pub trait DeviceStore: Send + Sync {
     fn put_device(&self, device: &Device) -> Result<(), StoreError>;
     /// Atomically records a new enrollment: stores `cert`, stores `device` (replacing any record
     /// with the same DeviceID, and any other record with the same HWDevID, which becomes
-    /// [`DeviceState::Unenrolled`]), and revokes the certificates of the replaced records.
+    /// [`DeviceState::Unenrolled`]), and revokes the certificates of the replaced records (their
+    /// current ones and any [`Device::previous_cert`]).
     fn record_enrollment(
         &self,
         device: &Device,
@@ -362,9 +431,13 @@ pub trait DeviceStore: Send + Sync {
         now: i64,
     ) -> Result<EnrollOutcome, StoreError>;
     /// Atomically removes a device record, cancels its unanswered commands (their records stay
-    /// as history), drops its stored sessions and revokes its current certificate; `false` if
-    /// there was no such device.
+    /// as history), drops its stored sessions and revokes its current certificate (and its
+    /// [`Device::previous_cert`]); `false` if there was no such device.
     fn delete_device(&self, device_id: &str, now: i64) -> Result<bool, StoreError>;
+    /// Atomically records a certificate renewal: stores the new certificate, makes it the
+    /// device's current one, keeps the replaced one as [`Device::previous_cert`] until
+    /// `grace_until`, appends to [`Device::renewals`], and revokes what the renewal retires.
+    fn record_renewal(&self, r: &RenewalCommit, now: i64) -> Result<RenewOutcome, StoreError>;
 }
 
 /// Certificates issued by the CA and their revocation state.

@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::{
     device_key, normalize_upn, AuditEntry, Cancelled, CertRecord, CommandRecord, CommandState,
-    Device, DeviceState, Enqueued, EnrollOutcome, Round, StoreError, User,
+    Device, DeviceState, Enqueued, EnrollOutcome, PreviousCert, RenewOutcome, Renewal,
+    RenewalCommit, Round, StoreError, User, MAX_RENEWALS,
 };
 
 /// The key spaces of the store.
@@ -151,6 +152,11 @@ pub fn record_enrollment<X: Tx>(
         {
             out.revoked.push(d.cert_serial.clone());
         }
+        if let Some(p) = d.previous_cert.take() {
+            if revoke(tx, &p.serial, "superseded by re-enrollment", now)? {
+                out.revoked.push(p.serial);
+            }
+        }
         if let Some(hw) = &d.hw_dev_id {
             if tx.get(Table::HwIndex, hw.as_bytes())?.as_deref() == Some(d.device_id.as_bytes()) {
                 tx.remove(Table::HwIndex, hw.as_bytes())?;
@@ -168,6 +174,82 @@ pub fn record_enrollment<X: Tx>(
         tx.insert(Table::HwIndex, hw.as_bytes(), id.to_vec())?;
     }
     Ok(out)
+}
+
+/// See [`super::DeviceStore::record_renewal`].
+pub fn record_renewal<X: Tx>(tx: &X, r: &RenewalCommit, now: i64) -> Result<RenewOutcome, X::E> {
+    let id = r.device_id.as_bytes();
+    let Some(mut d) = get_json::<Device, X>(tx, Table::Devices, "device", id)? else {
+        return Ok(RenewOutcome::Stale);
+    };
+    let presented = get_json::<CertRecord, X>(
+        tx,
+        Table::Certs,
+        "certificate",
+        r.presented_serial.as_bytes(),
+    )?;
+    if d.state != DeviceState::Enrolled
+        || presented.is_none_or(|c| c.revoked_at.is_some() || c.device_id != r.device_id)
+    {
+        return Ok(RenewOutcome::Stale);
+    }
+    let mut revoked = Vec::new();
+    if d.cert_serial == r.presented_serial {
+        // The usual case: the current certificate is replaced and stays accepted for a while.
+        // An older one still in its grace period goes now: the device holds the newer one.
+        if let Some(p) = d.previous_cert.take() {
+            if revoke(
+                tx,
+                &p.serial,
+                "superseded: renewed with a newer certificate",
+                now,
+            )? {
+                revoked.push(p.serial);
+            }
+        }
+        d.previous_cert = Some(PreviousCert {
+            serial: std::mem::take(&mut d.cert_serial),
+            thumbprint: std::mem::take(&mut d.cert_thumbprint),
+            not_after: d.cert_not_after,
+            grace_until: r.grace_until,
+        });
+    } else if d
+        .previous_cert
+        .as_ref()
+        .is_some_and(|p| p.serial == r.presented_serial)
+    {
+        // The device renews again with the certificate it had: it never installed the one the
+        // last renewal issued, which is retired unused. The grace period is not extended.
+        if revoke(
+            tx,
+            &d.cert_serial,
+            "never used: renewed again from the previous certificate",
+            now,
+        )? {
+            revoked.push(d.cert_serial.clone());
+        }
+    } else {
+        return Ok(RenewOutcome::Stale);
+    }
+    d.cert_serial = r.cert.serial.clone();
+    d.cert_thumbprint = r.cert.thumbprint.clone();
+    d.cert_not_after = r.cert.not_after;
+    d.renewals.push(Renewal {
+        at: now,
+        old_serial: r.presented_serial.clone(),
+        new_serial: r.cert.serial.clone(),
+        new_not_after: r.cert.not_after,
+    });
+    if d.renewals.len() > MAX_RENEWALS {
+        let extra = d.renewals.len() - MAX_RENEWALS;
+        d.renewals.drain(..extra);
+    }
+    tx.insert(Table::Certs, r.cert.serial.as_bytes(), encode(&r.cert))?;
+    tx.insert(Table::Devices, id, encode(&d))?;
+    Ok(RenewOutcome::Renewed {
+        device: Box::new(d),
+        revoked,
+    })
 }
 
 /// Keys and values, in key order.
@@ -238,9 +320,29 @@ pub fn cancel<X: Tx>(
 }
 
 /// See [`super::SessionStore::commit_round`].
+///
+/// The device's certificate binding (`cert_*`, `previous_cert`, `renewals`) belongs to
+/// enrollment and renewal: a round keeps the stored one, so a session that loaded the device
+/// before a concurrent renewal cannot undo it. The only change a round makes to it is retiring
+/// the previous certificate, by listing its serial in [`Round::revoke`].
 pub fn commit_round<X: Tx>(tx: &X, round: &Round, now: i64) -> Result<(), X::E> {
     if let Some(d) = &round.device {
-        tx.insert(Table::Devices, d.device_id.as_bytes(), encode(d))?;
+        let mut d = d.clone();
+        let id = d.device_id.clone();
+        if let Some(stored) = get_json::<Device, X>(tx, Table::Devices, "device", id.as_bytes())? {
+            d.cert_serial = stored.cert_serial;
+            d.cert_thumbprint = stored.cert_thumbprint;
+            d.cert_not_after = stored.cert_not_after;
+            d.previous_cert = stored.previous_cert;
+            d.renewals = stored.renewals;
+        }
+        if d.previous_cert
+            .as_ref()
+            .is_some_and(|p| round.revoke.iter().any(|(s, _)| *s == p.serial))
+        {
+            d.previous_cert = None;
+        }
+        tx.insert(Table::Devices, id.as_bytes(), encode(&d))?;
     }
     for c in &round.commands {
         put_command(tx, c)?;
@@ -316,6 +418,9 @@ pub fn delete_device<X: Tx>(
         return Ok(false);
     };
     revoke(tx, &d.cert_serial, "device deleted by an admin", now)?;
+    if let Some(p) = &d.previous_cert {
+        revoke(tx, &p.serial, "device deleted by an admin", now)?;
+    }
     if let Some(hw) = &d.hw_dev_id {
         if tx.get(Table::HwIndex, hw.as_bytes())?.as_deref() == Some(device_id.as_bytes()) {
             tx.remove(Table::HwIndex, hw.as_bytes())?;

@@ -91,10 +91,10 @@ async fn fake_device_enrolls_and_gets_a_valid_identity() {
         crit.contains(&info.device_id) && crit.contains("Stores=My%5CUser"),
         "{crit}"
     );
-    assert!(
-        !e.provisioning_doc.contains("WSTEP"),
-        "renewal must not be advertised before it works"
-    );
+    // Renewal (ROBO) is on by default: advertised with the CSP's default period.
+    assert_eq!(prov.parm("ROBOSupport"), Some("true"));
+    assert_eq!(prov.parm("RenewPeriod"), Some("42"));
+    assert_eq!(prov.parm("RetryInterval"), Some("7"));
     assert!(
         prov.parm("IntervalForFirstSetOfRetries").is_some(),
         "poll schedule present"

@@ -8,7 +8,7 @@ mod garbage;
 mod roundtrip;
 mod structure;
 mod tamper;
-mod xsd;
+pub(crate) mod xsd;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

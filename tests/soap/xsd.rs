@@ -26,7 +26,11 @@ use winmdm::soap::{
     FaultAction, PolicyConfig, SoapFault,
 };
 
-use super::fixtures::{sample_discover_response, sample_doc, sample_faults, CREATED, EXPIRES};
+use winmdm::soap::provisioning::{build_renewal, RenewalDoc};
+
+use super::fixtures::{
+    sample_discover_response, sample_doc, sample_faults, sample_renew, CREATED, EXPIRES,
+};
 use super::schemas_dir;
 
 const XML_NS_STANDIN: &str = r#"<?xml version="1.0"?>
@@ -130,6 +134,21 @@ fn soap_xsd_validate_responses_with_xmllint() {
                 EXPIRES,
             ),
         ),
+        (
+            "rstr-renewal".into(),
+            write_rstr(
+                Some("urn:uuid:5"),
+                build_renewal(&RenewalDoc {
+                    client_cert_der: b"new certificate",
+                    client_thumbprint: "8F2EBD13F3612D7C48C30E24CC73A88492613849",
+                    cert_store: CertStore::MyUser,
+                    renew: Some(sample_renew()),
+                })
+                .as_bytes(),
+                CREATED,
+                EXPIRES,
+            ),
+        ),
     ];
     for (stem, e) in sample_faults() {
         let f = SoapFault::from(&e).with_trace_id("t");
@@ -158,6 +177,31 @@ fn soap_xsd_validate_responses_with_xmllint() {
         "XSD validation failed:\n{}",
         failures.join("\n")
     );
+}
+
+/// Validates one message against the shared schemas: `None` (with a printed SKIP) when xmllint
+/// or the schemas are unavailable, else xmllint's verdict (its error text on failure).
+pub(crate) fn validate(name: &str, bytes: &[u8]) -> Option<Result<(), String>> {
+    let schemas = schemas_dir();
+    if !xmllint_available() || !schemas.join("MS-WSTEP.xsd").exists() {
+        println!("SKIP {name}: xmllint or ../shared/schemas unavailable");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let xsd = wrapper(tmp.path(), &schemas);
+    let p = tmp.path().join("msg.xml");
+    std::fs::write(&p, bytes).unwrap();
+    let out = Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema"])
+        .arg(&xsd)
+        .arg(&p)
+        .output()
+        .unwrap();
+    Some(if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    })
 }
 
 /// The validator must be able to fail: a policy response with two elements swapped is refused.

@@ -73,6 +73,28 @@ impl TestServer {
 
     /// Starts a server on `dir` (kept by the caller).
     pub async fn start_in(dir: &Path, adjust: impl FnOnce(&mut ServeOptions)) -> TestServer {
+        Self::start_in_with_clock(dir, Arc::new(winmdm::clock::SystemClock), adjust).await
+    }
+
+    /// Starts a server on a fresh data dir whose application clock is `clock` (the TLS layer
+    /// keeps checking certificate validity against the real time).
+    pub async fn start_with_clock(
+        clock: Arc<dyn winmdm::clock::Clock>,
+        adjust: impl FnOnce(&mut ServeOptions),
+    ) -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in_with_clock(&dir, clock, adjust).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// As [`TestServer::start_in`], with an injected application clock.
+    pub async fn start_in_with_clock(
+        dir: &Path,
+        clock: Arc<dyn winmdm::clock::Clock>,
+        adjust: impl FnOnce(&mut ServeOptions),
+    ) -> TestServer {
         subscribe();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -84,10 +106,12 @@ impl TestServer {
         };
         adjust(&mut opts);
         let cfg = opts.resolve().expect("config");
-        let app = tokio::task::spawn_blocking(move || App::open(cfg, Some(ADMIN_TOKEN.into())))
-            .await
-            .expect("join")
-            .expect("app opens");
+        let app = tokio::task::spawn_blocking(move || {
+            App::open_with_clock(cfg, Some(ADMIN_TOKEN.into()), clock)
+        })
+        .await
+        .expect("join")
+        .expect("app opens");
         let app = Arc::new(app);
         let server = Server::from_listener(app.clone(), listener).expect("server");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -162,6 +186,28 @@ impl TestServer {
             )
             .await;
         assert_eq!(st, 201, "create user: {body}");
+    }
+}
+
+/// An application clock a test moves by hand.
+#[derive(Debug, Clone)]
+pub struct TestClock(Arc<std::sync::atomic::AtomicI64>);
+
+impl TestClock {
+    /// A clock showing `unix`.
+    pub fn at(unix: i64) -> TestClock {
+        TestClock(Arc::new(std::sync::atomic::AtomicI64::new(unix)))
+    }
+
+    /// Moves it to `unix`.
+    pub fn set(&self, unix: i64) {
+        self.0.store(unix, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl winmdm::clock::Clock for TestClock {
+    fn now_unix(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
