@@ -256,9 +256,10 @@ mod tests {
         let a = conns.register();
         std::thread::sleep(Duration::from_millis(30));
         let b = conns.register();
+        std::thread::sleep(Duration::from_millis(30));
         let c = conns.register();
         let _busy = a.state.request();
-        // `a` is oldest but busy: `b` goes.
+        // `a` is oldest but busy: `b`, silent longer than `c`, goes.
         assert!(conns.evict_idlest().is_some());
         assert_eq!(conns.evicted(), 1);
         let rt = tokio::runtime::Builder::new_current_thread()
