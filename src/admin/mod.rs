@@ -37,7 +37,9 @@ use crate::app::App;
 use crate::http::routes::{read_body, BodyError, Resp};
 use crate::store::{normalize_upn, Device, StoreError, User};
 
+pub mod groups;
 pub mod openapi;
+pub mod profiles;
 
 /// Largest admin request body.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -188,6 +190,27 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/devices/{device_id}/tenant-lockdown"),
     ("POST", "/api/v1/devices/{device_id}/assign-user"),
     ("GET", "/api/v1/openapi.json"),
+    ("POST", "/api/v1/groups"),
+    ("GET", "/api/v1/groups"),
+    ("GET", "/api/v1/groups/{group_id}"),
+    ("PATCH", "/api/v1/groups/{group_id}"),
+    ("DELETE", "/api/v1/groups/{group_id}"),
+    ("GET", "/api/v1/groups/{group_id}/members"),
+    ("POST", "/api/v1/groups/{group_id}/members"),
+    ("DELETE", "/api/v1/groups/{group_id}/members"),
+    ("POST", "/api/v1/profiles"),
+    ("GET", "/api/v1/profiles"),
+    ("GET", "/api/v1/profiles/{profile_id}"),
+    ("PATCH", "/api/v1/profiles/{profile_id}"),
+    ("DELETE", "/api/v1/profiles/{profile_id}"),
+    ("POST", "/api/v1/profiles/{profile_id}/assignments"),
+    (
+        "DELETE",
+        "/api/v1/profiles/{profile_id}/assignments/{group_id}",
+    ),
+    ("POST", "/api/v1/profiles/{profile_id}/push"),
+    ("GET", "/api/v1/profiles/{profile_id}/status"),
+    ("GET", "/api/v1/devices/{device_id}/profiles"),
 ];
 
 /// A matched admin route with its path parameters.
@@ -212,6 +235,9 @@ enum Endpoint<'a> {
     TenantLockdown(&'a str),
     AssignUser(&'a str),
     OpenApi,
+    Groups(groups::Ep<'a>),
+    Profiles(profiles::Ep<'a>),
+    DeviceProfiles(&'a str),
 }
 
 /// The decoded path segments after `/api/v1`.
@@ -247,6 +273,9 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["devices", id, "tenant-lockdown"], Method::PUT) => E::TenantLockdown(id),
         (["devices", id, "assign-user"], Method::POST) => E::AssignUser(id),
         (["openapi.json"], Method::GET) => E::OpenApi,
+        (["groups", ..], _) => E::Groups(groups::endpoint(segs, method)?),
+        (["profiles", ..], _) => E::Profiles(profiles::endpoint(segs, method)?),
+        (["devices", id, "profiles"], Method::GET) => E::DeviceProfiles(id),
         (
             ["users"]
             | ["users", _]
@@ -256,6 +285,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["devices", _, "commands", _]
             | ["devices", _, "tenant-lockdown"]
             | ["devices", _, "assign-user"]
+            | ["devices", _, "profiles"]
             | ["devices", _, "actions"]
             | ["devices", _, "actions", _]
             | ["audit"]
@@ -300,6 +330,9 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> 
         Endpoint::TenantLockdown(id) => tenant_lockdown(app, id.to_string(), req).await,
         Endpoint::AssignUser(id) => assign_user(app, id.to_string(), req).await,
         Endpoint::OpenApi => Ok(json(StatusCode::OK, &openapi::document())),
+        Endpoint::Groups(ep) => groups::handle(app, ep, req).await,
+        Endpoint::Profiles(ep) => profiles::handle(app, ep, req).await,
+        Endpoint::DeviceProfiles(id) => profiles::device_profiles(app, id.to_string()).await,
     }
 }
 
@@ -590,6 +623,7 @@ async fn delete_device(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
                     what: format!("device {id}"),
                 });
             }
+            let _ = crate::groups::on_device_changed(&a, &id);
             Ok(dev.map(|d| d.cert_serial))
         }
     })
@@ -1229,6 +1263,7 @@ async fn assign_user(app: Arc<App>, id: String, req: Request<Incoming>) -> Resul
                 at: app.clock.now_unix(),
             });
             app.store.put_device(&dev)?;
+            let _ = crate::groups::on_device_changed(&app, &id);
             Ok(dev)
         }
     })

@@ -220,6 +220,7 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         session_over,
         "management round"
     );
+    let changed = crate::groups::attributes_changed(auth.device(), &round.device);
     let store_round = Round {
         device: Some(round.device),
         commands: round.commands.into_values().collect(),
@@ -227,6 +228,9 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         revoke: round.revoke,
     };
     app.store.commit_round(&store_round, now)?;
+    if changed {
+        let _ = crate::groups::on_device_changed(app, device_id); // groups + profiles (errors logged)
+    }
     Ok(out)
 }
 
