@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod enroll;
 mod fuzz_corpus;
+mod groups;
 mod lifecycle;
 mod manage;
 mod replay;

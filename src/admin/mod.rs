@@ -39,6 +39,7 @@ use crate::store::{normalize_upn, Device, StoreError, User};
 
 pub mod groups;
 pub mod openapi;
+pub mod openapi_groups;
 pub mod profiles;
 
 /// Largest admin request body.

@@ -575,7 +575,7 @@ pub fn document() -> Value {
         "device_ids".into(),
         json!({"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": super::MAX_BULK_DEVICES}),
     );
-    json!({
+    super::openapi_groups::merge(json!({
         "openapi": "3.0.3",
         "info": {
             "title": "winmdm admin API",
@@ -595,7 +595,7 @@ pub fn document() -> Value {
             },
             "schemas": schemas(command_fields, bulk_fields)
         }
-    })
+    }))
 }
 
 #[cfg(test)]
