@@ -115,18 +115,30 @@ pub fn scan_pairs<T: Serialize + serde::de::DeserializeOwned>(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<(String, T)>, StoreError> {
-    let start = pair_key(prefix, after.unwrap_or(""));
     let head = pair_key(prefix, "");
+    let mut cursor = pair_key(prefix, after.unwrap_or(""));
     let mut out = Vec::new();
-    // Without a cursor, start at the prefix itself (keys `prefix \0 x` sort after it).
-    let page = kind.list(s, Some(&start), limit)?;
-    for (k, v) in page {
-        match k.strip_prefix(&head) {
-            Some(rest) => out.push((rest.to_string(), v)),
-            None => break,
+    // The table only stops at the end of the kind: read small pages and stop at the first key
+    // outside the prefix, so a device with two groups costs two records, not a page.
+    let mut chunk = limit.clamp(1, 16);
+    loop {
+        let page = s.scan_records(kind.name, Some(&cursor), chunk)?;
+        let n = page.len();
+        for (k, v) in page {
+            let Some(rest) = k.strip_prefix(&head) else {
+                return Ok(out);
+            };
+            out.push((rest.to_string(), crate::store::tx::decode(kind.name, &v)?));
+            if out.len() >= limit {
+                return Ok(out);
+            }
+            cursor = k;
         }
+        if n < chunk {
+            return Ok(out);
+        }
+        chunk = (chunk * 4).min(limit - out.len()).max(1);
     }
-    Ok(out)
 }
 
 /// Every record of `kind` under `prefix`, as (suffix, value).
