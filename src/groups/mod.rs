@@ -613,13 +613,16 @@ pub fn set_static(
     })
 }
 
+/// A page of members (DeviceID, membership) and the cursor of the next page.
+pub type MemberPage = (Vec<(String, Member)>, Option<String>);
+
 /// One page of a group's members (DeviceIDs, ordered), with the cursor of the next page.
 pub fn members(
     app: &App,
     id: &str,
     after: Option<&str>,
     limit: usize,
-) -> Result<(Vec<(String, Member)>, Option<String>), GroupError> {
+) -> Result<MemberPage, GroupError> {
     get(app, id)?;
     let mut page = scan_pairs(app.store.records(), MEMBERS, id, after, limit + 1)?;
     let next = if page.len() > limit {

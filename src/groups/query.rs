@@ -559,7 +559,7 @@ impl Expr {
             }
             Expr::In(attr, values) => value(d, *attr).is_some_and(|h| {
                 let h = h.to_lowercase();
-                values.iter().any(|v| *v == h)
+                values.contains(&h)
             }),
             Expr::Not(e) => !e.matches(d),
             Expr::And(v) => v.iter().all(|e| e.matches(d)),
