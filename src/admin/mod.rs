@@ -19,6 +19,7 @@
 //! | DELETE | `/api/v1/devices/{id}/commands` | 200 `{"cancelled": n}` |
 //! | POST | `/api/v1/commands` `{"device_ids": [...], <command>}` | 200 `{"results": {id: {"command_id","existing"} \| {"error"}}}` |
 //! | PUT | `/api/v1/devices/{id}/tenant-lockdown` `{"require_network_in_oobe": bool}` | 201 `{"command_id"}` |
+//! | … | `/api/v1/groups…`, `/api/v1/profiles…`, `GET /api/v1/devices/{id}/profiles` | device groups and profiles: tables in [`groups`] and [`profiles`] |
 //! | GET | `/api/v1/openapi.json` | 200 the OpenAPI 3.0 document of this API ([`openapi`]) |
 //!
 //! Errors are `{"error": "..."}` with the HTTP status from [`ApiError::status`], the one map.
