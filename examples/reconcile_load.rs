@@ -9,7 +9,8 @@
 //! assignment (one command per setting queued for every member, in chunks of
 //! `profiles::reconcile::CHUNK` devices per transaction), a second reconciliation (nothing to
 //! queue: the idempotent path), a re-push (new version, new command ids), one device's
-//! `groups::on_device_changed`, and removing the assignment (Deletes queued).
+//! `groups::on_device_changed`, a query edit that drops the 1 % HoloLens devices (their
+//! settings deleted), and removing the assignment (Deletes queued).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -137,6 +138,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "first status page ({} devices, status {:?}) in {:.2?}",
         page.len(),
         page.first().map(|s| s.status.clone()),
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let (_, ev) = groups::patch(
+        &app,
+        &g.id,
+        groups::GroupPatch {
+            query: Some(r#"group_tag == "lab" and device_type == "windows-pc""#.into()),
+            ..Default::default()
+        },
+    )?;
+    println!(
+        "query edit (HoloLens leave): evaluated {} devices, {} left, {} commands queued, in {:.2?}",
+        ev.scanned,
+        ev.left,
+        ev.queued,
         t.elapsed()
     );
     let t = Instant::now();

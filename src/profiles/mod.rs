@@ -464,8 +464,8 @@ pub fn unassign(app: &App, id: &str, group_id: &str) -> Result<Reconciled, Group
             "assignment of profile {id} to group {group_id}"
         )));
     }
-    // The devices to reconcile include this group's members: collect them before the
-    // assignment goes (reconcile::profile also covers every device holding the profile).
+    // reconcile::profile covers every device holding a deployment of the profile, so the
+    // members of this group are reconciled although the assignment is gone.
     app.store
         .records()
         .apply_records(&unassign_ops(id, group_id))?;
