@@ -556,8 +556,30 @@ pub fn evaluate(app: &App, g: &Group) -> Result<Evaluation, GroupError> {
         }
         s.apply_records(&ops)?;
     }
-    ev.queued = crate::profiles::reconcile::devices(app, &changed)?;
+    ev.queued = reconcile_if_assigned(app, &g.id, &changed)?;
     Ok(ev)
+}
+
+/// Reconciles `changed` devices after their membership of `group_id` changed; a group with no
+/// profile assigned changes nothing they should have.
+fn reconcile_if_assigned(
+    app: &App,
+    group_id: &str,
+    changed: &[String],
+) -> Result<usize, GroupError> {
+    let assigned = !scan_pairs(
+        app.store.records(),
+        crate::profiles::GROUP_PROFILES,
+        group_id,
+        None,
+        1,
+    )?
+    .is_empty();
+    if assigned && !changed.is_empty() {
+        crate::profiles::reconcile::devices(app, changed)
+    } else {
+        Ok(0)
+    }
 }
 
 /// Adds (`add`) or removes existing devices as static members; returns how many changed.
@@ -603,7 +625,7 @@ pub fn set_static(
             s.apply_records(&ops)?;
         }
     }
-    let queued = crate::profiles::reconcile::devices(app, &changed)?;
+    let queued = reconcile_if_assigned(app, id, &changed)?;
     let n = changed.len();
     Ok(Evaluation {
         scanned: device_ids.len(),
