@@ -29,7 +29,7 @@ impl From<GroupError> for ApiError {
                 reason: q.to_string(),
             },
             GroupError::NotFound(what) => ApiError::NotFound { what },
-            GroupError::Conflict(what) => ApiError::Conflict { what },
+            GroupError::Conflict(reason) => ApiError::ConflictState { reason },
             GroupError::Store(e) => e.into(),
         }
     }

@@ -68,6 +68,12 @@ pub enum ApiError {
         /// What.
         what: String,
     },
+    /// The request conflicts with the record's current state (409, the reason as given).
+    #[error("{reason}")]
+    ConflictState {
+        /// Why.
+        reason: String,
+    },
     /// The request is malformed.
     #[error("{reason}")]
     BadRequest {
@@ -97,7 +103,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::ConflictState { .. } => StatusCode::CONFLICT,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -378,7 +378,7 @@ async fn dynamic_group_follows_the_group_tag_and_the_query() {
             .contains("column 14: expected a string literal"),
         "{e}"
     );
-    let (st, _) = srv
+    let (st, e) = srv
         .admin(
             "POST",
             &format!("/api/v1/groups/{lab}/members"),
@@ -386,6 +386,10 @@ async fn dynamic_group_follows_the_group_tag_and_the_query() {
         )
         .await;
     assert_eq!(st, 409, "members of a dynamic group follow its query");
+    assert_eq!(
+        e["error"],
+        "members of a dynamic group follow its query; they cannot be added or removed"
+    );
     let (st, _) = srv
         .admin(
             "POST",
