@@ -724,3 +724,32 @@ async fn profile_validation_and_group_lifecycle() {
     .await;
     assert_eq!(m["members"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn routes_need_the_token_and_answer_405_and_404() {
+    let srv = TestServer::start().await;
+    let (st, _) = srv
+        .client()
+        .admin("GET", "/api/v1/groups", None, Some("wrong"))
+        .await;
+    assert_eq!(st, 401);
+    for (m, path, want) in [
+        ("PUT", "/api/v1/groups", 405),
+        ("POST", "/api/v1/groups/g1", 405),
+        ("PUT", "/api/v1/groups/g1/members", 405),
+        ("GET", "/api/v1/groups/g1/other", 404),
+        ("GET", "/api/v1/profiles/p1/assignments", 405),
+        ("GET", "/api/v1/profiles/p1/push", 405),
+        ("POST", "/api/v1/devices/d1/profiles", 405),
+        ("GET", "/api/v1/profiles/p1/status/x", 404),
+        ("GET", "/api/v1/groups/g1", 404),
+        ("GET", "/api/v1/profiles/p1/status", 404),
+        ("GET", "/api/v1/devices/d1/profiles", 404),
+        ("POST", "/api/v1/profiles/p1/push", 404),
+    ] {
+        let (st, body) = srv.admin(m, path, None).await;
+        assert_eq!(st, want, "{m} {path}: {body}");
+    }
+    let (st, v) = srv.admin("GET", "/api/v1/groups?limit=1", None).await;
+    assert_eq!((st, v), (200, json!({"groups": [], "next": null})));
+}
