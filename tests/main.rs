@@ -9,6 +9,7 @@ mod enroll;
 mod federation;
 mod fuzz_corpus;
 mod hostile;
+mod groups;
 mod lifecycle;
 mod manage;
 mod renew;

@@ -19,6 +19,7 @@
 //! | DELETE | `/api/v1/devices/{id}/commands` | 200 `{"cancelled": n}` |
 //! | POST | `/api/v1/commands` `{"device_ids": [...], <command>}` | 200 `{"results": {id: {"command_id","existing"} \| {"error"}}}` |
 //! | PUT | `/api/v1/devices/{id}/tenant-lockdown` `{"require_network_in_oobe": bool}` | 201 `{"command_id"}` |
+//! | … | `/api/v1/groups…`, `/api/v1/profiles…`, `GET /api/v1/devices/{id}/profiles` | device groups and profiles: tables in [`groups`] and [`profiles`] |
 //! | GET | `/api/v1/openapi.json` | 200 the OpenAPI 3.0 document of this API ([`openapi`]) |
 //! | POST, GET, DELETE | `/api/v1/tokens[/{name}]` | named tokens with a role ([`tokens`]) |
 //! | POST, GET, DELETE | `/api/v1/invitations[/{id}]` | one-time enrollment invitations ([`invitations`]) |
@@ -52,6 +53,9 @@ pub mod openapi;
 mod openapi_access;
 pub mod tokens;
 pub mod wcd;
+pub mod groups;
+pub mod openapi_groups;
+pub mod profiles;
 
 /// Largest admin request body.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -84,6 +88,12 @@ pub enum ApiError {
         /// What.
         what: String,
     },
+    /// The request conflicts with the record's current state (409, the reason as given).
+    #[error("{reason}")]
+    ConflictState {
+        /// Why.
+        reason: String,
+    },
     /// The request is malformed.
     #[error("{reason}")]
     BadRequest {
@@ -114,7 +124,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::ConflictState { .. } => StatusCode::CONFLICT,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -206,6 +216,27 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/invitations/{invitation_id}"),
     ("GET", "/api/v1/bulk-enrollment/package"),
     ("DELETE", "/api/v1/bulk-enrollment/packages/{package_id}"),
+    ("POST", "/api/v1/groups"),
+    ("GET", "/api/v1/groups"),
+    ("GET", "/api/v1/groups/{group_id}"),
+    ("PATCH", "/api/v1/groups/{group_id}"),
+    ("DELETE", "/api/v1/groups/{group_id}"),
+    ("GET", "/api/v1/groups/{group_id}/members"),
+    ("POST", "/api/v1/groups/{group_id}/members"),
+    ("DELETE", "/api/v1/groups/{group_id}/members"),
+    ("POST", "/api/v1/profiles"),
+    ("GET", "/api/v1/profiles"),
+    ("GET", "/api/v1/profiles/{profile_id}"),
+    ("PATCH", "/api/v1/profiles/{profile_id}"),
+    ("DELETE", "/api/v1/profiles/{profile_id}"),
+    ("POST", "/api/v1/profiles/{profile_id}/assignments"),
+    (
+        "DELETE",
+        "/api/v1/profiles/{profile_id}/assignments/{group_id}",
+    ),
+    ("POST", "/api/v1/profiles/{profile_id}/push"),
+    ("GET", "/api/v1/profiles/{profile_id}/status"),
+    ("GET", "/api/v1/devices/{device_id}/profiles"),
 ];
 
 /// A matched admin route with its path parameters.
@@ -238,6 +269,9 @@ enum Endpoint<'a> {
     RevokeInvitation(&'a str),
     BulkPackage,
     RevokeBulkPackage(&'a str),
+    Groups(groups::Ep<'a>),
+    Profiles(profiles::Ep<'a>),
+    DeviceProfiles(&'a str),
 }
 
 /// The decoded path segments after `/api/v1`.
@@ -281,6 +315,9 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["invitations", id], Method::DELETE) => E::RevokeInvitation(id),
         (["bulk-enrollment", "package"], Method::GET) => E::BulkPackage,
         (["bulk-enrollment", "packages", id], Method::DELETE) => E::RevokeBulkPackage(id),
+        (["groups", ..], _) => E::Groups(groups::endpoint(segs, method)?),
+        (["profiles", ..], _) => E::Profiles(profiles::endpoint(segs, method)?),
+        (["devices", id, "profiles"], Method::GET) => E::DeviceProfiles(id),
         (
             ["users"]
             | ["users", _]
@@ -290,6 +327,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["devices", _, "commands", _]
             | ["devices", _, "tenant-lockdown"]
             | ["devices", _, "assign-user"]
+            | ["devices", _, "profiles"]
             | ["devices", _, "actions"]
             | ["devices", _, "actions", _]
             | ["audit"]
@@ -357,6 +395,9 @@ async fn dispatch(
         Endpoint::RevokeInvitation(id) => invitations::revoke(app, id.to_string()).await,
         Endpoint::BulkPackage => bulk::package(app, req.uri().query().unwrap_or("")).await,
         Endpoint::RevokeBulkPackage(id) => bulk::revoke(app, id.to_string()).await,
+        Endpoint::Groups(ep) => groups::handle(app, ep, req).await,
+        Endpoint::Profiles(ep) => profiles::handle(app, ep, req).await,
+        Endpoint::DeviceProfiles(id) => profiles::device_profiles(app, id.to_string()).await,
     }
 }
 
@@ -649,6 +690,7 @@ async fn delete_device(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
                     what: format!("device {id}"),
                 });
             }
+            let _ = crate::groups::on_device_changed(&a, &id);
             Ok(dev.map(|d| d.cert_serial))
         }
     })
@@ -1285,6 +1327,7 @@ async fn assign_user(app: Arc<App>, id: String, req: Request<Incoming>) -> Resul
                 at: app.clock.now_unix(),
             });
             app.store.put_device(&dev)?;
+            let _ = crate::groups::on_device_changed(&app, &id);
             Ok(dev)
         }
     })

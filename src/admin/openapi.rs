@@ -603,7 +603,7 @@ pub fn document() -> Value {
         }
     });
     super::openapi_access::extend(&mut doc);
-    doc
+    super::openapi_groups::merge(doc)
 }
 
 #[cfg(test)]

@@ -194,6 +194,9 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
         enrollment_type = ?enrollment_type, replaced = ?outcome.replaced, revoked = ?outcome.revoked,
         "device enrolled"
     );
+    for id in std::iter::once(&device_id).chain(&outcome.replaced) {
+        let _ = crate::groups::on_device_changed(app, id); // groups + profiles (errors logged)
+    }
     let doc = provisioning_doc(app, &device, &cert, enrollment_type);
     let expires = now + time::Duration::minutes(5);
     Ok(wstep::write_rstr(

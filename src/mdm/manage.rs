@@ -221,6 +221,7 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         "management round"
     );
     super::renew::settle_round(&mut round.device, auth.serial(), &mut round.revoke, now);
+    let changed = crate::groups::attributes_changed(auth.device(), &round.device);
     let store_round = Round {
         device: Some(round.device),
         commands: round.commands.into_values().collect(),
@@ -228,6 +229,9 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         revoke: round.revoke,
     };
     app.store.commit_round(&store_round, now)?;
+    if changed {
+        let _ = crate::groups::on_device_changed(app, device_id); // groups + profiles (errors logged)
+    }
     Ok(out)
 }
 

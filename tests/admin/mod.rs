@@ -143,6 +143,17 @@ async fn every_route_with_an_id_answers_404_for_an_unknown_one() {
             continue;
         }
         let body = match (*m, *t) {
+            ("PATCH", t)
+                if t.starts_with("/api/v1/groups") || t.starts_with("/api/v1/profiles") =>
+            {
+                Some(json!({"description": "x"}))
+            }
+            ("POST" | "DELETE", t) if t.ends_with("/members") => {
+                Some(json!({"device_ids": ["no-such-device"]}))
+            }
+            ("POST", t) if t.ends_with("/assignments") => {
+                Some(json!({"group_id": "no-such-group"}))
+            }
             ("PATCH", _) => Some(json!({"disabled": true})),
             ("POST", t) if t.ends_with("/actions") => Some(json!({"action": "sync"})),
             ("POST", t) if t.ends_with("/commands") => {
@@ -160,7 +171,9 @@ async fn every_route_with_an_id_answers_404_for_an_unknown_one() {
             .replace("{action_id}", "no-such-action")
             .replace("{token_name}", "no-such-token")
             .replace("{invitation_id}", "inv-none")
-            .replace("{package_id}", "00000000-0000-4000-8000-000000000000")];
+            .replace("{package_id}", "00000000-0000-4000-8000-000000000000")
+            .replace("{group_id}", "no-such-group")
+            .replace("{profile_id}", "no-such-profile")];
         if t.contains("{command_id}") || t.contains("{action_id}") {
             paths.push(
                 t.replace("{device_id}", &d.device_id)
@@ -244,10 +257,42 @@ async fn every_body_route_refuses_bad_json_and_unknown_fields() {
             "/api/v1/invitations".into(),
             json!({"upn": "body@example.com", "x": 1}),
         ),
+        (
+            "POST",
+            "/api/v1/groups".into(),
+            json!({"name": "g", "x": 1}),
+        ),
+        (
+            "PATCH",
+            "/api/v1/groups/no-such-group".into(),
+            json!({"name": "g", "x": 1}),
+        ),
+        (
+            "POST",
+            "/api/v1/groups/no-such-group/members".into(),
+            json!({"device_ids": [], "x": 1}),
+        ),
+        (
+            "POST",
+            "/api/v1/profiles".into(),
+            json!({"name": "p", "settings": [], "x": 1}),
+        ),
+        (
+            "PATCH",
+            "/api/v1/profiles/no-such-profile".into(),
+            json!({"description": "p", "x": 1}),
+        ),
+        (
+            "POST",
+            "/api/v1/profiles/no-such-profile/assignments".into(),
+            json!({"group_id": "g", "x": 1}),
+        ),
     ];
+    // Routes that take no body.
+    let bodyless = ["/api/v1/profiles/{profile_id}/push"];
     // Every body-taking route of ROUTES is in the table.
     for (m, t) in winmdm::admin::ROUTES {
-        if matches!(*m, "POST" | "PUT" | "PATCH") {
+        if matches!(*m, "POST" | "PUT" | "PATCH") && !bodyless.contains(t) {
             let prefix = t.split('{').next().unwrap();
             assert!(
                 cases

@@ -162,3 +162,17 @@ fn session_seeds_are_accepted_message_by_message() {
         );
     }
 }
+
+#[test]
+fn group_query_on_corpus() {
+    run("group_query", winmdm::groups::query::fuzz);
+    // The seeds are real queries: all but the truncated one parse.
+    let mut files = Vec::new();
+    files_under(&root().join("fuzz/seeds/group_query"), &mut files);
+    for p in files {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let parsed = winmdm::groups::query::parse(&text);
+        let truncated = p.file_name().is_some_and(|n| n == "truncated.txt");
+        assert_eq!(parsed.is_err(), truncated, "{}: {parsed:?}", p.display());
+    }
+}

@@ -1,0 +1,266 @@
+//! Admin routes of configuration profiles (`/api/v1/profiles`), see [`crate::profiles`].
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | POST | `/api/v1/profiles` `{"name", "scope"?, "device_types"?, "syncml" \| "settings"}` | 201 profile; 400; 409 name taken |
+//! | GET | `/api/v1/profiles?limit=&cursor=` | 200 `{"profiles": [...], "next"}` |
+//! | GET | `/api/v1/profiles/{profile_id}` | 200 profile + `assignments`; 404 |
+//! | PATCH | `/api/v1/profiles/{profile_id}` (fields of POST) | 200 profile + `reconciled` (new operations bump the version); 400; 404; 409 |
+//! | DELETE | `/api/v1/profiles/{profile_id}` | 204 (devices get its settings deleted); 404 |
+//! | POST | `/api/v1/profiles/{profile_id}/assignments` `{"group_id"}` | 201 (200 if already assigned) `{"devices","queued"}`; 404 |
+//! | DELETE | `/api/v1/profiles/{profile_id}/assignments/{group_id}` | 200 `{"devices","queued"}`; 404 |
+//! | POST | `/api/v1/profiles/{profile_id}/push` | 200 profile (version bumped) + `reconciled` |
+//! | GET | `/api/v1/profiles/{profile_id}/status?limit=&cursor=` | 200 `{"statuses": [...], "next"}` |
+//! | GET | `/api/v1/devices/{device_id}/profiles` | 200 `{"profiles": [status...]}`; 404 |
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde::Deserialize;
+
+use super::{audit, blocking, json, json_body_limited, page_query, ApiError};
+use crate::app::App;
+use crate::http::routes::Resp;
+use crate::profiles::{self, reconcile, ProfileInput, PROFILES};
+
+/// A matched profile route.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Ep<'a> {
+    Create,
+    List,
+    Get(&'a str),
+    Patch(&'a str),
+    Delete(&'a str),
+    Assign(&'a str),
+    Unassign(&'a str, &'a str),
+    Push(&'a str),
+    Status(&'a str),
+}
+
+/// Routes under `/api/v1/profiles`.
+pub(super) fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Ep<'a>, ApiError> {
+    Ok(match (segs, method.clone()) {
+        (["profiles"], Method::POST) => Ep::Create,
+        (["profiles"], Method::GET) => Ep::List,
+        (["profiles", id], Method::GET) => Ep::Get(id),
+        (["profiles", id], Method::PATCH) => Ep::Patch(id),
+        (["profiles", id], Method::DELETE) => Ep::Delete(id),
+        (["profiles", id, "assignments"], Method::POST) => Ep::Assign(id),
+        (["profiles", id, "assignments", g], Method::DELETE) => Ep::Unassign(id, g),
+        (["profiles", id, "push"], Method::POST) => Ep::Push(id),
+        (["profiles", id, "status"], Method::GET) => Ep::Status(id),
+        (
+            ["profiles"]
+            | ["profiles", _]
+            | ["profiles", _, "assignments"]
+            | ["profiles", _, "assignments", _]
+            | ["profiles", _, "push"]
+            | ["profiles", _, "status"],
+            _,
+        ) => return Err(ApiError::MethodNotAllowed),
+        _ => {
+            return Err(ApiError::NotFound {
+                what: "route".into(),
+            })
+        }
+    })
+}
+
+pub(super) async fn handle(
+    app: Arc<App>,
+    ep: Ep<'_>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    match ep {
+        Ep::Create => create(app, req).await,
+        Ep::List => list(app, &query).await,
+        Ep::Get(id) => get(app, id.to_string()).await,
+        Ep::Patch(id) => update(app, id.to_string(), Some(req)).await,
+        Ep::Push(id) => update(app, id.to_string(), None).await,
+        Ep::Delete(id) => delete(app, id.to_string()).await,
+        Ep::Assign(id) => assign(app, id.to_string(), req).await,
+        Ep::Unassign(id, g) => unassign(app, id.to_string(), g.to_string()).await,
+        Ep::Status(id) => status(app, id.to_string(), &query).await,
+    }
+}
+
+async fn create(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let p: ProfileInput = json_body_limited(req, profiles::MAX_PROFILE_BODY).await?;
+    let a = app.clone();
+    let prof = blocking(move || Ok(profiles::create(&a, p)?)).await?;
+    audit(
+        &app,
+        "profile.create",
+        &prof.id,
+        serde_json::json!({"name": prof.name, "scope": prof.scope, "operations": prof.operations.len()}),
+    )
+    .await;
+    Ok(json(StatusCode::CREATED, &prof))
+}
+
+async fn list(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
+    let (limit, cursor) = page_query(query)?;
+    let (page, next) = blocking(move || {
+        let mut page = PROFILES.list(app.store.records(), cursor.as_deref(), limit + 1)?;
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        Ok((page, next))
+    })
+    .await?;
+    let list: Vec<_> = page.into_iter().map(|(_, p)| p).collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"profiles": list, "next": next}),
+    ))
+}
+
+async fn get(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
+    let v = blocking(move || {
+        let p = profiles::get(&app, &id)?;
+        let mut v = serde_json::to_value(&p).unwrap_or_default();
+        v["assignments"] = serde_json::json!(profiles::assignments(&app, &id)?);
+        Ok(v)
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// PATCH (with a body) or push (without: same operations, new version).
+async fn update(
+    app: Arc<App>,
+    id: String,
+    req: Option<Request<Incoming>>,
+) -> Result<Resp, ApiError> {
+    let (input, push) = match req {
+        Some(r) => (
+            json_body_limited::<ProfileInput>(r, profiles::MAX_PROFILE_BODY).await?,
+            false,
+        ),
+        None => (ProfileInput::default(), true),
+    };
+    let a = app.clone();
+    let (prof, r) = blocking({
+        let id = id.clone();
+        move || Ok(profiles::update(&a, &id, input, push)?)
+    })
+    .await?;
+    audit(
+        &app,
+        if push {
+            "profile.push"
+        } else {
+            "profile.update"
+        },
+        &id,
+        serde_json::json!({"version": prof.version, "devices": r.devices, "queued": r.queued}),
+    )
+    .await;
+    let mut v = serde_json::to_value(&prof).unwrap_or_default();
+    v["reconciled"] = serde_json::to_value(&r).unwrap_or_default();
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn delete(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
+    let a = app.clone();
+    let r = blocking({
+        let id = id.clone();
+        move || Ok(profiles::delete(&a, &id)?)
+    })
+    .await?;
+    audit(
+        &app,
+        "profile.delete",
+        &id,
+        serde_json::json!({"devices": r.devices, "queued": r.queued}),
+    )
+    .await;
+    let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAssignment {
+    group_id: String,
+}
+
+async fn assign(app: Arc<App>, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let body: NewAssignment = super::json_body(req).await?;
+    let a = app.clone();
+    let gid = body.group_id.clone();
+    let (created, r) = blocking({
+        let id = id.clone();
+        move || Ok(profiles::assign(&a, &id, &gid)?)
+    })
+    .await?;
+    if created {
+        audit(
+            &app,
+            "profile.assign",
+            &id,
+            serde_json::json!({"group_id": body.group_id, "devices": r.devices, "queued": r.queued}),
+        )
+        .await;
+    }
+    let out = serde_json::json!({"profile_id": id, "group_id": body.group_id, "devices": r.devices, "queued": r.queued});
+    Ok(json(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &out,
+    ))
+}
+
+async fn unassign(app: Arc<App>, id: String, gid: String) -> Result<Resp, ApiError> {
+    let a = app.clone();
+    let r = blocking({
+        let (id, gid) = (id.clone(), gid.clone());
+        move || Ok(profiles::unassign(&a, &id, &gid)?)
+    })
+    .await?;
+    audit(
+        &app,
+        "profile.unassign",
+        &id,
+        serde_json::json!({"group_id": gid, "devices": r.devices, "queued": r.queued}),
+    )
+    .await;
+    Ok(json(StatusCode::OK, &r))
+}
+
+async fn status(app: Arc<App>, id: String, query: &str) -> Result<Resp, ApiError> {
+    let (limit, cursor) = page_query(query)?;
+    let (list, next) = blocking(move || {
+        profiles::get(&app, &id)?;
+        Ok(reconcile::status_page(&app, &id, cursor.as_deref(), limit)?)
+    })
+    .await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"statuses": list, "next": next}),
+    ))
+}
+
+/// `GET /api/v1/devices/{device_id}/profiles`.
+pub(super) async fn device_profiles(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
+    let list = blocking(move || {
+        let list = reconcile::device_status(&app, &id)?;
+        if list.is_empty() && app.store.get_device(&id)?.is_none() {
+            return Err(ApiError::NotFound {
+                what: format!("device {id}"),
+            });
+        }
+        Ok(list)
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({"profiles": list})))
+}
