@@ -9,15 +9,20 @@
 //!   packages" / "Create a provisioning package (advanced)"; `OwnerType` ITAdmin with `Rank` 0 is
 //!   what WCD uses for packages built by IT admins).
 //! - `Settings` (`urn:schemas-microsoft-com:windows-provisioning`) › `Customizations` › `Common` ›
-//!   `Workplace` › `Enrollments` › `UPN Name="…"`: the WCD "Workplace > Enrollments" setting (WCD
+//!   `Workplace` › `Enrollments` › `UPN UPN="…" Name="…"`: the WCD "Workplace > Enrollments" setting (WCD
 //!   reference "Workplace"), which applies the Provisioning CSP node
 //!   `./Vendor/MSFT/Provisioning/Enrollments/<UPN>/…` (PROTOCOL.md §1 "Bulk (.ppkg)", Microsoft
 //!   Learn "Bulk enrollment using Windows Configuration Designer"):
 //!   - `AuthPolicy`: `OnPremise` — the device authenticates with UPN + `Secret` in a WS-Security
 //!     UsernameToken (MS-MDE2 §3.3 OnPremise), which is what our enrollment endpoints check;
-//!   - `DiscoveryServiceFullURL`: the discovery endpoint (required; replaces DNS discovery);
-//!   - `EnrollmentServiceFullURL`, `PolicyServiceFullURL`: the MS-WSTEP / MS-XCEP endpoints
+//!   - `DiscoveryServiceFullUrl`: the discovery endpoint (required; replaces DNS discovery);
+//!   - `EnrollmentServiceFullUrl`, `PolicyServiceFullUrl`: the MS-WSTEP / MS-XCEP endpoints
 //!     (optional in the CSP; given so the device need not rely on the discovery answer);
+//!
+//!   WCD spells these settings `…FullUrl` (WCD reference "Workplace", and the element names in
+//!   customizations.xml files WCD exports), while the Provisioning CSP node it writes is
+//!   `…FullURL`; the file must use WCD's spelling. WCD also writes the UPN both as the `UPN` and
+//!   the `Name` attribute of the `UPN` element, and so do we.
 //!   - `Secret`: the password (for `OnPremise`; a certificate thumbprint for `Certificate`).
 
 use crate::xml::XmlWriter;
@@ -65,11 +70,11 @@ pub fn customizations_xml(p: &BulkPackage) -> String {
     w.open("Common", &[]);
     w.open("Workplace", &[]);
     w.open("Enrollments", &[]);
-    w.open("UPN", &[("Name", p.upn)]);
+    w.open("UPN", &[("UPN", p.upn), ("Name", p.upn)]);
     w.leaf("AuthPolicy", &[], "OnPremise");
-    w.leaf("DiscoveryServiceFullURL", &[], p.discovery_url);
-    w.leaf("EnrollmentServiceFullURL", &[], p.enrollment_url);
-    w.leaf("PolicyServiceFullURL", &[], p.policy_url);
+    w.leaf("DiscoveryServiceFullUrl", &[], p.discovery_url);
+    w.leaf("EnrollmentServiceFullUrl", &[], p.enrollment_url);
+    w.leaf("PolicyServiceFullUrl", &[], p.policy_url);
     w.leaf("Secret", &[], p.secret);
     w.close("UPN");
     w.close("Enrollments");
@@ -172,6 +177,7 @@ mod tests {
             upn.attribute("Name"),
             Some("windows-bulkenroll@contoso.com")
         );
+        assert_eq!(upn.attribute("UPN"), upn.attribute("Name"));
         assert_eq!(
             text(upn, PROVISIONING_NS, "AuthPolicy").as_deref(),
             Some("OnPremise")
@@ -180,7 +186,7 @@ mod tests {
             text(upn, PROVISIONING_NS, "Secret").as_deref(),
             Some("a&b\"c")
         );
-        assert!(text(upn, PROVISIONING_NS, "DiscoveryServiceFullURL")
+        assert!(text(upn, PROVISIONING_NS, "DiscoveryServiceFullUrl")
             .unwrap()
             .ends_with("/EnrollmentServer/Discovery.svc"));
     }

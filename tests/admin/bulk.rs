@@ -83,11 +83,11 @@ async fn download(srv: &TestServer, upn: &str) -> Package {
     assert_eq!(text(PROV_NS, "AuthPolicy"), "OnPremise");
     let base = format!("https://localhost:{}", srv.addr.port());
     assert_eq!(
-        text(PROV_NS, "PolicyServiceFullURL"),
+        text(PROV_NS, "PolicyServiceFullUrl"),
         format!("{base}/EnrollmentServer/Policy.svc")
     );
     assert_eq!(
-        text(PROV_NS, "EnrollmentServiceFullURL"),
+        text(PROV_NS, "EnrollmentServiceFullUrl"),
         format!("{base}/EnrollmentServer/Enrollment.svc")
     );
     let package_id = r.headers["x-winmdm-package-id"]
@@ -99,7 +99,7 @@ async fn download(srv: &TestServer, upn: &str) -> Package {
         package_id,
         upn: upn_node.attribute("Name").unwrap().to_string(),
         secret: text(PROV_NS, "Secret"),
-        discovery: text(PROV_NS, "DiscoveryServiceFullURL"),
+        discovery: text(PROV_NS, "DiscoveryServiceFullUrl"),
     }
 }
 
