@@ -73,6 +73,12 @@ pub struct ServeOptions {
     /// `MDM-Signature` (DMClient RequireMessageSigning), for TLS-terminating proxies. Off by default.
     #[arg(long, env = "WINMDM_MESSAGE_SIGNING")]
     pub message_signing: Option<bool>,
+    /// Entra tenant id (GUID) written into exported Autopilot configuration files.
+    #[arg(long, env = "WINMDM_TENANT_ID")]
+    pub tenant_id: Option<String>,
+    /// Entra tenant primary domain (e.g. contoso.onmicrosoft.com) for Autopilot exports.
+    #[arg(long, env = "WINMDM_TENANT_DOMAIN")]
+    pub tenant_domain: Option<String>,
 }
 
 impl ServeOptions {
@@ -108,6 +114,8 @@ impl ServeOptions {
             management_rate: self.management_rate.or(lower.management_rate),
             retry_after: self.retry_after.or(lower.retry_after),
             message_signing: self.message_signing.or(lower.message_signing),
+            tenant_id: self.tenant_id.or(lower.tenant_id),
+            tenant_domain: self.tenant_domain.or(lower.tenant_domain),
         }
     }
 
@@ -171,7 +179,29 @@ impl ServeOptions {
                 reason: "must be at least 4096".into(),
             });
         }
+        let tenant_id = self.tenant_id.map(|t| t.trim().to_ascii_lowercase());
+        if let Some(t) = &tenant_id {
+            if !is_guid(t) {
+                return Err(ConfigError::Invalid {
+                    field: "tenant_id",
+                    reason: format!("{t:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
+                });
+            }
+        }
+        let tenant_domain = self.tenant_domain.map(|d| d.trim().to_ascii_lowercase());
+        if let Some(d) = &tenant_domain {
+            if !is_domain(d) {
+                return Err(ConfigError::Invalid {
+                    field: "tenant_domain",
+                    reason: format!(
+                        "{d:?} is not a DNS domain name such as contoso.onmicrosoft.com"
+                    ),
+                });
+            }
+        }
         Ok(Config {
+            tenant_id,
+            tenant_domain,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
@@ -228,6 +258,34 @@ pub struct Config {
     pub retry_after: u32,
     /// Accept `MDM-Signature` instead of a TLS client certificate.
     pub message_signing: bool,
+    /// Entra tenant id (lower-case GUID) for Autopilot exports.
+    pub tenant_id: Option<String>,
+    /// Entra tenant primary domain for Autopilot exports.
+    pub tenant_domain: Option<String>,
+}
+
+/// Whether `s` is a GUID in its 8-4-4-4-12 hex form.
+pub fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Whether `s` is a DNS name of at least two labels (letters, digits, hyphens).
+pub fn is_domain(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    s.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 impl Config {

@@ -37,6 +37,7 @@ use crate::app::App;
 use crate::http::routes::{read_body, BodyError, Resp};
 use crate::store::{normalize_upn, Device, StoreError, User};
 
+pub mod autopilot;
 pub mod openapi;
 
 /// Largest admin request body.
@@ -70,6 +71,20 @@ pub enum ApiError {
         /// Why.
         reason: String,
     },
+    /// One field breaks a rule (400; the JSON names the field).
+    #[error("{reason}")]
+    Invalid {
+        /// The request field.
+        field: String,
+        /// Why, for the admin.
+        reason: String,
+    },
+    /// The request conflicts with the current state (409, message as is).
+    #[error("{reason}")]
+    Refused {
+        /// Why, for the admin.
+        reason: String,
+    },
     /// The route exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -94,7 +109,8 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Refused { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,10 +123,11 @@ impl ApiError {
             ApiError::Internal { reason } => tracing::error!(%reason, "admin API internal error"),
             e => tracing::info!(error = %e, "admin API request refused"),
         }
-        let mut r = json(
-            self.status(),
-            &serde_json::json!({ "error": self.to_string() }),
-        );
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let ApiError::Invalid { field, .. } = &self {
+            body["field"] = field.as_str().into();
+        }
+        let mut r = json(self.status(), &body);
         if matches!(self, ApiError::Unauthorized) {
             r.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -188,6 +205,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/devices/{device_id}/tenant-lockdown"),
     ("POST", "/api/v1/devices/{device_id}/assign-user"),
     ("GET", "/api/v1/openapi.json"),
+    ("POST", "/api/v1/autopilot/profiles"),
+    ("GET", "/api/v1/autopilot/profiles"),
+    ("GET", "/api/v1/autopilot/profiles/{profile}"),
+    ("PUT", "/api/v1/autopilot/profiles/{profile}"),
+    ("DELETE", "/api/v1/autopilot/profiles/{profile}"),
+    ("GET", "/api/v1/autopilot/profiles/{profile}/export"),
+    ("GET", "/api/v1/autopilot/settings"),
+    ("PUT", "/api/v1/autopilot/settings"),
+    ("POST", "/api/v1/autopilot/devices"),
+    ("GET", "/api/v1/autopilot/devices"),
+    ("GET", "/api/v1/autopilot/devices/{serial}"),
+    ("PATCH", "/api/v1/autopilot/devices/{serial}"),
+    ("DELETE", "/api/v1/autopilot/devices/{serial}"),
 ];
 
 /// A matched admin route with its path parameters.
@@ -212,6 +242,7 @@ enum Endpoint<'a> {
     TenantLockdown(&'a str),
     AssignUser(&'a str),
     OpenApi,
+    Autopilot(autopilot::Route<'a>),
 }
 
 /// The decoded path segments after `/api/v1`.
@@ -247,6 +278,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["devices", id, "tenant-lockdown"], Method::PUT) => E::TenantLockdown(id),
         (["devices", id, "assign-user"], Method::POST) => E::AssignUser(id),
         (["openapi.json"], Method::GET) => E::OpenApi,
+        (["autopilot", rest @ ..], m) => E::Autopilot(autopilot::endpoint(rest, &m)?),
         (
             ["users"]
             | ["users", _]
@@ -300,6 +332,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> 
         Endpoint::TenantLockdown(id) => tenant_lockdown(app, id.to_string(), req).await,
         Endpoint::AssignUser(id) => assign_user(app, id.to_string(), req).await,
         Endpoint::OpenApi => Ok(json(StatusCode::OK, &openapi::document())),
+        Endpoint::Autopilot(r) => autopilot::handle(app, r, req).await,
     }
 }
 

@@ -575,6 +575,16 @@ pub fn document() -> Value {
         "device_ids".into(),
         json!({"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": super::MAX_BULK_DEVICES}),
     );
+    let mut paths = paths();
+    let mut schemas = schemas(command_fields, bulk_fields);
+    for (all, extra) in [
+        (&mut paths, super::autopilot::openapi::paths()),
+        (&mut schemas, super::autopilot::openapi::schemas()),
+    ] {
+        if let (Some(m), Value::Object(extra)) = (all.as_object_mut(), extra) {
+            m.extend(extra);
+        }
+    }
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -584,7 +594,7 @@ pub fn document() -> Value {
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": paths(),
+        "paths": paths,
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -593,7 +603,7 @@ pub fn document() -> Value {
                     "description": "The admin token (WINMDM_ADMIN_TOKEN or DATA_DIR/admin-token)."
                 }
             },
-            "schemas": schemas(command_fields, bulk_fields)
+            "schemas": schemas
         }
     })
 }

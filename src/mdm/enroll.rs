@@ -177,6 +177,7 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
         enrollment_type = ?enrollment_type, replaced = ?outcome.replaced, revoked = ?outcome.revoked,
         "device enrolled"
     );
+    crate::autopilot::link::on_enrolled(app, &device);
     let doc = provisioning_doc(app, &device, &cert, enrollment_type);
     let expires = now + time::Duration::minutes(5);
     Ok(wstep::write_rstr(
