@@ -1,6 +1,7 @@
 //! The one integration test binary: each module below is one area.
 mod support;
 
+mod autopilot;
 mod ca;
 mod cli;
 mod crash;

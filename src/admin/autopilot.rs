@@ -159,6 +159,33 @@ impl From<ap::AssignmentError> for ApiError {
     }
 }
 
+/// Decodes a profile request; a wrong value names its field (`{"field": "device_type"}`).
+fn profile_input(v: serde_json::Value) -> Result<ProfileInput, ApiError> {
+    match serde_json::from_value::<ProfileInput>(v.clone()) {
+        Ok(i) => Ok(i),
+        Err(e) => {
+            // Every field is optional: the one that fails on its own is the culprit.
+            let culprit = v.as_object().and_then(|m| {
+                m.iter().find_map(|(k, x)| {
+                    let alone = serde_json::json!({ k.as_str(): x });
+                    serde_json::from_value::<ProfileInput>(alone)
+                        .err()
+                        .map(|e| (k.clone(), e))
+                })
+            });
+            Err(match culprit {
+                Some((field, e)) => ApiError::Invalid {
+                    reason: format!("{field}: {e}"),
+                    field,
+                },
+                None => ApiError::BadRequest {
+                    reason: format!("invalid profile: {e}"),
+                },
+            })
+        }
+    }
+}
+
 fn no_content() -> Resp {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
@@ -201,7 +228,7 @@ fn reapply_linked(app: &App) -> Result<usize, ApiError> {
 }
 
 async fn create_profile(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let input: ProfileInput = json_body(req).await?;
+    let input = profile_input(json_body(req).await?)?;
     let p = blocking({
         let app = app.clone();
         move || {
@@ -250,7 +277,7 @@ async fn replace_profile(
     p: String,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let input: ProfileInput = json_body(req).await?;
+    let input = profile_input(json_body(req).await?)?;
     let new = blocking({
         let (app, p) = (app.clone(), p.clone());
         move || {
