@@ -422,15 +422,19 @@ async fn import_devices(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, A
     let report = blocking({
         let app = app.clone();
         move || {
+            let t = std::time::Instant::now();
             let parsed =
                 csv::parse(&body, devices::MAX_IMPORT_ROWS).map_err(|e| ApiError::BadRequest {
                     reason: e.to_string(),
                 })?;
-            Ok(devices::import(
-                app.store.records(),
-                parsed,
-                app.clock.now_unix(),
-            )?)
+            let parse_ms = t.elapsed().as_millis() as u64;
+            let report = devices::import(app.store.records(), parsed, app.clock.now_unix())?;
+            tracing::debug!(
+                parse_ms,
+                store_ms = t.elapsed().as_millis() as u64 - parse_ms,
+                "Autopilot import timing"
+            );
+            Ok(report)
         }
     })
     .await?;

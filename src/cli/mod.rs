@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 the server refused (its `{"error"}` text is printed) or a local
 //! problem (no token, unreadable file); 2 connection/TLS failure or a usage error.
 
+pub mod autopilot;
 pub mod http;
 
 use std::ffi::OsString;
@@ -78,6 +79,12 @@ pub enum Command {
         /// Follow `next` cursors to the end.
         #[arg(long)]
         all: bool,
+    },
+    /// Windows Autopilot profiles, registered devices and settings.
+    Autopilot {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: autopilot::AutopilotCmd,
     },
     /// Queue TenantLockdown RequireNetworkInOOBE for a device.
     TenantLockdown {
@@ -510,6 +517,7 @@ async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Resul
         Command::Device { cmd } => device(&c, a.json, cmd, out).await,
         Command::Command { cmd } => command(&c, a.json, cmd, out).await,
         Command::Audit { limit, cursor, all } => audit(&c, a.json, limit, cursor, all, out).await,
+        Command::Autopilot { cmd } => autopilot::run(&c, a.json, cmd, out).await,
         Command::TenantLockdown { device_id, state } => {
             let on = state == OnOff::On;
             let (body, v) = call(

@@ -5,6 +5,8 @@
 //!
 //! `WINMDM_BLESS=1 cargo test --test main autopilot` rewrites the export goldens.
 
+mod cli;
+
 use std::path::PathBuf;
 
 use base64::Engine;
