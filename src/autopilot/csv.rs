@@ -79,7 +79,7 @@ pub fn serial_key(serial: &str) -> String {
 /// Decodes the file's bytes to text (see the module doc for the encodings).
 pub fn decode(bytes: &[u8]) -> Result<String, FileError> {
     let utf16 = |b: &[u8], le: bool| -> Result<String, FileError> {
-        if b.len() % 2 != 0 {
+        if !b.len().is_multiple_of(2) {
             return Err(FileError::Encoding(
                 "UTF-16 text with an odd number of bytes".into(),
             ));
@@ -213,8 +213,7 @@ fn columns(header: &[String]) -> Result<Columns, FileError> {
     let norm: Vec<String> = header
         .iter()
         .map(|h| {
-            h.trim()
-                .split_whitespace()
+            h.split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" ")
                 .to_ascii_lowercase()

@@ -167,11 +167,10 @@ pub fn expand(t: &str, serial: &str, mut digits: impl FnMut() -> u8) -> Result<S
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect();
-    let room = if serials == 0 {
-        0
-    } else {
-        MAX_NAME.saturating_sub(fixed) / serials
-    };
+    let room = MAX_NAME
+        .saturating_sub(fixed)
+        .checked_div(serials)
+        .unwrap_or(0);
     let cut = &clean[clean.len().saturating_sub(room)..];
     let mut out = String::new();
     for p in parts {
