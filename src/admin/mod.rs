@@ -20,6 +20,7 @@
 //! | POST | `/api/v1/commands` `{"device_ids": [...], <command>}` | 200 `{"results": {id: {"command_id","existing"} \| {"error"}}}` |
 //! | PUT | `/api/v1/devices/{id}/tenant-lockdown` `{"require_network_in_oobe": bool}` | 201 `{"command_id"}` |
 //! | GET | `/api/v1/openapi.json` | 200 the OpenAPI 3.0 document of this API ([`openapi`]) |
+//! | * | `/api/v1/autopilot/...` | Autopilot profiles, devices, settings ([`autopilot`]) |
 //!
 //! Errors are `{"error": "..."}` with the HTTP status from [`ApiError::status`], the one map.
 //! Handlers call the store only; they never touch protocol code.
