@@ -553,6 +553,7 @@ async fn patch_device(
             let key = serial_key(&serial);
             let mut rule: Option<FieldError> = None;
             let out = DEVICES.update(s, &key, |cur| {
+                rule = None;
                 let Some(cur) = cur else { return Ok(None) };
                 match patch.clone().apply(&cur) {
                     Ok(n) => Ok(Some(n)),

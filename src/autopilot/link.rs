@@ -19,7 +19,8 @@ use super::devices::DEVICES;
 
 /// The DevDetail node holding the BIOS serial number.
 pub const SERIAL_URI: &str = "./DevDetail/Ext/Microsoft/SMBIOSSerialNumber";
-/// Command id of the serial-number Get (one per device).
+/// Command id prefix of the serial-number Get (one per enrollment: the certificate serial
+/// follows, so a device that enrolls again is asked again).
 pub const SERIAL_COMMAND_ID: &str = "autopilot-serial";
 
 /// After an enrollment: asks the device for its serial number if any Autopilot device is
@@ -38,7 +39,7 @@ pub fn on_enrolled(app: &App, device: &Device) {
     let get = NewCommand {
         verb: Some("Get".into()),
         target: Some(SERIAL_URI.into()),
-        command_id: Some(SERIAL_COMMAND_ID.into()),
+        command_id: Some(format!("{SERIAL_COMMAND_ID}-{}", device.cert_serial)),
         ..NewCommand::default()
     };
     match commands::enqueue(app, &device.device_id, get) {
