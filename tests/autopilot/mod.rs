@@ -953,3 +953,80 @@ async fn no_serial_request_without_registered_devices() {
     let mut d = enrolled_device(&srv, 65).await;
     assert!(d.session().await.is_empty());
 }
+
+#[tokio::test]
+async fn hololens_devices_only_take_hololens_profiles() {
+    let srv = TestServer::start().await;
+    let csv = format!(
+        "{HEADER}\r\nHL-0001,,{},Lab,\r\nPC-0001,,{},Lab,\r\n",
+        hash(7, 64),
+        hash(8, 64)
+    );
+    assert_eq!(import(&srv, csv.into_bytes()).await.0, 200);
+    // The all-groups profile is for Windows PCs and asks for TenantLockdown; globally it is off.
+    let body = with(
+        user_driven(),
+        json!({"all_groups": true, "tenant_lockdown": true}),
+    );
+    assert_eq!(create(&srv, body).await.0, 201);
+
+    // A HoloLens 2 (OSEdition 136, Windows Holographic for Business) enrolls.
+    srv.create_user("hl@contoso.com", "pw-123456").await;
+    let mut info = DeviceInfo::new(66, "hl@contoso.com", "pw-123456");
+    info.os_edition = "136".into();
+    let e = device::enroll(&srv.client(), &info).await;
+    let mut hl = ManagedDevice::new(&srv, &e);
+    hl.nodes.insert(SERIAL_URI.into(), "HL-0001".into());
+    let got = hl.session().await;
+    assert!(
+        got.iter()
+            .all(|c| !c.target.as_deref().unwrap_or("").contains("TenantLockdown")),
+        "{got:?}"
+    );
+    let (_, dev) = srv
+        .admin("GET", &format!("/api/v1/devices/{}", hl.device_id), None)
+        .await;
+    assert_eq!(dev["os_edition"], "136");
+    assert_eq!(dev["autopilot_serial"], "HL-0001", "linked all the same");
+    assert_eq!(
+        dev["tenant_lockdown"],
+        Value::Null,
+        "the Windows PC profile does not apply"
+    );
+
+    // A PC under the same profile gets it.
+    let mut pc = enrolled_device(&srv, 67).await;
+    pc.nodes.insert(SERIAL_URI.into(), "PC-0001".into());
+    let got = pc.session().await;
+    assert!(
+        got.iter()
+            .any(|c| c.target.as_deref()
+                == Some("./Vendor/MSFT/TenantLockdown/RequireNetworkInOOBE")),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_device_that_enrolls_again_is_asked_and_linked_again() {
+    let srv = TestServer::start().await;
+    let csv = format!("{HEADER}\r\nRE-0001,,{},Desk,\r\n", hash(4, 64));
+    assert_eq!(import(&srv, csv.into_bytes()).await.0, 200);
+    srv.create_user("re@contoso.com", "pw-123456").await;
+    let info = DeviceInfo::new(68, "re@contoso.com", "pw-123456");
+    for round in 0..2 {
+        let e = device::enroll(&srv.client(), &info).await;
+        let mut d = ManagedDevice::new(&srv, &e);
+        d.nodes.insert(SERIAL_URI.into(), "RE-0001".into());
+        let got = d.session().await;
+        assert_eq!(
+            got.first().and_then(|c| c.target.as_deref()),
+            Some(SERIAL_URI),
+            "enrollment {round}: {got:?}"
+        );
+        let (_, dev) = srv
+            .admin("GET", &format!("/api/v1/devices/{}", d.device_id), None)
+            .await;
+        assert_eq!(dev["autopilot_serial"], "RE-0001", "enrollment {round}");
+        assert_eq!(dev["group_tag"], "Desk");
+    }
+}
