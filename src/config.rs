@@ -150,6 +150,12 @@ pub struct ServeOptions {
     /// one first (default 7; 0 = only until the renewal itself).
     #[arg(long, env = "WINMDM_RENEW_GRACE_DAYS")]
     pub renew_grace_days: Option<u32>,
+    /// Entra tenant id (GUID) written into exported Autopilot configuration files.
+    #[arg(long, env = "WINMDM_TENANT_ID")]
+    pub tenant_id: Option<String>,
+    /// Entra tenant primary domain (e.g. contoso.onmicrosoft.com) for Autopilot exports.
+    #[arg(long, env = "WINMDM_TENANT_DOMAIN")]
+    pub tenant_domain: Option<String>,
 }
 
 impl ServeOptions {
@@ -208,6 +214,8 @@ impl ServeOptions {
             renew_period_days: self.renew_period_days.or(lower.renew_period_days),
             renew_retry_days: self.renew_retry_days.or(lower.renew_retry_days),
             renew_grace_days: self.renew_grace_days.or(lower.renew_grace_days),
+            tenant_id: self.tenant_id.or(lower.tenant_id),
+            tenant_domain: self.tenant_domain.or(lower.tenant_domain),
         }
     }
 
@@ -341,6 +349,26 @@ impl ServeOptions {
             self.entra_device_role,
             self.entra_auto_create_users.unwrap_or(false),
         )?;
+        let tenant_id = self.tenant_id.map(|t| t.trim().to_ascii_lowercase());
+        if let Some(t) = &tenant_id {
+            if !is_guid(t) {
+                return Err(ConfigError::Invalid {
+                    field: "tenant_id",
+                    reason: format!("{t:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
+                });
+            }
+        }
+        let tenant_domain = self.tenant_domain.map(|d| d.trim().to_ascii_lowercase());
+        if let Some(d) = &tenant_domain {
+            if !is_domain(d) {
+                return Err(ConfigError::Invalid {
+                    field: "tenant_domain",
+                    reason: format!(
+                        "{d:?} is not a DNS domain name such as contoso.onmicrosoft.com"
+                    ),
+                });
+            }
+        }
         Ok(Config {
             store_cache_bytes: store_cache_mb << 20,
             conn,
@@ -348,6 +376,8 @@ impl ServeOptions {
             entra,
             tos_file: self.tos_file,
             renewal,
+            tenant_id,
+            tenant_domain,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
@@ -419,6 +449,10 @@ pub struct Config {
     pub tos_file: Option<PathBuf>,
     /// Certificate renewal (ROBO).
     pub renewal: RenewalSettings,
+    /// Entra tenant id (lower-case GUID) for Autopilot exports.
+    pub tenant_id: Option<String>,
+    /// Entra tenant primary domain for Autopilot exports.
+    pub tenant_domain: Option<String>,
 }
 
 /// How long a connection may take at each step, and how many are held at once: the defences
@@ -717,6 +751,30 @@ fn resolve_renewal(o: &ServeOptions, validity_days: u32) -> Result<RenewalSettin
         retry_days: days("renew_retry_days", o.renew_retry_days.unwrap_or(7))?,
         grace_secs: i64::from(grace_days) * 86_400,
     })
+}
+
+/// Whether `s` is a GUID in its 8-4-4-4-12 hex form.
+pub fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Whether `s` is a DNS name of at least two labels (letters, digits, hyphens).
+pub fn is_domain(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    s.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 impl Config {

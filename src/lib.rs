@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod autopilot;
 pub mod ca;
 pub mod cli;
 pub mod clock;

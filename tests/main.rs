@@ -2,14 +2,15 @@
 mod support;
 
 mod admin;
+mod autopilot;
 mod ca;
 mod cli;
 mod crash;
 mod enroll;
 mod federation;
 mod fuzz_corpus;
-mod hostile;
 mod groups;
+mod hostile;
 mod lifecycle;
 mod manage;
 mod renew;

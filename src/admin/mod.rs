@@ -28,6 +28,7 @@
 //!
 //! Every route needs a bearer token: the bootstrap token or a named admin token; a read-only
 //! token may call the GET routes (except [`tokens::ADMIN_ONLY_GETS`]) and gets 403 otherwise.
+//! | * | `/api/v1/autopilot/...` | Autopilot profiles, devices, settings ([`autopilot`]) |
 //!
 //! Errors are `{"error": "..."}` with the HTTP status from [`ApiError::status`], the one map.
 //! Handlers call the store only; they never touch protocol code.
@@ -45,17 +46,18 @@ use crate::app::App;
 use crate::http::routes::{read_body, BodyError, Resp};
 use crate::store::{normalize_upn, Device, StoreError, User};
 
+pub mod autopilot;
 pub mod bulk;
 mod detail;
+pub mod groups;
 pub mod invitations;
 mod mail;
 pub mod openapi;
 mod openapi_access;
-pub mod tokens;
-pub mod wcd;
-pub mod groups;
 pub mod openapi_groups;
 pub mod profiles;
+pub mod tokens;
+pub mod wcd;
 
 /// Largest admin request body.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -100,6 +102,20 @@ pub enum ApiError {
         /// Why.
         reason: String,
     },
+    /// One field breaks a rule (400; the JSON names the field).
+    #[error("{reason}")]
+    Invalid {
+        /// The request field.
+        field: String,
+        /// Why, for the admin.
+        reason: String,
+    },
+    /// The request conflicts with the current state (409, message as is).
+    #[error("{reason}")]
+    Refused {
+        /// Why, for the admin.
+        reason: String,
+    },
     /// The route exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -124,8 +140,10 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } | ApiError::ConflictState { .. } => StatusCode::CONFLICT,
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Conflict { .. }
+            | ApiError::ConflictState { .. }
+            | ApiError::Refused { .. } => StatusCode::CONFLICT,
+            ApiError::BadRequest { .. } | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -138,10 +156,11 @@ impl ApiError {
             ApiError::Internal { reason } => tracing::error!(%reason, "admin API internal error"),
             e => tracing::info!(error = %e, "admin API request refused"),
         }
-        let mut r = json(
-            self.status(),
-            &serde_json::json!({ "error": self.to_string() }),
-        );
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let ApiError::Invalid { field, .. } = &self {
+            body["field"] = field.as_str().into();
+        }
+        let mut r = json(self.status(), &body);
         if matches!(self, ApiError::Unauthorized) {
             r.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -237,6 +256,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/profiles/{profile_id}/push"),
     ("GET", "/api/v1/profiles/{profile_id}/status"),
     ("GET", "/api/v1/devices/{device_id}/profiles"),
+    ("POST", "/api/v1/autopilot/profiles"),
+    ("GET", "/api/v1/autopilot/profiles"),
+    ("GET", "/api/v1/autopilot/profiles/{profile}"),
+    ("PUT", "/api/v1/autopilot/profiles/{profile}"),
+    ("DELETE", "/api/v1/autopilot/profiles/{profile}"),
+    ("GET", "/api/v1/autopilot/profiles/{profile}/export"),
+    ("GET", "/api/v1/autopilot/settings"),
+    ("PUT", "/api/v1/autopilot/settings"),
+    ("POST", "/api/v1/autopilot/devices"),
+    ("GET", "/api/v1/autopilot/devices"),
+    ("GET", "/api/v1/autopilot/devices/{serial}"),
+    ("PATCH", "/api/v1/autopilot/devices/{serial}"),
+    ("DELETE", "/api/v1/autopilot/devices/{serial}"),
 ];
 
 /// A matched admin route with its path parameters.
@@ -272,6 +304,7 @@ enum Endpoint<'a> {
     Groups(groups::Ep<'a>),
     Profiles(profiles::Ep<'a>),
     DeviceProfiles(&'a str),
+    Autopilot(autopilot::Route<'a>),
 }
 
 /// The decoded path segments after `/api/v1`.
@@ -318,6 +351,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["groups", ..], _) => E::Groups(groups::endpoint(segs, method)?),
         (["profiles", ..], _) => E::Profiles(profiles::endpoint(segs, method)?),
         (["devices", id, "profiles"], Method::GET) => E::DeviceProfiles(id),
+        (["autopilot", rest @ ..], m) => E::Autopilot(autopilot::endpoint(rest, &m)?),
         (
             ["users"]
             | ["users", _]
@@ -398,6 +432,7 @@ async fn dispatch(
         Endpoint::Groups(ep) => groups::handle(app, ep, req).await,
         Endpoint::Profiles(ep) => profiles::handle(app, ep, req).await,
         Endpoint::DeviceProfiles(id) => profiles::device_profiles(app, id.to_string()).await,
+        Endpoint::Autopilot(r) => autopilot::handle(app, r, req).await,
     }
 }
 

@@ -581,6 +581,16 @@ pub fn document() -> Value {
         "device_ids".into(),
         json!({"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": super::MAX_BULK_DEVICES}),
     );
+    let mut paths = paths();
+    let mut schemas = schemas(command_fields, bulk_fields);
+    for (all, extra) in [
+        (&mut paths, super::autopilot::openapi::paths()),
+        (&mut schemas, super::autopilot::openapi::schemas()),
+    ] {
+        if let (Some(m), Value::Object(extra)) = (all.as_object_mut(), extra) {
+            m.extend(extra);
+        }
+    }
     let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
@@ -590,7 +600,7 @@ pub fn document() -> Value {
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": paths(),
+        "paths": paths,
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -599,7 +609,7 @@ pub fn document() -> Value {
                     "description": "The admin token (WINMDM_ADMIN_TOKEN or DATA_DIR/admin-token)."
                 }
             },
-            "schemas": schemas(command_fields, bulk_fields)
+            "schemas": schemas
         }
     });
     super::openapi_access::extend(&mut doc);

@@ -108,16 +108,36 @@ impl Client {
         path_and_query: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Response, TransportError> {
-        tokio::time::timeout(TIMEOUT, self.request_inner(method, path_and_query, body))
+        let body = match body {
+            Some(v) => Some((
+                "application/json",
+                serde_json::to_vec(v)
+                    .map_err(|e| TransportError::Connect(format!("encoding a request: {e}")))?,
+            )),
+            None => None,
+        };
+        self.request_bytes(method, path_and_query, body, TIMEOUT)
             .await
-            .map_err(|_| TransportError::Connect(format!("no answer within {TIMEOUT:?}")))?
+    }
+
+    /// Sends one request whose body is `(content type, bytes)`, waiting at most `timeout`.
+    pub async fn request_bytes(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<(&str, Vec<u8>)>,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
+        tokio::time::timeout(timeout, self.request_inner(method, path_and_query, body))
+            .await
+            .map_err(|_| TransportError::Connect(format!("no answer within {timeout:?}")))?
     }
 
     async fn request_inner(
         &self,
         method: &str,
         path_and_query: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<(&str, Vec<u8>)>,
     ) -> Result<Response, TransportError> {
         let err = |what: &str, e: &dyn std::fmt::Display| {
             TransportError::Connect(format!("{what} {}:{}: {e}", self.host, self.port))
@@ -148,9 +168,9 @@ impl Client {
             .header("authorization", format!("Bearer {}", self.token))
             .header("accept", "application/json");
         let bytes = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                serde_json::to_vec(v).map_err(|e| err("encoding a request for", &e))?
+            Some((ct, b)) => {
+                req = req.header("content-type", ct);
+                b
             }
             None => Vec::new(),
         };

@@ -5,6 +5,7 @@
 //! problem (no token, unreadable file); 2 connection/TLS failure or a usage error.
 
 pub mod access;
+pub mod autopilot;
 pub mod http;
 
 use std::ffi::OsString;
@@ -108,6 +109,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         cmd: access::BulkCmd,
+    },
+    /// Windows Autopilot profiles, registered devices and settings.
+    Autopilot {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: autopilot::AutopilotCmd,
     },
     /// Queue TenantLockdown RequireNetworkInOOBE for a device.
     TenantLockdown {
@@ -548,6 +555,7 @@ async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Resul
         } => access::invite(&c, a.json, upn, send, expires_in_hours, out).await,
         Command::Invitation { cmd } => access::invitation(&c, a.json, cmd, out).await,
         Command::Bulk { cmd } => access::bulk(&c, a.json, cmd, out).await,
+        Command::Autopilot { cmd } => autopilot::run(&c, a.json, cmd, out).await,
         Command::TenantLockdown { device_id, state } => {
             let on = state == OnOff::On;
             let (body, v) = call(

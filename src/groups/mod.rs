@@ -638,6 +638,59 @@ pub fn set_static(
 /// A page of members (DeviceID, membership) and the cursor of the next page.
 pub type MemberPage = (Vec<(String, Member)>, Option<String>);
 
+/// The groups `device` belongs to with its attributes as they are in memory now: its static
+/// memberships, and every dynamic group whose query matches it. Unlike [`groups_of`] this does
+/// not wait for the stored membership to be re-evaluated, so a round that has just changed the
+/// device (an Autopilot link setting `group_tag`) already sees the groups it is joining.
+pub fn matching_groups(app: &App, device: &Device) -> Result<Vec<String>, StoreError> {
+    let s = app.store.records();
+    let stored: BTreeSet<String> = groups_of(s, &device.device_id)?.into_iter().collect();
+    Ok(GROUPS
+        .all(s)?
+        .into_iter()
+        .filter(|(gid, g)| match g.kind {
+            GroupKind::Static => stored.contains(gid),
+            GroupKind::Dynamic => g
+                .query
+                .as_deref()
+                .and_then(|q| Query::parse(q).ok())
+                .is_some_and(|q| q.matches(device)),
+        })
+        .map(|(gid, _)| gid)
+        .collect())
+}
+
+/// Whether `g` holds HoloLens devices only: a dynamic group whose query requires
+/// `device_type == "hololens"`, or a static group whose members (at least one) are all HoloLens.
+/// An Autopilot profile for Windows PCs may not be assigned to such a group.
+pub fn is_hololens_group(app: &App, g: &Group) -> Result<bool, GroupError> {
+    match g.kind {
+        GroupKind::Dynamic => Ok(g
+            .query
+            .as_deref()
+            .and_then(|q| Query::parse(q).ok())
+            .is_some_and(|q| q.expr().implies_eq(query::Attr::DeviceType, "hololens"))),
+        GroupKind::Static => {
+            let s = app.store.records();
+            let (mut any, mut after) = (false, None::<String>);
+            loop {
+                let page = scan_pairs(s, MEMBERS, &g.id, after.as_deref(), 500)?;
+                for (device_id, _) in &page {
+                    any = true;
+                    match app.store.get_device(device_id)? {
+                        Some(d) if query::is_hololens(&d) => {}
+                        _ => return Ok(false),
+                    }
+                }
+                match page.last() {
+                    Some((last, _)) if page.len() == 500 => after = Some(last.clone()),
+                    _ => return Ok(any),
+                }
+            }
+        }
+    }
+}
+
 /// One page of a group's members (DeviceIDs, ordered), with the cursor of the next page.
 pub fn members(
     app: &App,

@@ -568,6 +568,20 @@ impl Expr {
     }
 
     /// Whether the query tests `attr` anywhere.
+    /// Whether every device this expression matches has `attr` equal to `value` (lower-case):
+    /// true for `attr == "value"`, `attr in ["value"]`, an `and` with such a term, or an `or`
+    /// of such terms. Used to tell a HoloLens-only group (`device_type == "hololens" and …`).
+    pub fn implies_eq(&self, attr: Attr, value: &str) -> bool {
+        match self {
+            Expr::Compare(a, Op::Eq, v) => *a == attr && v == value,
+            Expr::In(a, vs) => *a == attr && !vs.is_empty() && vs.iter().all(|v| v == value),
+            Expr::And(v) => v.iter().any(|e| e.implies_eq(attr, value)),
+            Expr::Or(v) => !v.is_empty() && v.iter().all(|e| e.implies_eq(attr, value)),
+            Expr::Compare(..) | Expr::Not(_) => false,
+        }
+    }
+
+    /// Whether the expression tests `attr` anywhere.
     pub fn mentions(&self, attr: Attr) -> bool {
         match self {
             Expr::Compare(a, _, _) | Expr::In(a, _) => *a == attr,
@@ -593,6 +607,11 @@ impl Query {
             any_state: expr.mentions(Attr::State),
             expr,
         })
+    }
+
+    /// The parsed expression.
+    pub fn expr(&self) -> &Expr {
+        &self.expr
     }
 
     /// Whether `d` belongs to the group.
@@ -626,6 +645,35 @@ pub fn fuzz(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hololens_only_queries_are_recognised() {
+        let yes = [
+            r#"device_type == "hololens""#,
+            r#"device_type == "HoloLens" and group_tag == "lab""#,
+            r#"device_type in ["hololens"]"#,
+            r#"(device_type == "hololens" and user == "a") or (device_type == "hololens")"#,
+        ];
+        let no = [
+            r#"group_tag == "lab""#,
+            r#"device_type != "windows-pc""#,
+            r#"device_type == "hololens" or group_tag == "lab""#,
+            r#"not device_type == "windows-pc""#,
+            r#"device_type in ["hololens", "windows-pc"]"#,
+        ];
+        for q in yes {
+            assert!(
+                parse(q).unwrap().implies_eq(Attr::DeviceType, "hololens"),
+                "{q}"
+            );
+        }
+        for q in no {
+            assert!(
+                !parse(q).unwrap().implies_eq(Attr::DeviceType, "hololens"),
+                "{q}"
+            );
+        }
+    }
 
     fn dev() -> Device {
         Device {

@@ -194,6 +194,7 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
         enrollment_type = ?enrollment_type, replaced = ?outcome.replaced, revoked = ?outcome.revoked,
         "device enrolled"
     );
+    crate::autopilot::link::on_enrolled(app, &device);
     for id in std::iter::once(&device_id).chain(&outcome.replaced) {
         let _ = crate::groups::on_device_changed(app, id); // groups + profiles (errors logged)
     }

@@ -157,10 +157,20 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         StatusCode::OK,
     ));
     let mut wants_next_message = false;
+    let serial_before = round
+        .device
+        .inventory
+        .get(crate::autopilot::link::SERIAL_URI)
+        .cloned();
     for cmd in &msg.body.commands {
         if round.apply(cmd)? {
             wants_next_message = true;
         }
+    }
+    if let Err(e) =
+        crate::autopilot::link::on_round(app, &mut round.device, serial_before.as_deref())
+    {
+        tracing::error!(device_id, error = %e, "Autopilot link failed; retried when the serial is reported again");
     }
     // Outstanding CmdIDs are kept for the whole session: a large Results may arrive messages
     // after the Status of its Get.

@@ -154,12 +154,18 @@ async fn every_route_with_an_id_answers_404_for_an_unknown_one() {
             ("POST", t) if t.ends_with("/assignments") => {
                 Some(json!({"group_id": "no-such-group"}))
             }
+            ("PATCH", t) if t.starts_with("/api/v1/autopilot/devices") => {
+                Some(json!({"group_tag": "x"}))
+            }
             ("PATCH", _) => Some(json!({"disabled": true})),
             ("POST", t) if t.ends_with("/actions") => Some(json!({"action": "sync"})),
             ("POST", t) if t.ends_with("/commands") => {
                 Some(json!({"verb": "Get", "target": "./DevDetail/SwV"}))
             }
             ("POST", t) if t.ends_with("/assign-user") => Some(json!({"upn": "known@example.com"})),
+            ("PUT", t) if t.starts_with("/api/v1/autopilot/profiles") => Some(
+                json!({"name": "p", "device_type": "windows-pc", "deployment_mode": "user-driven"}),
+            ),
             ("PUT", _) => Some(json!({"require_network_in_oobe": true})),
             _ => None,
         };
@@ -173,7 +179,9 @@ async fn every_route_with_an_id_answers_404_for_an_unknown_one() {
             .replace("{invitation_id}", "inv-none")
             .replace("{package_id}", "00000000-0000-4000-8000-000000000000")
             .replace("{group_id}", "no-such-group")
-            .replace("{profile_id}", "no-such-profile")];
+            .replace("{profile_id}", "no-such-profile")
+            .replace("{profile}", "no-such-profile")
+            .replace("{serial}", "NO-SUCH-SERIAL")];
         if t.contains("{command_id}") || t.contains("{action_id}") {
             paths.push(
                 t.replace("{device_id}", &d.device_id)
@@ -211,7 +219,7 @@ async fn every_body_route_refuses_bad_json_and_unknown_fields() {
     let d = crate::manage::enrolled(&srv, 502).await;
     let id = d.device_id.as_str();
     let before = audit(&srv).await.len();
-    let cases: Vec<(&str, String, Value)> = vec![
+    let mut cases: Vec<(&str, String, Value)> = vec![
         (
             "POST",
             "/api/v1/users".into(),
@@ -288,8 +296,34 @@ async fn every_body_route_refuses_bad_json_and_unknown_fields() {
             json!({"group_id": "g", "x": 1}),
         ),
     ];
-    // Routes that take no body.
-    let bodyless = ["/api/v1/profiles/{profile_id}/push"];
+    cases.extend([
+        (
+            "POST",
+            "/api/v1/autopilot/profiles".into(),
+            json!({"name": "p", "device_type": "windows-pc", "deployment_mode": "user-driven", "x": 1}),
+        ),
+        (
+            "PUT",
+            "/api/v1/autopilot/profiles/nope".into(),
+            json!({"name": "p", "device_type": "windows-pc", "deployment_mode": "user-driven", "x": 1}),
+        ),
+        (
+            "PUT",
+            "/api/v1/autopilot/settings".into(),
+            json!({"tenant_lockdown": true, "x": 1}),
+        ),
+        (
+            "PATCH",
+            "/api/v1/autopilot/devices/NOPE".into(),
+            json!({"group_tag": "t", "x": 1}),
+        ),
+    ]);
+    // Routes that take no JSON body: push has none, the Autopilot import takes the CSV file
+    // itself (its refusals are in `autopilot::import_good_and_bad_rows_in_powershell_utf16`).
+    let bodyless = [
+        "/api/v1/profiles/{profile_id}/push",
+        "/api/v1/autopilot/devices",
+    ];
     // Every body-taking route of ROUTES is in the table.
     for (m, t) in winmdm::admin::ROUTES {
         if matches!(*m, "POST" | "PUT" | "PATCH") && !bodyless.contains(t) {
