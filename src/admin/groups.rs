@@ -106,17 +106,8 @@ async fn create(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
 
 async fn list(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
     let (limit, cursor) = page_query(query)?;
-    let (page, next) = blocking(move || {
-        let mut page = GROUPS.list(app.store.records(), cursor.as_deref(), limit + 1)?;
-        let next = if page.len() > limit {
-            page.truncate(limit);
-            page.last().map(|(k, _)| k.clone())
-        } else {
-            None
-        };
-        Ok((page, next))
-    })
-    .await?;
+    let (page, next) =
+        blocking(move || Ok(GROUPS.page(app.store.records(), cursor.as_deref(), limit)?)).await?;
     let groups: Vec<_> = page.into_iter().map(|(_, g)| g).collect();
     Ok(json(
         StatusCode::OK,

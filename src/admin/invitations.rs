@@ -314,15 +314,8 @@ pub async fn create(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiEr
 pub async fn list(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
     let (limit, cursor) = page_query(query)?;
     let a = app.clone();
-    let mut recs =
-        blocking(move || Ok(INVITES.list(a.store.records(), cursor.as_deref(), limit + 1)?))
-            .await?;
-    let next = if recs.len() > limit {
-        recs.truncate(limit);
-        recs.last().map(|(k, _)| k.clone())
-    } else {
-        None
-    };
+    let (recs, next) =
+        blocking(move || Ok(INVITES.page(a.store.records(), cursor.as_deref(), limit)?)).await?;
     let now = app.clock.now_unix();
     let views: Vec<InvitationView> = recs.iter().map(|(_, i)| view(i, now)).collect();
     Ok(json(

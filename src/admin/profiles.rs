@@ -102,17 +102,8 @@ async fn create(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
 
 async fn list(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
     let (limit, cursor) = page_query(query)?;
-    let (page, next) = blocking(move || {
-        let mut page = PROFILES.list(app.store.records(), cursor.as_deref(), limit + 1)?;
-        let next = if page.len() > limit {
-            page.truncate(limit);
-            page.last().map(|(k, _)| k.clone())
-        } else {
-            None
-        };
-        Ok((page, next))
-    })
-    .await?;
+    let (page, next) =
+        blocking(move || Ok(PROFILES.page(app.store.records(), cursor.as_deref(), limit)?)).await?;
     let list: Vec<_> = page.into_iter().map(|(_, p)| p).collect();
     Ok(json(
         StatusCode::OK,

@@ -259,15 +259,8 @@ pub async fn create(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiEr
 /// `GET /api/v1/tokens`.
 pub async fn list(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
     let (limit, cursor) = page_query(query)?;
-    let mut recs =
-        blocking(move || Ok(TOKENS.list(app.store.records(), cursor.as_deref(), limit + 1)?))
-            .await?;
-    let next = if recs.len() > limit {
-        recs.truncate(limit);
-        recs.last().map(|(k, _)| k.clone())
-    } else {
-        None
-    };
+    let (recs, next) =
+        blocking(move || Ok(TOKENS.page(app.store.records(), cursor.as_deref(), limit)?)).await?;
     let views: Vec<TokenView> = recs.iter().map(|(_, r)| TokenView::from(r)).collect();
     Ok(json(
         StatusCode::OK,

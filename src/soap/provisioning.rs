@@ -220,29 +220,43 @@ pub struct RenewalDoc<'a> {
 
 /// Build a renewal response document (UTF-8, with XML declaration, no indentation).
 pub fn build_renewal(doc: &RenewalDoc<'_>) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD;
     let mut w = XmlWriter::new();
     w.decl();
     w.open("wap-provisioningdoc", &[("version", "1.1")]);
     open_c(&mut w, "CertificateStore");
-    open_c(&mut w, "My");
-    open_c(&mut w, doc.cert_store.characteristic());
-    open_c(&mut w, &doc.client_thumbprint.to_ascii_uppercase());
-    parm(
+    my_store(
         &mut w,
-        "EncodedCertificate",
-        &b64.encode(doc.client_cert_der),
+        doc.cert_store,
+        doc.client_thumbprint,
+        doc.client_cert_der,
+        doc.renew.as_ref(),
     );
-    close_c(&mut w);
-    w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
-    close_c(&mut w);
-    if let Some(r) = &doc.renew {
-        wstep_renew(&mut w, r);
-    }
-    close_c(&mut w); // My
     close_c(&mut w); // CertificateStore
     w.close("wap-provisioningdoc");
     w.finish()
+}
+
+/// `My/{User|System}/<SHA-1>/EncodedCertificate` + `PrivateKeyContainer`, and the
+/// `WSTEP/Renew` block when given: the client-certificate part of both documents.
+fn my_store(
+    w: &mut XmlWriter,
+    store: CertStore,
+    thumbprint: &str,
+    cert_der: &[u8],
+    renew: Option<&RenewConfig>,
+) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    open_c(w, "My");
+    open_c(w, store.characteristic());
+    open_c(w, &thumbprint.to_ascii_uppercase());
+    parm(w, "EncodedCertificate", &b64.encode(cert_der));
+    close_c(w);
+    w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
+    close_c(w);
+    if let Some(r) = renew {
+        wstep_renew(w, r);
+    }
+    close_c(w); // My
 }
 
 /// Build the provisioning document (UTF-8, with XML declaration, no indentation).
@@ -260,21 +274,13 @@ pub fn build(doc: &ProvisioningDoc<'_>) -> String {
     close_c(&mut w);
     close_c(&mut w);
     close_c(&mut w);
-    open_c(&mut w, "My");
-    open_c(&mut w, doc.cert_store.characteristic());
-    open_c(&mut w, &doc.client_thumbprint.to_ascii_uppercase());
-    parm(
+    my_store(
         &mut w,
-        "EncodedCertificate",
-        &b64.encode(doc.client_cert_der),
+        doc.cert_store,
+        doc.client_thumbprint,
+        doc.client_cert_der,
+        doc.renew.as_ref(),
     );
-    close_c(&mut w);
-    w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
-    close_c(&mut w);
-    if let Some(r) = &doc.renew {
-        wstep_renew(&mut w, r);
-    }
-    close_c(&mut w); // My
     close_c(&mut w); // CertificateStore
 
     open_c(&mut w, "APPLICATION");

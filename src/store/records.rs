@@ -101,6 +101,9 @@ pub fn apply_in_tx<X: Tx>(tx: &X, ops: &[RecordOp]) -> Result<bool, X::E> {
     Ok(true)
 }
 
+/// A page of keyed records and the cursor of the next page (see [`Kind::page`]).
+pub type Page<T> = (Vec<(String, T)>, Option<String>);
+
 /// A typed view of one record kind: `Kind::<Invitation>::new("invitation")`.
 #[derive(Debug)]
 pub struct Kind<T> {
@@ -225,6 +228,24 @@ impl<T: Serialize + DeserializeOwned> Kind<T> {
             .into_iter()
             .map(|(k, v)| Ok((k, decode(self.name, &v)?)))
             .collect()
+    }
+
+    /// One page of at most `limit` records after `after`, with the cursor of the next page
+    /// (`None` on the last page): the shape every paginated admin list answers.
+    pub fn page(
+        &self,
+        s: &dyn RecordStore,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<T>, StoreError> {
+        let mut page = self.list(s, after, limit.saturating_add(1))?;
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        Ok((page, next))
     }
 
     /// Every record of the kind (use only for kinds that stay small).
