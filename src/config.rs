@@ -90,8 +90,8 @@ pub struct ServeOptions {
     /// one (default 8192).
     #[arg(long, env = "WINMDM_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Memory for the embedded store's page cache, in MiB (default 128); the server's memory
-    /// use levels off near this plus connections.
+    /// Memory for the embedded store's page cache, in MiB (default 128, instead of sled's own
+    /// 1 GiB). sled's other memory still grows with the size of the store.
     #[arg(long, env = "WINMDM_STORE_CACHE_MB")]
     pub store_cache_mb: Option<u64>,
     /// SMTP server for invitation e-mails: smtp://[user@]host[:port] (plain; add ?tls=required
