@@ -633,32 +633,10 @@ async fn delete_device(app: Arc<App>, serial: String) -> Result<Resp, ApiError> 
 pub mod openapi {
     use serde_json::{json, Value};
 
-    fn err(d: &str) -> Value {
-        json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
-    }
+    use crate::admin::openapi::{body, common, err, ok};
 
     fn invalid(d: &str) -> Value {
         json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FieldError"}}}})
-    }
-
-    fn ok(d: &str, schema: &str) -> Value {
-        json!({"description": d, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
-    }
-
-    fn body(schema: &str) -> Value {
-        json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
-    }
-
-    fn common(mut r: Value) -> Value {
-        if let Some(m) = r.as_object_mut() {
-            m.insert("401".into(), err("Missing or invalid bearer token."));
-            m.insert("405".into(), err("Method not allowed on this path."));
-            m.insert(
-                "500".into(),
-                err("Internal error (details are logged only)."),
-            );
-        }
-        r
     }
 
     fn profile_param() -> Value {

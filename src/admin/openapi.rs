@@ -4,28 +4,28 @@
 
 use serde_json::{json, Value};
 
-fn err(description: &str) -> Value {
+pub(super) fn err(description: &str) -> Value {
     json!({
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     })
 }
 
-fn ok(description: &str, schema: &str) -> Value {
+pub(super) fn ok(description: &str, schema: &str) -> Value {
     json!({
         "description": description,
         "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
     })
 }
 
-fn body(schema: &str) -> Value {
+pub(super) fn body(schema: &str) -> Value {
     json!({
         "required": true,
         "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
     })
 }
 
-fn param(name: &str, description: &str) -> Value {
+pub(super) fn param(name: &str, description: &str) -> Value {
     json!({
         "name": name,
         "in": "path",
@@ -43,11 +43,11 @@ fn device_id() -> Value {
 }
 
 /// Errors every route can answer.
-fn common(mut responses: Value) -> Value {
+pub(super) fn common(mut responses: Value) -> Value {
     let m = responses.as_object_mut().expect("responses object");
     m.insert(
         "401".into(),
-        err("Missing or invalid bearer token (`WWW-Authenticate: Bearer`)."),
+        err("Missing, invalid or revoked bearer token (`WWW-Authenticate: Bearer`)."),
     );
     m.insert(
         "403".into(),
@@ -65,7 +65,7 @@ fn nullable(t: &str) -> Value {
     json!({"type": t, "nullable": true})
 }
 
-fn page_params(cursor: &str) -> Value {
+pub(super) fn page_params(cursor: &str) -> Value {
     json!([
         {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": super::MAX_PAGE, "default": super::DEFAULT_PAGE}},
         {"name": "cursor", "in": "query", "required": false, "description": cursor, "schema": {"type": "string"}}

@@ -3,56 +3,7 @@
 
 use serde_json::{json, Value};
 
-fn err(description: &str) -> Value {
-    json!({
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    })
-}
-
-fn ok(description: &str, schema: &str) -> Value {
-    json!({
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
-    })
-}
-
-fn body(schema: &str) -> Value {
-    json!({
-        "required": true,
-        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
-    })
-}
-
-fn param(name: &str, description: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "description": description, "schema": {"type": "string"}})
-}
-
-fn common(mut responses: Value) -> Value {
-    if let Some(m) = responses.as_object_mut() {
-        m.insert(
-            "401".into(),
-            err("Missing, invalid or revoked bearer token (`WWW-Authenticate: Bearer`)."),
-        );
-        m.insert(
-            "403".into(),
-            err("A read-only token on a route that changes something."),
-        );
-        m.insert("405".into(), err("Method not allowed on this path."));
-        m.insert(
-            "500".into(),
-            err("Internal error (details are logged only)."),
-        );
-    }
-    responses
-}
-
-fn page_params(cursor: &str) -> Value {
-    json!([
-        {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": super::MAX_PAGE, "default": super::DEFAULT_PAGE}},
-        {"name": "cursor", "in": "query", "required": false, "description": cursor, "schema": {"type": "string"}}
-    ])
-}
+use super::openapi::{body, common, err, ok, page_params, param};
 
 fn paths() -> Value {
     json!({

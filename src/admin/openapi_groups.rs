@@ -2,17 +2,7 @@
 
 use serde_json::{json, Value};
 
-fn err(d: &str) -> Value {
-    json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
-}
-
-fn ok(d: &str, schema: &str) -> Value {
-    json!({"description": d, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
-}
-
-fn body(schema: &str) -> Value {
-    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
-}
+use super::openapi::{body, err, ok};
 
 fn id(name: &str) -> Value {
     json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
