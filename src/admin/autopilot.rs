@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{audit, blocking, json, json_body, page_query_with, ApiError, SCAN_BUDGET};
+use super::{audit, blocking, json, json_body, no_content, page_query_with, ApiError, SCAN_BUDGET};
 use crate::app::App;
 use crate::autopilot::csv::{self, serial_key};
 use crate::autopilot::devices::{self, DevicePatch, DeviceSummary, Filter, DEVICES};
@@ -184,12 +184,6 @@ fn profile_input(v: serde_json::Value) -> Result<ProfileInput, ApiError> {
             })
         }
     }
-}
-
-fn no_content() -> Resp {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    r
 }
 
 fn profile_not_found(p: &str) -> ApiError {

@@ -170,9 +170,7 @@ async fn delete(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
         serde_json::json!({"members": ev.left, "queued": ev.queued}),
     )
     .await;
-    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    Ok(r)
+    Ok(super::no_content())
 }
 
 async fn members(app: Arc<App>, id: String, query: &str) -> Result<Resp, ApiError> {

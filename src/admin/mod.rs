@@ -180,7 +180,8 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn no_content() -> Resp {
+/// An empty 204 answer.
+pub(crate) fn no_content() -> Resp {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
@@ -738,9 +739,7 @@ async fn delete_device(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
         serde_json::json!({ "cert_serial": serial }),
     )
     .await;
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    Ok(r)
+    Ok(no_content())
 }
 
 #[derive(Deserialize)]
@@ -868,9 +867,7 @@ async fn delete_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
     }
     tracing::info!(%upn, "user deleted");
     audit(&app, "user.delete", &upn, serde_json::json!({})).await;
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    Ok(r)
+    Ok(no_content())
 }
 
 /// One page of devices.
@@ -1198,9 +1195,7 @@ async fn cancel_command(app: Arc<App>, id: String, cid: String) -> Result<Resp, 
                 serde_json::json!({ "command_id": cid }),
             )
             .await;
-            let mut r = Response::new(Full::new(Bytes::new()));
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            Ok(r)
+            Ok(no_content())
         }
         Cancelled::NotFound => Err(ApiError::NotFound {
             what: format!("command {cid}"),

@@ -171,9 +171,7 @@ async fn delete(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
         serde_json::json!({"devices": r.devices, "queued": r.queued}),
     )
     .await;
-    let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    Ok(resp)
+    Ok(super::no_content())
 }
 
 #[derive(Deserialize)]
