@@ -254,6 +254,10 @@ async fn create_profile(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, A
             let p = input.validate(&profile::new_id(), now, now)?;
             check_groups(&app, &p)?;
             profiles::create(app.store.records(), &p)?;
+            if p.convert_all_targeted {
+                let asked = crate::autopilot::convert::request_all(&app)?;
+                tracing::info!(profile = %p.name, asked, "Autopilot conversion: devices asked for serial and hash");
+            }
             if p.tenant_lockdown == Some(true) {
                 reapply_linked(&app)?;
             }
@@ -307,6 +311,10 @@ async fn replace_profile(
             let checked = input.validate(&cur.id, cur.created_at, now)?;
             check_groups(&app, &checked)?;
             let (_, new) = profiles::replace(s, &cur.id, |_| checked.clone())?;
+            if new.convert_all_targeted && !cur.convert_all_targeted {
+                let asked = crate::autopilot::convert::request_all(&app)?;
+                tracing::info!(profile = %new.name, asked, "Autopilot conversion: devices asked for serial and hash");
+            }
             if new.tenant_lockdown == Some(true) {
                 reapply_linked(&app)?;
             }
@@ -453,6 +461,14 @@ async fn import_devices(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, A
                 })?;
             let parse_ms = t.elapsed().as_millis() as u64;
             let report = devices::import(app.store.records(), parsed, app.clock.now_unix())?;
+            if report.imported > 0 {
+                let (linked, asked) = crate::autopilot::convert::link_after_import(&app)?;
+                tracing::info!(
+                    linked,
+                    asked,
+                    "Autopilot import: enrolled devices linked or asked for their serial"
+                );
+            }
             tracing::debug!(
                 parse_ms,
                 store_ms = t.elapsed().as_millis() as u64 - parse_ms,

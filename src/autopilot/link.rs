@@ -33,6 +33,17 @@ pub fn on_enrolled(app: &App, device: &Device) {
             return;
         }
     };
+    let converting = super::convert::any_converting(app).unwrap_or_else(|e| {
+        tracing::error!(device_id = %device.device_id, error = %e, "Autopilot: cannot read profiles");
+        false
+    });
+    if converting {
+        // Serial number and hardware hash, in case its profile converts it.
+        if let Err(e) = super::convert::request(app, device) {
+            tracing::error!(device_id = %device.device_id, error = %e, "Autopilot: cannot queue the serial and hash Gets");
+        }
+        return;
+    }
     if !registered {
         return;
     }

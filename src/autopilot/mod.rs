@@ -20,6 +20,7 @@ use crate::mdm::commands::CommandError;
 use crate::store::records::{Kind, RecordStore};
 use crate::store::{Device, StoreError};
 
+pub mod convert;
 pub mod csv;
 pub mod devices;
 pub mod export;

@@ -232,6 +232,7 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
     );
     super::renew::settle_round(&mut round.device, auth.serial(), &mut round.revoke, now);
     let changed = crate::groups::attributes_changed(auth.device(), &round.device);
+    let convert = crate::autopilot::convert::reported(auth.device(), &round.device);
     let store_round = Round {
         device: Some(round.device),
         commands: round.commands.into_values().collect(),
@@ -241,6 +242,11 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
     app.store.commit_round(&store_round, now)?;
     if changed {
         let _ = crate::groups::on_device_changed(app, device_id); // groups + profiles (errors logged)
+    }
+    if convert {
+        if let Err(e) = crate::autopilot::convert::after_round(app, device_id) {
+            tracing::error!(device_id, error = %e, "Autopilot conversion failed; retried at the next report");
+        }
     }
     Ok(out)
 }

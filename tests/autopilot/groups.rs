@@ -220,3 +220,145 @@ async fn autopilot_profiles_only_go_to_existing_groups_of_their_device_type() {
     assert_eq!(st, 201, "{v}");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn convert_all_targeted_registers_enrolled_devices_from_what_they_report() {
+    use base64::Engine;
+    let srv = TestServer::start().await;
+    // Enrolled before any Autopilot profile or registration exists: nothing is asked.
+    let mut d = enrolled_device(&srv, 72).await;
+    assert!(d.session().await.is_empty());
+    // A real hash is ~4,000 base64 characters; this one is longer than the 4 KB the inventory
+    // keeps, so it must come from the Get's stored Results.
+    let raw: Vec<u8> = (0..4_500u32).map(|i| (i * 7 % 251) as u8).collect();
+    let hash = base64::engine::general_purpose::STANDARD.encode(&raw);
+    assert!(hash.len() > 4096);
+    d.nodes.insert(SERIAL_URI.into(), "CONV-0001".into());
+    d.nodes
+        .insert(winmdm::autopilot::convert::HWDATA_URI.into(), hash.clone());
+    ok(
+        &srv,
+        "POST",
+        "/api/v1/autopilot/profiles",
+        Some(json!({"name": "convert all", "device_type": "windows-pc",
+                    "deployment_mode": "user-driven", "all_groups": true,
+                    "convert_all_targeted": true, "tenant_lockdown": true})),
+        201,
+    )
+    .await;
+    // Saving the converting profile asks the enrolled device for its serial and hash; the
+    // answers register it, link it, and its profile's TenantLockdown follows.
+    let got = d.session().await;
+    let t = targets(&got);
+    assert!(t.contains(&SERIAL_URI), "{t:?}");
+    assert!(t.contains(&winmdm::autopilot::convert::HWDATA_URI), "{t:?}");
+    let rec = ok(
+        &srv,
+        "GET",
+        "/api/v1/autopilot/devices/CONV-0001",
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(
+        rec["hardware_hash"],
+        hash.as_str(),
+        "the full hash is registered"
+    );
+    assert_eq!(rec["linked_device_id"], d.device_id.as_str());
+    let dev = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{}", d.device_id),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(dev["autopilot_serial"], "CONV-0001");
+    let all: Vec<String> = {
+        let mut v: Vec<String> = t.iter().map(|s| s.to_string()).collect();
+        v.extend(targets(&d.session().await).iter().map(|s| s.to_string()));
+        v
+    };
+    assert!(all.iter().any(|x| x == TENANT_LOCKDOWN), "{all:?}");
+    let audit = ok(&srv, "GET", "/api/v1/audit?limit=1000", None, 200).await;
+    assert!(audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "autopilot.convert" && e["target"] == "CONV-0001"));
+    // A device whose profile does not convert is left alone.
+    ok(
+        &srv,
+        "PUT",
+        "/api/v1/autopilot/profiles/convert%20all",
+        Some(json!({"name": "convert all", "device_type": "windows-pc",
+                    "deployment_mode": "user-driven", "all_groups": true})),
+        200,
+    )
+    .await;
+    let mut e = enrolled_device(&srv, 73).await;
+    e.nodes.insert(SERIAL_URI.into(), "CONV-0002".into());
+    e.session().await;
+    assert_eq!(
+        srv.admin("GET", "/api/v1/autopilot/devices/CONV-0002", None)
+            .await
+            .0,
+        404
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_enrolled_before_its_import_is_linked_at_its_next_session() {
+    let srv = TestServer::start().await;
+    let mut d = enrolled_device(&srv, 74).await;
+    d.nodes.insert(SERIAL_URI.into(), "LATE-0001".into());
+    assert!(d.session().await.is_empty(), "nothing registered yet");
+    let (st, _) = import(
+        &srv,
+        format!("{HEADER}\r\nLATE-0001,,{},Late-Tag,\r\n", hash(5, 64)).into_bytes(),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let got = d.session().await;
+    assert_eq!(targets(&got), vec![SERIAL_URI]);
+    let dev = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{}", d.device_id),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(
+        (dev["autopilot_serial"].as_str(), dev["group_tag"].as_str()),
+        (Some("LATE-0001"), Some("Late-Tag"))
+    );
+    // A second import finds the serial already reported: linked at once, nothing asked.
+    let mut e = enrolled_device(&srv, 75).await;
+    e.nodes.insert(SERIAL_URI.into(), "LATE-0002".into());
+    let got = e.session().await;
+    assert_eq!(
+        targets(&got),
+        vec![SERIAL_URI],
+        "asked: a device is registered"
+    );
+    let (st, _) = import(
+        &srv,
+        format!("{HEADER}\r\nLATE-0002,,{},,\r\n", hash(6, 64)).into_bytes(),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let rec = ok(
+        &srv,
+        "GET",
+        "/api/v1/autopilot/devices/LATE-0002",
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(rec["linked_device_id"], e.device_id.as_str());
+    assert!(e.session().await.is_empty());
+    srv.stop().await;
+}
