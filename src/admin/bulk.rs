@@ -178,17 +178,7 @@ pub async fn package(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
     let a = app.clone();
     let s = secret.clone();
     blocking(move || {
-        let user = a
-            .store
-            .get_user(&rec.upn)?
-            .ok_or_else(|| ApiError::NotFound {
-                what: format!("user {}", rec.upn),
-            })?;
-        if user.disabled {
-            return Err(ApiError::Conflict {
-                what: format!("user {} is disabled; a package for it", rec.upn),
-            });
-        }
+        super::enabled_user(&a, &rec.upn, "a package")?;
         let rec = PackageSecret {
             secret_hash: crate::auth::hash_password(&s).map_err(|e| ApiError::Internal {
                 reason: format!("argon2: {e}"),

@@ -229,17 +229,7 @@ pub async fn create(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiEr
     let a = app.clone();
     let rec = inv.clone();
     blocking(move || {
-        let user = a
-            .store
-            .get_user(&rec.upn)?
-            .ok_or_else(|| ApiError::NotFound {
-                what: format!("user {}", rec.upn),
-            })?;
-        if user.disabled {
-            return Err(ApiError::Conflict {
-                what: format!("user {} is disabled; an invitation for it", rec.upn),
-            });
-        }
+        super::enabled_user(&a, &rec.upn, "an invitation")?;
         let ops = [
             INVITES.expect_absent(&rec.id),
             BY_TOKEN.expect_absent(&rec.token_digest),

@@ -180,6 +180,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The user `upn`, which must exist (404) and be enabled (409: nothing is made `for_what`, e.g.
+/// "an invitation"). Blocking: call inside [`blocking`].
+pub(crate) fn enabled_user(app: &App, upn: &str, for_what: &str) -> Result<User, ApiError> {
+    let user = app.store.get_user(upn)?.ok_or_else(|| ApiError::NotFound {
+        what: format!("user {upn}"),
+    })?;
+    if user.disabled {
+        return Err(ApiError::Conflict {
+            what: format!("user {upn} is disabled; {for_what} for it"),
+        });
+    }
+    Ok(user)
+}
+
 /// An empty 204 answer.
 pub(crate) fn no_content() -> Resp {
     let mut r = Response::new(Full::new(Bytes::new()));
