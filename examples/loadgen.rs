@@ -65,6 +65,13 @@ struct Args {
     /// Soak: seconds per report line.
     #[arg(long, default_value_t = 60)]
     report_every: u64,
+    /// The server's `--command-retention` (e.g. `5m`: answered commands older than five minutes
+    /// are deleted by the background sweep, every 30 s); the server's default otherwise.
+    #[arg(long)]
+    command_retention: Option<String>,
+    /// The server's `--store-cache-mb`.
+    #[arg(long)]
+    store_cache_mb: Option<u64>,
 }
 
 struct Sim {
@@ -240,6 +247,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         public_url: Some(format!("https://localhost:{}", addr.port())),
         data_dir: Some(tmp.path().to_path_buf()),
         ca_key_algorithm: Some("ecdsa-p256".into()),
+        command_retention: args.command_retention.clone(),
+        store_cache_mb: args.store_cache_mb,
         ..Default::default()
     }
     .resolve()?;

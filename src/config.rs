@@ -94,6 +94,11 @@ pub struct ServeOptions {
     /// 1 GiB). sled's other memory still grows with the size of the store.
     #[arg(long, env = "WINMDM_STORE_CACHE_MB")]
     pub store_cache_mb: Option<u64>,
+    /// How long answered and cancelled commands stay in a device's history before a background
+    /// sweep deletes them: a number with s, m, h or d (default 90d; 0 keeps them forever).
+    /// Unanswered commands, and those a profile deployment still reports on, are never deleted.
+    #[arg(long, env = "WINMDM_COMMAND_RETENTION")]
+    pub command_retention: Option<String>,
     /// SMTP server for invitation e-mails: smtp://[user@]host[:port] (plain; add ?tls=required
     /// for STARTTLS) or smtps://[user@]host[:port]. The password comes from WINMDM_SMTP_PASSWORD.
     #[arg(long, env = "WINMDM_SMTP_URL")]
@@ -197,6 +202,7 @@ impl ServeOptions {
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
             store_cache_mb: self.store_cache_mb.or(lower.store_cache_mb),
+            command_retention: self.command_retention.or(lower.command_retention),
             smtp_url: self.smtp_url.or(lower.smtp_url),
             smtp_from: self.smtp_from.or(lower.smtp_from),
             smtp_password: self.smtp_password.or(lower.smtp_password),
@@ -334,6 +340,13 @@ impl ServeOptions {
                 reason: format!("{store_cache_mb} is outside 8..=65536"),
             });
         }
+        let command_retention = match self.command_retention.as_deref() {
+            None => Some(Duration::from_secs(90 * 86_400)),
+            Some(v) => parse_retention(v).map_err(|reason| ConfigError::Invalid {
+                field: "command_retention",
+                reason,
+            })?,
+        };
         let auth_policy = match self.auth_policy.as_deref() {
             None => AuthPolicyMode::OnPremise,
             Some(s) => s.parse().map_err(|_| ConfigError::Invalid {
@@ -371,6 +384,7 @@ impl ServeOptions {
         }
         Ok(Config {
             store_cache_bytes: store_cache_mb << 20,
+            command_retention,
             conn,
             auth_policy,
             entra,
@@ -400,6 +414,36 @@ impl ServeOptions {
             smtp,
         })
     }
+}
+
+/// Parses a `--command-retention` value: `0` (keep forever) or a positive number with a unit
+/// `s`, `m`, `h` or `d` (at least one minute, at most ten years).
+pub fn parse_retention(v: &str) -> Result<Option<Duration>, String> {
+    let v = v.trim();
+    if v == "0" {
+        return Ok(None);
+    }
+    let split = v.len().saturating_sub(1);
+    let (num, unit) = (v.get(..split).unwrap_or(""), v.get(split..).unwrap_or(""));
+    let scale: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{v:?}: expected 0 or a number with s, m, h or d (e.g. 90d)"
+            ))
+        }
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{v:?}: {num:?} is not a whole number"))?;
+    let secs = n.saturating_mul(scale);
+    if !(60..=10 * 366 * 86_400).contains(&secs) {
+        return Err(format!("{v:?} is outside 1m..=3660d"));
+    }
+    Ok(Some(Duration::from_secs(secs)))
 }
 
 /// The validated configuration the server runs with.
@@ -441,6 +485,8 @@ pub struct Config {
     pub conn: ConnLimits,
     /// Page cache of the embedded store, in bytes.
     pub store_cache_bytes: u64,
+    /// Age after which answered and cancelled commands are deleted (`None`: never).
+    pub command_retention: Option<Duration>,
     /// Discovery AuthPolicy choice.
     pub auth_policy: AuthPolicyMode,
     /// Entra ID token validation, when enabled (`entra_jwks` set).
@@ -948,6 +994,29 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_retention_values() {
+        let d = |s| Some(Duration::from_secs(s));
+        assert_eq!(parse_retention("90d"), Ok(d(90 * 86_400)));
+        assert_eq!(parse_retention("12h"), Ok(d(12 * 3_600)));
+        assert_eq!(parse_retention("10m"), Ok(d(600)));
+        assert_eq!(parse_retention("0"), Ok(None));
+        for bad in [
+            "", "d", "10", "5s", "-3d", "1.5d", "90days", "99999d", "9é", "1x",
+        ] {
+            assert!(parse_retention(bad).is_err(), "{bad:?} accepted");
+        }
+        let c = ServeOptions::default().resolve().expect("defaults");
+        assert_eq!(c.command_retention, d(90 * 86_400));
+        let c = ServeOptions {
+            command_retention: Some("0".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("0");
+        assert_eq!(c.command_retention, None);
+    }
 
     #[test]
     fn defaults() {

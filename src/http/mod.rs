@@ -182,6 +182,13 @@ impl Server {
                 conns.clone(),
             )));
         }
+        if let Some(retention) = self.app.cfg.command_retention {
+            tasks.push(tokio::spawn(crate::mdm::retention::run(
+                self.app.clone(),
+                retention,
+                stop_rx.clone(),
+            )));
+        }
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         let _ = stop_tx.send(true);

@@ -9,4 +9,5 @@ pub mod fuzzing;
 pub mod identity;
 pub mod manage;
 pub mod renew;
+pub mod retention;
 pub mod session;

@@ -227,6 +227,26 @@ impl tx::KvRead for MemStore {
             .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect())
     }
+
+    fn scan_after(
+        &self,
+        t: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded((t, a.to_vec())),
+            None => Bound::Included((t, Vec::new())),
+        };
+        Ok(self
+            .lock()
+            .range((start, Bound::Unbounded))
+            .take_while(|((tt, _), _)| *tt == t)
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }
 
 impl CommandQueue for MemStore {
@@ -271,6 +291,18 @@ impl CommandQueue for MemStore {
             }
             Ok(n)
         })
+    }
+
+    fn scan_commands(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        tx::scan_commands(self, after, limit)
+    }
+
+    fn delete_finished(&self, ids: &[(String, String)]) -> Result<usize, StoreError> {
+        self.transact(|t| tx::delete_finished(t, ids))
     }
 }
 

@@ -476,6 +476,16 @@ pub trait CommandQueue: Send + Sync {
     fn cancel(&self, device_id: &str, command_id: &str, now: i64) -> Result<Cancelled, StoreError>;
     /// Cancels every unanswered command of a device; returns how many.
     fn clear(&self, device_id: &str, now: i64) -> Result<usize, StoreError>;
+    /// Up to `limit` commands of every device in (device, command id) order, starting after
+    /// the (device, command id) `after`: a bounded-memory walk of the whole history.
+    fn scan_commands(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<CommandRecord>, StoreError>;
+    /// Deletes the listed (device, command id) commands that are answered or cancelled, in one
+    /// transaction; an unanswered or unknown one is skipped. Returns how many were deleted.
+    fn delete_finished(&self, ids: &[(String, String)]) -> Result<usize, StoreError>;
 }
 
 /// Management session state, stored as opaque bytes by (device, SessionID) so a restart — or

@@ -286,6 +286,24 @@ impl tx::KvRead for SledStore {
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
             .collect()
     }
+
+    fn scan_after(
+        &self,
+        t: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Unbounded,
+        };
+        self.tree(t)
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
+            .collect()
+    }
 }
 
 impl CommandQueue for SledStore {
@@ -335,6 +353,18 @@ impl CommandQueue for SledStore {
             }
             Ok(n)
         })
+    }
+
+    fn scan_commands(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        tx::scan_commands(self, after, limit)
+    }
+
+    fn delete_finished(&self, ids: &[(String, String)]) -> Result<usize, StoreError> {
+        self.transact(|t| tx::delete_finished(t, ids))
     }
 }
 

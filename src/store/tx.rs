@@ -261,6 +261,14 @@ pub trait KvRead {
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every (key, value) whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, t: Table, prefix: &[u8]) -> Result<KvPairs, StoreError>;
+    /// Up to `limit` (key, value) pairs of `t` with keys strictly after `after` (from the
+    /// start when `None`), in key order.
+    fn scan_after(
+        &self,
+        t: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, StoreError>;
 }
 
 fn queue_key(device_id: &str, seq: u64) -> Vec<u8> {
@@ -402,6 +410,37 @@ pub fn update_user<X: Tx>(tx: &X, user: &User) -> Result<bool, X::E> {
     }
     tx.insert(Table::Users, key.as_bytes(), encode(user))?;
     Ok(true)
+}
+
+/// See [`super::CommandQueue::scan_commands`].
+pub fn scan_commands(
+    r: &impl KvRead,
+    after: Option<(&str, &str)>,
+    limit: usize,
+) -> Result<Vec<CommandRecord>, StoreError> {
+    let after = after.map(|(d, c)| command_key(d, c));
+    r.scan_after(Table::Commands, after.as_deref(), limit)?
+        .iter()
+        .map(|(_, v)| decode("command", v))
+        .collect()
+}
+
+/// See [`super::CommandQueue::delete_finished`]: the state is read again inside the
+/// transaction, so a command that is still unanswered is never deleted.
+pub fn delete_finished<X: Tx>(tx: &X, ids: &[(String, String)]) -> Result<usize, X::E> {
+    let mut n = 0;
+    for (device_id, command_id) in ids {
+        let key = command_key(device_id, command_id);
+        let Some(cmd) = get_json::<CommandRecord, X>(tx, Table::Commands, "command", &key)? else {
+            continue;
+        };
+        if cmd.state.is_terminal() {
+            tx.remove(Table::Commands, &key)?;
+            tx.remove(Table::Queue, &queue_key(device_id, cmd.seq))?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// See [`super::DeviceStore::delete_device`]. `queued` are the ids of the device's unanswered

@@ -235,6 +235,46 @@ fn queue_battery(s: &dyn Store) {
         vec!["a"],
         "other devices untouched"
     );
+
+    // The history walk: every device's commands in (device, id) order, page by page.
+    let pairs = |v: Vec<CommandRecord>| {
+        v.into_iter()
+            .map(|c| format!("{}/{}", c.device_id, c.command_id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        pairs(s.scan_commands(None, 10).unwrap()),
+        vec!["D1/a", "D1/b", "D1/c", "D1/d", "D2/a"]
+    );
+    assert_eq!(
+        pairs(s.scan_commands(None, 2).unwrap()),
+        vec!["D1/a", "D1/b"]
+    );
+    assert_eq!(
+        pairs(s.scan_commands(Some(("D1", "b")), 2).unwrap()),
+        vec!["D1/c", "D1/d"]
+    );
+    assert!(s.scan_commands(Some(("D2", "a")), 2).unwrap().is_empty());
+    // Deleting history: answered/cancelled ones go, the unanswered and unknown are skipped.
+    let del = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(d, c)| (d.to_string(), c.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        s.delete_finished(&del(&[("D1", "a"), ("D1", "b"), ("D2", "a"), ("D1", "zz")]))
+            .unwrap(),
+        2
+    );
+    assert_eq!(ids(s.list_commands("D1").unwrap()), vec!["c", "d"]);
+    assert_eq!(ids(s.queued("D2").unwrap()), vec!["a"], "pending survives");
+    assert!(s.get_command("D1", "a").unwrap().is_none());
+    // The id can be queued again, as a new command.
+    assert!(matches!(
+        s.enqueue(command("D1", "a")).unwrap(),
+        Enqueued::Created(_)
+    ));
+    assert_eq!(ids(s.queued("D1").unwrap()), vec!["a"]);
 }
 
 /// User updates, device deletion and the audit log.

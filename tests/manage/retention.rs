@@ -1,0 +1,189 @@
+//! Command history retention: old answered and cancelled commands leave the history, unanswered
+//! ones and the ones a profile deployment reports on stay, and the background sweep runs by
+//! itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use winmdm::clock::{Clock, SystemClock};
+
+use super::{commands, enrolled, queue};
+use crate::support::{TestClock, TestServer};
+
+const DAY: i64 = 86_400;
+const CAMERA: &str = "./Vendor/MSFT/Policy/Config/Camera/AllowCamera";
+
+fn ids(cmds: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = cmds
+        .iter()
+        .map(|c| c["command_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn sweep_deletes_only_old_finished_commands_nothing_still_needed() {
+    let real = SystemClock.now_unix();
+    let clock = TestClock::at(real - 40 * DAY);
+    let srv = TestServer::start_with_clock(Arc::new(clock.clone()), |o| {
+        o.command_retention = Some("30d".into());
+    })
+    .await;
+    let mut d = enrolled(&srv, 1).await;
+    assert!(d.session().await.is_empty());
+    let dev = d.device_id.clone();
+
+    // A profile: its command must outlive the retention (the deployment reports on it).
+    let (_, g) = srv
+        .admin(
+            "POST",
+            "/api/v1/groups",
+            Some(json!({"name": "all", "query": "device_type == \"windows-pc\""})),
+        )
+        .await;
+    let (_, p) = srv
+        .admin(
+            "POST",
+            "/api/v1/profiles",
+            Some(json!({"name": "camera off", "settings": [
+                {"target": CAMERA, "format": "int", "data": "0"}]})),
+        )
+        .await;
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (st, _) = srv
+        .admin(
+            "POST",
+            &format!("/api/v1/profiles/{pid}/assignments"),
+            Some(json!({"group_id": g["id"]})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    queue(
+        &srv,
+        &dev,
+        json!({"verb": "Get", "target": "./DevDetail/SwV", "command_id": "old-get"}),
+    )
+    .await;
+    queue(
+        &srv,
+        &dev,
+        json!({"verb": "Replace", "target": "./Vendor/MSFT/Soak/A", "format": "chr", "data": "x", "command_id": "old-replace"}),
+    )
+    .await;
+    queue(
+        &srv,
+        &dev,
+        json!({"verb": "Get", "target": "./DevDetail/OEM", "command_id": "old-cancelled"}),
+    )
+    .await;
+    let (st, _) = srv
+        .admin(
+            "DELETE",
+            &format!("/api/v1/devices/{dev}/commands/old-cancelled"),
+            None,
+        )
+        .await;
+    assert!(st == 200 || st == 204, "cancel: {st}");
+    assert_eq!(
+        d.session().await.len(),
+        3,
+        "two commands and the profile's setting"
+    );
+    // Queued after the session: unanswered however old it gets.
+    queue(
+        &srv,
+        &dev,
+        json!({"verb": "Get", "target": "./DevDetail/FwV", "command_id": "old-pending"}),
+    )
+    .await;
+    let before = ids(&commands(&srv, &dev).await);
+    assert_eq!(before.len(), 5, "{before:?}");
+    let profile_cmd = before
+        .iter()
+        .find(|c| c.starts_with("profile-"))
+        .cloned()
+        .unwrap();
+
+    // 25 days on: nothing is older than 30 days yet.
+    clock.set(real - 15 * DAY);
+    let s = winmdm::mdm::retention::sweep(
+        &srv.app,
+        clock.now_unix(),
+        Duration::from_secs(30 * DAY as u64),
+    )
+    .unwrap();
+    assert_eq!((s.deleted, s.kept), (0, 0));
+    // 35 days on: the three finished ones go; the profile's and the pending one stay.
+    clock.set(real - 5 * DAY);
+    let s = winmdm::mdm::retention::sweep(
+        &srv.app,
+        clock.now_unix(),
+        Duration::from_secs(30 * DAY as u64),
+    )
+    .unwrap();
+    assert_eq!((s.scanned, s.deleted, s.kept), (5, 3, 1));
+    assert_eq!(
+        ids(&commands(&srv, &dev).await),
+        vec!["old-pending".to_string(), profile_cmd]
+    );
+    let (_, st) = srv
+        .admin("GET", &format!("/api/v1/devices/{dev}/profiles"), None)
+        .await;
+    assert_eq!(st["profiles"][0]["status"], "applied", "{st}");
+    let (_, detail) = srv
+        .admin("GET", &format!("/api/v1/devices/{dev}"), None)
+        .await;
+    assert_eq!(detail["queue"]["pending"], 1, "{detail}");
+
+    // A deleted id can be used again, and the old pending command is still delivered.
+    queue(
+        &srv,
+        &dev,
+        json!({"verb": "Get", "target": "./DevDetail/SwV", "command_id": "old-get"}),
+    )
+    .await;
+    let got = d.session().await;
+    let mut targets: Vec<_> = got.iter().filter_map(|r| r.target.clone()).collect();
+    targets.sort();
+    assert_eq!(targets, vec!["./DevDetail/FwV", "./DevDetail/SwV"]);
+    // A second sweep finds nothing more to do.
+    let s = winmdm::mdm::retention::sweep(
+        &srv.app,
+        clock.now_unix(),
+        Duration::from_secs(30 * DAY as u64),
+    )
+    .unwrap();
+    assert_eq!(s.deleted, 0);
+}
+
+#[tokio::test]
+async fn the_server_sweeps_in_the_background() {
+    let real = SystemClock.now_unix();
+    let clock = TestClock::at(real - DAY);
+    // One minute of retention: the task sweeps every 6 s.
+    let srv = TestServer::start_with_clock(Arc::new(clock.clone()), |o| {
+        o.command_retention = Some("1m".into());
+    })
+    .await;
+    let mut d = enrolled(&srv, 2).await;
+    let dev = d.device_id.clone();
+    queue(
+        &srv,
+        &dev,
+        json!({"verb": "Get", "target": "./DevDetail/SwV", "command_id": "bg-1"}),
+    )
+    .await;
+    assert_eq!(d.session().await.len(), 1);
+    assert_eq!(commands(&srv, &dev).await.len(), 1);
+    clock.set(real);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !commands(&srv, &dev).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background sweep did not delete the answered command"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
