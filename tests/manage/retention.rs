@@ -106,23 +106,21 @@ async fn sweep_deletes_only_old_finished_commands_nothing_still_needed() {
         .cloned()
         .unwrap();
 
+    let sweep = || {
+        winmdm::mdm::retention::sweep(
+            &srv.app,
+            clock.now_unix(),
+            Duration::from_secs(30 * DAY as u64),
+        )
+        .unwrap()
+    };
     // 25 days on: nothing is older than 30 days yet.
     clock.set(real - 15 * DAY);
-    let s = winmdm::mdm::retention::sweep(
-        &srv.app,
-        clock.now_unix(),
-        Duration::from_secs(30 * DAY as u64),
-    )
-    .unwrap();
+    let s = sweep();
     assert_eq!((s.deleted, s.kept), (0, 0));
     // 35 days on: the three finished ones go; the profile's and the pending one stay.
     clock.set(real - 5 * DAY);
-    let s = winmdm::mdm::retention::sweep(
-        &srv.app,
-        clock.now_unix(),
-        Duration::from_secs(30 * DAY as u64),
-    )
-    .unwrap();
+    let s = sweep();
     assert_eq!((s.scanned, s.deleted, s.kept), (5, 3, 1));
     assert_eq!(
         ids(&commands(&srv, &dev).await),
@@ -149,12 +147,7 @@ async fn sweep_deletes_only_old_finished_commands_nothing_still_needed() {
     targets.sort();
     assert_eq!(targets, vec!["./DevDetail/FwV", "./DevDetail/SwV"]);
     // A second sweep finds nothing more to do.
-    let s = winmdm::mdm::retention::sweep(
-        &srv.app,
-        clock.now_unix(),
-        Duration::from_secs(30 * DAY as u64),
-    )
-    .unwrap();
+    let s = sweep();
     assert_eq!(s.deleted, 0);
 }
 
