@@ -14,7 +14,7 @@
 //! | GET | `/api/v1/devices/{id}/actions/{action_id}` | 200 action state; 404 |
 //! | GET | `/api/v1/audit?limit=&cursor=` | 200 `{"entries": [...], "next"}` |
 //! | POST | `/api/v1/devices/{id}/commands` | 201 `{"command_id"}` (200 if that id exists); 400; 404 |
-//! | GET | `/api/v1/devices/{id}/commands` | 200 `{"commands": [...]}` |
+//! | GET | `/api/v1/devices/{id}/commands` | 200 `{"commands": [...]}` (answered ones for `--command-retention`) |
 //! | DELETE | `/api/v1/devices/{id}/commands/{command_id}` | 204; 404; 409 already answered |
 //! | DELETE | `/api/v1/devices/{id}/commands` | 200 `{"cancelled": n}` |
 //! | POST | `/api/v1/commands` `{"device_ids": [...], <command>}` | 200 `{"results": {id: {"command_id","existing"} \| {"error"}}}` |

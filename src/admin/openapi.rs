@@ -213,7 +213,7 @@ fn paths() -> Value {
                 "requestBody": body("NewCommand"),
                 "responses": common(json!({
                     "201": ok("Queued.", "Enqueued"),
-                    "200": ok("A command with this `command_id` exists already.", "Enqueued"),
+                    "200": ok("A command with this `command_id` exists already (ids of commands deleted by the retention sweep can be used again).", "Enqueued"),
                     "400": err("Invalid command."),
                     "404": err("Unknown device."),
                     "409": err("The device is not enrolled."),
@@ -223,6 +223,7 @@ fn paths() -> Value {
             "get": {
                 "operationId": "listCommands",
                 "summary": "The device's commands with their states and results",
+                "description": "Answered and cancelled commands stay listed for the server's `--command-retention` (default 90 days), then a background sweep deletes them; unanswered ones stay until answered or cancelled.",
                 "parameters": [device_id()],
                 "responses": common(json!({
                     "200": ok("The commands, oldest first.", "CommandList"),
