@@ -30,6 +30,7 @@ pub mod config;
 pub mod federation;
 pub mod groups;
 pub mod http;
+pub mod lockout;
 pub mod mdm;
 pub mod pki;
 pub mod profiles;

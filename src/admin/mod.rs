@@ -621,6 +621,7 @@ async fn get_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
         let mut v = serde_json::to_value(UserView::from(&user)).unwrap_or_default();
         v["devices"] = serde_json::json!(devices);
         v["bulk_packages"] = serde_json::json!(bulk::packages_of(app.store.as_ref(), &upn)?);
+        v["password_failures"] = serde_json::json!(crate::lockout::failures(&app, &upn)?);
         Ok(v)
     })
     .await?;
@@ -670,6 +671,10 @@ async fn patch_user(app: Arc<App>, upn: String, req: Request<Incoming>) -> Resul
         }
         if !a.store.update_user(&user)? {
             return Err(not_found());
+        }
+        // A new password, or re-enabling the user, ends a lock from wrong passwords.
+        if p.password.is_some() || p.disabled == Some(false) {
+            crate::lockout::clear(&a, &upn)?;
         }
         tracing::info!(upn = %user.upn, "user updated");
         Ok(user)
@@ -870,6 +875,7 @@ async fn delete_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
             let existed = app.store.delete_user(&upn)?;
             // A later user of the same UPN must not inherit the old account's package secrets.
             bulk::forget_user(app.store.as_ref(), &upn)?;
+            crate::lockout::clear(&app, &upn)?;
             Ok(existed)
         }
     })

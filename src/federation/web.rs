@@ -295,12 +295,14 @@ fn sign_in(app: &App, upn: &str, password: &str) -> Result<String, SignInError> 
             shown: WRONG,
         });
     };
-    if !app
-        .password_cache
-        .verify(&user.upn, password, &user.password_hash)
-    {
+    let verdict = crate::lockout::check(app, upn, password, || {
+        app.password_cache
+            .verify(&user.upn, password, &user.password_hash)
+    })
+    .map_err(|e| SignInError::Server(format!("store: {e}")))?;
+    if let Some(reason) = crate::mdm::enroll::refusal(upn, verdict) {
         return Err(SignInError::Refused {
-            reason: "wrong password".into(),
+            reason,
             shown: WRONG,
         });
     }

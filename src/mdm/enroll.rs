@@ -317,14 +317,16 @@ fn authenticate(app: &App, cred: &Credential, stage: Stage) -> Result<Principal,
                 });
             };
             // A bulk account also accepts its unrevoked provisioning-package secrets.
-            if !app
-                .password_cache
-                .verify(&user.upn, password, &user.password_hash)
-                && !crate::admin::bulk::verify_package_secret(app, &user.upn, password)
-            {
-                return Err(EnrollError::Authentication {
-                    reason: format!("wrong password for {upn:?}"),
-                });
+            let verdict = crate::lockout::check(app, &upn, password, || {
+                app.password_cache
+                    .verify(&user.upn, password, &user.password_hash)
+                    || crate::admin::bulk::verify_package_secret(app, &user.upn, password)
+            })
+            .map_err(|e| EnrollError::EnrollmentServer {
+                reason: format!("store: {e}"),
+            })?;
+            if let Some(reason) = refusal(&upn, verdict) {
+                return Err(EnrollError::Authentication { reason });
             }
             if user.disabled {
                 return Err(EnrollError::Authorization {
@@ -339,6 +341,28 @@ fn authenticate(app: &App, cred: &Credential, stage: Stage) -> Result<Principal,
         Credential::None => Err(EnrollError::InvalidSecurity {
             reason: "no UsernameToken in wsse:Security".into(),
         }),
+    }
+}
+
+/// Why a password check failed, for the log (`None`: accepted). The device gets the same fault
+/// either way.
+pub(crate) fn refusal(upn: &str, v: crate::lockout::Verdict) -> Option<String> {
+    use crate::lockout::Verdict;
+    match v {
+        Verdict::Accepted => None,
+        Verdict::Wrong {
+            count,
+            locked_until: None,
+        } => Some(format!("wrong password for {upn:?} ({count} in a row)")),
+        Verdict::Wrong {
+            count,
+            locked_until: Some(t),
+        } => Some(format!(
+            "wrong password for {upn:?} ({count} in a row): its passwords are refused until {t} (Unix time)"
+        )),
+        Verdict::Locked { until } => Some(format!(
+            "password of {upn:?} locked after repeated wrong passwords, until {until} (Unix time); not checked"
+        )),
     }
 }
 

@@ -219,3 +219,91 @@ async fn disabled_users_cannot_enroll() {
     assert_nothing_issued(&srv).await;
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn repeated_wrong_passwords_lock_the_password_with_back_off() {
+    use std::sync::Arc;
+    use winmdm::clock::{Clock, SystemClock};
+    let t0 = SystemClock.now_unix();
+    let clock = crate::support::TestClock::at(t0);
+    let srv = TestServer::start_with_clock(Arc::new(clock.clone()), |_| {}).await;
+    srv.create_user("mallory-target@example.com", "right-password")
+        .await;
+    let policy = |upn: &str, pw: &str| {
+        let (c, body) = (
+            srv.client(),
+            device::policy_xml(upn, pw, "x", "urn:uuid:1").into_bytes(),
+        );
+        async move { c.soap("/EnrollmentServer/Policy.svc", &body).await }
+    };
+    let upn = "mallory-target@example.com";
+    let failures = || winmdm::lockout::failures(&srv.app, upn).unwrap();
+    // Four wrong guesses: counted, the right password still works and clears the count.
+    for i in 1..=4 {
+        assert_fault(
+            &policy(upn, &format!("guess-{i}")).await,
+            "s:Authentication",
+        );
+    }
+    assert_eq!(failures().map(|f| (f.count, f.locked_until)), Some((4, 0)));
+    assert_eq!(policy(upn, "right-password").await.status, 200);
+    assert_eq!(failures(), None);
+    // Five in a row lock the password for 30 s: the right one is refused like a wrong one.
+    for i in 1..=5 {
+        assert_fault(
+            &policy(upn, &format!("guess-{i}")).await,
+            "s:Authentication",
+        );
+    }
+    assert_eq!(failures().map(|f| f.locked_until), Some(t0 + 30));
+    let (_, user) = srv
+        .admin("GET", &format!("/api/v1/users/{upn}"), None)
+        .await;
+    assert_eq!(user["password_failures"]["count"], 5, "{user}");
+    let locked = policy(upn, "right-password").await;
+    assert_fault(&locked, "s:Authentication");
+    let wrong = policy(upn, "guess-6").await;
+    assert_eq!(
+        device::fault_without_trace(&locked.text()),
+        device::fault_without_trace(&wrong.text()),
+        "a locked password and a wrong one get the same answer"
+    );
+    assert_eq!(
+        failures().map(|f| f.count),
+        Some(5),
+        "guesses during a lock are not even looked at"
+    );
+    // After the lock one more wrong guess doubles it; after that the right password works.
+    clock.set(t0 + 31);
+    assert_fault(&policy(upn, "guess-7").await, "s:Authentication");
+    assert_eq!(failures().map(|f| f.locked_until), Some(t0 + 31 + 60));
+    clock.set(t0 + 31 + 61);
+    assert_eq!(policy(upn, "right-password").await.status, 200);
+    assert_eq!(failures(), None);
+    // An admin's new password ends a lock at once.
+    for i in 1..=5 {
+        assert_fault(
+            &policy(upn, &format!("guess-{i}")).await,
+            "s:Authentication",
+        );
+    }
+    let (st, _) = srv
+        .admin(
+            "PATCH",
+            &format!("/api/v1/users/{upn}"),
+            Some(serde_json::json!({"password": "new-password"})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(failures(), None);
+    assert_eq!(policy(upn, "new-password").await.status, 200);
+    // Unknown users are never counted (nothing to fill the store with).
+    for _ in 0..6 {
+        assert_fault(&policy("ghost@example.com", "x").await, "s:Authentication");
+    }
+    assert_eq!(
+        winmdm::lockout::failures(&srv.app, "ghost@example.com").unwrap(),
+        None
+    );
+    srv.stop().await;
+}

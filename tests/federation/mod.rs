@@ -276,6 +276,33 @@ async fn login_page_refusals() {
     assert_eq!(r.status, 200);
     assert!(!r.text().contains("<script>x"), "{}", r.text());
     assert!(r.text().contains("&lt;script&gt;x&lt;/script&gt;&quot;"));
+    // Password guessing on the login page locks bob's password: then even the right one gets
+    // the wrong-password page and no token, until an admin sets a new password.
+    for i in 0..5 {
+        let r = sign_in(&c, auth, APPRU, "bob@contoso.com", &format!("guess-{i}")).await;
+        assert!(input_value(&r.text(), "wresult").is_none());
+    }
+    let r = sign_in(&c, auth, APPRU, "bob@contoso.com", PASSWORD).await;
+    assert!(
+        input_value(&r.text(), "wresult").is_none(),
+        "locked: {}",
+        r.text()
+    );
+    assert!(r.text().contains("The user name or password is incorrect."));
+    let (st2, _) = srv
+        .admin(
+            "PATCH",
+            "/api/v1/users/bob@contoso.com",
+            Some(json!({"password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(st2, 200);
+    let r = sign_in(&c, auth, APPRU, "bob@contoso.com", PASSWORD).await;
+    assert!(
+        input_value(&r.text(), "wresult").is_some(),
+        "unlocked: {}",
+        r.text()
+    );
     // Unknown user, disabled user: no token.
     let r = sign_in(&c, auth, APPRU, "nobody@contoso.com", PASSWORD).await;
     assert!(input_value(&r.text(), "wresult").is_none());

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::manage::enrolled;
-use crate::support::device::{self, DeviceInfo};
+use crate::support::device::{self, fault_without_trace, DeviceInfo};
 use crate::support::mdm_device::ManagedDevice;
 use crate::support::{Client, TestServer, ADMIN_TOKEN};
 use winmdm::ca::KeyAlgorithm;
@@ -278,29 +278,6 @@ async fn idle_connection_flood_does_not_lock_out_devices() {
     assert!(ManagedDevice::new(&srv, &e).session_quiet().await);
     drop(held);
     srv.stop().await;
-}
-
-/// The fault a device sees, without its per-request trace id.
-fn fault_without_trace(body: &str) -> String {
-    let mut out = body.to_string();
-    for tag in ["TraceId", "traceid"] {
-        let open = format!("<{tag}>");
-        let close = format!("</{tag}>");
-        while let (Some(a), Some(b)) = (out.find(&open), out.find(&close)) {
-            if b < a {
-                break;
-            }
-            out.replace_range(a..b + close.len(), "");
-        }
-    }
-    // The relatesTo / MessageID echo differs per request too.
-    out.split("<a:RelatesTo")
-        .next()
-        .map(str::to_string)
-        .unwrap_or(out)
-        .lines()
-        .filter(|l| !l.contains("MessageID") && !l.contains("RelatesTo"))
-        .collect()
 }
 
 #[tokio::test]

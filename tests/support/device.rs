@@ -217,3 +217,26 @@ impl Provisioning {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// The fault a device sees, without its per-request trace id.
+pub fn fault_without_trace(body: &str) -> String {
+    let mut out = body.to_string();
+    for tag in ["TraceId", "traceid"] {
+        let open = format!("<{tag}>");
+        let close = format!("</{tag}>");
+        while let (Some(a), Some(b)) = (out.find(&open), out.find(&close)) {
+            if b < a {
+                break;
+            }
+            out.replace_range(a..b + close.len(), "");
+        }
+    }
+    // The relatesTo / MessageID echo differs per request too.
+    out.split("<a:RelatesTo")
+        .next()
+        .map(str::to_string)
+        .unwrap_or(out)
+        .lines()
+        .filter(|l| !l.contains("MessageID") && !l.contains("RelatesTo"))
+        .collect()
+}
