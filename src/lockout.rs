@@ -10,6 +10,10 @@
 //! that would let anyone fill the store). A correct password outside a lock clears the count; so
 //! does an admin setting a new password.
 //!
+//! Provisioning-package secrets of bulk accounts (random 256-bit values) are checked before and
+//! outside the lock, so guessing at a bulk UPN, which every package carries, cannot stop a
+//! provisioning run.
+//!
 //! The trade-off is the usual one: somebody guessing at a user's password delays that user's own
 //! enrollments for at most [`MAX_LOCK_SECS`] after the last guess. Every refusal is logged with the
 //! user and the lock's end.

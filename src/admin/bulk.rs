@@ -112,7 +112,8 @@ pub fn forget_user(store: &dyn Store, upn: &str) -> Result<(), StoreError> {
 }
 
 /// Whether `password` is an unrevoked package secret of the bulk account `upn` (called by the
-/// enrollment password check after the account password failed). Store errors count as "no".
+/// enrollment password check before the account password, outside the guessing lock). Store
+/// errors count as "no".
 pub fn verify_package_secret(app: &App, upn: &str, password: &str) -> bool {
     if !is_bulk_account(upn) {
         return false;

@@ -316,15 +316,20 @@ fn authenticate(app: &App, cred: &Credential, stage: Stage) -> Result<Principal,
                     reason: format!("unknown user {upn:?}"),
                 });
             };
-            // A bulk account also accepts its unrevoked provisioning-package secrets.
-            let verdict = crate::lockout::check(app, &upn, password, || {
-                app.password_cache
-                    .verify(&user.upn, password, &user.password_hash)
-                    || crate::admin::bulk::verify_package_secret(app, &user.upn, password)
-            })
-            .map_err(|e| EnrollError::EnrollmentServer {
-                reason: format!("store: {e}"),
-            })?;
+            // A bulk account also accepts its unrevoked provisioning-package secrets. They are
+            // random 256-bit values, so they skip the guessing lock: somebody guessing at the
+            // (public) bulk UPN must not stop a provisioning run.
+            let verdict = if crate::admin::bulk::verify_package_secret(app, &user.upn, password) {
+                crate::lockout::Verdict::Accepted
+            } else {
+                crate::lockout::check(app, &upn, password, || {
+                    app.password_cache
+                        .verify(&user.upn, password, &user.password_hash)
+                })
+                .map_err(|e| EnrollError::EnrollmentServer {
+                    reason: format!("store: {e}"),
+                })?
+            };
             if let Some(reason) = refusal(&upn, verdict) {
                 return Err(EnrollError::Authentication { reason });
             }

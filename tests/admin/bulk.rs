@@ -186,6 +186,22 @@ async fn package_secret_enrolls_until_revoked() {
         Some("s:Authentication")
     );
     assert_eq!(rst_fault(&srv, 525, bulk, &p2.secret).await, None);
+    // Guessing at the (public) bulk UPN locks its account password, not the package secrets:
+    // provisioning goes on.
+    for i in 0..5 {
+        assert_eq!(
+            rst_fault(&srv, 530, bulk, &format!("guess-{i}"))
+                .await
+                .as_deref(),
+            Some("s:Authentication")
+        );
+    }
+    assert_eq!(
+        rst_fault(&srv, 531, bulk, "account-pw-1").await.as_deref(),
+        Some("s:Authentication"),
+        "the account password is locked"
+    );
+    assert_eq!(rst_fault(&srv, 532, bulk, &p2.secret).await, None);
     let (st, _) = srv
         .admin(
             "DELETE",
