@@ -28,6 +28,7 @@ fn doc(ca: &Ca, cert: &ca::IssuedCert) -> String {
     provisioning::build(&ProvisioningDoc {
         root_ca_der: ca.cert_der(),
         root_thumbprint: &ct,
+        intermediate_ca: None,
         client_cert_der: &cert.der,
         client_thumbprint: &cert.thumbprint,
         cert_store: CertStore::MyUser,

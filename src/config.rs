@@ -32,6 +32,18 @@ pub struct ServeOptions {
     /// Serve the admin API (`/api/v1`) on this separate address instead of the main listener.
     #[arg(long, env = "WINMDM_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// The https URL of the mutual-TLS management endpoint (OMA-DM and certificate renewal),
+    /// the only one that asks for a client certificate; it goes into every provisioning
+    /// document (w7 ADDR, WSTEP/Renew ServerURL). Default: the public URL's host on the next
+    /// port (https://localhost:8444).
+    #[arg(long, env = "WINMDM_MGMT_URL")]
+    pub mgmt_url: Option<String>,
+    /// Address of the mutual-TLS management listener (default: --listen's address on the next
+    /// port, 127.0.0.1:8444), or `off` to have no second listener and pick the management
+    /// TLS configuration by SNI on the main listener (needs --mgmt-url with another host name
+    /// on the public URL's port).
+    #[arg(long, env = "WINMDM_MGMT_LISTEN")]
+    pub mgmt_listen: Option<String>,
     /// PEM certificate chain for the TLS listener (e.g. from a public CA). Needs --tls-key.
     #[arg(long, env = "WINMDM_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -183,6 +195,8 @@ impl ServeOptions {
             public_url: self.public_url.or(lower.public_url),
             data_dir: self.data_dir.or(lower.data_dir),
             admin_listen: self.admin_listen.or(lower.admin_listen),
+            mgmt_url: self.mgmt_url.or(lower.mgmt_url),
+            mgmt_listen: self.mgmt_listen.or(lower.mgmt_listen),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             ca_cert: self.ca_cert.or(lower.ca_cert),
@@ -382,7 +396,18 @@ impl ServeOptions {
                 });
             }
         }
+        let listen = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+        let (mgmt_url, mgmt_listen) = resolve_mgmt(
+            &public_url,
+            listen,
+            self.mgmt_url.as_deref(),
+            self.mgmt_listen.as_deref(),
+        )?;
         Ok(Config {
+            mgmt_url,
+            mgmt_listen,
             store_cache_bytes: store_cache_mb << 20,
             command_retention,
             conn,
@@ -392,9 +417,7 @@ impl ServeOptions {
             renewal,
             tenant_id,
             tenant_domain,
-            listen: self
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443))),
+            listen,
             public_url,
             data_dir: self
                 .data_dir
@@ -457,6 +480,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Separate admin listener, if any.
     pub admin_listen: Option<SocketAddr>,
+    /// The public base URL of the mutual-TLS management endpoint (w7 `ADDR`, `WSTEP/Renew`
+    /// `ServerURL`).
+    pub mgmt_url: PublicUrl,
+    /// The mutual-TLS listener's address; `None` = management is chosen by SNI
+    /// (`mgmt_url.host`) on the main listener.
+    pub mgmt_listen: Option<SocketAddr>,
     /// Admin-supplied TLS certificate and key paths.
     pub tls_cert: Option<(PathBuf, PathBuf)>,
     /// Admin-supplied CA certificate and key paths.
@@ -731,6 +760,83 @@ fn resolve_entra(
     }))
 }
 
+/// Resolves `--mgmt-url` and `--mgmt-listen` (see [`ServeOptions::mgmt_url`]): defaults, and
+/// the rule that devices can always reach a listener asking for their certificate.
+fn resolve_mgmt(
+    public: &PublicUrl,
+    listen: SocketAddr,
+    url: Option<&str>,
+    bind: Option<&str>,
+) -> Result<(PublicUrl, Option<SocketAddr>), ConfigError> {
+    let bad = |field: &'static str, reason: String| ConfigError::Invalid { field, reason };
+    let mgmt_url = match url {
+        Some(u) => PublicUrl::parse(u).map_err(|e| match e {
+            ConfigError::Invalid { reason, .. } => bad("mgmt_url", reason),
+            other => other,
+        })?,
+        None => {
+            let port = public.port().checked_add(1).ok_or_else(|| {
+                bad(
+                    "mgmt_url",
+                    "the public URL uses port 65535: set --mgmt-url".into(),
+                )
+            })?;
+            let host = if public.host.contains(':') {
+                format!("[{}]", public.host)
+            } else {
+                public.host.clone()
+            };
+            PublicUrl::parse(&format!("https://{host}:{port}"))?
+        }
+    };
+    let same_port = mgmt_url.port() == public.port();
+    let same_host = mgmt_url.host == public.host;
+    let mgmt_listen = match bind.map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("off") => {
+            if same_host || !same_port {
+                return Err(bad(
+                    "mgmt_listen",
+                    format!(
+                        "off needs --mgmt-url on another host name at the public URL's port {} (management is then chosen by SNI), not {}",
+                        public.port(),
+                        mgmt_url.base
+                    ),
+                ));
+            }
+            None
+        }
+        Some(v) => Some(v.parse::<SocketAddr>().map_err(|_| {
+            bad(
+                "mgmt_listen",
+                format!("{v:?} is neither an address such as 0.0.0.0:8444 nor off"),
+            )
+        })?),
+        None => {
+            let port = if listen.port() == 0 {
+                0
+            } else {
+                listen.port().checked_add(1).ok_or_else(|| {
+                    bad(
+                        "mgmt_listen",
+                        "--listen uses port 65535: set --mgmt-listen".into(),
+                    )
+                })?
+            };
+            Some(SocketAddr::new(listen.ip(), port))
+        }
+    };
+    if same_host && same_port {
+        return Err(bad(
+            "mgmt_url",
+            format!(
+                "{} is the public URL: the management endpoint needs its own port or host name, because enrollment must never be asked for a client certificate",
+                mgmt_url.base
+            ),
+        ));
+    }
+    Ok((mgmt_url, mgmt_listen))
+}
+
 /// Certificate renewal settings (see `mdm::renew`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RenewalSettings {
@@ -928,6 +1034,19 @@ impl PublicUrl {
             base: format!("https://{}", authority.to_ascii_lowercase()),
             host,
         })
+    }
+
+    /// The port devices connect to (443 when the URL names none).
+    pub fn port(&self) -> u16 {
+        let authority = self.base.trim_start_matches("https://");
+        let after_host = match authority.rfind(']') {
+            Some(i) => &authority[i + 1..],
+            None => authority,
+        };
+        after_host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(443)
     }
 
     /// The full URL of `path` (which starts with `/`).

@@ -108,9 +108,21 @@ fn read(path: &Path) -> Result<String, PkiError> {
     fs::read_to_string(path).map_err(|e| io_err(path, e))
 }
 
+/// The host names the server answers to: the public URL's host, then the management URL's
+/// host when it differs. A generated CA is name-constrained to these, and a generated TLS
+/// certificate names them.
+pub fn server_hosts(cfg: &Config) -> Vec<String> {
+    let mut hosts = vec![cfg.public_url.host.clone()];
+    if cfg.mgmt_url.host != cfg.public_url.host {
+        hosts.push(cfg.mgmt_url.host.clone());
+    }
+    hosts
+}
+
 /// Loads the CA and TLS material, generating what is missing.
 pub fn load_or_create(cfg: &Config, clock: &dyn Clock) -> Result<Pki, PkiError> {
     ensure_private_dir(&cfg.data_dir)?;
+    let hosts = server_hosts(cfg);
     let ca = match &cfg.ca_cert {
         Some((cert, key)) => Ca::from_pem(&read(cert)?, &read(key)?)?,
         None => {
@@ -120,10 +132,15 @@ pub fn load_or_create(cfg: &Config, clock: &dyn Clock) -> Result<Pki, PkiError> 
             if cert.exists() && key.exists() {
                 Ca::from_pem(&read(&cert)?, &read(&key)?)?
             } else {
-                let ca = Ca::generate(cfg.ca_key_algorithm, "winmdm enrollment CA", clock.now())?;
+                let ca = Ca::generate_constrained(
+                    cfg.ca_key_algorithm,
+                    "winmdm enrollment CA",
+                    &hosts,
+                    clock.now(),
+                )?;
                 write_secret(&key, ca.key_pem().as_bytes())?;
                 write_public(&cert, ca.cert_pem().as_bytes())?;
-                tracing::info!(path = %cert.display(), algorithm = ?cfg.ca_key_algorithm, thumbprint = %ca.thumbprint(), "generated enrollment CA");
+                tracing::info!(path = %cert.display(), algorithm = ?cfg.ca_key_algorithm, thumbprint = %ca.thumbprint(), hosts = ?hosts, "generated enrollment CA (name-constrained to these hosts, EKU serverAuth + clientAuth)");
                 ca
             }
         }
@@ -138,16 +155,25 @@ pub fn load_or_create(cfg: &Config, clock: &dyn Clock) -> Result<Pki, PkiError> 
                 dir.join("server.key"),
                 dir.join("host"),
             );
-            let host = &cfg.public_url.host;
+            let host = hosts.join(",");
             let current = fs::read_to_string(&h).ok();
             if !(c.exists() && k.exists() && current.as_deref() == Some(host.as_str())) {
-                let (cert_pem, key_pem) = ca.issue_server_cert(
-                    std::slice::from_ref(host),
-                    cfg.ca_key_algorithm,
-                    clock.now(),
-                )?;
+                if let Some(out) = hosts.iter().find(|h| !ca.permits_host(h)) {
+                    return Err(PkiError::Pem {
+                        path: cfg.data_dir.join("ca").join("ca.pem"),
+                        reason: format!(
+                            "the enrollment CA is name-constrained to other host names than {out:?}, so it cannot issue this server's TLS certificate: give a certificate with --tls-cert/--tls-key, or move DATA_DIR/ca away to generate a new CA (every enrolled device must then enroll again)"
+                        ),
+                    });
+                }
+                let (cert_pem, key_pem) =
+                    ca.issue_server_cert(&hosts, cfg.ca_key_algorithm, clock.now())?;
+                let root = match ca.intermediate_der() {
+                    Some(_) => crate::ca::pem_encode("CERTIFICATE", ca.root_der()),
+                    None => String::new(),
+                };
                 write_secret(&k, key_pem.as_bytes())?;
-                write_public(&c, format!("{cert_pem}{}", ca.cert_pem()).as_bytes())?;
+                write_public(&c, format!("{cert_pem}{}{root}", ca.cert_pem()).as_bytes())?;
                 write_public(&h, host.as_bytes())?;
                 tracing::info!(path = %c.display(), host = %host, "generated TLS server certificate signed by the enrollment CA");
             }

@@ -5,8 +5,9 @@ use std::net::IpAddr;
 use std::time::Duration as StdDuration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
+    string::PrintableString, BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName,
+    DnType, DnValue, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, NameConstraints, PublicKeyData, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -31,8 +32,16 @@ pub const SERVER_CERT_VALIDITY: Duration = Duration::days(365);
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     cert_der: Vec<u8>,
+    /// The self-signed root above this CA when this CA is an intermediate.
+    root_der: Option<Vec<u8>>,
     thumbprint: String,
     not_after: OffsetDateTime,
+}
+
+/// What [`Ca::generate_constrained`] restricts.
+struct CaLimits {
+    name_constraints: NameConstraints,
+    ekus: Vec<ExtendedKeyUsagePurpose>,
 }
 
 /// A device certificate issued by [`Ca::issue_device_cert`].
@@ -73,6 +82,83 @@ impl Ca {
         common_name: &str,
         now: OffsetDateTime,
     ) -> Result<Ca, CaError> {
+        Ca::generate_with(alg, common_name, None, now)
+    }
+
+    /// As [`Ca::generate`], but the CA can only vouch for `hosts` (the server's public and
+    /// management host names): the certificate carries
+    /// * NameConstraints (critical): permitted dNSName = each DNS host, permitted iPAddress =
+    ///   each IP host (/32 or /128); every IP address excluded when no host is one, and only the
+    ///   reserved name `invalid` permitted when no host is a DNS name;
+    /// * ExtendedKeyUsage serverAuth + clientAuth, which CryptoAPI intersects with every
+    ///   certificate below it: nothing it issues is trusted for code signing, e-mail, time
+    ///   stamping and so on.
+    ///
+    /// This is the CA the provisioning document installs in every device's machine root store
+    /// (`CertificateStore/Root/System`): whoever steals its key can no longer issue a TLS
+    /// certificate that enrolled devices trust for another site. Device identity certificates
+    /// (`CN=<DeviceID>`, no subjectAltName) carry no name of a constrained type (RFC 5280
+    /// applies dNSName constraints to dNSName subjectAltNames only), so they stay valid.
+    pub fn generate_constrained(
+        alg: KeyAlgorithm,
+        common_name: &str,
+        hosts: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Ca, CaError> {
+        if hosts.is_empty() {
+            return Err(CaError::InvalidHost {
+                host: String::new(),
+            });
+        }
+        let mut permitted = Vec::new();
+        let (mut dns, mut ip) = (false, false);
+        for h in hosts {
+            match san_for_host(h)? {
+                SanType::DnsName(n) => {
+                    dns = true;
+                    permitted.push(GeneralSubtree::DnsName(n.as_str().to_owned()));
+                }
+                SanType::IpAddress(a) => {
+                    ip = true;
+                    let prefix = if a.is_ipv4() { 32 } else { 128 };
+                    permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+                        a, prefix,
+                    )));
+                }
+                _ => {
+                    return Err(CaError::InvalidHost {
+                        host: h.chars().take(260).collect(),
+                    })
+                }
+            }
+        }
+        let mut excluded = Vec::new();
+        if !ip {
+            excluded.push(GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])));
+            excluded.push(GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])));
+        }
+        if !dns {
+            permitted.push(GeneralSubtree::DnsName("invalid".into()));
+        }
+        let limits = CaLimits {
+            name_constraints: NameConstraints {
+                permitted_subtrees: permitted,
+                excluded_subtrees: excluded,
+            },
+            ekus: vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        };
+        Ca::generate_with(alg, common_name, Some(limits), now)
+    }
+
+    fn generate_with(
+        alg: KeyAlgorithm,
+        common_name: &str,
+        limits: Option<CaLimits>,
+        now: OffsetDateTime,
+    ) -> Result<Ca, CaError> {
         let generate = |reason: String| CaError::Generate { reason };
         if common_name.trim().is_empty() {
             return Err(generate("empty common name".into()));
@@ -90,6 +176,10 @@ impl Ca {
         params.serial_number = Some(random_serial().map_err(|e| generate(e.to_string()))?);
         params.not_before = whole_seconds_up(now - CA_BACKDATE);
         params.not_after = whole_seconds_down(now + CA_VALIDITY);
+        if let Some(l) = limits {
+            params.name_constraints = Some(l.name_constraints);
+            params.extended_key_usages = l.ekus;
+        }
         let cert = params
             .self_signed(&key)
             .map_err(|e| generate(format!("self-signing: {e}")))?;
@@ -102,12 +192,25 @@ impl Ca {
     /// admin-supplied CA. The certificate must be a CA (BasicConstraints CA:TRUE; KeyUsage, if
     /// present, with keyCertSign) and the key must match its public key; otherwise
     /// [`CaError::Load`].
+    ///
+    /// The CA may be an intermediate: then `cert_pem` must hold, after it, the self-signed root
+    /// that issued it (a bundle, CA first). The provisioning document installs the root under
+    /// `CertificateStore/Root/System` and the intermediate under `CertificateStore/CA/System`;
+    /// MS-MDE2 allows one root and one intermediate there, so a deeper chain, a bundle whose
+    /// second certificate did not issue the first, or an intermediate without its root is
+    /// refused with [`CaError::Load`] saying what to fix.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, CaError> {
         let load = |reason: String| CaError::Load { reason };
-        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| load(format!("certificate PEM: {e}")))?;
+        let Some(cert) = certs.first() else {
+            return Err(load("certificate PEM: no CERTIFICATE block".into()));
+        };
         let key = KeyPair::from_pem(key_pem).map_err(|e| load(format!("private key: {e}")))?;
-        Ca::from_parts(cert.to_vec(), key)
+        let mut ca = Ca::from_parts(cert.to_vec(), key)?;
+        ca.root_der = chain_root(cert, &certs[1..])?;
+        Ok(ca)
     }
 
     fn from_parts(cert_der: Vec<u8>, key: KeyPair) -> Result<Ca, CaError> {
@@ -149,8 +252,66 @@ impl Ca {
             thumbprint: thumbprint(&cert_der),
             issuer,
             cert_der,
+            root_der: None,
             not_after,
         })
+    }
+
+    /// The root to install under `CertificateStore/Root/System`: this CA when it is
+    /// self-signed, else the root given after it in the `--ca-cert` bundle (DER).
+    pub fn root_der(&self) -> &[u8] {
+        self.root_der.as_deref().unwrap_or(&self.cert_der)
+    }
+
+    /// This CA's certificate when it is an intermediate (install it under
+    /// `CertificateStore/CA/System`), `None` when it is its own root.
+    pub fn intermediate_der(&self) -> Option<&[u8]> {
+        self.root_der.as_ref().map(|_| self.cert_der.as_slice())
+    }
+
+    /// Whether a TLS certificate for `host` issued by this CA satisfies the CA's own name
+    /// constraints (always `true` for an unconstrained CA). Checked before the server issues
+    /// itself a TLS certificate, so a constrained CA made for another host name is noticed at
+    /// start instead of by every client.
+    pub fn permits_host(&self, host: &str) -> bool {
+        use x509_parser::extensions::GeneralName;
+        let Ok(x509) = self.issuer_cert() else {
+            return false;
+        };
+        let nc = match x509.name_constraints() {
+            Ok(Some(nc)) => nc.value.clone(),
+            Ok(None) => return true,
+            Err(_) => return false,
+        };
+        let literal = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let ip = literal.parse::<IpAddr>().ok();
+        let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let matches = |g: &GeneralName<'_>| match (g, ip) {
+            (GeneralName::DNSName(c), None) => {
+                let c = c.trim_start_matches('.').to_ascii_lowercase();
+                name == c || name.ends_with(&format!(".{c}"))
+            }
+            (GeneralName::IPAddress(b), Some(a)) => ip_in(a, b),
+            _ => false,
+        };
+        let same_type = |g: &GeneralName<'_>| {
+            matches!(
+                (g, ip),
+                (GeneralName::DNSName(_), None) | (GeneralName::IPAddress(_), Some(_))
+            )
+        };
+        let excluded = nc
+            .excluded_subtrees
+            .iter()
+            .flatten()
+            .any(|s| matches(&s.base));
+        let permitted = nc.permitted_subtrees.as_ref().is_none_or(|p| {
+            !p.iter().any(|s| same_type(&s.base)) || p.iter().any(|s| matches(&s.base))
+        });
+        !excluded && permitted
     }
 
     /// The CA certificate, DER.
@@ -207,7 +368,7 @@ impl Ca {
         let (not_before, not_after) = self.leaf_validity(validity, now)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, device_id);
+        dn.push(DnType::CommonName, cn_value(device_id));
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = if csr.key_algorithm() == "RSA" {
@@ -332,6 +493,84 @@ impl Ca {
     }
 }
 
+/// `addr` within the constraint `bytes` (address then mask, 8 or 32 bytes).
+fn ip_in(addr: IpAddr, bytes: &[u8]) -> bool {
+    let a: Vec<u8> = match addr {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    };
+    if bytes.len() != 2 * a.len() {
+        return false;
+    }
+    let (net, mask) = bytes.split_at(a.len());
+    a.iter()
+        .zip(net)
+        .zip(mask)
+        .all(|((x, n), m)| x & m == n & m)
+}
+
+/// For an intermediate CA `cert`, the self-signed root in `rest` that issued it (see
+/// [`Ca::from_pem`]); `None` for a self-signed CA.
+fn chain_root(
+    cert: &CertificateDer<'_>,
+    rest: &[CertificateDer<'static>],
+) -> Result<Option<Vec<u8>>, CaError> {
+    let load = |reason: String| CaError::Load { reason };
+    fn parse(d: &[u8]) -> Result<X509Certificate<'_>, CaError> {
+        X509Certificate::from_der(d)
+            .map(|(_, c)| c)
+            .map_err(|e| CaError::Load {
+                reason: format!("certificate DER: {e}"),
+            })
+    }
+    let ca = parse(cert)?;
+    let self_signed = |c: &X509Certificate<'_>| {
+        c.subject().as_raw() == c.issuer().as_raw() && c.verify_signature(None).is_ok()
+    };
+    if self_signed(&ca) {
+        if !rest.is_empty() {
+            return Err(load(format!(
+                "the CA certificate is self-signed but the file holds {} more certificate(s) after it: give the CA alone",
+                rest.len()
+            )));
+        }
+        return Ok(None);
+    }
+    let Some(root_der) = rest.first() else {
+        return Err(load(format!(
+            "the CA certificate is not self-signed (issued by {}): append the root CA certificate that issued it to the --ca-cert file (Windows installs one root under CertificateStore/Root/System and this CA under CertificateStore/CA/System)",
+            ca.issuer()
+        )));
+    };
+    let root = parse(root_der)?;
+    if root.subject().as_raw() != ca.issuer().as_raw()
+        || ca.verify_signature(Some(root.public_key())).is_err()
+    {
+        return Err(load(format!(
+            "the second certificate of --ca-cert ({}) did not issue the CA (issued by {})",
+            root.subject(),
+            ca.issuer()
+        )));
+    }
+    if !self_signed(&root) {
+        return Err(load(format!(
+            "the CA's issuer ({}) is not a self-signed root: the provisioning document can install one root and one intermediate only, so use a CA directly below the root",
+            root.subject()
+        )));
+    }
+    if rest.len() > 1 {
+        return Err(load(format!(
+            "--ca-cert holds {} certificates after the CA: give the CA and its root only",
+            rest.len()
+        )));
+    }
+    match root.basic_constraints() {
+        Ok(Some(bc)) if bc.value.ca => {}
+        _ => return Err(load("the root certificate is not a CA".into())),
+    }
+    Ok(Some(root_der.to_vec()))
+}
+
 /// 16 random bytes, top bit clear (positive) and second bit set (so the DER INTEGER is always
 /// exactly 16 bytes): 126 bits of entropy.
 fn random_serial() -> Result<SerialNumber, aws_lc_rs::error::Unspecified> {
@@ -339,6 +578,18 @@ fn random_serial() -> Result<SerialNumber, aws_lc_rs::error::Unspecified> {
     aws_lc_rs::rand::fill(&mut b)?;
     b[0] = (b[0] & 0x3f) | 0x40;
     Ok(SerialNumber::from_slice(&b))
+}
+
+/// The subject CN as a PrintableString whenever `value` fits that alphabet (every Windows
+/// DeviceID does), else a UTF8String. Known-good MDM client certificates (Windows' own CSR
+/// subjects, the certificates other MDM servers issue) use PrintableString, CryptoAPI's default
+/// string type; if the DM client compares encoded names when it looks up
+/// `SSLCLIENTCERTSEARCHCRITERIA=Subject=CN%3D<DeviceID>`, this is the encoding it expects.
+pub(crate) fn cn_value(value: &str) -> DnValue {
+    match PrintableString::try_from(value) {
+        Ok(p) => DnValue::PrintableString(p),
+        Err(_) => DnValue::Utf8String(value.to_owned()),
+    }
 }
 
 fn san_for_host(host: &str) -> Result<SanType, CaError> {
@@ -380,7 +631,7 @@ fn whole_seconds_up(t: OffsetDateTime) -> OffsetDateTime {
 }
 
 /// PEM with 64-column base64 lines and a trailing newline.
-pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut s = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 40);

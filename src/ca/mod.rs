@@ -102,7 +102,7 @@ pub use cms::{
 };
 pub use csr::{verify_csr, CsrVerified, MAX_CSR_LEN};
 pub use identity::{device_id_from_cert, CertIdentity};
-pub use issue::{Ca, IssuedCert};
+pub use issue::{pem_encode, Ca, IssuedCert};
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,10 +1,25 @@
-//! The I/O shell: one TLS listener (rustls over tokio, TLS 1.2 and 1.3) serving every endpoint,
-//! hyper 1 for HTTP/1.1 and HTTP/2, graceful shutdown.
+//! The I/O shell: TLS listeners (rustls over tokio, TLS 1.2 and 1.3), hyper 1 for HTTP/1.1 and
+//! HTTP/2, graceful shutdown.
 //!
-//! Every handshake *requests* a client certificate chaining to the enrollment CA but does not
-//! require one: enrollment runs without, management (later) demands it. rustls cannot ask for a
-//! certificate after the handshake, so the request must be in every initial handshake. The
-//! verified peer certificate is captured per connection in a [`Peer`] and handed to the router.
+//! # Which handshakes ask for a client certificate
+//!
+//! Microsoft documents discovery and enrollment as "HTTPS (server authentication only)", and
+//! WinHTTP fails a request whose server asks for a client certificate the application did not
+//! provide (`ERROR_WINHTTP_CLIENT_AUTH_CERT_NEEDED`, 12044). So two TLS configurations exist:
+//! * **server-auth only** (no CertificateRequest): discovery, policy, enrollment, the login,
+//!   terms and invitation pages, the admin API — everything on the main and admin listeners;
+//! * **mutual TLS** (a CertificateRequest trusting only the enrollment CA; a missing
+//!   certificate is answered by the handler, not by a TLS alert): the management endpoint and
+//!   certificate renewal (ROBO), which authenticate with the device certificate.
+//!
+//! Devices reach the mutual-TLS configuration at `--mgmt-url`, which the provisioning document
+//! writes as the w7 `ADDR` and the `WSTEP/Renew` `ServerURL`. Every listener reads the
+//! ClientHello first (tokio-rustls' [`LazyConfigAcceptor`]) and picks the configuration:
+//! the management listener (`--mgmt-listen`, by default the main port + 1) always uses mutual
+//! TLS; the main listener uses it only when the SNI names the management host and that host
+//! differs from the public host (`--mgmt-listen off` + `--mgmt-url https://<other name>`), so
+//! one port can serve both by name. The verified peer certificate is captured per connection
+//! in a [`Peer`] and handed to the router.
 
 pub mod conn;
 pub mod landing;
@@ -24,7 +39,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 
 use crate::app::App;
 use crate::config::ConnLimits;
@@ -42,13 +57,26 @@ pub struct Peer {
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Everything (the admin API too unless `admin_only` listener exists).
+    /// Everything but the mutual-TLS handshake (the admin API too unless an admin-only
+    /// listener exists).
     Main {
         /// Whether `/api/v1` is served here.
         admin: bool,
     },
     /// Only the admin API.
     AdminOnly,
+    /// The mutual-TLS endpoint: management and certificate renewal only.
+    Management,
+}
+
+/// The two TLS configurations (see the [module docs](self)).
+#[derive(Clone)]
+pub struct TlsConfigs {
+    /// Server authentication only: never sends a CertificateRequest.
+    pub server_auth: Arc<ServerConfig>,
+    /// Asks for a client certificate chaining to the enrollment CA (optional in the handshake;
+    /// the management handler refuses a request without one).
+    pub mutual: Arc<ServerConfig>,
 }
 
 /// Server start-up failure.
@@ -70,34 +98,69 @@ pub enum ServeError {
     },
 }
 
-/// Builds the rustls configuration: our TLS certificate, TLS 1.3 + 1.2, client certificates
-/// requested (trusting only the enrollment CA) but optional, ALPN h2 + http/1.1.
-pub fn tls_config(app: &App) -> Result<Arc<ServerConfig>, ServeError> {
+/// Builds both rustls configurations: our TLS certificate, TLS 1.3 + 1.2, ALPN h2 +
+/// http/1.1; the mutual one requests client certificates trusting only the enrollment CA.
+pub fn tls_configs(app: &App) -> Result<TlsConfigs, ServeError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from(app.ca.cert_der().to_vec()))?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()?;
-    let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+    let builder = || {
+        ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    };
+    let mut mutual = builder()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(app.tls.chain.clone(), app.tls.key.clone_key())?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    mutual.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut server_auth = builder()?
+        .with_no_client_auth()
+        .with_single_cert(app.tls.chain.clone(), app.tls.key.clone_key())?;
+    server_auth.alpn_protocols = mutual.alpn_protocols.clone();
+    Ok(TlsConfigs {
+        server_auth: Arc::new(server_auth),
+        mutual: Arc::new(mutual),
+    })
+}
+
+/// The mutual-TLS configuration (the one the management endpoint uses).
+pub fn tls_config(app: &App) -> Result<Arc<ServerConfig>, ServeError> {
+    Ok(tls_configs(app)?.mutual)
+}
+
+/// The configuration and role for a connection on a `listener` listener whose ClientHello
+/// named `sni`.
+fn choose(
+    listener: Role,
+    sni: Option<&str>,
+    mgmt_sni: Option<&str>,
+    tls: &TlsConfigs,
+) -> (Arc<ServerConfig>, Role) {
+    match listener {
+        Role::Management => (tls.mutual.clone(), Role::Management),
+        Role::Main { .. }
+            if sni.is_some() && sni.map(str::to_ascii_lowercase).as_deref() == mgmt_sni =>
+        {
+            (tls.mutual.clone(), Role::Management)
+        }
+        other => (tls.server_auth.clone(), other),
+    }
 }
 
 /// A bound, not yet running server.
 pub struct Server {
     app: Arc<App>,
-    tls: Arc<ServerConfig>,
+    tls: TlsConfigs,
     listeners: Vec<(TcpListener, Role)>,
 }
 
 impl Server {
-    /// Binds the main listener (and the admin listener if configured).
+    /// Binds the main listener, the mutual-TLS management listener (unless `--mgmt-listen
+    /// off`) and the admin listener if configured.
     pub async fn bind(app: Arc<App>) -> Result<Server, ServeError> {
-        let tls = tls_config(&app)?;
+        let tls = tls_configs(&app)?;
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr).await.map_err(|e| ServeError::Bind {
                 addr,
@@ -110,6 +173,9 @@ impl Server {
                 admin: app.cfg.admin_listen.is_none(),
             },
         )];
+        if let Some(a) = app.cfg.mgmt_listen {
+            listeners.push((bind(a).await?, Role::Management));
+        }
         if let Some(a) = app.cfg.admin_listen {
             listeners.push((bind(a).await?, Role::AdminOnly));
         }
@@ -120,27 +186,54 @@ impl Server {
         })
     }
 
-    /// Serves the main role on an already bound listener (tests bind port 0 first to learn the
-    /// port for the public URL). No separate admin listener.
+    /// Serves the main role on an already bound listener, plus the management listener bound
+    /// now at `--mgmt-listen` (unless off; read its port with [`Server::mgmt_addr`]). No
+    /// separate admin listener.
     pub fn from_listener(
         app: Arc<App>,
         listener: std::net::TcpListener,
     ) -> Result<Server, ServeError> {
-        let tls = tls_config(&app)?;
-        let addr = listener.local_addr().map_err(|e| ServeError::Bind {
-            addr: app.cfg.listen,
-            reason: e.to_string(),
-        })?;
-        let bind_err = |e: std::io::Error| ServeError::Bind {
-            addr,
-            reason: e.to_string(),
+        let mgmt = match app.cfg.mgmt_listen {
+            Some(a) => Some(
+                std::net::TcpListener::bind(a).map_err(|e| ServeError::Bind {
+                    addr: a,
+                    reason: e.to_string(),
+                })?,
+            ),
+            None => None,
         };
-        listener.set_nonblocking(true).map_err(bind_err)?;
-        let listener = TcpListener::from_std(listener).map_err(bind_err)?;
+        Server::from_listeners(app, listener, mgmt)
+    }
+
+    /// Serves the main role on `main` and mutual TLS on `mgmt`, both already bound (tests bind
+    /// port 0 first to learn the ports for the public and management URLs). No separate admin
+    /// listener.
+    pub fn from_listeners(
+        app: Arc<App>,
+        main: std::net::TcpListener,
+        mgmt: Option<std::net::TcpListener>,
+    ) -> Result<Server, ServeError> {
+        let tls = tls_configs(&app)?;
+        let tokio_listener = |l: std::net::TcpListener| {
+            let addr = l.local_addr().map_err(|e| ServeError::Bind {
+                addr: app.cfg.listen,
+                reason: e.to_string(),
+            })?;
+            let bind_err = |e: std::io::Error| ServeError::Bind {
+                addr,
+                reason: e.to_string(),
+            };
+            l.set_nonblocking(true).map_err(bind_err)?;
+            TcpListener::from_std(l).map_err(bind_err)
+        };
+        let mut listeners = vec![(tokio_listener(main)?, Role::Main { admin: true })];
+        if let Some(m) = mgmt {
+            listeners.push((tokio_listener(m)?, Role::Management));
+        }
         Ok(Server {
             app,
             tls,
-            listeners: vec![(listener, Role::Main { admin: true })],
+            listeners,
         })
     }
 
@@ -148,6 +241,14 @@ impl Server {
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listeners
             .first()
+            .and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The bound address of the mutual-TLS management listener, if there is one.
+    pub fn mgmt_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(_, r)| *r == Role::Management)
             .and_then(|(l, _)| l.local_addr().ok())
     }
 
@@ -175,7 +276,7 @@ impl Server {
                 listener,
                 role,
                 self.app.clone(),
-                TlsAcceptor::from(self.tls.clone()),
+                self.tls.clone(),
                 graceful.clone(),
                 stop_rx.clone(),
                 limit.clone(),
@@ -211,7 +312,7 @@ async fn accept_loop(
     listener: TcpListener,
     role: Role,
     app: Arc<App>,
-    acceptor: TlsAcceptor,
+    acceptor: TlsConfigs,
     graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     limit: Arc<Semaphore>,
@@ -293,12 +394,25 @@ async fn serve_connection(
     addr: SocketAddr,
     role: Role,
     app: Arc<App>,
-    acceptor: TlsAcceptor,
+    acceptor: TlsConfigs,
     watcher: hyper_util::server::graceful::Watcher,
     state: Arc<ConnState>,
     limits: ConnLimits,
 ) {
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+    // SNI routing to the mutual-TLS configuration only when management has its own host name.
+    let mgmt_sni = (app.cfg.mgmt_url.host != app.cfg.public_url.host)
+        .then(|| app.cfg.mgmt_url.host.to_ascii_lowercase());
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+        let (config, role) = choose(
+            role,
+            start.client_hello().server_name(),
+            mgmt_sni.as_deref(),
+            &acceptor,
+        );
+        start.into_stream(config).await.map(|s| (s, role))
+    };
+    let (tls, role) = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%addr, error = %e, "TLS handshake failed");

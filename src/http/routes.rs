@@ -45,6 +45,21 @@ pub async fn handle(
         return text(StatusCode::NOT_FOUND, "not found");
     }
     let method = req.method().clone();
+    if role == Role::Management {
+        // The mutual-TLS endpoint: OMA-DM and certificate renewal, nothing else.
+        return match (method, path.as_str()) {
+            (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+            (Method::POST, paths::MANAGEMENT) => manage(app, peer, req).await,
+            (Method::POST, paths::ENROLLMENT) => soap(app, peer, req, Endpoint::Enrollment).await,
+            (_, paths::ENROLLMENT | paths::MANAGEMENT) => {
+                let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+                r.headers_mut()
+                    .insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
+                r
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found"),
+        };
+    }
     match (method, path.as_str()) {
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         // MS-MDE2 §3.1: the device probes with GET before POSTing Discover.

@@ -105,7 +105,8 @@ pub fn get_policies(app: &App, body: &[u8]) -> Result<Vec<u8>, Failure> {
         &PolicyConfig {
             min_key_length: MIN_KEY_BITS as u32,
             validity_seconds: validity,
-            renewal_seconds: validity / 6,
+            // MS-XCEP renewalPeriodSeconds: the same window as WSTEP/Renew/RenewPeriod.
+            renewal_seconds: u64::from(app.cfg.renewal.period_days) * 86_400,
         },
     ))
 }
@@ -252,10 +253,12 @@ fn device_record(
 }
 
 fn provisioning_doc(app: &App, device: &Device, cert: &IssuedCert, et: EnrollmentType) -> String {
+    let root_thumb = crate::ca::thumbprint(app.ca.root_der());
     let ca_thumb = app.ca.thumbprint();
     provisioning::build(&ProvisioningDoc {
-        root_ca_der: app.ca.cert_der(),
-        root_thumbprint: &ca_thumb,
+        root_ca_der: app.ca.root_der(),
+        root_thumbprint: &root_thumb,
+        intermediate_ca: app.ca.intermediate_der().map(|d| (d, ca_thumb.as_str())),
         client_cert_der: &cert.der,
         client_thumbprint: &cert.thumbprint,
         cert_store: match et {
@@ -264,7 +267,7 @@ fn provisioning_doc(app: &App, device: &Device, cert: &IssuedCert, et: Enrollmen
         },
         provider_id: &app.cfg.provider_id,
         name: &app.cfg.service_name,
-        mgmt_url: &app.cfg.public_url.join(paths::MANAGEMENT),
+        mgmt_url: &app.cfg.mgmt_url.join(paths::MANAGEMENT),
         client_cert_subject: &cert.subject,
         poll: app.cfg.poll,
         ent_dmid: &device.device_id,

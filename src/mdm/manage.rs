@@ -180,7 +180,7 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         session_id: session_id.clone().into(),
         msg_id: (round.state.server_msg + 1).to_string().into(),
         target: Location::new(device_id.to_string()),
-        source: Location::new(app.cfg.public_url.join(paths::MANAGEMENT)),
+        source: Location::new(app.cfg.mgmt_url.join(paths::MANAGEMENT)),
         ..SyncHdr::default()
     };
     let mut reply = SyncMl {

@@ -68,12 +68,13 @@ use super::enroll::MIN_KEY_BITS;
 use super::identity::{self, AuthError};
 
 /// The `WSTEP/Renew` block written into provisioning documents: `Some` only when renewal is
-/// enabled. `ServerURL` is left out: the device then renews at the enrollment URL, where
-/// [`renew`] answers.
+/// enabled. `ServerURL` is the enrollment path on the mutual-TLS management endpoint
+/// (`--mgmt-url`): renewal authenticates with the device certificate, and only that listener
+/// asks for one.
 pub fn renew_block(cfg: &Config) -> Option<RenewConfig> {
     let r = &cfg.renewal;
-    r.enabled.then_some(RenewConfig {
-        server_url: None,
+    r.enabled.then(|| RenewConfig {
+        server_url: Some(cfg.mgmt_url.join(crate::config::paths::ENROLLMENT)),
         renew_period_days: r.period_days,
         retry_interval_days: r.retry_days,
         robo_support: true,

@@ -6,7 +6,9 @@
 //! thumbprints, touch certificates beyond base64-encoding the DER given, read clocks or do I/O.
 //!
 //! Contents (names are case-sensitive; w7 parms upper-case):
-//! * `CertificateStore/Root/System/<CA SHA-1>/EncodedCertificate`;
+//! * `CertificateStore/Root/System/<root SHA-1>/EncodedCertificate`, and
+//!   `CertificateStore/CA/System/<intermediate SHA-1>/EncodedCertificate` when the issuing CA is
+//!   an intermediate;
 //! * `CertificateStore/My/{User|System}/<cert SHA-1>/EncodedCertificate` + `PrivateKeyContainer`;
 //! * `CertificateStore/My/WSTEP/Renew/…` only when [`ProvisioningDoc::renew`] is `Some`;
 //! * `APPLICATION` (w7, MS-MDE2 §2.2.9.5): APPID, PROVIDER-ID, NAME, ADDR, retry/back-off,
@@ -113,6 +115,10 @@ pub struct ProvisioningDoc<'a> {
     pub root_ca_der: &'a [u8],
     /// Hex SHA-1 of `root_ca_der` (written upper-case whatever the input case).
     pub root_thumbprint: &'a str,
+    /// The issuing CA when it is an intermediate below `root_ca_der`: (DER, hex SHA-1),
+    /// installed under `CertificateStore/CA/System` (MS-MDE2 §2.2.9: one root and one
+    /// intermediate at most in this document).
+    pub intermediate_ca: Option<(&'a [u8], &'a str)>,
     /// DER of the issued client certificate.
     pub client_cert_der: &'a [u8],
     /// Hex SHA-1 of `client_cert_der` (written upper-case whatever the input case).
@@ -274,6 +280,15 @@ pub fn build(doc: &ProvisioningDoc<'_>) -> String {
     close_c(&mut w);
     close_c(&mut w);
     close_c(&mut w);
+    if let Some((der, thumb)) = doc.intermediate_ca {
+        open_c(&mut w, "CA");
+        open_c(&mut w, "System");
+        open_c(&mut w, &thumb.to_ascii_uppercase());
+        parm(&mut w, "EncodedCertificate", &b64.encode(der));
+        close_c(&mut w);
+        close_c(&mut w);
+        close_c(&mut w);
+    }
     my_store(
         &mut w,
         doc.cert_store,
@@ -359,6 +374,7 @@ mod tests {
         let doc = build(&ProvisioningDoc {
             root_ca_der: b"r",
             root_thumbprint: "abcdef0123456789abcdef0123456789abcdef01",
+            intermediate_ca: None,
             client_cert_der: b"c",
             client_thumbprint: "fedcba9876543210fedcba9876543210fedcba98",
             cert_store: CertStore::MyUser,

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cms;
+mod constraints;
 mod issue;
 mod lifecycle;
 mod reject;

@@ -31,6 +31,7 @@ pub fn sample_doc(store: CertStore, renew: Option<RenewConfig>) -> String {
     build(&ProvisioningDoc {
         root_ca_der: ROOT_DER,
         root_thumbprint: "D9A88E04AF18A4D399CEE62F2C71469C3AE1E675",
+        intermediate_ca: None,
         client_cert_der: CLIENT_DER,
         client_thumbprint: "8F2EBD13F3612D7C48C30E24CC73A88492613849",
         cert_store: store,

@@ -8,6 +8,7 @@ mod garbage;
 mod roundtrip;
 mod structure;
 mod tamper;
+mod windows_compat;
 pub(crate) mod xsd;
 
 use std::collections::BTreeSet;

@@ -17,6 +17,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// A `winmdm serve` child process on 127.0.0.1:<port>.
 pub struct ChildServer {
     pub addr: SocketAddr,
+    /// The mutual-TLS management listener (`--mgmt-listen`).
+    pub mgmt_addr: SocketAddr,
     pub data_dir: PathBuf,
     /// stdout + stderr of every start, appended.
     pub log_path: PathBuf,
@@ -30,9 +32,13 @@ impl ChildServer {
     pub fn new(data_dir: &Path, log_path: &Path) -> ChildServer {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr");
-        drop(l);
+        let m = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mgmt_addr = m.local_addr().expect("addr");
+        drop((l, m));
+        super::register_mgmt(addr, mgmt_addr);
         ChildServer {
             addr,
+            mgmt_addr,
             data_dir: data_dir.to_path_buf(),
             log_path: log_path.to_path_buf(),
             child: None,
@@ -59,6 +65,10 @@ impl ChildServer {
             .arg(self.addr.to_string())
             .arg("--public-url")
             .arg(format!("https://localhost:{}", self.addr.port()))
+            .arg("--mgmt-listen")
+            .arg(self.mgmt_addr.to_string())
+            .arg("--mgmt-url")
+            .arg(format!("https://localhost:{}", self.mgmt_addr.port()))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("WINMDM_ADMIN_TOKEN", ADMIN_TOKEN)

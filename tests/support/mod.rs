@@ -6,9 +6,10 @@ pub mod child;
 pub mod device;
 pub mod mdm_device;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -46,9 +47,38 @@ pub fn conformance_dir(what: &str) -> Option<PathBuf> {
     }
 }
 
+/// Main listener address → mutual-TLS management listener address, for every server a test
+/// started (in process or as a child). The server asks for a client certificate only on its
+/// management endpoint (`--mgmt-url`, the provisioning document's w7 `ADDR`), so a [`Client`]
+/// that presents a device certificate goes there; one without goes to the main listener.
+fn mgmt_routes() -> &'static Mutex<HashMap<SocketAddr, SocketAddr>> {
+    static ROUTES: OnceLock<Mutex<HashMap<SocketAddr, SocketAddr>>> = OnceLock::new();
+    ROUTES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Records that the server listening on `main` serves management (mutual TLS) on `mgmt`.
+pub fn register_mgmt(main: SocketAddr, mgmt: SocketAddr) {
+    mgmt_routes()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(main, mgmt);
+}
+
+/// The management (mutual-TLS) address of the server whose main listener is `main`, if it has
+/// a separate one.
+pub fn mgmt_addr(main: SocketAddr) -> Option<SocketAddr> {
+    mgmt_routes()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&main)
+        .copied()
+}
+
 /// A server running in this process on 127.0.0.1:<random port>.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The mutual-TLS management listener (`None` with `--mgmt-listen off`).
+    pub mgmt_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -98,14 +128,20 @@ impl TestServer {
         subscribe();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let mgmt_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mgmt = mgmt_listener.local_addr().expect("addr");
         let mut opts = ServeOptions {
             listen: Some(addr),
             public_url: Some(format!("https://localhost:{}", addr.port())),
+            mgmt_listen: Some(mgmt.to_string()),
+            mgmt_url: Some(format!("https://localhost:{}", mgmt.port())),
             data_dir: Some(dir.to_path_buf()),
             ..ServeOptions::default()
         };
         adjust(&mut opts);
         let cfg = opts.resolve().expect("config");
+        // A test that chose its own management listener (or none) gets what it asked for.
+        let mgmt_listener = (cfg.mgmt_listen == Some(mgmt)).then_some(mgmt_listener);
         let app = tokio::task::spawn_blocking(move || {
             App::open_with_clock(cfg, Some(ADMIN_TOKEN.into()), clock)
         })
@@ -113,13 +149,22 @@ impl TestServer {
         .expect("join")
         .expect("app opens");
         let app = Arc::new(app);
-        let server = Server::from_listener(app.clone(), listener).expect("server");
+        let server = match mgmt_listener {
+            Some(m) => Server::from_listeners(app.clone(), listener, Some(m)),
+            None => Server::from_listener(app.clone(), listener),
+        }
+        .expect("server");
+        let mgmt_addr = server.mgmt_addr();
+        if let Some(m) = mgmt_addr {
+            register_mgmt(addr, m);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
         TestServer {
             addr,
+            mgmt_addr,
             app,
             data_dir: dir.to_path_buf(),
             _tmp: None,
@@ -233,7 +278,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Trusts `root_der`; presents `(chain, key)` if given.
+    /// Trusts `root_der`; presents `(chain, key)` if given. A client with a certificate talks
+    /// to the server's mutual-TLS management listener (see [`register_mgmt`]): the only one
+    /// that asks for it.
     pub fn new(
         addr: SocketAddr,
         root_der: Vec<u8>,
@@ -246,9 +293,12 @@ impl Client {
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_root_certificates(roots);
-        let cfg = match identity {
-            Some((chain, key)) => b.with_client_auth_cert(chain, key).expect("client cert"),
-            None => b.with_no_client_auth(),
+        let (cfg, addr) = match identity {
+            Some((chain, key)) => (
+                b.with_client_auth_cert(chain, key).expect("client cert"),
+                mgmt_addr(addr).unwrap_or(addr),
+            ),
+            None => (b.with_no_client_auth(), addr),
         };
         Client {
             addr,
