@@ -162,6 +162,7 @@ fn round_over_tls(c: &mut Criterion) {
     let cfg = winmdm::config::ServeOptions {
         listen: Some(addr),
         public_url: Some(format!("https://localhost:{}", addr.port())),
+        mgmt_listen: Some("127.0.0.1:0".into()),
         data_dir: Some(tmp.path().to_path_buf()),
         ..Default::default()
     }

@@ -245,6 +245,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = winmdm::config::ServeOptions {
         listen: Some(addr),
         public_url: Some(format!("https://localhost:{}", addr.port())),
+        // Management (mutual TLS) on its own listener, on any free port (read back below).
+        mgmt_listen: Some("127.0.0.1:0".into()),
         data_dir: Some(tmp.path().to_path_buf()),
         ca_key_algorithm: Some("ecdsa-p256".into()),
         command_retention: args.command_retention.clone(),
@@ -392,6 +394,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let server =
         rt.block_on(async { winmdm::http::Server::from_listener(app.clone(), listener) })?;
+    // The simulated devices talk to the mutual-TLS management listener.
+    let addr = server
+        .mgmt_addr()
+        .ok_or("the server has no management listener")?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server_task = rt.spawn(server.run(async move {
         let _ = stopped.await;

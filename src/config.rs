@@ -1293,6 +1293,58 @@ mod tests {
     }
 
     #[test]
+    fn management_endpoint_defaults_and_rules() {
+        let c = ServeOptions::default().resolve().unwrap();
+        assert_eq!(c.mgmt_url.base, "https://localhost:8444");
+        assert_eq!(
+            c.mgmt_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8444)))
+        );
+        let o = |url: &str, mgmt: Option<&str>, bind: Option<&str>| ServeOptions {
+            public_url: Some(url.into()),
+            mgmt_url: mgmt.map(Into::into),
+            mgmt_listen: bind.map(Into::into),
+            ..ServeOptions::default()
+        };
+        let c = o("https://mdm.example.com", None, None).resolve().unwrap();
+        assert_eq!(c.mgmt_url.base, "https://mdm.example.com:444");
+        assert_eq!(c.public_url.port(), 443);
+        let c = o("https://[::1]:9000", None, None).resolve().unwrap();
+        assert_eq!(c.mgmt_url.base, "https://[::1]:9001");
+        // SNI on one port: another name, the public port, no second listener.
+        let c = o(
+            "https://mdm.example.com",
+            Some("https://dm.example.com"),
+            Some("off"),
+        )
+        .resolve()
+        .unwrap();
+        assert_eq!(c.mgmt_listen, None);
+        for (url, mgmt, bind) in [
+            // The same URL twice: enrollment would get the CertificateRequest.
+            (
+                "https://mdm.example.com",
+                Some("https://mdm.example.com:443"),
+                None,
+            ),
+            // off needs another name on the same port.
+            ("https://mdm.example.com", None, Some("off")),
+            (
+                "https://mdm.example.com",
+                Some("https://dm.example.com:8444"),
+                Some("off"),
+            ),
+            ("https://mdm.example.com", None, Some("nonsense")),
+            ("https://mdm.example.com:65535", None, None),
+        ] {
+            assert!(
+                o(url, mgmt, bind).resolve().is_err(),
+                "{url} {mgmt:?} {bind:?}"
+            );
+        }
+    }
+
+    #[test]
     fn renewal_settings() {
         let c = ServeOptions::default().resolve().unwrap().renewal;
         assert_eq!(

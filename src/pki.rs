@@ -3,11 +3,11 @@
 //!
 //! Layout (directories 0700, secrets 0600, never logged):
 //! ```text
-//! DATA_DIR/ca/ca.pem        enrollment CA certificate
+//! DATA_DIR/ca/ca.pem        enrollment CA certificate (name-constrained to the server's hosts)
 //! DATA_DIR/ca/ca.key        its private key                     (0600)
 //! DATA_DIR/tls/server.pem   TLS server certificate (signed by the CA) + CA
 //! DATA_DIR/tls/server.key   its private key                     (0600)
-//! DATA_DIR/tls/host         the host name the certificate was made for
+//! DATA_DIR/tls/host         the host names the certificate was made for (comma-separated)
 //! DATA_DIR/admin-token      admin bearer token, if WINMDM_ADMIN_TOKEN is unset (0600)
 //! DATA_DIR/db/              the sled store
 //! ```

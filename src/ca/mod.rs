@@ -5,8 +5,9 @@
 //! * [`verify_csr`]: checks a PKCS#10 request exactly as Windows sends it in the MS-WSTEP
 //!   `wsse:BinarySecurityToken` (`ValueType=…#PKCS10`) and returns the proof token
 //!   [`CsrVerified`]. It is the only code that can make one.
-//! * [`Ca`]: the CA key and certificate. It generates a new CA ([`Ca::generate`]), reloads one
-//!   ([`Ca::from_pem`]), issues device identity certificates ([`Ca::issue_device_cert`], which
+//! * [`Ca`]: the CA key and certificate. It generates a new CA ([`Ca::generate`], or
+//!   [`Ca::generate_constrained`]: name constraints and EKU limits, what the server makes),
+//!   reloads one ([`Ca::from_pem`], also an intermediate with its root), issues device identity certificates ([`Ca::issue_device_cert`], which
 //!   only accepts a [`CsrVerified`]) and a TLS server certificate ([`Ca::issue_server_cert`]).
 //! * [`device_id_from_cert`] / [`Ca::authenticate_device_cert`]: read the device binding back out
 //!   of a certificate presented on the management endpoint.
@@ -47,7 +48,8 @@
 //! # Issued device certificates
 //!
 //! Random 126-bit positive serial (16 bytes, top bit clear and second bit set so the encoding is
-//! always 16 bytes), `CN=<DeviceID>`, NotBefore = now − 5 minutes (clock skew; never days),
+//! always 16 bytes), `CN=<DeviceID>` (a PrintableString whenever the DeviceID fits that alphabet,
+//! as in every certificate Windows is known to accept; UTF8String otherwise), NotBefore = now − 5 minutes (clock skew; never days),
 //! NotAfter = now + the requested validity (clamped to the CA's NotAfter), KeyUsage
 //! digitalSignature + keyEncipherment (critical), ExtendedKeyUsage clientAuth only,
 //! BasicConstraints CA:FALSE (critical), SubjectKeyIdentifier, AuthorityKeyIdentifier = the CA's

@@ -106,9 +106,11 @@ fn ca_from_pem_refuses_mismatch_and_non_ca() {
         .unwrap();
     let e = load_err(Ca::from_pem(&leaf, &leaf_key));
     assert!(e.contains("not a CA"), "{e}");
-    // A bundle with the CA first loads (the first certificate is the CA).
+    // A self-signed CA followed by anything else is refused: a bundle is an intermediate and
+    // the root that issued it (ca::constraints).
     let bundle = format!("{}{}", ec_ca().cert_pem(), rsa_ca().cert_pem());
-    assert!(Ca::from_pem(&bundle, &ec_ca().key_pem()).is_ok());
+    let e = load_err(Ca::from_pem(&bundle, &ec_ca().key_pem()));
+    assert!(e.contains("give the CA alone"), "{e}");
 }
 
 #[test]

@@ -74,12 +74,12 @@ async fn fake_device_enrolls_and_gets_a_valid_identity() {
     assert!((na - nb - 365 * 86_400).abs() <= 900, "one-year validity");
     assert_eq!(cert.raw_serial().len(), 16, "128-bit serial");
 
-    // w7 application points at our management endpoint and at the certificate.
+    // w7 application points at our (mutual-TLS) management endpoint and at the certificate.
     assert_eq!(
         e.mgmt_url,
         format!(
             "https://localhost:{}/ManagementServer/MDM.svc",
-            srv.addr.port()
+            srv.mgmt_addr.expect("management listener").port()
         )
     );
     assert_eq!(prov.parm("APPID"), Some("w7"));

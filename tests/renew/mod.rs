@@ -607,6 +607,15 @@ async fn provisioning_document_advertises_renewal_only_when_enabled() {
     assert_eq!(
         parms,
         [
+            // Renewal authenticates with the device certificate: the mutual-TLS endpoint.
+            p(
+                "ServerURL",
+                &format!(
+                    "https://localhost:{}/EnrollmentServer/Enrollment.svc",
+                    on.mgmt_addr.expect("management listener").port()
+                ),
+                "string"
+            ),
             p("ROBOSupport", "true", "boolean"),
             p("RenewPeriod", "5", "integer"),
             p("RetryInterval", "2", "integer"),

@@ -230,3 +230,53 @@ async fn certificate_stores_follow_the_documented_rules_for_full_and_device() {
     }
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn management_by_sni_on_the_public_port() {
+    let srv = TestServer::start_with(|o| {
+        let public = o.public_url.clone().expect("public url");
+        let port = public.rsplit(':').next().expect("port").to_string();
+        o.mgmt_url = Some(format!("https://mgmt.localhost:{port}"));
+        o.mgmt_listen = Some("off".into());
+    })
+    .await;
+    assert_eq!(srv.mgmt_addr, None, "no second listener");
+    let port = srv.addr.port();
+    for (method, path) in PUBLIC_PATHS {
+        let (_, asked) = probe(&srv, port, "localhost", method, path).await;
+        assert!(!asked, "{method} {path} with the public name");
+    }
+    let (status, asked) = probe(
+        &srv,
+        port,
+        "mgmt.localhost",
+        "POST",
+        "/ManagementServer/MDM.svc",
+    )
+    .await;
+    assert!(asked, "the management name gets the CertificateRequest");
+    assert!(status == 401 || status == 403 || status == 415, "{status}");
+    let (status, _) = probe(
+        &srv,
+        port,
+        "mgmt.localhost",
+        "GET",
+        "/EnrollmentServer/Discovery.svc",
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "only management and renewal behind the management name"
+    );
+    srv.create_user("sni@example.com", "pw-sni-12345").await;
+    let e = device::enroll(
+        &srv.client(),
+        &DeviceInfo::new(8, "sni@example.com", "pw-sni-12345"),
+    )
+    .await;
+    assert_eq!(
+        e.mgmt_url,
+        format!("https://mgmt.localhost:{port}/ManagementServer/MDM.svc")
+    );
+    srv.stop().await;
+}
