@@ -28,6 +28,8 @@ pub struct App {
     pub throttle: Option<crate::http::throttle::Throttle>,
     /// Recent successful password checks (one argon2id per enrollment, not two).
     pub password_cache: crate::auth::VerifyCache,
+    /// The global bound on concurrent password work (argon2id).
+    pub password_work: crate::password_work::PasswordWork,
     /// Federated login tokens, Entra keys, terms of use.
     pub federation: crate::federation::Federation,
 }
@@ -85,12 +87,16 @@ impl App {
         if let Some(path) = token_file {
             tracing::info!(path = %path.display(), "admin API token is in this file (mode 0600); set WINMDM_ADMIN_TOKEN to choose your own");
         }
-        let federation = crate::federation::Federation::open(&cfg)?;
+        let federation = crate::federation::Federation::open(&cfg, clock.clone())?;
         let throttle = (cfg.management_rate > 0).then(|| {
             crate::http::throttle::Throttle::new(cfg.management_rate, cfg.management_rate)
         });
         Ok(App {
             password_cache: crate::auth::VerifyCache::new(),
+            password_work: crate::password_work::PasswordWork::new(
+                cfg.password_workers,
+                cfg.password_wait,
+            ),
             federation,
             throttle,
             cfg,

@@ -28,12 +28,11 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     }
 }
 
-/// Spends the same time as a real verification, for unknown users, so that response timing
-/// does not reveal which UPNs exist.
-pub fn burn_verify(password: &str) {
+/// The PHC string that timing-equalising verifications run against (unknown users, locked
+/// passwords): a hash of a fixed text, made once per process.
+pub fn timing_equaliser_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let phc = DUMMY.get_or_init(|| hash_password("winmdm-timing-equaliser").unwrap_or_default());
-    let _ = verify_password(password, phc);
+    DUMMY.get_or_init(|| hash_password("winmdm-timing-equaliser").unwrap_or_default())
 }
 
 /// Compares two secrets in time independent of where they differ.
@@ -127,21 +126,20 @@ impl VerifyCache {
             .clear();
     }
 
-    /// [`verify_password`], answered from the cache when the same check succeeded recently.
-    pub fn verify(&self, upn: &str, password: &str, phc: &str) -> bool {
+    /// Whether the same check (`upn`, stored hash `phc`, `password`) succeeded within
+    /// [`VerifyCache::TTL`]: a cheap HMAC, no argon2.
+    pub fn hit(&self, upn: &str, password: &str, phc: &str) -> bool {
         let tag = self.tag(upn, phc, password);
         let now = std::time::Instant::now();
-        {
-            let g = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            if g.get(&tag)
-                .is_some_and(|t| now.duration_since(*t) < Self::TTL)
-            {
-                return true;
-            }
-        }
-        if !verify_password(password, phc) {
-            return false;
-        }
+        let g = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(&tag)
+            .is_some_and(|t| now.duration_since(*t) < Self::TTL)
+    }
+
+    /// Remembers a successful check.
+    pub fn remember(&self, upn: &str, password: &str, phc: &str) {
+        let tag = self.tag(upn, phc, password);
+        let now = std::time::Instant::now();
         let mut g = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if g.len() >= Self::MAX_ENTRIES {
             g.retain(|_, t| now.duration_since(*t) < Self::TTL);
@@ -150,7 +148,27 @@ impl VerifyCache {
             }
         }
         g.insert(tag, now);
-        true
+    }
+
+    /// A password check answered from the cache when the same check succeeded recently, else
+    /// run on a permit of `work` (the global bound on password work).
+    pub fn verify(
+        &self,
+        work: &crate::password_work::PasswordWork,
+        upn: &str,
+        password: &str,
+        phc: &str,
+    ) -> Result<bool, crate::password_work::Busy> {
+        if self.hit(upn, password, phc) {
+            return Ok(true);
+        }
+        let mut permit = work.acquire()?;
+        if !permit.verify(password, phc) {
+            return Ok(false);
+        }
+        drop(permit);
+        self.remember(upn, password, phc);
+        Ok(true)
     }
 }
 
@@ -161,16 +179,21 @@ mod cache_tests {
     #[test]
     fn cache_remembers_only_successes_for_the_same_hash() {
         let c = VerifyCache::new();
+        let w = crate::password_work::PasswordWork::new(1, std::time::Duration::from_secs(1));
         let h = hash_password("pw-1").unwrap();
-        assert!(!c.verify("a@b", "wrong", &h));
-        assert!(c.verify("a@b", "pw-1", &h));
-        assert!(c.verify("a@b", "pw-1", &h), "cached");
-        assert!(!c.verify("a@b", "pw-2", &h), "another password is checked");
+        assert!(!c.verify(&w, "a@b", "wrong", &h).unwrap());
+        assert!(c.verify(&w, "a@b", "pw-1", &h).unwrap());
+        assert!(c.verify(&w, "a@b", "pw-1", &h).unwrap(), "cached");
+        assert_eq!(w.stats().verified, 2, "the cached answer ran no argon2");
+        assert!(
+            !c.verify(&w, "a@b", "pw-2", &h).unwrap(),
+            "another password is checked"
+        );
         let h2 = hash_password("pw-2").unwrap();
         assert!(
-            !c.verify("a@b", "pw-1", &h2),
+            !c.verify(&w, "a@b", "pw-1", &h2).unwrap(),
             "a changed password invalidates the entry"
         );
-        assert!(!c.verify("other@b", "pw-1", "garbage"));
+        assert!(!c.verify(&w, "other@b", "pw-1", "garbage").unwrap());
     }
 }

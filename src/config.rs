@@ -106,6 +106,14 @@ pub struct ServeOptions {
     /// 1 GiB). sled's other memory still grows with the size of the store.
     #[arg(long, env = "WINMDM_STORE_CACHE_MB")]
     pub store_cache_mb: Option<u64>,
+    /// Password checks (argon2id, 19 MiB each) run at once across the server (default: the
+    /// number of cores). Up to 8 more requests per worker wait, each at most
+    /// --password-wait-ms; beyond that enrollment gets a "try again later" fault.
+    #[arg(long, env = "WINMDM_PASSWORD_WORKERS")]
+    pub password_workers: Option<usize>,
+    /// Longest wait for a password-check worker, in milliseconds (default 2000).
+    #[arg(long, env = "WINMDM_PASSWORD_WAIT_MS")]
+    pub password_wait_ms: Option<u64>,
     /// How long answered and cancelled commands stay in a device's history before a background
     /// sweep deletes them: a number with s, m, h or d (default 90d; 0 keeps them forever).
     /// Unanswered commands, and those a profile deployment still reports on, are never deleted.
@@ -216,6 +224,8 @@ impl ServeOptions {
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
             store_cache_mb: self.store_cache_mb.or(lower.store_cache_mb),
+            password_workers: self.password_workers.or(lower.password_workers),
+            password_wait_ms: self.password_wait_ms.or(lower.password_wait_ms),
             command_retention: self.command_retention.or(lower.command_retention),
             smtp_url: self.smtp_url.or(lower.smtp_url),
             smtp_from: self.smtp_from.or(lower.smtp_from),
@@ -354,6 +364,24 @@ impl ServeOptions {
                 reason: format!("{store_cache_mb} is outside 8..=65536"),
             });
         }
+        let password_workers = self
+            .password_workers
+            .unwrap_or_else(crate::password_work::PasswordWork::default_permits);
+        if !(1..=1024).contains(&password_workers) {
+            return Err(ConfigError::Invalid {
+                field: "password_workers",
+                reason: format!("{password_workers} is outside 1..=1024"),
+            });
+        }
+        let password_wait_ms = self
+            .password_wait_ms
+            .unwrap_or(crate::password_work::DEFAULT_WAIT_MS);
+        if password_wait_ms > 60_000 {
+            return Err(ConfigError::Invalid {
+                field: "password_wait_ms",
+                reason: format!("{password_wait_ms} is more than 60000"),
+            });
+        }
         let command_retention = match self.command_retention.as_deref() {
             None => Some(Duration::from_secs(90 * 86_400)),
             Some(v) => parse_retention(v).map_err(|reason| ConfigError::Invalid {
@@ -409,6 +437,8 @@ impl ServeOptions {
             mgmt_url,
             mgmt_listen,
             store_cache_bytes: store_cache_mb << 20,
+            password_workers,
+            password_wait: Duration::from_millis(password_wait_ms),
             command_retention,
             conn,
             auth_policy,
@@ -514,6 +544,10 @@ pub struct Config {
     pub conn: ConnLimits,
     /// Page cache of the embedded store, in bytes.
     pub store_cache_bytes: u64,
+    /// Password checks run at once ([`crate::password_work`]).
+    pub password_workers: usize,
+    /// Longest wait for a password-check worker.
+    pub password_wait: Duration,
     /// Age after which answered and cancelled commands are deleted (`None`: never).
     pub command_retention: Option<Duration>,
     /// Discovery AuthPolicy choice.

@@ -32,6 +32,7 @@ pub mod groups;
 pub mod http;
 pub mod lockout;
 pub mod mdm;
+pub mod password_work;
 pub mod pki;
 pub mod profiles;
 pub mod soap;
@@ -39,4 +40,5 @@ pub mod store;
 pub mod syncml;
 #[doc(hidden)]
 pub mod testkit;
+pub mod upn;
 pub mod xml;

@@ -21,6 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
+use crate::password_work::Busy;
 use crate::store::records::Kind;
 use crate::store::StoreError;
 
@@ -72,30 +73,53 @@ pub fn lock_secs(count: u32) -> i64 {
     (FIRST_LOCK_SECS << doublings).min(MAX_LOCK_SECS)
 }
 
-/// Checks a password of the existing user `upn` (normalized) with `verify` (the real check),
-/// under the lock rules above.
-pub fn check(
-    app: &App,
-    upn: &str,
-    password: &str,
-    verify: impl FnOnce() -> bool,
-) -> Result<Verdict, StoreError> {
+/// Why a password could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Every password-work permit is busy ([`crate::password_work`]); nothing was counted.
+    #[error(transparent)]
+    Busy(#[from] Busy),
+}
+
+/// Checks `password` against `phc`, the stored hash of the existing user `upn` (normalized),
+/// under the lock rules above, on a permit of the global password-work bound.
+///
+/// Concurrency: the attempt is *reserved* in the store before the password is verified — one
+/// atomic update counts it as a failure (and starts the lock when it is the
+/// [`LOCK_AFTER`]-th), and a right password then clears the count. So however many guesses
+/// arrive at once, at most [`LOCK_AFTER`] of them are verified before the lock, and at most one
+/// per lock period after it. A recent identical success ([`crate::auth::VerifyCache`]) is
+/// answered without argon2 and without a reservation (it is no guess), but never during a lock.
+/// A busy refusal ([`CheckError::Busy`]) happens before the reservation: it is not counted.
+pub fn check(app: &App, upn: &str, password: &str, phc: &str) -> Result<Verdict, CheckError> {
     let s = app.store.records();
     let now = app.clock.now_unix();
     let current = FAILURES.get(s, upn)?;
     if let Some(f) = current.as_ref().filter(|f| f.locked_until > now) {
-        crate::auth::burn_verify(password);
+        app.password_work.acquire()?.equalise(password);
         return Ok(Verdict::Locked {
             until: f.locked_until,
         });
     }
-    if verify() {
+    if app.password_cache.hit(upn, password, phc) {
         if current.is_some() {
             FAILURES.delete(s, upn)?;
         }
         return Ok(Verdict::Accepted);
     }
+    let mut permit = app.password_work.acquire()?;
+    // Reserve the attempt: counted before it is verified.
+    let mut locked_by_other: Option<i64> = None;
     let written = FAILURES.update(s, upn, |old| {
+        locked_by_other = None;
+        if let Some(f) = old.as_ref().filter(|f| f.locked_until > now) {
+            // Locked meanwhile by a concurrent guess: leave the record as it is.
+            locked_by_other = Some(f.locked_until);
+            return Ok(old);
+        }
         let count = old.map_or(0, |f| f.count).saturating_add(1);
         let lock = lock_secs(count);
         Ok(Some(Failures {
@@ -108,11 +132,28 @@ pub fn check(
             },
         }))
     })?;
+    if let Some(until) = locked_by_other {
+        permit.equalise(password);
+        return Ok(Verdict::Locked { until });
+    }
+    if permit.verify(password, phc) {
+        drop(permit);
+        app.password_cache.remember(upn, password, phc);
+        FAILURES.delete(s, upn)?;
+        return Ok(Verdict::Accepted);
+    }
     let f = written.unwrap_or_default();
     Ok(Verdict::Wrong {
         count: f.count,
         locked_until: (f.locked_until > 0).then_some(f.locked_until),
     })
+}
+
+/// The work of a password check for a user that does not exist (same time as a real one, so
+/// timing does not tell which users exist), on a permit like every other check.
+pub fn equalise_unknown(app: &App, password: &str) -> Result<(), Busy> {
+    app.password_work.acquire()?.equalise(password);
+    Ok(())
 }
 
 /// Forgets `upn`'s failures (an admin set a new password or re-enabled the user).

@@ -113,32 +113,39 @@ pub fn forget_user(store: &dyn Store, upn: &str) -> Result<(), StoreError> {
 
 /// Whether `password` is an unrevoked package secret of the bulk account `upn` (called by the
 /// enrollment password check before the account password, outside the guessing lock). Store
-/// errors count as "no".
-pub fn verify_package_secret(app: &App, upn: &str, password: &str) -> bool {
+/// errors count as "no". The argon2id check runs on a permit of the global password-work bound
+/// ([`crate::password_work`]): `Err` when none is free in time.
+pub fn verify_package_secret(
+    app: &App,
+    upn: &str,
+    password: &str,
+) -> Result<bool, crate::password_work::Busy> {
     if !is_bulk_account(upn) {
-        return false;
+        return Ok(false);
     }
     let Some((package_id, rest)) = password.split_once('.') else {
-        return false;
+        return Ok(false);
     };
     if package_id.len() != 36 || rest.is_empty() {
-        return false;
+        return Ok(false);
     }
     match SECRETS.get(app.store.records(), &secret_key(upn, package_id)) {
         Ok(Some(s)) => {
-            let ok = app.password_cache.verify(upn, password, &s.secret_hash);
+            let ok =
+                app.password_cache
+                    .verify(&app.password_work, upn, password, &s.secret_hash)?;
             if ok {
                 tracing::info!(%upn, %package_id, "bulk account authenticated with a package secret");
             }
-            ok
+            Ok(ok)
         }
         Ok(None) => {
             tracing::info!(%upn, %package_id, "package secret of an unknown or revoked package");
-            false
+            Ok(false)
         }
         Err(e) => {
             tracing::error!(%upn, error = %e, "package secret lookup failed");
-            false
+            Ok(false)
         }
     }
 }

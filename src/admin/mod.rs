@@ -524,17 +524,12 @@ impl From<&User> for UserView {
 }
 
 fn validate_upn(upn: &str) -> Result<String, ApiError> {
-    let n = normalize_upn(upn);
-    if n.is_empty()
-        || n.len() > 256
-        || n.chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
-    {
-        return Err(ApiError::BadRequest {
-            reason: "upn must be 1-256 characters without spaces, control characters or '/'".into(),
-        });
-    }
-    Ok(n)
+    crate::upn::parse(upn).map_err(|e| {
+        tracing::warn!(upn = %crate::soap::envelope::clip(upn), error = %e, "admin request refused: bad UPN");
+        ApiError::BadRequest {
+            reason: format!("upn: {}", e.0),
+        }
+    })
 }
 
 async fn create_user(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {

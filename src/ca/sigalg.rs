@@ -68,13 +68,25 @@ pub(super) fn check_key(
 ) -> Result<KeyInfo, CaError> {
     let alg = &spki.algorithm.algorithm;
     if *alg == OID_PKCS1_RSAENCRYPTION {
-        let bits = match spki.parsed() {
-            Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => rsa_modulus_bits(rsa.modulus),
-            _ => 0,
+        let (bits, exponent) = match spki.parsed() {
+            Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
+                (rsa_modulus_bits(rsa.modulus), rsa_exponent(rsa.exponent))
+            }
+            _ => (0, None),
         };
         if bits == 0 {
             return Err(CaError::CsrMalformed {
                 reason: "undecodable RSA public key".into(),
+            });
+        }
+        // Windows always uses 65537; small exponents (3) open the door to the classic
+        // low-exponent attacks, large or even ones are nonsense.
+        if exponent != Some(RSA_EXPONENT) {
+            return Err(CaError::KeyAlgorithmUnsupported {
+                oid: format!(
+                    "{alg} (RSA public exponent {}, only {RSA_EXPONENT} is accepted)",
+                    exponent.map_or_else(|| "larger than 64 bits".to_string(), |e| e.to_string())
+                ),
             });
         }
         if bits < min_rsa_bits {
@@ -116,6 +128,19 @@ pub(super) fn check_key(
             oid: alg.to_id_string(),
         })
     }
+}
+
+/// The only RSA public exponent accepted (F4, what Windows and every modern library use).
+pub(super) const RSA_EXPONENT: u64 = 65_537;
+
+/// A big-endian unsigned exponent as a number (`None` when it does not fit 64 bits).
+fn rsa_exponent(e: &[u8]) -> Option<u64> {
+    let start = e.iter().position(|&b| b != 0).unwrap_or(e.len());
+    let e = &e[start..];
+    if e.len() > 8 {
+        return None;
+    }
+    Some(e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
 }
 
 /// Exact bit length of a big-endian unsigned modulus (leading zero bytes ignored).

@@ -1,21 +1,34 @@
 //! Entra signing keys: JWKS parsing (pure) and a cache over a file or an https URL.
 //!
-//! The cache is filled at the first use and refreshed when a token names a `kid` it does not
-//! hold (Entra rotates keys), at most once per [`REFRESH_INTERVAL`] so a stream of tokens with
-//! made-up `kid`s cannot make us hammer the key endpoint. A refresh that fails keeps the old keys.
+//! The cache is filled at the first use (a file source: at start) and then re-read on a
+//! schedule: a loaded key set is fresh for the `Cache-Control: max-age` its server sent (less
+//! any `Age`), at least [`MIN_FRESH`] and at most [`MAX_FRESH`] (one day; a file, or an answer
+//! without `max-age`, gets [`MAX_FRESH`]). The first use after that reloads it before any key
+//! is handed out, so a key removed from the JWKS stops being trusted at most `MAX_FRESH` after
+//! the removal. A token naming a `kid` the cache does not hold (Entra rotates keys) also reloads,
+//! at most once per [`REFRESH_INTERVAL`], so a stream of tokens with made-up `kid`s cannot make
+//! us hammer the key endpoint; the first load and scheduled reloads do not count against that
+//! limit. A reload that fails keeps the old keys (logged) and is retried at most once per
+//! [`REFRESH_INTERVAL`]. Time comes from the injected [`Clock`].
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::JwksSource;
 
-/// Shortest time between two refreshes caused by unknown `kid`s.
+/// Shortest time between two refreshes caused by unknown `kid`s (and between retries of a
+/// failed load).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest time a loaded key set is used without reloading it.
+pub const MAX_FRESH: Duration = Duration::from_secs(86_400);
+/// Shortest freshness given to a key set, whatever `Cache-Control` says (`no-cache`, `max-age=0`).
+pub const MIN_FRESH: Duration = Duration::from_secs(60);
 /// Largest JWKS document accepted.
 pub const MAX_JWKS_BYTES: usize = 1 << 20;
 /// Time allowed for fetching a JWKS URL.
@@ -81,7 +94,25 @@ pub fn parse_jwks(doc: &[u8]) -> Result<HashMap<String, RsaKey>, JwksError> {
 
 struct State {
     keys: HashMap<String, RsaKey>,
-    last_load: Option<Instant>,
+    /// The keys are reloaded at the first use from then on (Unix seconds; 0: never loaded).
+    fresh_until: i64,
+    /// Last reload caused by an unknown `kid` (Unix seconds).
+    last_kid_refresh: Option<i64>,
+    /// Last failed load (Unix seconds).
+    last_failure: Option<i64>,
+}
+
+/// Why a load happens (logs).
+#[derive(Debug, Clone, Copy)]
+enum Reason {
+    Scheduled,
+    UnknownKid,
+}
+
+/// What a load produced: the keys and how long they stay fresh.
+struct Loaded {
+    keys: HashMap<String, RsaKey>,
+    fresh_for: Duration,
 }
 
 /// The key cache.
@@ -89,7 +120,10 @@ pub struct JwksCache {
     source: JwksSource,
     /// Trust anchors for a URL source; empty = the system bundle.
     roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    /// Held during a load, so concurrent requests wait for it instead of loading again.
+    loading: Mutex<()>,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -98,6 +132,10 @@ impl std::fmt::Debug for JwksCache {
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl JwksCache {
@@ -112,66 +150,154 @@ impl JwksCache {
         source: JwksSource,
         roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     ) -> Result<JwksCache, JwksError> {
+        Self::with_clock(source, roots, Arc::new(SystemClock))
+    }
+
+    /// As [`JwksCache::with_roots`], with an injected clock (the server passes its own).
+    pub fn with_clock(
+        source: JwksSource,
+        roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<JwksCache, JwksError> {
         let cache = JwksCache {
             source,
             roots,
+            clock,
             state: Mutex::new(State {
                 keys: HashMap::new(),
-                last_load: None,
+                fresh_until: 0,
+                last_kid_refresh: None,
+                last_failure: None,
             }),
+            loading: Mutex::new(()),
         };
         if let JwksSource::File(_) = cache.source {
-            let keys = cache.load()?;
+            let loaded = cache.load()?;
+            let now = cache.clock.now_unix();
             let mut st = cache.state.lock().unwrap_or_else(|p| p.into_inner());
-            st.keys = keys;
-            st.last_load = Some(Instant::now());
+            st.keys = loaded.keys;
+            st.fresh_until = now.saturating_add(secs(loaded.fresh_for));
         }
         Ok(cache)
     }
 
-    fn load(&self) -> Result<HashMap<String, RsaKey>, JwksError> {
-        let bytes = match &self.source {
-            JwksSource::File(p) => read_file(p)?,
+    fn load(&self) -> Result<Loaded, JwksError> {
+        let (bytes, max_age) = match &self.source {
+            JwksSource::File(p) => (read_file(p)?, None),
             JwksSource::Url(u) => fetch_url(u, &self.roots)?,
         };
-        parse_jwks(&bytes)
+        Ok(Loaded {
+            keys: parse_jwks(&bytes)?,
+            fresh_for: max_age.unwrap_or(MAX_FRESH).clamp(MIN_FRESH, MAX_FRESH),
+        })
     }
 
-    /// The key named `kid`, refreshing the cache (rate-limited) when it is unknown. `Ok(None)`:
-    /// still unknown. Blocking (file or network I/O); call from a blocking context.
-    pub fn key(&self, kid: &str) -> Result<Option<RsaKey>, JwksError> {
+    /// Until when (Unix seconds) the current keys are used without reloading (0: not loaded).
+    pub fn fresh_until(&self) -> i64 {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fresh_until
+    }
+
+    /// Whether a load is due for this reason now (under the state lock).
+    fn due(st: &State, reason: Reason, now: i64) -> bool {
+        let interval = secs(REFRESH_INTERVAL);
+        let recent = |t: Option<i64>| t.is_some_and(|t| now.saturating_sub(t) < interval);
+        if recent(st.last_failure) {
+            return false;
+        }
+        match reason {
+            Reason::Scheduled => st.fresh_until <= now,
+            Reason::UnknownKid => !recent(st.last_kid_refresh),
+        }
+    }
+
+    /// Loads the key set if still due once the load lock is held (another thread may have
+    /// loaded it meanwhile). Errors only when there are no keys at all.
+    fn refresh(&self, reason: Reason) -> Result<(), JwksError> {
+        let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now_unix();
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if !Self::due(&st, reason, now) {
+                return Ok(());
+            }
+            if let Reason::UnknownKid = reason {
+                st.last_kid_refresh = Some(now);
+            }
+        }
+        let loaded = self.load();
+        let now = self.clock.now_unix();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match loaded {
+            Ok(l) => {
+                let removed = st.keys.keys().filter(|k| !l.keys.contains_key(*k)).count();
+                tracing::info!(source = ?self.source, ?reason, keys = l.keys.len(), removed, fresh_for_secs = l.fresh_for.as_secs(), "Entra JWKS (re)loaded");
+                st.keys = l.keys;
+                st.fresh_until = now.saturating_add(secs(l.fresh_for));
+                st.last_failure = None;
+                Ok(())
+            }
+            Err(e) => {
+                st.last_failure = Some(now);
+                if st.keys.is_empty() {
+                    tracing::warn!(error = %e, "Entra JWKS could not be loaded");
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, stale_since = st.fresh_until, "Entra JWKS reload failed; keeping the previous keys, retrying in a minute");
+                Ok(())
+            }
+        }
+    }
+
+    /// The key named `kid`: the key set is reloaded first when its freshness is over, and
+    /// again (rate-limited) when `kid` is unknown. `Ok(None)`: still unknown. Blocking (file or
+    /// network I/O); call from a blocking context.
+    pub fn key(&self, kid: &str) -> Result<Option<RsaKey>, JwksError> {
+        let now = self.clock.now_unix();
+        let due = {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            Self::due(&st, Reason::Scheduled, now)
+        };
+        if due {
+            self.refresh(Reason::Scheduled)?;
+        }
+        {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(k) = st.keys.get(kid) {
                 return Ok(Some(k.clone()));
             }
-            if st.last_load.is_some_and(|t| t.elapsed() < REFRESH_INTERVAL) {
+            if !Self::due(&st, Reason::UnknownKid, now) {
                 tracing::debug!(
                     kid,
                     "unknown kid; JWKS refreshed recently, not refreshing again"
                 );
                 return Ok(None);
             }
-            // Claim this refresh; the lock is not held during the I/O, so tokens with known
-            // keys are verified meanwhile and concurrent unknown kids do not refresh again.
-            st.last_load = Some(Instant::now());
         }
-        let loaded = self.load();
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match loaded {
-            Ok(keys) => {
-                tracing::info!(source = ?self.source, keys = keys.len(), "Entra JWKS (re)loaded");
-                st.keys = keys;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Entra JWKS refresh failed; keeping the previous keys");
-                if st.keys.is_empty() {
-                    return Err(e);
-                }
-            }
-        }
+        self.refresh(Reason::UnknownKid)?;
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         Ok(st.keys.get(kid).cloned())
     }
+}
+
+/// `max-age` of a `Cache-Control` value, less `Age` (RFC 9111 §4.2); `None` without
+/// `max-age`, zero for `no-cache`/`no-store`.
+pub fn freshness(cache_control: Option<&str>, age: Option<&str>) -> Option<Duration> {
+    let cc = cache_control?;
+    let mut max_age = None;
+    for d in cc.split(',') {
+        let d = d.trim().to_ascii_lowercase();
+        if d == "no-cache" || d == "no-store" {
+            return Some(Duration::ZERO);
+        }
+        if let Some(v) = d.strip_prefix("max-age=") {
+            max_age = v.trim_matches('"').parse::<u64>().ok();
+        }
+    }
+    let age = age.and_then(|a| a.trim().parse::<u64>().ok()).unwrap_or(0);
+    max_age.map(|m| Duration::from_secs(m.saturating_sub(age)))
 }
 
 fn read_file(p: &Path) -> Result<Vec<u8>, JwksError> {
@@ -218,10 +344,11 @@ fn system_roots() -> rustls::RootCertStore {
     store
 }
 
+/// Fetches `url`: the body and the freshness its headers give ([`freshness`]).
 fn fetch_url(
     url: &str,
     extra: &[rustls::pki_types::CertificateDer<'static>],
-) -> Result<Vec<u8>, JwksError> {
+) -> Result<(Vec<u8>, Option<Duration>), JwksError> {
     let err = |reason: String| JwksError::Load {
         source_name: url.to_string(),
         reason,
@@ -268,7 +395,7 @@ async fn fetch(
     port: u16,
     path: String,
     roots: rustls::RootCertStore,
-) -> Result<Vec<u8>, String> {
+) -> Result<(Vec<u8>, Option<Duration>), String> {
     use http_body_util::{BodyExt, Empty, Limited};
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -300,11 +427,21 @@ async fn fetch(
     if resp.status() != hyper::StatusCode::OK {
         return Err(format!("HTTP {}", resp.status()));
     }
+    let header = |name: hyper::header::HeaderName| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let fresh = freshness(
+        header(hyper::header::CACHE_CONTROL).as_deref(),
+        header(hyper::header::AGE).as_deref(),
+    );
     let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
         .collect()
         .await
         .map_err(|e| e.to_string())?;
-    Ok(body.to_bytes().to_vec())
+    Ok((body.to_bytes().to_vec(), fresh))
 }
 
 #[cfg(test)]
@@ -338,16 +475,43 @@ mod tests {
         let a = EntraKey::generate("a");
         let b = EntraKey::generate("b");
         std::fs::write(&path, EntraKey::jwks(&[&a])).unwrap();
-        let cache = JwksCache::new(JwksSource::File(path.clone())).unwrap();
+        struct Manual(std::sync::atomic::AtomicI64);
+        impl Clock for Manual {
+            fn now_unix(&self) -> i64 {
+                self.0.load(std::sync::atomic::Ordering::SeqCst)
+            }
+        }
+        let clock = Arc::new(Manual(1_000_000.into()));
+        let cache =
+            JwksCache::with_clock(JwksSource::File(path.clone()), Vec::new(), clock.clone())
+                .unwrap();
         assert!(cache.key("a").unwrap().is_some());
-        // rotated on disk: "b" is not picked up before REFRESH_INTERVAL has passed
+        assert_eq!(cache.fresh_until(), 1_000_000 + 86_400, "a file: one day");
+        // rotated on disk: the first unknown kid re-reads (loading at start did not count)…
         std::fs::write(&path, EntraKey::jwks(&[&a, &b])).unwrap();
-        assert_eq!(cache.key("b").unwrap(), None);
-        cache.state.lock().unwrap().last_load = Instant::now().checked_sub(REFRESH_INTERVAL);
         assert!(
             cache.key("b").unwrap().is_some(),
             "refreshed on unknown kid"
         );
+        // …but the next one within REFRESH_INTERVAL does not.
+        let c = EntraKey::generate("c");
+        std::fs::write(&path, EntraKey::jwks(&[&a, &b, &c])).unwrap();
+        assert_eq!(cache.key("c").unwrap(), None);
+        clock
+            .0
+            .store(1_000_000 + 60, std::sync::atomic::Ordering::SeqCst);
+        assert!(cache.key("c").unwrap().is_some());
         assert!(JwksCache::new(JwksSource::File(dir.path().join("missing"))).is_err());
+    }
+
+    #[test]
+    fn cache_control_freshness() {
+        let f = |cc: Option<&str>, age: Option<&str>| freshness(cc, age).map(|d| d.as_secs());
+        assert_eq!(f(Some("public, max-age=86400"), None), Some(86_400));
+        assert_eq!(f(Some("max-age=3600"), Some("600")), Some(3_000));
+        assert_eq!(f(Some("max-age=10"), Some("600")), Some(0));
+        assert_eq!(f(Some("no-cache"), None), Some(0));
+        assert_eq!(f(Some("public"), None), None);
+        assert_eq!(f(None, Some("5")), None);
     }
 }

@@ -25,7 +25,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::soap::envelope::{VALUE_TYPE_ENTRA_JWT, VALUE_TYPE_USER_TOKEN};
 use crate::soap::fault::EnrollError;
-use crate::store::{normalize_upn, User};
+use crate::store::User;
 
 pub use sts::Stage;
 
@@ -78,10 +78,18 @@ impl Federation {
     }
 
     /// Loads (or creates) the key, the JWKS (a file source is read now) and the terms text.
-    pub fn open(cfg: &Config) -> Result<Federation, FederationError> {
+    /// `clock` schedules the JWKS reloads.
+    pub fn open(
+        cfg: &Config,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+    ) -> Result<Federation, FederationError> {
         let sts = sts::Sts::load_or_create(&cfg.data_dir)?;
         let jwks = match &cfg.entra {
-            Some(e) => Some(jwks::JwksCache::new(e.jwks.clone())?),
+            Some(e) => Some(jwks::JwksCache::with_clock(
+                e.jwks.clone(),
+                Vec::new(),
+                clock,
+            )?),
             None => None,
         };
         let tos_html = match &cfg.tos_file {
@@ -174,7 +182,7 @@ pub fn authenticate_token(
 }
 
 fn existing_user(app: &App, upn: &str) -> Result<User, EnrollError> {
-    let upn = normalize_upn(upn);
+    let upn = crate::upn::parse(upn).map_err(auth)?;
     let user = app
         .store
         .get_user(&upn)
@@ -211,7 +219,9 @@ fn entra(app: &App, token: &[u8], now: i64) -> Result<Principal, EnrollError> {
             Ok(Principal::Device { app: a })
         }
         jwt::Subject::User { upn, tid } => {
-            let upn = normalize_upn(&upn);
+            // The same rules as every other UPN: an Entra name that could spell a local user
+            // in another way (or hide characters) maps to nobody.
+            let upn = crate::upn::parse(&upn).map_err(auth)?;
             match existing_user(app, &upn) {
                 Err(EnrollError::Authentication { .. }) if cfg.auto_create_users => {
                     let user = User {

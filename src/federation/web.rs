@@ -33,7 +33,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::app::App;
 use crate::config::paths;
 use crate::http::routes::{content_type, read_body, Resp};
-use crate::store::normalize_upn;
 
 /// Largest form body accepted.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -243,7 +242,18 @@ pub async fn auth(app: Arc<App>, req: Request<Incoming>) -> Resp {
     if method == Method::GET {
         return login_form(appru, field(&form, "login_hint").unwrap_or("").trim(), None);
     }
-    let upn = normalize_upn(field(&form, "upn").unwrap_or(""));
+    let typed = field(&form, "upn").unwrap_or("");
+    let upn = match crate::upn::parse(typed) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(upn = %crate::soap::envelope::clip(typed), error = %e, "federated sign-in refused: bad user name");
+            return login_form(
+                appru,
+                typed.trim(),
+                Some("The user name or password is incorrect."),
+            );
+        }
+    };
     let password = field(&form, "password").unwrap_or("").to_string();
     let appru = appru.to_string();
     let app2 = app.clone();
@@ -284,22 +294,27 @@ enum SignInError {
 
 fn sign_in(app: &App, upn: &str, password: &str) -> Result<String, SignInError> {
     const WRONG: &str = "The user name or password is incorrect.";
+    const BUSY: &str = "The server is busy. Wait a few seconds and sign in again.";
     let user = app
         .store
         .get_user(upn)
         .map_err(|e| SignInError::Server(format!("store: {e}")))?;
+    let busy = |b: crate::password_work::Busy| SignInError::Refused {
+        reason: format!("password not checked: {b}"),
+        shown: BUSY,
+    };
     let Some(user) = user else {
-        crate::auth::burn_verify(password);
+        crate::lockout::equalise_unknown(app, password).map_err(busy)?;
         return Err(SignInError::Refused {
             reason: "unknown user".into(),
             shown: WRONG,
         });
     };
-    let verdict = crate::lockout::check(app, upn, password, || {
-        app.password_cache
-            .verify(&user.upn, password, &user.password_hash)
-    })
-    .map_err(|e| SignInError::Server(format!("store: {e}")))?;
+    let verdict =
+        crate::lockout::check(app, upn, password, &user.password_hash).map_err(|e| match e {
+            crate::lockout::CheckError::Busy(b) => busy(b),
+            crate::lockout::CheckError::Store(e) => SignInError::Server(format!("store: {e}")),
+        })?;
     if let Some(reason) = crate::mdm::enroll::refusal(upn, verdict) {
         return Err(SignInError::Refused {
             reason,

@@ -216,6 +216,10 @@ fn fault_response(ep: Endpoint, f: &Failure, status: Option<StatusCode>) -> Resp
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
+    if let Some(secs) = f.error.retry_after() {
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     r
 }
 

@@ -15,7 +15,7 @@ use crate::soap::envelope::Credential;
 use crate::soap::fault::EnrollError;
 use crate::soap::policy::{self, PolicyConfig};
 use crate::soap::provisioning::{self, CertStore as ProvCertStore, ProvisioningDoc};
-use crate::store::{normalize_upn, CertRecord, Device, DeviceState, User};
+use crate::store::{CertRecord, Device, DeviceState, User};
 
 /// Minimum RSA modulus accepted in a CSR, and advertised as `minimalKeyLength`.
 pub const MIN_KEY_BITS: usize = 2048;
@@ -306,7 +306,9 @@ fn authenticate(app: &App, cred: &Credential, stage: Stage) -> Result<Principal,
                     reason: "password authentication is disabled (--auth-policy federated)".into(),
                 });
             }
-            let upn = normalize_upn(username);
+            let upn = crate::upn::parse(username).map_err(|e| EnrollError::Authentication {
+                reason: format!("{e} ({:?})", crate::soap::envelope::clip(username)),
+            })?;
             let user = app
                 .store
                 .get_user(&upn)
@@ -314,7 +316,7 @@ fn authenticate(app: &App, cred: &Credential, stage: Stage) -> Result<Principal,
                     reason: format!("store: {e}"),
                 })?;
             let Some(user) = user else {
-                crate::auth::burn_verify(password);
+                crate::lockout::equalise_unknown(app, password).map_err(|b| busy(&upn, b))?;
                 return Err(EnrollError::Authentication {
                     reason: format!("unknown user {upn:?}"),
                 });
@@ -322,16 +324,19 @@ fn authenticate(app: &App, cred: &Credential, stage: Stage) -> Result<Principal,
             // A bulk account also accepts its unrevoked provisioning-package secrets. They are
             // random 256-bit values, so they skip the guessing lock: somebody guessing at the
             // (public) bulk UPN must not stop a provisioning run.
-            let verdict = if crate::admin::bulk::verify_package_secret(app, &user.upn, password) {
+            let secret = crate::admin::bulk::verify_package_secret(app, &user.upn, password)
+                .map_err(|b| busy(&upn, b))?;
+            let verdict = if secret {
                 crate::lockout::Verdict::Accepted
             } else {
-                crate::lockout::check(app, &upn, password, || {
-                    app.password_cache
-                        .verify(&user.upn, password, &user.password_hash)
-                })
-                .map_err(|e| EnrollError::EnrollmentServer {
-                    reason: format!("store: {e}"),
-                })?
+                crate::lockout::check(app, &upn, password, &user.password_hash).map_err(
+                    |e| match e {
+                        crate::lockout::CheckError::Busy(b) => busy(&upn, b),
+                        crate::lockout::CheckError::Store(e) => EnrollError::EnrollmentServer {
+                            reason: format!("store: {e}"),
+                        },
+                    },
+                )?
             };
             if let Some(reason) = refusal(&upn, verdict) {
                 return Err(EnrollError::Authentication { reason });
@@ -349,6 +354,14 @@ fn authenticate(app: &App, cred: &Credential, stage: Stage) -> Result<Principal,
         Credential::None => Err(EnrollError::InvalidSecurity {
             reason: "no UsernameToken in wsse:Security".into(),
         }),
+    }
+}
+
+/// A password check refused because every password-work permit is busy.
+fn busy(upn: &str, b: crate::password_work::Busy) -> EnrollError {
+    EnrollError::Busy {
+        reason: format!("password of {upn:?} not checked: {b}"),
+        retry_after_secs: b.retry_after_secs,
     }
 }
 

@@ -82,6 +82,10 @@ fn fixture() -> &'static Mutex<Fixture> {
             },
             throttle: None,
             password_cache: crate::auth::VerifyCache::new(),
+            password_work: crate::password_work::PasswordWork::new(
+                1,
+                std::time::Duration::from_secs(1),
+            ),
             federation: crate::federation::Federation::ephemeral(),
         };
         Mutex::new(Fixture {

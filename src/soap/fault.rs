@@ -103,7 +103,21 @@ pub enum EnrollError {
         /// Shown to the device.
         reason: String,
     },
+    /// Too many password checks at once ([`crate::password_work`]): the credential was not
+    /// looked at. On the wire it is MS-MDE2's only "try again later" fault, `s:EnrollmentServer`
+    /// + errortype `InMaintenance` (0x80180017), with a fixed text ([`BUSY_REASON`]), HTTP 500
+    /// like every fault (so Windows reads it) and a `Retry-After` header ([`EnrollError::retry_after`]).
+    #[error("busy: {reason}")]
+    Busy {
+        /// Log text; the device gets [`BUSY_REASON`].
+        reason: String,
+        /// Seconds to wait before retrying.
+        retry_after_secs: u32,
+    },
 }
+
+/// Reason text sent for [`EnrollError::Busy`].
+pub const BUSY_REASON: &str = "The enrollment server is busy. Try again in a few seconds.";
 
 impl EnrollError {
     /// Shorthand for [`EnrollError::MessageFormat`].
@@ -120,6 +134,17 @@ impl EnrollError {
     /// answer faults with 500 too. (Fleet answers 200, observed working; Windows reads the body either way.)
     pub fn http_status(&self) -> u16 {
         500
+    }
+
+    /// Seconds for a `Retry-After` header sent with the fault, when the refusal is temporary
+    /// ([`EnrollError::Busy`]).
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            EnrollError::Busy {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
     }
 }
 
@@ -251,6 +276,12 @@ impl From<&EnrollError> for SoapFault {
                 0x8018_0017,
                 reason.clone(),
             ),
+            EnrollError::Busy { .. } => (
+                "s:EnrollmentServer",
+                Some("InMaintenance"),
+                0x8018_0017,
+                BUSY_REASON.to_owned(),
+            ),
         };
         SoapFault {
             code: FaultCode::Receiver,
@@ -337,5 +368,25 @@ mod tests {
         );
         let f = SoapFault::from(&EnrollError::InvalidSecurity { reason: "x".into() });
         assert_eq!((f.subcode, f.hresult), ("a:InvalidSecurity", 0x8018_0007));
+    }
+
+    #[test]
+    fn busy_is_in_maintenance_with_retry_after() {
+        let e = EnrollError::Busy {
+            reason: "42 waiting for user bob".into(),
+            retry_after_secs: 5,
+        };
+        let f = SoapFault::from(&e);
+        assert_eq!(
+            (f.subcode, f.errortype, f.hresult, f.reason.as_str()),
+            (
+                "s:EnrollmentServer",
+                Some("InMaintenance"),
+                0x8018_0017,
+                BUSY_REASON
+            )
+        );
+        assert_eq!((e.http_status(), e.retry_after()), (500, Some(5)));
+        assert_eq!(EnrollError::format("x").retry_after(), None);
     }
 }

@@ -613,7 +613,8 @@ pub fn filtered_devices(
     }
 }
 
-/// Normalises a UPN for use as a key (trimmed, lower-case).
+/// The key form of a UPN ([`crate::upn::fold`]: trimmed, NFKC, lower-case). UPNs from outside
+/// are checked by [`crate::upn::parse`] before they are stored or looked up.
 pub fn normalize_upn(upn: &str) -> String {
-    upn.trim().to_lowercase()
+    crate::upn::fold(upn)
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 pub(crate) mod conformance;
+mod hardening;
 mod refusals;
 
 use rcgen::PublicKeyData;

@@ -724,6 +724,15 @@ async fn jwks_server(
     body: std::sync::Arc<std::sync::Mutex<String>>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) -> (u16, Vec<u8>) {
+    jwks_server_with(body, hits, Default::default()).await
+}
+
+/// As [`jwks_server`], answering with `Cache-Control: <cache_control>` when it is set.
+async fn jwks_server_with(
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cache_control: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+) -> (u16, Vec<u8>) {
     use http_body_util::Full;
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
@@ -754,12 +763,13 @@ async fn jwks_server(
             let Ok(tls) = acceptor.accept(tcp).await else {
                 continue;
             };
-            let (body, hits) = (body.clone(), hits.clone());
+            let (body, hits, cc) = (body.clone(), hits.clone(), cache_control.clone());
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let ok = req.uri().path() == "/keys";
                     let text = body.lock().unwrap().clone();
+                    let cc = cc.lock().unwrap().clone();
                     async move {
                         let mut r = hyper::Response::new(Full::new(bytes::Bytes::from(if ok {
                             text
@@ -768,6 +778,12 @@ async fn jwks_server(
                         })));
                         if !ok {
                             *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                        }
+                        if let Some(v) = cc {
+                            r.headers_mut().insert(
+                                "cache-control",
+                                hyper::header::HeaderValue::from_str(&v).unwrap(),
+                            );
                         }
                         Ok::<_, std::convert::Infallible>(r)
                     }
@@ -814,14 +830,19 @@ async fn jwks_url_is_fetched_over_https_cached_and_not_hammered() {
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     assert!(key(cache.clone(), "a").await.unwrap().is_some());
     assert_eq!(hits.load(Ordering::SeqCst), 1, "cached");
-    // Rotation on the server: an unknown kid right after a fetch does not fetch again.
+    // Rotation on the server: the first load does not count against the unknown-kid limit…
     *body.lock().unwrap() = EntraKey::jwks(&[&a, &b]);
+    assert!(key(cache.clone(), "b").await.unwrap().is_some());
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // …but a second unknown kid within the minute does not fetch again.
+    let c = EntraKey::generate("c");
+    *body.lock().unwrap() = EntraKey::jwks(&[&a, &b, &c]);
     for _ in 0..5 {
-        assert_eq!(key(cache.clone(), "b").await.unwrap(), None);
+        assert_eq!(key(cache.clone(), "c").await.unwrap(), None);
     }
     assert_eq!(
         hits.load(Ordering::SeqCst),
-        1,
+        2,
         "unknown kids are rate limited"
     );
     // A fresh cache sees the rotated set.
@@ -856,4 +877,58 @@ async fn jwks_url_is_fetched_over_https_cached_and_not_hammered() {
         .unwrap(),
     );
     assert!(key(untrusted, "a").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_is_reloaded_on_schedule_so_a_removed_key_stops_being_trusted() {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    use winmdm::config::JwksSource;
+    use winmdm::federation::jwks::JwksCache;
+    let t0 = 1_900_000_000;
+    let clock = crate::support::TestClock::at(t0);
+    let a = EntraKey::generate("a");
+    let b = EntraKey::generate("b");
+    let body = Arc::new(Mutex::new(EntraKey::jwks(&[&a, &b])));
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cc = Arc::new(Mutex::new(Some("public, max-age=3600".to_string())));
+    let (port, ca) = jwks_server_with(body.clone(), hits.clone(), cc.clone()).await;
+    let cache = Arc::new(
+        JwksCache::with_clock(
+            JwksSource::Url(format!("https://localhost:{port}/keys")),
+            vec![rustls::pki_types::CertificateDer::from(ca)],
+            Arc::new(clock.clone()),
+        )
+        .unwrap(),
+    );
+    let key = |c: Arc<JwksCache>, kid: &'static str| async move {
+        tokio::task::spawn_blocking(move || c.key(kid))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert!(key(cache.clone(), "a").await.is_some());
+    assert_eq!(cache.fresh_until(), t0 + 3600, "max-age honoured");
+    // Microsoft removes key a. Within max-age it is still used (no fetch)…
+    *body.lock().unwrap() = EntraKey::jwks(&[&b]);
+    clock.set(t0 + 3599);
+    assert!(key(cache.clone(), "a").await.is_some());
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // …and once max-age has passed the key set is reloaded before any key is handed out.
+    clock.set(t0 + 3600);
+    assert!(
+        key(cache.clone(), "a").await.is_none(),
+        "a removed key is no longer trusted"
+    );
+    assert!(key(cache.clone(), "b").await.is_some());
+    assert!(hits.load(Ordering::SeqCst) >= 2);
+    // A max-age longer than a day is capped at one day; none at all means one day.
+    *cc.lock().unwrap() = Some("max-age=31536000".into());
+    clock.set(t0 + 10_000);
+    assert!(key(cache.clone(), "b").await.is_some());
+    assert_eq!(cache.fresh_until(), t0 + 10_000 + 86_400, "at most a day");
+    *cc.lock().unwrap() = None;
+    clock.set(t0 + 10_000 + 86_400);
+    assert!(key(cache.clone(), "b").await.is_some());
+    assert_eq!(cache.fresh_until(), t0 + 10_000 + 2 * 86_400);
 }
