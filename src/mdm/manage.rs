@@ -9,15 +9,25 @@
 //!   `Status` per client `Alert`, `Replace`, `Add` and `Results` in their order, then our commands
 //!   with CmdIDs unique in the session, then `<Final/>` on every message.
 //! * A command goes out in order, at least once: `Pending` → `Sent` → `Done` (2xx, 202 kept as
-//!   such) or `Failed` (the code kept). A command sent in a session that ended without its
-//!   Status goes out again in the device's next session; one the device answered never does.
+//!   such) or `Failed` (the code kept); 214/215/216 → `CancelledByDevice`/`NotExecuted`/
+//!   `RolledBack`. A command sent in a session that ended without its Status goes out again in
+//!   the device's next session; one the device answered never does.
+//! * An `Atomic`/`Sequence` records every nested command's Status (`inner`); answered 2xx with
+//!   a nested failure it is `Failed`. A `Get` is `Done` once its Results are in; Results lost
+//!   (424, Alert 1225, session ended mid-object, 2xx without Results) make it `Failed` with an
+//!   `error`. Results for a command answered in an earlier message are ignored; results per
+//!   command and messages per session are bounded.
 //! * User-scoped commands (`./User/...`) wait until the device reports LoginStatus `user`.
-//! * The device's `MaxMsgSize` is honoured: what does not fit waits for the next message.
+//! * The device's `MaxMsgSize` (announced once, it holds for the session) is never exceeded by
+//!   a reply carrying our commands: what does not fit waits for the next message (a keep-alive
+//!   `Get` keeps the session going when needed); what can never fit fails with an `error`.
 //! * Large objects from the device (`MoreData`) are reassembled (213 per chunk, Alert 1222 when
-//!   the message lacks `Final`, 424 on a size mismatch).
+//!   the message lacks `Final`, 424 on a size mismatch, Alert 1225 when a new item starts before
+//!   the last chunk).
 //! * A single-item `Add`/`Replace`/`Exec` too large for the device's `MaxMsgSize` is sent as a
-//!   large object (OMA RepPro §7): one chunk per message, `Meta/Size` on the first, `MoreData` on
-//!   all but the last; the device answers 213 per chunk and the last chunk's Status completes it.
+//!   large object (OMA RepPro §7): one chunk per message, as large as the message allows by its
+//!   exact written length, `Meta/Size` on the first, `MoreData` on all but the last; the device
+//!   answers 213 per chunk and the last chunk's Status completes it.
 //! * A retransmitted message (same `MsgID`) gets the same reply without being applied twice.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1044,7 +1054,7 @@ fn chunk_of(
             while next < total && !data.is_char_boundary(next) {
                 next += 1;
             }
-            if next < hi && make(next).written_len() <= avail {
+            if next <= hi && make(next).written_len() <= avail {
                 lo = next;
                 continue;
             }
@@ -1122,5 +1132,71 @@ fn assign_ids(cmd: &mut Command<'static>, st: &mut SessionState, command_id: &st
         for inner in c.commands.iter_mut() {
             assign_ids(inner, st, command_id, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syncml::ItemCommand;
+
+    fn replace(data: &str, cmd_id: Option<&str>) -> Command<'static> {
+        let item = Item {
+            target: Some(Location::new("./Vendor/MSFT/Policy/Config/Big/Blob")),
+            data: Some(data.to_string().into()),
+            ..Item::default()
+        };
+        let mut c = ItemCommand::new("1", [item]);
+        c.cmd_id = cmd_id.map(|s| s.to_string().into());
+        Command::Replace(c)
+    }
+
+    /// Every chunk fits exactly (written, escaped length with its CmdID) and is the largest that
+    /// does; the chunks put back together are the data.
+    #[test]
+    fn chunks_fill_the_room_exactly_and_reassemble() {
+        let mixed: String = (0..300).map(|i| format!("<a v=\"{i}&\"/>é\r")).collect();
+        for data in ["x".repeat(5000), "&".repeat(3000), mixed] {
+            for cmd_id in [Some("7"), Some("123456"), None] {
+                for avail in [250, 300, 777, 1024, 2500] {
+                    let base = replace(&data, cmd_id);
+                    let (mut offset, mut whole) = (0, String::new());
+                    while offset < data.len() {
+                        let Some((c, end, total)) = chunk_of(&base, offset, avail) else {
+                            panic!("no chunk at {offset} in {avail}")
+                        };
+                        assert_eq!(total, data.len());
+                        assert!(c.written_len() <= avail, "{} > {avail}", c.written_len());
+                        if end + 4 < total {
+                            let mut next = end + 1;
+                            while !data.is_char_boundary(next) {
+                                next += 1;
+                            }
+                            let bigger = chunk_of(&base, offset, usize::MAX)
+                                .map(|_| {
+                                    let mut b = c.clone();
+                                    if let Command::Replace(ic) = &mut b {
+                                        ic.items.as_mut_slice()[0].data =
+                                            Some(data[offset..next].to_string().into());
+                                    }
+                                    b.written_len()
+                                })
+                                .unwrap_or(0);
+                            assert!(
+                                bigger > avail,
+                                "chunk {offset}..{end} of {total} ({:?}, {cmd_id:?}, {avail}) could be longer: {} then {bigger}",
+                                &data[..4],
+                                c.written_len()
+                            );
+                        }
+                        whole.push_str(c.items()[0].data.as_deref().unwrap_or(""));
+                        offset = end;
+                    }
+                    assert_eq!(whole, data);
+                }
+            }
+        }
+        // Not one character fits: no chunk (and no floor that overshoots).
+        assert!(chunk_of(&replace(&"x".repeat(100), Some("1")), 0, 100).is_none());
     }
 }

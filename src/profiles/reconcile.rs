@@ -13,9 +13,10 @@
 //!
 //! Deployments are records `profile_deployment` = `profile_id \0 device_id` (the profile's
 //! status list) with the reverse index `device_profile` = `device_id \0 profile_id`. Their
-//! status is derived from the queued commands' state, like device actions: all answered 2xx →
-//! `applied`, any failure → `failed` (codes and LocURIs), some sent → `verifying`, else
-//! `pending`. Work is applied in chunks of [`CHUNK`] devices: one queue transaction and one
+//! status is derived from the queued commands' state, like device actions: all `done` →
+//! `applied`; any other answered state (4xx/5xx, 214/215/216, a failed nested command, a
+//! server-side error) → `failed` (codes, states and, for an Atomic, the failing nested
+//! LocURIs); some sent → `verifying`, else `pending`. Work is applied in chunks of [`CHUNK`] devices: one queue transaction and one
 //! record batch per chunk.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
