@@ -20,8 +20,10 @@ pub struct QueueSummary {
     pub sent: usize,
     /// Answered 2xx.
     pub done: usize,
-    /// Answered 4xx/5xx.
+    /// Answered 4xx/5xx, an inner command failed, or the server gave up (results lost).
     pub failed: usize,
+    /// Answered 214 (cancelled), 215 (not executed) or 216 (rolled back): not applied.
+    pub not_applied: usize,
     /// Enqueue time of the oldest `pending` command (Unix seconds), `null` when none waits.
     pub oldest_pending_at: Option<i64>,
 }
@@ -42,6 +44,9 @@ impl QueueSummary {
                 CommandState::Sent => q.sent += 1,
                 CommandState::Done => q.done += 1,
                 CommandState::Failed => q.failed += 1,
+                CommandState::CancelledByDevice
+                | CommandState::NotExecuted
+                | CommandState::RolledBack => q.not_applied += 1,
                 CommandState::Cancelled => {}
             }
         }
@@ -112,6 +117,7 @@ mod tests {
             sent_at: None,
             completed_at: None,
             send_count: 0,
+            ..CommandRecord::default()
         }
     }
 
@@ -125,6 +131,9 @@ mod tests {
             cmd(Pending, 20),
             cmd(Failed, 3),
             cmd(Cancelled, 4),
+            cmd(RolledBack, 5),
+            cmd(NotExecuted, 6),
+            cmd(CancelledByDevice, 7),
         ]);
         assert_eq!(
             q,
@@ -133,6 +142,7 @@ mod tests {
                 sent: 1,
                 done: 1,
                 failed: 1,
+                not_applied: 3,
                 oldest_pending_at: Some(20)
             }
         );

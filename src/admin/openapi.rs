@@ -348,7 +348,7 @@ fn lifecycle_schemas() -> Value {
             "properties": {
                 "action_id": {"type": "string"},
                 "action": {"type": "string"},
-                "state": {"type": "string", "enum": ["pending", "sent", "done", "failed", "cancelled"]},
+                "state": {"$ref": "#/components/schemas/CommandState"},
                 "status": {"type": "integer", "nullable": true, "description": "The device's Status code."},
                 "created_at": {"type": "integer", "format": "int64"},
                 "completed_at": {"type": "integer", "format": "int64", "nullable": true}
@@ -508,16 +508,35 @@ fn base_schemas(command_fields: Value, bulk_fields: Value) -> Value {
                 "data": nullable("string")
             }
         },
+        "CommandState": {
+            "type": "string",
+            "enum": ["pending", "sent", "done", "failed", "cancelled", "cancelled_by_device", "not_executed", "rolled_back"],
+            "description": "`pending`: waits for a session. `sent`: no Status yet, or a Get answered 2xx whose Results have not arrived (goes out again if the session ends without them). `done`: 2xx, every inner command of an Atomic/Sequence 2xx too, a Get's Results received. `failed`: 4xx/5xx, or an inner command failed (see `inner`; `status` is then the group's own code), or the server gave up (see `error`). `cancelled`: by an admin. `cancelled_by_device`: 214. `not_executed`: 215 (the user declined). `rolled_back`: 216 (inside a failed Atomic). Only `done` counts as applied."
+        },
+        "InnerStatus": {
+            "type": "object",
+            "required": ["cmd_id", "verb", "targets"],
+            "description": "A command nested in an Atomic/Sequence and the device's code for it.",
+            "properties": {
+                "cmd_id": {"type": "string", "description": "CmdID it was last sent with."},
+                "verb": {"type": "string"},
+                "targets": {"type": "array", "items": {"type": "string"}},
+                "status": {"type": "integer", "nullable": true, "description": "The device's Status code (`null`: none received)."}
+            }
+        },
         "Command": {
             "type": "object",
-            "required": ["command_id", "verb", "state", "results", "created_at", "send_count"],
+            "required": ["command_id", "verb", "state", "results", "inner", "results_truncated", "created_at", "send_count"],
             "properties": {
                 "command_id": {"type": "string"},
                 "verb": {"type": "string"},
                 "target": nullable("string"),
-                "state": {"type": "string", "enum": ["pending", "sent", "done", "failed", "cancelled"]},
-                "status": {"type": "integer", "nullable": true, "description": "The device's Status code."},
+                "state": {"$ref": "#/components/schemas/CommandState"},
+                "status": {"type": "integer", "nullable": true, "description": "The device's Status code (for an Atomic/Sequence: its own code; see `inner`)."},
+                "inner": {"type": "array", "items": {"$ref": "#/components/schemas/InnerStatus"}, "description": "Atomic/Sequence: every nested command, in order, with its code."},
+                "error": {"type": "string", "nullable": true, "description": "Why the server failed the command although the device did not: results lost (424, interrupted or abandoned large object, 2xx without Results), or too large for the device's MaxMsgSize."},
                 "results": {"type": "array", "items": {"$ref": "#/components/schemas/ResultItem"}},
+                "results_truncated": {"type": "boolean", "description": "Results were cut at the per-command bound (items or bytes)."},
                 "created_at": {"type": "integer", "format": "int64"},
                 "sent_at": {"type": "integer", "format": "int64", "nullable": true},
                 "completed_at": {"type": "integer", "format": "int64", "nullable": true},

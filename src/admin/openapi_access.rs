@@ -175,10 +175,11 @@ fn schemas() -> Value {
             }
         },
         "QueueSummary": {
-            "type": "object", "required": ["pending", "sent", "done", "failed", "oldest_pending_at"],
+            "type": "object", "required": ["pending", "sent", "done", "failed", "not_applied", "oldest_pending_at"],
             "properties": {
                 "pending": {"type": "integer"}, "sent": {"type": "integer"},
                 "done": {"type": "integer"}, "failed": {"type": "integer"},
+                "not_applied": {"type": "integer", "description": "Answered 214 (cancelled), 215 (not executed) or 216 (rolled back)."},
                 "oldest_pending_at": {"type": "integer", "format": "int64", "nullable": true}
             }
         },

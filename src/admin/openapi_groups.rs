@@ -143,7 +143,11 @@ pub fn schemas() -> Value {
             "profile_id": s("string"), "device_id": s("string"), "version": s("integer"),
             "status": {"type": "string", "enum": ["pending", "verifying", "applied", "failed", "not_applicable", "removing", "removed"]},
             "reason": ns("string"),
-            "failures": {"type": "array", "items": {"type": "object", "properties": {"command_id": s("string"), "targets": {"type": "array", "items": s("string")}, "status": ns("integer")}}},
+            "failures": {"type": "array", "description": "Commands not applied: the device's code, the command's state, and for an Atomic the nested LocURIs that failed or were rolled back (216).", "items": {"type": "object", "properties": {
+                "command_id": s("string"), "targets": {"type": "array", "items": s("string")}, "status": ns("integer"),
+                "state": {"$ref": "#/components/schemas/CommandState"},
+                "failed": {"type": "array", "items": {"type": "object", "properties": {"target": s("string"), "verb": s("string"), "status": ns("integer")}}},
+                "error": ns("string")}}},
             "command_ids": {"type": "array", "items": s("string")},
             "updated_at": s("integer")}},
         "StatusPage": {"type": "object", "properties": {"statuses": {"type": "array", "items": {"$ref": "#/components/schemas/ProfileStatus"}}, "next": ns("string")}},

@@ -263,6 +263,7 @@ pub fn prepare(device_id: &str, req: NewCommand, now: i64) -> Result<CommandReco
         sent_at: None,
         completed_at: None,
         send_count: 0,
+        ..CommandRecord::default()
     })
 }
 

@@ -120,8 +120,9 @@ fn queue_commands(app: &App) {
 /// commands, then the input split at NUL bytes into up to 8 messages, each handled as the next
 /// message from that device. Properties after every step: no panic; an accepted message gets a
 /// reply that parses, starts with the Status for the SyncHdr and repeats no CmdID; every queued
-/// command is in one of the five states and `queued()` returns only Pending/Sent ones. Returns
-/// how many messages were accepted.
+/// command is in one of its states and `queued()` returns only Pending/Sent ones; a reply that
+/// carries commands never exceeds the `MaxMsgSize` in force ([`MaxMsgSizes`]). Returns how many
+/// messages were accepted.
 pub fn session_steps(data: &[u8]) -> usize {
     let mut f = fixture().lock().unwrap_or_else(|p| p.into_inner());
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
@@ -143,14 +144,64 @@ pub fn session_steps(data: &[u8]) -> usize {
     let auth: DeviceAuthenticated = authenticate(store.as_ref(), &f.app.ca, Some(&f.cert_der), NOW)
         .expect("fixture device authenticates");
     let mut accepted = 0;
+    let mut sizes = MaxMsgSizes::default();
     for body in data.split(|b| *b == 0).take(8) {
         if let Ok(reply) = manage::handle(&f.app, &auth, body) {
             check_reply(&reply);
+            sizes.check(body, &reply);
             accepted += 1;
         }
         check_store(store.as_ref());
     }
     accepted
+}
+
+/// The `MaxMsgSize` in force in the fuzzed session, for the invariant "no reply that carries
+/// our commands exceeds the announced MaxMsgSize" (announced in a message, it holds for the
+/// rest of its session; the Statuses a reply must carry are not ours to shrink).
+#[derive(Default)]
+struct MaxMsgSizes {
+    session: Option<String>,
+    announced: Option<u32>,
+    last_reply: Vec<u8>,
+}
+
+impl MaxMsgSizes {
+    fn check(&mut self, body: &[u8], reply: &[u8]) {
+        let Ok(msg) = syncml::parse(body) else {
+            return;
+        };
+        let session = msg.hdr.session_id.trim().to_string();
+        if self.session.as_deref() != Some(session.as_str()) || msg.hdr.msg_id() == Some(1) {
+            self.session = Some(session);
+            self.announced = None;
+        }
+        if let Some(n) = msg.hdr.max_msg_size() {
+            self.announced = Some(n);
+        }
+        let replay = reply == self.last_reply.as_slice();
+        self.last_reply = reply.to_vec();
+        if replay {
+            return; // a retransmission gets the earlier reply as it was
+        }
+        let budget = self
+            .announced
+            .map_or(manage::DEFAULT_MAX_MSG_SIZE, |n| n as usize);
+        let Ok(out) = syncml::parse(reply) else {
+            return;
+        };
+        let ours = out
+            .body
+            .commands
+            .iter()
+            .any(|c| !matches!(c, Command::Status(_) | Command::Alert(_)));
+        assert!(
+            !ours || reply.len() <= budget,
+            "a reply carrying commands is {} bytes, over the announced MaxMsgSize {budget}:\n{}",
+            reply.len(),
+            String::from_utf8_lossy(reply)
+        );
+    }
 }
 
 fn device_record(f: &Fixture) -> Device {
@@ -203,7 +254,10 @@ fn check_store(store: &dyn Store) {
             | CommandState::Sent
             | CommandState::Done
             | CommandState::Failed
-            | CommandState::Cancelled => {}
+            | CommandState::Cancelled
+            | CommandState::CancelledByDevice
+            | CommandState::NotExecuted
+            | CommandState::RolledBack => {}
         }
     }
     for c in store.queued(DEVICE_ID).expect("queued") {

@@ -9,25 +9,36 @@
 //!   `Status` per client `Alert`, `Replace`, `Add` and `Results` in their order, then our commands
 //!   with CmdIDs unique in the session, then `<Final/>` on every message.
 //! * A command goes out in order, at least once: `Pending` → `Sent` → `Done` (2xx, 202 kept as
-//!   such) or `Failed` (the code kept). A command sent in a session that ended without its
-//!   Status goes out again in the device's next session; one the device answered never does.
+//!   such) or `Failed` (the code kept); 214/215/216 → `CancelledByDevice`/`NotExecuted`/
+//!   `RolledBack`. A command sent in a session that ended without its Status goes out again in
+//!   the device's next session; one the device answered never does.
+//! * An `Atomic`/`Sequence` records every nested command's Status (`inner`); answered 2xx with
+//!   a nested failure it is `Failed`. A `Get` is `Done` once its Results are in; Results lost
+//!   (424, Alert 1225, session ended mid-object, 2xx without Results) make it `Failed` with an
+//!   `error`. Results for a command answered in an earlier message are ignored; results per
+//!   command and messages per session are bounded.
 //! * User-scoped commands (`./User/...`) wait until the device reports LoginStatus `user`.
-//! * The device's `MaxMsgSize` is honoured: what does not fit waits for the next message.
+//! * The device's `MaxMsgSize` (announced once, it holds for the session) is never exceeded by
+//!   a reply carrying our commands: what does not fit waits for the next message (a keep-alive
+//!   `Get` keeps the session going when needed); what can never fit fails with an `error`.
 //! * Large objects from the device (`MoreData`) are reassembled (213 per chunk, Alert 1222 when
-//!   the message lacks `Final`, 424 on a size mismatch).
+//!   the message lacks `Final`, 424 on a size mismatch, Alert 1225 when a new item starts before
+//!   the last chunk).
 //! * A single-item `Add`/`Replace`/`Exec` too large for the device's `MaxMsgSize` is sent as a
-//!   large object (OMA RepPro §7): one chunk per message, `Meta/Size` on the first, `MoreData` on
-//!   all but the last; the device answers 213 per chunk and the last chunk's Status completes it.
+//!   large object (OMA RepPro §7): one chunk per message, as large as the message allows by its
+//!   exact written length, `Meta/Size` on the first, `MoreData` on all but the last; the device
+//!   answers 213 per chunk and the last chunk's Status completes it.
 //! * A retransmitted message (same `MsgID`) gets the same reply without being applied twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::app::App;
 use crate::config::paths;
 use crate::mdm::identity::DeviceAuthenticated;
 use crate::mdm::session::{Chunked, Outstanding, Sending, SessionState};
 use crate::store::{
-    CommandRecord, CommandState, Device, DeviceAlert, DeviceState, ResultItem, Round, StoreError,
+    CommandRecord, CommandState, Device, DeviceAlert, DeviceState, InnerStatus, ResultItem, Round,
+    StoreError,
 };
 use crate::syncml::{
     self, Alert, Command, Item, Location, Meta, ParseError, Status, StatusCode, SyncBody, SyncHdr,
@@ -44,8 +55,22 @@ pub const MAX_INVENTORY: usize = 256;
 pub const MAX_INVENTORY_VALUE: usize = 4096;
 /// Generic alerts kept per device.
 pub const MAX_ALERTS: usize = 50;
-/// Largest object reassembled from chunks.
-pub const MAX_LARGE_OBJECT: usize = 16 * 1024 * 1024;
+/// Largest object reassembled from chunks (it is kept in the session state between messages).
+pub const MAX_LARGE_OBJECT: usize = 4 * 1024 * 1024;
+/// Result items kept per command; more are dropped (`results_truncated`).
+pub const MAX_RESULTS_PER_COMMAND: usize = 256;
+/// Bytes of result data (LocURIs included) kept per command; more are dropped.
+pub const MAX_RESULT_BYTES_PER_COMMAND: usize = MAX_LARGE_OBJECT;
+/// Replies in one session at most: after that every message of the session gets an Alert 1223
+/// (session abort) and is not applied.
+pub const MAX_MESSAGES_PER_SESSION: u32 = 1000;
+
+/// The node a keep-alive `Get` reads (read-only, always present: MS-MDM DevInfo).
+pub const KEEP_ALIVE_URI: &str = "./DevInfo/DmV";
+/// Room kept for one Status (large CmdID/MsgRef/CmdRef) in a quiet reply.
+const QUIET_STATUS_LEN: usize =
+    "<Status><CmdID>9999999</CmdID><MsgRef>9999999</MsgRef><CmdRef>9999999</CmdRef><Cmd>Results</Cmd><Data>200</Data></Status>"
+        .len();
 
 /// The alert type Windows sends when the user disconnects (MS-MDM; DMClient docs).
 pub const UNENROLL_ALERT: &str = "com.microsoft:mdm.unenrollment.userrequest";
@@ -139,6 +164,8 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         commands: BTreeMap::new(),
         revoke: Vec::new(),
         reply: Vec::new(),
+        alerts: Vec::new(),
+        answered_now: BTreeSet::new(),
         client_msg,
         now,
         end_session: false,
@@ -162,11 +189,13 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         .inventory
         .get(crate::autopilot::link::SERIAL_URI)
         .cloned();
-    for cmd in &msg.body.commands {
+    let over_limit = round.over_message_limit();
+    for cmd in msg.body.commands.iter().filter(|_| !over_limit) {
         if round.apply(cmd)? {
             wants_next_message = true;
         }
     }
+    round.after_apply();
     if let Err(e) =
         crate::autopilot::link::on_round(app, &mut round.device, serial_before.as_deref())
     {
@@ -201,20 +230,20 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         }));
     }
     let mut sent = 0;
+    let budget = round.budget(msg.hdr.max_msg_size());
     if !device_has_more && !round.end_session && round.device.state == DeviceState::Enrolled {
-        let budget = msg
-            .hdr
-            .max_msg_size()
-            .map(|n| n as usize)
-            .unwrap_or(DEFAULT_MAX_MSG_SIZE)
-            .max(1024);
         sent = round.add_queued(&mut reply, budget)?;
     }
     round.state.server_msg += 1;
     round.state.last_client_msg = client_msg;
     let mut out = Vec::with_capacity(syncml::written_len(&reply));
     syncml::write(&reply, &mut out);
-    let session_over = round.end_session || (sent == 0 && !device_has_more);
+    // Over the message bound the session state stays, so every later message of the session
+    // gets the abort again instead of starting over.
+    let session_over = !over_limit && (round.end_session || (sent == 0 && !device_has_more));
+    if session_over {
+        round.session_ended()?;
+    }
     let session = if session_over {
         None
     } else {
@@ -259,6 +288,10 @@ struct RoundBuilder<'a> {
     commands: BTreeMap<String, CommandRecord>,
     revoke: Vec<(String, String)>,
     reply: Vec<Command<'static>>,
+    /// Alerts for the device (1225), added after the Statuses.
+    alerts: Vec<Command<'static>>,
+    /// Commands whose Status arrived in this message (their Results may follow in it).
+    answered_now: BTreeSet<String>,
     client_msg: u32,
     now: i64,
     end_session: bool,
@@ -307,6 +340,8 @@ impl RoundBuilder<'_> {
         for mut c in self.app.store.queued(&self.device.device_id)? {
             if c.state == CommandState::Sent {
                 c.state = CommandState::Pending;
+                // A Get answered 2xx whose Results never came goes again, unanswered.
+                c.status = None;
                 self.commands.insert(c.command_id.clone(), c);
             }
         }
@@ -338,11 +373,23 @@ impl RoundBuilder<'_> {
                 Ok(false)
             }
             Command::Results(r) => {
+                let cmd_ref = r.cmd_ref.trim();
+                let target = self.state.outstanding.get(cmd_ref).cloned();
+                if let Some(o) = &target {
+                    if !self.wants_results(o, cmd_ref)? {
+                        tracing::warn!(device_id = %self.device.device_id, command_id = %o.command_id, cmd_ref, "Results for an answered command ignored");
+                        self.ack(r.cmd_id.as_deref(), "Results", StatusCode::OK);
+                        return Ok(false);
+                    }
+                }
                 let mut more = false;
                 for item in r.items.iter() {
                     match self.reassemble("Results", Some(&r.cmd_ref), item, r.meta.as_ref()) {
                         Chunk::More => more = true,
-                        Chunk::Mismatch => {
+                        Chunk::Mismatch(why) => {
+                            if let Some(o) = &target {
+                                self.results_lost(&o.command_id, &why)?;
+                            }
                             self.ack(r.cmd_id.as_deref(), "Results", StatusCode::SIZE_MISMATCH);
                             return Ok(false);
                         }
@@ -351,16 +398,14 @@ impl RoundBuilder<'_> {
                             if let Some(src) = &source {
                                 self.inventory(src, data.as_deref());
                             }
-                            let target = self.state.outstanding.get(r.cmd_ref.trim()).cloned();
-                            if let Some(o) = target {
-                                if let Some(c) = self.command(&o.command_id)? {
-                                    c.results.push(ResultItem {
-                                        target: source,
-                                        format,
-                                        ty,
-                                        data,
-                                    });
-                                }
+                            if let Some(o) = &target {
+                                let item = ResultItem {
+                                    target: source,
+                                    format,
+                                    ty,
+                                    data,
+                                };
+                                self.add_result(&o.command_id, item)?;
                             }
                         }
                     }
@@ -379,7 +424,7 @@ impl RoundBuilder<'_> {
                 for item in c.items.iter() {
                     match self.reassemble(name, None, item, c.meta.as_ref()) {
                         Chunk::More => more = true,
-                        Chunk::Mismatch => {
+                        Chunk::Mismatch(_) => {
                             self.ack(c.cmd_id.as_deref(), name, StatusCode::SIZE_MISMATCH);
                             return Ok(false);
                         }
@@ -420,30 +465,183 @@ impl RoundBuilder<'_> {
             tracing::debug!(device_id = %self.device.device_id, cmd_ref, "Status for a CmdID we are not waiting for");
             return Ok(());
         };
+        let code = s.code().map(|c| c.0);
         if !o.primary {
+            // A command nested in an Atomic/Sequence: recorded on the group.
+            if let Some(c) = self.command(&o.command_id)? {
+                if let Some(i) = c.inner.iter_mut().find(|i| i.cmd_id == cmd_ref) {
+                    i.status = code;
+                }
+                settle_group(c);
+            }
             return Ok(());
         }
-        let code = s.code().map(|c| c.0);
         if code == Some(StatusCode::CHUNKED_ITEM_ACCEPTED.0) {
             // A chunk of a large object was buffered; the last chunk's Status completes it.
             return Ok(());
         }
         let now = self.now;
+        let mut answered = false;
         if let Some(c) = self.command(&o.command_id)? {
             if c.state.is_terminal() {
                 return Ok(());
             }
             c.status = code;
-            c.completed_at = Some(now);
-            c.state = match s.code() {
-                Some(code) if code.is_success() => CommandState::Done,
-                _ => CommandState::Failed,
-            };
+            let state = CommandState::of_status(code);
+            if state == CommandState::Done && c.verb == "Get" && c.results.is_empty() {
+                // A Get is done when its Results are in (they follow, maybe over several
+                // messages as a large object); until then it stays `sent`.
+                tracing::debug!(device_id = %c.device_id, command_id = %c.command_id, "Get answered; waiting for its Results");
+            } else {
+                c.state = state;
+                c.completed_at = Some(now);
+                answered = true;
+            }
+            settle_group(c);
             if code == Some(418) {
                 tracing::warn!(device_id = %c.device_id, command_id = %c.command_id, "device reports 418 already exists; not retried");
             }
         }
+        if answered {
+            self.answered_now.insert(o.command_id);
+        }
         Ok(())
+    }
+
+    /// Whether Results for our CmdID `cmd_ref` (carrying command `o`) are still wanted: its
+    /// command is unanswered, was answered in this very message (Results follow the Status), or
+    /// this continues a large object accepted when it started. Anything else is a duplicate.
+    fn wants_results(&mut self, o: &Outstanding, cmd_ref: &str) -> Result<bool, StoreError> {
+        let continuing = self.state.chunked.as_ref().is_some_and(|c| {
+            c.cmd == "Results" && c.cmd_ref.as_deref().map(str::trim) == Some(cmd_ref)
+        });
+        if continuing || self.answered_now.contains(&o.command_id) {
+            return Ok(true);
+        }
+        Ok(self
+            .command(&o.command_id)?
+            .is_some_and(|c| !c.state.is_terminal()))
+    }
+
+    /// Appends one result item to a command, within the per-command bounds; a Get answered 2xx
+    /// is done once its Results are in.
+    fn add_result(&mut self, command_id: &str, item: ResultItem) -> Result<(), StoreError> {
+        let now = self.now;
+        let mut answered = false;
+        if let Some(c) = self.command(command_id)? {
+            let used: usize = c.results.iter().map(result_bytes).sum();
+            if c.results.len() >= MAX_RESULTS_PER_COMMAND
+                || used + result_bytes(&item) > MAX_RESULT_BYTES_PER_COMMAND
+            {
+                if !c.results_truncated {
+                    tracing::warn!(device_id = %c.device_id, command_id, items = c.results.len(), bytes = used, "results over the per-command bound dropped");
+                }
+                c.results_truncated = true;
+            } else {
+                c.results.push(item);
+            }
+            if c.state == CommandState::Sent
+                && CommandState::of_status(c.status) == CommandState::Done
+            {
+                c.state = CommandState::Done;
+                c.completed_at = Some(now);
+                answered = true;
+            }
+        }
+        if answered {
+            self.answered_now.insert(command_id.to_string());
+        }
+        Ok(())
+    }
+
+    /// The Results of `command_id` are lost (size mismatch, interrupted or abandoned large
+    /// object): it must not look successful.
+    fn results_lost(&mut self, command_id: &str, why: &str) -> Result<(), StoreError> {
+        let now = self.now;
+        if let Some(c) = self.command(command_id)? {
+            tracing::warn!(device_id = %c.device_id, command_id, why, "results lost; command failed");
+            if c.state != CommandState::Cancelled {
+                c.state = CommandState::Failed;
+                c.error = Some(format!("results lost: {why}"));
+                c.completed_at = Some(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Over [`MAX_MESSAGES_PER_SESSION`]: the message is not applied and the device is told to
+    /// abort the session (Alert 1223).
+    fn over_message_limit(&mut self) -> bool {
+        if self.state.server_msg < MAX_MESSAGES_PER_SESSION {
+            return false;
+        }
+        tracing::warn!(device_id = %self.device.device_id, messages = self.state.server_msg, "session over the message bound; aborting it");
+        let id = self.state.next_id();
+        self.alerts.push(Command::Alert(Alert {
+            cmd_id: Some(id.into()),
+            data: Some("1223".into()),
+            ..Alert::default()
+        }));
+        self.end_session = true;
+        true
+    }
+
+    /// After the device's commands: our alerts follow the Statuses.
+    fn after_apply(&mut self) {
+        self.reply.append(&mut self.alerts);
+    }
+
+    /// The session ends with this reply: a large object still incomplete is lost, and a Get
+    /// answered 2xx whose Results never came is failed rather than left looking answered.
+    fn session_ended(&mut self) -> Result<(), StoreError> {
+        if let Some(ch) = self.state.chunked.take() {
+            let target = ch
+                .cmd_ref
+                .as_deref()
+                .and_then(|r| self.state.outstanding.get(r.trim()))
+                .cloned();
+            if let Some(o) = target {
+                self.results_lost(
+                    &o.command_id,
+                    "the session ended before the object's last chunk",
+                )?;
+            }
+        }
+        let primaries: Vec<String> = self
+            .state
+            .outstanding
+            .values()
+            .filter(|o| o.primary)
+            .map(|o| o.command_id.clone())
+            .collect();
+        let now = self.now;
+        for id in primaries {
+            if let Some(c) = self.command(&id)? {
+                if c.state == CommandState::Sent
+                    && CommandState::of_status(c.status) == CommandState::Done
+                {
+                    tracing::warn!(device_id = %c.device_id, command_id = %c.command_id, status = ?c.status, "Get answered without Results; failed");
+                    c.state = CommandState::Failed;
+                    c.error = Some(format!(
+                        "results lost: the device answered {} but sent no Results",
+                        c.status.unwrap_or_default()
+                    ));
+                    c.completed_at = Some(now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The size budget of this reply: the `MaxMsgSize` of this message, else the one announced
+    /// earlier in the session, else [`DEFAULT_MAX_MSG_SIZE`].
+    fn budget(&mut self, announced: Option<u32>) -> usize {
+        if announced.is_some() {
+            self.state.max_msg_size = announced;
+        }
+        self.state
+            .max_msg_size
+            .map_or(DEFAULT_MAX_MSG_SIZE, |n| n as usize)
     }
 
     fn on_alert(&mut self, a: &Alert<'_>) {
@@ -522,18 +720,27 @@ impl RoundBuilder<'_> {
             self.state.chunked.as_ref().is_some_and(|c| {
                 c.cmd == cmd && c.source == source && c.cmd_ref.as_deref() == cmd_ref
             });
+        if !continuing {
+            if let Some(old) = self.state.chunked.take() {
+                self.interrupted(old);
+            }
+        }
+        let declared = item
+            .meta
+            .as_ref()
+            .and_then(Meta::size)
+            .or_else(|| cmd_meta.and_then(Meta::size));
         if !item.more_data && !continuing {
+            if let Some(n) = declared.filter(|n| *n != data.len() as u64) {
+                tracing::warn!(device_id = %self.device.device_id, declared = n, got = data.len(), "item size mismatch");
+                return Chunk::Mismatch(format!(
+                    "size mismatch (424): declared {n} bytes, received {}",
+                    data.len()
+                ));
+            }
             return Chunk::Whole(item.data.as_deref().map(str::to_string), format, ty);
         }
         if !continuing {
-            if self.state.chunked.is_some() {
-                tracing::warn!(device_id = %self.device.device_id, "new large object before the previous one ended; dropping the old one");
-            }
-            let declared = item
-                .meta
-                .as_ref()
-                .and_then(Meta::size)
-                .or_else(|| cmd_meta.and_then(Meta::size));
             self.state.chunked = Some(Chunked {
                 cmd: cmd.to_string(),
                 cmd_ref: cmd_ref.map(str::to_string),
@@ -545,39 +752,101 @@ impl RoundBuilder<'_> {
             });
         }
         let Some(ch) = self.state.chunked.as_mut() else {
-            return Chunk::Mismatch;
+            return Chunk::Mismatch("no object in progress".into());
         };
         if ch.data.len() + data.len() > MAX_LARGE_OBJECT {
             self.state.chunked = None;
-            return Chunk::Mismatch;
+            tracing::warn!(device_id = %self.device.device_id, limit = MAX_LARGE_OBJECT, "large object over the bound");
+            return Chunk::Mismatch(format!("object larger than {MAX_LARGE_OBJECT} bytes (424)"));
         }
         ch.data.push_str(data);
         if item.more_data {
             return Chunk::More;
         }
         let Some(done) = self.state.chunked.take() else {
-            return Chunk::Mismatch;
+            return Chunk::Mismatch("no object in progress".into());
         };
         if done
             .declared_size
             .is_some_and(|n| n != done.data.len() as u64)
         {
             tracing::warn!(device_id = %self.device.device_id, declared = ?done.declared_size, got = done.data.len(), "large object size mismatch");
-            return Chunk::Mismatch;
+            return Chunk::Mismatch(format!(
+                "size mismatch (424): declared {} bytes, received {}",
+                done.declared_size.unwrap_or_default(),
+                done.data.len()
+            ));
         }
         Chunk::Whole(Some(done.data), done.format, done.ty)
     }
 
+    /// A new item arrived while the large object `old` was incomplete: the old one is dropped,
+    /// the device gets Alert 1225 (end of data for chunked object not received, MS-MDM
+    /// 2.2.7.2; OMA DM 1.2) naming it, and a Get whose Results it was fails.
+    fn interrupted(&mut self, old: Chunked) {
+        tracing::warn!(device_id = %self.device.device_id, cmd = %old.cmd, source = ?old.source, received = old.data.len(), "new item before the previous large object ended; Alert 1225");
+        let id = self.state.next_id();
+        let item = Item {
+            source: old.source.clone().map(Location::new),
+            ..Item::default()
+        };
+        self.alerts.push(Command::Alert(Alert {
+            cmd_id: Some(id.into()),
+            data: Some("1225".into()),
+            items: vec![item].into(),
+            ..Alert::default()
+        }));
+        let target = old
+            .cmd_ref
+            .as_deref()
+            .and_then(|r| self.state.outstanding.get(r.trim()))
+            .map(|o| o.command_id.clone());
+        if let Some(id) = target {
+            if let Err(e) = self.results_lost(
+                &id,
+                "a new object started before the end of this one (Alert 1225)",
+            ) {
+                tracing::error!(device_id = %self.device.device_id, error = %e, "could not record lost results");
+            }
+        }
+    }
+
     /// Adds queued commands that fit in `budget` bytes; returns how many were added.
+    ///
+    /// The reply never exceeds `budget` because of a queued command: one that does not fit
+    /// waits for the next message; a single-item `Add`/`Replace`/`Exec` goes as a large object
+    /// in chunks sized by their written (escaped) length; a command that cannot be chunked
+    /// (`Atomic`, `Sequence`, several items) and would not fit even in a reply holding nothing
+    /// else is never sent: it fails with an `error` saying so.
     fn add_queued(
         &mut self,
         reply: &mut SyncMl<'static>,
         budget: usize,
     ) -> Result<usize, StoreError> {
         let mut size = syncml::written_len(reply);
+        // A quiet reply: header, SyncHdr Status, one more Status (for the Results of the
+        // keep-alive Get) and Final. What fits there is sent in this session.
+        let quiet = size
+            - reply
+                .body
+                .commands
+                .iter()
+                .skip(1)
+                .map(Command::written_len)
+                .sum::<usize>()
+            + QUIET_STATUS_LEN;
+        if size > budget {
+            tracing::warn!(device_id = %self.device.device_id, size, budget, "Statuses alone exceed the device's MaxMsgSize; no command added");
+            return Ok(0);
+        }
         let mut sent = 0;
         if let Some(sending) = self.state.sending.clone() {
-            return self.next_chunk(reply, sending, budget.saturating_sub(size));
+            let k = self.next_chunk(reply, sending, budget - size)?;
+            return Ok(if k > 0 {
+                k
+            } else {
+                self.keep_alive(reply, size, budget)
+            });
         }
         let user_ok = self.device.login_status.as_deref() == Some("user");
         let queued = self.app.store.queued(&self.device.device_id)?;
@@ -611,28 +880,75 @@ impl RoundBuilder<'_> {
                 assign_ids(cmd, &mut snapshot, &c.command_id, true);
             }
             let n: usize = cmds.iter().map(Command::written_len).sum();
-            if size + n > budget && sent > 0 {
+            if size + n <= budget {
+                self.state = snapshot;
+                size += n;
+                sent += 1;
+                let mut c = c;
+                c.inner = cmds.iter().flat_map(inner_of).collect();
+                reply.body.commands.extend(cmds);
+                self.mark_sent(c);
+                continue;
+            }
+            if sent > 0 {
                 break;
             }
-            if size + n > budget && chunkable(&cmds) {
-                let id = c.command_id.clone();
-                self.mark_sent(c);
+            if chunkable(&cmds) {
                 let first = Sending {
-                    command_id: id,
+                    command_id: c.command_id.clone(),
                     offset: 0,
                 };
-                return self.next_chunk(reply, first, budget.saturating_sub(size));
+                let k = self.next_chunk(reply, first, budget - size)?;
+                if k > 0 {
+                    self.mark_sent(c);
+                    return Ok(k);
+                }
+                if let Some(base) = cmds.first() {
+                    if first_chunk_fits(base, &self.state, budget.saturating_sub(quiet)) {
+                        return Ok(self.keep_alive(reply, size, budget));
+                    }
+                }
+                self.too_large(c, n, budget, "not even one chunk of it fits");
+                continue;
             }
-            if size + n > budget {
-                tracing::warn!(command_id = %c.command_id, size = n, budget, "command larger than the device's MaxMsgSize; sending it alone");
+            if quiet + n <= budget {
+                return Ok(self.keep_alive(reply, size, budget));
             }
-            self.state = snapshot;
-            size += n;
-            sent += 1;
-            reply.body.commands.extend(cmds);
-            self.mark_sent(c);
+            self.too_large(c, n, budget, "an Atomic, a Sequence or a command with several items cannot be sent in chunks; split it");
         }
         Ok(sent)
+    }
+
+    /// The next queued command fits in a quiet reply but not in this one: a read-only `Get`
+    /// of `./DevInfo/DmV` keeps the session going, so the device's next message (Statuses
+    /// only) leaves room for it. Returns 1 if it was added.
+    fn keep_alive(&mut self, reply: &mut SyncMl<'static>, size: usize, budget: usize) -> usize {
+        let item = Item {
+            target: Some(Location::new(KEEP_ALIVE_URI)),
+            ..Item::default()
+        };
+        let get = Command::Get(syncml::ItemCommand::new(
+            (self.state.next_cmd_id + 1).to_string(),
+            [item],
+        ));
+        if size + get.written_len() > budget {
+            return 0;
+        }
+        self.state.next_id();
+        tracing::debug!(device_id = %self.device.device_id, size, budget, "no room for the next command in this reply; keep-alive Get");
+        reply.body.commands.push(get);
+        1
+    }
+
+    /// Fails a command that can never be sent within the device's `MaxMsgSize`.
+    fn too_large(&mut self, mut c: CommandRecord, n: usize, budget: usize, why: &str) {
+        tracing::warn!(device_id = %self.device.device_id, command_id = %c.command_id, size = n, budget, why, "command larger than the device's MaxMsgSize; not sent");
+        c.state = CommandState::Failed;
+        c.error = Some(format!(
+            "not sent: {n} bytes as written, larger than the device's MaxMsgSize of {budget} bytes ({why})"
+        ));
+        c.completed_at = Some(self.now);
+        self.commands.insert(c.command_id.clone(), c);
     }
 
     fn mark_sent(&mut self, mut c: CommandRecord) {
@@ -642,7 +958,8 @@ impl RoundBuilder<'_> {
         self.commands.insert(c.command_id.clone(), c);
     }
 
-    /// Sends the next chunk of a large object (alone in its message).
+    /// Sends the next chunk of a large object (alone in its message) if one fits in `avail`
+    /// bytes; returns 1 when it did.
     fn next_chunk(
         &mut self,
         reply: &mut SyncMl<'static>,
@@ -655,13 +972,15 @@ impl RoundBuilder<'_> {
             .filter(|c| !c.state.is_terminal())
             .and_then(|c| syncml::parse_fragment(c.syncml.as_bytes()).ok())
             .and_then(|mut v| (v.len() == 1).then(|| v.remove(0).into_owned()));
-        let Some(base) = base else {
+        let Some(mut base) = base else {
             // Answered (e.g. failed), cancelled or gone: stop sending it.
             self.state.sending = None;
             return Ok(0);
         };
+        // Measure with the CmdID it will carry (the next one), so the size is exact.
+        base.set_cmd_id((self.state.next_cmd_id + 1).to_string());
         let Some((mut chunk, end, total)) = chunk_of(&base, sending.offset, avail) else {
-            self.state.sending = None;
+            tracing::debug!(device_id = %self.device.device_id, offset = sending.offset, avail, "no room for a chunk in this message");
             return Ok(0);
         };
         assign_ids(&mut chunk, &mut self.state, &sending.command_id, true);
@@ -681,8 +1000,16 @@ fn chunkable(cmds: &[Command<'_>]) -> bool {
         if c.items.len() == 1 && c.items[0].data.as_deref().is_some_and(|d| !d.is_empty()))
 }
 
-/// The chunk of `base`'s single item starting at byte `offset` that fits in `avail` bytes (at
-/// least 1 KiB of data so a session always progresses). Returns it with its end and the total.
+/// Whether the first chunk of `base` (carrying the next CmdID of `st`) fits in `avail` bytes.
+fn first_chunk_fits(base: &Command<'static>, st: &SessionState, avail: usize) -> bool {
+    let mut b = base.clone();
+    b.set_cmd_id((st.next_cmd_id + 1).to_string());
+    chunk_of(&b, 0, avail).is_some()
+}
+
+/// The largest chunk of `base`'s single item starting at byte `offset` whose written (escaped)
+/// length, CmdID included as `base` carries it, is at most `avail` bytes; `None` when not even
+/// one character fits. Returns it with its end and the total.
 fn chunk_of(
     base: &Command<'static>,
     offset: usize,
@@ -707,18 +1034,30 @@ fn chunk_of(
         }
         c
     };
-    // Room for the CmdID assigned afterwards.
-    let avail = avail.saturating_sub(12);
     let floor = |mut i: usize| {
         while i > offset && !data.is_char_boundary(i) {
             i -= 1;
         }
         i
     };
+    // The written length grows with `end` except where the last chunk drops `MoreData`:
+    // search the non-final chunks, then try the whole rest.
+    if make(total).written_len() <= avail {
+        return Some((make(total), total, total));
+    }
     let (mut lo, mut hi) = (offset, total);
     while lo < hi {
         let mid = floor(lo + (hi - lo).div_ceil(2));
         if mid <= lo {
+            // No char boundary strictly between lo and hi other than lo: step to the next one.
+            let mut next = lo + 1;
+            while next < total && !data.is_char_boundary(next) {
+                next += 1;
+            }
+            if next <= hi && make(next).written_len() <= avail {
+                lo = next;
+                continue;
+            }
             break;
         }
         if make(mid).written_len() <= avail {
@@ -727,20 +1066,56 @@ fn chunk_of(
             hi = mid - 1;
         }
     }
-    let mut end = floor(lo.max((offset + 1024).min(total)).min(total));
+    let end = floor(lo);
     if end == offset {
-        end = total.min(offset + 4);
-        while !data.is_char_boundary(end) {
-            end += 1;
-        }
+        return None;
     }
     Some((make(end), end, total))
 }
 
+/// The nested commands of a group as sent (CmdIDs assigned), in document order.
+fn inner_of(cmd: &Command<'_>) -> Vec<InnerStatus> {
+    let mut out = Vec::new();
+    if let Command::Atomic(g) | Command::Sequence(g) = cmd {
+        for c in g.commands.iter() {
+            let targets = match c {
+                Command::Atomic(_) | Command::Sequence(_) => Vec::new(),
+                c => c
+                    .items()
+                    .iter()
+                    .filter_map(|i| i.target.as_ref())
+                    .map(|t| t.loc_uri.trim().to_string())
+                    .collect(),
+            };
+            out.push(InnerStatus {
+                cmd_id: c.cmd_id().unwrap_or_default().to_string(),
+                verb: c.name().to_string(),
+                targets,
+                status: None,
+            });
+            out.extend(inner_of(c));
+        }
+    }
+    out
+}
+
 enum Chunk {
     More,
-    Mismatch,
+    /// The object is unusable; why (for the command's `error`).
+    Mismatch(String),
     Whole(Option<String>, Option<String>, Option<String>),
+}
+
+/// Bytes a result item holds (its LocURI and data).
+fn result_bytes(r: &ResultItem) -> usize {
+    r.target.as_ref().map_or(0, String::len) + r.data.as_ref().map_or(0, String::len)
+}
+
+/// An `Atomic`/`Sequence` answered 2xx whose nested commands did not all succeed is not done.
+fn settle_group(c: &mut CommandRecord) {
+    if c.state == CommandState::Done && c.inner.iter().any(InnerStatus::failed) {
+        c.state = CommandState::Failed;
+    }
 }
 
 fn assign_ids(cmd: &mut Command<'static>, st: &mut SessionState, command_id: &str, primary: bool) {
@@ -757,5 +1132,71 @@ fn assign_ids(cmd: &mut Command<'static>, st: &mut SessionState, command_id: &st
         for inner in c.commands.iter_mut() {
             assign_ids(inner, st, command_id, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syncml::ItemCommand;
+
+    fn replace(data: &str, cmd_id: Option<&str>) -> Command<'static> {
+        let item = Item {
+            target: Some(Location::new("./Vendor/MSFT/Policy/Config/Big/Blob")),
+            data: Some(data.to_string().into()),
+            ..Item::default()
+        };
+        let mut c = ItemCommand::new("1", [item]);
+        c.cmd_id = cmd_id.map(|s| s.to_string().into());
+        Command::Replace(c)
+    }
+
+    /// Every chunk fits exactly (written, escaped length with its CmdID) and is the largest that
+    /// does; the chunks put back together are the data.
+    #[test]
+    fn chunks_fill_the_room_exactly_and_reassemble() {
+        let mixed: String = (0..300).map(|i| format!("<a v=\"{i}&\"/>é\r")).collect();
+        for data in ["x".repeat(5000), "&".repeat(3000), mixed] {
+            for cmd_id in [Some("7"), Some("123456"), None] {
+                for avail in [250, 300, 777, 1024, 2500] {
+                    let base = replace(&data, cmd_id);
+                    let (mut offset, mut whole) = (0, String::new());
+                    while offset < data.len() {
+                        let Some((c, end, total)) = chunk_of(&base, offset, avail) else {
+                            panic!("no chunk at {offset} in {avail}")
+                        };
+                        assert_eq!(total, data.len());
+                        assert!(c.written_len() <= avail, "{} > {avail}", c.written_len());
+                        if end + 4 < total {
+                            let mut next = end + 1;
+                            while !data.is_char_boundary(next) {
+                                next += 1;
+                            }
+                            let bigger = chunk_of(&base, offset, usize::MAX)
+                                .map(|_| {
+                                    let mut b = c.clone();
+                                    if let Command::Replace(ic) = &mut b {
+                                        ic.items.as_mut_slice()[0].data =
+                                            Some(data[offset..next].to_string().into());
+                                    }
+                                    b.written_len()
+                                })
+                                .unwrap_or(0);
+                            assert!(
+                                bigger > avail,
+                                "chunk {offset}..{end} of {total} ({:?}, {cmd_id:?}, {avail}) could be longer: {} then {bigger}",
+                                &data[..4],
+                                c.written_len()
+                            );
+                        }
+                        whole.push_str(c.items()[0].data.as_deref().unwrap_or(""));
+                        offset = end;
+                    }
+                    assert_eq!(whole, data);
+                }
+            }
+        }
+        // Not one character fits: no chunk (and no floor that overshoots).
+        assert!(chunk_of(&replace(&"x".repeat(100), Some("1")), 0, 100).is_none());
     }
 }

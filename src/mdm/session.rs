@@ -23,6 +23,10 @@ pub struct SessionState {
     /// A command whose data we are sending in chunks (server → device large object).
     #[serde(default)]
     pub sending: Option<Sending>,
+    /// The `MaxMsgSize` the device announced in this session: it holds for the rest of the
+    /// session unless announced again (OMA SyncML MetaInfo 1.2.2 §5.2.9).
+    #[serde(default)]
+    pub max_msg_size: Option<u32>,
 }
 
 /// A large object being sent to the device, one chunk per message.

@@ -13,9 +13,10 @@
 //!
 //! Deployments are records `profile_deployment` = `profile_id \0 device_id` (the profile's
 //! status list) with the reverse index `device_profile` = `device_id \0 profile_id`. Their
-//! status is derived from the queued commands' state, like device actions: all answered 2xx →
-//! `applied`, any failure → `failed` (codes and LocURIs), some sent → `verifying`, else
-//! `pending`. Work is applied in chunks of [`CHUNK`] devices: one queue transaction and one
+//! status is derived from the queued commands' state, like device actions: all `done` →
+//! `applied`; any other answered state (4xx/5xx, 214/215/216, a failed nested command, a
+//! server-side error) → `failed` (codes, states and, for an Atomic, the failing nested
+//! LocURIs); some sent → `verifying`, else `pending`. Work is applied in chunks of [`CHUNK`] devices: one queue transaction and one
 //! record batch per chunk.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -141,6 +142,7 @@ impl Batch {
             sent_at: None,
             completed_at: None,
             send_count: 0,
+            ..CommandRecord::default()
         });
     }
 
@@ -477,6 +479,50 @@ pub struct Failure {
     pub targets: Vec<String>,
     /// The device's status code (`null`: cancelled).
     pub status: Option<u16>,
+    /// The command's state (`failed`, `cancelled`, `cancelled_by_device`, `not_executed`,
+    /// `rolled_back`).
+    pub state: CommandState,
+    /// For an `Atomic`: the nested commands the device did not apply, with their LocURIs and
+    /// codes (the one that failed, and those rolled back with 216).
+    #[serde(default)]
+    pub failed: Vec<FailedNode>,
+    /// Why the server failed it, when the device did not.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// One LocURI of a failed command and the device's code for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FailedNode {
+    /// The LocURI.
+    pub target: String,
+    /// Verb of the nested command.
+    pub verb: String,
+    /// The device's code (`null`: no Status received).
+    pub status: Option<u16>,
+}
+
+fn failure(q: &Queued, c: &CommandRecord) -> Failure {
+    let failed = c
+        .inner
+        .iter()
+        .filter(|i| i.failed())
+        .flat_map(|i| {
+            i.targets.iter().map(|t| FailedNode {
+                target: t.clone(),
+                verb: i.verb.clone(),
+                status: i.status,
+            })
+        })
+        .collect();
+    Failure {
+        command_id: q.command_id.clone(),
+        targets: q.targets.clone(),
+        status: c.status,
+        state: c.state,
+        failed,
+        error: c.error.clone(),
+    }
 }
 
 /// A profile's status on one device, as the API shows it.
@@ -505,28 +551,25 @@ pub fn status(app: &App, dep: &Deployment) -> Result<Status, StoreError> {
     let mut failures = Vec::new();
     let (mut done, mut sent, mut held) = (0, 0, 0);
     for q in &dep.commands {
-        let c = app.store.get_command(&dep.device_id, &q.command_id)?;
-        match c
-            .as_ref()
-            .map(|c| (c.state, c.status, c.send_count, c.user_scoped))
-        {
-            Some((CommandState::Done, ..)) => done += 1,
-            Some((CommandState::Failed | CommandState::Cancelled, status, ..)) => {
-                failures.push(Failure {
-                    command_id: q.command_id.clone(),
-                    targets: q.targets.clone(),
-                    status,
-                })
-            }
-            Some((CommandState::Sent, ..)) => sent += 1,
-            Some((CommandState::Pending, _, n, user)) => {
-                if n > 0 {
+        let Some(c) = app.store.get_command(&dep.device_id, &q.command_id)? else {
+            continue;
+        };
+        match c.state {
+            CommandState::Done => done += 1,
+            // Only `done` is applied: 214/215/216 and server-side failures are failures.
+            CommandState::Failed
+            | CommandState::Cancelled
+            | CommandState::CancelledByDevice
+            | CommandState::NotExecuted
+            | CommandState::RolledBack => failures.push(failure(q, &c)),
+            CommandState::Sent => sent += 1,
+            CommandState::Pending => {
+                if c.send_count > 0 {
                     sent += 1;
-                } else if user {
+                } else if c.user_scoped {
                     held += 1;
                 }
             }
-            None => {}
         }
     }
     let all = dep.commands.len();

@@ -215,28 +215,71 @@ pub struct DeviceAlert {
 }
 
 /// Where a queued command is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandState {
     /// Waiting for the device's next session.
+    #[default]
     Pending,
-    /// Sent; no Status yet. Goes out again if the session ends without one.
+    /// Sent; no Status yet (or a `Get` answered 2xx whose Results have not arrived yet). Goes
+    /// out again if the session ends without one.
     Sent,
-    /// The device answered 2xx (200, or 202 accepted for asynchronous processing).
+    /// The device answered 2xx (200, or 202 accepted for asynchronous processing), every inner
+    /// command of an `Atomic`/`Sequence` too, and a `Get` returned its Results.
     Done,
-    /// The device answered 4xx/5xx; the code is kept.
+    /// The device answered 4xx/5xx (the code is kept), an inner command of an
+    /// `Atomic`/`Sequence` failed (see [`CommandRecord::inner`]), or the server gave up on it
+    /// (see [`CommandRecord::error`]: results lost, too large for the device).
     Failed,
     /// Cancelled by an admin before it was answered.
     Cancelled,
+    /// The device answered 214 (operation cancelled: nothing more was processed in that
+    /// session). Not applied as far as the server knows.
+    CancelledByDevice,
+    /// The device answered 215 (not executed: the user declined).
+    NotExecuted,
+    /// The device answered 216 (inside a failed Atomic, rolled back).
+    RolledBack,
 }
 
 impl CommandState {
     /// Whether the command will never be sent again.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            CommandState::Done | CommandState::Failed | CommandState::Cancelled
-        )
+        !matches!(self, CommandState::Pending | CommandState::Sent)
+    }
+
+    /// The state a device's Status code puts a command in (OMA RepPro §10): 214, 215 and 216
+    /// have their own states, any other 2xx is `Done`, everything else `Failed`.
+    pub fn of_status(code: Option<u16>) -> CommandState {
+        match code {
+            Some(214) => CommandState::CancelledByDevice,
+            Some(215) => CommandState::NotExecuted,
+            Some(216) => CommandState::RolledBack,
+            Some(c) if (200..300).contains(&c) && c != 213 => CommandState::Done,
+            _ => CommandState::Failed,
+        }
+    }
+}
+
+/// The device's answer to one command nested in an `Atomic` or `Sequence` (its CmdID as last
+/// sent, its verb and LocURIs, and the code; `None` until the Status arrives).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InnerStatus {
+    /// CmdID it was sent with (in the last session that sent it).
+    pub cmd_id: String,
+    /// `Add`, `Replace`, `Delete`, `Exec`, `Get`, `Atomic` or `Sequence`.
+    pub verb: String,
+    /// Its target LocURIs.
+    pub targets: Vec<String>,
+    /// The device's Status code.
+    pub status: Option<u16>,
+}
+
+impl InnerStatus {
+    /// Whether the device answered it with anything but plain success.
+    pub fn failed(&self) -> bool {
+        self.status
+            .is_some_and(|c| CommandState::of_status(Some(c)) != CommandState::Done)
     }
 }
 
@@ -255,7 +298,7 @@ pub struct ResultItem {
 }
 
 /// A command queued for one device (after nanomdm: body stored once by id, ordered per device).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandRecord {
     /// Client-chosen or generated id, unique per device.
     pub command_id: String,
@@ -285,6 +328,15 @@ pub struct CommandRecord {
     pub completed_at: Option<i64>,
     /// How many times it was sent.
     pub send_count: u32,
+    /// For an `Atomic`/`Sequence`: every nested command and the device's code for it.
+    #[serde(default)]
+    pub inner: Vec<InnerStatus>,
+    /// Why the server failed it although the device did not (results lost, too large).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Results were cut at the per-command bound (count or bytes).
+    #[serde(default)]
+    pub results_truncated: bool,
 }
 
 /// Outcome of an enqueue.

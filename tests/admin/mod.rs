@@ -60,7 +60,7 @@ async fn device_detail_summarises_the_queue_and_the_certificate() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(
         v["queue"],
-        json!({"pending": 0, "sent": 0, "done": 0, "failed": 0, "oldest_pending_at": null})
+        json!({"pending": 0, "sent": 0, "done": 0, "failed": 0, "not_applied": 0, "oldest_pending_at": null})
     );
     assert_eq!(v["certificate"]["serial"], v["cert_serial"]);
     assert_eq!(v["certificate"]["thumbprint"], v["cert_thumbprint"]);
@@ -98,7 +98,7 @@ async fn device_detail_summarises_the_queue_and_the_certificate() {
         .await;
     assert_eq!(
         v["queue"],
-        json!({"pending": 0, "sent": 0, "done": 2, "failed": 1, "oldest_pending_at": null}),
+        json!({"pending": 0, "sent": 0, "done": 2, "failed": 1, "not_applied": 0, "oldest_pending_at": null}),
         "{v}"
     );
     assert_eq!(v["login_status"], "user");

@@ -2,6 +2,7 @@
 //! the commands an admin queued, and answers them.
 
 pub(crate) mod conformance;
+mod payload;
 mod retention;
 mod security;
 

@@ -154,6 +154,7 @@ fn command(device: &str, id: &str) -> CommandRecord {
         sent_at: None,
         completed_at: None,
         send_count: 0,
+        ..CommandRecord::default()
     }
 }
 
