@@ -3,6 +3,8 @@
 
 pub(crate) mod conformance;
 mod retention;
+mod rounds;
+mod rounds_random;
 mod security;
 
 use serde_json::json;
