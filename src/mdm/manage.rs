@@ -18,7 +18,10 @@
 //! * A single-item `Add`/`Replace`/`Exec` too large for the device's `MaxMsgSize` is sent as a
 //!   large object (OMA RepPro §7): one chunk per message, `Meta/Size` on the first, `MoreData` on
 //!   all but the last; the device answers 213 per chunk and the last chunk's Status completes it.
-//! * A retransmitted message (same `MsgID`) gets the same reply without being applied twice.
+//! * A retransmitted message (byte-identical to the session's last one) gets the same reply
+//!   without being applied twice, also after the session ended; other out-of-order messages are
+//!   refused (409). Rounds of one device are serialised (see [`crate::mdm::session`]); the
+//!   invariants are listed in the README ("Management sessions").
 
 use std::collections::BTreeMap;
 
