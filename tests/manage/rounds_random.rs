@@ -58,6 +58,9 @@ struct Log {
     /// target → (SessionID, MsgID) of messages with its Results that got a 200.
     results: HashMap<String, HashSet<(u32, u32)>>,
     violations: Vec<String>,
+    /// Refused (409) messages and retransmission replies seen.
+    refused: usize,
+    replays: usize,
 }
 
 impl Log {
@@ -87,6 +90,7 @@ async fn exchange(d: &ManagedDevice, log: &Mutex<Log>, m: &Sent) -> Option<Reply
     let log = &mut *guard;
     let end = log.tick();
     if r.status != 200 {
+        log.refused += usize::from(r.status == 409);
         if !matches!(r.status, 409 | 503) {
             log.violations.push(format!(
                 "session {} msg {}: HTTP {}",
@@ -111,6 +115,7 @@ async fn exchange(d: &ManagedDevice, log: &Mutex<Log>, m: &Sent) -> Option<Reply
             false
         }
     };
+    log.replays += usize::from(replay);
     log.tokens.insert(m.token.clone());
     for t in &m.statuses {
         let at = log.status_recorded.entry(t.clone()).or_insert(end);
@@ -217,7 +222,8 @@ async fn run_session(d: Arc<ManagedDevice>, log: Arc<Mutex<Log>>, session: u32, 
     }
 }
 
-async fn run_schedule(srv: &TestServer, seed: u64, sessions: u32, n: u32) {
+/// Returns (refused messages, retransmission replies) the schedule produced.
+async fn run_schedule(srv: &TestServer, seed: u64, sessions: u32, n: u32) -> (usize, usize) {
     let d = enrolled(srv, n).await;
     let dev = d.device_id.clone();
     let mut all = Vec::new();
@@ -333,6 +339,7 @@ async fn run_schedule(srv: &TestServer, seed: u64, sessions: u32, n: u32) {
             );
         }
     }
+    (log.refused, log.replays)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -342,10 +349,19 @@ async fn overlapping_sessions_with_duplicates_and_reordering_keep_every_invarian
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
+    let (mut refused, mut replays) = (0, 0);
     for seed in 1..=seeds {
         for sessions in [2, 3] {
             let n = 400 + (seed as u32) * 4 + sessions;
-            run_schedule(&srv, seed, sessions, n).await;
+            let (r, p) = run_schedule(&srv, seed, sessions, n).await;
+            refused += r;
+            replays += p;
         }
     }
+    println!("schedules: {refused} messages refused, {replays} retransmission replies");
+    // The schedules did exercise late copies and retransmissions.
+    assert!(
+        refused > 0 && replays > 0,
+        "refused {refused}, replays {replays}"
+    );
 }
