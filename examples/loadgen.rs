@@ -72,6 +72,10 @@ struct Args {
     /// The server's `--store-cache-mb`.
     #[arg(long)]
     store_cache_mb: Option<u64>,
+    /// Alternate passes with the in-process per-device round lock on and off (the store's
+    /// optimistic check stays on) and report sessions/s of each: what the lock costs.
+    #[arg(long)]
+    compare_round_lock: bool,
 }
 
 struct Sim {
@@ -424,6 +428,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut enqueue_time = Duration::ZERO;
     let mut enqueued = 0usize;
+    // (sessions, session time) with the round lock on / off, for --compare-round-lock.
+    let mut by_lock = [(0usize, Duration::ZERO); 2];
     let lat: Vec<Duration> = rt.block_on(async {
         let mut all = Vec::new();
         let passes = args.sessions.div_ceil(args.devices.max(1));
@@ -451,6 +457,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             enqueue_time += t.elapsed();
             let in_pass = (args.sessions - pass * args.devices).min(args.devices);
+            let lock_on = !args.compare_round_lock || pass % 2 == 0;
+            winmdm::mdm::session::set_round_lock(lock_on);
+            let pass_started = Instant::now();
+            let before = all.len();
             next.store(0, Ordering::SeqCst);
             let mut workers = Vec::new();
             for _ in 0..args.concurrency {
@@ -487,7 +497,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for w in workers {
                 all.extend(w.await.unwrap_or_default());
             }
+            if pass > 0 {
+                // (Pass 0 is warm-up: it opens the connections --reuse keeps.)
+                let slot = &mut by_lock[usize::from(!lock_on)];
+                slot.0 += all.len() - before;
+                slot.1 += pass_started.elapsed();
+            }
         }
+        winmdm::mdm::session::set_round_lock(true);
         Ok::<_, Box<dyn std::error::Error>>(all)
     })?;
     let wall = started.elapsed() - enqueue_time;
@@ -512,6 +529,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         enqueued,
         enqueue_time
     );
+    if args.compare_round_lock {
+        for (name, (n, t)) in [("on", by_lock[0]), ("off", by_lock[1])] {
+            println!(
+                "round lock {name}: {n} sessions in {t:.2?}: sessions/s={:.0}",
+                n as f64 / t.as_secs_f64().max(1e-9)
+            );
+        }
+    }
     println!("rss start={} KiB end={} KiB", rss_start, rss_kib());
     let _ = stop.send(());
     let _ = rt.block_on(server_task);

@@ -1,7 +1,7 @@
 //! Entry points for `fuzz/` and `tests/fuzz_corpus` (not a stable API).
 #![doc(hidden)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use crate::clock::FixedClock;
 use crate::config::Config;
 use crate::mdm::commands::{self, NewCommand};
 use crate::mdm::identity::{authenticate, DeviceAuthenticated};
-use crate::mdm::manage;
+use crate::mdm::{manage, session};
 use crate::store::mem::MemStore;
 use crate::store::{CertRecord, CommandState, Device, DeviceState, Store};
 use crate::syncml::{self, Command};
@@ -121,7 +121,11 @@ fn queue_commands(app: &App) {
 /// message from that device. Properties after every step: no panic; an accepted message gets a
 /// reply that parses, starts with the Status for the SyncHdr and repeats no CmdID; every queued
 /// command is in one of its states and `queued()` returns only Pending/Sent ones; a reply that
-/// carries commands never exceeds the `MaxMsgSize` in force ([`MaxMsgSizes`]). Returns how many
+/// carries commands never exceeds the `MaxMsgSize` in force ([`MaxMsgSizes`]). Across steps,
+/// within one stored SessionID: no server MsgID carries two different replies and no CmdID two
+/// different commands; a byte-identical copy of the session's last accepted message gets the
+/// identical reply; a command becomes done or failed only in a step whose message carried a
+/// Status with that code (or by the server's own decision, with an `error`). Returns how many
 /// messages were accepted.
 pub fn session_steps(data: &[u8]) -> usize {
     let mut f = fixture().lock().unwrap_or_else(|p| p.into_inner());
@@ -145,13 +149,18 @@ pub fn session_steps(data: &[u8]) -> usize {
         .expect("fixture device authenticates");
     let mut accepted = 0;
     let mut sizes = MaxMsgSizes::default();
+    let mut seen = SessionLog::default();
+    let mut finished: HashSet<String> = HashSet::new();
     for body in data.split(|b| *b == 0).take(8) {
         if let Ok(reply) = manage::handle(&f.app, &auth, body) {
             check_reply(&reply);
             sizes.check(body, &reply);
+            seen.check(body, &reply);
             accepted += 1;
         }
         check_store(store.as_ref());
+        check_completions(store.as_ref(), body, &mut finished);
+        seen.forget_dropped(store.as_ref());
     }
     accepted
 }
@@ -200,6 +209,121 @@ impl MaxMsgSizes {
             "a reply carrying commands is {} bytes, over the announced MaxMsgSize {budget}:\n{}",
             reply.len(),
             String::from_utf8_lossy(reply)
+        );
+    }
+}
+
+/// What the server said in each stored session, for the cross-step properties.
+#[derive(Default)]
+struct SessionLog {
+    /// (SessionID, server MsgID) → reply.
+    replies: HashMap<(String, String), Vec<u8>>,
+    /// (SessionID, CmdID) → the command as written.
+    cmd_ids: HashMap<(String, String), String>,
+    /// SessionID → (last accepted message, its reply).
+    last: HashMap<String, (Vec<u8>, Vec<u8>)>,
+}
+
+impl SessionLog {
+    fn check(&mut self, body: &[u8], reply: &[u8]) {
+        let Ok(msg) = syncml::parse(reply) else {
+            return;
+        };
+        let sid = msg.hdr.session_id.trim().to_string();
+        if let Some((prev_body, prev_reply)) = self.last.get(&sid) {
+            if prev_body.as_slice() == body {
+                assert_eq!(
+                    String::from_utf8_lossy(prev_reply),
+                    String::from_utf8_lossy(reply),
+                    "a retransmission got another reply"
+                );
+            }
+        }
+        self.last
+            .insert(sid.clone(), (body.to_vec(), reply.to_vec()));
+        let key = (sid.clone(), msg.hdr.msg_id.trim().to_string());
+        if let Some(prev) = self.replies.get(&key) {
+            assert_eq!(
+                String::from_utf8_lossy(prev),
+                String::from_utf8_lossy(reply),
+                "server MsgID {} reused with other content in session {sid}",
+                key.1
+            );
+            return;
+        }
+        self.replies.insert(key, reply.to_vec());
+        let mut stack: Vec<&Command<'_>> = msg.body.commands.iter().collect();
+        while let Some(c) = stack.pop() {
+            if let Command::Atomic(g) | Command::Sequence(g) = c {
+                stack.extend(g.commands.iter());
+            }
+            let Some(id) = c.cmd_id() else { continue };
+            let mut text = Vec::new();
+            syncml::write_fragment(std::slice::from_ref(c), &mut text);
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let k = (sid.clone(), id.to_string());
+            if let Some(prev) = self.cmd_ids.get(&k) {
+                assert_eq!(prev, &text, "CmdID {id} reused in session {sid}");
+            }
+            self.cmd_ids.insert(k, text);
+        }
+    }
+
+    /// A session the server no longer stores because more than
+    /// [`session::MAX_SESSIONS_PER_DEVICE`] were started may start its numbering again: the
+    /// properties hold per stored session. (A session that ended stays stored.)
+    fn forget_dropped(&mut self, store: &dyn Store) {
+        if self.last.len() <= session::MAX_SESSIONS_PER_DEVICE {
+            return;
+        }
+        let gone: Vec<String> = self
+            .last
+            .keys()
+            .filter(|sid| !matches!(store.get_session(DEVICE_ID, sid), Ok(Some(_))))
+            .cloned()
+            .collect();
+        for sid in gone {
+            self.last.remove(&sid);
+            self.replies.retain(|(s, _), _| *s != sid);
+            self.cmd_ids.retain(|(s, _), _| *s != sid);
+        }
+    }
+}
+
+/// A command reported done or failed has the device's Status code, from this step's message.
+fn check_completions(store: &dyn Store, body: &[u8], finished: &mut HashSet<String>) {
+    let codes: Vec<String> = syncml::parse(body)
+        .map(|m| {
+            let mut out = Vec::new();
+            let mut stack: Vec<&Command<'_>> = m.body.commands.iter().collect();
+            while let Some(c) = stack.pop() {
+                match c {
+                    Command::Status(s) => out.push(s.data.trim().to_string()),
+                    Command::Atomic(g) | Command::Sequence(g) => stack.extend(g.commands.iter()),
+                    _ => {}
+                }
+            }
+            out
+        })
+        .unwrap_or_default();
+    for c in store.list_commands(DEVICE_ID).expect("list commands") {
+        if !matches!(c.state, CommandState::Done | CommandState::Failed) {
+            continue;
+        }
+        if !finished.insert(c.command_id.clone()) {
+            continue;
+        }
+        if c.error.is_some() {
+            continue; // failed by the server (too large, results lost), not by a Status
+        }
+        let code = c
+            .status
+            .unwrap_or_else(|| panic!("{} {:?} without a Status", c.command_id, c.state));
+        assert!(
+            codes.iter().any(|s| *s == code.to_string()),
+            "{} reported {:?}/{code} without a Status {code} in the message",
+            c.command_id,
+            c.state
         );
     }
 }

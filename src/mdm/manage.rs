@@ -28,17 +28,20 @@
 //!   large object (OMA RepPro §7): one chunk per message, as large as the message allows by its
 //!   exact written length, `Meta/Size` on the first, `MoreData` on all but the last; the device
 //!   answers 213 per chunk and the last chunk's Status completes it.
-//! * A retransmitted message (same `MsgID`) gets the same reply without being applied twice.
+//! * A retransmitted message (byte-identical to the session's last one) gets the same reply
+//!   without being applied twice, also after the session ended; other out-of-order messages are
+//!   refused (409). Rounds of one device are serialised (see [`crate::mdm::session`]); the
+//!   invariants are listed in the README ("Management sessions").
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::app::App;
 use crate::config::paths;
 use crate::mdm::identity::DeviceAuthenticated;
-use crate::mdm::session::{Chunked, Outstanding, Sending, SessionState};
+use crate::mdm::session::{self, Chunked, Outstanding, Sending, SessionState};
 use crate::store::{
     CommandRecord, CommandState, Device, DeviceAlert, DeviceState, InnerStatus, ResultItem, Round,
-    StoreError,
+    RoundCommit, RoundGuard, SessionIndex, StoreError,
 };
 use crate::syncml::{
     self, Alert, Command, Item, Location, Meta, ParseError, Status, StatusCode, SyncBody, SyncHdr,
@@ -100,6 +103,22 @@ pub enum ManageError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The message is out of order within its session (see [`classify`]): not applied.
+    #[error("message refused: {why}")]
+    OutOfOrder {
+        /// Why.
+        why: &'static str,
+    },
+    /// The device is no longer enrolled with the certificate that authenticated the request
+    /// (it re-enrolled, or was deleted, while the request waited).
+    #[error("device {device_id} is not enrolled with this certificate")]
+    NotEnrolled {
+        /// DeviceID.
+        device_id: String,
+    },
+    /// The round kept conflicting with other writers of the device.
+    #[error("round conflicted too often")]
+    Busy,
 }
 
 impl ManageError {
@@ -107,13 +126,71 @@ impl ManageError {
     pub fn http_status(&self) -> u16 {
         match self {
             ManageError::Parse(_) | ManageError::Header { .. } => 400,
-            ManageError::WrongDevice { .. } => 403,
+            ManageError::WrongDevice { .. } | ManageError::NotEnrolled { .. } => 403,
+            ManageError::OutOfOrder { .. } => 409,
             ManageError::Store(_) => 500,
+            ManageError::Busy => 503,
         }
     }
 }
 
+/// What the stored state says about an incoming message.
+enum Classified {
+    /// A byte-identical copy of the session's last message: its stored reply, nothing applied.
+    Retransmission(String),
+    /// Package 1 of a new session (a SessionID not stored, or stored with another package 1:
+    /// the device restarted). Carries the stored state's numbering, so our MsgIDs and CmdIDs
+    /// never repeat within the SessionID.
+    New { server_msg: u32, next_cmd_id: u32 },
+    /// The next message of a stored session.
+    Next(Box<SessionState>),
+    /// Anything else: a late copy of an earlier message, a skipped MsgID, another message
+    /// reusing an applied MsgID, a message of a session we do not hold. Refused, nothing applied.
+    Refused(&'static str),
+}
+
+fn classify(stored: Option<SessionState>, client_msg: u32, digest: &str) -> Classified {
+    let Some(st) = stored else {
+        return if client_msg == 1 {
+            Classified::New {
+                server_msg: 0,
+                next_cmd_id: 0,
+            }
+        } else {
+            Classified::Refused("message of a session the server does not hold")
+        };
+    };
+    if client_msg == st.last_client_msg && st.last_digest.as_deref() == Some(digest) {
+        if let Some(r) = st.last_reply {
+            return Classified::Retransmission(r);
+        }
+    }
+    if client_msg == 1 {
+        if st.first_digest.as_deref() == Some(digest) {
+            return Classified::Refused("late copy of package 1 of a session that moved on");
+        }
+        return Classified::New {
+            server_msg: st.server_msg,
+            next_cmd_id: st.next_cmd_id,
+        };
+    }
+    if client_msg == st.last_client_msg.saturating_add(1) {
+        return Classified::Next(Box::new(st));
+    }
+    if client_msg == st.last_client_msg {
+        Classified::Refused("another message with the MsgID of the last one")
+    } else if client_msg < st.last_client_msg {
+        Classified::Refused("late copy of an earlier message")
+    } else {
+        Classified::Refused("MsgID skips a message")
+    }
+}
+
 /// Runs one round for an authenticated device; returns the reply body.
+///
+/// Rounds of one device are serialised (see [`crate::mdm::session`]): the in-process lock is
+/// held for the round, and the store commit checks that nothing the round read changed
+/// meanwhile; a conflicting round runs again from fresh reads.
 pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<u8>, ManageError> {
     let msg = syncml::parse(body)?;
     let device_id = auth.device_id();
@@ -133,35 +210,160 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
     if session_id.is_empty() || session_id.len() > 64 {
         return Err(ManageError::Header { field: "SessionID" });
     }
-    let now = app.clock.now_unix();
-
-    let stored = app
-        .store
-        .get_session(device_id, &session_id)?
-        .and_then(|b| serde_json::from_slice::<SessionState>(&b).ok());
-    if let Some(st) = &stored {
-        if st.last_client_msg == client_msg {
-            if let Some(reply) = &st.last_reply {
-                tracing::info!(
+    let digest = session::message_digest(body);
+    let lock = session::lock_device(device_id);
+    for attempt in 1..=session::MAX_ROUND_ATTEMPTS {
+        let input = RoundInput {
+            msg: &msg,
+            session_id: &session_id,
+            client_msg,
+            digest: &digest,
+        };
+        match run_round(app, auth, &input)? {
+            Attempt::Done(out, after) => {
+                drop(lock);
+                after.run(app, device_id);
+                return Ok(out);
+            }
+            Attempt::Conflict => {
+                tracing::debug!(
                     device_id,
                     session_id,
-                    msg_id = client_msg,
-                    "retransmitted message: same reply"
+                    attempt,
+                    "round conflicted with another writer; running it again"
                 );
-                return Ok(reply.clone().into_bytes());
             }
         }
     }
-    let new_session = client_msg == 1 || stored.is_none();
+    tracing::warn!(
+        device_id,
+        session_id,
+        "round conflicted {} times; refused",
+        session::MAX_ROUND_ATTEMPTS
+    );
+    Err(ManageError::Busy)
+}
+
+struct RoundInput<'m> {
+    msg: &'m SyncMl<'m>,
+    session_id: &'m str,
+    client_msg: u32,
+    digest: &'m str,
+}
+
+enum Attempt {
+    Done(Vec<u8>, AfterCommit),
+    Conflict,
+}
+
+/// Work done after a round committed, outside the device's lock.
+#[derive(Default)]
+struct AfterCommit {
+    groups: bool,
+    convert: bool,
+}
+
+impl AfterCommit {
+    fn run(&self, app: &App, device_id: &str) {
+        if self.groups {
+            let _ = crate::groups::on_device_changed(app, device_id); // groups + profiles (errors logged)
+        }
+        if self.convert {
+            if let Err(e) = crate::autopilot::convert::after_round(app, device_id) {
+                tracing::error!(device_id, error = %e, "Autopilot conversion failed; retried at the next report");
+            }
+        }
+    }
+}
+
+fn decode_index(bytes: Option<Vec<u8>>) -> SessionIndex {
+    bytes
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// One attempt at a round: reads, builds the reply, commits (or reports a conflict).
+fn run_round(
+    app: &App,
+    auth: &DeviceAuthenticated,
+    input: &RoundInput<'_>,
+) -> Result<Attempt, ManageError> {
+    let (msg, session_id, client_msg) = (input.msg, input.session_id, input.client_msg);
+    let device_id = auth.device_id();
+    let now = app.clock.now_unix();
+    let index = decode_index(app.store.get_session(device_id, "")?);
+    let touched = index
+        .sessions
+        .iter()
+        .find(|(s, _)| s == session_id)
+        .map(|(_, t)| *t);
+    let expired = touched.is_some_and(|t| now - t > session::SESSION_TTL_SECS);
+    let stored = if expired {
+        None
+    } else {
+        app.store
+            .get_session(device_id, session_id)?
+            .and_then(|b| serde_json::from_slice::<SessionState>(&b).ok())
+    };
+    // The device as it is now (another round may have changed it since authentication).
+    let device = app
+        .store
+        .get_device(device_id)?
+        .filter(|d| {
+            d.state == DeviceState::Enrolled
+                && (d.cert_serial == auth.serial()
+                    || d.previous_cert
+                        .as_ref()
+                        .is_some_and(|p| p.serial == auth.serial()))
+        })
+        .ok_or_else(|| ManageError::NotEnrolled {
+            device_id: device_id.to_string(),
+        })?;
+    let (state, new_session) = match classify(stored, client_msg, input.digest) {
+        Classified::Retransmission(reply) => {
+            tracing::info!(
+                device_id,
+                session_id,
+                msg_id = client_msg,
+                "retransmitted message: same reply"
+            );
+            return Ok(Attempt::Done(reply.into_bytes(), AfterCommit::default()));
+        }
+        Classified::Refused(why) => {
+            tracing::warn!(
+                device_id,
+                session_id,
+                msg_id = client_msg,
+                why,
+                "message refused: not applied"
+            );
+            return Err(ManageError::OutOfOrder { why });
+        }
+        Classified::New {
+            server_msg,
+            next_cmd_id,
+        } => (
+            SessionState {
+                server_msg,
+                first_server_msg: server_msg,
+                next_cmd_id,
+                first_digest: Some(input.digest.to_string()),
+                ..SessionState::default()
+            },
+            true,
+        ),
+        Classified::Next(st) => (*st, false),
+    };
+    // The newest session the device started is its current one; an older one still talking
+    // is wound down: what it reports is applied, but it gets no new commands.
+    let superseded = !new_session && index.current.as_deref().is_some_and(|c| c != session_id);
+    let before = device.clone();
     let mut round = RoundBuilder {
         app,
-        device: auth.device().clone(),
-        state: if client_msg == 1 {
-            SessionState::default()
-        } else {
-            stored.unwrap_or_default()
-        },
+        device,
+        state,
         commands: BTreeMap::new(),
+        read: BTreeMap::new(),
         revoke: Vec::new(),
         reply: Vec::new(),
         alerts: Vec::new(),
@@ -172,9 +374,17 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
     };
     round.device.last_seen = Some(now);
     if new_session {
+        // Commands sent in the device's earlier sessions without a Status go out again.
         round.requeue_unanswered()?;
-        // A device runs one session at a time: state left by sessions it abandoned goes.
-        app.store.drop_sessions(device_id, &session_id)?;
+    }
+    if superseded {
+        tracing::info!(
+            device_id,
+            session_id,
+            current = ?index.current,
+            "message of a session the device has since replaced: applied, no new commands"
+        );
+        round.state.sending = None;
     }
     round.reply.push(status_cmd(
         &mut round.state,
@@ -206,7 +416,7 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
     let hdr = SyncHdr {
         ver_dtd: "1.2".into(),
         ver_proto: "DM/1.2".into(),
-        session_id: session_id.clone().into(),
+        session_id: session_id.to_string().into(),
         msg_id: (round.state.server_msg + 1).to_string().into(),
         target: Location::new(device_id.to_string()),
         source: Location::new(app.cfg.mgmt_url.join(paths::MANAGEMENT)),
@@ -231,25 +441,29 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
     }
     let mut sent = 0;
     let budget = round.budget(msg.hdr.max_msg_size());
-    if !device_has_more && !round.end_session && round.device.state == DeviceState::Enrolled {
+    if !device_has_more
+        && !round.end_session
+        && !superseded
+        && round.device.state == DeviceState::Enrolled
+    {
         sent = round.add_queued(&mut reply, budget)?;
     }
     round.state.server_msg += 1;
     round.state.last_client_msg = client_msg;
     let mut out = Vec::with_capacity(syncml::written_len(&reply));
     syncml::write(&reply, &mut out);
-    // Over the message bound the session state stays, so every later message of the session
-    // gets the abort again instead of starting over.
+    // Over the message bound the session is not over: every later message of it gets the
+    // abort again instead of starting over.
     let session_over = !over_limit && (round.end_session || (sent == 0 && !device_has_more));
     if session_over {
         round.session_ended()?;
     }
-    let session = if session_over {
-        None
-    } else {
-        round.state.last_reply = Some(String::from_utf8_lossy(&out).into_owned());
-        Some(serde_json::to_vec(&round.state).unwrap_or_default())
-    };
+    // The state is kept even when the session is over: a retransmission of the device's final
+    // message gets this reply again, and the SessionID's numbering is never reused.
+    round.state.ended = session_over;
+    round.state.last_digest = Some(input.digest.to_string());
+    round.state.last_reply = Some(String::from_utf8_lossy(&out).into_owned());
+    let session_bytes = serde_json::to_vec(&round.state).unwrap_or_default();
     tracing::info!(
         device_id,
         session_id,
@@ -260,24 +474,70 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         "management round"
     );
     super::renew::settle_round(&mut round.device, auth.serial(), &mut round.revoke, now);
-    let changed = crate::groups::attributes_changed(auth.device(), &round.device);
-    let convert = crate::autopilot::convert::reported(auth.device(), &round.device);
+    let after = AfterCommit {
+        groups: crate::groups::attributes_changed(&before, &round.device),
+        convert: crate::autopilot::convert::reported(&before, &round.device),
+    };
+    let (next_index, drop) = next_index(&index, session_id, new_session, now);
+    let (commands, read_states) = round.changed_commands();
     let store_round = Round {
         device: Some(round.device),
-        commands: round.commands.into_values().collect(),
-        session: Some((device_id.to_string(), session_id, session)),
+        commands,
+        read_states,
+        session: Some((
+            device_id.to_string(),
+            session_id.to_string(),
+            Some(session_bytes),
+        )),
         revoke: round.revoke,
+        guard: Some(RoundGuard {
+            device_id: device_id.to_string(),
+            generation: index.generation,
+            index: next_index,
+            drop,
+        }),
     };
-    app.store.commit_round(&store_round, now)?;
-    if changed {
-        let _ = crate::groups::on_device_changed(app, device_id); // groups + profiles (errors logged)
+    match app.store.commit_round(&store_round, now)? {
+        RoundCommit::Committed => Ok(Attempt::Done(out, after)),
+        RoundCommit::Conflict => Ok(Attempt::Conflict),
     }
-    if convert {
-        if let Err(e) = crate::autopilot::convert::after_round(app, device_id) {
-            tracing::error!(device_id, error = %e, "Autopilot conversion failed; retried at the next report");
+}
+
+/// The device's session index after a round of `session_id`, and the sessions to drop: those
+/// idle longer than [`session::SESSION_TTL_SECS`] and, past
+/// [`session::MAX_SESSIONS_PER_DEVICE`], the least recently used.
+fn next_index(
+    index: &SessionIndex,
+    session_id: &str,
+    new_session: bool,
+    now: i64,
+) -> (SessionIndex, Vec<String>) {
+    let mut next = index.clone();
+    if new_session {
+        next.current = Some(session_id.to_string());
+    }
+    next.sessions.retain(|(s, _)| s != session_id);
+    next.sessions.insert(0, (session_id.to_string(), now));
+    next.sessions.sort_by_key(|s| std::cmp::Reverse(s.1));
+    let mut drop = Vec::new();
+    let mut kept = Vec::new();
+    for (s, t) in next.sessions {
+        let fresh = now - t <= session::SESSION_TTL_SECS;
+        if s == session_id || (fresh && kept.len() < session::MAX_SESSIONS_PER_DEVICE) {
+            kept.push((s, t));
+        } else {
+            drop.push(s);
         }
     }
-    Ok(out)
+    if next
+        .current
+        .as_ref()
+        .is_some_and(|c| !kept.iter().any(|(s, _)| s == c))
+    {
+        next.current = None;
+    }
+    next.sessions = kept;
+    (next, drop)
 }
 
 struct RoundBuilder<'a> {
@@ -286,6 +546,8 @@ struct RoundBuilder<'a> {
     state: SessionState,
     /// Commands touched this round, by id (written back in the round's transaction).
     commands: BTreeMap<String, CommandRecord>,
+    /// The same commands as the round read them (the commit checks they did not change since).
+    read: BTreeMap<String, CommandRecord>,
     revoke: Vec<(String, String)>,
     reply: Vec<Command<'static>>,
     /// Alerts for the device (1225), added after the Statuses.
@@ -326,23 +588,48 @@ impl RoundBuilder<'_> {
     fn command(&mut self, id: &str) -> Result<Option<&mut CommandRecord>, StoreError> {
         if !self.commands.contains_key(id) {
             match self.app.store.get_command(&self.device.device_id, id)? {
-                Some(c) => {
-                    self.commands.insert(id.to_string(), c);
-                }
+                Some(c) => self.track(c),
                 None => return Ok(None),
             }
         }
         Ok(self.commands.get_mut(id))
     }
 
+    /// Takes `c`, as read from the store, into this round.
+    fn track(&mut self, c: CommandRecord) {
+        self.read
+            .entry(c.command_id.clone())
+            .or_insert_with(|| c.clone());
+        self.commands.entry(c.command_id.clone()).or_insert(c);
+    }
+
+    /// The commands this round changed, and the state each was read in.
+    fn changed_commands(&mut self) -> (Vec<CommandRecord>, Vec<(String, CommandState)>) {
+        let mut out = Vec::new();
+        let mut states = Vec::new();
+        for (id, c) in std::mem::take(&mut self.commands) {
+            let Some(orig) = self.read.get(&id) else {
+                continue;
+            };
+            if *orig != c {
+                states.push((id, orig.state));
+                out.push(c);
+            }
+        }
+        (out, states)
+    }
+
     /// A new session: commands sent before without an answer go out again.
     fn requeue_unanswered(&mut self) -> Result<(), StoreError> {
-        for mut c in self.app.store.queued(&self.device.device_id)? {
+        for c in self.app.store.queued(&self.device.device_id)? {
             if c.state == CommandState::Sent {
-                c.state = CommandState::Pending;
-                // A Get answered 2xx whose Results never came goes again, unanswered.
-                c.status = None;
-                self.commands.insert(c.command_id.clone(), c);
+                let id = c.command_id.clone();
+                self.track(c);
+                if let Some(c) = self.commands.get_mut(&id) {
+                    c.state = CommandState::Pending;
+                    // A Get answered 2xx whose Results never came goes again, unanswered.
+                    c.status = None;
+                }
             }
         }
         Ok(())
@@ -476,9 +763,37 @@ impl RoundBuilder<'_> {
             }
             return Ok(());
         }
+        let awaited = self
+            .state
+            .sending
+            .as_ref()
+            .filter(|snd| snd.command_id == o.command_id)
+            .and_then(|snd| snd.awaiting.clone());
         if code == Some(StatusCode::CHUNKED_ITEM_ACCEPTED.0) {
             // A chunk of a large object was buffered; the last chunk's Status completes it.
+            // Only the 213 for the chunk we wait for moves the send position.
+            match (awaited, self.state.sending.as_mut()) {
+                (Some((id, end, _)), Some(snd)) if id == cmd_ref => {
+                    snd.offset = end;
+                    snd.awaiting = None;
+                }
+                _ => {
+                    tracing::warn!(device_id = %self.device.device_id, cmd_ref, "213 for a chunk we are not waiting for; ignored");
+                }
+            }
             return Ok(());
+        }
+        if let Some((id, end, last_chunk)) = awaited {
+            let success = s.code().is_some_and(|c| c.is_success());
+            if success && (id != cmd_ref || !last_chunk) {
+                // A success for a chunk that is not the last, or for an earlier chunk: the
+                // object was not received whole, so the command is not done. It goes out again
+                // from the start in the device's next session.
+                tracing::warn!(device_id = %self.device.device_id, cmd_ref, end, "Status for a large-object chunk out of order; object abandoned for this session");
+                self.state.sending = None;
+                return Ok(());
+            }
+            self.state.sending = None;
         }
         let now = self.now;
         let mut answered = false;
@@ -572,10 +887,14 @@ impl RoundBuilder<'_> {
     /// Over [`MAX_MESSAGES_PER_SESSION`]: the message is not applied and the device is told to
     /// abort the session (Alert 1223).
     fn over_message_limit(&mut self) -> bool {
-        if self.state.server_msg < MAX_MESSAGES_PER_SESSION {
+        let messages = self
+            .state
+            .server_msg
+            .saturating_sub(self.state.first_server_msg);
+        if messages < MAX_MESSAGES_PER_SESSION {
             return false;
         }
-        tracing::warn!(device_id = %self.device.device_id, messages = self.state.server_msg, "session over the message bound; aborting it");
+        tracing::warn!(device_id = %self.device.device_id, messages, "session over the message bound; aborting it");
         let id = self.state.next_id();
         self.alerts.push(Command::Alert(Alert {
             cmd_id: Some(id.into()),
@@ -848,6 +1167,7 @@ impl RoundBuilder<'_> {
                 self.keep_alive(reply, size, budget)
             });
         }
+        // (A finished large object's Status cleared `sending`: other commands follow.)
         let user_ok = self.device.login_status.as_deref() == Some("user");
         let queued = self.app.store.queued(&self.device.device_id)?;
         for stored in queued {
@@ -855,11 +1175,11 @@ impl RoundBuilder<'_> {
                 break;
             }
             // Take this round's view of the command if it changed (e.g. requeued or answered).
-            let c = self
-                .commands
-                .get(&stored.command_id)
-                .cloned()
-                .unwrap_or(stored);
+            let id = stored.command_id.clone();
+            self.track(stored);
+            let Some(c) = self.commands.get(&id).cloned() else {
+                continue;
+            };
             if c.state != CommandState::Pending || (c.user_scoped && !user_ok) {
                 continue;
             }
@@ -897,6 +1217,7 @@ impl RoundBuilder<'_> {
                 let first = Sending {
                     command_id: c.command_id.clone(),
                     offset: 0,
+                    awaiting: None,
                 };
                 let k = self.next_chunk(reply, first, budget - size)?;
                 if k > 0 {
@@ -977,6 +1298,13 @@ impl RoundBuilder<'_> {
             self.state.sending = None;
             return Ok(0);
         };
+        if sending.awaiting.is_some() {
+            // The device's message did not acknowledge the last chunk: sending more would hand
+            // it a gap. The object is abandoned; the command goes out again next session.
+            tracing::warn!(device_id = %self.device.device_id, command_id = %sending.command_id, "chunk not acknowledged; large object abandoned for this session");
+            self.state.sending = None;
+            return Ok(0);
+        }
         // Measure with the CmdID it will carry (the next one), so the size is exact.
         base.set_cmd_id((self.state.next_cmd_id + 1).to_string());
         let Some((mut chunk, end, total)) = chunk_of(&base, sending.offset, avail) else {
@@ -984,10 +1312,12 @@ impl RoundBuilder<'_> {
             return Ok(0);
         };
         assign_ids(&mut chunk, &mut self.state, &sending.command_id, true);
+        let chunk_id = chunk.cmd_id().unwrap_or_default().to_string();
         reply.body.commands.push(chunk);
-        self.state.sending = (end < total).then_some(Sending {
+        self.state.sending = Some(Sending {
             command_id: sending.command_id,
-            offset: end,
+            offset: sending.offset,
+            awaiting: Some((chunk_id, end, end >= total)),
         });
         tracing::debug!(device_id = %self.device.device_id, offset = sending.offset, end, total, "sent a chunk of a large object");
         Ok(1)

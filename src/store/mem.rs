@@ -326,7 +326,7 @@ impl SessionStore for MemStore {
         Ok(())
     }
 
-    fn commit_round(&self, round: &Round, now: i64) -> Result<(), StoreError> {
+    fn commit_round(&self, round: &Round, now: i64) -> Result<super::RoundCommit, StoreError> {
         self.transact(|t| tx::commit_round(t, round, now))
     }
 }

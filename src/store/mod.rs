@@ -370,6 +370,56 @@ pub struct Round {
     pub session: Option<(String, String, Option<Vec<u8>>)>,
     /// Certificates to revoke (serial, reason).
     pub revoke: Vec<(String, String)>,
+    /// The state each of `commands` was in when the round read it: the transaction writes a
+    /// command only if it is still in that state (an admin's cancel, or another round, in
+    /// between makes the round a [`RoundCommit::Conflict`]). Commands not listed are written
+    /// unchecked.
+    pub read_states: Vec<(String, CommandState)>,
+    /// The device's session index as the round read it and as it leaves it; see [`RoundGuard`].
+    pub guard: Option<RoundGuard>,
+}
+
+/// Optimistic concurrency for one device's management rounds: the round read the device's
+/// [`SessionIndex`] at `generation`; the commit succeeds only if it is still at that generation,
+/// and writes `index` at `generation + 1`, dropping the stored sessions named in `drop`.
+///
+/// On sled (one node) rounds of one device are also serialised by an in-process lock, so a
+/// conflict only comes from a writer outside that lock. On a shared SQL backend the same check
+/// is `UPDATE session_index SET generation = generation + 1 … WHERE device_id = $1 AND
+/// generation = $2` (0 rows: conflict, retry the round), or the round takes `SELECT … FOR
+/// UPDATE` on the device's index row first, which makes the check always pass.
+#[derive(Debug, Clone, Default)]
+pub struct RoundGuard {
+    /// The device.
+    pub device_id: String,
+    /// Generation the round read (0: no index yet).
+    pub generation: u64,
+    /// The index to store (its `generation` is set by the commit).
+    pub index: SessionIndex,
+    /// SessionIDs whose stored state goes (expired, or beyond the per-device bound).
+    pub drop: Vec<String>,
+}
+
+/// Outcome of [`SessionStore::commit_round`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundCommit {
+    /// Written.
+    Committed,
+    /// Another writer changed what the round read; nothing was written. Run the round again.
+    Conflict,
+}
+
+/// Per-device bookkeeping of management sessions, stored with the sessions (under the empty
+/// SessionID, which no device can use): which sessions are stored (so enrollment and expiry can
+/// drop them inside a transaction) and which one is the device's current session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionIndex {
+    /// Bumped by every committed round (and by re-enrollment).
+    pub generation: u64,
+    /// The newest session the device started (package 1); older ones are wound down.
+    pub current: Option<String>,
+    /// Stored sessions: (SessionID, last round's time).
+    pub sessions: Vec<(String, i64)>,
 }
 
 /// One certificate the CA issued. Every issued serial is recorded, revoked or not.
@@ -543,13 +593,15 @@ pub trait CommandQueue: Send + Sync {
 /// Management session state, stored as opaque bytes by (device, SessionID) so a restart — or
 /// another node — continues a session.
 pub trait SessionStore: Send + Sync {
-    /// The stored state of a session.
+    /// The stored state of a session. The empty SessionID holds the device's
+    /// [`SessionIndex`] (JSON).
     fn get_session(&self, device_id: &str, session_id: &str)
         -> Result<Option<Vec<u8>>, StoreError>;
     /// Drops the stored state of every session of `device_id` except `keep`.
     fn drop_sessions(&self, device_id: &str, keep: &str) -> Result<(), StoreError>;
-    /// Applies one management round atomically.
-    fn commit_round(&self, round: &Round, now: i64) -> Result<(), StoreError>;
+    /// Applies one management round atomically, or nothing of it when its
+    /// [`Round::guard`] or [`Round::read_states`] no longer hold.
+    fn commit_round(&self, round: &Round, now: i64) -> Result<RoundCommit, StoreError>;
 }
 
 /// Everything the server needs from storage.

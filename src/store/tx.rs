@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{
     device_key, normalize_upn, AuditEntry, Cancelled, CertRecord, CommandRecord, CommandState,
     Device, DeviceState, Enqueued, EnrollOutcome, PreviousCert, RenewOutcome, Renewal,
-    RenewalCommit, Round, StoreError, User, MAX_RENEWALS,
+    RenewalCommit, Round, RoundCommit, SessionIndex, StoreError, User, MAX_RENEWALS,
 };
 
 /// The key spaces of the store.
@@ -173,6 +173,8 @@ pub fn record_enrollment<X: Tx>(
     if let Some(hw) = &device.hw_dev_id {
         tx.insert(Table::HwIndex, hw.as_bytes(), id.to_vec())?;
     }
+    // A new enrollment starts its SessionIDs again: nothing may be answered from the old ones.
+    drop_device_sessions(tx, &device.device_id)?;
     Ok(out)
 }
 
@@ -327,13 +329,62 @@ pub fn cancel<X: Tx>(
     Ok(Cancelled::Cancelled)
 }
 
+/// Key of a device's [`SessionIndex`]: the empty SessionID (a device cannot use it).
+pub fn session_index_key(device_id: &str) -> Vec<u8> {
+    device_key(device_id, b"")
+}
+
+/// Drops every stored session of `device_id` and bumps its index generation, so a round that
+/// read the old sessions cannot commit. Used when the device enrolls again: a new enrollment
+/// starts its SessionIDs again at 1 and must never be answered from the old ones.
+pub fn drop_device_sessions<X: Tx>(tx: &X, device_id: &str) -> Result<(), X::E> {
+    let key = session_index_key(device_id);
+    let Some(index) = get_json::<SessionIndex, X>(tx, Table::Sessions, "session index", &key)?
+    else {
+        return Ok(());
+    };
+    for (sid, _) in &index.sessions {
+        tx.remove(Table::Sessions, &device_key(device_id, sid.as_bytes()))?;
+    }
+    let fresh = SessionIndex {
+        generation: index.generation + 1,
+        ..SessionIndex::default()
+    };
+    tx.insert(Table::Sessions, &key, encode(&fresh))
+}
+
 /// See [`super::SessionStore::commit_round`].
+///
+/// Everything is read and checked before anything is written (a check that fails must leave
+/// the transaction empty). Checks: the device's session index is still at the generation the
+/// round read ([`RoundGuard`]), and each command listed in [`Round::read_states`] is still in
+/// the state the round read it in — so a round never writes back a command record that another
+/// round or an admin changed since (a cancelled command stays cancelled, a command answered in
+/// one session is not reset to `pending` by another).
 ///
 /// The device's certificate binding (`cert_*`, `previous_cert`, `renewals`) belongs to
 /// enrollment and renewal: a round keeps the stored one, so a session that loaded the device
 /// before a concurrent renewal cannot undo it. The only change a round makes to it is retiring
 /// the previous certificate, by listing its serial in [`Round::revoke`].
-pub fn commit_round<X: Tx>(tx: &X, round: &Round, now: i64) -> Result<(), X::E> {
+pub fn commit_round<X: Tx>(tx: &X, round: &Round, now: i64) -> Result<RoundCommit, X::E> {
+    if let Some(g) = &round.guard {
+        let key = session_index_key(&g.device_id);
+        let stored = get_json::<SessionIndex, X>(tx, Table::Sessions, "session index", &key)?
+            .map_or(0, |i| i.generation);
+        if stored != g.generation {
+            return Ok(RoundCommit::Conflict);
+        }
+    }
+    for c in &round.commands {
+        let Some((_, seen)) = round.read_states.iter().find(|(id, _)| *id == c.command_id) else {
+            continue;
+        };
+        let key = command_key(&c.device_id, &c.command_id);
+        let stored = get_json::<CommandRecord, X>(tx, Table::Commands, "command", &key)?;
+        if stored.map(|s| s.state) != Some(*seen) {
+            return Ok(RoundCommit::Conflict);
+        }
+    }
     if let Some(d) = &round.device {
         let mut d = d.clone();
         let id = d.device_id.clone();
@@ -362,10 +413,22 @@ pub fn commit_round<X: Tx>(tx: &X, round: &Round, now: i64) -> Result<(), X::E> 
             None => tx.remove(Table::Sessions, &k)?,
         }
     }
+    if let Some(g) = &round.guard {
+        for sid in &g.drop {
+            tx.remove(Table::Sessions, &device_key(&g.device_id, sid.as_bytes()))?;
+        }
+        let mut index = g.index.clone();
+        index.generation = g.generation + 1;
+        tx.insert(
+            Table::Sessions,
+            &session_index_key(&g.device_id),
+            encode(&index),
+        )?;
+    }
     for (serial, reason) in &round.revoke {
         revoke(tx, serial, reason, now)?;
     }
-    Ok(())
+    Ok(RoundCommit::Committed)
 }
 
 /// Every command of a device in queue order.

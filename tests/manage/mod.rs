@@ -4,6 +4,8 @@
 pub(crate) mod conformance;
 mod payload;
 mod retention;
+mod rounds;
+mod rounds_random;
 mod security;
 
 use serde_json::json;

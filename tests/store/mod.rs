@@ -4,7 +4,7 @@ use winmdm::store::mem::MemStore;
 use winmdm::store::sled::SledStore;
 use winmdm::store::{
     AuditEntry, Cancelled, CertRecord, CertStore, CommandRecord, CommandState, Device, DeviceState,
-    DeviceStore, Enqueued, Round, Store, StoreError, User,
+    DeviceStore, Enqueued, Round, RoundCommit, RoundGuard, SessionIndex, Store, StoreError, User,
 };
 
 fn device(id: &str, hw: Option<&str>, serial: &str) -> Device {
@@ -378,6 +378,84 @@ fn lifecycle_battery(s: &dyn Store) {
     let actions: Vec<&str> = page.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, vec!["a2", "a3"]);
     assert!(s.list_audit(Some(ids[4]), 10).unwrap().is_empty());
+}
+
+/// The optimistic check of a management round: a stale generation or a command changed since
+/// the round read it makes the whole round a conflict that writes nothing; re-enrollment drops
+/// the device's sessions and bumps the generation.
+fn round_guard_battery(s: &dyn Store) {
+    s.record_enrollment(&device("G1", None, "g1"), &cert("g1", "G1"), 1)
+        .unwrap();
+    s.enqueue(command("G1", "a")).unwrap();
+    let guard = |generation: u64, sid: &str| RoundGuard {
+        device_id: "G1".into(),
+        generation,
+        index: SessionIndex {
+            generation: 0,
+            current: Some(sid.into()),
+            sessions: vec![(sid.into(), 5)],
+        },
+        drop: Vec::new(),
+    };
+    let mut a = s.get_command("G1", "a").unwrap().unwrap();
+    a.state = CommandState::Sent;
+    let round = |cmd: CommandRecord, seen: CommandState, g: u64, sid: &str| Round {
+        commands: vec![cmd],
+        read_states: vec![("a".into(), seen)],
+        session: Some(("G1".into(), sid.into(), Some(sid.as_bytes().to_vec()))),
+        guard: Some(guard(g, sid)),
+        ..Round::default()
+    };
+    assert_eq!(
+        s.commit_round(&round(a.clone(), CommandState::Pending, 0, "1"), 5)
+            .unwrap(),
+        RoundCommit::Committed
+    );
+    let index: SessionIndex =
+        serde_json::from_slice(&s.get_session("G1", "").unwrap().unwrap()).unwrap();
+    assert_eq!((index.generation, index.current.as_deref()), (1, Some("1")));
+    // A second round that read generation 0 (before the first committed) writes nothing.
+    let mut done = a.clone();
+    done.state = CommandState::Done;
+    assert_eq!(
+        s.commit_round(&round(done.clone(), CommandState::Pending, 0, "2"), 6)
+            .unwrap(),
+        RoundCommit::Conflict
+    );
+    assert!(s.get_session("G1", "2").unwrap().is_none());
+    assert_eq!(
+        s.get_command("G1", "a").unwrap().unwrap().state,
+        CommandState::Sent
+    );
+    // A command cancelled after the round read it: conflict, the cancel stands.
+    assert_eq!(s.cancel("G1", "a", 7).unwrap(), Cancelled::Cancelled);
+    assert_eq!(
+        s.commit_round(&round(done, CommandState::Sent, 1, "1"), 8)
+            .unwrap(),
+        RoundCommit::Conflict
+    );
+    assert_eq!(
+        s.get_command("G1", "a").unwrap().unwrap().state,
+        CommandState::Cancelled
+    );
+    // Re-enrollment drops the sessions and bumps the generation.
+    assert!(s.get_session("G1", "1").unwrap().is_some());
+    s.record_enrollment(&device("G1", None, "g2"), &cert("g2", "G1"), 9)
+        .unwrap();
+    assert!(s.get_session("G1", "1").unwrap().is_none());
+    let index: SessionIndex =
+        serde_json::from_slice(&s.get_session("G1", "").unwrap().unwrap()).unwrap();
+    assert_eq!((index.generation, index.sessions.len()), (2, 0));
+}
+
+#[test]
+fn mem_store_round_guard() {
+    round_guard_battery(&MemStore::new());
+}
+
+#[test]
+fn sled_store_round_guard() {
+    round_guard_battery(&SledStore::temporary().unwrap());
 }
 
 #[test]
