@@ -61,8 +61,14 @@ fn enroll_step(c: &mut Criterion) {
         b.iter(|| assert!(winmdm::auth::verify_password("correct horse battery", &phc)))
     });
     let cache = winmdm::auth::VerifyCache::new();
+    let work = winmdm::password_work::PasswordWork::new(1, std::time::Duration::from_secs(5));
     g.bench_function("argon2id_verify_cached", |b| {
-        b.iter(|| assert!(cache.verify("bench@example.com", "correct horse battery", &phc)))
+        b.iter(|| {
+            assert_eq!(
+                cache.verify(&work, "bench@example.com", "correct horse battery", &phc),
+                Ok(true)
+            )
+        })
     });
     g.bench_function("csr_verify", |b| {
         b.iter(|| ca::verify_csr(&csr, 2048).expect("csr"))

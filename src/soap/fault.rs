@@ -105,8 +105,9 @@ pub enum EnrollError {
     },
     /// Too many password checks at once ([`crate::password_work`]): the credential was not
     /// looked at. On the wire it is MS-MDE2's only "try again later" fault, `s:EnrollmentServer`
-    /// + errortype `InMaintenance` (0x80180017), with a fixed text ([`BUSY_REASON`]), HTTP 500
-    /// like every fault (so Windows reads it) and a `Retry-After` header ([`EnrollError::retry_after`]).
+    /// with errortype `InMaintenance` (0x80180017), with a fixed text ([`BUSY_REASON`]), HTTP
+    /// 500 like every fault (so Windows reads it) and a `Retry-After` header
+    /// ([`EnrollError::retry_after`]).
     #[error("busy: {reason}")]
     Busy {
         /// Log text; the device gets [`BUSY_REASON`].

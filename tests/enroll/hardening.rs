@@ -153,7 +153,10 @@ async fn busy_password_work_gets_the_protocol_answer_and_the_login_page_error() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_guesses_verify_at_most_five_and_the_lock_holds() {
-    let srv = TestServer::start_with(|o| {
+    use winmdm::clock::{Clock, SystemClock};
+    // A frozen application clock: the 30 s lock cannot run out on a slow machine mid-test.
+    let clock = crate::support::TestClock::at(SystemClock.now_unix());
+    let srv = TestServer::start_with_clock(std::sync::Arc::new(clock), |o| {
         // Enough permits that the bound on password work does not hide the race.
         o.password_workers = Some(64);
         o.password_wait_ms = Some(30_000);
@@ -271,7 +274,7 @@ async fn look_alike_user_names_are_one_user_or_refused() {
 
 fn exponent3_csr() -> Vec<u8> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("protocol-fixtures/enroll/csr-rsa2048-exponent3.der");
+        .join("protocol-fixtures/csr/rsa2048-exponent3.der");
     std::fs::read(p).expect("fixture")
 }
 
