@@ -32,6 +32,7 @@ pub mod groups;
 pub mod http;
 pub mod lockout;
 pub mod mdm;
+pub mod owner;
 pub mod pki;
 pub mod profiles;
 pub mod soap;

@@ -3,6 +3,7 @@
 
 mod admin;
 pub(crate) mod conformance;
+mod owner;
 mod refusals;
 
 use rcgen::PublicKeyData;

@@ -4,7 +4,7 @@ use winmdm::store::mem::MemStore;
 use winmdm::store::sled::SledStore;
 use winmdm::store::{
     AuditEntry, Cancelled, CertRecord, CertStore, CommandRecord, CommandState, Device, DeviceState,
-    DeviceStore, Enqueued, Round, Store, StoreError, User,
+    DeviceStore, Enqueued, Owner, Round, Store, StoreError, User,
 };
 
 fn device(id: &str, hw: Option<&str>, serial: &str) -> Device {
@@ -12,6 +12,9 @@ fn device(id: &str, hw: Option<&str>, serial: &str) -> Device {
         device_id: id.into(),
         hw_dev_id: hw.map(str::to_string),
         upn: Some("u@example.com".into()),
+        owner: Some(Owner::User {
+            user_id: "u1".into(),
+        }),
         enrollment_type: "Full".into(),
         device_type: Some("CIMClient_Windows".into()),
         os_version: None,
@@ -47,6 +50,7 @@ fn battery(s: &dyn Store) {
     // Users: create, conflict (case-insensitive), get, list, delete.
     let u = User {
         upn: "A@Example.com".into(),
+        id: String::new(),
         password_hash: "$argon2id$x".into(),
         created_at: 5,
         disabled: false,
@@ -64,11 +68,11 @@ fn battery(s: &dyn Store) {
 
     // Enrollment records device + cert; re-enrollment revokes the old cert.
     let out = s
-        .record_enrollment(&device("D1", Some("H1"), "01"), &cert("01", "D1"), 10)
+        .record_enrollment(&device("D1", Some("H1"), "01"), &cert("01", "D1"), 10, None)
         .unwrap();
     assert!(out.replaced.is_empty() && out.revoked.is_empty());
     let out = s
-        .record_enrollment(&device("D1", Some("H1"), "02"), &cert("02", "D1"), 11)
+        .record_enrollment(&device("D1", Some("H1"), "02"), &cert("02", "D1"), 11, None)
         .unwrap();
     assert_eq!(out.replaced, vec!["D1".to_string()]);
     assert_eq!(out.revoked, vec!["01".to_string()]);
@@ -77,7 +81,7 @@ fn battery(s: &dyn Store) {
 
     // Same hardware, new DeviceID: the old record is unenrolled and its cert revoked.
     let out = s
-        .record_enrollment(&device("D2", Some("H1"), "03"), &cert("03", "D2"), 12)
+        .record_enrollment(&device("D2", Some("H1"), "03"), &cert("03", "D2"), 12, None)
         .unwrap();
     assert_eq!(out.replaced, vec!["D1".to_string()]);
     assert_eq!(out.revoked, vec!["02".to_string()]);
@@ -118,6 +122,7 @@ fn battery(s: &dyn Store) {
             &device(&id, None, &format!("p{i}")),
             &cert(&format!("p{i}"), &id),
             1,
+            None,
         )
         .unwrap();
     }
@@ -282,6 +287,7 @@ fn lifecycle_battery(s: &dyn Store) {
     // update_user replaces an existing user only.
     let mut u = User {
         upn: "b@example.com".into(),
+        id: String::new(),
         password_hash: "$argon2id$old".into(),
         created_at: 5,
         disabled: false,
@@ -298,9 +304,9 @@ fn lifecycle_battery(s: &dyn Store) {
 
     // delete_device: record gone, unanswered commands cancelled (history kept), sessions
     // dropped, certificate revoked, hardware index freed; other devices untouched.
-    s.record_enrollment(&device("X1", Some("HX"), "x1"), &cert("x1", "X1"), 1)
+    s.record_enrollment(&device("X1", Some("HX"), "x1"), &cert("x1", "X1"), 1, None)
         .unwrap();
-    s.record_enrollment(&device("X10", None, "x10"), &cert("x10", "X10"), 1)
+    s.record_enrollment(&device("X10", None, "x10"), &cert("x10", "X10"), 1, None)
         .unwrap();
     s.enqueue(command("X1", "q1")).unwrap();
     s.enqueue(command("X1", "q2")).unwrap();
@@ -347,7 +353,7 @@ fn lifecycle_battery(s: &dyn Store) {
     assert!(s.get_cert("x10").unwrap().unwrap().revoked_at.is_none());
     // The hardware id is free again: a new enrollment with it replaces nothing.
     let out = s
-        .record_enrollment(&device("X2", Some("HX"), "x2"), &cert("x2", "X2"), 60)
+        .record_enrollment(&device("X2", Some("HX"), "x2"), &cert("x2", "X2"), 60, None)
         .unwrap();
     assert!(out.replaced.is_empty(), "{out:?}");
 
@@ -398,7 +404,7 @@ fn sled_store_persists_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = SledStore::open(dir.path()).unwrap();
-        s.record_enrollment(&device("D1", Some("H1"), "01"), &cert("01", "D1"), 10)
+        s.record_enrollment(&device("D1", Some("H1"), "01"), &cert("01", "D1"), 10, None)
             .unwrap();
     }
     let s = SledStore::open(dir.path()).unwrap();
