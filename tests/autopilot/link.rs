@@ -2,9 +2,9 @@
 //! server's own Gets, its hardware hash must agree with the imported one, and a contested serial
 //! is a conflict shown to the admin rather than a first-come link.
 
+use base64::Engine;
 use serde_json::{json, Value};
 use winmdm::autopilot::convert::HWDATA_URI;
-use winmdm::autopilot::hwhash::{self, Identity};
 use winmdm::autopilot::link::SERIAL_URI;
 
 use super::{enrolled_device, hash, import, HEADER};
@@ -68,31 +68,45 @@ async fn an_unsolicited_serial_number_links_nothing() {
     srv.stop().await;
 }
 
-fn identity(serial: &str, uuid: u8, tpm: u8) -> Identity {
-    Identity {
-        smbios_uuid: Some(vec![uuid; 16]),
-        serial: Some(serial.into()),
-        manufacturer: Some("HP".into()),
-        product: Some("HP EliteBook 840 G8 Notebook PC".into()),
-        tpm_ek_public: Some(vec![tpm; 256]),
+/// A hardware hash shaped like a real one (see `src/autopilot/hwhash.rs`), written here rather
+/// than with the server's code: `OA`, a 32-byte header holding the capture time, then fields
+/// (u16 type, u16 length with the 4-byte head, value): CPU vendor (3), SMBIOS UUID (12), serial
+/// (14), manufacturer (15), product (17), TPM EK public key (25).
+fn oa_hash(serial: &str, uuid: u8, tpm: u8, capture_time: u32) -> String {
+    let mut raw = b"OA\x06\x04\x01\x00\x1c\x00\x00\x00\x0a\x00\xe8\x03".to_vec();
+    raw.extend_from_slice(&capture_time.to_le_bytes());
+    raw.resize(32, 0);
+    let text = |s: &str| [s.as_bytes(), &[0]].concat();
+    let fields: [(u16, Vec<u8>); 6] = [
+        (3, text("GenuineIntel")),
+        (12, vec![uuid; 16]),
+        (14, text(serial)),
+        (15, text("HP")),
+        (17, text("HP EliteBook 840 G8 Notebook PC")),
+        (25, vec![tpm; 256]),
+    ];
+    for (ty, v) in fields {
+        raw.extend_from_slice(&ty.to_le_bytes());
+        raw.extend_from_slice(&(v.len() as u16 + 4).to_le_bytes());
+        raw.extend_from_slice(&v);
     }
+    base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
 #[tokio::test]
 async fn a_serial_with_another_hardware_hash_is_a_conflict_for_the_admin() {
     let srv = TestServer::start().await;
     let serial = "5CG2HASH01";
-    let imported = hwhash::encode(&identity(serial, 1, 2), 1_650_000_000);
+    let imported = oa_hash(serial, 1, 2, 1_650_000_000);
     let csv = format!("{HEADER}\r\n{serial},,{imported},Sales,\r\n");
     assert_eq!(import(&srv, csv.into_bytes()).await.0, 200);
 
     // An impostor reports the serial, and a hardware hash of other hardware, first.
     let mut impostor = enrolled_device(&srv, 173).await;
     impostor.nodes.insert(SERIAL_URI.into(), serial.into());
-    impostor.nodes.insert(
-        HWDATA_URI.into(),
-        hwhash::encode(&identity(serial, 9, 8), 1_700_000_000),
-    );
+    impostor
+        .nodes
+        .insert(HWDATA_URI.into(), oa_hash(serial, 9, 8, 1_700_000_000));
     impostor.session().await;
     assert_eq!(
         device(&srv, &impostor.device_id).await["autopilot_serial"],
@@ -120,10 +134,8 @@ async fn a_serial_with_another_hardware_hash_is_a_conflict_for_the_admin() {
     // The real device (another capture of the same hardware: other time, same fields) links.
     let mut real = enrolled_device(&srv, 174).await;
     real.nodes.insert(SERIAL_URI.into(), serial.into());
-    real.nodes.insert(
-        HWDATA_URI.into(),
-        hwhash::encode(&identity(serial, 1, 2), 1_710_000_000),
-    );
+    real.nodes
+        .insert(HWDATA_URI.into(), oa_hash(serial, 1, 2, 1_710_000_000));
     real.session().await;
     let d = device(&srv, &real.device_id).await;
     assert_eq!(d["autopilot_serial"], serial, "{d}");
@@ -135,10 +147,8 @@ async fn a_serial_with_another_hardware_hash_is_a_conflict_for_the_admin() {
     // A second device with the right hash while the first is enrolled: a conflict, not a link.
     let mut twin = enrolled_device(&srv, 175).await;
     twin.nodes.insert(SERIAL_URI.into(), serial.into());
-    twin.nodes.insert(
-        HWDATA_URI.into(),
-        hwhash::encode(&identity(serial, 1, 2), 1_720_000_000),
-    );
+    twin.nodes
+        .insert(HWDATA_URI.into(), oa_hash(serial, 1, 2, 1_720_000_000));
     twin.session().await;
     assert_eq!(
         device(&srv, &twin.device_id).await["autopilot_serial"],
