@@ -18,7 +18,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::federation::Principal;
-use crate::store::{Device, Owner, Store, StoreError, User};
+use crate::store::records::Kind;
+use crate::store::{Device, DeviceState, Owner, Store, StoreError, User};
 
 /// A fresh [`User::id`]: 128 random bits.
 pub fn new_user_id() -> String {
@@ -96,7 +97,8 @@ pub fn transfer(d: &mut Device, user: &User) {
 
 /// Start-up migration of stores written before owners existed: every account without an id gets
 /// one, and every device without an owner whose UPN names an existing account is given to that
-/// account (its bulk assignment gets the assignee's id). Returns (accounts, devices) updated.
+/// account (its bulk assignment gets the assignee's id), and each account without a per-user
+/// device index gets one. Returns (accounts, devices) updated.
 pub fn migrate(store: &dyn Store) -> Result<(usize, usize), StoreError> {
     let mut users = 0;
     for mut u in store.list_users()? {
@@ -108,6 +110,7 @@ pub fn migrate(store: &dyn Store) -> Result<(usize, usize), StoreError> {
         }
     }
     let mut devices = 0;
+    let mut owned: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let mut after: Option<String> = None;
     loop {
         let page = store.list_devices(after.as_deref(), 500)?;
@@ -133,7 +136,20 @@ pub fn migrate(store: &dyn Store) -> Result<(usize, usize), StoreError> {
                 store.put_device(&d)?;
                 devices += 1;
             }
+            if let (Some(Owner::User { user_id }), false, DeviceState::Enrolled) =
+                (&d.owner, d.bulk, d.state)
+            {
+                owned
+                    .entry(user_id.clone())
+                    .or_default()
+                    .push(d.device_id.clone());
+            }
         }
+    }
+    // The per-user index `--max-devices-per-user` counts with, for stores written before it.
+    let index: Kind<Vec<String>> = Kind::new(crate::store::tx::OWNED_DEVICES);
+    for (user_id, ids) in owned {
+        index.insert_new(store.records(), &user_id, &ids)?;
     }
     if users + devices > 0 {
         tracing::info!(

@@ -385,8 +385,97 @@ fn lifecycle_battery(s: &dyn Store) {
     assert!(s.list_audit(Some(ids[4]), 10).unwrap().is_empty());
 }
 
+/// Issue 13: the ownership rules of `record_enrollment`, on every backend.
+fn owner_battery(s: &dyn Store) {
+    use winmdm::store::EnrollRefusal;
+    let owned = |id: &str, hw: Option<&str>, serial: &str, user: &str| Device {
+        owner: Some(Owner::User {
+            user_id: user.into(),
+        }),
+        ..device(id, hw, serial)
+    };
+    let out = s
+        .record_enrollment(
+            &owned("O1", Some("HO"), "o1", "u1"),
+            &cert("o1", "O1"),
+            1,
+            None,
+        )
+        .unwrap();
+    assert_eq!(out.refused, None);
+    // Another owner claiming the DeviceID: refused, nothing written.
+    let out = s
+        .record_enrollment(&owned("O1", None, "o2", "u2"), &cert("o2", "O1"), 2, None)
+        .unwrap();
+    assert!(
+        matches!(out.refused, Some(EnrollRefusal::OwnedByAnother { .. })),
+        "{out:?}"
+    );
+    assert!(
+        s.get_cert("o2").unwrap().is_none(),
+        "no certificate recorded"
+    );
+    assert!(s.get_cert("o1").unwrap().unwrap().revoked_at.is_none());
+    assert_eq!(s.get_device("O1").unwrap().unwrap().cert_serial, "o1");
+    // Another owner's new DeviceID with the same HWDevID: recorded, O1 untouched.
+    let out = s
+        .record_enrollment(
+            &owned("O2", Some("HO"), "o3", "u2"),
+            &cert("o3", "O2"),
+            3,
+            None,
+        )
+        .unwrap();
+    assert!(out.replaced.is_empty() && out.refused.is_none(), "{out:?}");
+    assert_eq!(
+        s.get_device("O1").unwrap().unwrap().state,
+        DeviceState::Enrolled
+    );
+    // The same owner's new DeviceID on that hardware replaces O1 (the index still names O1).
+    let out = s
+        .record_enrollment(
+            &owned("O3", Some("HO"), "o4", "u1"),
+            &cert("o4", "O3"),
+            4,
+            None,
+        )
+        .unwrap();
+    assert_eq!(out.replaced, vec!["O1".to_string()]);
+    assert_eq!(
+        s.get_device("O2").unwrap().unwrap().state,
+        DeviceState::Enrolled
+    );
+    // The per-owner cap: re-enrolling is not a new device; deleting frees a place.
+    let cap = Some(1);
+    assert!(s
+        .record_enrollment(&owned("C1", None, "c1", "u3"), &cert("c1", "C1"), 5, cap)
+        .unwrap()
+        .refused
+        .is_none());
+    let out = s
+        .record_enrollment(&owned("C2", None, "c2", "u3"), &cert("c2", "C2"), 6, cap)
+        .unwrap();
+    assert_eq!(
+        out.refused,
+        Some(EnrollRefusal::TooManyDevices { limit: 1 })
+    );
+    assert!(s.get_device("C2").unwrap().is_none());
+    assert!(s
+        .record_enrollment(&owned("C1", None, "c3", "u3"), &cert("c3", "C1"), 7, cap)
+        .unwrap()
+        .refused
+        .is_none());
+    assert!(s.delete_device("C1", 8).unwrap());
+    assert!(s
+        .record_enrollment(&owned("C2", None, "c4", "u3"), &cert("c4", "C2"), 9, cap)
+        .unwrap()
+        .refused
+        .is_none());
+}
+
 #[test]
 fn mem_store_battery() {
+    owner_battery(&MemStore::new());
     battery(&MemStore::new());
     queue_battery(&MemStore::new());
     lifecycle_battery(&MemStore::new());
@@ -394,6 +483,7 @@ fn mem_store_battery() {
 
 #[test]
 fn sled_store_battery() {
+    owner_battery(&SledStore::temporary().unwrap());
     battery(&SledStore::temporary().unwrap());
     queue_battery(&SledStore::temporary().unwrap());
     lifecycle_battery(&SledStore::temporary().unwrap());
