@@ -178,6 +178,7 @@ fn round_over_tls(c: &mut Criterion) {
     app.store
         .create_user(&winmdm::store::User {
             upn: "bench@example.com".into(),
+            id: String::new(),
             password_hash: winmdm::auth::hash_password("pw-bench").expect("hash"),
             created_at: 0,
             disabled: false,

@@ -380,7 +380,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             now.unix_timestamp(),
         );
         app.store
-            .record_enrollment(&dev, &rec, now.unix_timestamp())?;
+            .record_enrollment(&dev, &rec, now.unix_timestamp(), None)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),

@@ -83,6 +83,7 @@ impl App {
             tls_key,
         } = pki::load_or_create(&cfg, clock.as_ref())?;
         let store = SledStore::open_with_cache(&cfg.data_dir.join("db"), cfg.store_cache_bytes)?;
+        crate::owner::migrate(&store)?;
         let (admin_token, token_file) = pki::admin_token(&cfg.data_dir, env_token)?;
         if let Some(path) = token_file {
             tracing::info!(path = %path.display(), "admin API token is in this file (mode 0600); set WINMDM_ADMIN_TOKEN to choose your own");

@@ -78,6 +78,11 @@ pub struct ServeOptions {
     /// Management requests per second across all devices before devices get 429 (0 = no limit, the default).
     #[arg(long, env = "WINMDM_MANAGEMENT_RATE")]
     pub management_rate: Option<u32>,
+    /// Devices one user may have enrolled at once; a further enrollment by that user (of a new
+    /// DeviceID) is refused with `s:Authorization` (default 15; 0 = no limit). Bulk-enrollment
+    /// accounts and device-only Entra enrollments are not counted.
+    #[arg(long, env = "WINMDM_MAX_DEVICES_PER_USER")]
+    pub max_devices_per_user: Option<usize>,
     /// Seconds a throttled device is told to wait (`Retry-After`, default 60).
     #[arg(long, env = "WINMDM_RETRY_AFTER")]
     pub retry_after: Option<u32>,
@@ -216,6 +221,7 @@ impl ServeOptions {
             poll_schedule: self.poll_schedule.or(lower.poll_schedule),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             management_rate: self.management_rate.or(lower.management_rate),
+            max_devices_per_user: self.max_devices_per_user.or(lower.max_devices_per_user),
             retry_after: self.retry_after.or(lower.retry_after),
             message_signing: self.message_signing.or(lower.message_signing),
             handshake_timeout: self.handshake_timeout.or(lower.handshake_timeout),
@@ -462,6 +468,10 @@ impl ServeOptions {
             poll,
             max_body_bytes,
             management_rate: self.management_rate.unwrap_or(0),
+            max_devices_per_user: match self.max_devices_per_user.unwrap_or(15) {
+                0 => None,
+                n => Some(n),
+            },
             retry_after: self.retry_after.unwrap_or(60).clamp(1, 86_400),
             message_signing: self.message_signing.unwrap_or(false),
             smtp,
@@ -534,6 +544,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Management requests per second before 429 (0 = unlimited).
     pub management_rate: u32,
+    /// Enrolled devices per user at most (`None`: no limit); see `store::tx::record_enrollment`.
+    pub max_devices_per_user: Option<usize>,
     /// `Retry-After` seconds on 429.
     pub retry_after: u32,
     /// Accept `MDM-Signature` instead of a TLS client certificate.

@@ -33,6 +33,7 @@ pub mod http;
 pub mod lockout;
 pub mod mdm;
 pub mod password_work;
+pub mod owner;
 pub mod pki;
 pub mod profiles;
 pub mod soap;

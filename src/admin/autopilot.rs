@@ -581,13 +581,15 @@ async fn patch_device(
     let patch: DevicePatch = json_body(req).await?;
     if patch.is_empty() {
         return Err(ApiError::BadRequest {
-            reason: "give at least one of user, user_friendly_name, device_name, group_tag".into(),
+            reason: "give at least one of user, user_friendly_name, device_name, group_tag, linked_device_id".into(),
         });
     }
     let detail = serde_json::json!({
         "user": patch.user, "user_friendly_name": patch.user_friendly_name,
         "device_name": patch.device_name, "group_tag": patch.group_tag,
+        "linked_device_id": patch.linked_device_id,
     });
+    let relink = patch.linked_device_id.clone();
     let rec = blocking({
         let (app, serial) = (app.clone(), serial.clone());
         move || {
@@ -608,9 +610,23 @@ async fn patch_device(
             if let Some(e) = rule {
                 return Err(e.into());
             }
-            let rec = out
+            let mut rec = out
                 .map_err(ApiError::from)?
                 .ok_or_else(|| device_not_found(&serial))?;
+            if let Some(target) = relink {
+                // An admin's resolution of a link conflict (or a manual link / unlink).
+                let actor = super::tokens::current_actor();
+                rec = match ap::link::relink(&app, &serial, target.as_deref(), &actor)? {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return Err(device_not_found(&serial)),
+                    Err(reason) => {
+                        return Err(ApiError::Invalid {
+                            field: "linked_device_id".into(),
+                            reason,
+                        })
+                    }
+                };
+            }
             sync_linked(&app, &rec)?;
             Ok(rec)
         }
@@ -702,7 +718,7 @@ pub mod openapi {
             "/api/v1/autopilot/devices/{serial}": {
                 "get": {"operationId": "getAutopilotDevice", "summary": "One registered device, with its hardware hash", "parameters": [serial_param()],
                     "responses": common(json!({"200": ok("The device.", "AutopilotDevice"), "404": err("Unknown serial.")}))},
-                "patch": {"operationId": "patchAutopilotDevice", "summary": "Edit user, user-friendly name, device name or group tag (null unsets)", "parameters": [serial_param()], "requestBody": body("AutopilotDevicePatch"),
+                "patch": {"operationId": "patchAutopilotDevice", "summary": "Edit user, user-friendly name, device name, group tag or the linked device (null unsets)", "parameters": [serial_param()], "requestBody": body("AutopilotDevicePatch"),
                     "responses": common(json!({"200": ok("The device.", "AutopilotDevice"), "400": invalid("A value breaks a rule."), "404": err("Unknown serial.")}))},
                 "delete": {"operationId": "deleteAutopilotDevice", "summary": "Delete a registered device", "parameters": [serial_param()],
                     "responses": common(json!({"204": {"description": "Deleted."}, "404": err("Unknown serial.")}))}
@@ -753,7 +769,8 @@ pub mod openapi {
         let device = json!({
             "serial": {"type": "string"}, "product_id": nstr(), "group_tag": nstr(), "assigned_user": nstr(),
             "user_friendly_name": nstr(), "device_name": nstr(), "linked_device_id": nstr(),
-            "linked_at": {"type": "integer", "nullable": true}, "imported_at": {"type": "integer"}
+            "linked_at": {"type": "integer", "nullable": true}, "imported_at": {"type": "integer"},
+            "conflicts": {"type": "array", "description": "Enrolled devices refused the link (another enrolled device holds it, or their hardware hash disagrees); resolve with linked_device_id.", "items": {"type": "object", "properties": {"device_id": {"type": "string"}, "reason": {"type": "string"}, "at": {"type": "integer"}}}}
         });
         let mut with_hash = device.clone();
         if let Some(m) = with_hash.as_object_mut() {
@@ -771,7 +788,7 @@ pub mod openapi {
             "AutopilotDeviceSummary": {"type": "object", "properties": device},
             "AutopilotDevice": {"type": "object", "properties": with_hash},
             "AutopilotDevicePage": {"type": "object", "properties": {"devices": {"type": "array", "items": {"$ref": "#/components/schemas/AutopilotDeviceSummary"}}, "next": nstr()}},
-            "AutopilotDevicePatch": {"type": "object", "additionalProperties": false, "minProperties": 1, "properties": {"user": nstr(), "user_friendly_name": nstr(), "device_name": nstr(), "group_tag": nstr()}}
+            "AutopilotDevicePatch": {"type": "object", "additionalProperties": false, "minProperties": 1, "properties": {"user": nstr(), "user_friendly_name": nstr(), "device_name": nstr(), "group_tag": nstr(), "linked_device_id": nstr()}}
         })
     }
 }

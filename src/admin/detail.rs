@@ -85,6 +85,9 @@ pub(super) async fn get_device(app: Arc<App>, id: String) -> Result<Resp, ApiErr
             })?;
             v["queue"] = serde_json::to_value(queue).unwrap_or_default();
             v["certificate"] = serde_json::to_value(certificate).unwrap_or_default();
+            v["owner_status"] =
+                serde_json::to_value(crate::owner::status(app.store.as_ref(), &dev)?)
+                    .unwrap_or_default();
             Ok(Some(v))
         }
     })

@@ -10,6 +10,7 @@
 //! | GET | `/api/v1/devices?limit=&cursor=` | 200 `{"devices": [...], "next": "..."\|null}` |
 //! | GET | `/api/v1/devices/{device_id}` | 200 device + `queue` summary + `certificate` (+ `previous_cert` and `renewals` after a certificate renewal); 404 unknown |
 //! | DELETE | `/api/v1/devices/{device_id}` | 204 (queue cancelled, sessions dropped, cert and any renewal-pending old cert revoked); 404 |
+//! | PUT | `/api/v1/devices/{id}/owner` `{"upn"}` | 200 device: handed to that user (audited `device.transfer`); 404 unknown device or user; 409 disabled user ([`owner`]) |
 //! | POST | `/api/v1/devices/{id}/actions` `{"action"}` | 202 `{"action_id"}` (+ `"existing"`); 400; 404; 409 |
 //! | GET | `/api/v1/devices/{id}/actions/{action_id}` | 200 action state; 404 |
 //! | GET | `/api/v1/audit?limit=&cursor=` | 200 `{"entries": [...], "next"}` |
@@ -55,6 +56,7 @@ mod mail;
 pub mod openapi;
 mod openapi_access;
 pub mod openapi_groups;
+mod owner;
 pub mod profiles;
 pub mod tokens;
 pub mod wcd;
@@ -241,6 +243,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/commands"),
     ("PUT", "/api/v1/devices/{device_id}/tenant-lockdown"),
     ("POST", "/api/v1/devices/{device_id}/assign-user"),
+    ("PUT", "/api/v1/devices/{device_id}/owner"),
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/tokens"),
     ("GET", "/api/v1/tokens"),
@@ -307,6 +310,7 @@ enum Endpoint<'a> {
     BulkCommand,
     TenantLockdown(&'a str),
     AssignUser(&'a str),
+    TransferDevice(&'a str),
     OpenApi,
     CreateToken,
     ListTokens,
@@ -354,6 +358,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["commands"], Method::POST) => E::BulkCommand,
         (["devices", id, "tenant-lockdown"], Method::PUT) => E::TenantLockdown(id),
         (["devices", id, "assign-user"], Method::POST) => E::AssignUser(id),
+        (["devices", id, "owner"], Method::PUT) => E::TransferDevice(id),
         (["openapi.json"], Method::GET) => E::OpenApi,
         (["tokens"], Method::POST) => E::CreateToken,
         (["tokens"], Method::GET) => E::ListTokens,
@@ -376,6 +381,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["devices", _, "commands", _]
             | ["devices", _, "tenant-lockdown"]
             | ["devices", _, "assign-user"]
+            | ["devices", _, "owner"]
             | ["devices", _, "profiles"]
             | ["devices", _, "actions"]
             | ["devices", _, "actions", _]
@@ -435,6 +441,7 @@ async fn dispatch(
         Endpoint::BulkCommand => bulk_command(app, req).await,
         Endpoint::TenantLockdown(id) => tenant_lockdown(app, id.to_string(), req).await,
         Endpoint::AssignUser(id) => assign_user(app, id.to_string(), req).await,
+        Endpoint::TransferDevice(id) => owner::transfer(app, id.to_string(), req).await,
         Endpoint::OpenApi => Ok(json(StatusCode::OK, &openapi::document())),
         Endpoint::CreateToken => tokens::create(app, req).await,
         Endpoint::ListTokens => tokens::list(app, req.uri().query().unwrap_or("")).await,
@@ -553,6 +560,7 @@ async fn create_user(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
         })?;
         let user = User {
             upn,
+            id: crate::owner::new_user_id(),
             password_hash: hash,
             created_at: app.clock.now_unix(),
             disabled: false,
@@ -600,7 +608,8 @@ async fn get_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
                 what: format!("user {upn}"),
             });
         };
-        // Every device record enrolled by this user (a scan: fine at this scale).
+        // Every device record this account owns (a scan: fine at this scale). Devices of a
+        // deleted account with the same UPN are not this account's.
         let mut devices = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -609,7 +618,7 @@ async fn get_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
             after = Some(last.device_id.clone());
             devices.extend(
                 page.into_iter()
-                    .filter(|d| d.upn.as_deref().map(normalize_upn).as_deref() == Some(&upn))
+                    .filter(|d| crate::owner::owned_by(d, &user))
                     .map(|d| d.device_id),
             );
         }
@@ -885,11 +894,21 @@ async fn delete_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
     Ok(no_content())
 }
 
+/// A device as the lists show it: the record and whether its owner still exists.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// The record.
+    #[serde(flatten)]
+    pub device: Device,
+    /// `active`, `disabled`, `orphaned` (owner deleted) or `device_only` ([`crate::owner`]).
+    pub owner_status: crate::owner::OwnerStatus,
+}
+
 /// One page of devices.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DevicePage {
     /// The devices, ordered by DeviceID.
-    pub devices: Vec<Device>,
+    pub devices: Vec<DeviceView>,
     /// Cursor for the next page, `null` at the end.
     pub next: Option<String>,
 }
@@ -900,12 +919,28 @@ pub const SCAN_BUDGET: usize = 20_000;
 
 async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
     let mut f = crate::store::DeviceFilter::default();
+    let mut owner_status = None;
     let bad = |what: &str| ApiError::BadRequest {
         reason: format!("{what} must be a Unix time in seconds"),
     };
     let (limit, cursor) = page_query_with(query, |k, v| {
         match k {
             "user" => f.upn = Some(normalize_upn(&v)),
+            "owner_status" => {
+                owner_status = Some(match v.as_str() {
+                    "active" => crate::owner::OwnerStatus::Active,
+                    "disabled" => crate::owner::OwnerStatus::Disabled,
+                    "orphaned" => crate::owner::OwnerStatus::Orphaned,
+                    "device_only" => crate::owner::OwnerStatus::DeviceOnly,
+                    _ => {
+                        return Err(ApiError::BadRequest {
+                            reason:
+                                "owner_status must be active, disabled, orphaned or device_only"
+                                    .into(),
+                        })
+                    }
+                })
+            }
             "state" => {
                 f.state = Some(match v.as_str() {
                     "enrolled" => crate::store::DeviceState::Enrolled,
@@ -934,7 +969,33 @@ async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
             &f,
             SCAN_BUDGET,
         )?;
-        Ok(DevicePage { devices, next })
+        // `user=` names the account of that UPN now: devices a deleted account of the same UPN
+        // left behind are not attributed to it (they show as orphaned).
+        let account = match &f.upn {
+            Some(upn) => app.store.get_user(upn)?,
+            None => None,
+        };
+        let mut views = Vec::with_capacity(devices.len());
+        for device in devices {
+            let status = crate::owner::status(app.store.as_ref(), &device)?;
+            if account
+                .as_ref()
+                .is_some_and(|u| !crate::owner::owned_by(&device, u))
+            {
+                continue;
+            }
+            if owner_status.is_some_and(|s| s != status) {
+                continue;
+            }
+            views.push(DeviceView {
+                device,
+                owner_status: status,
+            });
+        }
+        Ok(DevicePage {
+            devices: views,
+            next,
+        })
     })
     .await?;
     Ok(json(StatusCode::OK, &page))
@@ -1367,13 +1428,25 @@ async fn assign_user(app: Arc<App>, id: String, req: Request<Incoming>) -> Resul
                     what: format!("device {id} was not bulk-enrolled, so it cannot be assigned; an assignment"),
                 });
             }
-            if app.store.get_user(&upn)?.is_none() {
+            let Some(user) = app.store.get_user(&upn)? else {
                 return Err(ApiError::NotFound {
                     what: format!("user {upn}"),
+                });
+            };
+            // A bulk device is assigned to its real user; a generic provisioning account is
+            // nobody's real user (the seed's "Assign to User" semantics).
+            if crate::store::is_bulk_account(&user.upn) {
+                tracing::warn!(device_id = %id, %upn, "assignment of a bulk device to a bulk-enrollment account refused");
+                return Err(ApiError::Invalid {
+                    field: "upn".into(),
+                    reason: format!(
+                        "{upn} is a bulk-enrollment account, not a real user; assign the device to the person who uses it"
+                    ),
                 });
             }
             dev.assigned_user = Some(crate::store::Assignment {
                 upn,
+                user_id: user.id,
                 by,
                 at: app.clock.now_unix(),
             });

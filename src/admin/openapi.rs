@@ -135,7 +135,8 @@ fn paths() -> Value {
                 "parameters": [
                     {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": super::MAX_PAGE, "default": super::DEFAULT_PAGE}},
                     {"name": "cursor", "in": "query", "required": false, "description": "The `next` of the previous page.", "schema": {"type": "string"}},
-                    {"name": "user", "in": "query", "required": false, "description": "Enrolled by this UPN.", "schema": {"type": "string"}},
+                    {"name": "user", "in": "query", "required": false, "description": "Owned by the account with this UPN (devices a deleted account of the same UPN left are not its).", "schema": {"type": "string"}},
+                    {"name": "owner_status", "in": "query", "required": false, "schema": {"type": "string", "enum": ["active", "disabled", "orphaned", "device_only"]}},
                     {"name": "state", "in": "query", "required": false, "schema": {"type": "string", "enum": ["enrolled", "unenrolled"]}},
                     {"name": "device_type", "in": "query", "required": false, "description": "e.g. CIMClient_Windows (case-insensitive).", "schema": {"type": "string"}},
                     {"name": "enrollment_type", "in": "query", "required": false, "schema": {"type": "string", "enum": ["Full", "Device"]}},
@@ -290,6 +291,20 @@ fn paths() -> Value {
                     "400": err("Invalid JSON or UPN."),
                     "404": err("Unknown device or user."),
                     "409": err("The device was not bulk-enrolled.")
+                }))
+            }
+        },
+        "/api/v1/devices/{device_id}/owner": {
+            "put": {
+                "operationId": "transferDevice",
+                "summary": "Hand a device to another user on purpose (audited `device.transfer`): only the new owner may enroll its DeviceID again",
+                "parameters": [device_id()],
+                "requestBody": body("AssignUser"),
+                "responses": common(json!({
+                    "200": ok("The device, with its new `upn` and `owner`.", "Device"),
+                    "400": err("Invalid JSON or UPN."),
+                    "404": err("Unknown device or user."),
+                    "409": err("The user is disabled.")
                 }))
             }
         },
@@ -456,6 +471,8 @@ fn base_schemas(command_fields: Value, bulk_fields: Value) -> Value {
                 "bulk": {"type": "boolean", "description": "Enrolled with a `windows-bulkenroll…` account: device-scope commands only."},
                 "assigned_user": {"type": "object", "nullable": true, "properties": {"upn": {"type": "string"}, "by": {"type": "string"}, "at": {"type": "integer", "format": "int64"}}},
                 "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceAlert"}},
+                "owner": {"type": "object", "nullable": true, "description": "Who owns the enrollment: `{\"kind\": \"user\", \"user_id\"}` (the account's immutable id) or `{\"kind\": \"entra_app\", \"tenant\", \"app\"}`; only this principal may enroll the DeviceID again."},
+                "owner_status": {"type": "string", "enum": ["active", "disabled", "orphaned", "device_only"], "description": "Whether the owning account still exists (`orphaned`: deleted; the device stays managed)."},
                 "previous_cert": {"type": "object", "nullable": true, "description": "The certificate the last renewal replaced, still accepted until the device's first session with the new one or `grace_until`.", "properties": {"serial": {"type": "string"}, "thumbprint": {"type": "string"}, "not_after": {"type": "integer", "format": "int64"}, "grace_until": {"type": "integer", "format": "int64"}}},
                 "renewals": {"type": "array", "description": "Certificate renewals (ROBO), oldest first.", "items": {"type": "object", "properties": {"at": {"type": "integer", "format": "int64"}, "old_serial": {"type": "string"}, "new_serial": {"type": "string"}, "new_not_after": {"type": "integer", "format": "int64"}}}}
             }

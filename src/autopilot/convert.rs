@@ -7,9 +7,9 @@
 //!    `Get ./DevDetail/Ext/DeviceHardwareData` (the hardware hash, DevDetail CSP): at
 //!    enrollment while any profile converts, and for every enrolled, unregistered device when
 //!    an admin saves a converting profile ([`request_all`]).
-//! 2. After a round that reported either value ([`after_round`]), once both are in: the serial
-//!    comes from the inventory, the full hash from the Get's stored `Results` (the inventory
-//!    keeps at most 4 KB of a value). The device's profile is resolved with its current groups;
+//! 2. After a round that reported either value ([`after_round`]), once both are in: both come
+//!    from the stored `Results` of these Gets ([`super::link::report`]), never from values the
+//!    device sent unasked. The device's profile is resolved with its current groups;
 //!    if it converts, an Autopilot record is created (audit `autopilot.convert`) and the device
 //!    is linked to it ([`super::link::on_round`]: serial, group tag, TenantLockdown).
 
@@ -76,10 +76,10 @@ pub fn request_all(app: &App) -> Result<usize, CommandError> {
     }
 }
 
-/// After an import: links every enrolled, unlinked device whose reported serial number is now
-/// registered, and asks the others (that were never asked in this enrollment) for theirs, so a
-/// device enrolled before its hardware hash was imported is linked at its next session.
-/// Returns (linked now, asked).
+/// After an import: links every enrolled, unlinked device whose answers to this enrollment's
+/// serial Get name a serial that is now registered, and asks the others (that were never asked
+/// in this enrollment) for their serial and hardware hash, so a device enrolled before its
+/// hardware hash was imported is linked at its next session. Returns (linked now, asked).
 pub fn link_after_import(app: &App) -> Result<(usize, usize), CommandError> {
     let (mut after, mut linked, mut asked) = (None::<String>, 0, 0);
     loop {
@@ -92,8 +92,8 @@ pub fn link_after_import(app: &App) -> Result<(usize, usize), CommandError> {
             .into_iter()
             .filter(|d| d.state == DeviceState::Enrolled && d.autopilot_serial.is_none())
         {
-            if d.inventory.contains_key(SERIAL_URI) {
-                super::link::on_round(app, &mut d, None)?;
+            if let Some(r) = super::link::report(app, &d, &[])? {
+                super::link::link(app, &mut d, &r)?;
                 if d.autopilot_serial.is_some() {
                     app.store.put_device(&d)?;
                     if let Err(e) = crate::groups::on_device_changed(app, &d.device_id) {
@@ -103,13 +103,7 @@ pub fn link_after_import(app: &App) -> Result<(usize, usize), CommandError> {
                 }
                 continue;
             }
-            let get = NewCommand {
-                verb: Some("Get".into()),
-                target: Some(SERIAL_URI.into()),
-                command_id: Some(format!("{SERIAL_COMMAND_ID}-{}", d.cert_serial)),
-                ..NewCommand::default()
-            };
-            commands::enqueue(app, &d.device_id, get)?;
+            request(app, &d)?;
             asked += 1;
         }
     }
@@ -131,21 +125,14 @@ pub fn after_round(app: &App, device_id: &str) -> Result<bool, CommandError> {
     if d.autopilot_serial.is_some() || d.state != DeviceState::Enrolled {
         return Ok(false);
     }
-    let Some(serial) = d.inventory.get(SERIAL_URI).map(|s| s.trim().to_string()) else {
+    // Only the answers to our own Gets count, never values the device sent unasked.
+    let Some(report) = super::link::report(app, &d, &[])? else {
         return Ok(false);
     };
-    let hash = app
-        .store
-        .get_command(device_id, &hwdata_command_id(&d))?
-        .and_then(|c| c.results.into_iter().next())
-        .and_then(|r| r.data)
-        .map(|h| h.trim().to_string());
-    let Some(hash) = hash else {
+    let super::link::HashReport::Data(hash) = report.hash.clone() else {
         return Ok(false);
     };
-    if serial.is_empty() {
-        return Ok(false);
-    }
+    let serial = report.serial.clone();
     if let Err(why) = check_hash(&hash) {
         tracing::warn!(device_id, %serial, %why, "Autopilot conversion: unusable hardware hash");
         return Ok(false);
@@ -166,10 +153,12 @@ pub fn after_round(app: &App, device_id: &str) -> Result<bool, CommandError> {
         linked_device_id: None,
         linked_at: None,
         imported_at: now,
+        hash_check: None,
+        conflicts: Vec::new(),
     };
     // An admin may have imported it meanwhile: then it is simply linked.
     let created = DEVICES.insert_new(app.store.records(), &serial_key(&serial), &record)?;
-    super::link::on_round(app, &mut d, None)?;
+    super::link::link(app, &mut d, &report)?;
     if d.autopilot_serial.is_none() {
         return Ok(false);
     }

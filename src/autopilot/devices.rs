@@ -44,6 +44,29 @@ pub struct AutopilotDevice {
     pub linked_at: Option<i64>,
     /// When it was imported (Unix seconds).
     pub imported_at: i64,
+    /// How the linked device's own hardware hash compared with this record's at the link:
+    /// `match` or `unverified` (this record's hash does not decode; see `super::hwhash`).
+    #[serde(default)]
+    pub hash_check: Option<String>,
+    /// Enrolled devices that claimed this serial and were refused the link (another enrolled
+    /// device holds it, or their hardware hash disagrees), most recent last, at most
+    /// [`MAX_CONFLICTS`]. An admin resolves them (`linked_device_id` in a patch).
+    #[serde(default)]
+    pub conflicts: Vec<LinkConflict>,
+}
+
+/// Conflicts kept per Autopilot device.
+pub const MAX_CONFLICTS: usize = 10;
+
+/// A refused claim on a registered serial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkConflict {
+    /// The enrolled device that claimed it.
+    pub device_id: String,
+    /// Why it was not linked.
+    pub reason: String,
+    /// When (Unix seconds).
+    pub at: i64,
 }
 
 /// An Autopilot device as lists show it (the hardware hash left out: 4 KB each).
@@ -67,6 +90,8 @@ pub struct DeviceSummary<'a> {
     pub linked_at: Option<i64>,
     /// When it was imported.
     pub imported_at: i64,
+    /// Refused claims on this serial (see [`AutopilotDevice::conflicts`]).
+    pub conflicts: &'a [LinkConflict],
 }
 
 impl<'a> From<&'a AutopilotDevice> for DeviceSummary<'a> {
@@ -81,6 +106,7 @@ impl<'a> From<&'a AutopilotDevice> for DeviceSummary<'a> {
             linked_device_id: d.linked_device_id.as_deref(),
             linked_at: d.linked_at,
             imported_at: d.imported_at,
+            conflicts: &d.conflicts,
         }
     }
 }
@@ -128,6 +154,8 @@ pub fn import(s: &dyn RecordStore, parsed: Parsed, now: i64) -> Result<ImportRep
             linked_device_id: None,
             linked_at: None,
             imported_at: now,
+            hash_check: None,
+            conflicts: Vec::new(),
         };
         let mut ops = Vec::with_capacity(fresh.len() * 2);
         for r in &fresh {
@@ -260,6 +288,10 @@ pub struct DevicePatch {
     /// Group tag.
     #[serde(default, deserialize_with = "explicit")]
     pub group_tag: Option<Option<String>>,
+    /// The enrolled device this registration belongs to (`null` unlinks): an admin's resolution
+    /// of a conflict, applied by `super::link::relink` (not by [`DevicePatch::apply`]).
+    #[serde(default, deserialize_with = "explicit")]
+    pub linked_device_id: Option<Option<String>>,
 }
 
 fn field(field: &'static str, message: impl Into<String>) -> FieldError {
@@ -280,6 +312,7 @@ impl DevicePatch {
             && self.user_friendly_name.is_none()
             && self.device_name.is_none()
             && self.group_tag.is_none()
+            && self.linked_device_id.is_none()
     }
 
     /// `d` with the patch applied, or the first rule it breaks.
@@ -361,6 +394,8 @@ mod tests {
             linked_device_id: None,
             linked_at: None,
             imported_at: 0,
+            hash_check: None,
+            conflicts: Vec::new(),
         }
     }
 

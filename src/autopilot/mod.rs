@@ -11,6 +11,7 @@
 //! | [`csv`] | the `Get-WindowsAutoPilotInfo` CSV: encodings, fields, row checks (pure) |
 //! | [`profiles`] | profiles in the record table (unique names, one all-groups profile) |
 //! | [`devices`] | registered devices in the record table: import, list, edit |
+//! | [`hwhash`] | what two hardware hashes can be compared on (pure) |
 //! | [`link`] | the enrollment and management hooks that link devices |
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,7 @@ pub mod convert;
 pub mod csv;
 pub mod devices;
 pub mod export;
+pub mod hwhash;
 pub mod link;
 pub mod names;
 pub mod profile;

@@ -248,6 +248,14 @@ pub enum DeviceCmd {
         /// The user's UPN.
         upn: String,
     },
+    /// Hand a device to another user on purpose (audited): only the new owner may enroll its
+    /// DeviceID again.
+    SetOwner {
+        /// The DeviceID.
+        device_id: String,
+        /// The new owner's UPN.
+        upn: String,
+    },
     /// Show the state of an action.
     Action {
         /// The DeviceID.
@@ -970,6 +978,19 @@ async fn device(
                 return raw(out, &body);
             }
             w(out, &format!("device {device_id} assigned to {upn}\n"))
+        }
+        DeviceCmd::SetOwner { device_id, upn } => {
+            let (body, _) = call(
+                c,
+                "PUT",
+                &format!("/api/v1/devices/{}/owner", enc(&device_id)),
+                Some(serde_json::json!({ "upn": upn })),
+            )
+            .await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            w(out, &format!("device {device_id} now belongs to {upn}\n"))
         }
         DeviceCmd::Action {
             device_id,

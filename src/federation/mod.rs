@@ -121,8 +121,10 @@ pub enum Principal {
     User(User),
     /// A device-only Entra enrollment (app-only token): no user.
     Device {
-        /// The Entra application that obtained the token (for logs).
+        /// The Entra application that obtained the token (`appid`/`azp`).
         app: String,
+        /// Its tenant (`tid`).
+        tenant: String,
     },
 }
 
@@ -216,7 +218,10 @@ fn entra(app: &App, token: &[u8], now: i64) -> Result<Principal, EnrollError> {
     match jwt::check_claims(&parsed.claims, &rules, now).map_err(auth)? {
         jwt::Subject::App { app: a, tid } => {
             tracing::info!(app = %a, %tid, "app-only Entra token accepted (device enrollment)");
-            Ok(Principal::Device { app: a })
+            Ok(Principal::Device {
+                app: a,
+                tenant: tid,
+            })
         }
         jwt::Subject::User { upn, tid } => {
             // The same rules as every other UPN: an Entra name that could spell a local user
@@ -226,6 +231,7 @@ fn entra(app: &App, token: &[u8], now: i64) -> Result<Principal, EnrollError> {
                 Err(EnrollError::Authentication { .. }) if cfg.auto_create_users => {
                     let user = User {
                         upn: upn.clone(),
+                        id: crate::owner::new_user_id(),
                         // Not a PHC string: no password ever verifies against it.
                         password_hash: "!entra-no-password".into(),
                         created_at: now,

@@ -15,7 +15,14 @@ use crate::soap::envelope::Credential;
 use crate::soap::fault::EnrollError;
 use crate::soap::policy::{self, PolicyConfig};
 use crate::soap::provisioning::{self, CertStore as ProvCertStore, ProvisioningDoc};
-use crate::store::{CertRecord, Device, DeviceState, User};
+use crate::store::{
+    clip_bytes, normalize_upn, CertRecord, Device, DeviceState, EnrollRefusal, User,
+};
+
+/// Longest enrollment context value stored (DeviceName, OSVersion, HWDevID...), in bytes.
+pub const MAX_CONTEXT_VALUE: usize = 256;
+/// MAC addresses stored per device at most.
+pub const MAX_MACS: usize = 16;
 
 /// Minimum RSA modulus accepted in a CSR, and advertised as `minimalKeyLength`.
 pub const MIN_KEY_BITS: usize = 2048;
@@ -159,12 +166,39 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
             reason: "an app-only token can only enroll with EnrollmentType Device".into(),
         });
     }
+    let owner = crate::owner::of(&principal);
+    if matches!(&owner, crate::store::Owner::User { user_id } if user_id.is_empty()) {
+        return Err(EnrollError::EnrollmentServer {
+            reason: "the account has no id yet (restart the server to migrate the store)".into(),
+        });
+    }
+    // A DeviceID is a claim: checked here before any certificate is made, and again inside the
+    // enrollment transaction (concurrent enrollments).
+    let claimant = Device {
+        owner: Some(owner.clone()),
+        ..Device::default()
+    };
+    if let Some(existing) =
+        app.store
+            .get_device(&device_id)
+            .map_err(|e| EnrollError::EnrollmentServer {
+                reason: format!("store: {e}"),
+            })?
+    {
+        if !crate::store::may_reenroll(&existing, &claimant) {
+            return Err(owned_by_another(
+                &device_id,
+                &principal,
+                existing.owner.as_ref(),
+            ));
+        }
+    }
     let now = app.clock.now();
     let cert = app
         .ca
         .issue_device_cert(&csr, &device_id, app.cfg.cert_validity, now)
         .map_err(|e| ca_to_enroll(&e))?;
-    let device = device_record(
+    let mut device = device_record(
         req,
         &device_id,
         principal.user(),
@@ -172,6 +206,7 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
         enrollment_type,
         now.unix_timestamp(),
     );
+    device.owner = Some(owner);
     let record = CertRecord {
         serial: cert.serial_hex.clone(),
         device_id: device_id.clone(),
@@ -183,10 +218,30 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
     };
     let outcome = app
         .store
-        .record_enrollment(&device, &record, now.unix_timestamp())
+        .record_enrollment(
+            &device,
+            &record,
+            now.unix_timestamp(),
+            app.cfg.max_devices_per_user,
+        )
         .map_err(|e| EnrollError::EnrollmentServer {
             reason: format!("store: {e}"),
         })?;
+    match &outcome.refused {
+        None => {}
+        Some(EnrollRefusal::OwnedByAnother { owner }) => {
+            return Err(owned_by_another(&device_id, &principal, owner.as_ref()));
+        }
+        Some(EnrollRefusal::TooManyDevices { limit }) => {
+            tracing::warn!(device_id = %device_id, upn = ?principal.user().map(|u| &u.upn), limit, "enrollment refused: the user has reached --max-devices-per-user");
+            return Err(EnrollError::Authorization {
+                reason: format!(
+                    "{:?} already has {limit} enrolled devices (--max-devices-per-user)",
+                    principal.user().map(|u| u.upn.as_str()).unwrap_or("")
+                ),
+            });
+        }
+    }
     if let Some(user) = principal.user() {
         crate::admin::invitations::mark_used(app, &user.upn, &device_id, now.unix_timestamp());
     }
@@ -209,6 +264,25 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
     ))
 }
 
+/// The refusal of an enrollment whose DeviceID another principal owns (logged here).
+fn owned_by_another(
+    device_id: &str,
+    principal: &Principal,
+    owner: Option<&crate::store::Owner>,
+) -> EnrollError {
+    tracing::warn!(
+        device_id,
+        upn = ?principal.user().map(|u| &u.upn),
+        owner = ?owner,
+        "enrollment refused: this DeviceID is enrolled by another principal (an admin must delete or transfer it first)"
+    );
+    EnrollError::Authorization {
+        reason: format!(
+            "DeviceID {device_id} belongs to another enrollment; an admin must delete or transfer it"
+        ),
+    }
+}
+
 fn device_record(
     req: &EnrollRequest,
     device_id: &str,
@@ -218,16 +292,29 @@ fn device_record(
     now: i64,
 ) -> Device {
     let ctx = &req.context;
-    let own = |v: Option<&str>| v.map(str::to_string);
+    // Context items are stored on the record: each is bounded (issue 13).
+    let own = |v: Option<&str>| v.map(|v| clip_bytes(v, MAX_CONTEXT_VALUE));
     let mut macs: Vec<String> = Vec::new();
     for m in ctx.macs() {
-        if !macs.iter().any(|x| x == m) {
-            macs.push(m.to_string());
+        if macs.len() == MAX_MACS {
+            break;
         }
+        let m = clip_bytes(m, 64);
+        if !macs.contains(&m) {
+            macs.push(m);
+        }
+    }
+    // The HWDevID is an index key: an overlong one is dropped, never cut (cut ones could collide).
+    let hw_dev_id = ctx.hw_dev_id().filter(|h| h.len() <= MAX_CONTEXT_VALUE);
+    if hw_dev_id.is_none() && ctx.hw_dev_id().is_some() {
+        tracing::info!(
+            device_id,
+            "HWDevID longer than {MAX_CONTEXT_VALUE} bytes; not recorded"
+        );
     }
     Device {
         device_id: device_id.to_string(),
-        hw_dev_id: own(ctx.hw_dev_id()),
+        hw_dev_id: hw_dev_id.map(str::to_string),
         upn: user.map(|u| u.upn.clone()),
         enrollment_type: match enrollment_type {
             EnrollmentType::Full => "Full".into(),

@@ -142,7 +142,7 @@ pub fn session_steps(data: &[u8]) -> usize {
         revoke_reason: None,
     };
     store
-        .record_enrollment(&device, &cert, NOW)
+        .record_enrollment(&device, &cert, NOW, None)
         .expect("enrollment");
     queue_commands(&f.app);
     let auth: DeviceAuthenticated = authenticate(store.as_ref(), &f.app.ca, Some(&f.cert_der), NOW)

@@ -40,8 +40,8 @@ use crate::config::paths;
 use crate::mdm::identity::DeviceAuthenticated;
 use crate::mdm::session::{self, Chunked, Outstanding, Sending, SessionState};
 use crate::store::{
-    CommandRecord, CommandState, Device, DeviceAlert, DeviceState, InnerStatus, ResultItem, Round,
-    RoundCommit, RoundGuard, SessionIndex, StoreError,
+    clip_bytes, CommandRecord, CommandState, Device, DeviceAlert, DeviceState, InnerStatus,
+    ResultItem, Round, RoundCommit, RoundGuard, SessionIndex, StoreError,
 };
 use crate::syncml::{
     self, Alert, Command, Item, Location, Meta, ParseError, Status, StatusCode, SyncBody, SyncHdr,
@@ -54,8 +54,10 @@ pub const DEFAULT_MAX_MSG_SIZE: usize = 64 * 1024;
 pub const MAX_COMMANDS_PER_MESSAGE: usize = 100;
 /// Inventory entries kept per device, and the longest value kept.
 pub const MAX_INVENTORY: usize = 256;
-/// Longest inventory value kept.
+/// Longest inventory value kept, in bytes (longer ones are cut).
 pub const MAX_INVENTORY_VALUE: usize = 4096;
+/// Longest inventory node URI kept, in bytes (longer ones are not stored).
+pub const MAX_INVENTORY_URI: usize = 256;
 /// Generic alerts kept per device.
 pub const MAX_ALERTS: usize = 50;
 /// Largest object reassembled from chunks (it is kept in the session state between messages).
@@ -74,6 +76,12 @@ pub const KEEP_ALIVE_URI: &str = "./DevInfo/DmV";
 const QUIET_STATUS_LEN: usize =
     "<Status><CmdID>9999999</CmdID><MsgRef>9999999</MsgRef><CmdRef>9999999</CmdRef><Cmd>Results</Cmd><Data>200</Data></Status>"
         .len();
+/// Longest `Data` of a kept generic alert, in bytes (longer ones are cut).
+pub const MAX_ALERT_DATA: usize = 1024;
+/// Longest `Meta/Type` or `Source/LocURI` of a kept generic alert, in bytes.
+pub const MAX_ALERT_FIELD: usize = 256;
+/// Longest LoginStatus kept (Windows sends `user`, `others`, `none` or `unknown`).
+pub const MAX_LOGIN_STATUS: usize = 16;
 
 /// The alert type Windows sends when the user disconnects (MS-MDM; DMClient docs).
 pub const UNENROLL_ALERT: &str = "com.microsoft:mdm.unenrollment.userrequest";
@@ -394,11 +402,6 @@ fn run_round(
         StatusCode::OK,
     ));
     let mut wants_next_message = false;
-    let serial_before = round
-        .device
-        .inventory
-        .get(crate::autopilot::link::SERIAL_URI)
-        .cloned();
     let over_limit = round.over_message_limit();
     for cmd in msg.body.commands.iter().filter(|_| !over_limit) {
         if round.apply(cmd)? {
@@ -406,9 +409,14 @@ fn run_round(
         }
     }
     round.after_apply();
-    if let Err(e) =
-        crate::autopilot::link::on_round(app, &mut round.device, serial_before.as_deref())
-    {
+    // Autopilot links only on the Results of the server's own Gets (issue 13).
+    let touched: Vec<&CommandRecord> = round
+        .commands
+        .values()
+        .filter(|c| round.read.get(&c.command_id) != Some(*c))
+        .collect();
+    let autopilot_answered = crate::autopilot::link::touched(&touched);
+    if let Err(e) = crate::autopilot::link::on_round(app, &mut round.device, &touched) {
         tracing::error!(device_id, error = %e, "Autopilot link failed; retried when the serial is reported again");
     }
     // Outstanding CmdIDs are kept for the whole session: a large Results may arrive messages
@@ -476,7 +484,8 @@ fn run_round(
     super::renew::settle_round(&mut round.device, auth.serial(), &mut round.revoke, now);
     let after = AfterCommit {
         groups: crate::groups::attributes_changed(&before, &round.device),
-        convert: crate::autopilot::convert::reported(&before, &round.device),
+        convert: autopilot_answered
+            || crate::autopilot::convert::reported(&before, &round.device),
     };
     let (next_index, drop) = next_index(&index, session_id, new_session, now);
     let (commands, read_states) = round.changed_commands();
@@ -968,18 +977,27 @@ impl RoundBuilder<'_> {
             Some(1224) => {
                 for item in a.items.iter() {
                     if meta_type(item, None) == Some(LOGIN_STATUS_ALERT) {
-                        self.device.login_status =
-                            item.data.as_deref().map(|d| d.trim().to_string());
+                        self.device.login_status = item
+                            .data
+                            .as_deref()
+                            .map(|d| clip_bytes(d.trim(), MAX_LOGIN_STATUS));
                     }
                 }
             }
             Some(1226) => {
                 for item in a.items.iter() {
                     let ty = meta_type(item, None).map(str::to_string);
+                    let data = item.data.as_deref();
+                    if data.is_some_and(|d| d.len() > MAX_ALERT_DATA) {
+                        tracing::info!(device_id = %self.device.device_id, bytes = data.map_or(0, str::len), "1226 alert data cut to {MAX_ALERT_DATA} bytes");
+                    }
                     let alert = DeviceAlert {
-                        alert_type: ty.clone(),
-                        source: item.source.as_ref().map(|s| s.loc_uri.to_string()),
-                        data: item.data.as_deref().map(str::to_string),
+                        alert_type: ty.as_deref().map(|t| clip_bytes(t, MAX_ALERT_FIELD)),
+                        source: item
+                            .source
+                            .as_ref()
+                            .map(|s| clip_bytes(&s.loc_uri, MAX_ALERT_FIELD)),
+                        data: data.map(|d| clip_bytes(d, MAX_ALERT_DATA)),
                         at: self.now,
                     };
                     self.device.alerts.push(alert);
@@ -1011,12 +1029,17 @@ impl RoundBuilder<'_> {
             return;
         }
         let Some(v) = data else { return };
+        if uri.len() > MAX_INVENTORY_URI {
+            tracing::info!(device_id = %self.device.device_id, bytes = uri.len(), "inventory node URI too long; not stored");
+            return;
+        }
         if self.device.inventory.len() >= MAX_INVENTORY && !self.device.inventory.contains_key(uri)
         {
             return;
         }
-        let v: String = v.chars().take(MAX_INVENTORY_VALUE).collect();
-        self.device.inventory.insert(uri.to_string(), v);
+        self.device
+            .inventory
+            .insert(uri.to_string(), clip_bytes(v, MAX_INVENTORY_VALUE));
     }
 
     fn reassemble(

@@ -93,7 +93,7 @@ impl UserStore for MemStore {
         if g.contains_key(&key) {
             return Err(StoreError::AlreadyExists { what: "user" });
         }
-        g.insert(key, encode(user));
+        g.insert(key, encode(&super::with_id(user)));
         Ok(())
     }
     fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError> {
@@ -142,8 +142,9 @@ impl DeviceStore for MemStore {
         device: &Device,
         cert: &CertRecord,
         now: i64,
+        max_owned: Option<usize>,
     ) -> Result<EnrollOutcome, StoreError> {
-        self.transact(|t| tx::record_enrollment(t, device, cert, now))
+        self.transact(|t| tx::record_enrollment(t, device, cert, now, max_owned))
     }
     fn delete_device(&self, device_id: &str, now: i64) -> Result<bool, StoreError> {
         let (queued, sessions) = tx::device_leftovers(self, device_id)?;

@@ -22,6 +22,11 @@ pub mod tx;
 pub struct User {
     /// User principal name, stored lower-case; the primary key.
     pub upn: String,
+    /// Server-assigned, immutable, random id (set at creation; given at start-up to accounts
+    /// created before ids existed). Devices name their owner by it, never by UPN, so an account
+    /// created later with the same UPN owns none of the old account's devices.
+    #[serde(default)]
+    pub id: String,
     /// argon2id PHC string; never the password itself.
     pub password_hash: String,
     /// Creation time (Unix seconds).
@@ -29,6 +34,16 @@ pub struct User {
     /// A disabled user cannot enroll.
     #[serde(default)]
     pub disabled: bool,
+}
+
+/// `user` as [`UserStore::create_user`] stores it: with a fresh random [`User::id`] unless it has
+/// one.
+pub fn with_id(user: &User) -> User {
+    let mut u = user.clone();
+    if u.id.is_empty() {
+        u.id = crate::clock::random_hex(16);
+    }
+    u
 }
 
 /// Lifecycle state of a device record.
@@ -52,6 +67,11 @@ pub struct Device {
     pub hw_dev_id: Option<String>,
     /// The user who enrolled it (absent for device-only enrollments).
     pub upn: Option<String>,
+    /// The principal that owns this enrollment: only it may enroll this DeviceID again
+    /// (see `crate::owner`). `None` only on records written before owners existed whose user
+    /// is gone.
+    #[serde(default)]
+    pub owner: Option<Owner>,
     /// `Full` (user) or `Device`.
     pub enrollment_type: String,
     /// ContextItem `DeviceType` (e.g. `CIMClient_Windows`).
@@ -181,11 +201,54 @@ pub enum RenewOutcome {
     Stale,
 }
 
+/// Who owns an enrollment: the principal whose credential enrolled it (or an admin's transfer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Owner {
+    /// A user account (password, login page, Entra user token, bulk account), by
+    /// [`User::id`], never by UPN.
+    User {
+        /// The account's [`User::id`].
+        user_id: String,
+    },
+    /// A device-only Entra enrollment: the Entra application of a tenant (app-only token).
+    EntraApp {
+        /// `tid`.
+        tenant: String,
+        /// `appid`/`azp` of the token.
+        app: String,
+    },
+}
+
+/// Whether `newcomer` (an enrollment about to be recorded) may take over `existing`, the record
+/// with the same DeviceID: only when the same principal enrolls it again (a reset, re-join or
+/// Autopilot reset keeps working), or when the real user an admin assigned a bulk device to
+/// enrolls it. A record without a known owner (its user was deleted) is taken by nobody: an admin
+/// deletes or transfers it first. Pre-owner device-only records (no UPN, no owner) accept a
+/// device-only (Entra app) enrollment, as before.
+pub fn may_reenroll(existing: &Device, newcomer: &Device) -> bool {
+    let Some(new) = &newcomer.owner else {
+        return false;
+    };
+    if let (Some(a), Owner::User { user_id }) = (&existing.assigned_user, new) {
+        if existing.bulk && !a.user_id.is_empty() && a.user_id == *user_id {
+            return true;
+        }
+    }
+    match &existing.owner {
+        Some(o) => o == new,
+        None => existing.upn.is_none() && matches!(new, Owner::EntraApp { .. }),
+    }
+}
+
 /// A bulk-enrolled device's assignment to a user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     /// The user.
     pub upn: String,
+    /// Their [`User::id`] (empty on assignments made before ids existed).
+    #[serde(default)]
+    pub user_id: String,
     /// Who assigned it (admin token name).
     pub by: String,
     /// When (Unix seconds).
@@ -444,10 +507,28 @@ pub struct CertRecord {
 /// What [`DeviceStore::record_enrollment`] replaced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnrollOutcome {
-    /// Device records that were replaced (same DeviceID, or another DeviceID with the same HWDevID).
+    /// Device records that were replaced (same DeviceID, or another DeviceID with the same
+    /// HWDevID and the same owner).
     pub replaced: Vec<String>,
     /// Certificate serials revoked because their device record was replaced.
     pub revoked: Vec<String>,
+    /// Set when nothing was written: why the enrollment is refused.
+    pub refused: Option<EnrollRefusal>,
+}
+
+/// Why [`DeviceStore::record_enrollment`] refused an enrollment (nothing written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollRefusal {
+    /// The DeviceID is enrolled by (or was last enrolled by) another principal.
+    OwnedByAnother {
+        /// The owner of the existing record (`None`: none known).
+        owner: Option<Owner>,
+    },
+    /// The owner already has `limit` enrolled devices.
+    TooManyDevices {
+        /// The cap.
+        limit: usize,
+    },
 }
 
 /// A storage failure.
@@ -502,7 +583,8 @@ pub trait AuditStore: Send + Sync {
 
 /// Users who may enroll.
 pub trait UserStore: Send + Sync {
-    /// Creates a user; [`StoreError::AlreadyExists`] if the UPN is taken.
+    /// Creates a user (given a fresh [`User::id`] when it has none, see [`with_id`]);
+    /// [`StoreError::AlreadyExists`] if the UPN is taken.
     fn create_user(&self, user: &User) -> Result<(), StoreError>;
     /// Looks a user up by (lower-case) UPN.
     fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError>;
@@ -510,7 +592,8 @@ pub trait UserStore: Send + Sync {
     fn list_users(&self) -> Result<Vec<User>, StoreError>;
     /// Deletes a user; `false` if there was none.
     fn delete_user(&self, upn: &str) -> Result<bool, StoreError>;
-    /// Replaces an existing user (password hash, disabled); `false` if there is none.
+    /// Replaces an existing user (password hash, disabled; its stored [`User::id`], once set,
+    /// never changes); `false` if there is none.
     fn update_user(&self, user: &User) -> Result<bool, StoreError>;
 }
 
@@ -523,14 +606,18 @@ pub trait DeviceStore: Send + Sync {
     /// Replaces a device record (inventory, state…).
     fn put_device(&self, device: &Device) -> Result<(), StoreError>;
     /// Atomically records a new enrollment: stores `cert`, stores `device` (replacing any record
-    /// with the same DeviceID, and any other record with the same HWDevID, which becomes
-    /// [`DeviceState::Unenrolled`]), and revokes the certificates of the replaced records (their
-    /// current ones and any [`Device::previous_cert`]).
+    /// with the same DeviceID, and any other record with the same HWDevID *and the same
+    /// [`Device::owner`]*, which becomes [`DeviceState::Unenrolled`]), and revokes the
+    /// certificates of the replaced records (their current ones and any
+    /// [`Device::previous_cert`]). Writes nothing and sets [`EnrollOutcome::refused`] when a
+    /// record with the same DeviceID belongs to another owner (`crate::owner::may_reenroll`),
+    /// or when `max_owned` is given and the owner already has that many other enrolled devices.
     fn record_enrollment(
         &self,
         device: &Device,
         cert: &CertRecord,
         now: i64,
+        max_owned: Option<usize>,
     ) -> Result<EnrollOutcome, StoreError>;
     /// Atomically removes a device record, cancels its unanswered commands (their records stay
     /// as history), drops its stored sessions and revokes its current certificate (and its
@@ -715,6 +802,19 @@ pub fn filtered_devices(
             return Ok((out, None));
         }
     }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary: every string stored from a device
+/// goes through this (or a check) so one record cannot grow without bound.
+pub fn clip_bytes(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// The key form of a UPN ([`crate::upn::fold`]: trimmed, NFKC, lower-case). UPNs from outside

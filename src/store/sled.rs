@@ -133,7 +133,11 @@ impl UserStore for SledStore {
         let key = normalize_upn(&user.upn);
         let swapped = self
             .tree(Table::Users)
-            .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(encode(user)))
+            .compare_and_swap(
+                key.as_bytes(),
+                None as Option<&[u8]>,
+                Some(encode(&super::with_id(user))),
+            )
             .map_err(backend)?;
         if swapped.is_err() {
             return Err(StoreError::AlreadyExists { what: "user" });
@@ -196,8 +200,9 @@ impl DeviceStore for SledStore {
         device: &Device,
         cert: &CertRecord,
         now: i64,
+        max_owned: Option<usize>,
     ) -> Result<EnrollOutcome, StoreError> {
-        self.transact(|t| tx::record_enrollment(t, device, cert, now))
+        self.transact(|t| tx::record_enrollment(t, device, cert, now, max_owned))
     }
 
     fn delete_device(&self, device_id: &str, now: i64) -> Result<bool, StoreError> {

@@ -5,9 +5,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    device_key, normalize_upn, AuditEntry, Cancelled, CertRecord, CommandRecord, CommandState,
-    Device, DeviceState, Enqueued, EnrollOutcome, PreviousCert, RenewOutcome, Renewal,
-    RenewalCommit, Round, RoundCommit, SessionIndex, StoreError, User, MAX_RENEWALS,
+    device_key, may_reenroll, normalize_upn, AuditEntry, Cancelled, CertRecord, CommandRecord,
+    CommandState, Device, DeviceState, Enqueued, EnrollOutcome, EnrollRefusal, Owner, PreviousCert,
+    RenewOutcome, Renewal, RenewalCommit, Round, RoundCommit, SessionIndex, StoreError, User,
+    MAX_RENEWALS,
 };
 
 /// The key spaces of the store.
@@ -124,28 +125,83 @@ pub fn revoke<X: Tx>(tx: &X, serial: &str, reason: &str, now: i64) -> Result<boo
     Ok(true)
 }
 
+/// Record kind of the per-user index of owned devices: [`super::User::id`] → DeviceIDs (a
+/// hint, pruned at each enrollment of that owner: entries whose record is gone, unenrolled or
+/// owned by someone else drop out, so deletions and transfers need not maintain it).
+pub const OWNED_DEVICES: &str = "owned_devices";
+
+/// The [`OWNED_DEVICES`] key of a device's owner, when its enrollments are counted against the
+/// per-user cap: user-owned, not bulk (bulk accounts and Entra apps enroll fleets).
+fn owned_index_key(d: &Device) -> Option<Vec<u8>> {
+    match (&d.owner, d.bulk) {
+        (Some(Owner::User { user_id }), false) => {
+            Some(super::records::record_key(OWNED_DEVICES, user_id))
+        }
+        _ => None,
+    }
+}
+
 /// See [`super::DeviceStore::record_enrollment`].
 pub fn record_enrollment<X: Tx>(
     tx: &X,
     device: &Device,
     cert: &CertRecord,
     now: i64,
+    max_owned: Option<usize>,
 ) -> Result<EnrollOutcome, X::E> {
     let mut out = EnrollOutcome::default();
     let id = device.device_id.as_bytes();
     let mut old: Vec<Device> = Vec::new();
+    // Everything is checked before anything is written: a refusal leaves the store untouched.
     if let Some(d) = get_json::<Device, X>(tx, Table::Devices, "device", id)? {
+        if !may_reenroll(&d, device) {
+            out.refused = Some(EnrollRefusal::OwnedByAnother { owner: d.owner });
+            return Ok(out);
+        }
         old.push(d);
     }
+    // The HWDevID is a claim: it replaces another DeviceID's record only when the same
+    // principal owns both (a reset or re-join of its own device), never another's.
+    let mut take_hw_index = true;
     if let Some(hw) = &device.hw_dev_id {
         if let Some(other) = tx.get(Table::HwIndex, hw.as_bytes())? {
             if other != id {
                 if let Some(d) = get_json::<Device, X>(tx, Table::Devices, "device", &other)? {
-                    old.push(d);
+                    if d.owner.is_some() && d.owner == device.owner {
+                        old.push(d);
+                    } else {
+                        take_hw_index = false;
+                    }
                 }
             }
         }
     }
+    let owned = match owned_index_key(device) {
+        None => None,
+        Some(key) => {
+            let listed: Vec<String> = match tx.get(Table::Records, &key)? {
+                Some(b) => decode("owned devices", &b).map_err(X::abort)?,
+                None => Vec::new(),
+            };
+            let mut kept = Vec::new();
+            for other in listed {
+                if other == device.device_id || old.iter().any(|d| d.device_id == other) {
+                    continue;
+                }
+                let live = get_json::<Device, X>(tx, Table::Devices, "device", other.as_bytes())?
+                    .is_some_and(|d| d.state == DeviceState::Enrolled && d.owner == device.owner);
+                if live && !kept.contains(&other) {
+                    kept.push(other);
+                }
+            }
+            if let Some(limit) = max_owned.filter(|l| kept.len() >= *l) {
+                out.refused = Some(EnrollRefusal::TooManyDevices { limit });
+                return Ok(out);
+            }
+            kept.push(device.device_id.clone());
+            Some((key, kept))
+        }
+    };
     for mut d in old {
         if d.cert_serial != cert.serial
             && revoke(tx, &d.cert_serial, "superseded by re-enrollment", now)?
@@ -170,8 +226,11 @@ pub fn record_enrollment<X: Tx>(
     }
     tx.insert(Table::Certs, cert.serial.as_bytes(), encode(cert))?;
     tx.insert(Table::Devices, id, encode(device))?;
-    if let Some(hw) = &device.hw_dev_id {
+    if let (Some(hw), true) = (&device.hw_dev_id, take_hw_index) {
         tx.insert(Table::HwIndex, hw.as_bytes(), id.to_vec())?;
+    }
+    if let Some((key, list)) = owned {
+        tx.insert(Table::Records, &key, encode(&list))?;
     }
     // A new enrollment starts its SessionIDs again: nothing may be answered from the old ones.
     drop_device_sessions(tx, &device.device_id)?;
@@ -468,10 +527,14 @@ pub fn get_command(
 /// See [`super::UserStore::update_user`].
 pub fn update_user<X: Tx>(tx: &X, user: &User) -> Result<bool, X::E> {
     let key = normalize_upn(&user.upn);
-    if tx.get(Table::Users, key.as_bytes())?.is_none() {
+    let Some(stored) = get_json::<User, X>(tx, Table::Users, "user", key.as_bytes())? else {
         return Ok(false);
+    };
+    let mut user = user.clone();
+    if !stored.id.is_empty() {
+        user.id = stored.id; // immutable once set
     }
-    tx.insert(Table::Users, key.as_bytes(), encode(user))?;
+    tx.insert(Table::Users, key.as_bytes(), encode(&user))?;
     Ok(true)
 }
 

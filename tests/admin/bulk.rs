@@ -421,3 +421,55 @@ async fn three_package_devices_device_scope_assignment_and_wipe() {
     assert!(devices[2].session().await.is_empty());
     srv.stop().await;
 }
+
+/// Issue 13, finding 12: a bulk device is assigned to its real user, never to another generic
+/// `windows-bulkenroll` account; and a bulk device belongs to the account that enrolled it.
+#[tokio::test]
+async fn a_bulk_device_is_never_assigned_to_another_bulk_account() {
+    let srv = TestServer::start().await;
+    let bulk = "windows-bulkenroll@fabrikam.com";
+    let other = "windows-bulkenroll-lab@fabrikam.com";
+    srv.create_user(bulk, "unused-account-pw").await;
+    srv.create_user(other, "unused-account-pw2").await;
+    srv.create_user("jo@fabrikam.com", "pw-jo-12345").await;
+    let p = download(&srv, bulk).await;
+    let info = DeviceInfo::new(541, bulk, &p.secret);
+    let e = device::enroll(&srv.client(), &info).await;
+    let path = format!("/api/v1/devices/{}/assign-user", e.device_id);
+    let (st, v) = srv.admin("POST", &path, Some(json!({"upn": other}))).await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["field"], "upn");
+    let (st, v) = srv.admin("POST", &path, Some(json!({"upn": bulk}))).await;
+    assert_eq!(st, 400, "not to its own bulk account either: {v}");
+    let (_, d) = srv
+        .admin("GET", &format!("/api/v1/devices/{}", e.device_id), None)
+        .await;
+    assert_eq!(d["assigned_user"], serde_json::Value::Null, "{d}");
+
+    // Another bulk account's package cannot take the device over by its DeviceID.
+    let p2 = download(&srv, other).await;
+    let mut stolen = DeviceInfo::new(542, other, &p2.secret);
+    stolen.device_id = e.device_id.clone();
+    assert_eq!(
+        rst_fault_for(&srv, &stolen).await.as_deref(),
+        Some("s:Authorization")
+    );
+    // Re-provisioning with the same account works; so does its assigned real user re-enrolling.
+    device::enroll(&srv.client(), &info).await;
+    let (st, v) = srv
+        .admin("POST", &path, Some(json!({"upn": "jo@fabrikam.com"})))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut jo = DeviceInfo::new(543, "jo@fabrikam.com", "pw-jo-12345");
+    jo.device_id = e.device_id.clone();
+    device::enroll(&srv.client(), &jo).await;
+    srv.stop().await;
+}
+
+async fn rst_fault_for(srv: &TestServer, info: &DeviceInfo) -> Option<String> {
+    let (_, url) = device::discover_and_policy(&srv.client(), info).await;
+    let (csr, _) =
+        winmdm::ca::testing::device_csr(&info.device_id, winmdm::ca::KeyAlgorithm::Rsa2048);
+    let r = device::send_rst(&srv.client(), &url, info, &csr).await;
+    device::fault_subcode(&r.text())
+}

@@ -163,6 +163,7 @@ async fn every_route_with_an_id_answers_404_for_an_unknown_one() {
                 Some(json!({"verb": "Get", "target": "./DevDetail/SwV"}))
             }
             ("POST", t) if t.ends_with("/assign-user") => Some(json!({"upn": "known@example.com"})),
+            ("PUT", t) if t.ends_with("/owner") => Some(json!({"upn": "known@example.com"})),
             ("PUT", t) if t.starts_with("/api/v1/autopilot/profiles") => Some(
                 json!({"name": "p", "device_type": "windows-pc", "deployment_mode": "user-driven"}),
             ),

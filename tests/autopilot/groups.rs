@@ -7,6 +7,7 @@
 //! groups are refused.
 
 use serde_json::{json, Value};
+use winmdm::autopilot::convert::HWDATA_URI;
 use winmdm::autopilot::link::SERIAL_URI;
 
 use super::{enrolled_device, hash, import, user_driven, HEADER};
@@ -234,8 +235,7 @@ async fn convert_all_targeted_registers_enrolled_devices_from_what_they_report()
     let hash = base64::engine::general_purpose::STANDARD.encode(&raw);
     assert!(hash.len() > 4096);
     d.nodes.insert(SERIAL_URI.into(), "CONV-0001".into());
-    d.nodes
-        .insert(winmdm::autopilot::convert::HWDATA_URI.into(), hash.clone());
+    d.nodes.insert(HWDATA_URI.into(), hash.clone());
     ok(
         &srv,
         "POST",
@@ -251,7 +251,7 @@ async fn convert_all_targeted_registers_enrolled_devices_from_what_they_report()
     let got = d.session().await;
     let t = targets(&got);
     assert!(t.contains(&SERIAL_URI), "{t:?}");
-    assert!(t.contains(&winmdm::autopilot::convert::HWDATA_URI), "{t:?}");
+    assert!(t.contains(&HWDATA_URI), "{t:?}");
     let rec = ok(
         &srv,
         "GET",
@@ -322,7 +322,7 @@ async fn a_device_enrolled_before_its_import_is_linked_at_its_next_session() {
     .await;
     assert_eq!(st, 200);
     let got = d.session().await;
-    assert_eq!(targets(&got), vec![SERIAL_URI]);
+    assert_eq!(targets(&got), vec![SERIAL_URI, HWDATA_URI]);
     let dev = ok(
         &srv,
         "GET",
@@ -341,7 +341,7 @@ async fn a_device_enrolled_before_its_import_is_linked_at_its_next_session() {
     let got = e.session().await;
     assert_eq!(
         targets(&got),
-        vec![SERIAL_URI],
+        vec![SERIAL_URI, HWDATA_URI],
         "asked: a device is registered"
     );
     let (st, _) = import(

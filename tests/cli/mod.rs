@@ -574,3 +574,26 @@ async fn device_assign_user_for_bulk_enrolled_devices() {
     assert!(out.contains("404"), "{out}");
     srv.stop().await;
 }
+
+/// Issue 13: `winmdm device set-owner` hands a device to another user on purpose.
+#[tokio::test]
+async fn device_set_owner_hands_a_device_to_another_user() {
+    let srv = TestServer::start().await;
+    srv.create_user("ann@contoso.com", "pw-ann-1").await;
+    srv.create_user("ben@contoso.com", "pw-ben-1").await;
+    let info = crate::support::device::DeviceInfo::new(321, "ann@contoso.com", "pw-ann-1");
+    crate::support::device::enroll(&srv.client(), &info).await;
+    let cli = Cli::new(&srv);
+    let out = cli
+        .ok(&["device", "set-owner", &info.device_id, "ben@contoso.com"])
+        .await;
+    assert!(out.contains("now belongs to ben@contoso.com"), "{out}");
+    let v = cli.json(&["device", "show", &info.device_id]).await;
+    assert_eq!(v["upn"], "ben@contoso.com");
+    assert_eq!(v["owner_status"], "active");
+    let (code, out) = cli
+        .run(&["device", "set-owner", &info.device_id, "ghost@contoso.com"])
+        .await;
+    assert_eq!(code, 1, "{out}");
+    srv.stop().await;
+}

@@ -4,6 +4,7 @@
 mod admin;
 pub(crate) mod conformance;
 mod hardening;
+mod owner;
 mod refusals;
 
 use rcgen::PublicKeyData;

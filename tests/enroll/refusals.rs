@@ -201,6 +201,7 @@ async fn disabled_users_cannot_enroll() {
     // Disable through the store (the admin endpoint for it comes with the admin surface work).
     let user = winmdm::store::User {
         upn: "mallory@example.com".into(),
+        id: String::new(),
         password_hash: winmdm::auth::hash_password("pw-mallory").unwrap(),
         created_at: 0,
         disabled: true,

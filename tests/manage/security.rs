@@ -322,3 +322,47 @@ async fn hostile_syncml_from_an_authenticated_device_gets_clean_errors() {
     assert_eq!(got.len(), 1);
     srv.stop().await;
 }
+
+/// Issue 13, finding 5: what a device reports is stored bounded. Each session carries a 1226
+/// alert with 700 kB of `Data`, a 1224 LoginStatus of 50 kB and inventory with 40 kB values
+/// and 2 kB node names: the record stays small.
+#[tokio::test]
+async fn device_reported_alerts_and_inventory_are_stored_bounded() {
+    let srv = TestServer::start().await;
+    let mut d = enrolled(&srv, 1301).await;
+    let big = "A".repeat(700 * 1024);
+    let value = "é".repeat(20 * 1024);
+    let long_uri = format!("./DevDetail/Ext/{}", "x".repeat(2048));
+    for i in 0..8 {
+        d.login_status = "u".repeat(50 * 1024);
+        let extra = format!(
+            r#"<Alert><CmdID>5</CmdID><Data>1226</Data><Item><Source><LocURI>./Vendor/{src}</LocURI></Source><Meta><Type xmlns="syncml:metinf">com.example.{i}.{ty}</Type></Meta><Data>{big}</Data></Item></Alert><Replace><CmdID>6</CmdID><Item><Source><LocURI>./DevDetail/SwV</LocURI></Source><Data>{value}</Data></Item><Item><Source><LocURI>{long_uri}</LocURI></Source><Data>v</Data></Item></Replace>"#,
+            src = "s".repeat(4096),
+            ty = "t".repeat(4096),
+        );
+        d.session_with(&extra).await;
+    }
+    let dev = srv.app.store.get_device(&d.device_id).unwrap().unwrap();
+    let bytes = serde_json::to_vec(&dev).unwrap().len();
+    assert!(bytes < 128 * 1024, "device record is {bytes} bytes");
+    assert_eq!(dev.alerts.len(), 8);
+    for a in &dev.alerts {
+        assert!(a.data.as_ref().unwrap().len() <= 1024);
+        assert!(a.source.as_ref().unwrap().len() <= 256);
+        assert!(a.alert_type.as_ref().unwrap().len() <= 256);
+    }
+    assert!(dev.login_status.as_ref().unwrap().len() <= 16);
+    let swv = &dev.inventory["./DevDetail/SwV"];
+    assert!(
+        swv.len() <= 4096 && swv.chars().all(|c| c == 'é'),
+        "cut at a character boundary"
+    );
+    assert!(
+        dev.inventory.keys().all(|k| k.len() <= 256),
+        "overlong node names are not stored"
+    );
+    let (st, page) = srv.admin("GET", "/api/v1/devices", None).await;
+    assert_eq!(st, 200);
+    assert!(page.to_string().len() < 128 * 1024);
+    srv.stop().await;
+}

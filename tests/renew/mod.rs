@@ -790,6 +790,9 @@ fn renewal_store_battery(s: &dyn Store) {
     };
     let dev = Device {
         device_id: "D1".into(),
+        owner: Some(winmdm::store::Owner::User {
+            user_id: "u1".into(),
+        }),
         enrollment_type: "Full".into(),
         cert_serial: "01".into(),
         cert_thumbprint: "01".into(),
@@ -797,7 +800,7 @@ fn renewal_store_battery(s: &dyn Store) {
         state: DeviceState::Enrolled,
         ..Default::default()
     };
-    s.record_enrollment(&dev, &cert("01"), 1).unwrap();
+    s.record_enrollment(&dev, &cert("01"), 1, None).unwrap();
     let commit = |presented: &str, new: &str| RenewalCommit {
         device_id: "D1".into(),
         presented_serial: presented.into(),
@@ -879,7 +882,8 @@ fn renewal_store_battery(s: &dyn Store) {
         device_id: "D2".into(),
         ..cert(serial)
     };
-    s.record_enrollment(&d2("21"), &cert2("21"), 60).unwrap();
+    s.record_enrollment(&d2("21"), &cert2("21"), 60, None)
+        .unwrap();
     s.record_renewal(
         &RenewalCommit {
             device_id: "D2".into(),
@@ -890,7 +894,9 @@ fn renewal_store_battery(s: &dyn Store) {
         61,
     )
     .unwrap();
-    let out = s.record_enrollment(&d2("23"), &cert2("23"), 62).unwrap();
+    let out = s
+        .record_enrollment(&d2("23"), &cert2("23"), 62, None)
+        .unwrap();
     assert_eq!(out.revoked, ["22", "21"]);
     assert!(s.get_device("D2").unwrap().unwrap().previous_cert.is_none());
 }

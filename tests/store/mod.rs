@@ -4,7 +4,8 @@ use winmdm::store::mem::MemStore;
 use winmdm::store::sled::SledStore;
 use winmdm::store::{
     AuditEntry, Cancelled, CertRecord, CertStore, CommandRecord, CommandState, Device, DeviceState,
-    DeviceStore, Enqueued, Round, RoundCommit, RoundGuard, SessionIndex, Store, StoreError, User,
+    DeviceStore, Enqueued, Owner, Round, RoundCommit, RoundGuard, SessionIndex, Store,
+    StoreError, User,
 };
 
 fn device(id: &str, hw: Option<&str>, serial: &str) -> Device {
@@ -12,6 +13,9 @@ fn device(id: &str, hw: Option<&str>, serial: &str) -> Device {
         device_id: id.into(),
         hw_dev_id: hw.map(str::to_string),
         upn: Some("u@example.com".into()),
+        owner: Some(Owner::User {
+            user_id: "u1".into(),
+        }),
         enrollment_type: "Full".into(),
         device_type: Some("CIMClient_Windows".into()),
         os_version: None,
@@ -47,6 +51,7 @@ fn battery(s: &dyn Store) {
     // Users: create, conflict (case-insensitive), get, list, delete.
     let u = User {
         upn: "A@Example.com".into(),
+        id: String::new(),
         password_hash: "$argon2id$x".into(),
         created_at: 5,
         disabled: false,
@@ -64,11 +69,11 @@ fn battery(s: &dyn Store) {
 
     // Enrollment records device + cert; re-enrollment revokes the old cert.
     let out = s
-        .record_enrollment(&device("D1", Some("H1"), "01"), &cert("01", "D1"), 10)
+        .record_enrollment(&device("D1", Some("H1"), "01"), &cert("01", "D1"), 10, None)
         .unwrap();
     assert!(out.replaced.is_empty() && out.revoked.is_empty());
     let out = s
-        .record_enrollment(&device("D1", Some("H1"), "02"), &cert("02", "D1"), 11)
+        .record_enrollment(&device("D1", Some("H1"), "02"), &cert("02", "D1"), 11, None)
         .unwrap();
     assert_eq!(out.replaced, vec!["D1".to_string()]);
     assert_eq!(out.revoked, vec!["01".to_string()]);
@@ -77,7 +82,7 @@ fn battery(s: &dyn Store) {
 
     // Same hardware, new DeviceID: the old record is unenrolled and its cert revoked.
     let out = s
-        .record_enrollment(&device("D2", Some("H1"), "03"), &cert("03", "D2"), 12)
+        .record_enrollment(&device("D2", Some("H1"), "03"), &cert("03", "D2"), 12, None)
         .unwrap();
     assert_eq!(out.replaced, vec!["D1".to_string()]);
     assert_eq!(out.revoked, vec!["02".to_string()]);
@@ -118,6 +123,7 @@ fn battery(s: &dyn Store) {
             &device(&id, None, &format!("p{i}")),
             &cert(&format!("p{i}"), &id),
             1,
+            None,
         )
         .unwrap();
     }
@@ -283,6 +289,7 @@ fn lifecycle_battery(s: &dyn Store) {
     // update_user replaces an existing user only.
     let mut u = User {
         upn: "b@example.com".into(),
+        id: String::new(),
         password_hash: "$argon2id$old".into(),
         created_at: 5,
         disabled: false,
@@ -299,9 +306,9 @@ fn lifecycle_battery(s: &dyn Store) {
 
     // delete_device: record gone, unanswered commands cancelled (history kept), sessions
     // dropped, certificate revoked, hardware index freed; other devices untouched.
-    s.record_enrollment(&device("X1", Some("HX"), "x1"), &cert("x1", "X1"), 1)
+    s.record_enrollment(&device("X1", Some("HX"), "x1"), &cert("x1", "X1"), 1, None)
         .unwrap();
-    s.record_enrollment(&device("X10", None, "x10"), &cert("x10", "X10"), 1)
+    s.record_enrollment(&device("X10", None, "x10"), &cert("x10", "X10"), 1, None)
         .unwrap();
     s.enqueue(command("X1", "q1")).unwrap();
     s.enqueue(command("X1", "q2")).unwrap();
@@ -348,7 +355,7 @@ fn lifecycle_battery(s: &dyn Store) {
     assert!(s.get_cert("x10").unwrap().unwrap().revoked_at.is_none());
     // The hardware id is free again: a new enrollment with it replaces nothing.
     let out = s
-        .record_enrollment(&device("X2", Some("HX"), "x2"), &cert("x2", "X2"), 60)
+        .record_enrollment(&device("X2", Some("HX"), "x2"), &cert("x2", "X2"), 60, None)
         .unwrap();
     assert!(out.replaced.is_empty(), "{out:?}");
 
@@ -384,7 +391,7 @@ fn lifecycle_battery(s: &dyn Store) {
 /// the round read it makes the whole round a conflict that writes nothing; re-enrollment drops
 /// the device's sessions and bumps the generation.
 fn round_guard_battery(s: &dyn Store) {
-    s.record_enrollment(&device("G1", None, "g1"), &cert("g1", "G1"), 1)
+    s.record_enrollment(&device("G1", None, "g1"), &cert("g1", "G1"), 1, None)
         .unwrap();
     s.enqueue(command("G1", "a")).unwrap();
     let guard = |generation: u64, sid: &str| RoundGuard {
@@ -440,7 +447,7 @@ fn round_guard_battery(s: &dyn Store) {
     );
     // Re-enrollment drops the sessions and bumps the generation.
     assert!(s.get_session("G1", "1").unwrap().is_some());
-    s.record_enrollment(&device("G1", None, "g2"), &cert("g2", "G1"), 9)
+    s.record_enrollment(&device("G1", None, "g2"), &cert("g2", "G1"), 9, None)
         .unwrap();
     assert!(s.get_session("G1", "1").unwrap().is_none());
     let index: SessionIndex =
@@ -458,8 +465,97 @@ fn sled_store_round_guard() {
     round_guard_battery(&SledStore::temporary().unwrap());
 }
 
+/// Issue 13: the ownership rules of `record_enrollment`, on every backend.
+fn owner_battery(s: &dyn Store) {
+    use winmdm::store::EnrollRefusal;
+    let owned = |id: &str, hw: Option<&str>, serial: &str, user: &str| Device {
+        owner: Some(Owner::User {
+            user_id: user.into(),
+        }),
+        ..device(id, hw, serial)
+    };
+    let out = s
+        .record_enrollment(
+            &owned("O1", Some("HO"), "o1", "u1"),
+            &cert("o1", "O1"),
+            1,
+            None,
+        )
+        .unwrap();
+    assert_eq!(out.refused, None);
+    // Another owner claiming the DeviceID: refused, nothing written.
+    let out = s
+        .record_enrollment(&owned("O1", None, "o2", "u2"), &cert("o2", "O1"), 2, None)
+        .unwrap();
+    assert!(
+        matches!(out.refused, Some(EnrollRefusal::OwnedByAnother { .. })),
+        "{out:?}"
+    );
+    assert!(
+        s.get_cert("o2").unwrap().is_none(),
+        "no certificate recorded"
+    );
+    assert!(s.get_cert("o1").unwrap().unwrap().revoked_at.is_none());
+    assert_eq!(s.get_device("O1").unwrap().unwrap().cert_serial, "o1");
+    // Another owner's new DeviceID with the same HWDevID: recorded, O1 untouched.
+    let out = s
+        .record_enrollment(
+            &owned("O2", Some("HO"), "o3", "u2"),
+            &cert("o3", "O2"),
+            3,
+            None,
+        )
+        .unwrap();
+    assert!(out.replaced.is_empty() && out.refused.is_none(), "{out:?}");
+    assert_eq!(
+        s.get_device("O1").unwrap().unwrap().state,
+        DeviceState::Enrolled
+    );
+    // The same owner's new DeviceID on that hardware replaces O1 (the index still names O1).
+    let out = s
+        .record_enrollment(
+            &owned("O3", Some("HO"), "o4", "u1"),
+            &cert("o4", "O3"),
+            4,
+            None,
+        )
+        .unwrap();
+    assert_eq!(out.replaced, vec!["O1".to_string()]);
+    assert_eq!(
+        s.get_device("O2").unwrap().unwrap().state,
+        DeviceState::Enrolled
+    );
+    // The per-owner cap: re-enrolling is not a new device; deleting frees a place.
+    let cap = Some(1);
+    assert!(s
+        .record_enrollment(&owned("C1", None, "c1", "u3"), &cert("c1", "C1"), 5, cap)
+        .unwrap()
+        .refused
+        .is_none());
+    let out = s
+        .record_enrollment(&owned("C2", None, "c2", "u3"), &cert("c2", "C2"), 6, cap)
+        .unwrap();
+    assert_eq!(
+        out.refused,
+        Some(EnrollRefusal::TooManyDevices { limit: 1 })
+    );
+    assert!(s.get_device("C2").unwrap().is_none());
+    assert!(s
+        .record_enrollment(&owned("C1", None, "c3", "u3"), &cert("c3", "C1"), 7, cap)
+        .unwrap()
+        .refused
+        .is_none());
+    assert!(s.delete_device("C1", 8).unwrap());
+    assert!(s
+        .record_enrollment(&owned("C2", None, "c4", "u3"), &cert("c4", "C2"), 9, cap)
+        .unwrap()
+        .refused
+        .is_none());
+}
+
 #[test]
 fn mem_store_battery() {
+    owner_battery(&MemStore::new());
     battery(&MemStore::new());
     queue_battery(&MemStore::new());
     lifecycle_battery(&MemStore::new());
@@ -467,6 +563,7 @@ fn mem_store_battery() {
 
 #[test]
 fn sled_store_battery() {
+    owner_battery(&SledStore::temporary().unwrap());
     battery(&SledStore::temporary().unwrap());
     queue_battery(&SledStore::temporary().unwrap());
     lifecycle_battery(&SledStore::temporary().unwrap());
@@ -477,7 +574,7 @@ fn sled_store_persists_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = SledStore::open(dir.path()).unwrap();
-        s.record_enrollment(&device("D1", Some("H1"), "01"), &cert("01", "D1"), 10)
+        s.record_enrollment(&device("D1", Some("H1"), "01"), &cert("01", "D1"), 10, None)
             .unwrap();
     }
     let s = SledStore::open(dir.path()).unwrap();
