@@ -15,9 +15,7 @@ use crate::soap::envelope::Credential;
 use crate::soap::fault::EnrollError;
 use crate::soap::policy::{self, PolicyConfig};
 use crate::soap::provisioning::{self, CertStore as ProvCertStore, ProvisioningDoc};
-use crate::store::{
-    clip_bytes, normalize_upn, CertRecord, Device, DeviceState, EnrollRefusal, User,
-};
+use crate::store::{clip_bytes, CertRecord, Device, DeviceState, EnrollRefusal, User};
 
 /// Longest enrollment context value stored (DeviceName, OSVersion, HWDevID...), in bytes.
 pub const MAX_CONTEXT_VALUE: usize = 256;

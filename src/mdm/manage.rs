@@ -484,8 +484,7 @@ fn run_round(
     super::renew::settle_round(&mut round.device, auth.serial(), &mut round.revoke, now);
     let after = AfterCommit {
         groups: crate::groups::attributes_changed(&before, &round.device),
-        convert: autopilot_answered
-            || crate::autopilot::convert::reported(&before, &round.device),
+        convert: autopilot_answered || crate::autopilot::convert::reported(&before, &round.device),
     };
     let (next_index, drop) = next_index(&index, session_id, new_session, now);
     let (commands, read_states) = round.changed_commands();
@@ -1186,8 +1185,12 @@ impl RoundBuilder<'_> {
             let k = self.next_chunk(reply, sending, budget - size)?;
             return Ok(if k > 0 {
                 k
-            } else {
+            } else if self.state.sending.is_some() {
+                // The next chunk did not fit this message: keep the session going.
                 self.keep_alive(reply, size, budget)
+            } else {
+                // Abandoned (not acknowledged, answered or gone): the session ends here.
+                0
             });
         }
         // (A finished large object's Status cleared `sending`: other commands follow.)

@@ -310,12 +310,15 @@ async fn run_schedule(srv: &TestServer, seed: u64, sessions: u32, n: u32) -> (us
             "{ctx}: send_count below the {delivered} deliveries: {c}"
         );
         if c["verb"] == "Get" {
-            let expected = log.results.get(&target).map_or(0, HashSet::len)
+            // Every accepted Results message for it was seen by the server, but only the first
+            // is kept: later copies are Results for an answered command (issue 13 #6), ignored.
+            let reported = log.results.get(&target).map_or(0, HashSet::len)
                 + final_gets.get(&target).copied().unwrap_or(0);
+            assert!(reported >= 1, "{ctx}: {target} answered with Results");
             assert_eq!(
                 c["results"].as_array().map_or(0, Vec::len),
-                expected,
-                "{ctx}: Results applied once per accepted message: {c}"
+                1,
+                "{ctx}: Results recorded once, copies for the answered Get ignored: {c}"
             );
         }
     }

@@ -4,8 +4,8 @@ use winmdm::store::mem::MemStore;
 use winmdm::store::sled::SledStore;
 use winmdm::store::{
     AuditEntry, Cancelled, CertRecord, CertStore, CommandRecord, CommandState, Device, DeviceState,
-    DeviceStore, Enqueued, Owner, Round, RoundCommit, RoundGuard, SessionIndex, Store,
-    StoreError, User,
+    DeviceStore, Enqueued, Owner, Round, RoundCommit, RoundGuard, SessionIndex, Store, StoreError,
+    User,
 };
 
 fn device(id: &str, hw: Option<&str>, serial: &str) -> Device {
