@@ -55,16 +55,55 @@ struct Args {
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// Where to connect and which TLS name to ask for.
+struct Endpoint {
+    addr: std::net::SocketAddr,
+    host: String,
+}
+
+impl Endpoint {
+    /// The public endpoint (`--addr`, `--host`).
+    fn public(args: &Args) -> Endpoint {
+        Endpoint {
+            addr: args.addr,
+            host: args.host.clone(),
+        }
+    }
+
+    /// The endpoint of a URL the server handed out (the management `ADDR`): its host and port.
+    /// A URL on `--host` is reached at `--addr`'s IP with the URL's port (the server may listen
+    /// on loopback only while `localhost` also resolves to `::1`).
+    async fn of_url(args: &Args, url: &str) -> Res<Endpoint> {
+        let authority = url
+            .split_once("://")
+            .map(|(_, r)| r.split('/').next().unwrap_or(r))
+            .ok_or_else(|| format!("not a URL: {url}"))?;
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse::<u16>()?),
+            None => (authority.to_string(), 443),
+        };
+        let addr = if host.eq_ignore_ascii_case(&args.host) {
+            std::net::SocketAddr::new(args.addr.ip(), port)
+        } else {
+            tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .next()
+                .ok_or_else(|| format!("{host} does not resolve"))?
+        };
+        Ok(Endpoint { addr, host })
+    }
+}
+
 async fn request(
-    args: &Args,
+    to: &Endpoint,
     cfg: Arc<rustls::ClientConfig>,
     path: &str,
     ct: &str,
     body: String,
 ) -> Res<(u16, String)> {
-    let tcp = tokio::net::TcpStream::connect(args.addr).await?;
+    let tcp = tokio::net::TcpStream::connect(to.addr).await?;
     let tls = tokio_rustls::TlsConnector::from(cfg)
-        .connect(ServerName::try_from(args.host.clone())?, tcp)
+        .connect(ServerName::try_from(to.host.clone())?, tcp)
         .await?;
     let (mut tx, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
@@ -72,7 +111,7 @@ async fn request(
     let req = hyper::Request::builder()
         .method("POST")
         .uri(path)
-        .header("host", &args.host)
+        .header("host", &to.host)
         .header("content-type", ct)
         .body(Full::new(Bytes::from(body)))?;
     let resp = tx.send_request(req).await?;
@@ -117,7 +156,7 @@ async fn enroll(args: &Args, info: &DeviceInfo) -> Res<(Vec<u8>, Vec<u8>, String
     let c = client(args, None)?;
     let soap = "application/soap+xml; charset=utf-8";
     let (st, body) = request(
-        args,
+        &Endpoint::public(args),
         c.clone(),
         "/EnrollmentServer/Discovery.svc",
         soap,
@@ -128,7 +167,7 @@ async fn enroll(args: &Args, info: &DeviceInfo) -> Res<(Vec<u8>, Vec<u8>, String
     let policy_url = text_of(&body, "EnrollmentPolicyServiceUrl").ok_or("no policy URL")?;
     let enroll_url = text_of(&body, "EnrollmentServiceUrl").ok_or("no enrollment URL")?;
     let (st, _) = request(
-        args,
+        &Endpoint::public(args),
         c.clone(),
         &path_of(&policy_url),
         soap,
@@ -143,7 +182,7 @@ async fn enroll(args: &Args, info: &DeviceInfo) -> Res<(Vec<u8>, Vec<u8>, String
     println!("policy: HTTP {st}");
     let (csr, key) = winmdm::ca::testing::device_csr(&info.device_id, KeyAlgorithm::Rsa2048);
     let (st, body) = request(
-        args,
+        &Endpoint::public(args),
         c,
         &path_of(&enroll_url),
         soap,
@@ -213,9 +252,11 @@ async fn main() -> Res<()> {
         hdr(1)
     );
     let path = format!("{}?mode=Maintenance&Platform=WoA", path_of(&addr));
+    // Management is on its own mutual-TLS endpoint: the provisioning document's ADDR.
+    let mgmt = Endpoint::of_url(&args, &addr).await?;
     for msg in 2..50 {
         let (st, reply) = request(
-            &args,
+            &mgmt,
             c.clone(),
             &path,
             "application/vnd.syncml.dm+xml",
