@@ -15,7 +15,11 @@
 //! 3. exactly one `@`; the local part 1-64 characters of RFC 5322 atext and dots (no leading,
 //!    trailing or double dot); the host 1-253 characters of DNS labels (letters, digits,
 //!    hyphens; 1-63 each; no leading or trailing hyphen) and no trailing dot; at most
-//!    [`MAX_UPN_LEN`] in all.
+//!    [`MAX_UPN_LEN`] in all;
+//! 4. or no `@` at all: a plain account name under the local-part rules of 3. Windows sends what
+//!    the user typed at the OnPremise credential prompt as the `UsernameToken`, and a real device
+//!    was captured sending a bare name (`../shared/conformance/fleet/…-getpolicies-…`), so such
+//!    accounts must be possible. Two or more `@` are always refused.
 //!
 //! [`fold`] is step 1 alone: the key form under which the store keeps users, used for lookups
 //! of names that were [`parse`]d when they were stored (admin reads and deletes), so a user
@@ -83,9 +87,9 @@ pub fn parse(upn: &str) -> Result<String, UpnError> {
         return bad(format!("longer than {MAX_UPN_LEN} characters"));
     }
     let mut parts = n.split('@');
-    let (Some(local), Some(host), None) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(local), host, None) = (parts.next(), parts.next(), parts.next()) else {
         return bad(format!(
-            "needs exactly one '@' (has {})",
+            "needs one '@' or none (has {})",
             n.matches('@').count()
         ));
     };
@@ -98,6 +102,8 @@ pub fn parse(upn: &str) -> Result<String, UpnError> {
     if let Some(c) = local.chars().find(|&c| c != '.' && !is_atext(c)) {
         return bad(format!("the part before '@' contains {c:?}"));
     }
+    // A plain account name (rule 4).
+    let Some(host) = host else { return Ok(n) };
     if host.ends_with('.') {
         return bad("the domain ends with a dot".into());
     }
@@ -147,13 +153,16 @@ mod tests {
             "o'brien@x.example",
             "a@localhost",
             "first.last@sub.xn--bcher-kva.example",
+            "demio",
+            "first.last",
         ] {
             assert_eq!(parse(ok).as_deref(), Ok(ok), "{ok}");
         }
         for bad in [
             "",
             "   ",
-            "alice",
+            ".alice",
+            "al ice",
             "alice@@example.com",
             "a@b@example.com",
             "@example.com",
