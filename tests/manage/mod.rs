@@ -28,6 +28,16 @@ pub async fn enrolled(srv: &TestServer, n: u32) -> ManagedDevice {
     ManagedDevice::new(srv, &e)
 }
 
+/// Posts a device message that must be answered 200, and parses the reply.
+pub async fn post_ok(
+    d: &crate::support::mdm_device::ManagedDevice,
+    body: &str,
+) -> crate::support::mdm_device::Reply {
+    let r = d.post(body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    crate::support::mdm_device::Reply::parse(&r.text())
+}
+
 pub async fn commands(srv: &TestServer, dev: &str) -> Vec<serde_json::Value> {
     let (st, body) = srv
         .admin("GET", &format!("/api/v1/devices/{dev}/commands"), None)

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::{commands, enrolled, queue};
+use super::{commands, enrolled, post_ok, queue};
 use crate::support::mdm_device::{hdr, ManagedDevice, Received, Reply};
 use crate::support::TestServer;
 
@@ -42,12 +42,6 @@ fn answer(
         r#"<SyncML xmlns="SYNCML:SYNCML1.2">{}<SyncBody>{b}</SyncBody></SyncML>"#,
         hdr(session, msg, &d.device_id, max)
     )
-}
-
-async fn post(d: &ManagedDevice, body: &str) -> Reply {
-    let r = d.post(body).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    Reply::parse(&r.text())
 }
 
 fn by<'a>(cmds: &'a [Value], id: &str) -> &'a Value {
@@ -108,7 +102,7 @@ async fn failures_inside_a_sequence_or_an_atomic_are_recorded_per_command() {
         json!({"syncml": atomic, "command_id": "atomic"}),
     )
     .await;
-    let r = post(&d, &d.first_package(1, "")).await;
+    let r = post_ok(&d, &d.first_package(1, "")).await;
     let verbs: Vec<&str> = r.commands.iter().map(|c| c.verb.as_str()).collect();
     assert_eq!(
         verbs,
@@ -121,7 +115,7 @@ async fn failures_inside_a_sequence_or_an_atomic_are_recorded_per_command() {
         (AT_ONE, 216),
         (AT_BAD, 500),
     ];
-    let last = post(
+    let last = post_ok(
         &d,
         &answer(&d, 1, 2, None, &r, code_by_target(&codes), "", true),
     )
@@ -181,8 +175,8 @@ async fn failures_inside_a_sequence_or_an_atomic_are_recorded_per_command() {
         json!({"syncml": ok, "command_id": "seq-ok"}),
     )
     .await;
-    let r = post(&d, &d.first_package(2, "")).await;
-    post(&d, &answer(&d, 2, 2, None, &r, |_| 200, "", true)).await;
+    let r = post_ok(&d, &d.first_package(2, "")).await;
+    post_ok(&d, &answer(&d, 2, 2, None, &r, |_| 200, "", true)).await;
     let cmds = commands(&srv, &d.device_id).await;
     assert_eq!(by(&cmds, "seq-ok")["state"], "done");
     srv.stop().await;
@@ -241,10 +235,10 @@ async fn a_profile_status_names_the_failing_locuris_of_its_atomic() {
         replace(3, AT_BAD)
     );
     let pid = atomic_profile(&srv, &atomic).await;
-    let r = post(&d, &d.first_package(1, "")).await;
+    let r = post_ok(&d, &d.first_package(1, "")).await;
     assert_eq!(r.commands.first().map(|c| c.verb.as_str()), Some("Atomic"));
     let codes = [("Atomic", 507), (AT_ONE, 216), (AT_BAD, 500)];
-    post(
+    post_ok(
         &d,
         &answer(&d, 1, 2, None, &r, code_by_target(&codes), "", true),
     )
@@ -379,7 +373,7 @@ async fn max_msg_size_of_package_1_holds_for_the_whole_session() {
     queue(&srv, &d.device_id, json!({"verb": "Replace", "target": t, "format": "chr", "data": "z".repeat(20_000), "command_id": "p1"})).await;
     let mut dev = d;
     dev.max_msg_size = Some(2000);
-    let mut r = post(&dev, &dev.first_package(1, "")).await;
+    let mut r = post_ok(&dev, &dev.first_package(1, "")).await;
     let mut msg = 1;
     let mut replies = 1;
     while !r.commands.is_empty() {
@@ -400,7 +394,7 @@ async fn max_msg_size_of_package_1_holds_for_the_whole_session() {
             "",
             true,
         );
-        r = post(&dev, &body).await;
+        r = post_ok(&dev, &body).await;
         replies += 1;
         assert!(replies < 100, "session does not end");
     }
@@ -488,11 +482,11 @@ async fn a_new_large_object_before_the_previous_ended_gets_alert_1225() {
         json!({"verb": "Get", "target": swv, "command_id": "swv"}),
     )
     .await;
-    let r = post(&d, &d.first_package(1, "")).await;
+    let r = post_ok(&d, &d.first_package(1, "")).await;
     let (c_hw, c_swv) = (r.commands[0].cmd_id.clone(), r.commands[1].cmd_id.clone());
     // Statuses, then the first chunk of the hardware hash (1000 bytes declared).
     let extra = results(&r.msg_id, &c_hw, 9, hw, &"A".repeat(300), Some(1000), true);
-    let r2 = post(&d, &answer(&d, 1, 2, None, &r, |_| 200, &extra, false)).await;
+    let r2 = post_ok(&d, &answer(&d, 1, 2, None, &r, |_| 200, &extra, false)).await;
     assert!(
         r2.statuses.iter().any(|s| s.1 == "Results" && s.2 == "213"),
         "{}",
@@ -513,7 +507,7 @@ async fn a_new_large_object_before_the_previous_ended_gets_alert_1225() {
         ),
         m = r2.msg_id
     );
-    let r3 = post(&d, &body).await;
+    let r3 = post_ok(&d, &body).await;
     let alert = r3
         .commands
         .iter()
@@ -555,11 +549,11 @@ async fn a_get_whose_results_were_lost_is_not_done() {
         json!({"verb": "Get", "target": hw, "command_id": "mismatch"}),
     )
     .await;
-    let r = post(&d, &d.first_package(1, "")).await;
+    let r = post_ok(&d, &d.first_package(1, "")).await;
     let c_hw = r.commands[1].cmd_id.clone();
     // 200 for both; the hash declares 50 bytes and sends 10; SwV never sends Results.
     let extra = results(&r.msg_id, &c_hw, 9, hw, "0123456789", Some(50), false);
-    let r2 = post(&d, &answer(&d, 1, 2, None, &r, |_| 200, &extra, true)).await;
+    let r2 = post_ok(&d, &answer(&d, 1, 2, None, &r, |_| 200, &extra, true)).await;
     assert!(
         r2.statuses.iter().any(|s| s.1 == "Results" && s.2 == "424"),
         "{}",
@@ -596,7 +590,7 @@ async fn results_for_an_answered_command_are_ignored_and_bounded() {
         json!({"verb": "Get", "target": "./DevDetail/Many", "command_id": "many"}),
     )
     .await;
-    let r = post(&d, &d.first_package(1, "")).await;
+    let r = post_ok(&d, &d.first_package(1, "")).await;
     let (c_get, c_many) = (r.commands[0].cmd_id.clone(), r.commands[1].cmd_id.clone());
     let items: String = (0..300)
         .map(|i| format!(r#"<Item><Source><LocURI>./DevDetail/Many/{i}</LocURI></Source><Data>{i}</Data></Item>"#))
@@ -607,7 +601,7 @@ async fn results_for_an_answered_command_are_ignored_and_bounded() {
     );
     let extra = results(&r.msg_id, &c_get, 9, swv, "10.0.1", None, false) + &many;
     // No Final: the device keeps the session open and resends the same Results.
-    let mut reply = post(&d, &answer(&d, 1, 2, None, &r, |_| 200, &extra, false)).await;
+    let mut reply = post_ok(&d, &answer(&d, 1, 2, None, &r, |_| 200, &extra, false)).await;
     for msg in 3..8 {
         let body = format!(
             r#"<SyncML xmlns="SYNCML:SYNCML1.2">{}<SyncBody><Status><CmdID>1</CmdID><MsgRef>{m}</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>200</Data></Status>{}</SyncBody></SyncML>"#,
@@ -615,7 +609,7 @@ async fn results_for_an_answered_command_are_ignored_and_bounded() {
             results(&reply.msg_id, &c_get, 2, swv, "10.0.1", None, false),
             m = reply.msg_id
         );
-        reply = post(&d, &body).await;
+        reply = post_ok(&d, &body).await;
     }
     let cmds = commands(&srv, &d.device_id).await;
     let c = by(&cmds, "get");
@@ -635,7 +629,7 @@ async fn a_session_has_a_bounded_number_of_messages() {
     let srv = TestServer::start().await;
     let d = enrolled(&srv, 50).await;
     let limit = winmdm::mdm::manage::MAX_MESSAGES_PER_SESSION;
-    let mut reply = post(&d, &d.first_package(1, "")).await;
+    let mut reply = post_ok(&d, &d.first_package(1, "")).await;
     let status_only = |msg: u32, m: &str, extra: &str| {
         format!(
             r#"<SyncML xmlns="SYNCML:SYNCML1.2">{}<SyncBody><Status><CmdID>1</CmdID><MsgRef>{m}</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>200</Data></Status>{extra}</SyncBody></SyncML>"#,
@@ -652,7 +646,7 @@ async fn a_session_has_a_bounded_number_of_messages() {
             "no abort after {msg} messages: {}",
             reply.raw
         );
-        let r = post(&d, &status_only(msg, &reply.msg_id, "")).await;
+        let r = post_ok(&d, &status_only(msg, &reply.msg_id, "")).await;
         if r.commands
             .iter()
             .any(|c| c.verb == "Alert" && c.data.as_deref() == Some("1223"))
@@ -667,7 +661,7 @@ async fn a_session_has_a_bounded_number_of_messages() {
         reply = r;
     };
     assert!(msg >= limit, "aborted early, at message {msg}");
-    let again = post(&d, &status_only(msg + 1, &over.msg_id, evil)).await;
+    let again = post_ok(&d, &status_only(msg + 1, &over.msg_id, evil)).await;
     assert!(
         again
             .commands

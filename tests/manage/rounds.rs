@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{commands, enrolled, queue};
+use super::{commands, enrolled, post_ok, queue};
 use crate::support::device::{self, DeviceInfo};
 use crate::support::mdm_device::{hdr, ManagedDevice, Reply};
 use crate::support::{HttpResponse, TestServer};
@@ -54,12 +54,6 @@ pub fn answers(reply: &Reply) -> String {
         }
     }
     b
-}
-
-pub async fn post_ok(d: &ManagedDevice, body: &str) -> Reply {
-    let r = d.post(body).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    Reply::parse(&r.text())
 }
 
 async fn command(srv: &TestServer, dev: &str, id: &str) -> serde_json::Value {
