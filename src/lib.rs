@@ -28,6 +28,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod federation;
+pub mod fsio;
 pub mod groups;
 pub mod http;
 pub mod lockout;

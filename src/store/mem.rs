@@ -319,14 +319,6 @@ impl SessionStore for MemStore {
             &super::device_key(device_id, session_id.as_bytes()),
         )
     }
-    fn drop_sessions(&self, device_id: &str, keep: &str) -> Result<(), StoreError> {
-        let keep = super::device_key(device_id, keep.as_bytes());
-        let prefix = super::device_key(device_id, b"");
-        self.lock()
-            .retain(|(t, k), _| !(*t == Table::Sessions && k.starts_with(&prefix) && *k != keep));
-        Ok(())
-    }
-
     fn commit_round(&self, round: &Round, now: i64) -> Result<super::RoundCommit, StoreError> {
         self.transact(|t| tx::commit_round(t, round, now))
     }

@@ -684,8 +684,6 @@ pub trait SessionStore: Send + Sync {
     /// [`SessionIndex`] (JSON).
     fn get_session(&self, device_id: &str, session_id: &str)
         -> Result<Option<Vec<u8>>, StoreError>;
-    /// Drops the stored state of every session of `device_id` except `keep`.
-    fn drop_sessions(&self, device_id: &str, keep: &str) -> Result<(), StoreError>;
     /// Applies one management round atomically, or nothing of it when its
     /// [`Round::guard`] or [`Round::read_states`] no longer hold.
     fn commit_round(&self, round: &Round, now: i64) -> Result<RoundCommit, StoreError>;

@@ -386,23 +386,6 @@ impl SessionStore for SledStore {
         )
     }
 
-    fn drop_sessions(&self, device_id: &str, keep: &str) -> Result<(), StoreError> {
-        let keep = super::device_key(device_id, keep.as_bytes());
-        let tree = self.tree(Table::Sessions);
-        let mut dropped = false;
-        for k in tree.scan_prefix(super::device_key(device_id, b"")).keys() {
-            let k = k.map_err(backend)?;
-            if k.as_ref() != keep.as_slice() {
-                tree.remove(k).map_err(backend)?;
-                dropped = true;
-            }
-        }
-        if dropped {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
     fn commit_round(&self, round: &Round, now: i64) -> Result<super::RoundCommit, StoreError> {
         self.transact(|t| tx::commit_round(t, round, now))
     }

@@ -209,22 +209,6 @@ fn queue_battery(s: &dyn Store) {
     assert_eq!(ids(s.list_commands("D1").unwrap()), vec!["a", "b"]);
     assert_eq!(s.get_command("D1", "a").unwrap().unwrap().status, Some(200));
 
-    // Abandoned sessions of a device are dropped, others kept.
-    let put = |dev: &str, sid: &str| Round {
-        session: Some((dev.into(), sid.into(), Some(b"x".to_vec()))),
-        ..Round::default()
-    };
-    s.commit_round(&put("D1", "1"), 6).unwrap();
-    s.commit_round(&put("D1", "2"), 6).unwrap();
-    s.commit_round(&put("D10", "1"), 6).unwrap();
-    s.drop_sessions("D1", "2").unwrap();
-    assert!(s.get_session("D1", "1").unwrap().is_none());
-    assert!(s.get_session("D1", "2").unwrap().is_some());
-    assert!(
-        s.get_session("D10", "1").unwrap().is_some(),
-        "a device whose id extends another's is untouched"
-    );
-
     // Cancel: only unanswered commands.
     assert_eq!(
         s.cancel("D1", "a", 7).unwrap(),
