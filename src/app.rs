@@ -7,7 +7,6 @@ use crate::ca::Ca;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::pki::{self, Pki, PkiError};
-use crate::store::sled::SledStore;
 use crate::store::{Store, StoreError};
 
 /// Everything a request handler needs.
@@ -82,8 +81,8 @@ impl App {
             tls_chain,
             tls_key,
         } = pki::load_or_create(&cfg, clock.as_ref())?;
-        let store = SledStore::open_with_cache(&cfg.data_dir.join("db"), cfg.store_cache_bytes)?;
-        crate::owner::migrate(&store)?;
+        let store = crate::store::embedded::open(&cfg.data_dir, cfg.store_cache_bytes)?;
+        crate::owner::migrate_once(&store, clock.now_unix())?;
         let (admin_token, token_file) = pki::admin_token(&cfg.data_dir, env_token)?;
         if let Some(path) = token_file {
             tracing::info!(path = %path.display(), "admin API token is in this file (mode 0600); set WINMDM_ADMIN_TOKEN to choose your own");

@@ -95,6 +95,17 @@ pub fn transfer(d: &mut Device, user: &User) {
     d.assigned_user = None;
 }
 
+/// Runs [`migrate`] once per store: a marker record says it ran, so later starts do not page
+/// through every device again.
+pub fn migrate_once(store: &dyn Store, now: i64) -> Result<(), StoreError> {
+    let done: Kind<i64> = Kind::new("store_migration");
+    if done.get(store.records(), "owner-v1")?.is_some() {
+        return Ok(());
+    }
+    migrate(store)?;
+    done.put(store.records(), "owner-v1", &now)
+}
+
 /// Start-up migration of stores written before owners existed: every account without an id gets
 /// one, and every device without an owner whose UPN names an existing account is given to that
 /// account (its bulk assignment gets the assignee's id), and each account without a per-user

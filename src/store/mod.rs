@@ -12,8 +12,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod embedded;
 pub mod mem;
+pub mod powercut;
 pub mod records;
+pub mod redb;
 pub mod sled;
 pub mod tx;
 

@@ -907,6 +907,11 @@ fn renewal_store_transaction_mem() {
 }
 
 #[test]
+fn renewal_store_transaction_redb() {
+    renewal_store_battery(&winmdm::store::redb::RedbStore::temporary().unwrap());
+}
+
+#[test]
 fn renewal_store_transaction_sled() {
     renewal_store_battery(&SledStore::temporary().unwrap());
 }

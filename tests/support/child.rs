@@ -25,6 +25,8 @@ pub struct ChildServer {
     child: Option<Child>,
     /// How many times the binary was started.
     pub starts: u32,
+    /// Extra environment for the child (the parent's `WINMDM_*` variables are not passed).
+    pub env: Vec<(String, String)>,
 }
 
 impl ChildServer {
@@ -43,6 +45,7 @@ impl ChildServer {
             log_path: log_path.to_path_buf(),
             child: None,
             starts: 0,
+            env: Vec::new(),
         }
     }
 
@@ -73,6 +76,7 @@ impl ChildServer {
             .arg(&self.data_dir)
             .env("WINMDM_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);

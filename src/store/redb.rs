@@ -1,0 +1,719 @@
+//! The embedded default backend: redb, one file (`<data-dir>/store.redb`), one table per
+//! [`Table`], and **group commit**: every write of the server — a management round, an
+//! enrollment, an admin's enqueue — joins the write transaction that is being filled, and one
+//! `commit()` (redb's default `Durability::Immediate`: the data and its commit record reach the
+//! disk with `fsync` before it returns) covers every writer that joined. No writer returns before
+//! the commit that covers its writes returned, so nothing is acknowledged before it is on disk;
+//! and however many devices check in at once, they share syncs instead of queueing one sync each.
+//!
+//! How a batch forms (leader/follower, no thread of its own): a writer registers itself
+//! (`queued`), waits while a commit is in flight, then runs its closure against the open
+//! transaction through an overlay ([`RedbTx`]): if the closure fails, nothing it wrote reaches the
+//! transaction and only it sees the error. The writer that leaves `queued` at zero commits the
+//! batch for everyone in it; the others wait for that commit's outcome. Writers arriving during
+//! a commit make up the next batch.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::tx::{self, decode, encode, KvPairs, KvRead, Table, Tx};
+use super::{
+    normalize_upn, AuditEntry, AuditStore, Cancelled, CertRecord, CertStore, CommandQueue,
+    CommandRecord, Device, DeviceStore, Enqueued, EnrollOutcome, Round, SessionStore, StoreError,
+    User, UserStore,
+};
+
+/// Name of the store file inside the data directory.
+pub const FILE_NAME: &str = "store.redb";
+
+/// redb page cache used by [`RedbStore::open`] (`--store-cache-mb`, default 128).
+pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
+
+/// A writer's pending changes: `None` deletes.
+type Overlay = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+
+type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// Internal bookkeeping (the next id to hand out).
+const META: Def = TableDefinition::new("meta");
+const NEXT_ID: &[u8] = b"next_id";
+
+fn def(t: Table) -> Def {
+    TableDefinition::new(t.name())
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend {
+        reason: e.to_string(),
+    }
+}
+
+/// Counters of the commit path since the store was opened (for benches and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Commits that reached the disk.
+    pub commits: u64,
+    /// Writers whose changes those commits carried.
+    pub writes: u64,
+    /// Largest number of writers one commit carried.
+    pub max_batch: u64,
+}
+
+struct Batch {
+    /// The transaction being filled, if any.
+    open: Option<redb::WriteTransaction>,
+    /// Number of the open (or last) batch.
+    epoch: u64,
+    /// Writers that joined the open batch.
+    members: u64,
+    /// A joined writer's changes could not be applied: the batch must not commit.
+    broken: Option<String>,
+    /// A commit is in flight (outside the lock).
+    committing: bool,
+    /// Writers registered and not yet applied.
+    queued: u64,
+    /// Highest batch whose outcome is known.
+    done: u64,
+    /// Outcomes of failed batches still awaited by some member (epoch → reason, members left).
+    failed: HashMap<u64, (String, u64)>,
+    /// Next id for [`RedbTx::next_id`].
+    next_id: u64,
+    stats: CommitStats,
+}
+
+struct Inner {
+    db: redb::Database,
+    batch: Mutex<Batch>,
+    cv: Condvar,
+}
+
+/// A redb database holding every [`Table`], with group commit.
+#[derive(Clone)]
+pub struct RedbStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+/// The view of one writer inside a batch: its reads see the batch so far plus its own writes;
+/// its writes reach the batch only if it succeeds.
+pub struct RedbTx<'a> {
+    txn: &'a redb::WriteTransaction,
+    writes: RefCell<Overlay>,
+    next_id: RefCell<&'a mut u64>,
+    took_id: RefCell<bool>,
+}
+
+impl RedbTx<'_> {
+    /// A fresh id, greater than every id handed out before (also across restarts).
+    pub fn next_id(&self) -> u64 {
+        let mut n = self.next_id.borrow_mut();
+        let id = **n;
+        **n += 1;
+        *self.took_id.borrow_mut() = true;
+        id
+    }
+
+    fn apply(self) -> Result<(), StoreError> {
+        for ((t, k), v) in self.writes.into_inner() {
+            let mut table = self.txn.open_table(def(t)).map_err(backend)?;
+            match v {
+                Some(v) => table.insert(k.as_slice(), v.as_slice()).map_err(backend)?,
+                None => table.remove(k.as_slice()).map_err(backend)?,
+            };
+        }
+        if self.took_id.into_inner() {
+            let next = **self.next_id.borrow();
+            let mut meta = self.txn.open_table(META).map_err(backend)?;
+            meta.insert(NEXT_ID, next.to_be_bytes().as_slice())
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+}
+
+impl Tx for RedbTx<'_> {
+    type E = StoreError;
+    fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.writes.borrow().get(&(t, k.to_vec())) {
+            return Ok(v.clone());
+        }
+        let table = self.txn.open_table(def(t)).map_err(backend)?;
+        let v = table.get(k).map_err(backend)?;
+        Ok(v.map(|g| g.value().to_vec()))
+    }
+    fn insert(&self, t: Table, k: &[u8], v: Vec<u8>) -> Result<(), StoreError> {
+        self.writes.borrow_mut().insert((t, k.to_vec()), Some(v));
+        Ok(())
+    }
+    fn remove(&self, t: Table, k: &[u8]) -> Result<(), StoreError> {
+        self.writes.borrow_mut().insert((t, k.to_vec()), None);
+        Ok(())
+    }
+    fn abort(e: StoreError) -> StoreError {
+        e
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) `<dir>/store.redb` with a [`DEFAULT_CACHE_BYTES`] page cache.
+    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) `<dir>/store.redb`; redb keeps up to `cache_bytes` of pages in memory.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<RedbStore, StoreError> {
+        crate::fsio::create_dir(dir).map_err(backend)?;
+        let path = dir.join(FILE_NAME);
+        let created = !path.exists();
+        let mut builder = redb::Database::builder();
+        builder.set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX));
+        let db = if std::env::var(super::powercut::ENV).as_deref() == Ok("1") {
+            tracing::warn!(
+                path = %path.display(),
+                "store: power-cut test mode ({}=1): writes reach the file only at a sync",
+                super::powercut::ENV
+            );
+            let storage = super::powercut::SyncOnlyFile::open(&path).map_err(backend)?;
+            builder.create_with_backend(storage).map_err(backend)?
+        } else {
+            builder.create(&path).map_err(backend)?
+        };
+        if created {
+            // The new file's directory entry must survive a power cut too.
+            crate::fsio::sync_dir(dir).map_err(backend)?;
+        }
+        Self::from_db(db)
+    }
+
+    /// Opens a database on a caller-supplied storage (tests simulate power cuts with one).
+    pub fn open_with_backend(
+        storage: impl redb::StorageBackend,
+        cache_bytes: u64,
+    ) -> Result<RedbStore, StoreError> {
+        let db = redb::Database::builder()
+            .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+            .create_with_backend(storage)
+            .map_err(backend)?;
+        Self::from_db(db)
+    }
+
+    /// A throw-away in-memory database for tests.
+    pub fn temporary() -> Result<RedbStore, StoreError> {
+        Self::open_with_backend(redb::backends::InMemoryBackend::new(), 16 << 20)
+    }
+
+    fn from_db(db: redb::Database) -> Result<RedbStore, StoreError> {
+        // Create every table once, so readers never meet a missing one.
+        let w = db.begin_write().map_err(backend)?;
+        for t in Table::ALL {
+            w.open_table(def(t)).map_err(backend)?;
+        }
+        let next_id = {
+            let meta = w.open_table(META).map_err(backend)?;
+            let v = meta.get(NEXT_ID).map_err(backend)?;
+            v.and_then(|g| g.value().try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(1)
+        };
+        w.commit().map_err(backend)?;
+        Ok(RedbStore {
+            inner: Arc::new(Inner {
+                db,
+                batch: Mutex::new(Batch {
+                    open: None,
+                    epoch: 0,
+                    members: 0,
+                    broken: None,
+                    committing: false,
+                    queued: 0,
+                    done: 0,
+                    failed: HashMap::new(),
+                    next_id,
+                    stats: CommitStats::default(),
+                }),
+                cv: Condvar::new(),
+            }),
+        })
+    }
+
+    /// Counters of the commit path since open.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Batch> {
+        self.inner.batch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, g: MutexGuard<'a, Batch>) -> MutexGuard<'a, Batch> {
+        self.inner.cv.wait(g).unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` inside the batch being filled and returns once a commit that covers its writes
+    /// is on disk. If `f` fails, nothing it wrote is kept and the batch goes on without it.
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&RedbTx<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut g = self.lock();
+        g.queued += 1;
+        while g.committing {
+            g = self.wait(g);
+        }
+        let applied = self.apply(&mut g, f);
+        g.queued -= 1;
+        let value = match applied {
+            Ok(v) => v,
+            Err(e) => {
+                // Our own failure; others may still be waiting for this batch to commit.
+                if g.queued == 0 {
+                    drop(self.commit_open(g));
+                }
+                return Err(e);
+            }
+        };
+        let epoch = g.epoch;
+        if g.queued == 0 {
+            g = self.commit_open(g);
+        }
+        while g.done < epoch {
+            g = self.wait(g);
+        }
+        if let Some((reason, left)) = g.failed.get_mut(&epoch) {
+            let reason = reason.clone();
+            *left -= 1;
+            if *left == 0 {
+                g.failed.remove(&epoch);
+            }
+            return Err(StoreError::Backend { reason });
+        }
+        Ok(value)
+    }
+
+    /// Runs `f` against the open transaction (opening one if needed); `Ok` when it joined.
+    fn apply<R>(
+        &self,
+        g: &mut MutexGuard<'_, Batch>,
+        f: impl FnOnce(&RedbTx<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let b: &mut Batch = g;
+        if b.open.is_none() {
+            b.open = Some(self.inner.db.begin_write().map_err(backend)?);
+            b.epoch += 1;
+            b.members = 0;
+            b.broken = None;
+        }
+        let Some(txn) = b.open.as_ref() else {
+            return Err(backend("no open transaction"));
+        };
+        let tx = RedbTx {
+            txn,
+            writes: RefCell::new(BTreeMap::new()),
+            next_id: RefCell::new(&mut b.next_id),
+            took_id: RefCell::new(false),
+        };
+        // A panic in `f` must not leave this writer registered (the batch would never commit).
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&tx)))
+            .map_err(|_| backend("a store operation panicked"))??;
+        if let Err(e) = tx.apply() {
+            // Part of our writes may be in the transaction: the whole batch must abort.
+            tracing::error!(error = %e, "store: applying a write to the batch failed; the batch is aborted");
+            b.broken = Some(e.to_string());
+        }
+        b.members += 1;
+        Ok(r)
+    }
+
+    /// Commits (or, if broken, aborts) the open batch, if it has members, outside the lock.
+    fn commit_open<'a>(&'a self, mut g: MutexGuard<'a, Batch>) -> MutexGuard<'a, Batch> {
+        let Some(txn) = g.open.take() else {
+            return g;
+        };
+        let epoch = g.epoch;
+        let members = g.members;
+        if members == 0 {
+            drop(txn);
+            g.done = epoch;
+            return g;
+        }
+        let broken = g.broken.take();
+        g.committing = true;
+        drop(g);
+        let outcome = match broken {
+            Some(reason) => {
+                let _ = txn.abort();
+                Err(reason)
+            }
+            None => txn.commit().map_err(|e| e.to_string()),
+        };
+        let mut g = self.lock();
+        g.committing = false;
+        g.done = epoch;
+        match outcome {
+            Ok(()) => {
+                g.stats.commits += 1;
+                g.stats.writes += members;
+                g.stats.max_batch = g.stats.max_batch.max(members);
+            }
+            Err(reason) => {
+                tracing::error!(error = %reason, writers = members, "store: commit failed; no writer of the batch is acknowledged");
+                g.failed.insert(epoch, (reason, members));
+            }
+        }
+        self.inner.cv.notify_all();
+        g
+    }
+
+    fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.inner.db.begin_read().map_err(backend)
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        t: Table,
+        what: &'static str,
+        k: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match KvRead::get(self, t, k)? {
+            None => Ok(None),
+            Some(v) => decode(what, &v).map(Some),
+        }
+    }
+
+    /// Number of records in `t` (migration checks).
+    pub fn count(&self, t: Table) -> Result<u64, StoreError> {
+        let r = self.read_txn()?;
+        let table = r.open_table(def(t)).map_err(backend)?;
+        table.len().map_err(backend)
+    }
+
+    /// Writes raw records into `t` and raises the id counter to at least `next_id`, in one
+    /// transaction (migration from another backend).
+    pub fn import(&self, t: Table, kv: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        self.write(|x| {
+            for (k, v) in kv {
+                x.insert(t, k, v.clone())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes every later id greater than `floor`.
+    pub fn raise_next_id(&self, floor: u64) -> Result<(), StoreError> {
+        self.write(|x| {
+            let mut n = x.next_id.borrow_mut();
+            **n = (**n).max(floor.saturating_add(1));
+            *x.took_id.borrow_mut() = true;
+            Ok(())
+        })
+    }
+}
+
+impl KvRead for RedbStore {
+    fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.read_txn()?;
+        let table = r.open_table(def(t)).map_err(backend)?;
+        let v = table.get(k).map_err(backend)?;
+        Ok(v.map(|g| g.value().to_vec()))
+    }
+
+    fn scan_prefix(&self, t: Table, prefix: &[u8]) -> Result<KvPairs, StoreError> {
+        let r = self.read_txn()?;
+        let table = r.open_table(def(t)).map_err(backend)?;
+        let mut out = Vec::new();
+        for item in table.range(prefix..).map_err(backend)? {
+            let (k, v) = item.map_err(backend)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn scan_after(
+        &self,
+        t: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, StoreError> {
+        use std::ops::Bound;
+        let r = self.read_txn()?;
+        let table = r.open_table(def(t)).map_err(backend)?;
+        let start: Bound<&[u8]> = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in table
+            .range::<&[u8]>((start, Bound::Unbounded))
+            .map_err(backend)?
+            .take(limit)
+        {
+            let (k, v) = item.map_err(backend)?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+impl UserStore for RedbStore {
+    fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let key = normalize_upn(&user.upn);
+        self.write(|x| {
+            if x.get(Table::Users, key.as_bytes())?.is_some() {
+                return Err(StoreError::AlreadyExists { what: "user" });
+            }
+            x.insert(Table::Users, key.as_bytes(), encode(&super::with_id(user)))
+        })
+    }
+
+    fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError> {
+        self.get_json(Table::Users, "user", normalize_upn(upn).as_bytes())
+    }
+
+    fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.scan_prefix(Table::Users, b"")?
+            .into_iter()
+            .map(|(_, v)| decode("user", &v))
+            .collect()
+    }
+
+    fn delete_user(&self, upn: &str) -> Result<bool, StoreError> {
+        let key = normalize_upn(upn);
+        self.write(|x| {
+            let existed = x.get(Table::Users, key.as_bytes())?.is_some();
+            if existed {
+                x.remove(Table::Users, key.as_bytes())?;
+            }
+            Ok(existed)
+        })
+    }
+
+    fn update_user(&self, user: &User) -> Result<bool, StoreError> {
+        self.write(|x| tx::update_user(x, user))
+    }
+}
+
+impl DeviceStore for RedbStore {
+    fn get_device(&self, device_id: &str) -> Result<Option<Device>, StoreError> {
+        self.get_json(Table::Devices, "device", device_id.as_bytes())
+    }
+
+    fn list_devices(&self, after: Option<&str>, limit: usize) -> Result<Vec<Device>, StoreError> {
+        self.scan_after(Table::Devices, after.map(str::as_bytes), limit)?
+            .into_iter()
+            .map(|(_, v)| decode("device", &v))
+            .collect()
+    }
+
+    fn put_device(&self, device: &Device) -> Result<(), StoreError> {
+        self.write(|x| x.insert(Table::Devices, device.device_id.as_bytes(), encode(device)))
+    }
+
+    fn record_enrollment(
+        &self,
+        device: &Device,
+        cert: &CertRecord,
+        now: i64,
+        max_owned: Option<usize>,
+    ) -> Result<EnrollOutcome, StoreError> {
+        self.write(|x| tx::record_enrollment(x, device, cert, now, max_owned))
+    }
+
+    fn delete_device(&self, device_id: &str, now: i64) -> Result<bool, StoreError> {
+        let (queued, sessions) = tx::device_leftovers(self, device_id)?;
+        self.write(|x| tx::delete_device(x, device_id, &queued, &sessions, now))
+    }
+
+    fn record_renewal(
+        &self,
+        r: &super::RenewalCommit,
+        now: i64,
+    ) -> Result<super::RenewOutcome, StoreError> {
+        self.write(|x| tx::record_renewal(x, r, now))
+    }
+}
+
+impl AuditStore for RedbStore {
+    fn append_audit(&self, mut entry: AuditEntry) -> Result<u64, StoreError> {
+        self.write(|x| {
+            entry.id = x.next_id();
+            x.insert(Table::Audit, &entry.id.to_be_bytes(), encode(&entry))?;
+            Ok(entry.id)
+        })
+    }
+
+    fn list_audit(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let after = after.map(u64::to_be_bytes);
+        let kv = self.scan_after(Table::Audit, after.as_ref().map(|a| a.as_slice()), limit)?;
+        tx::audit_entries(kv)
+    }
+}
+
+impl CertStore for RedbStore {
+    fn get_cert(&self, serial: &str) -> Result<Option<CertRecord>, StoreError> {
+        self.get_json(Table::Certs, "certificate", serial.as_bytes())
+    }
+
+    fn put_cert(&self, cert: &CertRecord) -> Result<(), StoreError> {
+        self.write(|x| x.insert(Table::Certs, cert.serial.as_bytes(), encode(cert)))
+    }
+
+    fn revoke_cert(&self, serial: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
+        self.write(|x| {
+            if x.get(Table::Certs, serial.as_bytes())?.is_none() {
+                return Ok(false);
+            }
+            tx::revoke(x, serial, reason, now)?;
+            Ok(true)
+        })
+    }
+
+    fn list_revoked(&self) -> Result<Vec<CertRecord>, StoreError> {
+        let mut out = Vec::new();
+        for (k, _) in self.scan_prefix(Table::Revoked, b"")? {
+            if let Some(c) = self.get_json(Table::Certs, "certificate", &k)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    fn count_certs(&self) -> Result<u64, StoreError> {
+        self.count(Table::Certs)
+    }
+}
+
+impl CommandQueue for RedbStore {
+    fn enqueue(&self, mut cmd: CommandRecord) -> Result<Enqueued, StoreError> {
+        self.write(|x| {
+            cmd.seq = x.next_id();
+            tx::enqueue(x, &cmd)
+        })
+    }
+
+    fn enqueue_many(&self, mut cmds: Vec<CommandRecord>) -> Result<Vec<Enqueued>, StoreError> {
+        self.write(|x| {
+            cmds.iter_mut()
+                .map(|c| {
+                    c.seq = x.next_id();
+                    tx::enqueue(x, c)
+                })
+                .collect()
+        })
+    }
+
+    fn get_command(
+        &self,
+        device_id: &str,
+        command_id: &str,
+    ) -> Result<Option<CommandRecord>, StoreError> {
+        tx::get_command(self, device_id, command_id)
+    }
+
+    fn list_commands(&self, device_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+        tx::list_commands(self, device_id)
+    }
+
+    fn queued(&self, device_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+        tx::queued(self, device_id)
+    }
+
+    fn cancel(&self, device_id: &str, command_id: &str, now: i64) -> Result<Cancelled, StoreError> {
+        self.write(|x| tx::cancel(x, device_id, command_id, now))
+    }
+
+    fn clear(&self, device_id: &str, now: i64) -> Result<usize, StoreError> {
+        let ids: Vec<String> = tx::queued(self, device_id)?
+            .into_iter()
+            .map(|c| c.command_id)
+            .collect();
+        self.write(|x| {
+            let mut n = 0;
+            for id in &ids {
+                if tx::cancel(x, device_id, id, now)? == Cancelled::Cancelled {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    fn scan_commands(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        tx::scan_commands(self, after, limit)
+    }
+
+    fn delete_finished(&self, ids: &[(String, String)]) -> Result<usize, StoreError> {
+        self.write(|x| tx::delete_finished(x, ids))
+    }
+}
+
+impl SessionStore for RedbStore {
+    fn get_session(
+        &self,
+        device_id: &str,
+        session_id: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        KvRead::get(
+            self,
+            Table::Sessions,
+            &super::device_key(device_id, session_id.as_bytes()),
+        )
+    }
+
+    fn commit_round(&self, round: &Round, now: i64) -> Result<super::RoundCommit, StoreError> {
+        self.write(|x| tx::commit_round(x, round, now))
+    }
+}
+
+impl super::RecordStore for RedbStore {
+    fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        KvRead::get(self, Table::Records, &super::records::record_key(kind, key))
+    }
+
+    fn scan_records(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let prefix = super::records::record_key(kind, "");
+        let start = match after {
+            Some(a) => super::records::record_key(kind, a),
+            None => prefix.clone(),
+        };
+        let r = self.read_txn()?;
+        let table = r.open_table(def(Table::Records)).map_err(backend)?;
+        let mut out = Vec::new();
+        for item in table.range(start.as_slice()..).map_err(backend)? {
+            let (k, v) = item.map_err(backend)?;
+            let k = k.value();
+            if after.is_some() && k == start.as_slice() {
+                continue;
+            }
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((super::records::key_part(kind, k)?, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn apply_records(&self, ops: &[super::RecordOp]) -> Result<bool, StoreError> {
+        self.write(|x| super::records::apply_in_tx(x, ops))
+    }
+}
