@@ -107,8 +107,7 @@ pub struct ServeOptions {
     /// one (default 8192).
     #[arg(long, env = "WINMDM_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Memory for the embedded store's page cache, in MiB (default 128, instead of sled's own
-    /// 1 GiB). sled's other memory still grows with the size of the store.
+    /// Memory for the embedded store's page cache, in MiB (default 128).
     #[arg(long, env = "WINMDM_STORE_CACHE_MB")]
     pub store_cache_mb: Option<u64>,
     /// Password checks (argon2id, 19 MiB each) run at once across the server (default: the

@@ -8,7 +8,7 @@
 //!   MS-XCEP policy, MS-WSTEP enrollment, OMA-DM SyncML). They do no I/O and import only
 //!   quick-xml, base64 and thiserror.
 //! * [`ca`] owns the enrollment CA: it verifies PKCS#10 requests and issues certificates.
-//! * [`store`] is the persistence trait ([`store::Store`]) with the embedded sled backend.
+//! * [`store`] is the persistence trait ([`store::Store`]) with the embedded redb backend.
 //! * [`mdm`] runs the protocol flows: it takes parsed messages, consults the store and the CA and
 //!   returns messages to write. It knows nothing of HTTP.
 //! * [`http`] and [`admin`] are the only modules that speak HTTP (hyper over tokio-rustls).

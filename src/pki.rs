@@ -9,7 +9,7 @@
 //! DATA_DIR/tls/server.key   its private key                     (0600)
 //! DATA_DIR/tls/host         the host names the certificate was made for (comma-separated)
 //! DATA_DIR/admin-token      admin bearer token, if WINMDM_ADMIN_TOKEN is unset (0600)
-//! DATA_DIR/db/              the sled store
+//! DATA_DIR/store.redb       the store (redb; see store::embedded for the move from sled)
 //! ```
 //! An admin may supply their own CA and/or TLS certificate instead (config `ca_cert`/`tls_cert`);
 //! those files are read in place, never copied.

@@ -1,5 +1,5 @@
 //! The admin command line: `winmdm user|device|command|audit|tenant-lockdown|token|invite|bulk …` talk to a running
-//! server's `/api/v1` over HTTPS (they never open the data directory: sled is single-process).
+//! server's `/api/v1` over HTTPS (they never open the data directory: the embedded store is single-process).
 //!
 //! Exit codes: 0 success; 1 the server refused (its `{"error"}` text is printed) or a local
 //! problem (no token, unreadable file); 2 connection/TLS failure or a usage error.

@@ -6,8 +6,9 @@
 //! continues where the last one stopped.
 //!
 //! The traits are split by capability ([`UserStore`], [`DeviceStore`], [`CertStore`]) and
-//! mention no backend types. [`sled::SledStore`] is the embedded default; [`mem::MemStore`]
-//! backs unit tests. Every implementation is run through the same battery
+//! mention no backend types. [`redb::RedbStore`] is the embedded default (group commit, every
+//! acknowledged write `fdatasync`ed; [`embedded`] opens it and migrates an older
+//! [`sled::SledStore`] once); [`mem::MemStore`] backs unit tests. Every implementation is run through the same battery
 //! (`tests/store/`). All calls block; async callers use `spawn_blocking`.
 
 use serde::{Deserialize, Serialize};
@@ -449,7 +450,7 @@ pub struct Round {
 /// [`SessionIndex`] at `generation`; the commit succeeds only if it is still at that generation,
 /// and writes `index` at `generation + 1`, dropping the stored sessions named in `drop`.
 ///
-/// On sled (one node) rounds of one device are also serialised by an in-process lock, so a
+/// On the embedded store (one node) rounds of one device are also serialised by an in-process lock, so a
 /// conflict only comes from a writer outside that lock. On a shared SQL backend the same check
 /// is `UPDATE session_index SET generation = generation + 1 … WHERE device_id = $1 AND
 /// generation = $2` (0 rows: conflict, retry the round), or the round takes `SELECT … FOR
