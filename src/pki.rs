@@ -11,12 +11,12 @@
 //! DATA_DIR/admin-token      admin bearer token, if WINMDM_ADMIN_TOKEN is unset (0600)
 //! DATA_DIR/store.redb       the store (redb; see store::embedded for the move from sled)
 //! ```
+//! Every file is written atomically and durably ([`crate::fsio::write_atomic`]): after a power
+//! cut it holds its old content or its new one, never a part.
 //! An admin may supply their own CA and/or TLS certificate instead (config `ca_cert`/`tls_cert`);
 //! those files are read in place, never copied.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::pem::PemObject;
@@ -73,35 +73,22 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> PkiError {
     }
 }
 
-/// Creates `dir` (and parents) with mode 0700 if missing.
+/// Creates `dir` (and parents) with mode 0700 if missing, durably (each new directory's parent
+/// is `fsync`ed).
 pub fn ensure_private_dir(dir: &Path) -> Result<(), PkiError> {
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| io_err(dir, e))?;
-    }
-    Ok(())
+    crate::fsio::create_dir_mode(dir, 0o700).map_err(|e| io_err(dir, e))
 }
 
-/// Writes a secret file with mode 0600 (created new, or truncated and re-moded).
+/// Writes a secret file with mode 0600 (from its creation), replacing any old one atomically
+/// and durably ([`crate::fsio::write_atomic`]).
 pub fn write_secret(path: &Path, data: &[u8]) -> Result<(), PkiError> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io_err(path, e))?;
-    f.set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(|e| io_err(path, e))?;
-    f.write_all(data).map_err(|e| io_err(path, e))?;
-    f.sync_all().map_err(|e| io_err(path, e))
+    crate::fsio::write_atomic(path, data, 0o600).map_err(|e| io_err(path, e))
 }
 
+/// Writes a public file (certificates, host names) atomically and durably, with the mode
+/// `fs::write` would give (0666 less the umask).
 fn write_public(path: &Path, data: &[u8]) -> Result<(), PkiError> {
-    fs::write(path, data).map_err(|e| io_err(path, e))
+    crate::fsio::write_atomic(path, data, 0o666).map_err(|e| io_err(path, e))
 }
 
 fn read(path: &Path) -> Result<String, PkiError> {

@@ -6,6 +6,7 @@ mod autopilot;
 mod ca;
 mod cli;
 mod crash;
+mod durable_files;
 mod enroll;
 mod federation;
 mod fuzz_corpus;

@@ -270,16 +270,9 @@ pub(super) async fn bulk(
     }
 }
 
-/// Writes a file readable by its owner only (it holds a secret).
+/// Writes a file readable by its owner only (it holds a secret), atomically: an existing file
+/// is replaced only once the new content is complete and on disk.
 fn write_secret_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), Failure> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Failure::Local(format!("writing {}: {e}", path.display())))?;
-    f.write_all(bytes)
+    crate::fsio::write_atomic(path, bytes, 0o600)
         .map_err(|e| Failure::Local(format!("writing {}: {e}", path.display())))
 }

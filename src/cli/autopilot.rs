@@ -378,7 +378,7 @@ async fn profile(
             let (body, _) = call(c, "GET", &path, None).await?;
             match output {
                 Some(p) => {
-                    std::fs::write(&p, &body)
+                    crate::fsio::write_atomic(&p, &body, 0o666)
                         .map_err(|e| Failure::Local(format!("writing {}: {e}", p.display())))?;
                     w(out, &format!("wrote {}\n", p.display()))
                 }
