@@ -428,6 +428,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut enqueue_time = Duration::ZERO;
     let mut enqueued = 0usize;
+    // Bytes this process caused to be written to disk during the session phases.
+    let mut session_disk_bytes = 0u64;
     // (sessions, session time) with the round lock on / off, for --compare-round-lock.
     let mut by_lock = [(0usize, Duration::ZERO); 2];
     let lat: Vec<Duration> = rt.block_on(async {
@@ -460,6 +462,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let lock_on = !args.compare_round_lock || pass % 2 == 0;
             winmdm::mdm::session::set_round_lock(lock_on);
             let pass_started = Instant::now();
+            let disk_before = disk_write_bytes();
             let before = all.len();
             next.store(0, Ordering::SeqCst);
             let mut workers = Vec::new();
@@ -497,6 +500,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for w in workers {
                 all.extend(w.await.unwrap_or_default());
             }
+            session_disk_bytes += disk_write_bytes().saturating_sub(disk_before);
             if pass > 0 {
                 // (Pass 0 is warm-up: it opens the connections --reuse keeps.)
                 let slot = &mut by_lock[usize::from(!lock_on)];
@@ -529,6 +533,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         enqueued,
         enqueue_time
     );
+    println!(
+        "disk: {} bytes written during the session phases, {} bytes per session (/proc/self/io write_bytes)",
+        session_disk_bytes,
+        session_disk_bytes / (lat.len().max(1) as u64)
+    );
     if args.compare_round_lock {
         for (name, (n, t)) in [("on", by_lock[0]), ("off", by_lock[1])] {
             println!(
@@ -541,6 +550,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = stop.send(());
     let _ = rt.block_on(server_task);
     Ok(())
+}
+
+/// `write_bytes` of /proc/self/io: bytes this process caused to be sent to the storage layer.
+fn disk_write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {
