@@ -31,6 +31,8 @@ pub struct App {
     pub password_work: crate::password_work::PasswordWork,
     /// Federated login tokens, Entra keys, terms of use.
     pub federation: crate::federation::Federation,
+    /// This process's id among the nodes sharing a store (job leases name it).
+    pub node_id: String,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -98,6 +100,7 @@ impl App {
                 cfg.password_wait,
             ),
             federation,
+            node_id: crate::clock::random_hex(8),
             throttle,
             cfg,
             store: Arc::new(store),

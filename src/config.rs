@@ -118,6 +118,10 @@ pub struct ServeOptions {
     /// Longest wait for a password-check worker, in milliseconds (default 2000).
     #[arg(long, env = "WINMDM_PASSWORD_WAIT_MS")]
     pub password_wait_ms: Option<u64>,
+    /// How long an admin request that starts a background job (a profile's reconciliation)
+    /// waits for it before answering 202 with the job, in milliseconds (default 2000).
+    #[arg(long, env = "WINMDM_JOB_WAIT_MS")]
+    pub job_wait_ms: Option<u64>,
     /// How long answered and cancelled commands stay in a device's history before a background
     /// sweep deletes them: a number with s, m, h or d (default 90d; 0 keeps them forever).
     /// Unanswered commands, and those a profile deployment still reports on, are never deleted.
@@ -231,6 +235,7 @@ impl ServeOptions {
             store_cache_mb: self.store_cache_mb.or(lower.store_cache_mb),
             password_workers: self.password_workers.or(lower.password_workers),
             password_wait_ms: self.password_wait_ms.or(lower.password_wait_ms),
+            job_wait_ms: self.job_wait_ms.or(lower.job_wait_ms),
             command_retention: self.command_retention.or(lower.command_retention),
             smtp_url: self.smtp_url.or(lower.smtp_url),
             smtp_from: self.smtp_from.or(lower.smtp_from),
@@ -387,6 +392,13 @@ impl ServeOptions {
                 reason: format!("{password_wait_ms} is more than 60000"),
             });
         }
+        let job_wait_ms = self.job_wait_ms.unwrap_or(2_000);
+        if job_wait_ms > 60_000 {
+            return Err(ConfigError::Invalid {
+                field: "job_wait_ms",
+                reason: format!("{job_wait_ms} is more than 60000"),
+            });
+        }
         let command_retention = match self.command_retention.as_deref() {
             None => Some(Duration::from_secs(90 * 86_400)),
             Some(v) => parse_retention(v).map_err(|reason| ConfigError::Invalid {
@@ -444,6 +456,7 @@ impl ServeOptions {
             store_cache_bytes: store_cache_mb << 20,
             password_workers,
             password_wait: Duration::from_millis(password_wait_ms),
+            job_wait: Duration::from_millis(job_wait_ms),
             command_retention,
             conn,
             auth_policy,
@@ -559,6 +572,8 @@ pub struct Config {
     pub password_workers: usize,
     /// Longest wait for a password-check worker.
     pub password_wait: Duration,
+    /// How long an admin request waits for the background job it started.
+    pub job_wait: Duration,
     /// Age after which answered and cancelled commands are deleted (`None`: never).
     pub command_retention: Option<Duration>,
     /// Discovery AuthPolicy choice.

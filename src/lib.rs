@@ -31,6 +31,7 @@ pub mod federation;
 pub mod fsio;
 pub mod groups;
 pub mod http;
+pub mod jobs;
 pub mod lockout;
 pub mod mdm;
 pub mod owner;

@@ -274,6 +274,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/profiles/{profile_id}/push"),
     ("GET", "/api/v1/profiles/{profile_id}/status"),
     ("GET", "/api/v1/devices/{device_id}/profiles"),
+    ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/jobs/{job_id}"),
     ("POST", "/api/v1/autopilot/profiles"),
     ("GET", "/api/v1/autopilot/profiles"),
     ("GET", "/api/v1/autopilot/profiles/{profile}"),
@@ -324,6 +326,8 @@ enum Endpoint<'a> {
     Profiles(profiles::Ep<'a>),
     DeviceProfiles(&'a str),
     Autopilot(autopilot::Route<'a>),
+    ListJobs,
+    GetJob(&'a str),
 }
 
 /// The decoded path segments after `/api/v1`.
@@ -372,6 +376,8 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["profiles", ..], _) => E::Profiles(profiles::endpoint(segs, method)?),
         (["devices", id, "profiles"], Method::GET) => E::DeviceProfiles(id),
         (["autopilot", rest @ ..], m) => E::Autopilot(autopilot::endpoint(rest, &m)?),
+        (["jobs"], Method::GET) => E::ListJobs,
+        (["jobs", id], Method::GET) => E::GetJob(id),
         (
             ["users"]
             | ["users", _]
@@ -393,7 +399,9 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["invitations"]
             | ["invitations", _]
             | ["bulk-enrollment", "package"]
-            | ["bulk-enrollment", "packages", _],
+            | ["bulk-enrollment", "packages", _]
+            | ["jobs"]
+            | ["jobs", _],
             _,
         ) => return Err(ApiError::MethodNotAllowed),
         _ => {
@@ -455,6 +463,38 @@ async fn dispatch(
         Endpoint::Profiles(ep) => profiles::handle(app, ep, req).await,
         Endpoint::DeviceProfiles(id) => profiles::device_profiles(app, id.to_string()).await,
         Endpoint::Autopilot(r) => autopilot::handle(app, r, req).await,
+        Endpoint::ListJobs => list_jobs(app, req.uri().query().unwrap_or("")).await,
+        Endpoint::GetJob(id) => get_job(app, id.to_string()).await,
+    }
+}
+
+/// `GET /api/v1/jobs?limit=&cursor=`: background jobs, in id order.
+async fn list_jobs(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
+    let (limit, cursor) = page_query(query)?;
+    let (jobs, next) = blocking(move || {
+        let mut jobs = crate::jobs::list(&app, cursor.as_deref(), limit + 1)?;
+        let next = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| j.id.clone())
+        } else {
+            None
+        };
+        Ok((jobs, next))
+    })
+    .await?;
+    let jobs: Vec<serde_json::Value> = jobs.iter().map(crate::jobs::view).collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"jobs": jobs, "next": next}),
+    ))
+}
+
+/// `GET /api/v1/jobs/{id}`: a job's state and progress.
+async fn get_job(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
+    let job = blocking(move || Ok(crate::jobs::get(&app, &id)?)).await?;
+    match job {
+        Some(j) => Ok(json(StatusCode::OK, &crate::jobs::view(&j))),
+        None => Err(ApiError::NotFound { what: "job".into() }),
     }
 }
 

@@ -75,25 +75,31 @@ pub fn paths() -> Value {
         "/api/v1/profiles/{profile_id}": {
             "get": op("getProfile", "One profile, with its `assignments` (group ids)", vec![p()], None, json!({"200": ok("The profile.", "Profile"), "404": err("Unknown profile.")})),
             "patch": op("updateProfile", "Edit a profile; new operations bump the version and every device is reconciled", vec![p()], Some(body("ProfileInput")), json!({
-                "200": ok("The profile, with `reconciled`.", "Profile"), "400": err("Invalid input."), "404": err("Unknown profile."), "409": err("Name taken.")})),
-            "delete": op("deleteProfile", "Delete a profile; devices get Deletes for the nodes it set", vec![p()], None, json!({"204": no_content("Deleted."), "404": err("Unknown profile.")}))
+                "200": ok("The profile, with `reconciled` and its finished `job`.", "Profile"), "202": ok("The profile; the reconciliation `job` goes on in the background (poll its `url`).", "Profile"), "400": err("Invalid input."), "404": err("Unknown profile."), "409": err("Name taken.")})),
+            "delete": op("deleteProfile", "Delete a profile; devices get Deletes for the nodes it set", vec![p()], None, json!({"204": no_content("Deleted, devices reconciled."), "202": ok("Deleted; the reconciliation `job` goes on in the background.", "JobAccepted"), "404": err("Unknown profile.")}))
         },
         "/api/v1/profiles/{profile_id}/assignments": {
             "post": op("assignProfile", "Assign the profile to a group and reconcile its members", vec![p()], Some(body("NewAssignment")), json!({
-                "201": ok("Assigned.", "Reconciled"), "200": ok("Already assigned.", "Reconciled"), "400": err("Invalid JSON."), "404": err("Unknown profile or group.")}))
+                "201": ok("Assigned, members reconciled.", "Reconciled"), "200": ok("Already assigned.", "Reconciled"), "202": ok("Assigned; the reconciliation `job` goes on in the background.", "Reconciled"), "400": err("Invalid JSON."), "404": err("Unknown profile or group.")}))
         },
         "/api/v1/profiles/{profile_id}/assignments/{group_id}": {
             "delete": op("unassignProfile", "Remove an assignment; nodes no other profile of a device sets are deleted", vec![p(), g()], None, json!({
-                "200": ok("Reconciled.", "Reconciled"), "404": err("Unknown profile or assignment.")}))
+                "200": ok("Reconciled.", "Reconciled"), "202": ok("Removed; the reconciliation `job` goes on in the background.", "Reconciled"), "404": err("Unknown profile or assignment.")}))
         },
         "/api/v1/profiles/{profile_id}/push": {
-            "post": op("pushProfile", "Re-push: bump the version (new command ids) and reconcile", vec![p()], None, json!({"200": ok("The profile, with `reconciled`.", "Profile"), "404": err("Unknown profile.")}))
+            "post": op("pushProfile", "Re-push: bump the version (new command ids) and reconcile", vec![p()], None, json!({"200": ok("The profile, with `reconciled` and its finished `job`.", "Profile"), "202": ok("The profile; the reconciliation `job` goes on in the background.", "Profile"), "404": err("Unknown profile.")}))
         },
         "/api/v1/profiles/{profile_id}/status": {
             "get": op("profileStatus", "Per-device status of a profile, by DeviceID", {let mut v = vec![p()]; v.extend(page()); v}, None, json!({"200": ok("A page of statuses.", "StatusPage"), "404": err("Unknown profile.")}))
         },
         "/api/v1/devices/{device_id}/profiles": {
             "get": op("deviceProfiles", "Status of every profile on a device", vec![id("device_id")], None, json!({"200": ok("Statuses.", "DeviceProfiles"), "404": err("Unknown device.")}))
+        },
+        "/api/v1/jobs": {
+            "get": op("listJobs", "Background jobs (profile reconciliations), in id order", page().to_vec(), None, json!({"200": ok("A page of jobs.", "JobPage"), "400": err("Invalid limit.")}))
+        },
+        "/api/v1/jobs/{job_id}": {
+            "get": op("getJob", "A job's state and progress (`done` of `total`, commands `queued`, errors)", vec![id("job_id")], None, json!({"200": ok("The job.", "Job"), "404": err("Unknown job.")}))
         }
     })
 }
@@ -135,10 +141,22 @@ pub fn schemas() -> Value {
             "operations": {"type": "array", "items": {"$ref": "#/components/schemas/Operation"}},
             "created_at": s("integer"), "updated_at": s("integer"),
             "assignments": {"type": "array", "items": s("string")},
-            "reconciled": {"$ref": "#/components/schemas/Reconciled"}}},
+            "reconciled": {"$ref": "#/components/schemas/Reconciled"},
+            "job": {"$ref": "#/components/schemas/Job"}}},
         "ProfilePage": {"type": "object", "properties": {"profiles": {"type": "array", "items": {"$ref": "#/components/schemas/Profile"}}, "next": ns("string")}},
         "NewAssignment": {"type": "object", "additionalProperties": false, "required": ["group_id"], "properties": {"group_id": s("string")}},
-        "Reconciled": {"type": "object", "properties": {"devices": s("integer"), "queued": s("integer")}},
+        "Reconciled": {"type": "object", "properties": {"devices": s("integer"), "queued": s("integer"), "job": {"$ref": "#/components/schemas/Job"}}},
+        "Job": {"type": "object", "required": ["id", "kind", "state", "done", "queued"], "properties": {
+            "id": s("string"),
+            "kind": {"type": "object", "properties": {"type": {"type": "string", "enum": ["reconcile_profile"]}, "profile_id": s("string"), "reason": {"type": "string", "enum": ["assign", "unassign", "update", "push", "delete"]}}},
+            "state": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+            "total": {"type": ["integer", "null"], "description": "Devices in all, once a node has counted them."},
+            "done": s("integer"), "queued": s("integer"),
+            "errors": {"type": "array", "items": s("string")},
+            "actor": s("string"), "created_at": s("integer"), "updated_at": s("integer"), "finished_at": ns("integer"),
+            "url": s("string")}},
+        "JobAccepted": {"type": "object", "properties": {"job": {"$ref": "#/components/schemas/Job"}}},
+        "JobPage": {"type": "object", "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}, "next": ns("string")}},
         "ProfileStatus": {"type": "object", "properties": {
             "profile_id": s("string"), "device_id": s("string"), "version": s("integer"),
             "status": {"type": "string", "enum": ["pending", "verifying", "applied", "failed", "not_applicable", "removing", "removed"]},

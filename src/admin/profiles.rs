@@ -5,11 +5,14 @@
 //! | POST | `/api/v1/profiles` `{"name", "scope"?, "device_types"?, "syncml" \| "settings"}` | 201 profile; 400; 409 name taken |
 //! | GET | `/api/v1/profiles?limit=&cursor=` | 200 `{"profiles": [...], "next"}` |
 //! | GET | `/api/v1/profiles/{profile_id}` | 200 profile + `assignments`; 404 |
-//! | PATCH | `/api/v1/profiles/{profile_id}` (fields of POST) | 200 profile + `reconciled` (new operations bump the version); 400; 404; 409 |
-//! | DELETE | `/api/v1/profiles/{profile_id}` | 204 (devices get its settings deleted); 404 |
-//! | POST | `/api/v1/profiles/{profile_id}/assignments` `{"group_id"}` | 201 (200 if already assigned) `{"devices","queued"}`; 404 |
-//! | DELETE | `/api/v1/profiles/{profile_id}/assignments/{group_id}` | 200 `{"devices","queued"}`; 404 |
-//! | POST | `/api/v1/profiles/{profile_id}/push` | 200 profile (version bumped) + `reconciled` |
+//! | PATCH | `/api/v1/profiles/{profile_id}` (fields of POST) | 200 profile + `reconciled` + `job` (new operations bump the version); 202 while the job runs on; 400; 404; 409 |
+//! | DELETE | `/api/v1/profiles/{profile_id}` | 204 (devices get its settings deleted); 202 `{"job"}` while the job runs on; 404 |
+//! | POST | `/api/v1/profiles/{profile_id}/assignments` `{"group_id"}` | 201 (200 if already assigned) `{"devices","queued","job"}`; 202 while the job runs on; 404 |
+//! | DELETE | `/api/v1/profiles/{profile_id}/assignments/{group_id}` | 200 `{"devices","queued","job"}`; 202 while the job runs on; 404 |
+//! | POST | `/api/v1/profiles/{profile_id}/push` | 200 profile (version bumped) + `reconciled` + `job`; 202 while the job runs on |
+//!
+//! Every change reconciles the devices in a background job ([`crate::jobs`]); the request waits
+//! up to `--job-wait-ms` for it.
 //! | GET | `/api/v1/profiles/{profile_id}/status?limit=&cursor=` | 200 `{"statuses": [...], "next"}` |
 //! | GET | `/api/v1/devices/{device_id}/profiles` | 200 `{"profiles": [status...]}`; 404 |
 
@@ -22,7 +25,33 @@ use serde::Deserialize;
 use super::{audit, blocking, json, json_body_limited, page_query, ApiError};
 use crate::app::App;
 use crate::http::routes::Resp;
+use crate::jobs::{self, Job, JobKind};
 use crate::profiles::{self, reconcile, ProfileInput, PROFILES};
+
+/// Starts the reconciliation of profile `id` as a background job and waits up to `--job-wait-ms`
+/// for it.
+async fn reconcile_job(app: &Arc<App>, id: &str, reason: &str) -> Result<Job, ApiError> {
+    let kind = JobKind::ReconcileProfile {
+        profile_id: id.to_string(),
+        reason: reason.to_string(),
+    };
+    let actor = super::tokens::current_actor();
+    Ok(jobs::start_and_wait(app.clone(), kind, actor, app.cfg.job_wait).await?)
+}
+
+/// `{"devices", "queued"}` as far as the job got.
+fn reconciled(j: &Job) -> serde_json::Value {
+    serde_json::json!({"devices": j.done, "queued": j.queued})
+}
+
+/// 200 (or `done`) when the job finished within the wait, 202 while it runs on.
+fn job_status(j: &Job, done: StatusCode) -> StatusCode {
+    if j.state == jobs::JobState::Done {
+        done
+    } else {
+        StatusCode::ACCEPTED
+    }
+}
 
 /// A matched profile route.
 #[derive(Debug, PartialEq, Eq)]
@@ -136,11 +165,12 @@ async fn update(
         None => (ProfileInput::default(), true),
     };
     let a = app.clone();
-    let (prof, r) = blocking({
+    let prof = blocking({
         let id = id.clone();
-        move || Ok(profiles::update(&a, &id, input, push)?)
+        move || Ok(profiles::update_record(&a, &id, input, push)?)
     })
     .await?;
+    let job = reconcile_job(&app, &id, if push { "push" } else { "update" }).await?;
     audit(
         &app,
         if push {
@@ -149,29 +179,37 @@ async fn update(
             "profile.update"
         },
         &id,
-        serde_json::json!({"version": prof.version, "devices": r.devices, "queued": r.queued}),
+        serde_json::json!({"version": prof.version, "job_id": job.id, "devices": job.done, "queued": job.queued}),
     )
     .await;
     let mut v = serde_json::to_value(&prof).unwrap_or_default();
-    v["reconciled"] = serde_json::to_value(&r).unwrap_or_default();
-    Ok(json(StatusCode::OK, &v))
+    v["reconciled"] = reconciled(&job);
+    v["job"] = jobs::view(&job);
+    Ok(json(job_status(&job, StatusCode::OK), &v))
 }
 
 async fn delete(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
     let a = app.clone();
-    let r = blocking({
+    blocking({
         let id = id.clone();
-        move || Ok(profiles::delete(&a, &id)?)
+        move || Ok(profiles::delete_record(&a, &id)?)
     })
     .await?;
+    let job = reconcile_job(&app, &id, "delete").await?;
     audit(
         &app,
         "profile.delete",
         &id,
-        serde_json::json!({"devices": r.devices, "queued": r.queued}),
+        serde_json::json!({"job_id": job.id, "devices": job.done, "queued": job.queued}),
     )
     .await;
-    Ok(super::no_content())
+    if job.state == jobs::JobState::Done {
+        return Ok(super::no_content());
+    }
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({"job": jobs::view(&job)}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -184,46 +222,53 @@ async fn assign(app: Arc<App>, id: String, req: Request<Incoming>) -> Result<Res
     let body: NewAssignment = super::json_body(req).await?;
     let a = app.clone();
     let gid = body.group_id.clone();
-    let (created, r) = blocking({
+    let created = blocking({
         let id = id.clone();
-        move || Ok(profiles::assign(&a, &id, &gid)?)
+        move || Ok(profiles::assign_record(&a, &id, &gid)?)
     })
     .await?;
+    let job = reconcile_job(&app, &id, "assign").await?;
     if created {
         audit(
             &app,
             "profile.assign",
             &id,
-            serde_json::json!({"group_id": body.group_id, "devices": r.devices, "queued": r.queued}),
+            serde_json::json!({"group_id": body.group_id, "job_id": job.id, "devices": job.done, "queued": job.queued}),
         )
         .await;
     }
-    let out = serde_json::json!({"profile_id": id, "group_id": body.group_id, "devices": r.devices, "queued": r.queued});
+    let out = serde_json::json!({"profile_id": id, "group_id": body.group_id, "devices": job.done, "queued": job.queued, "job": jobs::view(&job)});
     Ok(json(
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
+        job_status(
+            &job,
+            if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+        ),
         &out,
     ))
 }
 
 async fn unassign(app: Arc<App>, id: String, gid: String) -> Result<Resp, ApiError> {
     let a = app.clone();
-    let r = blocking({
+    blocking({
         let (id, gid) = (id.clone(), gid.clone());
-        move || Ok(profiles::unassign(&a, &id, &gid)?)
+        move || Ok(profiles::unassign_record(&a, &id, &gid)?)
     })
     .await?;
+    let job = reconcile_job(&app, &id, "unassign").await?;
     audit(
         &app,
         "profile.unassign",
         &id,
-        serde_json::json!({"group_id": gid, "devices": r.devices, "queued": r.queued}),
+        serde_json::json!({"group_id": gid, "job_id": job.id, "devices": job.done, "queued": job.queued}),
     )
     .await;
-    Ok(json(StatusCode::OK, &r))
+    let mut out = reconciled(&job);
+    out["job"] = jobs::view(&job);
+    Ok(json(job_status(&job, StatusCode::OK), &out))
 }
 
 async fn status(app: Arc<App>, id: String, query: &str) -> Result<Resp, ApiError> {

@@ -283,6 +283,10 @@ impl Server {
                 conns.clone(),
             )));
         }
+        tasks.push(tokio::spawn(crate::jobs::run(
+            self.app.clone(),
+            stop_rx.clone(),
+        )));
         if let Some(retention) = self.app.cfg.command_retention {
             tasks.push(tokio::spawn(crate::mdm::retention::run(
                 self.app.clone(),

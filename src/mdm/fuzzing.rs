@@ -86,6 +86,7 @@ fn fixture() -> &'static Mutex<Fixture> {
                 1,
                 std::time::Duration::from_secs(1),
             ),
+            node_id: "fuzz".into(),
             federation: crate::federation::Federation::ephemeral(),
         };
         Mutex::new(Fixture {

@@ -347,14 +347,14 @@ pub struct Reconciled {
     pub queued: usize,
 }
 
-/// Edits a profile: new operations or scope bump the version; then every device concerned is
-/// reconciled (`bump` forces a new version: a re-push).
-pub fn update(
+/// Edits a profile: new operations or scope bump the version (`bump` forces a new version: a
+/// re-push). The devices concerned still need reconciling (a job, or [`update`]).
+pub fn update_record(
     app: &App,
     id: &str,
     p: ProfileInput,
     bump: bool,
-) -> Result<(Profile, Reconciled), GroupError> {
+) -> Result<Profile, GroupError> {
     let s = app.store.records();
     let old = get(app, id)?;
     let mut prof = old.clone();
@@ -406,12 +406,29 @@ pub fn update(
         ));
     }
     tracing::info!(profile_id = %prof.id, version = prof.version, "profile updated");
+    Ok(prof)
+}
+
+/// Edits a profile ([`update_record`]), then reconciles every device concerned in this call.
+pub fn update(
+    app: &App,
+    id: &str,
+    p: ProfileInput,
+    bump: bool,
+) -> Result<(Profile, Reconciled), GroupError> {
+    let prof = update_record(app, id, p, bump)?;
     let r = reconcile::profile(app, &prof.id)?;
     Ok((prof, r))
 }
 
-/// Deletes a profile: its assignments go, and every device that had it gets the removal.
+/// Deletes a profile and reconciles every device that had it (the removal), in this call.
 pub fn delete(app: &App, id: &str) -> Result<Reconciled, GroupError> {
+    delete_record(app, id)?;
+    reconcile::profile(app, id)
+}
+
+/// Deletes a profile and its assignments; the devices that had it still need reconciling.
+pub fn delete_record(app: &App, id: &str) -> Result<(), GroupError> {
     let prof = get(app, id)?;
     let s = app.store.records();
     let mut ops = vec![
@@ -423,7 +440,7 @@ pub fn delete(app: &App, id: &str) -> Result<Reconciled, GroupError> {
     }
     s.apply_records(&ops)?;
     tracing::info!(profile_id = %id, "profile deleted");
-    reconcile::profile(app, id)
+    Ok(())
 }
 
 /// Record ops removing the assignment of `profile_id` to `group_id`.
@@ -434,8 +451,18 @@ pub fn unassign_ops(profile_id: &str, group_id: &str) -> [RecordOp; 2] {
     ]
 }
 
-/// Assigns a profile to a group and reconciles the group's members. `false`: it already was.
+/// Assigns a profile to a group and reconciles the group's members in this call. `false`: it
+/// already was.
 pub fn assign(app: &App, id: &str, group_id: &str) -> Result<(bool, Reconciled), GroupError> {
+    let created = assign_record(app, id, group_id)?;
+    let r = reconcile::profile(app, id)?;
+    tracing::info!(profile_id = %id, group_id, created, devices = r.devices, queued = r.queued, "profile assigned");
+    Ok((created, r))
+}
+
+/// Records the assignment of a profile to a group (`false`: it already was); the members still
+/// need reconciling.
+pub fn assign_record(app: &App, id: &str, group_id: &str) -> Result<bool, GroupError> {
     get(app, id)?;
     if GROUPS.get(app.store.records(), group_id)?.is_none() {
         return Err(GroupError::NotFound(format!("group {group_id}")));
@@ -449,14 +476,21 @@ pub fn assign(app: &App, id: &str, group_id: &str) -> Result<(bool, Reconciled),
         ASSIGNMENTS.put_op(&key, &a),
         GROUP_PROFILES.put_op(&pair_key(group_id, id), &a),
     ])?;
-    let r = reconcile::profile(app, id)?;
-    tracing::info!(profile_id = %id, group_id, created, devices = r.devices, queued = r.queued, "profile assigned");
-    Ok((created, r))
+    Ok(created)
 }
 
-/// Removes an assignment and reconciles (the profile's settings are deleted from devices no
-/// other assignment covers). `NotFound` when it was not assigned.
+/// Removes an assignment and reconciles in this call (the profile's settings are deleted from
+/// devices no other assignment covers). `NotFound` when it was not assigned.
 pub fn unassign(app: &App, id: &str, group_id: &str) -> Result<Reconciled, GroupError> {
+    unassign_record(app, id, group_id)?;
+    let r = reconcile::profile(app, id)?;
+    tracing::info!(profile_id = %id, group_id, devices = r.devices, queued = r.queued, "profile unassigned");
+    Ok(r)
+}
+
+/// Removes an assignment (`NotFound` when it was not assigned); the devices still need
+/// reconciling.
+pub fn unassign_record(app: &App, id: &str, group_id: &str) -> Result<(), GroupError> {
     get(app, id)?;
     let key = pair_key(id, group_id);
     if ASSIGNMENTS.get(app.store.records(), &key)?.is_none() {
@@ -469,9 +503,7 @@ pub fn unassign(app: &App, id: &str, group_id: &str) -> Result<Reconciled, Group
     app.store
         .records()
         .apply_records(&unassign_ops(id, group_id))?;
-    let r = reconcile::profile(app, id)?;
-    tracing::info!(profile_id = %id, group_id, devices = r.devices, queued = r.queued, "profile unassigned");
-    Ok(r)
+    Ok(())
 }
 
 /// The groups a profile is assigned to.

@@ -391,9 +391,14 @@ fn plan(
     Ok(())
 }
 
+/// Cancels per store transaction.
+const CANCEL_CHUNK: usize = 2_000;
+
 fn apply(app: &App, b: Batch, now: i64) -> Result<usize, StoreError> {
-    for (did, cid) in &b.cancels {
-        app.store.cancel(did, cid, now)?;
+    // One transaction per chunk of cancels, not one per command (a re-push or an unassignment
+    // cancels every unanswered command of the old version).
+    for chunk in b.cancels.chunks(CANCEL_CHUNK) {
+        app.store.cancel_many(chunk, now)?;
     }
     let mut queued = 0;
     if !b.commands.is_empty() {
@@ -629,4 +634,155 @@ pub fn device_status(app: &App, did: &str) -> Result<Vec<Status>, StoreError> {
         .values()
         .map(|dep| status(app, dep))
         .collect()
+}
+
+/// Where a resumable reconciliation of one profile is (see [`profile_step`]): the members of
+/// each assigned group in group order, then every device holding a deployment of the profile.
+/// A device in several of these lists is reconciled more than once, which changes nothing
+/// (reconciling is idempotent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileCursor {
+    /// The assigned group being walked; `None` before the first one.
+    pub group: Option<String>,
+    /// The groups are done; walking deployments.
+    #[serde(default)]
+    pub deployments: bool,
+    /// Last device reconciled in the current list.
+    pub after: Option<String>,
+    /// Everything walked.
+    #[serde(default)]
+    pub finished: bool,
+}
+
+/// The group assigned to `pid` after `after` (in id order), if any.
+fn next_group(app: &App, pid: &str, after: Option<&str>) -> Result<Option<String>, StoreError> {
+    Ok(scan_pairs(app.store.records(), ASSIGNMENTS, pid, after, 1)?
+        .into_iter()
+        .next()
+        .map(|(g, _)| g))
+}
+
+/// Whether `did` is a member of one of `groups` that comes before `before` (all of them when
+/// `before` is `None`): such a device was (or will be) reconciled with that group.
+fn covered(
+    app: &App,
+    groups: &[String],
+    did: &str,
+    before: Option<&str>,
+) -> Result<bool, StoreError> {
+    for g in groups {
+        if before.is_some_and(|b| g.as_str() >= b) {
+            break;
+        }
+        if MEMBERS
+            .get(app.store.records(), &pair_key(g, did))?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn assigned_groups(app: &App, pid: &str) -> Result<Vec<String>, StoreError> {
+    Ok(scan_all_pairs(app.store.records(), ASSIGNMENTS, pid)?
+        .into_iter()
+        .map(|(g, _)| g)
+        .collect())
+}
+
+/// How many devices a full walk of [`profile_step`] reconciles: the `total` of a
+/// reconciliation job (each device once, as [`profile`] counts them).
+pub fn profile_visits(app: &App, pid: &str) -> Result<u64, StoreError> {
+    let mut cursor = ProfileCursor::default();
+    let mut n = 0u64;
+    while !cursor.finished {
+        n += walk(app, pid, &mut cursor, 1000)?.len() as u64;
+    }
+    Ok(n)
+}
+
+/// Reconciles the next (at most) `limit` devices of profile `pid`'s walk from `cursor`, and
+/// moves the cursor past them. Returns (devices reconciled, commands queued);
+/// `cursor.finished` says when the walk is complete. Each call is a few store transactions:
+/// a crash between calls loses nothing (the next call from the last saved cursor redoes at
+/// most one step, and reconciling is idempotent).
+pub fn profile_step(
+    app: &App,
+    pid: &str,
+    cursor: &mut ProfileCursor,
+    limit: usize,
+) -> Result<(usize, usize), GroupError> {
+    let ids = walk(app, pid, cursor, limit)?;
+    let queued = devices(app, &ids)?;
+    Ok((ids.len(), queued))
+}
+
+/// The next devices of the walk (each device once: a member of an earlier assigned group is
+/// skipped in a later one, and in the deployments).
+fn walk(
+    app: &App,
+    pid: &str,
+    cursor: &mut ProfileCursor,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let s = app.store.records();
+    let groups = assigned_groups(app, pid)?;
+    let mut ids: Vec<String> = Vec::new();
+    while ids.len() < limit && !cursor.finished {
+        let want = limit - ids.len();
+        let (page, before): (Vec<String>, Option<String>) = if cursor.deployments {
+            let p = scan_pairs(s, DEPLOYMENTS, pid, cursor.after.as_deref(), want)?
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect();
+            (p, None)
+        } else {
+            let gid = match &cursor.group {
+                Some(g) => g.clone(),
+                None => match next_group(app, pid, None)? {
+                    Some(g) => {
+                        cursor.group = Some(g.clone());
+                        g
+                    }
+                    None => {
+                        cursor.deployments = true;
+                        cursor.after = None;
+                        continue;
+                    }
+                },
+            };
+            let p = scan_pairs(s, MEMBERS, &gid, cursor.after.as_deref(), want)?
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect();
+            (p, Some(gid))
+        };
+        let short = page.len() < want;
+        if let Some(last) = page.last() {
+            cursor.after = Some(last.clone());
+        }
+        for did in page {
+            let skip = match &before {
+                Some(gid) => covered(app, &groups, &did, Some(gid))?,
+                None => covered(app, &groups, &did, None)?,
+            };
+            if !skip {
+                ids.push(did);
+            }
+        }
+        if short {
+            // This list is done: the next group, then the deployments, then the end.
+            cursor.after = None;
+            if cursor.deployments {
+                cursor.finished = true;
+            } else {
+                match next_group(app, pid, cursor.group.as_deref())? {
+                    Some(g) => cursor.group = Some(g),
+                    None => cursor.deployments = true,
+                }
+            }
+        }
+    }
+    Ok(ids)
 }

@@ -667,6 +667,17 @@ pub trait CommandQueue: Send + Sync {
     fn queued(&self, device_id: &str) -> Result<Vec<CommandRecord>, StoreError>;
     /// Cancels one unanswered command.
     fn cancel(&self, device_id: &str, command_id: &str, now: i64) -> Result<Cancelled, StoreError>;
+    /// Cancels many unanswered commands, (device, command id) each, as one transaction where
+    /// the backend can; returns how many were cancelled (the others were unknown or final).
+    fn cancel_many(&self, ids: &[(String, String)], now: i64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for (device_id, command_id) in ids {
+            if self.cancel(device_id, command_id, now)? == Cancelled::Cancelled {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
     /// Cancels every unanswered command of a device; returns how many.
     fn clear(&self, device_id: &str, now: i64) -> Result<usize, StoreError>;
     /// Up to `limit` commands of every device in (device, command id) order, starting after

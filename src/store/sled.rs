@@ -340,6 +340,18 @@ impl CommandQueue for SledStore {
         tx::queued(self, device_id)
     }
 
+    fn cancel_many(&self, ids: &[(String, String)], now: i64) -> Result<usize, StoreError> {
+        self.transact(|t| {
+            let mut n = 0;
+            for (device_id, command_id) in ids {
+                if tx::cancel(t, device_id, command_id, now)? == Cancelled::Cancelled {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+
     fn cancel(&self, device_id: &str, command_id: &str, now: i64) -> Result<Cancelled, StoreError> {
         self.transact(|t| tx::cancel(t, device_id, command_id, now))
     }

@@ -753,3 +753,4 @@ async fn routes_need_the_token_and_answer_405_and_404() {
     let (st, v) = srv.admin("GET", "/api/v1/groups?limit=1", None).await;
     assert_eq!((st, v), (200, json!({"groups": [], "next": null})));
 }
+mod jobs;

@@ -267,6 +267,36 @@ fn queue_battery(s: &dyn Store) {
         Enqueued::Created(_)
     ));
     assert_eq!(ids(s.queued("D1").unwrap()), vec!["a"]);
+
+    // Cancelling in bulk: only the unanswered ones count, unknown and final ones are skipped.
+    s.enqueue(command("D3", "x")).unwrap();
+    s.enqueue(command("D3", "y")).unwrap();
+    s.enqueue(command("D3", "w")).unwrap();
+    assert_eq!(s.cancel("D3", "w", 19).unwrap(), Cancelled::Cancelled);
+    assert_eq!(
+        s.cancel_many(
+            &del(&[("D3", "x"), ("D3", "zz"), ("D3", "w"), ("D3", "y")]),
+            20
+        )
+        .unwrap(),
+        2
+    );
+    assert!(s.queued("D3").unwrap().is_empty());
+    let x = s.get_command("D3", "x").unwrap().unwrap();
+    assert_eq!(
+        (x.state, x.completed_at),
+        (CommandState::Cancelled, Some(20))
+    );
+    assert_eq!(
+        s.get_command("D3", "w").unwrap().unwrap().completed_at,
+        Some(19),
+        "a final command is left as it was"
+    );
+    assert_eq!(
+        ids(s.queued("D1").unwrap()),
+        vec!["a"],
+        "other devices untouched"
+    );
 }
 
 /// User updates, device deletion and the audit log.
