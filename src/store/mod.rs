@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod mem;
+pub mod pg;
 pub mod records;
 pub mod sled;
 pub mod tx;
