@@ -5,6 +5,7 @@
 pub mod child;
 pub mod device;
 pub mod mdm_device;
+pub mod pg;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
