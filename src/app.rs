@@ -7,6 +7,7 @@ use crate::ca::Ca;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::pki::{self, Pki, PkiError};
+use crate::store::pg::{PgOptions, PgStore};
 use crate::store::sled::SledStore;
 use crate::store::{Store, StoreError};
 
@@ -82,8 +83,16 @@ impl App {
             tls_chain,
             tls_key,
         } = pki::load_or_create(&cfg, clock.as_ref())?;
-        let store = SledStore::open_with_cache(&cfg.data_dir.join("db"), cfg.store_cache_bytes)?;
-        crate::owner::migrate(&store)?;
+        let store: Arc<dyn Store> = if let Some(url) = &cfg.database_url {
+            tracing::info!(database = %url, "store: PostgreSQL");
+            Arc::new(PgStore::connect(url.expose(), &PgOptions::default())?)
+        } else {
+            Arc::new(SledStore::open_with_cache(
+                &cfg.data_dir.join("db"),
+                cfg.store_cache_bytes,
+            )?)
+        };
+        crate::owner::migrate(store.as_ref())?;
         let (admin_token, token_file) = pki::admin_token(&cfg.data_dir, env_token)?;
         if let Some(path) = token_file {
             tracing::info!(path = %path.display(), "admin API token is in this file (mode 0600); set WINMDM_ADMIN_TOKEN to choose your own");
@@ -101,7 +110,7 @@ impl App {
             federation,
             throttle,
             cfg,
-            store: Arc::new(store),
+            store,
             ca,
             clock,
             admin_token,

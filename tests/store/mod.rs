@@ -1,5 +1,7 @@
 //! One battery, run against every store backend.
 
+mod pg_server;
+
 use winmdm::store::mem::MemStore;
 use winmdm::store::sled::SledStore;
 use winmdm::store::{
