@@ -1,5 +1,6 @@
 //! One battery, run against every store backend.
 
+mod migrate;
 mod pg_server;
 
 use winmdm::store::mem::MemStore;
