@@ -821,3 +821,16 @@ fn pg_migrations_refuse_a_newer_schema() {
     let err = PgStore::connect(&db.url, &PgOptions::default()).unwrap_err();
     assert!(err.to_string().contains("newer than this binary"), "{err}");
 }
+
+/// The store is synchronous; a call made on an async worker (which the server avoids) blocks
+/// that thread but must not panic ("cannot start a runtime from within a runtime").
+#[tokio::test(flavor = "current_thread")]
+async fn pg_store_called_on_an_async_worker_does_not_panic() {
+    let Some(db) = TestDb::create("pg_store_called_on_an_async_worker_does_not_panic") else {
+        return;
+    };
+    let s = db.store();
+    s.put_cert(&cert("a1", "A1")).unwrap();
+    assert_eq!(s.count_certs().unwrap(), 1);
+    drop(s);
+}

@@ -774,3 +774,31 @@ impl super::RecordStore for PgStore {
         self.transact(|t| super::records::apply_in_tx(t, ops))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        for (url, want) in [
+            (
+                "postgres://u:pw@h:5432/db?sslmode=require",
+                "postgres://u:***@h:5432/db?sslmode=require",
+            ),
+            ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://h/db?user=u&password=pw&x=1",
+                "postgres://h/db?user=u&password=***&x=1",
+            ),
+            (
+                "host=h user=u password=pw dbname=d",
+                "host=h user=u password=*** dbname=d",
+            ),
+        ] {
+            assert_eq!(redact_url(url), want);
+        }
+        assert!(is_database_url("postgresql://x/y") && !is_database_url("/var/lib/winmdm"));
+    }
+}
