@@ -804,7 +804,7 @@ fn pg_migrations_refuse_a_newer_schema() {
     let s = db.store();
     let v = s.schema_version().unwrap();
     assert_eq!(v, winmdm::store::pg::schema::latest());
-    s.check_ready().unwrap();
+    s.check_schema().unwrap();
     drop(s);
     let s = db.store();
     assert_eq!(s.schema_version().unwrap(), v, "nothing applied twice");

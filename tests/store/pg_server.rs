@@ -81,3 +81,65 @@ async fn pg_server_enrolls_queues_and_delivers() {
     srv.stop().await;
     drop(tmp);
 }
+
+/// `GET /readyz`: 200 while the database answers at this binary's schema; 503 with
+/// `Retry-After` when the schema is newer than the binary or the database is gone. `/healthz`
+/// stays 200 (the process is alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_server_readyz_follows_the_database() {
+    let Some(db) = TestDb::create("pg_server_readyz_follows_the_database") else {
+        return;
+    };
+    let url = db.url.clone();
+    let srv = TestServer::start_with(|o| o.database_url = Some(url.parse().unwrap())).await;
+    let c = srv.client();
+    let r = c.request("GET", "/readyz", &[], vec![]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ready"));
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::support::pg::exec(
+            &url,
+            "INSERT INTO schema_migrations (version, description) VALUES (1000, 'newer')".into(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let r = c.request("GET", "/readyz", &[], vec![]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.headers.contains_key("retry-after"));
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::support::pg::exec(
+            &url,
+            "DELETE FROM schema_migrations WHERE version = 1000".into(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(c.request("GET", "/readyz", &[], vec![]).await.status, 200);
+    // The database dropped under the running server.
+    let name = db.name().to_string();
+    tokio::task::spawn_blocking(move || {
+        crate::support::pg::exec(
+            &crate::support::pg::server_url(),
+            format!("DROP DATABASE {name} WITH (FORCE)"),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let r = c.request("GET", "/readyz", &[], vec![]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(c.request("GET", "/healthz", &[], vec![]).await.status, 200);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_on_the_embedded_store() {
+    let srv = TestServer::start().await;
+    let r = srv.client().request("GET", "/readyz", &[], vec![]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ready"));
+    srv.stop().await;
+}

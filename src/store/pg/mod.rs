@@ -223,7 +223,7 @@ impl PgStore {
     }
 
     /// Whether the database is reachable and at this binary's schema version.
-    pub fn check_ready(&self) -> Result<(), StoreError> {
+    pub fn check_schema(&self) -> Result<(), StoreError> {
         let v = self.schema_version()?;
         if v != schema::latest() {
             return Err(backend(format!(
@@ -772,6 +772,10 @@ impl super::RecordStore for PgStore {
 
     fn apply_records(&self, ops: &[super::RecordOp]) -> Result<bool, StoreError> {
         self.transact(|t| super::records::apply_in_tx(t, ops))
+    }
+
+    fn check_ready(&self) -> Result<(), StoreError> {
+        self.check_schema()
     }
 }
 
