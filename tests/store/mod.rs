@@ -834,3 +834,41 @@ async fn pg_store_called_on_an_async_worker_does_not_panic() {
     assert_eq!(s.count_certs().unwrap(), 1);
     drop(s);
 }
+
+/// Connections the database closed (a restart, a failover, an administrator's
+/// `pg_terminate_backend`) are replaced: the next calls succeed without an error.
+#[test]
+fn pg_store_reconnects_after_the_database_closed_its_connections() {
+    use winmdm::store::CommandQueue;
+    let Some(db) = TestDb::create("pg_store_reconnects") else {
+        return;
+    };
+    let s = std::sync::Arc::new(db.store());
+    s.record_enrollment(&device("R1", None, "r1"), &cert("r1", "R1"), 1, None)
+        .unwrap();
+    // Several pooled connections, all idle.
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let s = s.clone();
+            scope.spawn(move || s.get_device("R1").unwrap());
+        }
+    });
+    for round in 0..3 {
+        crate::support::pg::exec(
+            &crate::support::pg::server_url(),
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                db.name()
+            ),
+        )
+        .unwrap();
+        assert!(
+            s.get_device("R1").unwrap().is_some(),
+            "read after kill {round}"
+        );
+        s.enqueue(command("R1", &format!("k{round}"))).unwrap();
+        s.put_cert(&cert(&format!("x{round}"), "R1")).unwrap();
+    }
+    assert_eq!(s.queued("R1").unwrap().len(), 3);
+}

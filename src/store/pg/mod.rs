@@ -128,6 +128,17 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
     )
 }
 
+/// Whether the connection is gone (closed, or the server ended the session: shutdown,
+/// restart, `pg_terminate_backend`, failover): the statement did not complete and another
+/// connection may run it.
+fn conn_lost(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.code().is_some_and(|c| {
+            let c = c.code();
+            c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"
+        })
+}
+
 fn db_err(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(d) => backend(format!("PostgreSQL: {} ({})", d.message(), d.code().code())),
@@ -299,21 +310,24 @@ impl PgStore {
         Err(backend("database migration kept conflicting"))
     }
 
-    /// Runs `f` on a pooled connection, once more on a fresh one when a reused connection
-    /// turns out closed (the database restarted while it was idle).
+    /// Runs `f` on a pooled connection, again on a fresh one when a reused connection turns
+    /// out gone (the database restarted, or ended the session, while it was idle).
     fn with_conn<R>(
         &self,
         f: impl Fn(&mut pool::Conn) -> Result<R, tokio_postgres::Error>,
     ) -> Result<R, StoreError> {
-        let mut lease = self.pool.get()?;
-        match f(lease.conn()) {
-            Ok(r) => Ok(r),
-            Err(e) if e.is_closed() && lease.reused => {
-                drop(lease);
-                let mut lease = self.pool.get()?;
-                f(lease.conn()).map_err(db_err)
+        loop {
+            let mut lease = self.pool.get()?;
+            match f(lease.conn()) {
+                Ok(r) => return Ok(r),
+                Err(e) if conn_lost(&e) && lease.reused => lease.discard(),
+                Err(e) => {
+                    if conn_lost(&e) {
+                        lease.discard();
+                    }
+                    return Err(db_err(e));
+                }
             }
-            Err(e) => Err(db_err(e)),
         }
     }
 

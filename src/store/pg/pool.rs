@@ -144,9 +144,23 @@ pub struct Lease<'a> {
     conn: Option<Conn>,
     /// Whether it was reused from the idle list (a stale one may fail its first statement).
     pub reused: bool,
+    broken: bool,
 }
 
 impl Lease<'_> {
+    /// Drops the connection instead of returning it to the pool, and every idle one with it
+    /// (the database closed this one: a restart or failover closed the others too).
+    pub fn discard(mut self) {
+        self.broken = true;
+        let stale = {
+            let mut st = self.pool.lock();
+            let stale = std::mem::take(&mut st.idle);
+            st.total -= stale.len();
+            stale
+        };
+        drop(stale);
+    }
+
     /// The connection.
     pub fn conn(&mut self) -> &mut Conn {
         // Only `Drop` takes it out.
@@ -160,7 +174,7 @@ impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let mut st = self.pool.lock();
         match self.conn.take() {
-            Some(c) if !c.client.is_closed() => st.idle.push(c),
+            Some(c) if !self.broken && !c.client.is_closed() => st.idle.push(c),
             _ => st.total -= 1,
         }
         drop(st);
@@ -260,6 +274,7 @@ impl Pool {
                     pool: self,
                     conn: Some(c),
                     reused: true,
+                    broken: false,
                 });
             }
             if st.total < self.max {
@@ -270,6 +285,7 @@ impl Pool {
                         pool: self,
                         conn: Some(c),
                         reused: false,
+                        broken: false,
                     }),
                     Err(e) => {
                         self.lock().total -= 1;
