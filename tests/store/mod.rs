@@ -609,6 +609,22 @@ fn records_battery(s: &dyn Store) {
     assert!(!r.apply_records(&ops).unwrap());
     assert_eq!(K.get(r, "z").unwrap(), None);
     assert_eq!(OTHER.get(r, "a").unwrap(), Some(9));
+    // Composite keys (`group \0 device`, as the groups keep them) hold a NUL byte.
+    const PAIRS: Kind<u32> = Kind::new("pairs");
+    for (k, v) in [("g1\0d2", 2), ("g1", 0), ("g1\0d1", 1), ("g2\0d1", 3)] {
+        PAIRS.put(r, k, &v).unwrap();
+    }
+    assert_eq!(PAIRS.get(r, "g1\0d1").unwrap(), Some(1));
+    let keys: Vec<String> = PAIRS.all(r).unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["g1", "g1\0d1", "g1\0d2", "g2\0d1"]);
+    let page: Vec<String> = PAIRS
+        .list(r, Some("g1\0d1"), 10)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(page, ["g1\0d2", "g2\0d1"]);
+    assert!(PAIRS.delete(r, "g1\0d2").unwrap());
 }
 
 #[test]

@@ -754,7 +754,7 @@ impl super::RecordStore for PgStore {
     fn get_record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let rows = self.query(
             "SELECT value FROM records WHERE kind = $1 AND key = $2",
-            &[&kind, &key],
+            &[&kind, &key.as_bytes()],
         )?;
         rows.first()
             .map(|r| r.try_get::<_, Vec<u8>>(0).map_err(db_err))
@@ -775,13 +775,20 @@ impl super::RecordStore for PgStore {
             )?,
             Some(a) => self.query(
                 "SELECT key, value FROM records WHERE kind = $1 AND key > $2 ORDER BY key LIMIT $3",
-                &[&kind, &a, &limit],
+                &[&kind, &a.as_bytes(), &limit],
             )?,
         };
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(db_err)
+            .map(|r| {
+                let k: Vec<u8> = r.try_get(0).map_err(db_err)?;
+                let v: Vec<u8> = r.try_get(1).map_err(db_err)?;
+                let k = String::from_utf8(k).map_err(|_| StoreError::Corrupt {
+                    what: "record key",
+                    reason: "not UTF-8".into(),
+                })?;
+                Ok((k, v))
+            })
+            .collect()
     }
 
     fn apply_records(&self, ops: &[super::RecordOp]) -> Result<bool, StoreError> {

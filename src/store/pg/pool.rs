@@ -204,6 +204,16 @@ impl Pool {
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(Duration::from_secs(10));
         }
+        // A database that vanished from the network (no reset) fails the calls waiting on it
+        // within about half a minute instead of holding their threads for hours.
+        if cfg.get_tcp_user_timeout().is_none() {
+            cfg.tcp_user_timeout(Duration::from_secs(30));
+        }
+        if cfg.get_keepalives_idle() > Duration::from_secs(30) {
+            cfg.keepalives_idle(Duration::from_secs(30));
+            cfg.keepalives_interval(Duration::from_secs(5));
+            cfg.keepalives_retries(3);
+        }
         Ok(Pool {
             handle: rt.handle().clone(),
             rt: Some(rt),

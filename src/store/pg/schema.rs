@@ -42,7 +42,7 @@ CREATE TABLE sessions (
 CREATE TABLE audit (id bigint PRIMARY KEY, doc jsonb NOT NULL);
 CREATE TABLE records (
     kind text COLLATE "C" NOT NULL,
-    key text COLLATE "C" NOT NULL,
+    key bytea NOT NULL,
     value bytea NOT NULL,
     PRIMARY KEY (kind, key)
 );
@@ -56,6 +56,9 @@ pub enum KeyCol {
     Text,
     /// A u64 stored big-endian in the byte key, `bigint` in SQL.
     Int,
+    /// Raw bytes (`bytea`, which sorts as bytes): keys that may hold `\0`, such as the
+    /// generic records' composite keys (`group \0 device`).
+    Bytes,
 }
 
 /// How the value is stored.
@@ -84,7 +87,7 @@ pub struct Spec {
 
 /// The layout of `t`.
 pub fn spec(t: Table) -> Spec {
-    use KeyCol::{Int, Text};
+    use KeyCol::{Bytes, Int, Text};
     let (keys, val): (&'static [(&'static str, KeyCol)], _) = match t {
         Table::Users => (&[("upn", Text)], ("doc", ValCol::Json)),
         Table::Devices => (&[("device_id", Text)], ("doc", ValCol::Json)),
@@ -104,7 +107,7 @@ pub fn spec(t: Table) -> Spec {
             ("state", ValCol::Bytes),
         ),
         Table::Audit => (&[("id", Int)], ("doc", ValCol::Json)),
-        Table::Records => (&[("kind", Text), ("key", Text)], ("value", ValCol::Bytes)),
+        Table::Records => (&[("kind", Text), ("key", Bytes)], ("value", ValCol::Bytes)),
     };
     Spec {
         name: t.name(),
@@ -120,6 +123,8 @@ pub enum KeyVal {
     Text(String),
     /// bigint column.
     Int(i64),
+    /// bytea column.
+    Bytes(Vec<u8>),
 }
 
 impl KeyVal {
@@ -128,6 +133,7 @@ impl KeyVal {
         match self {
             KeyVal::Text(s) => s,
             KeyVal::Int(i) => i,
+            KeyVal::Bytes(b) => b,
         }
     }
 
@@ -135,6 +141,7 @@ impl KeyVal {
         match self {
             KeyVal::Text(s) => out.extend_from_slice(s.as_bytes()),
             KeyVal::Int(i) => out.extend_from_slice(&(*i as u64).to_be_bytes()),
+            KeyVal::Bytes(b) => out.extend_from_slice(b),
         }
     }
 }
@@ -151,6 +158,7 @@ fn col(kind: KeyCol, b: &[u8]) -> Result<KeyVal, StoreError> {
         KeyCol::Text => std::str::from_utf8(b)
             .map(|s| KeyVal::Text(s.to_string()))
             .map_err(|_| corrupt("not UTF-8")),
+        KeyCol::Bytes => Ok(KeyVal::Bytes(b.to_vec())),
         KeyCol::Int => {
             let a: [u8; 8] = b
                 .try_into()
@@ -329,6 +337,7 @@ pub fn row_key(s: &Spec, row: &tokio_postgres::Row) -> Result<Vec<u8>, tokio_pos
         vals.push(match kind {
             KeyCol::Text => KeyVal::Text(row.try_get(i)?),
             KeyCol::Int => KeyVal::Int(row.try_get(i)?),
+            KeyCol::Bytes => KeyVal::Bytes(row.try_get(i)?),
         });
     }
     Ok(join_key(&vals))
