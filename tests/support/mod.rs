@@ -90,21 +90,23 @@ pub struct TestServer {
 }
 
 /// With `WINMDM_TEST_STORE=postgres`, every `TestServer` without a `database_url` of its own
-/// runs on a fresh PostgreSQL database (kept across `restart`): the whole suite on that backend.
+/// runs on a fresh PostgreSQL database, one per data directory (kept for servers started again
+/// on that directory until the test process ends; the next run drops what it left): the whole
+/// suite on that backend.
 fn pg_suite_db(dir: &Path) -> Option<Arc<pg::TestDb>> {
     if std::env::var("WINMDM_TEST_STORE").as_deref() != Ok("postgres") {
         return None;
     }
-    static BY_DIR: OnceLock<Mutex<HashMap<PathBuf, std::sync::Weak<pg::TestDb>>>> = OnceLock::new();
+    static BY_DIR: OnceLock<Mutex<HashMap<PathBuf, Arc<pg::TestDb>>>> = OnceLock::new();
     let mut m = BY_DIR
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(db) = m.get(dir).and_then(std::sync::Weak::upgrade) {
-        return Some(db);
+    if let Some(db) = m.get(dir) {
+        return Some(db.clone());
     }
     let db = Arc::new(pg::TestDb::create("suite on PostgreSQL")?);
-    m.insert(dir.to_path_buf(), Arc::downgrade(&db));
+    m.insert(dir.to_path_buf(), db.clone());
     Some(db)
 }
 

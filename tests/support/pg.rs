@@ -5,6 +5,7 @@
 //! the server cannot be reached, unless `WINMDM_REQUIRE_POSTGRES=1`, then it panics. The
 //! database is dropped when the [`TestDb`] is (also when the test fails).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use winmdm::store::pg::{redact_url, PgOptions, PgStore};
@@ -27,6 +28,20 @@ pub fn with_database(url: &str, db: &str) -> String {
 /// Runs `sql` (statements, no result) on the database `url` names, on a thread of
 /// its own with its own runtime (callable from any context).
 pub fn exec(url: &str, sql: String) -> Result<(), String> {
+    run_on(url, sql, false).map(|_| ())
+}
+
+/// The test databases on the server.
+fn query_names(url: &str) -> Result<Vec<String>, String> {
+    run_on(
+        url,
+        "SELECT datname FROM pg_database WHERE datname LIKE 'winmdm\\_test\\_%'".into(),
+        true,
+    )
+}
+
+/// Runs `sql`; with `rows`, one query whose first column (text) is returned.
+fn run_on(url: &str, sql: String, rows: bool) -> Result<Vec<String>, String> {
     let url = url.to_string();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -41,7 +56,23 @@ pub fn exec(url: &str, sql: String) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             let task = tokio::spawn(conn);
-            let r = client.batch_execute(&sql).await.map_err(|e| e.to_string());
+            let r = if rows {
+                client
+                    .query(&sql, &[])
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|rs| {
+                        rs.iter()
+                            .map(|r| r.try_get::<_, String>(0).map_err(|e| e.to_string()))
+                            .collect()
+                    })
+            } else {
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map(|_| Vec::new())
+                    .map_err(|e| e.to_string())
+            };
             drop(client);
             let _ = task.await;
             r
@@ -64,6 +95,8 @@ impl TestDb {
     pub fn create(test: &str) -> Option<TestDb> {
         static N: AtomicU64 = AtomicU64::new(0);
         let server = server_url();
+        static ORPHANS: std::sync::Once = std::sync::Once::new();
+        ORPHANS.call_once(|| Self::drop_orphans(&server));
         let name = format!(
             "winmdm_test_{}_{}_{}",
             std::process::id(),
@@ -93,6 +126,28 @@ impl TestDb {
                 }
                 println!("SKIP: {msg} — {test} not run");
                 None
+            }
+        }
+    }
+
+    /// Drops the test databases of test processes that are gone (killed, or a suite run that
+    /// kept its databases to the end).
+    fn drop_orphans(server: &str) {
+        let Ok(list) = query_names(server) else {
+            return;
+        };
+        for name in list {
+            let pid = name
+                .strip_prefix("winmdm_test_")
+                .and_then(|r| r.split('_').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = exec(
+                        server,
+                        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    );
+                }
             }
         }
     }
