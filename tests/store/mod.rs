@@ -888,3 +888,32 @@ fn pg_store_reconnects_after_the_database_closed_its_connections() {
     }
     assert_eq!(s.queued("R1").unwrap().len(), 3);
 }
+
+/// One hot record updated by many threads at once (as the lockout counter is under a password
+/// guessing burst): every serialization failure is retried, no increment is lost.
+#[test]
+fn pg_hot_record_under_contention_loses_no_update() {
+    use winmdm::store::records::Kind;
+    const COUNTER: Kind<u64> = Kind::new("counter");
+    let Some(db) = TestDb::create("pg_hot_record_under_contention") else {
+        return;
+    };
+    let s = db.store();
+    let (threads, each) = (40, 3);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let s = &s;
+            scope.spawn(move || {
+                for _ in 0..each {
+                    COUNTER
+                        .update(s.records(), "hot", |v| Ok(Some(v.unwrap_or(0) + 1)))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(
+        COUNTER.get(s.records(), "hot").unwrap(),
+        Some(threads * each)
+    );
+}

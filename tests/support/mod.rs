@@ -91,8 +91,8 @@ pub struct TestServer {
 
 /// With `WINMDM_TEST_STORE=postgres`, every `TestServer` without a `database_url` of its own
 /// runs on a fresh PostgreSQL database, one per data directory (kept for servers started again
-/// on that directory until the test process ends; the next run drops what it left): the whole
-/// suite on that backend.
+/// on that directory while it exists; the next run drops what a process left at its end): the
+/// whole suite on that backend.
 fn pg_suite_db(dir: &Path) -> Option<Arc<pg::TestDb>> {
     if std::env::var("WINMDM_TEST_STORE").as_deref() != Ok("postgres") {
         return None;
@@ -105,6 +105,9 @@ fn pg_suite_db(dir: &Path) -> Option<Arc<pg::TestDb>> {
     if let Some(db) = m.get(dir) {
         return Some(db.clone());
     }
+    // A database outlives its servers while its data directory exists (a test may start
+    // another server on it), and is dropped with the last server once the directory is gone.
+    m.retain(|d, _| d.exists());
     let db = Arc::new(pg::TestDb::create("suite on PostgreSQL")?);
     m.insert(dir.to_path_buf(), db.clone());
     Some(db)

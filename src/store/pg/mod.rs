@@ -30,7 +30,7 @@ use super::{
 
 /// How many times a transaction the database aborted as a serialization failure or deadlock
 /// is run again before the error is returned.
-pub const MAX_ATTEMPTS: u32 = 12;
+pub const MAX_ATTEMPTS: u32 = 32;
 
 /// Connection pool settings.
 #[derive(Debug, Clone)]
@@ -151,7 +151,7 @@ fn backoff(attempt: u32) {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(attempt);
-    let cap_ms = (1u64 << attempt.min(7)).min(100);
+    let cap_ms = (1u64 << attempt.min(8)).min(200);
     std::thread::sleep(Duration::from_micros(h.finish() % (cap_ms * 1000)));
 }
 
