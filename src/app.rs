@@ -7,6 +7,7 @@ use crate::ca::Ca;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::pki::{self, Pki, PkiError};
+use crate::store::pg::{PgOptions, PgStore};
 use crate::store::{Store, StoreError};
 
 /// Everything a request handler needs.
@@ -83,8 +84,16 @@ impl App {
             tls_chain,
             tls_key,
         } = pki::load_or_create(&cfg, clock.as_ref())?;
-        let store = crate::store::embedded::open(&cfg.data_dir, cfg.store_cache_bytes)?;
-        crate::owner::migrate_once(&store, clock.now_unix())?;
+        let store: Arc<dyn Store> = if let Some(url) = &cfg.database_url {
+            tracing::info!(database = %url, "store: PostgreSQL");
+            Arc::new(PgStore::connect(url.expose(), &PgOptions::default())?)
+        } else {
+            Arc::new(crate::store::embedded::open(
+                &cfg.data_dir,
+                cfg.store_cache_bytes,
+            )?)
+        };
+        crate::owner::migrate_once(store.as_ref(), clock.now_unix())?;
         let (admin_token, token_file) = pki::admin_token(&cfg.data_dir, env_token)?;
         if let Some(path) = token_file {
             tracing::info!(path = %path.display(), "admin API token is in this file (mode 0600); set WINMDM_ADMIN_TOKEN to choose your own");
@@ -103,7 +112,7 @@ impl App {
             node_id: crate::clock::random_hex(8),
             throttle,
             cfg,
-            store: Arc::new(store),
+            store,
             ca,
             clock,
             admin_token,

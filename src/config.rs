@@ -110,6 +110,11 @@ pub struct ServeOptions {
     /// Memory for the embedded store's page cache, in MiB (default 128).
     #[arg(long, env = "WINMDM_STORE_CACHE_MB")]
     pub store_cache_mb: Option<u64>,
+    /// Keep the store in PostgreSQL instead of the embedded store in the data directory:
+    /// `postgres://user[:password]@host[:port]/database[?sslmode=require]`. Several nodes may
+    /// share one database. The password is never logged.
+    #[arg(long, env = "WINMDM_DATABASE_URL")]
+    pub database_url: Option<DatabaseUrl>,
     /// Password checks (argon2id, 19 MiB each) run at once across the server (default: the
     /// number of cores). Up to 8 more requests per worker wait, each at most
     /// --password-wait-ms; beyond that enrollment gets a "try again later" fault.
@@ -233,6 +238,7 @@ impl ServeOptions {
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             max_connections: self.max_connections.or(lower.max_connections),
             store_cache_mb: self.store_cache_mb.or(lower.store_cache_mb),
+            database_url: self.database_url.or(lower.database_url),
             password_workers: self.password_workers.or(lower.password_workers),
             password_wait_ms: self.password_wait_ms.or(lower.password_wait_ms),
             job_wait_ms: self.job_wait_ms.or(lower.job_wait_ms),
@@ -450,10 +456,14 @@ impl ServeOptions {
             self.mgmt_url.as_deref(),
             self.mgmt_listen.as_deref(),
         )?;
+        if let Some(url) = &self.database_url {
+            url.check()?;
+        }
         Ok(Config {
             mgmt_url,
             mgmt_listen,
             store_cache_bytes: store_cache_mb << 20,
+            database_url: self.database_url,
             password_workers,
             password_wait: Duration::from_millis(password_wait_ms),
             job_wait: Duration::from_millis(job_wait_ms),
@@ -568,6 +578,8 @@ pub struct Config {
     pub conn: ConnLimits,
     /// Page cache of the embedded store, in bytes.
     pub store_cache_bytes: u64,
+    /// The PostgreSQL store, when set (else the embedded store in `data_dir`).
+    pub database_url: Option<DatabaseUrl>,
     /// Password checks run at once ([`crate::password_work`]).
     pub password_workers: usize,
     /// Longest wait for a password-check worker.
@@ -588,6 +600,54 @@ pub struct Config {
     pub tenant_id: Option<String>,
     /// Entra tenant primary domain for Autopilot exports.
     pub tenant_domain: Option<String>,
+}
+
+/// A PostgreSQL URL. Its `Debug` and `Display` hide the password, so a logged [`Config`] never
+/// shows it; [`DatabaseUrl::expose`] gives the whole URL to the code that connects.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL with its password, for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |reason: String| ConfigError::Invalid {
+            field: "database_url",
+            reason,
+        };
+        if !crate::store::pg::is_database_url(&self.0) {
+            return Err(bad(format!(
+                "{self}: expected postgres://user@host[:port]/database"
+            )));
+        }
+        self.0
+            .parse::<tokio_postgres::Config>()
+            .map(|_| ())
+            .map_err(|e| bad(format!("{self}: {e}")))
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DatabaseUrl(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::store::pg::redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
 }
 
 /// How long a connection may take at each step, and how many are held at once: the defences
@@ -1462,5 +1522,42 @@ mod tests {
             ..Default::default()
         };
         assert!(o.resolve().is_err());
+    }
+
+    #[test]
+    fn database_url_is_checked_and_its_password_never_shown() {
+        let url = "postgres://winmdm:s3cret-pw@db.example:5432/winmdm?sslmode=require";
+        let c = ServeOptions {
+            database_url: Some(url.parse().expect("infallible")),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("valid");
+        let u = c.database_url.as_ref().expect("kept");
+        assert_eq!(u.expose(), url);
+        for shown in [format!("{c:?}"), format!("{u}"), format!("{u:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("winmdm:***@db.example"), "{shown}");
+        }
+        let from_file: ServeOptions =
+            toml::from_str(&format!("database_url = \"{url}\"")).expect("config key");
+        assert_eq!(
+            from_file
+                .database_url
+                .map(|u| u.expose().to_string())
+                .as_deref(),
+            Some(url)
+        );
+        for bad in [
+            "mysql://x@y/z",
+            "postgres://x@y/z?sslmode=verify-full",
+            "/var/lib/db",
+        ] {
+            let o = ServeOptions {
+                database_url: Some(bad.parse().expect("infallible")),
+                ..Default::default()
+            };
+            assert!(o.resolve().is_err(), "{bad} accepted");
+        }
     }
 }

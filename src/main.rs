@@ -30,6 +30,16 @@ enum Cmd {
         #[command(flatten)]
         opts: Box<ServeOptions>,
     },
+    /// Copy a stopped server's embedded store into an empty PostgreSQL database (then run
+    /// `serve --database-url` with the same data directory for the CA and TLS files).
+    Migrate {
+        /// The data directory of the stopped server.
+        #[arg(long, value_name = "DATA_DIR")]
+        from: PathBuf,
+        /// The empty target database: postgres://user@host[:port]/database.
+        #[arg(long, value_name = "postgres://…")]
+        to: String,
+    },
     /// Admin client subcommands (talk to a running server's /api/v1).
     #[command(flatten)]
     Admin(winmdm::cli::Command),
@@ -53,6 +63,15 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Cmd::Migrate { from, to } => {
+            match winmdm::cli::migrate::run(&from, &to, &mut std::io::stdout()) {
+                Ok(_) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("winmdm migrate: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Admin(cmd) => {
             let code = winmdm::cli::execute(
                 &cli.client,

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod autopilot;
 pub mod http;
+pub mod migrate;
 
 use std::ffi::OsString;
 use std::io::{Read, Write};

@@ -49,6 +49,7 @@ pub async fn handle(
         // The mutual-TLS endpoint: OMA-DM and certificate renewal, nothing else.
         return match (method, path.as_str()) {
             (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+            (Method::GET, "/readyz") => readyz(app).await,
             (Method::POST, paths::MANAGEMENT) => manage(app, peer, req).await,
             (Method::POST, paths::ENROLLMENT) => soap(app, peer, req, Endpoint::Enrollment).await,
             (_, paths::ENROLLMENT | paths::MANAGEMENT) => {
@@ -62,6 +63,7 @@ pub async fn handle(
     }
     match (method, path.as_str()) {
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (Method::GET, "/readyz") => readyz(app).await,
         // MS-MDE2 §3.1: the device probes with GET before POSTing Discover.
         (Method::GET, paths::DISCOVERY) => empty(StatusCode::OK),
         (Method::POST, paths::DISCOVERY) => soap(app, peer, req, Endpoint::Discovery).await,
@@ -219,6 +221,26 @@ fn fault_response(ep: Endpoint, f: &Failure, status: Option<StatusCode>) -> Resp
     if let Some(secs) = f.error.retry_after() {
         r.headers_mut()
             .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+/// `GET /readyz` for load balancers: 200 when the store answers (and, on PostgreSQL, its schema
+/// is the one this binary expects) within 5 s; else 503 with `Retry-After`. `GET /healthz` only
+/// says the process is alive.
+async fn readyz(app: Arc<App>) -> Resp {
+    let store = app.store.clone();
+    let check = tokio::task::spawn_blocking(move || store.records().check_ready());
+    let why = match tokio::time::timeout(std::time::Duration::from_secs(5), check).await {
+        Ok(Ok(Ok(()))) => return text(StatusCode::OK, "ready"),
+        Ok(Ok(Err(e))) => e.to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the store did not answer within 5 s".to_string(),
+    };
+    tracing::warn!(reason = %why, "not ready");
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "not ready");
+    if let Ok(v) = HeaderValue::from_str(&app.cfg.retry_after.to_string()) {
+        r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
     }
     r
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod embedded;
 pub mod mem;
+pub mod pg;
 pub mod powercut;
 pub mod records;
 pub mod redb;

@@ -57,6 +57,11 @@ pub trait RecordStore: Send + Sync {
     /// Applies `ops` atomically and durably. Returns `false`, changing nothing, when an
     /// [`RecordOp::Expect`] does not hold.
     fn apply_records(&self, ops: &[RecordOp]) -> Result<bool, StoreError>;
+    /// Whether the backend can serve requests now (`GET /readyz`): by default one read; a
+    /// database backend also checks that its schema is the one this binary expects.
+    fn check_ready(&self) -> Result<(), StoreError> {
+        self.get_record("readyz", "").map(|_| ())
+    }
 }
 
 /// The key of a record in [`Table::Records`]: `kind \0 key`.

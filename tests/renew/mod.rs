@@ -915,3 +915,11 @@ fn renewal_store_transaction_redb() {
 fn renewal_store_transaction_sled() {
     renewal_store_battery(&SledStore::temporary().unwrap());
 }
+
+#[test]
+fn renewal_store_transaction_pg() {
+    let Some(db) = crate::support::pg::TestDb::create("renewal_store_transaction_pg") else {
+        return;
+    };
+    renewal_store_battery(&db.store());
+}

@@ -1,5 +1,8 @@
 //! One battery, run against every store backend.
 
+mod migrate;
+mod pg_server;
+
 use winmdm::store::mem::MemStore;
 use winmdm::store::redb::RedbStore;
 use winmdm::store::sled::SledStore;
@@ -679,6 +682,22 @@ fn records_battery(s: &dyn Store) {
     assert!(!r.apply_records(&ops).unwrap());
     assert_eq!(K.get(r, "z").unwrap(), None);
     assert_eq!(OTHER.get(r, "a").unwrap(), Some(9));
+    // Composite keys (`group \0 device`, as the groups keep them) hold a NUL byte.
+    const PAIRS: Kind<u32> = Kind::new("pairs");
+    for (k, v) in [("g1\0d2", 2), ("g1", 0), ("g1\0d1", 1), ("g2\0d1", 3)] {
+        PAIRS.put(r, k, &v).unwrap();
+    }
+    assert_eq!(PAIRS.get(r, "g1\0d1").unwrap(), Some(1));
+    let keys: Vec<String> = PAIRS.all(r).unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["g1", "g1\0d1", "g1\0d2", "g2\0d1"]);
+    let page: Vec<String> = PAIRS
+        .list(r, Some("g1\0d1"), 10)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(page, ["g1\0d2", "g2\0d1"]);
+    assert!(PAIRS.delete(r, "g1\0d2").unwrap());
 }
 
 #[test]
@@ -697,3 +716,284 @@ fn redb_store_records() {
 }
 
 mod embedded;
+
+// ---- PostgreSQL: the same batteries, each on a database of its own ----
+
+use crate::support::pg::TestDb;
+use winmdm::store::pg::{PgOptions, PgStore};
+
+/// Runs `f` on a fresh store in a fresh database (skipped, saying so, without a server).
+fn on_pg(test: &str, f: impl FnOnce(&PgStore)) {
+    let Some(db) = TestDb::create(test) else {
+        return;
+    };
+    f(&db.store());
+}
+
+#[test]
+fn pg_store_battery() {
+    on_pg("pg_store_battery/owner", |s| owner_battery(s));
+    on_pg("pg_store_battery/battery", |s| battery(s));
+    on_pg("pg_store_battery/queue", |s| queue_battery(s));
+    on_pg("pg_store_battery/lifecycle", |s| lifecycle_battery(s));
+}
+
+#[test]
+fn pg_store_round_guard() {
+    on_pg("pg_store_round_guard", |s| round_guard_battery(s));
+}
+
+#[test]
+fn pg_store_records() {
+    on_pg("pg_store_records", |s| records_battery(s));
+}
+
+/// Keys sort as bytes on every backend, so a page boundary is the same everywhere: upper case
+/// before lower case, a key before its extensions, multi-byte UTF-8 last.
+fn paging_order_battery(s: &dyn Store) -> (Vec<String>, Vec<String>, Vec<String>) {
+    use winmdm::store::records::Kind;
+    const K: Kind<u32> = Kind::new("order");
+    let ids = [
+        "b", "B", "a b", "a", "ab", "é", "Z", "a-", "a_", "~", "a\u{7f}",
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        let serial = format!("s{i}");
+        s.record_enrollment(&device(id, None, &serial), &cert(&serial, id), 1, None)
+            .unwrap();
+        K.put(s.records(), id, &(i as u32)).unwrap();
+        s.enqueue(command("b", id)).unwrap();
+    }
+    let mut devices = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.list_devices(after.as_deref(), 3).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|d| d.device_id.clone());
+        devices.extend(page.into_iter().map(|d| d.device_id));
+    }
+    let mut records = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = K.list(s.records(), after.as_deref(), 4).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|(k, _)| k.clone());
+        records.extend(page.into_iter().map(|(k, _)| k));
+    }
+    let mut commands = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = s
+            .scan_commands(after.as_ref().map(|(d, c)| (d.as_str(), c.as_str())), 2)
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page
+            .last()
+            .map(|c| (c.device_id.clone(), c.command_id.clone()));
+        commands.extend(page.into_iter().map(|c| c.command_id));
+    }
+    let mut sorted: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    sorted.sort();
+    assert_eq!(devices, sorted, "devices in byte order");
+    assert_eq!(records, sorted, "records in byte order");
+    assert_eq!(commands, sorted, "commands in byte order");
+    (devices, records, commands)
+}
+
+#[test]
+fn pg_paging_order_matches_sled() {
+    let on_sled = paging_order_battery(&SledStore::temporary().unwrap());
+    on_pg("pg_paging_order_matches_sled", |s| {
+        assert_eq!(paging_order_battery(s), on_sled);
+    });
+}
+
+/// Many threads committing rounds of one device and enqueuing to it at once: every
+/// serialization failure is retried inside the store, no command is lost, the generation counts
+/// every committed round.
+#[test]
+fn pg_concurrent_rounds_and_enqueues() {
+    use winmdm::store::{CommandQueue, SessionStore};
+    let Some(db) = TestDb::create("pg_concurrent_rounds_and_enqueues") else {
+        return;
+    };
+    let s = std::sync::Arc::new(
+        PgStore::connect(
+            &db.url,
+            &PgOptions {
+                max_connections: 8,
+                ..PgOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    s.record_enrollment(&device("C1", None, "c1"), &cert("c1", "C1"), 1, None)
+        .unwrap();
+    let threads = 8;
+    let per = 15;
+    let committed = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let s = s.clone();
+            let committed = &committed;
+            scope.spawn(move || {
+                for i in 0..per {
+                    s.enqueue(command("C1", &format!("t{t}-{i}"))).unwrap();
+                    // Read the index, then commit a round guarded by what was read.
+                    let generation = s
+                        .get_session("C1", "")
+                        .unwrap()
+                        .map(|b| {
+                            serde_json::from_slice::<SessionIndex>(&b)
+                                .unwrap()
+                                .generation
+                        })
+                        .unwrap_or(0);
+                    let round = Round {
+                        session: Some(("C1".into(), format!("{t}"), Some(vec![i as u8]))),
+                        guard: Some(RoundGuard {
+                            device_id: "C1".into(),
+                            generation,
+                            index: SessionIndex::default(),
+                            drop: Vec::new(),
+                        }),
+                        ..Round::default()
+                    };
+                    if s.commit_round(&round, 2).unwrap() == RoundCommit::Committed {
+                        committed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let index: SessionIndex =
+        serde_json::from_slice(&s.get_session("C1", "").unwrap().unwrap()).unwrap();
+    let committed = committed.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(committed > 0);
+    assert_eq!(
+        index.generation, committed,
+        "one generation per committed round"
+    );
+    let queued = s.queued("C1").unwrap();
+    assert_eq!(queued.len(), threads * per, "no enqueue lost");
+    let mut seqs: Vec<u64> = queued.iter().map(|c| c.seq).collect();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        threads * per,
+        "queue positions unique and ordered"
+    );
+}
+
+/// Migrations: a second start finds the schema current; a database migrated by a newer binary
+/// is refused.
+#[test]
+fn pg_migrations_refuse_a_newer_schema() {
+    let Some(db) = TestDb::create("pg_migrations_refuse_a_newer_schema") else {
+        return;
+    };
+    let s = db.store();
+    let v = s.schema_version().unwrap();
+    assert_eq!(v, winmdm::store::pg::schema::latest());
+    s.check_schema().unwrap();
+    drop(s);
+    let s = db.store();
+    assert_eq!(s.schema_version().unwrap(), v, "nothing applied twice");
+    drop(s);
+    // A newer binary's migration.
+    crate::support::pg::exec(
+        &db.url,
+        format!(
+            "INSERT INTO schema_migrations (version, description) VALUES ({}, 'from the future')",
+            v + 1
+        ),
+    )
+    .unwrap();
+    let err = PgStore::connect(&db.url, &PgOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("newer than this binary"), "{err}");
+}
+
+/// The store is synchronous; a call made on an async worker (which the server avoids) blocks
+/// that thread but must not panic ("cannot start a runtime from within a runtime").
+#[tokio::test(flavor = "current_thread")]
+async fn pg_store_called_on_an_async_worker_does_not_panic() {
+    let Some(db) = TestDb::create("pg_store_called_on_an_async_worker_does_not_panic") else {
+        return;
+    };
+    let s = db.store();
+    s.put_cert(&cert("a1", "A1")).unwrap();
+    assert_eq!(s.count_certs().unwrap(), 1);
+    drop(s);
+}
+
+/// Connections the database closed (a restart, a failover, an administrator's
+/// `pg_terminate_backend`) are replaced: the next calls succeed without an error.
+#[test]
+fn pg_store_reconnects_after_the_database_closed_its_connections() {
+    use winmdm::store::CommandQueue;
+    let Some(db) = TestDb::create("pg_store_reconnects") else {
+        return;
+    };
+    let s = std::sync::Arc::new(db.store());
+    s.record_enrollment(&device("R1", None, "r1"), &cert("r1", "R1"), 1, None)
+        .unwrap();
+    // Several pooled connections, all idle.
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let s = s.clone();
+            scope.spawn(move || s.get_device("R1").unwrap());
+        }
+    });
+    for round in 0..3 {
+        crate::support::pg::exec(
+            &crate::support::pg::server_url(),
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                db.name()
+            ),
+        )
+        .unwrap();
+        assert!(
+            s.get_device("R1").unwrap().is_some(),
+            "read after kill {round}"
+        );
+        s.enqueue(command("R1", &format!("k{round}"))).unwrap();
+        s.put_cert(&cert(&format!("x{round}"), "R1")).unwrap();
+    }
+    assert_eq!(s.queued("R1").unwrap().len(), 3);
+}
+
+/// One hot record updated by many threads at once (as the lockout counter is under a password
+/// guessing burst): every serialization failure is retried, no increment is lost.
+#[test]
+fn pg_hot_record_under_contention_loses_no_update() {
+    use winmdm::store::records::Kind;
+    const COUNTER: Kind<u64> = Kind::new("counter");
+    let Some(db) = TestDb::create("pg_hot_record_under_contention") else {
+        return;
+    };
+    let s = db.store();
+    let (threads, each) = (40, 3);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let s = &s;
+            scope.spawn(move || {
+                for _ in 0..each {
+                    COUNTER
+                        .update(s.records(), "hot", |v| Ok(Some(v.unwrap_or(0) + 1)))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(
+        COUNTER.get(s.records(), "hot").unwrap(),
+        Some(threads * each)
+    );
+}

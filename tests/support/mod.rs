@@ -5,6 +5,7 @@
 pub mod child;
 pub mod device;
 pub mod mdm_device;
+pub mod pg;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -84,6 +85,32 @@ pub struct TestServer {
     _tmp: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The database of a server on PostgreSQL (see [`pg_suite_db`]).
+    pg: Option<Arc<pg::TestDb>>,
+}
+
+/// With `WINMDM_TEST_STORE=postgres`, every `TestServer` without a `database_url` of its own
+/// runs on a fresh PostgreSQL database, one per data directory (kept for servers started again
+/// on that directory while it exists; the next run drops what a process left at its end): the
+/// whole suite on that backend.
+fn pg_suite_db(dir: &Path) -> Option<Arc<pg::TestDb>> {
+    if std::env::var("WINMDM_TEST_STORE").as_deref() != Ok("postgres") {
+        return None;
+    }
+    static BY_DIR: OnceLock<Mutex<HashMap<PathBuf, Arc<pg::TestDb>>>> = OnceLock::new();
+    let mut m = BY_DIR
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(db) = m.get(dir) {
+        return Some(db.clone());
+    }
+    // A database outlives its servers while its data directory exists (a test may start
+    // another server on it), and is dropped with the last server once the directory is gone.
+    m.retain(|d, _| d.exists());
+    let db = Arc::new(pg::TestDb::create("suite on PostgreSQL")?);
+    m.insert(dir.to_path_buf(), db.clone());
+    Some(db)
 }
 
 impl TestServer {
@@ -138,7 +165,13 @@ impl TestServer {
             data_dir: Some(dir.to_path_buf()),
             ..ServeOptions::default()
         };
+        let pg = pg_suite_db(dir);
+        if let Some(db) = &pg {
+            opts.database_url = Some(db.url.parse().expect("url"));
+        }
         adjust(&mut opts);
+        let pg =
+            pg.filter(|db| opts.database_url.as_ref().map(|u| u.expose()) == Some(db.url.as_str()));
         let cfg = opts.resolve().expect("config");
         // A test that chose its own management listener (or none) gets what it asked for.
         let mgmt_listener = (cfg.mgmt_listen == Some(mgmt)).then_some(mgmt_listener);
@@ -170,6 +203,7 @@ impl TestServer {
             _tmp: None,
             stop: Some(tx),
             task: Some(task),
+            pg,
         }
     }
 
@@ -198,8 +232,10 @@ impl TestServer {
     /// Stops and starts again on the same data dir.
     pub async fn restart(self) -> TestServer {
         let dir = self.data_dir.clone();
+        let keep = self.pg.clone();
         let tmp = self.stop().await;
         let mut s = Self::start_in(&dir, |_| {}).await;
+        drop(keep);
         s._tmp = tmp;
         s
     }
