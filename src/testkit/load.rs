@@ -205,7 +205,7 @@ pub async fn post_syncml(tx: &mut Sender, to: &Mgmt, body: String) -> Result<Byt
     if st != 200 {
         return Err(Failure::new(
             format!("http-{st}"),
-            format!("management answered {st}"),
+            format!("{} answered {st}", to.loc_uri),
         ));
     }
     Ok(body)
@@ -292,7 +292,9 @@ pub async fn session(
             Some(tx) if !tx.is_closed() => tx,
             _ => connect(&to.to, client.clone()).await?,
         };
-        let reply = post_syncml(&mut tx, to, body).await?;
+        let reply = post_syncml(&mut tx, to, body)
+            .await
+            .map_err(|e| Failure::new(e.kind, format!("message {}: {}", k + 1, e.detail)))?;
         conns[slot] = Some(tx);
         let next = route[(slot + 1) % route.len()];
         match answer(id, session_id, k + 2, &next.loc_uri, &reply)? {

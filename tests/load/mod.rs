@@ -132,3 +132,43 @@ async fn hop_with_one_target_changes_nothing_and_a_wrong_token_is_reported() {
     assert_eq!(e.kind, "admin-401", "{e}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hop_sends_each_message_of_a_session_to_the_next_target() {
+    // Two nodes sharing the CA but not the store: the second message of every session goes to
+    // the node that does not know the device, which refuses it.
+    let a = TestServer::start().await;
+    let (cert, key) = (a.data_dir.join("ca/ca.pem"), a.data_dir.join("ca/ca.key"));
+    let b = TestServer::start_with(|o| {
+        o.ca_cert = Some(cert);
+        o.ca_key = Some(key);
+    })
+    .await;
+    let base = ExternalOptions {
+        devices: 4,
+        sessions: 4,
+        reuse: true,
+        ..opts(&[&a, &b])
+    };
+    let r = run_external(&base).await.expect("run");
+    assert_eq!((r.sessions(), r.session_errors().total()), (4, 0), "{r}");
+    let r = run_external(&ExternalOptions { hop: true, ..base })
+        .await
+        .expect("run");
+    println!("{r}");
+    assert_eq!(r.sessions(), 0, "{r}");
+    assert_eq!(r.session_errors().by_kind.get("http-403"), Some(&4), "{r}");
+    // Devices of a are refused by b's management listener at message 2, and the other way round.
+    let other = [b.mgmt_addr, a.mgmt_addr].map(|m| m.expect("mgmt").port());
+    for (t, port) in r.targets.iter().zip(other) {
+        assert_eq!(t.session_errors.total(), 2, "{r}");
+        for f in &t.session_errors.first {
+            let at = format!(
+                "message 2: https://localhost:{port}/ManagementServer/MDM.svc answered 403"
+            );
+            assert!(f.contains(&at), "{f}");
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
