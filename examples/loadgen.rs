@@ -1,5 +1,6 @@
-//! Management load generator: N simulated enrolled devices check in over loopback mutual TLS
-//! against an in-process winmdm server, each session receiving the commands queued for it.
+//! Management load generator: N simulated enrolled devices check in over mutual TLS, each
+//! session receiving the commands queued for it, against an in-process winmdm server (default)
+//! or against running `winmdm serve` processes (`--target`).
 //!
 //! ```sh
 //! cargo run --release --example loadgen -- --devices 1000 --sessions 5000 --concurrency 64 --commands 2
@@ -12,8 +13,38 @@
 //! one message answering every command (Status, Results for Gets), until the server has nothing
 //! more. Without `--reuse` every session opens a new TCP connection and makes a full TLS
 //! handshake (resumption off); with it each worker keeps one HTTP/1.1 connection per device it
-//! serves. Devices get EC P-256 identity keys (enrollment cost is not what this measures).
+//! serves. In-process, devices get EC P-256 identity keys issued straight by the CA into the store
+//! (enrollment cost is not what this measures).
 //! Traffic goes to 127.0.0.1 only; the run is bounded by `--sessions` and `--seconds`.
+//!
+//! External mode (`winmdm::testkit::load::run_external`), the server's CPU measured apart:
+//!
+//! ```sh
+//! winmdm serve --data-dir /tmp/a --listen 127.0.0.1:28443 --public-url https://localhost:28443 &
+//! WINMDM_ADMIN_TOKEN=$(cat /tmp/a/admin-token) loadgen --target https://localhost:28443 \
+//!     --ca /tmp/a/ca/ca.pem --devices 500 --sessions 4000 --concurrency 64 --commands 2 --reuse \
+//!     --server-pid $!
+//! # several servers: devices spread round-robin; tokens and CAs one for all or one per target
+//! loadgen --target https://localhost:28443,https://localhost:29443 --token $TA,$TB \
+//!     --ca /tmp/a/ca/ca.pem,/tmp/b/ca/ca.pem …
+//! ```
+//!
+//! - Accounts: on every target loadgen creates one bulk-enrollment account
+//!   (`windows-bulkenroll-load-<random>@loadgen.example`, `POST /api/v1/users`; 409 accepted, for
+//!   targets sharing a store) and downloads a provisioning package for it
+//!   (`GET /api/v1/bulk-enrollment/package`), whose package secret its devices enroll with, as
+//!   devices applying a `.ppkg` do. Bulk accounts are not subject to `--max-devices-per-user`.
+//!   Each run leaves its account and its devices on the servers.
+//! - Enrollment: device i through target i % n, discovery → policy → enrollment (MS-MDE2, XCEP,
+//!   WSTEP) with a fresh EC P-256 key, `--enroll-concurrency` at once; sessions go to the
+//!   provisioning document's w7 `ADDR`.
+//! - Commands: before each pass, `--commands` per device through the admin API of the device's
+//!   target (`POST /api/v1/devices/{id}/commands`), `--enqueue-concurrency` at once, timed apart.
+//! - Sessions as in-process; `--hop` sends message k of a session to target (home + k) % n
+//!   (nodes sharing one store; with one target it changes nothing).
+//! - Report: sessions/s, p50/p99/max, errors by kind (first five printed), per target; with
+//!   `--server-pid`, the servers' utime + stime (`/proc/<pid>/stat`) per phase: CPU-seconds per
+//!   1,000 sessions and the share of one core, and this process's own CPU in the sessions.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
