@@ -897,8 +897,9 @@ async fn enroll_one(
     })
 }
 
-/// Runs `f(0)` … `f(n - 1)` as tasks, at most `limit` at once; their outputs in index order.
-async fn bounded<T, F, Fut>(n: usize, limit: usize, f: F) -> Vec<T>
+/// Runs `f(0)` … `f(n - 1)` as tasks, at most `limit` at once; their outputs in index order
+/// (`Err` for a task that panicked).
+async fn bounded<T, F, Fut>(n: usize, limit: usize, f: F) -> Vec<Result<T, Failure>>
 where
     T: Send + 'static,
     F: Fn(usize) -> Fut + Send + Sync + 'static,
@@ -916,9 +917,7 @@ where
     }
     let mut out = Vec::with_capacity(n);
     for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
+        out.push(h.await.map_err(|e| Failure::new("panic", e)));
     }
     out
 }
@@ -997,7 +996,7 @@ pub async fn run_external(opts: &ExternalOptions) -> Result<Report, Failure> {
             info.device_name = format!("LOAD-{i:06}");
             async move {
                 let r = enroll_one(&targets[i % n], cfg, &info).await;
-                (i, info.device_id, r)
+                (info.device_id, r)
             }
         })
         .await
@@ -1007,11 +1006,11 @@ pub async fn run_external(opts: &ExternalOptions) -> Result<Report, Failure> {
     let mut mgmts: Vec<Mgmt> = Vec::new();
     let mut mgmt_of_target: Vec<Option<usize>> = vec![None; n];
     let mut devices = Vec::new();
-    for (i, id, r) in results {
+    for (i, r) in results.into_iter().enumerate() {
         let home = i % n;
-        let ident = match r {
-            Ok(x) => x,
-            Err(e) => {
+        let (id, ident) = match r {
+            Ok((id, Ok(x))) => (id, x),
+            Ok((_, Err(e))) | Err(e) => {
                 report.targets[home].enroll_errors.add(&e);
                 continue;
             }
