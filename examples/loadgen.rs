@@ -1,5 +1,6 @@
-//! Management load generator: N simulated enrolled devices check in over loopback mutual TLS
-//! against an in-process winmdm server, each session receiving the commands queued for it.
+//! Management load generator: N simulated enrolled devices check in over mutual TLS, each
+//! session receiving the commands queued for it, against an in-process winmdm server (default)
+//! or against running `winmdm serve` processes (`--target`).
 //!
 //! ```sh
 //! cargo run --release --example loadgen -- --devices 1000 --sessions 5000 --concurrency 64 --commands 2
@@ -12,21 +13,50 @@
 //! one message answering every command (Status, Results for Gets), until the server has nothing
 //! more. Without `--reuse` every session opens a new TCP connection and makes a full TLS
 //! handshake (resumption off); with it each worker keeps one HTTP/1.1 connection per device it
-//! serves. Devices get EC P-256 identity keys (enrollment cost is not what this measures).
+//! serves. In-process, devices get EC P-256 identity keys issued straight by the CA into the store
+//! (enrollment cost is not what this measures).
 //! Traffic goes to 127.0.0.1 only; the run is bounded by `--sessions` and `--seconds`.
+//!
+//! External mode (`winmdm::testkit::load::run_external`), the server's CPU measured apart:
+//!
+//! ```sh
+//! winmdm serve --data-dir /tmp/a --listen 127.0.0.1:28443 --public-url https://localhost:28443 &
+//! WINMDM_ADMIN_TOKEN=$(cat /tmp/a/admin-token) loadgen --target https://localhost:28443 \
+//!     --ca /tmp/a/ca/ca.pem --devices 500 --sessions 4000 --concurrency 64 --commands 2 --reuse \
+//!     --server-pid $!
+//! # several servers: devices spread round-robin; tokens and CAs one for all or one per target
+//! loadgen --target https://localhost:28443,https://localhost:29443 --token $TA,$TB \
+//!     --ca /tmp/a/ca/ca.pem,/tmp/b/ca/ca.pem …
+//! ```
+//!
+//! - Accounts: on every target loadgen creates one bulk-enrollment account
+//!   (`windows-bulkenroll-load-<random>@loadgen.example`, `POST /api/v1/users`; 409 accepted, for
+//!   targets sharing a store) and downloads a provisioning package for it
+//!   (`GET /api/v1/bulk-enrollment/package`), whose package secret its devices enroll with, as
+//!   devices applying a `.ppkg` do. Bulk accounts are not subject to `--max-devices-per-user`.
+//!   Each run leaves its account and its devices on the servers.
+//! - Enrollment: device i through target i % n, discovery → policy → enrollment (MS-MDE2, XCEP,
+//!   WSTEP) with a fresh EC P-256 key, `--enroll-concurrency` at once; sessions go to the
+//!   provisioning document's w7 `ADDR`.
+//! - Commands: before each pass, `--commands` per device through the admin API of the device's
+//!   target (`POST /api/v1/devices/{id}/commands`), `--enqueue-concurrency` at once, timed apart.
+//! - Sessions as in-process; `--hop` sends message k of a session to target (home + k) % n
+//!   (nodes sharing one store; with one target it changes nothing).
+//! - Report: sessions/s, p50/p99/max, errors by kind (first five printed), per target; with
+//!   `--server-pid`, the servers' utime + stime (`/proc/<pid>/stat`) per phase: CPU-seconds per
+//!   1,000 sessions and the share of one core, and this process's own CPU in the sessions.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use winmdm::ca::{self, KeyAlgorithm};
 use winmdm::mdm::commands::{self, NewCommand};
 use winmdm::store::{CertRecord, Device, DeviceState};
+use winmdm::testkit::load::{self, percentile, Endpoint, Mgmt, Sender};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -76,6 +106,36 @@ struct Args {
     /// optimistic check stays on) and report sessions/s of each: what the lock costs.
     #[arg(long)]
     compare_round_lock: bool,
+    /// External mode: drive these running `winmdm serve` processes (their public base URLs,
+    /// comma-separated) instead of an in-process server. Devices enroll through the real
+    /// endpoints, device i through target i % n.
+    #[arg(long, value_delimiter = ',')]
+    target: Vec<String>,
+    /// External mode: admin token (one for all targets, or comma-separated, one per target);
+    /// default the content of `./winmdm-data/admin-token`.
+    #[arg(
+        long,
+        env = "WINMDM_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    token: Vec<String>,
+    /// External mode: PEM file(s) with the CA(s) the servers' TLS chains to (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "./winmdm-data/ca/ca.pem")]
+    ca: Vec<std::path::PathBuf>,
+    /// External mode: each message of a session goes to the next target's management endpoint
+    /// (targets sharing one store; with one target it changes nothing).
+    #[arg(long)]
+    hop: bool,
+    /// External mode: server process ids (comma-separated) whose CPU time is measured.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// External mode: concurrent enrollments.
+    #[arg(long, default_value_t = 16)]
+    enroll_concurrency: usize,
+    /// External mode: concurrent admin requests queueing commands.
+    #[arg(long, default_value_t = 32)]
+    enqueue_concurrency: usize,
 }
 
 struct Sim {
@@ -107,12 +167,66 @@ fn device_record(id: &str, serial: &str, thumb: &str, not_after: i64, now: i64) 
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
+/// `--target`: the simulated devices against running servers ([`load::run_external`]).
+fn external(args: &Args, rt: &tokio::runtime::Runtime) -> Result<(), Box<dyn std::error::Error>> {
+    if args.soak || args.enqueue_only || args.compare_round_lock {
+        return Err("--soak, --enqueue-only and --compare-round-lock are in-process only".into());
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    let tokens = if args.token.is_empty() {
+        let t = std::fs::read_to_string("./winmdm-data/admin-token")
+            .map_err(|e| format!("no --token and ./winmdm-data/admin-token: {e}"))?;
+        vec![t.trim().to_string()]
+    } else {
+        args.token.clone()
+    };
+    let opts = load::ExternalOptions {
+        targets: args.target.clone(),
+        tokens,
+        roots: load::read_pem_certs(&args.ca)?,
+        devices: args.devices,
+        sessions: args.sessions,
+        concurrency: args.concurrency,
+        commands: args.commands,
+        size: args.size,
+        reuse: args.reuse,
+        hop: args.hop,
+        seconds: args.seconds,
+        enroll_concurrency: args.enroll_concurrency,
+        enqueue_concurrency: args.enqueue_concurrency,
+        server_pids: args.server_pid.clone(),
+        verbose: true,
+    };
+    let report = rt.block_on(load::run_external(&opts))?;
+    print!("{report}");
+    Ok(())
+}
+
+/// The in-process server's management endpoint.
+fn in_process_mgmt(addr: SocketAddr) -> Mgmt {
+    Mgmt::new(
+        Endpoint {
+            addr,
+            host: "localhost".into(),
+        },
+        "https://localhost/ManagementServer/MDM.svc",
+    )
+}
+
+/// One session of `sim` on its kept connection (see [`load::session`]).
+async fn session(
+    mgmt: &Mgmt,
+    sim: &Sim,
+    conn: &mut Option<Sender>,
+    session: u32,
+) -> Result<usize, load::Failure> {
+    load::session(
+        &sim.id,
+        &sim.client,
+        &[mgmt],
+        std::slice::from_mut(conn),
+        session,
+    )
+    .await
 }
 
 fn rss_kib() -> u64 {
@@ -126,123 +240,14 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn package1(id: &str, session: u32) -> String {
-    format!(
-        r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{session}</SessionID><MsgID>1</MsgID><Target><LocURI>https://localhost/ManagementServer/MDM.svc</LocURI></Target><Source><LocURI>{id}</LocURI></Source><Meta><MaxMsgSize xmlns="syncml:metinf">65535</MaxMsgSize></Meta></SyncHdr><SyncBody><Alert><CmdID>2</CmdID><Data>1201</Data></Alert><Alert><CmdID>3</CmdID><Data>1224</Data><Item><Meta><Type xmlns="syncml:metinf">com.microsoft/MDM/LoginStatus</Type></Meta><Data>user</Data></Item></Alert><Replace><CmdID>4</CmdID><Item><Source><LocURI>./DevInfo/DevId</LocURI></Source><Data>{id}</Data></Item><Item><Source><LocURI>./DevInfo/Man</LocURI></Source><Data>Load Inc.</Data></Item><Item><Source><LocURI>./DevInfo/DmV</LocURI></Source><Data>1.3</Data></Item></Replace><Final/></SyncBody></SyncML>"#
-    )
-}
-
-/// Builds the device's answer to a server reply; `None` when the reply carries no command.
-fn answer(id: &str, session: u32, msg: u32, reply: &[u8]) -> Option<String> {
-    let parsed = winmdm::syncml::parse(reply).ok()?;
-    let server_msg = parsed.hdr.msg_id.to_string();
-    let mut body = format!(
-        r#"<Status><CmdID>1</CmdID><MsgRef>{server_msg}</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd><Data>200</Data></Status>"#
-    );
-    let mut n = 1;
-    let mut any = false;
-    for c in &parsed.body.commands {
-        use winmdm::syncml::Command;
-        if matches!(c, Command::Status(_) | Command::Alert(_)) {
-            continue;
-        }
-        any = true;
-        n += 1;
-        let cmd_id = c.cmd_id().unwrap_or("0");
-        body.push_str(&format!(
-            r#"<Status><CmdID>{n}</CmdID><MsgRef>{server_msg}</MsgRef><CmdRef>{cmd_id}</CmdRef><Cmd>{}</Cmd><Data>200</Data></Status>"#,
-            c.name()
-        ));
-        if let Command::Get(g) = c {
-            n += 1;
-            let t = g
-                .items
-                .first()
-                .and_then(|i| i.target.as_ref())
-                .map(|t| t.loc_uri.to_string())
-                .unwrap_or_default();
-            body.push_str(&format!(
-                r#"<Results><CmdID>{n}</CmdID><MsgRef>{server_msg}</MsgRef><CmdRef>{cmd_id}</CmdRef><Item><Source><LocURI>{t}</LocURI></Source><Data>10.0.26100.1</Data></Item></Results>"#
-            ));
-        }
-    }
-    if !any {
-        return None;
-    }
-    Some(format!(
-        r#"<SyncML xmlns="SYNCML:SYNCML1.2"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>{session}</SessionID><MsgID>{msg}</MsgID><Target><LocURI>https://localhost/ManagementServer/MDM.svc</LocURI></Target><Source><LocURI>{id}</LocURI></Source></SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"#
-    ))
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Result<Sender, String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    let tls = tokio_rustls::TlsConnector::from(cfg)
-        .connect(
-            ServerName::try_from("localhost").map_err(|e| e.to_string())?,
-            tcp,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    Ok(tx)
-}
-
-async fn post(tx: &mut Sender, body: String) -> Result<Vec<u8>, String> {
-    let req = hyper::Request::builder()
-        .method("POST")
-        .uri("/ManagementServer/MDM.svc?mode=Maintenance&Platform=WoA")
-        .header("host", "localhost")
-        .header("content-type", "application/vnd.syncml.dm+xml")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
-    if resp.status() != 200 {
-        return Err(format!("HTTP {}", resp.status()));
-    }
-    Ok(resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes()
-        .to_vec())
-}
-
-async fn session(
-    addr: SocketAddr,
-    sim: &Sim,
-    conn: &mut Option<Sender>,
-    session: u32,
-) -> Result<usize, String> {
-    let mut tx = match conn.take() {
-        Some(tx) if !tx.is_closed() => tx,
-        _ => connect(addr, sim.client.clone()).await?,
-    };
-    let mut reply = post(&mut tx, package1(&sim.id, session)).await?;
-    let mut msg = 1;
-    let mut received = 0;
-    while let Some(next) = answer(&sim.id, session, msg + 1, &reply) {
-        msg += 1;
-        received += 1;
-        reply = post(&mut tx, next).await?;
-    }
-    *conn = Some(tx);
-    Ok(received)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if !args.target.is_empty() {
+        return external(&args, &rt);
+    }
     let tmp = tempfile::tempdir()?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -402,6 +407,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = server
         .mgmt_addr()
         .ok_or("the server has no management listener")?;
+    let mgmt = Arc::new(in_process_mgmt(addr));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server_task = rt.spawn(server.run(async move {
         let _ = stopped.await;
@@ -409,7 +415,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let sims = Arc::new(sims);
     if args.soak {
-        let r = rt.block_on(soak(&args, addr, app.clone(), sims, tmp.path()));
+        let r = rt.block_on(soak(&args, mgmt, app.clone(), sims, tmp.path()));
         let _ = stop.send(());
         let _ = rt.block_on(server_task);
         return r;
@@ -467,8 +473,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             next.store(0, Ordering::SeqCst);
             let mut workers = Vec::new();
             for _ in 0..args.concurrency {
-                let (sims, next, errors, conns) =
-                    (sims.clone(), next.clone(), errors.clone(), conns.clone());
+                let (sims, next, errors, conns, mgmt) = (
+                    sims.clone(),
+                    next.clone(),
+                    errors.clone(),
+                    conns.clone(),
+                    mgmt.clone(),
+                );
                 let reuse = args.reuse;
                 workers.push(tokio::spawn(async move {
                     let mut lat = Vec::new();
@@ -483,7 +494,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             None
                         };
                         let t = Instant::now();
-                        match session(addr, &sims[i], &mut conn, (pass + 1) as u32).await {
+                        match session(&mgmt, &sims[i], &mut conn, (pass + 1) as u32).await {
                             Ok(_) => lat.push(t.elapsed()),
                             Err(e) => {
                                 if errors.fetch_add(1, Ordering::SeqCst) < 5 {
@@ -581,7 +592,7 @@ fn dir_size(p: &std::path::Path) -> u64 {
 /// Soak: a steady session rate on random devices for `--seconds`, reported per interval.
 async fn soak(
     args: &Args,
-    addr: SocketAddr,
+    mgmt: Arc<Mgmt>,
     app: Arc<winmdm::app::App>,
     sims: Arc<Vec<Sim>>,
     data_dir: &std::path::Path,
@@ -619,13 +630,14 @@ async fn soak(
         let i = (rng_state % sims.len() as u64) as usize;
         session_no = session_no.wrapping_add(1);
         {
-            let (sims, app, lat, errors, received, in_flight) = (
+            let (sims, app, lat, errors, received, in_flight, mgmt) = (
                 sims.clone(),
                 app.clone(),
                 lat.clone(),
                 errors.clone(),
                 received.clone(),
                 in_flight.clone(),
+                mgmt.clone(),
             );
             let (commands_n, data, sess) = (args.commands, data.clone(), session_no);
             in_flight.fetch_add(1, Ordering::SeqCst);
@@ -649,7 +661,7 @@ async fn soak(
                 }
                 let t = Instant::now();
                 let mut conn = None;
-                match session(addr, &sims[i], &mut conn, sess).await {
+                match session(&mgmt, &sims[i], &mut conn, sess).await {
                     Ok(n) => {
                         received.fetch_add(n, Ordering::SeqCst);
                         lat.lock()

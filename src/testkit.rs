@@ -2,6 +2,8 @@
 //! the benches and the load tool. Not part of the stable API.
 #![allow(missing_docs)]
 
+pub mod load;
+
 use crate::soap::client;
 use crate::soap::enroll::AdditionalContext;
 use crate::soap::envelope::Credential;

@@ -13,6 +13,7 @@ mod fuzz_corpus;
 mod groups;
 mod hostile;
 mod lifecycle;
+mod load;
 mod manage;
 mod renew;
 mod replay;
