@@ -268,20 +268,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if args.enqueue_only {
         let t = Instant::now();
-        for i in 0..args.devices {
-            let id = format!("{:032X}", i);
-            let mut d = device_record(
-                &id,
-                &format!("s{i}"),
-                "00",
-                now.unix_timestamp() + 86_400,
-                now.unix_timestamp(),
-            );
-            if i % 100 == 0 {
-                d.os_edition = Some("136".into()); // 1 % HoloLens: a sparse filter
+        // 16 writers: their commits are grouped (one fsync covers many records).
+        let per = args.devices.div_ceil(16).max(1);
+        std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
+            let hs: Vec<_> = (0..args.devices)
+                .step_by(per)
+                .map(|start| {
+                    let app = app.clone();
+                    let end = (start + per).min(args.devices);
+                    s.spawn(move || -> Result<(), winmdm::store::StoreError> {
+                        for i in start..end {
+                            let id = format!("{:032X}", i);
+                            let mut d = device_record(
+                                &id,
+                                &format!("s{i}"),
+                                "00",
+                                now.unix_timestamp() + 86_400,
+                                now.unix_timestamp(),
+                            );
+                            if i % 100 == 0 {
+                                d.os_edition = Some("136".into()); // 1 % HoloLens: a sparse filter
+                            }
+                            app.store.put_device(&d)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().map_err(|_| "a seeding thread panicked")??;
             }
-            app.store.put_device(&d)?;
-        }
+            Ok(())
+        })?;
         println!(
             "created {} device records in {:.2?}",
             args.devices,
