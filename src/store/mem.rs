@@ -276,34 +276,15 @@ impl CommandQueue for MemStore {
         tx::queued(self, device_id)
     }
     fn cancel_many(&self, ids: &[(String, String)], now: i64) -> Result<usize, StoreError> {
-        self.transact(|t| {
-            let mut n = 0;
-            for (device_id, command_id) in ids {
-                if tx::cancel(t, device_id, command_id, now)? == Cancelled::Cancelled {
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
+        self.transact(|t| tx::cancel_many(t, ids, now))
     }
 
     fn cancel(&self, device_id: &str, command_id: &str, now: i64) -> Result<Cancelled, StoreError> {
         self.transact(|t| tx::cancel(t, device_id, command_id, now))
     }
     fn clear(&self, device_id: &str, now: i64) -> Result<usize, StoreError> {
-        let ids: Vec<String> = tx::queued(self, device_id)?
-            .into_iter()
-            .map(|c| c.command_id)
-            .collect();
-        self.transact(|t| {
-            let mut n = 0;
-            for id in &ids {
-                if tx::cancel(t, device_id, id, now)? == Cancelled::Cancelled {
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
+        let ids = tx::queued_ids(self, device_id)?;
+        self.transact(|t| tx::cancel_many(t, &ids, now))
     }
 
     fn scan_commands(

@@ -630,15 +630,7 @@ impl CommandQueue for RedbStore {
     }
 
     fn cancel_many(&self, ids: &[(String, String)], now: i64) -> Result<usize, StoreError> {
-        self.write(|t| {
-            let mut n = 0;
-            for (device_id, command_id) in ids {
-                if tx::cancel(t, device_id, command_id, now)? == Cancelled::Cancelled {
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
+        self.write(|t| tx::cancel_many(t, ids, now))
     }
 
     fn cancel(&self, device_id: &str, command_id: &str, now: i64) -> Result<Cancelled, StoreError> {
@@ -646,19 +638,8 @@ impl CommandQueue for RedbStore {
     }
 
     fn clear(&self, device_id: &str, now: i64) -> Result<usize, StoreError> {
-        let ids: Vec<String> = tx::queued(self, device_id)?
-            .into_iter()
-            .map(|c| c.command_id)
-            .collect();
-        self.write(|x| {
-            let mut n = 0;
-            for id in &ids {
-                if tx::cancel(x, device_id, id, now)? == Cancelled::Cancelled {
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
+        let ids = tx::queued_ids(self, device_id)?;
+        self.write(|t| tx::cancel_many(t, &ids, now))
     }
 
     fn scan_commands(

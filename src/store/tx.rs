@@ -388,6 +388,26 @@ pub fn cancel<X: Tx>(
     Ok(Cancelled::Cancelled)
 }
 
+/// Cancels each unanswered command of `ids` (device, command id) inside `tx`; returns how many
+/// were cancelled (unknown and final ones are left alone).
+pub fn cancel_many<X: Tx>(tx: &X, ids: &[(String, String)], now: i64) -> Result<usize, X::E> {
+    let mut n = 0;
+    for (device_id, command_id) in ids {
+        if cancel(tx, device_id, command_id, now)? == Cancelled::Cancelled {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The (device, command id) pairs of a device's unanswered commands, for [`cancel_many`].
+pub fn queued_ids<R: KvRead>(r: &R, device_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(queued(r, device_id)?
+        .into_iter()
+        .map(|c| (c.device_id, c.command_id))
+        .collect())
+}
+
 /// Key of a device's [`SessionIndex`]: the empty SessionID (a device cannot use it).
 pub fn session_index_key(device_id: &str) -> Vec<u8> {
     device_key(device_id, b"")
