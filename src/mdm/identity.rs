@@ -94,10 +94,12 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// HTTP status: 401 without a certificate, 500 for store failures, else 403.
+    /// HTTP status: 401 without a certificate, 503 while the store is unavailable (500 for a
+    /// corrupt record), else 403.
     pub fn http_status(&self) -> u16 {
         match self {
             AuthError::NoCertificate => 401,
+            AuthError::Store(e) if e.is_unavailable() => 503,
             AuthError::Store(_) => 500,
             _ => 403,
         }

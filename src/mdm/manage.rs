@@ -136,6 +136,7 @@ impl ManageError {
             ManageError::Parse(_) | ManageError::Header { .. } => 400,
             ManageError::WrongDevice { .. } | ManageError::NotEnrolled { .. } => 403,
             ManageError::OutOfOrder { .. } => 409,
+            ManageError::Store(e) if e.is_unavailable() => 503,
             ManageError::Store(_) => 500,
             ManageError::Busy => 503,
         }

@@ -561,6 +561,15 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The store could not be reached or could not write (a database down, a failed sync): the
+    /// request may succeed later, so peers are told to retry (503 + `Retry-After`), not that it
+    /// failed for good.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Backend { .. })
+    }
+}
+
 /// One admin change, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {

@@ -136,6 +136,41 @@ async fn pg_server_readyz_follows_the_database() {
     srv.stop().await;
 }
 
+/// The database gone under a running server: a device's message gets 503 with `Retry-After`
+/// (come back later), not a 500 and not a panic; the node itself stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_server_tells_devices_to_retry_while_the_database_is_gone() {
+    let Some(db) = TestDb::create("pg_server_tells_devices_to_retry") else {
+        return;
+    };
+    let url = db.url.clone();
+    let srv = TestServer::start_with(|o| {
+        o.database_url = Some(url.parse().unwrap());
+        o.retry_after = Some(42);
+    })
+    .await;
+    let d = enrolled(&srv, 1).await;
+    let name = db.name().to_string();
+    tokio::task::spawn_blocking(move || {
+        crate::support::pg::exec(
+            &crate::support::pg::server_url(),
+            format!("DROP DATABASE {name} WITH (FORCE)"),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let r = d.post(&d.first_package(7, "")).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        r.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("42")
+    );
+    let c = srv.client();
+    assert_eq!(c.request("GET", "/healthz", &[], vec![]).await.status, 200);
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn readyz_on_the_embedded_store() {
     let srv = TestServer::start().await;
