@@ -5,3 +5,4 @@
 //! with `WINMDM_REQUIRE_POSTGRES=1`).
 
 mod nodes;
+mod processes;
