@@ -4,5 +4,6 @@
 //! Every test here prints `SKIP` and passes when PostgreSQL is unreachable (it fails instead
 //! with `WINMDM_REQUIRE_POSTGRES=1`).
 
+mod crash;
 mod nodes;
 mod processes;

@@ -17,12 +17,12 @@ use crate::support::mdm_device::{hdr, ManagedDevice, Reply};
 use crate::support::pg::TestDb;
 use crate::support::Client;
 
-const READY: Duration = Duration::from_secs(60);
+pub(super) const READY: Duration = Duration::from_secs(60);
 /// Target prefix of the test's commands; the rest of the LocURI is the command id.
-const PREFIX: &str = "./Vendor/MSFT/Cluster/";
+pub(super) const PREFIX: &str = "./Vendor/MSFT/Cluster/";
 
 /// Copies directory `from` into `to` (files and sub-directories, with their permissions).
-fn copy_dir(from: &Path, to: &Path) {
+pub(super) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -38,16 +38,16 @@ fn copy_dir(from: &Path, to: &Path) {
 /// What the devices received and which of their Statuses the server is known to have recorded,
 /// over every session and node.
 #[derive(Default)]
-struct Ledger {
+pub(super) struct Ledger {
     /// (command id, when the request whose reply carried it was sent).
-    deliveries: Vec<(String, Instant)>,
+    pub(super) deliveries: Vec<(String, Instant)>,
     /// Command id → when the reply to the message carrying its Status arrived (recorded).
-    recorded: BTreeMap<String, Instant>,
+    pub(super) recorded: BTreeMap<String, Instant>,
 }
 
 impl Ledger {
     /// Deliveries asked for after the command's Status was recorded (must be none).
-    fn after_status(&self) -> Vec<String> {
+    pub(super) fn after_status(&self) -> Vec<String> {
         self.deliveries
             .iter()
             .filter(|(id, sent)| self.recorded.get(id).is_some_and(|r| sent > r))
@@ -55,7 +55,7 @@ impl Ledger {
             .collect()
     }
 
-    fn delivered(&self) -> BTreeSet<String> {
+    pub(super) fn delivered(&self) -> BTreeSet<String> {
         self.deliveries.iter().map(|(id, _)| id.clone()).collect()
     }
 }
@@ -70,24 +70,49 @@ async fn session(
     session: u32,
     ledger: &Mutex<Ledger>,
 ) -> Result<usize, String> {
+    session_retrying(md, clients, first, session, ledger, 0).await
+}
+
+/// As [`session`]; a message that gets no answer or a 503 (node killed, database away) is sent
+/// again to the next node, as a load balancer fails over, up to `retries` times, 50 ms apart.
+pub(super) async fn session_retrying(
+    md: &ManagedDevice,
+    clients: &[Client],
+    mut first: usize,
+    session: u32,
+    ledger: &Mutex<Ledger>,
+    retries: u32,
+) -> Result<usize, String> {
     let path = format!("{}?mode=Maintenance&Platform=WoA", md.mgmt_path);
     let mut body = md.first_package(session, "");
     let mut pending_status: Vec<String> = Vec::new();
     for k in 0..60usize {
-        let c = &clients[(first + k) % clients.len()];
-        let sent = Instant::now();
-        let r = send(
-            c,
-            "POST",
-            &path,
-            &[
-                ("content-type", "application/vnd.syncml.dm+xml"),
-                ("user-agent", "MSFT OMA DM Client/1.2.0.1"),
-            ],
-            body.as_bytes().to_vec(),
-        )
-        .await
-        .ok_or_else(|| format!("session {session} message {}: no answer", k + 1))?;
+        let mut tries = 0;
+        let (r, sent) = loop {
+            let c = &clients[(first + k) % clients.len()];
+            let sent = Instant::now();
+            let r = send(
+                c,
+                "POST",
+                &path,
+                &[
+                    ("content-type", "application/vnd.syncml.dm+xml"),
+                    ("user-agent", "MSFT OMA DM Client/1.2.0.1"),
+                ],
+                body.as_bytes().to_vec(),
+            )
+            .await;
+            match r {
+                Some(r) if r.status != 503 => break (r, sent),
+                _ if tries < retries => {
+                    tries += 1;
+                    first += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Some(r) => break (r, sent),
+                None => return Err(format!("session {session} message {}: no answer", k + 1)),
+            }
+        };
         if r.status != 200 {
             return Err(format!(
                 "session {session} message {}: HTTP {}: {}",
@@ -152,7 +177,7 @@ async fn session(
 }
 
 /// Queues `ids` through `admin` (a Replace each, with `pad` bytes of data).
-async fn queue(admin: &Client, dev: &str, ids: &[String], pad: usize) {
+pub(super) async fn queue(admin: &Client, dev: &str, ids: &[String], pad: usize) {
     for id in ids {
         let (st, b) = try_admin(
             admin,
@@ -168,7 +193,7 @@ async fn queue(admin: &Client, dev: &str, ids: &[String], pad: usize) {
 }
 
 /// Command id → state, as `admin`'s node reports the device's history.
-async fn states(admin: &Client, dev: &str) -> BTreeMap<String, String> {
+pub(super) async fn states(admin: &Client, dev: &str) -> BTreeMap<String, String> {
     let (st, b) = try_admin(
         admin,
         "GET",
@@ -209,7 +234,7 @@ async fn policies(c: &Client, upn: &str, password: &str) -> Result<(), String> {
 }
 
 /// The device of `e`, with one management client per node (its identity on each).
-fn clients_for(e: &Enrolled, nodes: &[&ChildServer]) -> Vec<Client> {
+pub(super) fn clients_for(e: &Enrolled, nodes: &[&ChildServer]) -> Vec<Client> {
     nodes
         .iter()
         .map(|n| ManagedDevice::at(n.addr, e).client)
