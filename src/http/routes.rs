@@ -343,7 +343,14 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp 
         }
         Ok(Err(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            empty(status)
+            let mut r = empty(status);
+            // The store away, or a round that kept conflicting: the device tries again later.
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                if let Ok(v) = HeaderValue::from_str(&app.cfg.retry_after.to_string()) {
+                    r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+                }
+            }
+            r
         }
         Err(join) => {
             tracing::error!(error = %join, "management handler panicked");

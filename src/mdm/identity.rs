@@ -98,6 +98,7 @@ impl AuthError {
     pub fn http_status(&self) -> u16 {
         match self {
             AuthError::NoCertificate => 401,
+            AuthError::Store(crate::store::StoreError::Unavailable { .. }) => 503,
             AuthError::Store(_) => 500,
             _ => 403,
         }

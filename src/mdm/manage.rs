@@ -136,8 +136,9 @@ impl ManageError {
             ManageError::Parse(_) | ManageError::Header { .. } => 400,
             ManageError::WrongDevice { .. } | ManageError::NotEnrolled { .. } => 403,
             ManageError::OutOfOrder { .. } => 409,
+            ManageError::Store(crate::store::StoreError::Unavailable { .. })
+            | ManageError::Busy => 503,
             ManageError::Store(_) => 500,
-            ManageError::Busy => 503,
         }
     }
 }

@@ -234,3 +234,40 @@ async fn two_nodes_sweeping_jobs_at_once_take_up_each_job_once() {
         "{list:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_get_503_with_retry_after_while_the_database_is_unreachable() {
+    let Some(db) = TestDb::create("database unreachable") else {
+        return;
+    };
+    let url = db.url.clone();
+    let srv = TestServer::start_with(|o| o.database_url = Some(url.parse().unwrap())).await;
+    let mut d = crate::manage::enrolled(&srv, 1).await;
+    assert!(d.session().await.is_empty());
+    // The database refuses new connections and every open one is ended (as while it restarts).
+    let server = crate::support::pg::server_url();
+    let name = db.name().to_string();
+    crate::support::pg::exec(
+        &server,
+        format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ),
+    )
+    .unwrap();
+    let r = d.post(&d.first_package(90, "")).await;
+    assert_eq!(r.status, 503, "management while the database is away");
+    assert!(
+        r.headers.get("retry-after").is_some(),
+        "Retry-After: {:?}",
+        r.headers
+    );
+    crate::support::pg::exec(
+        &server,
+        format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+    )
+    .unwrap();
+    // Back: the node reconnects by itself.
+    assert!(d.session().await.is_empty());
+    srv.stop().await;
+}
