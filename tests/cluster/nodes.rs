@@ -236,7 +236,7 @@ async fn two_nodes_sweeping_jobs_at_once_take_up_each_job_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_get_503_with_retry_after_while_the_database_is_unreachable() {
+async fn devices_and_admins_get_503_with_retry_after_while_the_database_is_unreachable() {
     let Some(db) = TestDb::create("database unreachable") else {
         return;
     };
@@ -262,6 +262,10 @@ async fn devices_get_503_with_retry_after_while_the_database_is_unreachable() {
         "Retry-After: {:?}",
         r.headers
     );
+    let (st, body) = srv
+        .admin("GET", &format!("/api/v1/devices/{}", d.device_id), None)
+        .await;
+    assert_eq!(st, 503, "admin API while the database is away: {body}");
     crate::support::pg::exec(
         &server,
         format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
