@@ -75,7 +75,7 @@ pub struct ServeOptions {
     /// Largest request body accepted, in bytes (default 1048576).
     #[arg(long, env = "WINMDM_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// Management requests per second across all devices before devices get 429 (0 = no limit, the default).
+    /// Management requests per second across all devices of this node before devices get 429 (0 = no limit, the default). Per node: with N nodes behind a load balancer the fleet-wide bound is N times this.
     #[arg(long, env = "WINMDM_MANAGEMENT_RATE")]
     pub management_rate: Option<u32>,
     /// Devices one user may have enrolled at once; a further enrollment by that user (of a new

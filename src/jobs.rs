@@ -291,17 +291,24 @@ pub fn run_claimed(app: &App, mut j: Job) -> Result<Job, StoreError> {
 /// Claims and runs job `id` on a blocking thread, if no node holds it.
 pub fn spawn(app: Arc<App>, id: String) {
     tokio::task::spawn_blocking(move || match claim(&app, &id) {
-        Ok(Some(j)) => {
-            if let Err(e) = run_claimed(&app, j) {
-                tracing::error!(job_id = %id, error = %e, "job could not save its progress");
-            }
-        }
+        Ok(Some(j)) => run_logged(&app, j),
         Ok(None) => {}
         Err(e) => tracing::error!(job_id = %id, error = %e, "job could not be claimed"),
     });
 }
 
-/// One pass of the sweep: starts every unfinished job nobody holds, forgets old finished ones.
+/// Runs a job this node claimed to its end, logging a failure to save.
+fn run_logged(app: &App, j: Job) {
+    let id = j.id.clone();
+    if let Err(e) = run_claimed(app, j) {
+        tracing::error!(job_id = %id, error = %e, "job could not save its progress");
+    }
+}
+
+/// One pass of the sweep: claims every unfinished job nobody holds and runs it on a blocking
+/// thread, forgets old finished ones. Returns how many jobs this node took up: the claim is made
+/// here (a compare-and-set), so nodes sweeping at the same moment never both count — or both
+/// start — the same job.
 pub fn sweep(app: &Arc<App>) -> Result<usize, StoreError> {
     let now = app.clock.now_unix();
     let mut started = 0;
@@ -316,8 +323,11 @@ pub fn sweep(app: &Arc<App>) -> Result<usize, StoreError> {
                     JOBS.delete(app.store.records(), &id)?;
                 }
             } else if j.claimable(now) {
-                spawn(app.clone(), id);
-                started += 1;
+                if let Some(j) = claim(app, &id)? {
+                    let app = app.clone();
+                    tokio::task::spawn_blocking(move || run_logged(&app, j));
+                    started += 1;
+                }
             }
         }
     }

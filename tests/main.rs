@@ -5,6 +5,7 @@ mod admin;
 mod autopilot;
 mod ca;
 mod cli;
+mod cluster;
 mod crash;
 mod durable_files;
 mod enroll;

@@ -127,6 +127,12 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// The store cannot be reached now (503 with `Retry-After`: try again).
+    #[error("the store is unavailable; try again later")]
+    Unavailable {
+        /// Logged, never sent.
+        reason: String,
+    },
     /// The server failed.
     #[error("internal error")]
     Internal {
@@ -148,6 +154,7 @@ impl ApiError {
             ApiError::BadRequest { .. } | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -156,6 +163,9 @@ impl ApiError {
     pub fn into_response(self) -> Resp {
         match &self {
             ApiError::Internal { reason } => tracing::error!(%reason, "admin API internal error"),
+            ApiError::Unavailable { reason } => {
+                tracing::warn!(%reason, "admin API request failed: store unavailable")
+            }
             e => tracing::info!(error = %e, "admin API request refused"),
         }
         let mut body = serde_json::json!({ "error": self.to_string() });
@@ -167,6 +177,10 @@ impl ApiError {
             r.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if matches!(self, ApiError::Unavailable { .. }) {
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         r
     }
 }
@@ -175,6 +189,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::AlreadyExists { what } => ApiError::Conflict { what: what.into() },
+            StoreError::Unavailable { reason } => ApiError::Unavailable { reason },
             e => ApiError::Internal {
                 reason: e.to_string(),
             },

@@ -14,13 +14,28 @@
 //!
 //! The walk is paged ([`PAGE`] records at a time) in (device, command id) order and resumable, so
 //! memory stays bounded whatever the history size; each page is deleted in one transaction.
+//!
+//! Several nodes sharing one store each run the sweep; a **lease** record
+//! ([`LEASES`]`["command-retention"]`, the pattern of [`crate::jobs`]) taken with a
+//! compare-and-set makes one node at a time do it: a node that finds the lease held by another
+//! node skips this round (its [`Sweep`] is all zeros), the holder renews the lease with every page
+//! and releases it at the end, and a lease whose node died expires after [`LEASE_SECS`].
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::app::App;
 use crate::autopilot::convert::HWDATA_COMMAND_ID;
+use crate::jobs::Lease;
+use crate::store::records::Kind;
 use crate::store::{CommandRecord, StoreError};
+
+/// The sweeps' lease records (one per sweep, keyed by its name).
+pub const LEASES: Kind<Lease> = Kind::new("sweep_lease");
+/// The retention sweep's lease key.
+pub const LEASE_KEY: &str = "command-retention";
+/// How long a retention lease holds without renewal (seconds).
+pub const LEASE_SECS: i64 = 120;
 
 /// Records read per page of the sweep.
 pub const PAGE: usize = 512;
@@ -57,15 +72,63 @@ fn protected(app: &App, device_id: &str) -> Result<HashSet<String>, StoreError> 
     Ok(keep)
 }
 
+/// Takes (or renews) the lease `key` for this node at `now`; `false` if another node holds it.
+fn take_lease(app: &App, key: &str, now: i64) -> Result<bool, StoreError> {
+    let node = app.node_id.as_str();
+    let mut mine = false;
+    LEASES.update(app.store.records(), key, |cur| {
+        mine = cur.as_ref().is_none_or(|l| l.node == node || l.until < now);
+        Ok(if mine {
+            Some(Lease {
+                node: node.to_string(),
+                until: now.saturating_add(LEASE_SECS),
+            })
+        } else {
+            cur
+        })
+    })?;
+    Ok(mine)
+}
+
+/// Releases the lease `key` if this node holds it.
+fn release_lease(app: &App, key: &str) -> Result<(), StoreError> {
+    let node = app.node_id.as_str();
+    LEASES.update(app.store.records(), key, |cur| {
+        Ok(cur.filter(|l| l.node != node))
+    })?;
+    Ok(())
+}
+
 /// Deletes every command that reached its final state more than `retention` before `now`
-/// (Unix seconds), except the protected ones (see the module documentation).
+/// (Unix seconds), except the protected ones (see the module documentation). Returns all zeros
+/// without looking at anything when another node holds the sweep's lease (it is sweeping).
 pub fn sweep(app: &App, now: i64, retention: Duration) -> Result<Sweep, StoreError> {
+    if !take_lease(app, LEASE_KEY, now)? {
+        tracing::debug!("command history sweep: another node is sweeping");
+        return Ok(Sweep::default());
+    }
+    let r = sweep_leased(app, now, retention);
+    let released = release_lease(app, LEASE_KEY);
+    let out = r?;
+    released?;
+    Ok(out)
+}
+
+/// The sweep proper, under the lease (renewed with every page; stops if it was lost).
+fn sweep_leased(app: &App, now: i64, retention: Duration) -> Result<Sweep, StoreError> {
     let cutoff = now.saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
     let mut out = Sweep::default();
     let mut cursor: Option<(String, String)> = None;
     // Protected ids of the device the walk is in (pages are in device order).
     let mut current: Option<(String, HashSet<String>)> = None;
+    let mut first = true;
     loop {
+        if !std::mem::take(&mut first)
+            && !take_lease(app, LEASE_KEY, app.clock.now_unix().max(now))?
+        {
+            tracing::warn!("command history sweep: lease lost to another node; stopping here");
+            break;
+        }
         let page = app
             .store
             .scan_commands(cursor.as_ref().map(|(d, c)| (d.as_str(), c.as_str())), PAGE)?;

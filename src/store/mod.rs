@@ -551,6 +551,14 @@ pub enum StoreError {
         /// The backend's own message.
         reason: String,
     },
+    /// The store cannot be reached now (its database is down, restarting or failing over, or
+    /// no connection came free in time): the operation did not happen, or its outcome is
+    /// unknown (a connection lost while committing); the same request may succeed later.
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        /// The backend's own message.
+        reason: String,
+    },
     /// A stored record could not be decoded.
     #[error("stored {what} record is corrupt: {reason}")]
     Corrupt {
@@ -566,7 +574,10 @@ impl StoreError {
     /// request may succeed later, so peers are told to retry (503 + `Retry-After`), not that it
     /// failed for good.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Backend { .. })
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::Backend { .. }
+        )
     }
 }
 

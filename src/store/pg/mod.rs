@@ -140,6 +140,9 @@ fn conn_lost(e: &tokio_postgres::Error) -> bool {
 }
 
 fn db_err(e: tokio_postgres::Error) -> StoreError {
+    if conn_lost(&e) {
+        return pool::unavailable(format!("PostgreSQL connection lost: {e}"));
+    }
     match e.as_db_error() {
         Some(d) => backend(format!("PostgreSQL: {} ({})", d.message(), d.code().code())),
         None => backend(format!("PostgreSQL: {e}")),

@@ -104,6 +104,13 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// The database cannot be reached now ([`StoreError::Unavailable`]).
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable {
+        reason: e.to_string(),
+    }
+}
+
 /// The TLS connector for `sslmode=require`: rustls on aws-lc-rs, the system's roots plus the
 /// PEM file named by `PGSSLROOTCERT` (libpq's variable), chain and host name verified.
 fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
@@ -262,7 +269,7 @@ impl Pool {
         });
         let client = block_on(task)
             .map_err(backend)?
-            .map_err(|e| backend(format!("connecting to PostgreSQL: {e}")))?;
+            .map_err(|e| unavailable(format!("connecting to PostgreSQL: {e}")))?;
         Ok(Conn {
             client,
             stmts: HashMap::new(),
@@ -306,7 +313,7 @@ impl Pool {
             }
             let now = std::time::Instant::now();
             if now >= deadline {
-                return Err(backend(format!(
+                return Err(unavailable(format!(
                     "no PostgreSQL connection free within {:?} ({} in use)",
                     self.wait, self.max
                 )));
