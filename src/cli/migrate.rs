@@ -3,27 +3,19 @@
 //!
 //! The copy is written over [`KvRead`] (raw key/value pages in key order), so it does not care
 //! which embedded backend the source is; rows go in through the PostgreSQL store's own
-//! transaction ([`PgStore::put_raw`]), which maps each key onto the table's columns. The
+//! transaction (its [`crate::store::tx::RawImport`]), which maps each key onto the table's columns. The
 //! database's id sequence is moved above the largest copied id (audit entries, queue
 //! positions), so new ids keep increasing. The server must be stopped while it runs.
 
 use std::path::Path;
 
 use crate::store::pg::{PgOptions, PgStore};
-use crate::store::tx::{decode, KvRead, Table};
-use crate::store::{CommandRecord, StoreError};
+pub use crate::store::tx::Copied;
+use crate::store::tx::{copy_all, CopyError, KvRead};
+use crate::store::StoreError;
 
 /// Rows per transaction.
 pub const PAGE: usize = 500;
-
-/// What was copied: rows per table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Copied {
-    /// (table, rows), every table in [`Table::ALL`] order.
-    pub tables: Vec<(Table, u64)>,
-    /// The largest id (audit entry or queue position) copied.
-    pub max_id: u64,
-}
 
 /// Why the migration stopped.
 #[derive(Debug, thiserror::Error)]
@@ -37,20 +29,9 @@ pub enum MigrateError {
     /// Reading or writing failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// After the copy a table's count differs from the source's.
-    #[error("verification failed: table {table} has {target} rows in PostgreSQL, {source_rows} in the source")]
-    Mismatch {
-        /// The table.
-        table: &'static str,
-        /// Rows read from the source.
-        source_rows: u64,
-        /// Rows counted in the target.
-        target: u64,
-    },
-}
-
-fn be_u64(b: &[u8]) -> Option<u64> {
-    b.try_into().ok().map(u64::from_be_bytes)
+    /// The copy failed, or a table's count differs from the source's after it.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
 }
 
 /// Copies every table of `src` into `dst` (which must be empty) and verifies the counts.
@@ -58,49 +39,7 @@ pub fn copy_store(src: &dyn KvRead, dst: &PgStore) -> Result<Copied, MigrateErro
     if !dst.is_empty()? {
         return Err(MigrateError::NotEmpty);
     }
-    let mut tables = Vec::new();
-    let mut max_id = 0u64;
-    for t in Table::ALL {
-        let mut n = 0u64;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = src.scan_after(t, after.as_deref(), PAGE)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            for (k, v) in &page {
-                let id = match t {
-                    Table::Audit => be_u64(k),
-                    Table::Queue => k
-                        .iter()
-                        .position(|c| *c == 0)
-                        .and_then(|i| be_u64(&k[i + 1..])),
-                    Table::Commands => Some(decode::<CommandRecord>("command", v)?.seq),
-                    _ => None,
-                };
-                max_id = max_id.max(id.unwrap_or(0));
-            }
-            dst.put_raw(t, &page)?;
-            n += page.len() as u64;
-            if page.len() < PAGE {
-                break;
-            }
-        }
-        tables.push((t, n));
-    }
-    dst.bump_ids_above(max_id)?;
-    for (t, n) in &tables {
-        let target = dst.count(*t)?;
-        if target != *n {
-            return Err(MigrateError::Mismatch {
-                table: t.name(),
-                source_rows: *n,
-                target,
-            });
-        }
-    }
-    Ok(Copied { tables, max_id })
+    Ok(copy_all(src, dst, PAGE)?)
 }
 
 /// `winmdm migrate`: opens the embedded store of `data_dir` (`<data-dir>/store.redb`; an older

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use super::redb::{RedbStore, FILE_NAME};
 use super::sled::SledStore;
-use super::tx::{KvRead, Table};
-use super::{CommandRecord, StoreError};
+use super::tx::Copied;
+use super::StoreError;
 
 /// The sled directory of older versions.
 pub const SLED_DIR: &str = "db";
@@ -29,13 +29,6 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// What a migration copied: records per table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Migrated {
-    /// (table name, records).
-    pub tables: Vec<(&'static str, u64)>,
-}
-
 /// Opens `<data_dir>/store.redb`, migrating an older sled store first if there is one.
 pub fn open(data_dir: &Path, cache_bytes: u64) -> Result<RedbStore, StoreError> {
     crate::fsio::create_dir(data_dir).map_err(backend)?;
@@ -48,9 +41,10 @@ pub fn open(data_dir: &Path, cache_bytes: u64) -> Result<RedbStore, StoreError> 
         } else {
             let m = migrate_sled(data_dir, cache_bytes)?;
             let total: u64 = m.tables.iter().map(|(_, n)| n).sum();
+            let tables: Vec<(&str, u64)> = m.tables.iter().map(|(t, n)| (t.name(), *n)).collect();
             tracing::info!(
                 records = total,
-                tables = ?m.tables,
+                tables = ?tables,
                 from = %sled_dir.display(),
                 to = %target.display(),
                 "store: migrated the sled store to redb; the old directory is kept as {SLED_MIGRATED_DIR}"
@@ -74,14 +68,17 @@ fn retire_sled(data_dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Copies the sled store of `data_dir` into a new `store.redb` (see the module docs).
-pub fn migrate_sled(data_dir: &Path, cache_bytes: u64) -> Result<Migrated, StoreError> {
+pub fn migrate_sled(data_dir: &Path, cache_bytes: u64) -> Result<Copied, StoreError> {
     let staging = data_dir.join("store.migrating");
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(backend)?;
     }
     let from = SledStore::open_with_cache(&data_dir.join(SLED_DIR), cache_bytes)?;
     let to = RedbStore::open_with_cache(&staging, cache_bytes)?;
-    let m = copy(&from, &to)?;
+    let m = super::tx::copy_all(&from, &to, PAGE).map_err(|e| match e {
+        super::tx::CopyError::Store(e) => e,
+        e => backend(format!("migration check failed: {e}")),
+    })?;
     drop(to);
     drop(from);
     // staging/store.redb → data_dir/store.redb, through a name that says it is not finished.
@@ -95,48 +92,4 @@ pub fn migrate_sled(data_dir: &Path, cache_bytes: u64) -> Result<Migrated, Store
     let _ = std::fs::remove_dir_all(&staging);
     retire_sled(data_dir)?;
     Ok(m)
-}
-
-/// Copies every table of `from` into `to` (raw records: both backends share one encoding) and
-/// checks the counts; ids handed out later by `to` are above every copied one.
-pub fn copy(from: &dyn KvRead, to: &RedbStore) -> Result<Migrated, StoreError> {
-    let mut out = Migrated::default();
-    let mut max_id = 0u64;
-    for t in Table::ALL {
-        let mut after: Option<Vec<u8>> = None;
-        let mut n = 0u64;
-        loop {
-            let page = from.scan_after(t, after.as_deref(), PAGE)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            for (k, v) in &page {
-                match t {
-                    Table::Audit => {
-                        if let Ok(b) = <[u8; 8]>::try_from(k.as_slice()) {
-                            max_id = max_id.max(u64::from_be_bytes(b));
-                        }
-                    }
-                    Table::Commands => {
-                        let c: CommandRecord = super::tx::decode("command", v)?;
-                        max_id = max_id.max(c.seq);
-                    }
-                    _ => {}
-                }
-            }
-            n += page.len() as u64;
-            to.import(t, &page)?;
-        }
-        let copied = to.count(t)?;
-        if copied != n {
-            return Err(backend(format!(
-                "migration check failed for table {}: read {n}, the new store holds {copied}",
-                t.name()
-            )));
-        }
-        out.tables.push((t.name(), n));
-    }
-    to.raise_next_id(max_id)?;
-    Ok(out)
 }

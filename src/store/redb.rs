@@ -389,16 +389,16 @@ impl RedbStore {
         }
     }
 
-    /// Number of records in `t` (migration checks).
+    /// Number of records in `t`.
     pub fn count(&self, t: Table) -> Result<u64, StoreError> {
         let r = self.read_txn()?;
         let table = r.open_table(def(t)).map_err(backend)?;
         table.len().map_err(backend)
     }
+}
 
-    /// Writes raw records into `t` and raises the id counter to at least `next_id`, in one
-    /// transaction (migration from another backend).
-    pub fn import(&self, t: Table, kv: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+impl tx::RawImport for RedbStore {
+    fn import(&self, t: Table, kv: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
         self.write(|x| {
             for (k, v) in kv {
                 x.insert(t, k, v.clone())?;
@@ -407,8 +407,11 @@ impl RedbStore {
         })
     }
 
-    /// Makes every later id greater than `floor`.
-    pub fn raise_next_id(&self, floor: u64) -> Result<(), StoreError> {
+    fn count(&self, t: Table) -> Result<u64, StoreError> {
+        RedbStore::count(self, t)
+    }
+
+    fn raise_ids_above(&self, floor: u64) -> Result<(), StoreError> {
         self.write(|x| {
             let mut n = x.next_id.borrow_mut();
             **n = (**n).max(floor.saturating_add(1));

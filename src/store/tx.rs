@@ -644,3 +644,93 @@ pub fn device_leftovers(
 pub fn audit_entries(kv: KvPairs) -> Result<Vec<AuditEntry>, StoreError> {
     kv.iter().map(|(_, v)| decode("audit entry", v)).collect()
 }
+
+/// A store that takes raw records from another backend (a migration's target).
+pub trait RawImport {
+    /// Writes raw records into `t`, in one transaction.
+    fn import(&self, t: Table, kv: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError>;
+    /// Records in `t`.
+    fn count(&self, t: Table) -> Result<u64, StoreError>;
+    /// Makes every id handed out later greater than `floor`.
+    fn raise_ids_above(&self, floor: u64) -> Result<(), StoreError>;
+}
+
+/// What [`copy_all`] copied: records per table, and the largest id among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    /// (table, records), every table in [`Table::ALL`] order.
+    pub tables: Vec<(Table, u64)>,
+    /// The largest id (audit entry or queue position) copied.
+    pub max_id: u64,
+}
+
+/// Why [`copy_all`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Reading or writing failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// After the copy a table's count differs from the source's.
+    #[error("verification failed: table {table} has {target} records in the target, {source_rows} in the source")]
+    Mismatch {
+        /// The table.
+        table: &'static str,
+        /// Records read from the source.
+        source_rows: u64,
+        /// Records counted in the target.
+        target: u64,
+    },
+}
+
+fn be_u64(b: &[u8]) -> Option<u64> {
+    b.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// Copies every table of `from` into `to`, `page` records per transaction (both backends share
+/// one encoding, so records go across as they are), moves `to`'s ids above every copied one and
+/// checks each table's count.
+pub fn copy_all(from: &dyn KvRead, to: &dyn RawImport, page: usize) -> Result<Copied, CopyError> {
+    let mut tables = Vec::new();
+    let mut max_id = 0u64;
+    for t in Table::ALL {
+        let mut n = 0u64;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let kv = from.scan_after(t, after.as_deref(), page)?;
+            let Some((last, _)) = kv.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (k, v) in &kv {
+                let id = match t {
+                    Table::Audit => be_u64(k),
+                    Table::Queue => k
+                        .iter()
+                        .position(|c| *c == 0)
+                        .and_then(|i| be_u64(&k[i + 1..])),
+                    Table::Commands => Some(decode::<CommandRecord>("command", v)?.seq),
+                    _ => None,
+                };
+                max_id = max_id.max(id.unwrap_or(0));
+            }
+            to.import(t, &kv)?;
+            n += kv.len() as u64;
+            if kv.len() < page {
+                break;
+            }
+        }
+        tables.push((t, n));
+    }
+    to.raise_ids_above(max_id)?;
+    for (t, n) in &tables {
+        let target = to.count(*t)?;
+        if target != *n {
+            return Err(CopyError::Mismatch {
+                table: t.name(),
+                source_rows: *n,
+                target,
+            });
+        }
+    }
+    Ok(Copied { tables, max_id })
+}

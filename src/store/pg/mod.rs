@@ -473,8 +473,16 @@ impl PgStore {
         Ok(n.max(0) as u64)
     }
 
-    /// Writes raw (key, value) pairs of `t` in one transaction (used by `winmdm migrate`).
-    pub fn put_raw(&self, t: Table, kv: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+    /// The pool's connection bound.
+    pub fn max_connections(&self) -> usize {
+        self.pool.max()
+    }
+}
+
+/// Raw rows go in through the store's own transaction, which maps each key onto the table's
+/// columns (`winmdm migrate`).
+impl tx::RawImport for PgStore {
+    fn import(&self, t: Table, kv: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
         self.transact(|x| {
             for (k, v) in kv {
                 x.insert(t, k, v.clone())?;
@@ -483,19 +491,18 @@ impl PgStore {
         })
     }
 
-    /// Moves the id sequence so the next id is above `max_id`.
-    pub fn bump_ids_above(&self, max_id: u64) -> Result<(), StoreError> {
-        let v = i64::try_from(max_id.max(1)).map_err(backend)?;
+    fn count(&self, t: Table) -> Result<u64, StoreError> {
+        PgStore::count(self, t)
+    }
+
+    /// Moves the id sequence so the next id is above `floor`.
+    fn raise_ids_above(&self, floor: u64) -> Result<(), StoreError> {
+        let v = i64::try_from(floor.max(1)).map_err(backend)?;
         self.query(
             "SELECT setval('winmdm_ids', greatest($1::bigint, (SELECT last_value FROM winmdm_ids)))",
             &[&v],
         )
         .map(|_| ())
-    }
-
-    /// The pool's connection bound.
-    pub fn max_connections(&self) -> usize {
-        self.pool.max()
     }
 }
 
