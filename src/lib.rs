@@ -23,6 +23,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod autopilot;
+pub mod backup;
 pub mod ca;
 pub mod cli;
 pub mod clock;

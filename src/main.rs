@@ -40,6 +40,11 @@ enum Cmd {
         #[arg(long, value_name = "postgres://…")]
         to: String,
     },
+    /// Back up a server into one archive: a consistent snapshot of its store and its key
+    /// files (through the running server's admin API, or `--data-dir` of a stopped one).
+    Backup(winmdm::cli::backup::BackupArgs),
+    /// Rebuild a data directory (new or empty) from a backup archive; the server stopped.
+    Restore(winmdm::cli::backup::RestoreArgs),
     /// Admin client subcommands (talk to a running server's /api/v1).
     #[command(flatten)]
     Admin(winmdm::cli::Command),
@@ -72,6 +77,22 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
+        Cmd::Backup(a) => {
+            match winmdm::cli::backup::backup(&cli.client, &a, &mut std::io::stdout()) {
+                Ok(_) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("winmdm backup: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Restore(a) => match winmdm::cli::backup::restore(&a, &mut std::io::stdout()) {
+            Ok(_) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("winmdm restore: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Cmd::Admin(cmd) => {
             let code = winmdm::cli::execute(
                 &cli.client,

@@ -3,6 +3,7 @@ mod support;
 
 mod admin;
 mod autopilot;
+mod backup;
 mod ca;
 mod cli;
 mod cluster;

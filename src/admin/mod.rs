@@ -48,6 +48,7 @@ use crate::http::routes::{read_body, BodyError, Resp};
 use crate::store::{normalize_upn, Device, StoreError, User};
 
 pub mod autopilot;
+pub mod backup;
 pub mod bulk;
 mod detail;
 pub mod groups;
@@ -304,6 +305,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/autopilot/devices/{serial}"),
     ("PATCH", "/api/v1/autopilot/devices/{serial}"),
     ("DELETE", "/api/v1/autopilot/devices/{serial}"),
+    ("POST", "/api/v1/backup"),
 ];
 
 /// A matched admin route with its path parameters.
@@ -343,6 +345,7 @@ enum Endpoint<'a> {
     Autopilot(autopilot::Route<'a>),
     ListJobs,
     GetJob(&'a str),
+    Backup,
 }
 
 /// The decoded path segments after `/api/v1`.
@@ -393,6 +396,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["autopilot", rest @ ..], m) => E::Autopilot(autopilot::endpoint(rest, &m)?),
         (["jobs"], Method::GET) => E::ListJobs,
         (["jobs", id], Method::GET) => E::GetJob(id),
+        (["backup"], Method::POST) => E::Backup,
         (
             ["users"]
             | ["users", _]
@@ -416,7 +420,8 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["bulk-enrollment", "package"]
             | ["bulk-enrollment", "packages", _]
             | ["jobs"]
-            | ["jobs", _],
+            | ["jobs", _]
+            | ["backup"],
             _,
         ) => return Err(ApiError::MethodNotAllowed),
         _ => {
@@ -480,6 +485,7 @@ async fn dispatch(
         Endpoint::Autopilot(r) => autopilot::handle(app, r, req).await,
         Endpoint::ListJobs => list_jobs(app, req.uri().query().unwrap_or("")).await,
         Endpoint::GetJob(id) => get_job(app, id.to_string()).await,
+        Endpoint::Backup => backup::create(app, req).await,
     }
 }
 

@@ -96,12 +96,33 @@ fn paths() -> Value {
                     "404": err("Unknown package.")
                 }))
             }
+        },
+        "/api/v1/backup": {
+            "post": {
+                "operationId": "createBackup",
+                "summary": "Stream a backup archive (tar): a consistent snapshot of the store (embedded store only) and the data directory's key files, sealed when a passphrase is given; admin tokens only, one at a time",
+                "requestBody": body("NewBackup"),
+                "responses": common(json!({
+                    "200": {
+                        "description": "The archive, streamed; `X-Winmdm-Store-Included: false` on PostgreSQL (back the database up with pg_dump). A transfer that ends early has no manifest and is refused by `winmdm restore`.",
+                        "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}
+                    },
+                    "400": err("Invalid JSON or passphrase length."),
+                    "409": err("A backup is already running on this node.")
+                }))
+            }
         }
     })
 }
 
 fn schemas() -> Value {
     json!({
+        "NewBackup": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "passphrase": {"type": "string", "minLength": 12, "maxLength": 1024, "description": "Seal the key files (argon2id + AES-256-GCM); needed again to restore."}
+            }
+        },
         "NewToken": {
             "type": "object", "additionalProperties": false, "required": ["name", "role"],
             "properties": {

@@ -133,12 +133,71 @@ impl Client {
             .map_err(|_| TransportError::Connect(format!("no answer within {timeout:?}")))?
     }
 
-    async fn request_inner(
+    /// Sends one request with a JSON body and writes a 2xx answer's body to `sink` as it
+    /// arrives (each frame within `idle`); any other answer comes back whole, as from
+    /// [`Client::request`]. Returns the status and, for a 2xx, an empty body.
+    pub async fn download(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &serde_json::Value,
+        sink: &mut dyn std::io::Write,
+        idle: Duration,
+    ) -> Result<Response, TransportError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| TransportError::Connect(format!("encoding a request: {e}")))?;
+        let resp = tokio::time::timeout(
+            TIMEOUT,
+            self.send(method, path_and_query, Some(("application/json", bytes))),
+        )
+        .await
+        .map_err(|_| TransportError::Connect(format!("no answer within {TIMEOUT:?}")))??;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        if !(200..300).contains(&status) {
+            let b = tokio::time::timeout(TIMEOUT, body.collect())
+                .await
+                .map_err(|_| TransportError::Connect("the error answer did not arrive".into()))?
+                .map_err(|e| TransportError::Connect(format!("reading the answer: {e}")))?;
+            return Ok(Response {
+                status,
+                body: b.to_bytes().to_vec(),
+            });
+        }
+        loop {
+            let frame = tokio::time::timeout(idle, body.frame())
+                .await
+                .map_err(|_| {
+                    TransportError::Connect(format!("the transfer stalled for {idle:?}"))
+                })?;
+            match frame {
+                None => break,
+                Some(Err(e)) => {
+                    return Err(TransportError::Connect(format!(
+                        "the transfer was cut: {e}"
+                    )))
+                }
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        sink.write_all(&d).map_err(|e| {
+                            TransportError::Connect(format!("writing the download: {e}"))
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(Response {
+            status,
+            body: Vec::new(),
+        })
+    }
+
+    async fn send(
         &self,
         method: &str,
         path_and_query: &str,
         body: Option<(&str, Vec<u8>)>,
-    ) -> Result<Response, TransportError> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, TransportError> {
         let err = |what: &str, e: &dyn std::fmt::Display| {
             TransportError::Connect(format!("{what} {}:{}: {e}", self.host, self.port))
         };
@@ -177,10 +236,22 @@ impl Client {
         let req = req
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| err("building a request for", &e))?;
-        let resp = sender
+        sender
             .send_request(req)
             .await
-            .map_err(|e| err("request to", &e))?;
+            .map_err(|e| err("request to", &e))
+    }
+
+    async fn request_inner(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Response, TransportError> {
+        let err = |what: &str, e: &dyn std::fmt::Display| {
+            TransportError::Connect(format!("{what} {}:{}: {e}", self.host, self.port))
+        };
+        let resp = self.send(method, path_and_query, body).await?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()

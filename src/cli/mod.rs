@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod autopilot;
+pub mod backup;
 pub mod http;
 pub mod migrate;
 
@@ -321,7 +322,7 @@ struct Cli {
 
 /// Why a command failed; decides the exit code.
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     /// The server answered with an error status (exit 1).
     Api { status: u16, message: String },
     /// A local problem: no token, unreadable file… (exit 1).
@@ -410,7 +411,7 @@ fn execute_to(
 }
 
 /// The token: `--token`/env, else `--token-file`, else `./winmdm-data/admin-token`.
-fn resolve_token(a: &ClientArgs) -> Result<String, Failure> {
+pub(crate) fn resolve_token(a: &ClientArgs) -> Result<String, Failure> {
     if let Some(t) = a.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         return Ok(t.to_string());
     }
@@ -460,7 +461,7 @@ fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
 }
 
 /// The CA(s) to trust: `--ca-cert`, else the top of the server's TLS chain, else the CA.
-fn resolve_roots(a: &ClientArgs) -> Result<Vec<CertificateDer<'static>>, Failure> {
+pub(crate) fn resolve_roots(a: &ClientArgs) -> Result<Vec<CertificateDer<'static>>, Failure> {
     if let Some(p) = &a.ca_cert {
         return pem_certs(p);
     }

@@ -216,6 +216,61 @@ impl CertStore for MemStore {
     }
 }
 
+/// A copy of every table, taken under the lock.
+#[derive(Debug, Default)]
+pub struct MemSnapshot(MemStore);
+
+impl tx::KvRead for MemSnapshot {
+    fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        tx::KvRead::get(&self.0, t, k)
+    }
+    fn scan_prefix(&self, t: Table, prefix: &[u8]) -> Result<KvPairs, StoreError> {
+        tx::KvRead::scan_prefix(&self.0, t, prefix)
+    }
+    fn scan_after(
+        &self,
+        t: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, StoreError> {
+        tx::KvRead::scan_after(&self.0, t, after, limit)
+    }
+}
+
+impl MemStore {
+    /// Every table as it is now.
+    pub fn snapshot_view(&self) -> MemSnapshot {
+        MemSnapshot(MemStore {
+            inner: Mutex::new(self.lock().clone()),
+            seq: Default::default(),
+        })
+    }
+}
+
+impl super::Snapshots for MemStore {
+    fn snapshot(&self) -> Result<Option<Box<dyn tx::KvRead + '_>>, StoreError> {
+        Ok(Some(Box::new(self.snapshot_view())))
+    }
+}
+
+impl tx::RawImport for MemStore {
+    fn import(&self, t: Table, kv: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        for (k, v) in kv {
+            g.insert((t, k.clone()), v.clone());
+        }
+        Ok(())
+    }
+    fn count(&self, t: Table) -> Result<u64, StoreError> {
+        Ok(self.lock().keys().filter(|(tt, _)| *tt == t).count() as u64)
+    }
+    fn raise_ids_above(&self, floor: u64) -> Result<(), StoreError> {
+        self.seq
+            .fetch_max(floor, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
 impl tx::KvRead for MemStore {
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.lock().get(&(t, k.to_vec())).cloned())

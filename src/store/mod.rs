@@ -727,7 +727,14 @@ pub trait SessionStore: Send + Sync {
 
 /// Everything the server needs from storage.
 pub trait Store:
-    UserStore + DeviceStore + CertStore + CommandQueue + SessionStore + AuditStore + RecordStore
+    UserStore
+    + DeviceStore
+    + CertStore
+    + CommandQueue
+    + SessionStore
+    + AuditStore
+    + RecordStore
+    + Snapshots
 {
     /// This store as its generic record table (for [`records::Kind`] helpers).
     fn records(&self) -> &dyn RecordStore;
@@ -739,7 +746,8 @@ impl<
             + CommandQueue
             + SessionStore
             + AuditStore
-            + RecordStore,
+            + RecordStore
+            + Snapshots,
     > Store for T
 {
     fn records(&self) -> &dyn RecordStore {
@@ -748,6 +756,13 @@ impl<
 }
 
 pub use records::{RecordOp, RecordStore};
+
+/// A consistent, read-only view of every table as of one instant, for backups.
+pub trait Snapshots {
+    /// The view (held open until dropped; writers go on meanwhile), or `None` when the backend
+    /// is backed up with its own tools (PostgreSQL: `pg_dump`).
+    fn snapshot(&self) -> Result<Option<Box<dyn tx::KvRead + '_>>, StoreError>;
+}
 
 /// Key of a per-device record: `device_id \0 rest`.
 pub fn device_key(device_id: &str, rest: &[u8]) -> Vec<u8> {

@@ -421,26 +421,82 @@ impl tx::RawImport for RedbStore {
     }
 }
 
+/// One redb read transaction: every read sees the store as it was when it began.
+pub struct RedbSnapshot(redb::ReadTransaction);
+
+impl KvRead for RedbSnapshot {
+    fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        read_get(&self.0, t, k)
+    }
+    fn scan_prefix(&self, t: Table, prefix: &[u8]) -> Result<KvPairs, StoreError> {
+        read_prefix(&self.0, t, prefix)
+    }
+    fn scan_after(
+        &self,
+        t: Table,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, StoreError> {
+        read_after(&self.0, t, after, limit)
+    }
+}
+
+impl super::Snapshots for RedbStore {
+    fn snapshot(&self) -> Result<Option<Box<dyn KvRead + '_>>, StoreError> {
+        Ok(Some(Box::new(RedbSnapshot(self.read_txn()?))))
+    }
+}
+
+fn read_get(r: &redb::ReadTransaction, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    let table = r.open_table(def(t)).map_err(backend)?;
+    let v = table.get(k).map_err(backend)?;
+    Ok(v.map(|g| g.value().to_vec()))
+}
+
+fn read_prefix(r: &redb::ReadTransaction, t: Table, prefix: &[u8]) -> Result<KvPairs, StoreError> {
+    let table = r.open_table(def(t)).map_err(backend)?;
+    let mut out = Vec::new();
+    for item in table.range(prefix..).map_err(backend)? {
+        let (k, v) = item.map_err(backend)?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+fn read_after(
+    r: &redb::ReadTransaction,
+    t: Table,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<KvPairs, StoreError> {
+    use std::ops::Bound;
+    let table = r.open_table(def(t)).map_err(backend)?;
+    let start: Bound<&[u8]> = match after {
+        Some(a) => Bound::Excluded(a),
+        None => Bound::Unbounded,
+    };
+    let mut out = Vec::new();
+    for item in table
+        .range::<&[u8]>((start, Bound::Unbounded))
+        .map_err(backend)?
+        .take(limit)
+    {
+        let (k, v) = item.map_err(backend)?;
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
 impl KvRead for RedbStore {
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let r = self.read_txn()?;
-        let table = r.open_table(def(t)).map_err(backend)?;
-        let v = table.get(k).map_err(backend)?;
-        Ok(v.map(|g| g.value().to_vec()))
+        read_get(&self.read_txn()?, t, k)
     }
 
     fn scan_prefix(&self, t: Table, prefix: &[u8]) -> Result<KvPairs, StoreError> {
-        let r = self.read_txn()?;
-        let table = r.open_table(def(t)).map_err(backend)?;
-        let mut out = Vec::new();
-        for item in table.range(prefix..).map_err(backend)? {
-            let (k, v) = item.map_err(backend)?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        read_prefix(&self.read_txn()?, t, prefix)
     }
 
     fn scan_after(
@@ -449,23 +505,7 @@ impl KvRead for RedbStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<KvPairs, StoreError> {
-        use std::ops::Bound;
-        let r = self.read_txn()?;
-        let table = r.open_table(def(t)).map_err(backend)?;
-        let start: Bound<&[u8]> = match after {
-            Some(a) => Bound::Excluded(a),
-            None => Bound::Unbounded,
-        };
-        let mut out = Vec::new();
-        for item in table
-            .range::<&[u8]>((start, Bound::Unbounded))
-            .map_err(backend)?
-            .take(limit)
-        {
-            let (k, v) = item.map_err(backend)?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        read_after(&self.read_txn()?, t, after, limit)
     }
 }
 

@@ -280,6 +280,13 @@ impl CertStore for SledStore {
     }
 }
 
+/// Only read to migrate an old data directory; never backed up.
+impl super::Snapshots for SledStore {
+    fn snapshot(&self) -> Result<Option<Box<dyn tx::KvRead + '_>>, StoreError> {
+        Ok(None)
+    }
+}
+
 impl tx::KvRead for SledStore {
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tree(t).get(k).map_err(backend)?.map(|v| v.to_vec()))

@@ -686,6 +686,21 @@ fn be_u64(b: &[u8]) -> Option<u64> {
     b.try_into().ok().map(u64::from_be_bytes)
 }
 
+/// The id a record holds that the store hands out itself (audit entry, queue position, command
+/// sequence), or 0: what a copy must move the target's id counter above.
+pub fn record_id(t: Table, k: &[u8], v: &[u8]) -> Result<u64, StoreError> {
+    let id = match t {
+        Table::Audit => be_u64(k),
+        Table::Queue => k
+            .iter()
+            .position(|c| *c == 0)
+            .and_then(|i| be_u64(&k[i + 1..])),
+        Table::Commands => Some(decode::<CommandRecord>("command", v)?.seq),
+        _ => None,
+    };
+    Ok(id.unwrap_or(0))
+}
+
 /// Copies every table of `from` into `to`, `page` records per transaction (both backends share
 /// one encoding, so records go across as they are), moves `to`'s ids above every copied one and
 /// checks each table's count.
@@ -702,16 +717,7 @@ pub fn copy_all(from: &dyn KvRead, to: &dyn RawImport, page: usize) -> Result<Co
             };
             after = Some(last.clone());
             for (k, v) in &kv {
-                let id = match t {
-                    Table::Audit => be_u64(k),
-                    Table::Queue => k
-                        .iter()
-                        .position(|c| *c == 0)
-                        .and_then(|i| be_u64(&k[i + 1..])),
-                    Table::Commands => Some(decode::<CommandRecord>("command", v)?.seq),
-                    _ => None,
-                };
-                max_id = max_id.max(id.unwrap_or(0));
+                max_id = max_id.max(record_id(t, k, v)?);
             }
             to.import(t, &kv)?;
             n += kv.len() as u64;

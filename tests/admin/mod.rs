@@ -318,6 +318,7 @@ async fn every_body_route_refuses_bad_json_and_unknown_fields() {
             "/api/v1/autopilot/devices/NOPE".into(),
             json!({"group_tag": "t", "x": 1}),
         ),
+        ("POST", "/api/v1/backup".into(), json!({"x": 1})),
     ]);
     // Routes that take no JSON body: push has none, the Autopilot import takes the CSV file
     // itself (its refusals are in `autopilot::import_good_and_bad_rows_in_powershell_utf16`).

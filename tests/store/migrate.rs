@@ -5,15 +5,15 @@ use winmdm::store::pg::{PgOptions, PgStore};
 use winmdm::store::sled::SledStore;
 use winmdm::store::tx::{KvRead, Table};
 use winmdm::store::{
-    AuditEntry, AuditStore, CommandQueue, DeviceStore, Round, RoundGuard, SessionIndex,
-    SessionStore, Store, User, UserStore,
+    AuditEntry, AuditStore, CommandQueue, Round, RoundGuard, SessionIndex, SessionStore, Store,
+    User, UserStore,
 };
 
 use super::{cert, command, device};
 use crate::support::pg::TestDb;
 
 /// A sled store with something in every table (more rows than one copy page in one of them).
-fn populate(s: &SledStore) {
+pub(crate) fn populate(s: &dyn Store) {
     for i in 0..3 {
         s.create_user(&User {
             upn: format!("u{i}@example.com"),
@@ -66,7 +66,7 @@ fn populate(s: &SledStore) {
 
 /// Every row of `t`, values as JSON where the table holds JSON (PostgreSQL's jsonb keeps the
 /// meaning, not the bytes), else as bytes.
-fn rows(s: &dyn KvRead, t: Table) -> Vec<(Vec<u8>, serde_json::Value)> {
+pub(crate) fn rows(s: &dyn KvRead, t: Table) -> Vec<(Vec<u8>, serde_json::Value)> {
     let json = matches!(
         t,
         Table::Users | Table::Devices | Table::Certs | Table::Commands | Table::Audit
@@ -160,4 +160,84 @@ fn pg_migrate_copies_every_table_and_refuses_a_non_empty_target() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not empty"), "{err}");
     assert_eq!(dst.list_commands("D1").unwrap().len(), cmds.len() + 1);
+}
+
+/// A backup archive of a populated embedded store, restored into PostgreSQL and into a new data
+/// directory: every table row for row, and new ids above the restored ones.
+#[test]
+fn backup_restores_every_table_into_redb_and_postgresql() {
+    use winmdm::backup::{self, RestoreOptions, StoreTarget, WriteOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let src = winmdm::store::redb::RedbStore::open(dir.path()).unwrap();
+    populate(&src);
+    std::fs::write(dir.path().join("admin-token"), "t").unwrap();
+    let snap = winmdm::store::Snapshots::snapshot(&src).unwrap().unwrap();
+    let mut archive = Vec::new();
+    let m = backup::write(
+        Some(snap.as_ref()),
+        dir.path(),
+        1,
+        &WriteOptions::default(),
+        &mut archive,
+    )
+    .unwrap();
+    drop(snap);
+    let max_seq = src.list_commands("D1").unwrap().last().unwrap().seq;
+    let check = |dst: &dyn KvRead| {
+        for t in Table::ALL {
+            assert_eq!(rows(&src, t), rows(dst, t), "{t:?}");
+            assert_eq!(
+                m.store.as_ref().unwrap().tables[t.name()],
+                rows(&src, t).len() as u64
+            );
+        }
+    };
+    let to = tempfile::tempdir().unwrap();
+    let restored = to.path().join("data");
+    backup::restore(
+        archive.as_slice(),
+        &restored,
+        StoreTarget::Embedded,
+        &RestoreOptions::default(),
+    )
+    .unwrap();
+    {
+        let r = winmdm::store::redb::RedbStore::open(&restored).unwrap();
+        check(&r);
+        let winmdm::store::Enqueued::Created(new) =
+            r.enqueue(command("D1", "after-restore")).unwrap()
+        else {
+            panic!("not created")
+        };
+        assert!(new.seq > max_seq, "{} > {max_seq}", new.seq);
+    }
+    let Some(db) = TestDb::create("backup_restores_into_postgresql") else {
+        return;
+    };
+    let pg = PgStore::connect(&db.url, &PgOptions::default()).unwrap();
+    let keys_dir = to.path().join("pg-keys");
+    backup::restore(
+        archive.as_slice(),
+        &keys_dir,
+        StoreTarget::Into(&pg),
+        &RestoreOptions::default(),
+    )
+    .unwrap();
+    check(&pg);
+    let winmdm::store::Enqueued::Created(new) = pg.enqueue(command("D1", "after-restore")).unwrap()
+    else {
+        panic!("not created")
+    };
+    assert!(new.seq > max_seq, "{} > {max_seq}", new.seq);
+    assert_eq!(std::fs::read(keys_dir.join("admin-token")).unwrap(), b"t");
+    // Never into a database that holds data.
+    let again = to.path().join("again");
+    let e = backup::restore(
+        archive.as_slice(),
+        &again,
+        StoreTarget::Into(&pg),
+        &RestoreOptions::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("not empty"), "{e}");
 }

@@ -481,6 +481,14 @@ impl PgStore {
 
 /// Raw rows go in through the store's own transaction, which maps each key onto the table's
 /// columns (`winmdm migrate`).
+/// PostgreSQL is backed up with its own tools (`pg_dump`, base backups); `winmdm backup` then
+/// archives the key files only.
+impl crate::store::Snapshots for PgStore {
+    fn snapshot(&self) -> Result<Option<Box<dyn tx::KvRead + '_>>, StoreError> {
+        Ok(None)
+    }
+}
+
 impl tx::RawImport for PgStore {
     fn import(&self, t: Table, kv: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
         self.transact(|x| {
