@@ -12,6 +12,7 @@
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::store::tx::Refusal;
 use crate::store::{CommandRecord, CommandState, Enqueued, StoreError};
 use crate::syncml::{self, Command, Item, ItemCommand, Location, Meta};
 
@@ -471,51 +472,41 @@ pub fn enqueue_many(
     let template = prepare("", req.clone(), now)?;
     let mut out = Vec::with_capacity(device_ids.len());
     for chunk in device_ids.chunks(BULK_CHUNK) {
-        let mut records = Vec::with_capacity(chunk.len());
-        let mut targets = Vec::with_capacity(chunk.len());
-        for id in chunk {
-            match app.store.get_device(id)? {
-                None => out.push((
-                    id.clone(),
-                    BulkOutcome::Refused {
-                        error: "device not found".into(),
-                    },
-                )),
-                Some(d) if d.state != crate::store::DeviceState::Enrolled => out.push((
-                    id.clone(),
-                    BulkOutcome::Refused {
-                        error: "device is not enrolled".into(),
-                    },
-                )),
-                Some(d) if d.bulk && template.user_scoped => out.push((
-                    id.clone(),
-                    BulkOutcome::Refused {
-                        error: "bulk-enrolled device: device-scope commands only".into(),
-                    },
-                )),
-                Some(_) => {
-                    let mut rec = template.clone();
-                    rec.device_id = id.clone();
-                    if req.command_id.is_none() {
-                        rec.command_id = crate::clock::random_hex(16);
-                    }
-                    records.push(rec);
-                    targets.push(id.clone());
+        let records: Vec<CommandRecord> = chunk
+            .iter()
+            .map(|id| {
+                let mut rec = template.clone();
+                rec.device_id = id.clone();
+                if req.command_id.is_none() {
+                    rec.command_id = crate::clock::random_hex(16);
                 }
-            }
-        }
-        for (id, e) in targets.into_iter().zip(app.store.enqueue_many(records)?) {
+                rec
+            })
+            .collect();
+        // The device checks (exists, enrolled, device scope for bulk devices) happen in the
+        // enqueue's transaction: one read of each device record, no separate lookup.
+        for (id, e) in chunk.iter().zip(app.store.enqueue_gated_many(records)?) {
             let o = match e {
-                Enqueued::Created(c) => BulkOutcome::Queued {
+                Ok(Enqueued::Created(c)) => BulkOutcome::Queued {
                     command_id: c.command_id,
                     existing: false,
                 },
-                Enqueued::Existing(c) => BulkOutcome::Queued {
+                Ok(Enqueued::Existing(c)) => BulkOutcome::Queued {
                     command_id: c.command_id,
                     existing: true,
                 },
+                Err(r) => BulkOutcome::Refused {
+                    error: match r {
+                        Refusal::NotFound => "device not found",
+                        Refusal::NotEnrolled => "device is not enrolled",
+                        Refusal::DeviceScopeOnly => {
+                            "bulk-enrolled device: device-scope commands only"
+                        }
+                    }
+                    .into(),
+                },
             };
-            out.push((id, o));
+            out.push((id.clone(), o));
         }
     }
     tracing::info!(devices = device_ids.len(), verb = %template.verb, target = ?template.target, "bulk command queued");

@@ -225,16 +225,13 @@ fn delete_fragment(target: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn cancel_unanswered(app: &App, b: &mut Batch, dep: &Deployment) -> Result<(), StoreError> {
+/// Cancels the deployment's commands that are still unanswered. Not read here: the cancel, in
+/// the chunk's transaction, leaves answered (and unknown) commands as they are.
+fn cancel_unanswered(b: &mut Batch, dep: &Deployment) {
     for q in &dep.commands {
-        if let Some(c) = app.store.get_command(&dep.device_id, &q.command_id)? {
-            if !c.state.is_terminal() {
-                b.cancels
-                    .push((dep.device_id.clone(), q.command_id.clone()));
-            }
-        }
+        b.cancels
+            .push((dep.device_id.clone(), q.command_id.clone()));
     }
-    Ok(())
 }
 
 /// Plans one device into the batch.
@@ -294,7 +291,7 @@ fn plan(
             None => (DeployState::Removed, None),
         };
         if dep.state == DeployState::Installed {
-            cancel_unanswered(app, b, dep)?;
+            cancel_unanswered(b, dep);
             let cmds = deletes(
                 b,
                 &d,
@@ -355,7 +352,7 @@ fn plan(
         };
         let mut cmds = Vec::new();
         if let Some(old) = installed {
-            cancel_unanswered(app, b, old)?;
+            cancel_unanswered(b, old);
             cmds.extend(deletes(
                 b, &d, &p.id, p.version, generation, &old.sets, &keep, now,
             ));
@@ -391,26 +388,30 @@ fn plan(
     Ok(())
 }
 
-/// Cancels per store transaction.
-const CANCEL_CHUNK: usize = 2_000;
-
+/// Writes a chunk's plan as one transaction: cancels, new commands, deployment records.
 fn apply(app: &App, b: Batch, now: i64) -> Result<usize, StoreError> {
-    // One transaction per chunk of cancels, not one per command (a re-push or an unassignment
-    // cancels every unanswered command of the old version).
-    for chunk in b.cancels.chunks(CANCEL_CHUNK) {
-        app.store.cancel_many(chunk, now)?;
+    if b.cancels.is_empty() && b.commands.is_empty() && b.ops.is_empty() {
+        return Ok(0);
     }
+    let applied = app
+        .store
+        .apply_changes(
+            crate::store::tx::ChangeSet {
+                cancels: b.cancels,
+                commands: b.commands,
+                ops: b.ops,
+            },
+            now,
+        )?
+        .ok_or_else(|| StoreError::Backend {
+            reason: "reconcile: a record precondition failed".into(),
+        })?;
     let mut queued = 0;
-    if !b.commands.is_empty() {
-        for e in app.store.enqueue_many(b.commands)? {
-            if let crate::store::Enqueued::Created(c) = e {
-                tracing::debug!(device_id = %c.device_id, command_id = %c.command_id, "profile command queued");
-                queued += 1;
-            }
+    for e in applied.enqueued {
+        if let crate::store::Enqueued::Created(c) = e {
+            tracing::debug!(device_id = %c.device_id, command_id = %c.command_id, "profile command queued");
+            queued += 1;
         }
-    }
-    if !b.ops.is_empty() {
-        app.store.records().apply_records(&b.ops)?;
     }
     Ok(queued)
 }

@@ -317,6 +317,27 @@ impl CommandQueue for MemStore {
         self.transact(|t| cmds.iter().map(|c| tx::enqueue(t, c)).collect())
     }
 
+    fn enqueue_gated_many(
+        &self,
+        mut cmds: Vec<CommandRecord>,
+    ) -> Result<Vec<Result<Enqueued, tx::Refusal>>, StoreError> {
+        for c in cmds.iter_mut() {
+            c.seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        }
+        self.transact(|t| cmds.iter().map(|c| tx::enqueue_gated(t, c)).collect())
+    }
+
+    fn apply_changes(
+        &self,
+        mut c: tx::ChangeSet,
+        now: i64,
+    ) -> Result<Option<tx::Applied>, StoreError> {
+        for cmd in c.commands.iter_mut() {
+            cmd.seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        }
+        self.transact(|t| tx::apply_changes(t, &c, now))
+    }
+
     fn get_command(
         &self,
         device_id: &str,

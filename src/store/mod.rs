@@ -676,6 +676,16 @@ pub trait CommandQueue: Send + Sync {
     /// Queues many commands (typically one per device) in one transaction and one flush; the
     /// same per-id rule as [`CommandQueue::enqueue`] applies to each.
     fn enqueue_many(&self, cmds: Vec<CommandRecord>) -> Result<Vec<Enqueued>, StoreError>;
+    /// Applies cancels, new commands and record operations as one transaction (see
+    /// [`tx::apply_changes`]); `None` if a record `Expect` did not hold (nothing written).
+    fn apply_changes(&self, c: tx::ChangeSet, now: i64) -> Result<Option<tx::Applied>, StoreError>;
+    /// As [`CommandQueue::enqueue_many`], each command only if its device exists, is enrolled
+    /// and, for a user-scoped command, is not bulk-enrolled (checked in the same transaction);
+    /// one result per command, in order.
+    fn enqueue_gated_many(
+        &self,
+        cmds: Vec<CommandRecord>,
+    ) -> Result<Vec<Result<Enqueued, tx::Refusal>>, StoreError>;
     /// One command.
     fn get_command(
         &self,

@@ -38,6 +38,9 @@ type Overlay = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
+/// A table opened in a write transaction.
+type OpenTable<'a> = redb::Table<'a, &'static [u8], &'static [u8]>;
+
 /// Internal bookkeeping (the next id to hand out).
 const META: Def = TableDefinition::new("meta");
 const NEXT_ID: &[u8] = b"next_id";
@@ -107,12 +110,15 @@ impl std::fmt::Debug for RedbStore {
 /// its writes reach the batch only if it succeeds.
 pub struct RedbTx<'a> {
     txn: &'a redb::WriteTransaction,
+    /// Tables opened so far, kept open for the writer's life: redb's `open_table` looks the
+    /// table up and its drop stages the root again, which per key was a large part of a write.
+    tables: RefCell<BTreeMap<Table, OpenTable<'a>>>,
     writes: RefCell<Overlay>,
     next_id: RefCell<&'a mut u64>,
     took_id: RefCell<bool>,
 }
 
-impl RedbTx<'_> {
+impl<'a> RedbTx<'a> {
     /// A fresh id, greater than every id handed out before (also across restarts).
     pub fn next_id(&self) -> u64 {
         let mut n = self.next_id.borrow_mut();
@@ -122,14 +128,35 @@ impl RedbTx<'_> {
         id
     }
 
+    /// Runs `f` on table `t`, opening it once per writer.
+    fn with_table<R>(
+        &self,
+        t: Table,
+        f: impl FnOnce(
+            &mut redb::Table<'a, &'static [u8], &'static [u8]>,
+        ) -> Result<R, redb::StorageError>,
+    ) -> Result<R, StoreError> {
+        let mut tables = self.tables.borrow_mut();
+        let table = match tables.entry(t) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(self.txn.open_table(def(t)).map_err(backend)?)
+            }
+        };
+        f(table).map_err(backend)
+    }
+
     fn apply(self) -> Result<(), StoreError> {
-        for ((t, k), v) in self.writes.into_inner() {
-            let mut table = self.txn.open_table(def(t)).map_err(backend)?;
-            match v {
-                Some(v) => table.insert(k.as_slice(), v.as_slice()).map_err(backend)?,
-                None => table.remove(k.as_slice()).map_err(backend)?,
-            };
+        for ((t, k), v) in std::mem::take(&mut *self.writes.borrow_mut()) {
+            self.with_table(t, |table| {
+                match v {
+                    Some(v) => table.insert(k.as_slice(), v.as_slice()).map(drop)?,
+                    None => table.remove(k.as_slice()).map(drop)?,
+                };
+                Ok(())
+            })?;
         }
+        self.tables.borrow_mut().clear();
         if self.took_id.into_inner() {
             let next = **self.next_id.borrow();
             let mut meta = self.txn.open_table(META).map_err(backend)?;
@@ -146,9 +173,7 @@ impl Tx for RedbTx<'_> {
         if let Some(v) = self.writes.borrow().get(&(t, k.to_vec())) {
             return Ok(v.clone());
         }
-        let table = self.txn.open_table(def(t)).map_err(backend)?;
-        let v = table.get(k).map_err(backend)?;
-        Ok(v.map(|g| g.value().to_vec()))
+        self.with_table(t, |table| Ok(table.get(k)?.map(|g| g.value().to_vec())))
     }
     fn insert(&self, t: Table, k: &[u8], v: Vec<u8>) -> Result<(), StoreError> {
         self.writes.borrow_mut().insert((t, k.to_vec()), Some(v));
@@ -317,6 +342,7 @@ impl RedbStore {
         };
         let tx = RedbTx {
             txn,
+            tables: RefCell::new(BTreeMap::new()),
             writes: RefCell::new(BTreeMap::new()),
             next_id: RefCell::new(&mut b.next_id),
             took_id: RefCell::new(false),
@@ -653,6 +679,33 @@ impl CommandQueue for RedbStore {
                     tx::enqueue(x, c)
                 })
                 .collect()
+        })
+    }
+
+    fn enqueue_gated_many(
+        &self,
+        mut cmds: Vec<CommandRecord>,
+    ) -> Result<Vec<Result<Enqueued, tx::Refusal>>, StoreError> {
+        self.write(|x| {
+            cmds.iter_mut()
+                .map(|c| {
+                    c.seq = x.next_id();
+                    tx::enqueue_gated(x, c)
+                })
+                .collect()
+        })
+    }
+
+    fn apply_changes(
+        &self,
+        mut c: tx::ChangeSet,
+        now: i64,
+    ) -> Result<Option<tx::Applied>, StoreError> {
+        self.write(|x| {
+            for cmd in c.commands.iter_mut() {
+                cmd.seq = x.next_id();
+            }
+            tx::apply_changes(x, &c, now)
         })
     }
 

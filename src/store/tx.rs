@@ -340,6 +340,85 @@ fn command_key(device_id: &str, command_id: &str) -> Vec<u8> {
     device_key(device_id, command_id.as_bytes())
 }
 
+/// Changes made together in one transaction: cancels, new commands (their `seq` set by the
+/// store), record operations. What a reconciliation step writes for a chunk of devices.
+#[derive(Debug, Default)]
+pub struct ChangeSet {
+    /// (device, command id) to cancel if still unanswered.
+    pub cancels: Vec<(String, String)>,
+    /// Commands to queue.
+    pub commands: Vec<CommandRecord>,
+    /// Record operations (`Expect`s, if any, must all hold or nothing is written).
+    pub ops: Vec<super::RecordOp>,
+}
+
+/// What [`apply_changes`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Commands cancelled (the others were unknown or already final).
+    pub cancelled: usize,
+    /// One result per command, in order.
+    pub enqueued: Vec<Enqueued>,
+}
+
+/// Applies `c` in `tx` (the commands' `seq` already set); `None` (nothing written) if a
+/// record `Expect` did not hold.
+pub fn apply_changes<X: Tx>(tx: &X, c: &ChangeSet, now: i64) -> Result<Option<Applied>, X::E> {
+    if !super::records::apply_in_tx(tx, &c.ops)? {
+        return Ok(None);
+    }
+    let cancelled = cancel_many(tx, &c.cancels, now)?;
+    let enqueued = c
+        .commands
+        .iter()
+        .map(|cmd| enqueue(tx, cmd))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(Applied {
+        cancelled,
+        enqueued,
+    }))
+}
+
+/// Why a device does not take a command queued for many devices at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such device.
+    NotFound,
+    /// The device is not enrolled (wiped, retired, unenrolled).
+    NotEnrolled,
+    /// A `./User/` command for a bulk-enrolled device (device scope only).
+    DeviceScopeOnly,
+}
+
+/// The fields of a device record a bulk enqueue checks, decoded without the rest.
+#[derive(serde::Deserialize)]
+struct DeviceGate {
+    state: super::DeviceState,
+    #[serde(default)]
+    bulk: bool,
+}
+
+/// Queues `cmd` (its `seq` already set) if its device exists, is enrolled, and is not a bulk
+/// device when `cmd` is user-scoped: checked in the enqueue's own transaction, so a device
+/// deleted meanwhile cannot get a command; see [`super::CommandQueue::enqueue_gated_many`].
+pub fn enqueue_gated<X: Tx>(
+    tx: &X,
+    cmd: &CommandRecord,
+) -> Result<Result<Enqueued, Refusal>, X::E> {
+    let Some(g) =
+        get_json::<DeviceGate, X>(tx, Table::Devices, "device", cmd.device_id.as_bytes())?
+    else {
+        return Ok(Err(Refusal::NotFound));
+    };
+    if g.state != super::DeviceState::Enrolled {
+        return Ok(Err(Refusal::NotEnrolled));
+    }
+    if g.bulk && cmd.user_scoped {
+        return Ok(Err(Refusal::DeviceScopeOnly));
+    }
+    enqueue(tx, cmd).map(Ok)
+}
+
 /// Queues a command whose `seq` is already set; see [`super::CommandQueue::enqueue`].
 pub fn enqueue<X: Tx>(tx: &X, cmd: &CommandRecord) -> Result<Enqueued, X::E> {
     let key = command_key(&cmd.device_id, &cmd.command_id);

@@ -576,12 +576,118 @@ fn owner_battery(s: &dyn Store) {
         .is_none());
 }
 
+/// `enqueue_gated_many` (device checks in the enqueue's transaction) and `apply_changes`
+/// (cancels, new commands and records as one transaction).
+fn changes_battery(s: &dyn Store) {
+    use winmdm::store::records::Kind;
+    use winmdm::store::tx::ChangeSet;
+    s.put_device(&device("G1", None, "01")).unwrap();
+    let mut gone = device("G2", None, "02");
+    gone.state = DeviceState::Unenrolled;
+    s.put_device(&gone).unwrap();
+    let mut bulk = device("G3", None, "03");
+    bulk.bulk = true;
+    s.put_device(&bulk).unwrap();
+    let user = |d: &str, id: &str| {
+        let mut c = command(d, id);
+        c.user_scoped = true;
+        c
+    };
+    let out = s
+        .enqueue_gated_many(vec![
+            command("G1", "g1"),
+            command("G2", "g2"),
+            command("NOPE", "g3"),
+            user("G3", "g4"),
+            command("G3", "g5"),
+            command("G1", "g1"),
+        ])
+        .unwrap();
+    let kinds: Vec<String> = out
+        .iter()
+        .map(|r| match r {
+            Ok(Enqueued::Created(_)) => "created".to_string(),
+            Ok(Enqueued::Existing(_)) => "existing".to_string(),
+            Err(e) => format!("{e:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "NotEnrolled",
+            "NotFound",
+            "DeviceScopeOnly",
+            "created",
+            "existing"
+        ]
+    );
+    assert_eq!(s.queued("G2").unwrap().len(), 0);
+    assert!(s.get_command("NOPE", "g3").unwrap().is_none());
+
+    // One transaction: records, cancels (unknown and final ones left alone), commands.
+    let marks: Kind<String> = Kind::new("mark");
+    let before = s.queued("G1").unwrap();
+    let applied = s
+        .apply_changes(
+            ChangeSet {
+                cancels: vec![("G1".into(), "g1".into()), ("G1".into(), "unknown".into())],
+                commands: vec![command("G1", "n1"), command("G1", "n2")],
+                ops: vec![marks.put_op("k", &"v".to_string())],
+            },
+            7,
+        )
+        .unwrap()
+        .expect("applied");
+    assert_eq!(applied.cancelled, 1);
+    assert_eq!(applied.enqueued.len(), 2);
+    let seqs: Vec<u64> = applied
+        .enqueued
+        .iter()
+        .map(|e| match e {
+            Enqueued::Created(c) => c.seq,
+            Enqueued::Existing(c) => panic!("{c:?} existed"),
+        })
+        .collect();
+    assert!(seqs[0] < seqs[1] && seqs[0] > before.last().unwrap().seq);
+    let g1 = s.get_command("G1", "g1").unwrap().unwrap();
+    assert_eq!(g1.state, CommandState::Cancelled);
+    assert_eq!(g1.completed_at, Some(7));
+    let q: Vec<String> = s
+        .queued("G1")
+        .unwrap()
+        .into_iter()
+        .map(|c| c.command_id)
+        .collect();
+    assert_eq!(q, ["n1", "n2"]);
+    assert_eq!(marks.get(s.records(), "k").unwrap().as_deref(), Some("v"));
+    // A failed Expect writes nothing.
+    let none = s
+        .apply_changes(
+            ChangeSet {
+                cancels: vec![("G1".into(), "n1".into())],
+                commands: vec![command("G1", "n3")],
+                ops: vec![
+                    marks.expect_absent("k"),
+                    marks.put_op("k", &"w".to_string()),
+                ],
+            },
+            8,
+        )
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(s.queued("G1").unwrap().len(), 2);
+    assert!(s.get_command("G1", "n3").unwrap().is_none());
+    assert_eq!(marks.get(s.records(), "k").unwrap().as_deref(), Some("v"));
+}
+
 #[test]
 fn mem_store_battery() {
     owner_battery(&MemStore::new());
     battery(&MemStore::new());
     queue_battery(&MemStore::new());
     lifecycle_battery(&MemStore::new());
+    changes_battery(&MemStore::new());
 }
 
 #[test]
@@ -590,6 +696,7 @@ fn sled_store_battery() {
     battery(&SledStore::temporary().unwrap());
     queue_battery(&SledStore::temporary().unwrap());
     lifecycle_battery(&SledStore::temporary().unwrap());
+    changes_battery(&SledStore::temporary().unwrap());
 }
 
 #[test]
@@ -598,6 +705,7 @@ fn redb_store_battery() {
     battery(&RedbStore::temporary().unwrap());
     queue_battery(&RedbStore::temporary().unwrap());
     lifecycle_battery(&RedbStore::temporary().unwrap());
+    changes_battery(&RedbStore::temporary().unwrap());
 }
 
 #[test]
@@ -736,6 +844,7 @@ fn pg_store_battery() {
     on_pg("pg_store_battery/battery", |s| battery(s));
     on_pg("pg_store_battery/queue", |s| queue_battery(s));
     on_pg("pg_store_battery/lifecycle", |s| lifecycle_battery(s));
+    on_pg("pg_store_battery/changes", |s| changes_battery(s));
 }
 
 #[test]

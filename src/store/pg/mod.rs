@@ -708,6 +708,38 @@ impl CommandQueue for PgStore {
         }
         self.transact(|t| cmds.iter().map(|c| tx::enqueue(t, c)).collect())
     }
+    fn enqueue_gated_many(
+        &self,
+        mut cmds: Vec<CommandRecord>,
+    ) -> Result<Vec<Result<Enqueued, tx::Refusal>>, StoreError> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = self.next_ids(cmds.len())?;
+        if ids.len() != cmds.len() {
+            return Err(backend("the sequence returned too few ids"));
+        }
+        for (c, id) in cmds.iter_mut().zip(ids) {
+            c.seq = id;
+        }
+        self.transact(|t| cmds.iter().map(|c| tx::enqueue_gated(t, c)).collect())
+    }
+    fn apply_changes(
+        &self,
+        mut c: tx::ChangeSet,
+        now: i64,
+    ) -> Result<Option<tx::Applied>, StoreError> {
+        if !c.commands.is_empty() {
+            let ids = self.next_ids(c.commands.len())?;
+            if ids.len() != c.commands.len() {
+                return Err(backend("the sequence returned too few ids"));
+            }
+            for (cmd, id) in c.commands.iter_mut().zip(ids) {
+                cmd.seq = id;
+            }
+        }
+        self.transact(|t| tx::apply_changes(t, &c, now))
+    }
     fn get_command(
         &self,
         device_id: &str,
