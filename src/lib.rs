@@ -34,6 +34,7 @@ pub mod http;
 pub mod jobs;
 pub mod lockout;
 pub mod mdm;
+pub mod metrics;
 pub mod owner;
 pub mod password_work;
 pub mod pki;

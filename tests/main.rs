@@ -16,6 +16,7 @@ mod hostile;
 mod lifecycle;
 mod load;
 mod manage;
+mod ops;
 mod renew;
 mod replay;
 mod soap;
