@@ -765,7 +765,20 @@ impl CommandQueue for PgStore {
                 u64::try_from(n).unwrap_or(0),
             );
         }
-        out.complete = total < limit;
+        out.complete = total < limit || {
+            // Exactly `limit` read: complete unless there is one more.
+            let more = self.query(
+                "SELECT count(*)::bigint FROM (SELECT 1 FROM queue LIMIT $1) x",
+                &[&limit.saturating_add(1)],
+            )?;
+            let n: i64 = more
+                .first()
+                .map(|r| r.try_get(0))
+                .transpose()
+                .map_err(backend)?
+                .unwrap_or(0);
+            n <= limit
+        };
         Ok(out)
     }
 }
