@@ -86,6 +86,11 @@ async fn json_logs_carry_the_span_fields_and_metrics_listen_serves_plain_http() 
     assert_eq!(st, 201, "{v}");
     let mut md = ManagedDevice::at(child.mgmt_addr, &e);
     assert_eq!(md.session().await.len(), 1);
+    // A SyncML error status: message 3 of a session the server does not hold (409).
+    let stray = md
+        .first_package(99, "")
+        .replace("<MsgID>1</MsgID>", "<MsgID>3</MsgID>");
+    assert_eq!(md.post(&stray).await.status, 409);
 
     // --metrics-listen: plain HTTP, no token, GET /metrics only.
     let m = plain_get(metrics_addr, "/metrics").await;
@@ -158,6 +163,17 @@ async fn json_logs_carry_the_span_fields_and_metrics_listen_serves_plain_http() 
             .contains(refused["trace_id"].as_str().unwrap_or("?")),
         "the fault sent carries the logged trace id"
     );
+    // The refused management message keeps its reason, in its device's span.
+    let out_of_order = find("the refused management message", &|l| {
+        l["message"] == "message refused: not applied"
+    });
+    assert_eq!(
+        out_of_order["why"], "message of a session the server does not hold",
+        "{out_of_order}"
+    );
+    let sp = span(&out_of_order, "manage").expect("manage span");
+    assert_eq!(sp["device_id"], e.device_id.as_str(), "{out_of_order}");
+    assert_eq!(sp["session_id"], "99", "{out_of_order}");
     // An admin request: the actor and trace id.
     let admin = find("an admin request", &|l| {
         span(l, "admin").is_some_and(|s| s["actor"] == "bootstrap")

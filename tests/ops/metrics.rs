@@ -82,6 +82,16 @@ async fn a_scrape_after_an_enrollment_and_a_session_shows_the_counters_moved() {
     assert!(must(&mid, "winmdm_queue_oldest_pending_age_seconds") >= 0.0);
     assert_eq!(must(&mid, "winmdm_password_checks_running"), 0.0);
 
+    // Not TLS at all on the main listener: a handshake failure, by reason.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut t = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        t.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let _ = tokio::io::AsyncReadExt::read(&mut t, &mut buf).await;
+    }
     let received = dev.session().await;
     assert_eq!(received.len(), 2, "both commands delivered");
     let after = scrape(&srv).await;
@@ -116,6 +126,13 @@ async fn a_scrape_after_an_enrollment_and_a_session_shows_the_counters_moved() {
             &after,
             "winmdm_tls_handshakes_total{listener=\"management\"}"
         ) >= 1.0
+    );
+    assert_eq!(
+        must(
+            &after,
+            "winmdm_tls_handshake_failures_total{listener=\"main\",reason=\"protocol\"}"
+        ),
+        1.0
     );
     assert!(
         must(
