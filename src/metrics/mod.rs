@@ -17,7 +17,8 @@
 //! ([`crate::store::redb::CommitStats`]), and the command queue by verb and state with the oldest
 //! pending command's age. The queue is read from the store (so with several nodes on one database
 //! every node reports the whole fleet's queue: aggregate with `max`, not `sum`), at most once per
-//! [`QUEUE_STATS_TTL`] whatever the number of scrapers, and reads at most [`QUEUE_SCAN_LIMIT`]
+//! [`QUEUE_STATS_TTL`] or ten times the last reading's duration, whichever is longer, whatever
+//! the number of scrapers (so at most a tenth of one core), and reads at most [`QUEUE_SCAN_LIMIT`]
 //! unanswered commands (the queue index only, never the history; see
 //! [`crate::store::CommandQueue::queue_stats`]).
 //!
@@ -194,7 +195,8 @@ pub struct Metrics {
     sweep_seconds: HistFamily<SweepOnly>,
     webhook: Vec<Counter>,
     webhook_depth: Gauge,
-    queue: Mutex<Option<(Instant, QueueStats)>>,
+    /// The last queue reading: when, what, and how long it took.
+    queue: Mutex<Option<(Instant, QueueStats, Duration)>>,
     queue_ttl_ms: AtomicU64,
     commits: OnceLock<crate::store::redb::RedbStore>,
 }
@@ -535,14 +537,23 @@ impl Metrics {
         // Held across the read: concurrent scrapes wait for one reading instead of each making one.
         let mut cached = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let ttl = Duration::from_millis(self.queue_ttl_ms.load(Ordering::Relaxed));
-        if let Some((at, s)) = cached.as_ref() {
-            if at.elapsed() < ttl {
+        if let Some((at, s, took)) = cached.as_ref() {
+            // A reading is reused for at least ten times what it cost, so the queue gauges
+            // take at most a tenth of one core however often they are scraped (a zero TTL,
+            // for tests, always reads).
+            let fresh = if ttl.is_zero() {
+                Duration::ZERO
+            } else {
+                ttl.max(*took * 10)
+            };
+            if at.elapsed() < fresh {
                 return Some(s.clone());
             }
         }
+        let started = Instant::now();
         match store.queue_stats(QUEUE_SCAN_LIMIT) {
             Ok(s) => {
-                *cached = Some((Instant::now(), s.clone()));
+                *cached = Some((Instant::now(), s.clone(), started.elapsed()));
                 Some(s)
             }
             Err(e) => {
