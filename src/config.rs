@@ -1280,6 +1280,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_format_and_metrics_listen_come_from_flags_or_the_file() {
+        let file: ServeOptions =
+            toml::from_str("log_format = \"json\"\nmetrics_listen = \"127.0.0.1:9464\"")
+                .expect("config keys");
+        let c = ServeOptions::default().or(file.clone()).resolve().unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        let flag = ServeOptions {
+            log_format: Some("text".into()),
+            ..Default::default()
+        };
+        assert_eq!(flag.or(file).resolve().unwrap().log_format, LogFormat::Text);
+        let d = ServeOptions::default().resolve().unwrap();
+        assert_eq!((d.log_format, d.metrics_listen), (LogFormat::Text, None));
+        let bad = ServeOptions {
+            log_format: Some("xml".into()),
+            ..Default::default()
+        };
+        assert!(bad.resolve().is_err());
+    }
+
+    #[test]
     fn command_retention_values() {
         let d = |s| Some(Duration::from_secs(s));
         assert_eq!(parse_retention("90d"), Ok(d(90 * 86_400)));
