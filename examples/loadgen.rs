@@ -106,6 +106,10 @@ struct Args {
     /// optimistic check stays on) and report sessions/s of each: what the lock costs.
     #[arg(long)]
     compare_round_lock: bool,
+    /// Alternate passes with metrics recording on and off (`Metrics::set_enabled`; the store
+    /// is wrapped either way) and report sessions/s of each: what recording the metrics costs.
+    #[arg(long)]
+    compare_metrics: bool,
     /// External mode: drive these running `winmdm serve` processes (their public base URLs,
     /// comma-separated) instead of an in-process server. Devices enroll through the real
     /// endpoints, device i through target i % n.
@@ -370,6 +374,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             el,
             el.as_secs_f64() * 1e6 / n as f64
         );
+        // What a metrics scrape pays for the queue gauges when nothing is cached.
+        let t = Instant::now();
+        let st = app.store.queue_stats(winmdm::metrics::QUEUE_SCAN_LIMIT)?;
+        let el = t.elapsed();
+        let counted: u64 = st.counts.values().sum();
+        println!(
+            "queue_stats: {counted} unanswered commands counted in {el:.2?} ({:.2} µs each, complete={})",
+            el.as_secs_f64() * 1e6 / counted.max(1) as f64,
+            st.complete
+        );
         return Ok(());
     }
 
@@ -456,6 +470,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut session_disk_bytes = 0u64;
     // (sessions, session time) with the round lock on / off, for --compare-round-lock.
     let mut by_lock = [(0usize, Duration::ZERO); 2];
+    // (sessions, session time) with metrics recording on / off, for --compare-metrics.
+    let mut by_metrics = [(0usize, Duration::ZERO); 2];
     let lat: Vec<Duration> = rt.block_on(async {
         let mut all = Vec::new();
         let passes = args.sessions.div_ceil(args.devices.max(1));
@@ -485,6 +501,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let in_pass = (args.sessions - pass * args.devices).min(args.devices);
             let lock_on = !args.compare_round_lock || pass % 2 == 0;
             winmdm::mdm::session::set_round_lock(lock_on);
+            let metrics_on = !args.compare_metrics || pass % 2 == 1;
+            app.metrics.set_enabled(metrics_on);
             let pass_started = Instant::now();
             let disk_before = disk_write_bytes();
             let before = all.len();
@@ -535,9 +553,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let slot = &mut by_lock[usize::from(!lock_on)];
                 slot.0 += all.len() - before;
                 slot.1 += pass_started.elapsed();
+                let slot = &mut by_metrics[usize::from(!metrics_on)];
+                slot.0 += all.len() - before;
+                slot.1 += pass_started.elapsed();
             }
         }
         winmdm::mdm::session::set_round_lock(true);
+        app.metrics.set_enabled(true);
         Ok::<_, Box<dyn std::error::Error>>(all)
     })?;
     let wall = started.elapsed() - enqueue_time;
@@ -571,6 +593,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (name, (n, t)) in [("on", by_lock[0]), ("off", by_lock[1])] {
             println!(
                 "round lock {name}: {n} sessions in {t:.2?}: sessions/s={:.0}",
+                n as f64 / t.as_secs_f64().max(1e-9)
+            );
+        }
+    }
+    if args.compare_metrics {
+        for (name, (n, t)) in [("on", by_metrics[0]), ("off", by_metrics[1])] {
+            println!(
+                "metrics {name}: {n} sessions in {t:.2?}: sessions/s={:.0}",
                 n as f64 / t.as_secs_f64().max(1e-9)
             );
         }

@@ -34,6 +34,8 @@ pub struct App {
     pub federation: crate::federation::Federation,
     /// This process's id among the nodes sharing a store (job leases name it).
     pub node_id: String,
+    /// Prometheus metrics (`GET /metrics`); `store` records into it.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -84,15 +86,17 @@ impl App {
             tls_chain,
             tls_key,
         } = pki::load_or_create(&cfg, clock.as_ref())?;
-        let store: Arc<dyn Store> = if let Some(url) = &cfg.database_url {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let backend: Arc<dyn Store> = if let Some(url) = &cfg.database_url {
             tracing::info!(database = %url, "store: PostgreSQL");
             Arc::new(PgStore::connect(url.expose(), &PgOptions::default())?)
         } else {
-            Arc::new(crate::store::embedded::open(
-                &cfg.data_dir,
-                cfg.store_cache_bytes,
-            )?)
+            let redb = crate::store::embedded::open(&cfg.data_dir, cfg.store_cache_bytes)?;
+            metrics.watch_commits(redb.clone());
+            Arc::new(redb)
         };
+        let store: Arc<dyn Store> =
+            Arc::new(crate::metrics::MeteredStore::new(backend, metrics.clone()));
         crate::owner::migrate_once(store.as_ref(), clock.now_unix())?;
         let (admin_token, token_file) = pki::admin_token(&cfg.data_dir, env_token)?;
         if let Some(path) = token_file {
@@ -110,6 +114,7 @@ impl App {
             ),
             federation,
             node_id: crate::clock::random_hex(8),
+            metrics,
             throttle,
             cfg,
             store,

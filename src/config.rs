@@ -194,6 +194,39 @@ pub struct ServeOptions {
     /// Entra tenant primary domain (e.g. contoso.onmicrosoft.com) for Autopilot exports.
     #[arg(long, env = "WINMDM_TENANT_DOMAIN")]
     pub tenant_domain: Option<String>,
+    /// Also serve `GET /metrics` without authentication over plain HTTP on this address
+    /// (e.g. 127.0.0.1:9464 for a local Prometheus). `/metrics` on the admin listener, behind a
+    /// token, is always there.
+    #[arg(long, env = "WINMDM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format on stderr: `text` (default) or `json` (one JSON object per line, with the
+    /// request span's fields: trace id, device id, session id, admin actor).
+    #[arg(long, env = "WINMDM_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (tracing-subscriber's default format).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<LogFormat, ConfigError> {
+        match s.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ConfigError::Invalid {
+                field: "log_format",
+                reason: format!("{other:?} is not text or json"),
+            }),
+        }
+    }
 }
 
 impl ServeOptions {
@@ -262,6 +295,8 @@ impl ServeOptions {
             renew_grace_days: self.renew_grace_days.or(lower.renew_grace_days),
             tenant_id: self.tenant_id.or(lower.tenant_id),
             tenant_domain: self.tenant_domain.or(lower.tenant_domain),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
+            log_format: self.log_format.or(lower.log_format),
         }
     }
 
@@ -459,7 +494,13 @@ impl ServeOptions {
         if let Some(url) = &self.database_url {
             url.check()?;
         }
+        let log_format = match self.log_format.as_deref() {
+            None => LogFormat::Text,
+            Some(f) => f.parse()?,
+        };
         Ok(Config {
+            metrics_listen: self.metrics_listen,
+            log_format,
             mgmt_url,
             mgmt_listen,
             store_cache_bytes: store_cache_mb << 20,
@@ -600,6 +641,10 @@ pub struct Config {
     pub tenant_id: Option<String>,
     /// Entra tenant primary domain for Autopilot exports.
     pub tenant_domain: Option<String>,
+    /// Plain-HTTP `GET /metrics` listener, if any.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
 }
 
 /// A PostgreSQL URL. Its `Debug` and `Display` hide the password, so a logged [`Config`] never
@@ -1233,6 +1278,31 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_format_and_metrics_listen_come_from_flags_or_the_file() {
+        let file: ServeOptions =
+            toml::from_str("log_format = \"json\"\nmetrics_listen = \"127.0.0.1:9464\"")
+                .expect("config keys");
+        let c = ServeOptions::default().or(file.clone()).resolve().unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        let flag = ServeOptions {
+            log_format: Some("text".into()),
+            ..Default::default()
+        };
+        assert_eq!(flag.or(file).resolve().unwrap().log_format, LogFormat::Text);
+        let d = ServeOptions::default().resolve().unwrap();
+        assert_eq!((d.log_format, d.metrics_listen), (LogFormat::Text, None));
+        let bad = ServeOptions {
+            log_format: Some("xml".into()),
+            ..Default::default()
+        };
+        assert!(bad.resolve().is_err());
+    }
 
     #[test]
     fn command_retention_values() {

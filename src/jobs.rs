@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::groups::GroupError;
+use crate::metrics::{JobEvent, Sweep, SweepOutcome};
 use crate::profiles::reconcile::{self, ProfileCursor};
 use crate::store::records::Kind;
 use crate::store::StoreError;
@@ -240,7 +241,16 @@ fn push_error(j: &mut Job, e: String) {
 }
 
 /// Runs a claimed job to its end on this thread (blocking). Returns the job as last saved.
-pub fn run_claimed(app: &App, mut j: Job) -> Result<Job, StoreError> {
+pub fn run_claimed(app: &App, j: Job) -> Result<Job, StoreError> {
+    app.metrics.job(JobEvent::Started);
+    let r = run_steps(app, j);
+    if r.is_err() {
+        app.metrics.job_paused();
+    }
+    r
+}
+
+fn run_steps(app: &App, mut j: Job) -> Result<Job, StoreError> {
     let JobKind::ReconcileProfile { profile_id, .. } = j.kind.clone();
     loop {
         let step = (|| -> Result<(), GroupError> {
@@ -265,6 +275,7 @@ pub fn run_claimed(app: &App, mut j: Job) -> Result<Job, StoreError> {
             }
             Err(e) => {
                 j.attempts += 1;
+                app.metrics.job(JobEvent::StepFailed);
                 tracing::warn!(job_id = %j.id, attempt = j.attempts, error = %e, "job step failed");
                 push_error(&mut j, e.to_string());
                 if j.attempts >= MAX_ATTEMPTS {
@@ -275,14 +286,21 @@ pub fn run_claimed(app: &App, mut j: Job) -> Result<Job, StoreError> {
         }
         if !save(app, &j)? {
             tracing::warn!(job_id = %j.id, "job lease lost to another node; stopping here");
+            app.metrics.job(JobEvent::LeaseLost);
             return Ok(j);
         }
         if j.finished() {
             tracing::info!(job_id = %j.id, state = ?j.state, done = j.done, total = j.total, queued = j.queued, "job finished");
+            app.metrics.job(if j.state == JobState::Done {
+                JobEvent::Done
+            } else {
+                JobEvent::Failed
+            });
             return Ok(j);
         }
         if j.attempts > 0 {
             // Let the sweep retry later rather than spinning on a failing store.
+            app.metrics.job_paused();
             return Ok(j);
         }
     }
@@ -310,6 +328,18 @@ fn run_logged(app: &App, j: Job) {
 /// here (a compare-and-set), so nodes sweeping at the same moment never both count — or both
 /// start — the same job.
 pub fn sweep(app: &Arc<App>) -> Result<usize, StoreError> {
+    let started = std::time::Instant::now();
+    let r = sweep_once(app);
+    let outcome = if r.is_ok() {
+        SweepOutcome::Ok
+    } else {
+        SweepOutcome::Error
+    };
+    app.metrics.sweep(Sweep::Jobs, outcome, started.elapsed());
+    r
+}
+
+fn sweep_once(app: &Arc<App>) -> Result<usize, StoreError> {
     let now = app.clock.now_unix();
     let mut started = 0;
     let mut after: Option<String> = None;

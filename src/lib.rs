@@ -35,6 +35,7 @@ pub mod http;
 pub mod jobs;
 pub mod lockout;
 pub mod mdm;
+pub mod metrics;
 pub mod owner;
 pub mod password_work;
 pub mod pki;

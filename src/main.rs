@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use winmdm::app::App;
-use winmdm::config::ServeOptions;
+use winmdm::config::{LogFormat, ServeOptions};
 use winmdm::http::Server;
 
 /// winmdm: a Windows MDM server (MS-MDE2 enrollment, built-in CA, OMA-DM management).
@@ -50,15 +50,35 @@ enum Cmd {
     Admin(winmdm::cli::Command),
 }
 
+/// Installs the log subscriber (stderr, `RUST_LOG` filter, default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter())
+            .init(),
+        // One object per line: the event's fields at the top level, the innermost span's fields
+        // under "span" and every enclosing span under "spans".
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter())
+            .init(),
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Serve { .. }) {
+        init_logging(LogFormat::Text);
+    }
     match cli.cmd {
         Cmd::Serve { config, opts } => match serve(config, *opts) {
             Ok(()) => std::process::ExitCode::SUCCESS,
@@ -111,10 +131,26 @@ fn serve(
 ) -> Result<(), Box<dyn std::error::Error>> {
     // Secrets come from the environment only (not a flag, not the config file).
     opts.smtp_password = std::env::var("WINMDM_SMTP_PASSWORD").ok();
-    let opts = match config {
-        Some(path) => opts.or(ServeOptions::from_file(&path)?),
-        None => opts,
+    let opts = match config
+        .map(|path| ServeOptions::from_file(&path))
+        .transpose()
+    {
+        Ok(Some(file)) => opts.or(file),
+        Ok(None) => opts,
+        Err(e) => {
+            init_logging(LogFormat::Text);
+            return Err(e.into());
+        }
     };
+    // The log format is known once flags, environment and file are merged.
+    match opts.log_format.as_deref().map(str::parse::<LogFormat>) {
+        Some(Ok(f)) => init_logging(f),
+        None => init_logging(LogFormat::Text),
+        Some(Err(e)) => {
+            init_logging(LogFormat::Text);
+            return Err(e.into());
+        }
+    }
     let cfg = opts.resolve()?;
     let app = Arc::new(App::open(cfg, std::env::var("WINMDM_ADMIN_TOKEN").ok())?);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -62,6 +62,15 @@ pub struct Stats {
     pub peak_running: usize,
 }
 
+/// Password work at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Verifications running (permits held).
+    pub running: usize,
+    /// Requests waiting for a permit.
+    pub waiting: usize,
+}
+
 struct Pool {
     /// Buffers of permits not in use.
     free: Vec<Vec<Block>>,
@@ -132,6 +141,15 @@ impl PasswordWork {
             equalised: self.equalised.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             peak_running: self.peak.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checks running and waiting now (for the metrics; one lock).
+    pub fn load(&self) -> Load {
+        let pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        Load {
+            running: pool.running,
+            waiting: pool.waiting,
         }
     }
 

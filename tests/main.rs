@@ -17,6 +17,7 @@ mod hostile;
 mod lifecycle;
 mod load;
 mod manage;
+mod ops;
 mod renew;
 mod replay;
 mod soap;

@@ -434,6 +434,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
 
 async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let actor = tokens::authenticate(&app, &req).await?;
+    tracing::Span::current().record("actor", actor.name.as_str());
     let segs = segments(req.uri().path())?;
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let method = req.method().clone();
@@ -519,11 +520,13 @@ async fn get_job(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
     }
 }
 
-/// Runs store work off the async workers.
+/// Runs store work off the async workers (inside the request's span, so its log lines name
+/// the actor and trace id).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| ApiError::Internal {
             reason: e.to_string(),

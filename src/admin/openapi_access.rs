@@ -10,7 +10,7 @@ fn paths() -> Value {
         "/api/v1/tokens": {
             "post": {
                 "operationId": "createToken",
-                "summary": "Create a named admin or read-only token; its secret is shown once",
+                "summary": "Create a named admin, read-only or metrics token; its secret is shown once",
                 "requestBody": body("NewToken"),
                 "responses": common(json!({
                     "201": ok("Created; `token` is not shown again.", "CreatedToken"),
@@ -127,14 +127,14 @@ fn schemas() -> Value {
             "type": "object", "additionalProperties": false, "required": ["name", "role"],
             "properties": {
                 "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"},
-                "role": {"type": "string", "enum": ["admin", "read-only"]}
+                "role": {"type": "string", "enum": ["admin", "read-only", "metrics"]}
             }
         },
         "Token": {
             "type": "object", "required": ["name", "role", "created_at", "created_by"],
             "properties": {
                 "name": {"type": "string"},
-                "role": {"type": "string", "enum": ["admin", "read-only"]},
+                "role": {"type": "string", "enum": ["admin", "read-only", "metrics"]},
                 "created_at": {"type": "integer", "format": "int64"},
                 "created_by": {"type": "string"}
             }
@@ -252,5 +252,5 @@ pub fn extend(doc: &mut Value) {
     s["AuditEntry"]["properties"]["actor"]["description"] =
         "Name of the token: `bootstrap` or a named token.".into();
     doc["components"]["securitySchemes"]["bearer"]["description"] =
-        "The bootstrap token (WINMDM_ADMIN_TOKEN or DATA_DIR/admin-token) or a named token `wmdm_<name>_<secret>` (POST /api/v1/tokens); read-only tokens may only GET.".into();
+        "The bootstrap token (WINMDM_ADMIN_TOKEN or DATA_DIR/admin-token) or a named token `wmdm_<name>_<secret>` (POST /api/v1/tokens); read-only tokens may only GET; metrics tokens may only read GET /metrics (outside /api/v1).".into();
 }

@@ -2,13 +2,14 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | POST | `/api/v1/tokens` `{"name", "role": "admin"\|"read-only"}` | 201 with `token` (shown once); 400; 409 name taken |
+//! | POST | `/api/v1/tokens` `{"name", "role": "admin"\|"read-only"\|"metrics"}` | 201 with `token` (shown once); 400; 409 name taken |
 //! | GET | `/api/v1/tokens?limit=&cursor=` | 200 `{"tokens": [{"name","role","created_at","created_by"}], "next"}` |
 //! | DELETE | `/api/v1/tokens/{name}` | 204 (refused from the next request on); 404 |
 //!
 //! A named token reads `wmdm_<name>_<secret>`: the name locates its record in one lookup (no scan,
 //! no per-record comparison), then the secret's digest is compared in constant time. A `read-only`
-//! token may call the GET routes except [`ADMIN_ONLY_GETS`] and gets 403 on everything else. Every
+//! token may call the GET routes except [`ADMIN_ONLY_GETS`] and gets 403 on everything else; a
+//! `metrics` token may only read `GET /metrics` ([`crate::metrics::http`]). Every
 //! request runs inside [`ACTOR`], so the audit log records which token did what.
 
 use std::sync::Arc;
@@ -29,8 +30,10 @@ use crate::store::records::Kind;
 pub enum TokenRole {
     /// Every route.
     Admin,
-    /// GET routes only (except [`ADMIN_ONLY_GETS`]).
+    /// GET routes only (except [`ADMIN_ONLY_GETS`]), and `GET /metrics`.
     ReadOnly,
+    /// `GET /metrics` only (a Prometheus scraper's credential): 403 on every `/api/v1` route.
+    Metrics,
 }
 
 /// A named token as stored: never the secret, only its digest.
@@ -165,10 +168,19 @@ pub async fn authenticate(app: &Arc<App>, req: &Request<Incoming>) -> Result<Act
     .await
 }
 
-/// Refuses what a read-only token may not do (403).
+/// Refuses what a read-only or metrics token may not do (403).
 pub fn authorize(actor: &Actor, method: &Method, path: &str) -> Result<(), ApiError> {
-    if actor.role == TokenRole::Admin {
-        return Ok(());
+    match actor.role {
+        TokenRole::Admin => return Ok(()),
+        TokenRole::Metrics => {
+            return Err(ApiError::Forbidden {
+                reason: format!(
+                    "token {:?} is a metrics token; it may only read /metrics",
+                    actor.name
+                ),
+            })
+        }
+        TokenRole::ReadOnly => {}
     }
     let path = path.trim_end_matches('/');
     if *method == Method::GET && !ADMIN_ONLY_GETS.contains(&path) {
@@ -328,5 +340,18 @@ mod tests {
             role: TokenRole::Admin,
         };
         assert!(authorize(&admin, &Method::DELETE, "/api/v1/tokens/x").is_ok());
+    }
+
+    #[test]
+    fn metrics_tokens_may_call_no_api_route() {
+        let m = Actor {
+            name: "prom".into(),
+            role: TokenRole::Metrics,
+        };
+        assert!(authorize(&m, &Method::GET, "/api/v1/devices").is_err());
+        assert!(authorize(&m, &Method::GET, "/api/v1/openapi.json").is_err());
+        assert!(authorize(&m, &Method::POST, "/api/v1/users").is_err());
+        assert!(crate::metrics::http::may_scrape(TokenRole::Metrics));
+        assert!(crate::metrics::http::may_scrape(TokenRole::ReadOnly));
     }
 }

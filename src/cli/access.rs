@@ -15,8 +15,10 @@ use super::{call, enc, pages, raw, str_of, table, time_of, w, Failure};
 pub enum RoleArg {
     /// Every route.
     Admin,
-    /// GET routes only.
+    /// GET routes only (and GET /metrics).
     ReadOnly,
+    /// GET /metrics only (a Prometheus scraper).
+    Metrics,
 }
 
 /// `winmdm token …`.
@@ -81,6 +83,7 @@ pub(super) async fn token(
             let role = match role {
                 RoleArg::Admin => "admin",
                 RoleArg::ReadOnly => "read-only",
+                RoleArg::Metrics => "metrics",
             };
             let (body, v) = call(
                 c,

@@ -44,6 +44,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use crate::app::App;
 use crate::config::ConnLimits;
+use crate::metrics::{Listener, TlsFailure};
 use conn::{ConnState, Conns, Tracked};
 
 /// What we know about the other end of a connection.
@@ -155,6 +156,8 @@ pub struct Server {
     app: Arc<App>,
     tls: TlsConfigs,
     listeners: Vec<(TcpListener, Role)>,
+    /// `--metrics-listen`: plain HTTP, `GET /metrics` only.
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -180,10 +183,24 @@ impl Server {
         if let Some(a) = app.cfg.admin_listen {
             listeners.push((bind(a).await?, Role::AdminOnly));
         }
+        let metrics = match app.cfg.metrics_listen {
+            Some(addr) => {
+                Some(
+                    crate::metrics::http::bind(addr)
+                        .await
+                        .map_err(|e| ServeError::Bind {
+                            addr,
+                            reason: e.to_string(),
+                        })?,
+                )
+            }
+            None => None,
+        };
         Ok(Server {
             app,
             tls,
             listeners,
+            metrics,
         })
     }
 
@@ -231,10 +248,20 @@ impl Server {
         if let Some(m) = mgmt {
             listeners.push((tokio_listener(m)?, Role::Management));
         }
+        let metrics = match app.cfg.metrics_listen {
+            Some(a) => Some(tokio_listener(std::net::TcpListener::bind(a).map_err(
+                |e| ServeError::Bind {
+                    addr: a,
+                    reason: e.to_string(),
+                },
+            )?)?),
+            None => None,
+        };
         Ok(Server {
             app,
             tls,
             listeners,
+            metrics,
         })
     }
 
@@ -261,6 +288,11 @@ impl Server {
             .and_then(|(l, _)| l.local_addr().ok())
     }
 
+    /// The bound address of the plain-HTTP metrics listener, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then lets in-flight requests finish (up to 10 s).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
@@ -282,6 +314,13 @@ impl Server {
                 stop_rx.clone(),
                 limit.clone(),
                 conns.clone(),
+            )));
+        }
+        if let Some(l) = self.metrics {
+            tasks.push(tokio::spawn(crate::metrics::http::serve_plain(
+                l,
+                self.app.clone(),
+                stop_rx.clone(),
             )));
         }
         tasks.push(tokio::spawn(crate::jobs::run(
@@ -417,17 +456,26 @@ async fn serve_connection(
         );
         start.into_stream(config).await.map(|s| (s, role))
     };
+    let listener = match role {
+        Role::Main { .. } => Listener::Main,
+        Role::Management => Listener::Management,
+        Role::AdminOnly => Listener::Admin,
+    };
     let (tls, role) = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::debug!(%addr, error = %e, "TLS handshake failed");
+            let reason = TlsFailure::of(&e);
+            tracing::debug!(%addr, error = %e, reason = reason.as_str(), "TLS handshake failed");
+            app.metrics.handshake(listener, Some(reason));
             return;
         }
         Err(_) => {
             tracing::debug!(%addr, "TLS handshake timed out");
+            app.metrics.handshake(listener, Some(TlsFailure::Timeout));
             return;
         }
     };
+    app.metrics.handshake(listener, None);
     let client_cert = tls
         .get_ref()
         .1

@@ -13,7 +13,9 @@ use super::{Peer, Role};
 use crate::app::App;
 use crate::config::paths;
 use crate::mdm::enroll::{self, Failure};
+use crate::metrics::{EnrollEndpoint, Fault};
 use crate::soap::fault::{self, EnrollError, FaultAction, SoapFault};
+use tracing::Instrument;
 
 /// The response type of every handler.
 pub type Resp = Response<Full<Bytes>>;
@@ -35,11 +37,25 @@ pub async fn handle(
         .insert(BodyTimeout(app.cfg.conn.body_timeout));
     let path = req.uri().path().to_string();
     let admin_here = matches!(role, Role::AdminOnly | Role::Main { admin: true });
+    let trace_id = trace_id(&req);
     if path == "/api/v1" || path.starts_with("/api/v1/") {
         if admin_here {
-            return crate::admin::handle(app, req).await;
+            let span = tracing::info_span!(
+                "admin",
+                %trace_id,
+                method = %req.method(),
+                path = %crate::soap::envelope::clip(&path),
+                actor = tracing::field::Empty,
+            );
+            return crate::admin::handle(app, req).instrument(span).await;
         }
         return text(StatusCode::NOT_FOUND, "not found");
+    }
+    if path == crate::metrics::http::PATH && admin_here {
+        let span = tracing::info_span!("metrics", %trace_id, actor = tracing::field::Empty);
+        return crate::metrics::http::scrape(app, req)
+            .instrument(span)
+            .await;
     }
     if role == Role::AdminOnly {
         return text(StatusCode::NOT_FOUND, "not found");
@@ -50,8 +66,10 @@ pub async fn handle(
         return match (method, path.as_str()) {
             (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
             (Method::GET, "/readyz") => readyz(app).await,
-            (Method::POST, paths::MANAGEMENT) => manage(app, peer, req).await,
-            (Method::POST, paths::ENROLLMENT) => soap(app, peer, req, Endpoint::Enrollment).await,
+            (Method::POST, paths::MANAGEMENT) => manage(app, peer, req, trace_id).await,
+            (Method::POST, paths::ENROLLMENT) => {
+                soap(app, peer, req, Endpoint::Renewal, trace_id).await
+            }
             (_, paths::ENROLLMENT | paths::MANAGEMENT) => {
                 let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
                 r.headers_mut()
@@ -66,10 +84,14 @@ pub async fn handle(
         (Method::GET, "/readyz") => readyz(app).await,
         // MS-MDE2 §3.1: the device probes with GET before POSTing Discover.
         (Method::GET, paths::DISCOVERY) => empty(StatusCode::OK),
-        (Method::POST, paths::DISCOVERY) => soap(app, peer, req, Endpoint::Discovery).await,
-        (Method::POST, paths::POLICY) => soap(app, peer, req, Endpoint::Policy).await,
-        (Method::POST, paths::ENROLLMENT) => soap(app, peer, req, Endpoint::Enrollment).await,
-        (Method::POST, paths::MANAGEMENT) => manage(app, peer, req).await,
+        (Method::POST, paths::DISCOVERY) => {
+            soap(app, peer, req, Endpoint::Discovery, trace_id).await
+        }
+        (Method::POST, paths::POLICY) => soap(app, peer, req, Endpoint::Policy, trace_id).await,
+        (Method::POST, paths::ENROLLMENT) => {
+            soap(app, peer, req, Endpoint::Enrollment, trace_id).await
+        }
+        (Method::POST, paths::MANAGEMENT) => manage(app, peer, req, trace_id).await,
         (Method::GET, p) if p.starts_with(crate::admin::invitations::LANDING_PREFIX) => {
             let token = p[crate::admin::invitations::LANDING_PREFIX.len()..].to_string();
             super::landing::invite(app, token).await
@@ -90,7 +112,10 @@ pub async fn handle(
 enum Endpoint {
     Discovery,
     Policy,
+    /// RequestSecurityToken on the public listener.
     Enrollment,
+    /// RequestSecurityToken on the mutual-TLS endpoint (certificate renewal).
+    Renewal,
 }
 
 impl Endpoint {
@@ -99,9 +124,38 @@ impl Endpoint {
             // MS-MDE2 §2.2.10 shows the RSTRC action on enrollment faults; the WCF dispatcher
             // fault action (MS-WSTEP §4.1.4) elsewhere.
             Endpoint::Discovery | Endpoint::Policy => FaultAction::Dispatcher,
-            Endpoint::Enrollment => FaultAction::Rstrc,
+            Endpoint::Enrollment | Endpoint::Renewal => FaultAction::Rstrc,
         }
     }
+
+    fn metric(self) -> EnrollEndpoint {
+        match self {
+            Endpoint::Discovery => EnrollEndpoint::Discovery,
+            Endpoint::Policy => EnrollEndpoint::Policy,
+            Endpoint::Enrollment => EnrollEndpoint::Enrollment,
+            Endpoint::Renewal => EnrollEndpoint::Renewal,
+        }
+    }
+}
+
+/// The request's trace id: the trace-id of a valid W3C `traceparent` header (a proxy's trace
+/// continues here), else 16 random hex digits. It names the request's span in the logs and is
+/// sent back in SOAP faults.
+pub fn trace_id<B>(req: &Request<B>) -> String {
+    let from_header = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let mut parts = v.trim().split('-');
+            let (_version, id) = (parts.next()?, parts.next()?);
+            let hex = id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            (hex && id.bytes().any(|b| b != b'0')).then(|| id.to_string())
+        });
+    from_header.unwrap_or_else(|| crate::clock::random_hex(8))
 }
 
 /// The body timeout of the server a request arrived on (a request extension, so that code
@@ -150,13 +204,41 @@ pub async fn read_body(
     }
 }
 
-async fn soap(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>, ep: Endpoint) -> Resp {
+async fn soap(
+    app: Arc<App>,
+    peer: Arc<Peer>,
+    req: Request<Incoming>,
+    ep: Endpoint,
+    trace_id: String,
+) -> Resp {
+    let span = tracing::info_span!(
+        "enroll",
+        endpoint = ep.metric().as_str(),
+        %trace_id,
+        peer = %peer.addr,
+        device_id = tracing::field::Empty,
+    );
+    let metrics = app.metrics.clone();
+    let (resp, fault) = soap_inner(app, peer, req, ep, trace_id)
+        .instrument(span)
+        .await;
+    metrics.enrollment(ep.metric(), fault);
+    resp
+}
+
+async fn soap_inner(
+    app: Arc<App>,
+    peer: Arc<Peer>,
+    req: Request<Incoming>,
+    ep: Endpoint,
+    trace_id: String,
+) -> (Resp, Option<Fault>) {
     let ct = content_type(&req);
     if !ct.starts_with("application/soap+xml") {
         let f = Failure::from(EnrollError::MessageFormat {
             reason: format!("Content-Type {ct:?} is not application/soap+xml"),
         });
-        return fault_response(ep, &f, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        return fault_response(ep, &f, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), trace_id);
     }
     let limit = MAX_SOAP_BODY.min(app.cfg.max_body_bytes);
     let body = match read_body(req.into_body(), limit, app.cfg.conn.body_timeout).await {
@@ -174,16 +256,20 @@ async fn soap(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>, ep: Endpoi
                 BodyError::Broken(r) => (StatusCode::BAD_REQUEST, format!("body unreadable: {r}")),
             };
             let f = Failure::from(EnrollError::MessageFormat { reason });
-            return fault_response(ep, &f, Some(status));
+            return fault_response(ep, &f, Some(status), trace_id);
         }
     };
     let app2 = app.clone();
-    let result = tokio::task::spawn_blocking(move || match ep {
-        Endpoint::Discovery => enroll::discover(&app2, &body),
-        Endpoint::Policy => enroll::get_policies(&app2, &body),
-        // Renewal (ROBO) authenticates with the TLS client certificate.
-        Endpoint::Enrollment => {
-            enroll::enroll(&app2, &body, peer.client_cert.as_ref().map(|c| c.as_ref()))
+    let span = tracing::Span::current();
+    let result = tokio::task::spawn_blocking(move || {
+        let _in_span = span.enter();
+        match ep {
+            Endpoint::Discovery => enroll::discover(&app2, &body),
+            Endpoint::Policy => enroll::get_policies(&app2, &body),
+            // Renewal (ROBO) authenticates with the TLS client certificate.
+            Endpoint::Enrollment | Endpoint::Renewal => {
+                enroll::enroll(&app2, &body, peer.client_cert.as_ref().map(|c| c.as_ref()))
+            }
         }
     })
     .await;
@@ -192,22 +278,27 @@ async fn soap(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>, ep: Endpoi
             let mut r = Response::new(Full::new(Bytes::from(xml)));
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
-            r
+            (r, None)
         }
-        Ok(Err(f)) => fault_response(ep, &f, None),
+        Ok(Err(f)) => fault_response(ep, &f, None, trace_id),
         Err(join) => {
             tracing::error!(endpoint = ?ep, error = %join, "enrollment handler panicked");
             let f = Failure::from(EnrollError::EnrollmentServer {
                 reason: "internal error".into(),
             });
-            fault_response(ep, &f, None)
+            fault_response(ep, &f, None, trace_id)
         }
     }
 }
 
-/// The one map from an enrollment failure to its HTTP response (a SOAP 1.2 fault).
-fn fault_response(ep: Endpoint, f: &Failure, status: Option<StatusCode>) -> Resp {
-    let trace_id = crate::clock::random_hex(8);
+/// The one map from an enrollment failure to its HTTP response (a SOAP 1.2 fault), with the
+/// fault's metric label.
+fn fault_response(
+    ep: Endpoint,
+    f: &Failure,
+    status: Option<StatusCode>,
+    trace_id: String,
+) -> (Resp, Option<Fault>) {
     tracing::warn!(endpoint = ?ep, error = %f.error, relates_to = ?f.relates_to, %trace_id, "enrollment request refused");
     let sf = SoapFault::from(&f.error).with_trace_id(trace_id);
     let body = fault::write_fault(&sf, f.relates_to.as_deref(), ep.fault_action());
@@ -222,7 +313,7 @@ fn fault_response(ep: Endpoint, f: &Failure, status: Option<StatusCode>) -> Resp
         r.headers_mut()
             .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    r
+    (r, Some(Fault::of(&f.error)))
 }
 
 /// `GET /readyz` for load balancers: 200 when the store answers (and, on PostgreSQL, its schema
@@ -265,8 +356,27 @@ fn empty(status: StatusCode) -> Resp {
 /// SyncML media type (OMA SyncML HTTP binding).
 pub const SYNCML_CT: &str = "application/vnd.syncml.dm+xml";
 
-/// The management endpoint: device authentication on every request, then one OMA-DM round.
-async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp {
+/// The management endpoint: device authentication on every request, then one OMA-DM round;
+/// counted and timed for the metrics.
+async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>, trace_id: String) -> Resp {
+    let span = tracing::info_span!(
+        "manage",
+        %trace_id,
+        peer = %peer.addr,
+        device_id = tracing::field::Empty,
+        session_id = tracing::field::Empty,
+    );
+    let metrics = app.metrics.clone();
+    let (resp, took) = manage_inner(app, peer, req).instrument(span).await;
+    metrics.round(resp.status().as_u16(), took);
+    resp
+}
+
+async fn manage_inner(
+    app: Arc<App>,
+    peer: Arc<Peer>,
+    req: Request<Incoming>,
+) -> (Resp, Option<std::time::Duration>) {
     if let Some(t) = &app.throttle {
         if !t.try_acquire() {
             tracing::warn!(peer = %peer.addr, retry_after = app.cfg.retry_after, "management request throttled (429)");
@@ -274,16 +384,17 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp 
             if let Ok(v) = HeaderValue::from_str(&app.cfg.retry_after.to_string()) {
                 r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
             }
-            return r;
+            return (r, None);
         }
     }
     let ct = content_type(&req);
     if !ct.starts_with(SYNCML_CT) {
         tracing::warn!(peer = %peer.addr, content_type = %ct, "management request refused: not SyncML XML");
-        return text(
+        let r = text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "expected application/vnd.syncml.dm+xml",
         );
+        return (r, None);
     }
     let signature = if app.cfg.message_signing {
         crate::ca::SIGNATURE_HEADER_NAMES
@@ -303,15 +414,23 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp 
     {
         Ok(b) => b,
         Err(BodyError::TooLarge(_)) => {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+            return (text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"), None)
         }
         Err(BodyError::Timeout) => {
-            return text(StatusCode::REQUEST_TIMEOUT, "body not received in time")
+            return (
+                text(StatusCode::REQUEST_TIMEOUT, "body not received in time"),
+                None,
+            )
         }
-        Err(BodyError::Broken(_)) => return text(StatusCode::BAD_REQUEST, "body unreadable"),
+        Err(BodyError::Broken(_)) => {
+            return (text(StatusCode::BAD_REQUEST, "body unreadable"), None)
+        }
     };
+    let started = std::time::Instant::now();
     let app2 = app.clone();
+    let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
+        let _in_span = span.enter();
         let now = app2.clock.now_unix();
         let cert = peer.client_cert.as_ref().map(|c| c.as_ref());
         let store = app2.store.as_ref();
@@ -328,13 +447,15 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp 
                 return Err(e.http_status());
             }
         };
+        tracing::Span::current().record("device_id", auth.device_id());
         crate::mdm::manage::handle(&app2, &auth, &body).map_err(|e| {
             tracing::warn!(peer = %peer.addr, device_id = %auth.device_id(), error = %e, "management round failed");
             e.http_status()
         })
     })
     .await;
-    match result {
+    let took = Some(started.elapsed());
+    let resp = match result {
         Ok(Ok(xml)) => {
             let mut r = Response::new(Full::new(Bytes::from(xml)));
             r.headers_mut()
@@ -356,7 +477,8 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>) -> Resp 
             tracing::error!(error = %join, "management handler panicked");
             empty(StatusCode::INTERNAL_SERVER_ERROR)
         }
-    }
+    };
+    (resp, took)
 }
 
 /// The request's `Content-Type`, lower-cased (empty if absent or not text).

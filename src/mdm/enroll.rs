@@ -158,6 +158,7 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
         }
     };
     validate_device_id(&device_id)?;
+    tracing::Span::current().record("device_id", device_id.as_str());
     let enrollment_type = ctx.enrollment_type();
     if principal.user().is_none() && enrollment_type != EnrollmentType::Device {
         return Err(EnrollError::Authorization {

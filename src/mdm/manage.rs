@@ -39,6 +39,7 @@ use crate::app::App;
 use crate::config::paths;
 use crate::mdm::identity::DeviceAuthenticated;
 use crate::mdm::session::{self, Chunked, Outstanding, Sending, SessionState};
+use crate::metrics::SessionEnd;
 use crate::store::{
     clip_bytes, CommandRecord, CommandState, Device, DeviceAlert, DeviceState, InnerStatus,
     ResultItem, Round, RoundCommit, RoundGuard, SessionIndex, StoreError,
@@ -219,6 +220,7 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
     if session_id.is_empty() || session_id.len() > 64 {
         return Err(ManageError::Header { field: "SessionID" });
     }
+    tracing::Span::current().record("session_id", session_id.as_str());
     let digest = session::message_digest(body);
     let lock = session::lock_device(device_id);
     for attempt in 1..=session::MAX_ROUND_ATTEMPTS {
@@ -270,10 +272,20 @@ enum Attempt {
 struct AfterCommit {
     groups: bool,
     convert: bool,
+    /// The round started a session (metrics).
+    started: bool,
+    /// The round ended its session, how (metrics).
+    ended: Option<SessionEnd>,
 }
 
 impl AfterCommit {
     fn run(&self, app: &App, device_id: &str) {
+        if self.started {
+            app.metrics.session_started();
+        }
+        if let Some(how) = self.ended {
+            app.metrics.session_ended(how);
+        }
         if self.groups {
             let _ = crate::groups::on_device_changed(app, device_id); // groups + profiles (errors logged)
         }
@@ -380,6 +392,7 @@ fn run_round(
         client_msg,
         now,
         end_session: false,
+        end_reason: None,
     };
     round.device.last_seen = Some(now);
     if new_session {
@@ -486,6 +499,8 @@ fn run_round(
     let after = AfterCommit {
         groups: crate::groups::attributes_changed(&before, &round.device),
         convert: autopilot_answered || crate::autopilot::convert::reported(&before, &round.device),
+        started: new_session,
+        ended: session_over.then(|| round.end_reason.unwrap_or(SessionEnd::Completed)),
     };
     let (next_index, drop) = next_index(&index, session_id, new_session, now);
     let (commands, read_states) = round.changed_commands();
@@ -566,6 +581,8 @@ struct RoundBuilder<'a> {
     client_msg: u32,
     now: i64,
     end_session: bool,
+    /// Why the device ended the session, when it did (unenrollment, Alert 1223).
+    end_reason: Option<SessionEnd>,
 }
 
 fn status_cmd(
@@ -1012,12 +1029,14 @@ impl RoundBuilder<'_> {
                             "unenrolled by the user".into(),
                         ));
                         self.end_session = true;
+                        self.end_reason = Some(SessionEnd::Unenrolled);
                     }
                 }
             }
             Some(1223) => {
                 tracing::info!(device_id = %self.device.device_id, "device aborted the session (1223)");
                 self.end_session = true;
+                self.end_reason = Some(SessionEnd::AbortedByDevice);
             }
             _ => {}
         }

@@ -144,6 +144,7 @@ pub fn renew(
         )));
     }
 
+    tracing::Span::current().record("device_id", auth.device_id());
     let csr = renewal_csr(app, req, auth.serial(), now)?;
     check_device_ids(req, &csr, auth.device_id())?;
 

@@ -103,15 +103,30 @@ fn release_lease(app: &App, key: &str) -> Result<(), StoreError> {
 /// (Unix seconds), except the protected ones (see the module documentation). Returns all zeros
 /// without looking at anything when another node holds the sweep's lease (it is sweeping).
 pub fn sweep(app: &App, now: i64, retention: Duration) -> Result<Sweep, StoreError> {
+    use crate::metrics::{Sweep as Which, SweepOutcome};
+    let started = std::time::Instant::now();
+    let r = sweep_once(app, now, retention);
+    let outcome = match &r {
+        Ok(None) => SweepOutcome::Skipped,
+        Ok(Some(_)) => SweepOutcome::Ok,
+        Err(_) => SweepOutcome::Error,
+    };
+    app.metrics
+        .sweep(Which::CommandRetention, outcome, started.elapsed());
+    r.map(Option::unwrap_or_default)
+}
+
+/// [`sweep`]; `None` when another node holds the lease.
+fn sweep_once(app: &App, now: i64, retention: Duration) -> Result<Option<Sweep>, StoreError> {
     if !take_lease(app, LEASE_KEY, now)? {
         tracing::debug!("command history sweep: another node is sweeping");
-        return Ok(Sweep::default());
+        return Ok(None);
     }
     let r = sweep_leased(app, now, retention);
     let released = release_lease(app, LEASE_KEY);
     let out = r?;
     released?;
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// The sweep proper, under the lease (renewed with every page; stops if it was lost).

@@ -283,7 +283,7 @@ pub struct DeviceAlert {
 }
 
 /// Where a queued command is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandState {
     /// Waiting for the device's next session.
@@ -721,6 +721,34 @@ pub trait CommandQueue: Send + Sync {
     /// Deletes the listed (device, command id) commands that are answered or cancelled, in one
     /// transaction; an unanswered or unknown one is skipped. Returns how many were deleted.
     fn delete_finished(&self, ids: &[(String, String)]) -> Result<usize, StoreError>;
+    /// Counts the unanswered commands (`Pending`, `Sent`) of every device by (verb, state),
+    /// with the enqueue time of the oldest pending one, reading at most `limit` of them (the
+    /// queue index, not the history; [`QueueStats::complete`] says whether all were read).
+    fn queue_stats(&self, limit: usize) -> Result<QueueStats, StoreError>;
+}
+
+/// What [`CommandQueue::queue_stats`] counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// (verb as stored, state) → number of unanswered commands.
+    pub counts: std::collections::BTreeMap<(String, CommandState), u64>,
+    /// `created_at` of the oldest `Pending` command counted.
+    pub oldest_pending: Option<i64>,
+    /// Whether every unanswered command was counted (`false`: the limit stopped the count).
+    pub complete: bool,
+}
+
+impl QueueStats {
+    /// Counts one unanswered command.
+    pub fn add(&mut self, verb: &str, state: CommandState, created_at: i64, n: u64) {
+        *self.counts.entry((verb.to_string(), state)).or_default() += n;
+        if state == CommandState::Pending {
+            self.oldest_pending = Some(
+                self.oldest_pending
+                    .map_or(created_at, |o| o.min(created_at)),
+            );
+        }
+    }
 }
 
 /// Management session state, stored as opaque bytes by (device, SessionID) so a restart — or

@@ -64,6 +64,20 @@ pub struct CommitStats {
     pub writes: u64,
     /// Largest number of writers one commit carried.
     pub max_batch: u64,
+    /// Commits that failed (none of their writers was acknowledged).
+    pub failed: u64,
+    /// Commits by the number of writers they carried: `by_size[i]` counts batches of more than
+    /// 2^(i-1) and at most 2^i writers (`[0]`: one writer); the last slot counts every larger one.
+    pub by_size: [u64; BATCH_BUCKETS],
+}
+
+/// Slots of [`CommitStats::by_size`]: 1, 2, 4, … 256 writers, and more.
+pub const BATCH_BUCKETS: usize = 10;
+
+/// The [`CommitStats::by_size`] slot of a batch of `writers` (at least 1).
+pub fn batch_bucket(writers: u64) -> usize {
+    let i = (u64::BITS - writers.saturating_sub(1).leading_zeros()) as usize;
+    i.min(BATCH_BUCKETS - 1)
 }
 
 struct Batch {
@@ -389,8 +403,10 @@ impl RedbStore {
                 g.stats.commits += 1;
                 g.stats.writes += members;
                 g.stats.max_batch = g.stats.max_batch.max(members);
+                g.stats.by_size[batch_bucket(members)] += 1;
             }
             Err(reason) => {
+                g.stats.failed += 1;
                 tracing::error!(error = %reason, writers = members, "store: commit failed; no writer of the batch is acknowledged");
                 g.failed.insert(epoch, (reason, members));
             }
@@ -746,6 +762,10 @@ impl CommandQueue for RedbStore {
         tx::scan_commands(self, after, limit)
     }
 
+    fn queue_stats(&self, limit: usize) -> Result<super::QueueStats, StoreError> {
+        tx::queue_stats(self, limit)
+    }
+
     fn delete_finished(&self, ids: &[(String, String)]) -> Result<usize, StoreError> {
         self.write(|x| tx::delete_finished(x, ids))
     }
@@ -804,5 +824,22 @@ impl super::RecordStore for RedbStore {
 
     fn apply_records(&self, ops: &[super::RecordOp]) -> Result<bool, StoreError> {
         self.write(|x| super::records::apply_in_tx(x, ops))
+    }
+}
+
+#[cfg(test)]
+mod batch_bucket_tests {
+    use super::*;
+
+    #[test]
+    fn batch_sizes_fall_in_power_of_two_slots() {
+        assert_eq!(batch_bucket(1), 0);
+        assert_eq!(batch_bucket(2), 1);
+        assert_eq!(batch_bucket(3), 2);
+        assert_eq!(batch_bucket(4), 2);
+        assert_eq!(batch_bucket(5), 3);
+        assert_eq!(batch_bucket(256), 8);
+        assert_eq!(batch_bucket(257), 9);
+        assert_eq!(batch_bucket(u64::MAX), 9);
     }
 }

@@ -389,6 +389,10 @@ impl CommandQueue for SledStore {
         tx::scan_commands(self, after, limit)
     }
 
+    fn queue_stats(&self, limit: usize) -> Result<super::QueueStats, StoreError> {
+        tx::queue_stats(self, limit)
+    }
+
     fn delete_finished(&self, ids: &[(String, String)]) -> Result<usize, StoreError> {
         self.transact(|t| tx::delete_finished(t, ids))
     }

@@ -650,6 +650,40 @@ pub fn scan_commands(
         .collect()
 }
 
+/// See [`super::CommandQueue::queue_stats`]: a paged walk of the queue index (unanswered
+/// commands only), reading each command's record.
+pub fn queue_stats(r: &impl KvRead, limit: usize) -> Result<super::QueueStats, StoreError> {
+    const PAGE: usize = 1_000;
+    let mut out = super::QueueStats::default();
+    let mut after: Option<Vec<u8>> = None;
+    let mut read = 0usize;
+    loop {
+        let want = PAGE.min(limit - read);
+        if want == 0 {
+            // Complete only if nothing is left.
+            out.complete = r.scan_after(Table::Queue, after.as_deref(), 1)?.is_empty();
+            return Ok(out);
+        }
+        let page = r.scan_after(Table::Queue, after.as_deref(), want)?;
+        read += page.len();
+        for (k, id) in &page {
+            let device = k.split(|b| *b == 0).next().unwrap_or_default();
+            let device = String::from_utf8_lossy(device);
+            let id = String::from_utf8_lossy(id);
+            if let Some(c) = get_command(r, &device, &id)? {
+                if !c.state.is_terminal() {
+                    out.add(&c.verb, c.state, c.created_at, 1);
+                }
+            }
+        }
+        if page.len() < want {
+            out.complete = true;
+            return Ok(out);
+        }
+        after = page.last().map(|(k, _)| k.clone());
+    }
+}
+
 /// See [`super::CommandQueue::delete_finished`]: the state is read again inside the
 /// transaction, so a command that is still unanswered is never deleted.
 pub fn delete_finished<X: Tx>(tx: &X, ids: &[(String, String)]) -> Result<usize, X::E> {

@@ -168,6 +168,69 @@ fn command(device: &str, id: &str) -> CommandRecord {
     }
 }
 
+/// `CommandQueue::queue_stats`: unanswered commands by (verb, state), the oldest pending one,
+/// answered ones left out, and the limit honoured and reported.
+fn queue_stats_battery(s: &dyn Store) {
+    let empty = s.queue_stats(1000).unwrap();
+    assert!(empty.counts.is_empty() && empty.oldest_pending.is_none() && empty.complete);
+    let cmd = |d: &str, id: &str, verb: &str, at: i64| CommandRecord {
+        verb: verb.into(),
+        created_at: at,
+        ..command(d, id)
+    };
+    for c in [
+        cmd("D1", "a", "Replace", 10),
+        cmd("D1", "b", "Get", 5),
+        cmd("D2", "c", "Exec", 7),
+        cmd("D2", "d", "Get", 1),
+        cmd("D3", "e", "Replace", 3),
+    ] {
+        assert!(matches!(s.enqueue(c).unwrap(), Enqueued::Created(_)));
+    }
+    // D1/a and D3/e sent, D2/d answered (it leaves the queue), D3/e then cancelled.
+    let mut changed = Vec::new();
+    let mut read = Vec::new();
+    for (d, id, to) in [
+        ("D1", "a", CommandState::Sent),
+        ("D2", "d", CommandState::Done),
+        ("D3", "e", CommandState::Sent),
+    ] {
+        let mut c = s.get_command(d, id).unwrap().unwrap();
+        read.push((c.command_id.clone(), c.state));
+        c.state = to;
+        changed.push(c);
+    }
+    for c in changed {
+        let round = Round {
+            read_states: read
+                .iter()
+                .filter(|(id, _)| *id == c.command_id)
+                .cloned()
+                .collect(),
+            commands: vec![c],
+            ..Round::default()
+        };
+        assert_eq!(s.commit_round(&round, 20).unwrap(), RoundCommit::Committed);
+    }
+    assert_eq!(s.cancel("D3", "e", 21).unwrap(), Cancelled::Cancelled);
+    let st = s.queue_stats(1000).unwrap();
+    let want: std::collections::BTreeMap<(String, CommandState), u64> = [
+        (("Replace".to_string(), CommandState::Sent), 1),
+        (("Get".to_string(), CommandState::Pending), 1),
+        (("Exec".to_string(), CommandState::Pending), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(st.counts, want);
+    assert_eq!(st.oldest_pending, Some(5), "D1/b, the oldest pending");
+    assert!(st.complete);
+    // Exactly as many as the limit: complete; fewer allowed than there are: not.
+    assert!(s.queue_stats(3).unwrap().complete);
+    let cut = s.queue_stats(2).unwrap();
+    assert!(!cut.complete);
+    assert!(cut.counts.values().sum::<u64>() <= 2);
+}
+
 fn queue_battery(s: &dyn Store) {
     let Enqueued::Created(a) = s.enqueue(command("D1", "a")).unwrap() else {
         panic!("a not created")
@@ -688,6 +751,7 @@ fn mem_store_battery() {
     queue_battery(&MemStore::new());
     lifecycle_battery(&MemStore::new());
     changes_battery(&MemStore::new());
+    queue_stats_battery(&MemStore::new());
 }
 
 #[test]
@@ -697,6 +761,7 @@ fn sled_store_battery() {
     queue_battery(&SledStore::temporary().unwrap());
     lifecycle_battery(&SledStore::temporary().unwrap());
     changes_battery(&SledStore::temporary().unwrap());
+    queue_stats_battery(&SledStore::temporary().unwrap());
 }
 
 #[test]
@@ -706,6 +771,7 @@ fn redb_store_battery() {
     queue_battery(&RedbStore::temporary().unwrap());
     lifecycle_battery(&RedbStore::temporary().unwrap());
     changes_battery(&RedbStore::temporary().unwrap());
+    queue_stats_battery(&RedbStore::temporary().unwrap());
 }
 
 #[test]
@@ -845,6 +911,7 @@ fn pg_store_battery() {
     on_pg("pg_store_battery/queue", |s| queue_battery(s));
     on_pg("pg_store_battery/lifecycle", |s| lifecycle_battery(s));
     on_pg("pg_store_battery/changes", |s| changes_battery(s));
+    on_pg("pg_store_battery/queue_stats", |s| queue_stats_battery(s));
 }
 
 #[test]

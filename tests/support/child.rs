@@ -27,6 +27,8 @@ pub struct ChildServer {
     pub starts: u32,
     /// Extra environment for the child (the parent's `WINMDM_*` variables are not passed).
     pub env: Vec<(String, String)>,
+    /// Extra `serve` arguments, after the ones every child gets.
+    pub args: Vec<String>,
 }
 
 impl ChildServer {
@@ -46,6 +48,7 @@ impl ChildServer {
             child: None,
             starts: 0,
             env: Vec::new(),
+            args: Vec::new(),
         }
     }
 
@@ -74,6 +77,7 @@ impl ChildServer {
             .arg(format!("https://localhost:{}", self.mgmt_addr.port()))
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.args)
             .env("WINMDM_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -773,6 +773,54 @@ impl CommandQueue for PgStore {
     fn delete_finished(&self, ids: &[(String, String)]) -> Result<usize, StoreError> {
         self.transact(|t| tx::delete_finished(t, ids))
     }
+    fn queue_stats(&self, limit: usize) -> Result<super::QueueStats, StoreError> {
+        // One statement: the database counts. The queue table holds unanswered commands only;
+        // at most `limit` of them are joined with their records (primary-key lookups).
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.query(
+            "SELECT c.doc->>'verb', c.doc->>'state', count(*)::bigint, \
+                    min((c.doc->>'created_at')::bigint) \
+             FROM (SELECT device_id, command_id FROM queue LIMIT $1) q \
+             JOIN commands c ON c.device_id = q.device_id AND c.command_id = q.command_id \
+             GROUP BY 1, 2",
+            &[&limit],
+        )?;
+        let mut out = super::QueueStats::default();
+        let mut total: i64 = 0;
+        for row in rows {
+            let verb: Option<String> = row.try_get(0).map_err(backend)?;
+            let state: Option<String> = row.try_get(1).map_err(backend)?;
+            let n: i64 = row.try_get(2).map_err(backend)?;
+            let oldest: Option<i64> = row.try_get(3).map_err(backend)?;
+            total += n;
+            let state = match state.as_deref() {
+                Some("pending") => super::CommandState::Pending,
+                Some("sent") => super::CommandState::Sent,
+                _ => continue,
+            };
+            out.add(
+                verb.as_deref().unwrap_or(""),
+                state,
+                oldest.unwrap_or(0),
+                u64::try_from(n).unwrap_or(0),
+            );
+        }
+        out.complete = total < limit || {
+            // Exactly `limit` read: complete unless there is one more.
+            let more = self.query(
+                "SELECT count(*)::bigint FROM (SELECT 1 FROM queue LIMIT $1) x",
+                &[&limit.saturating_add(1)],
+            )?;
+            let n: i64 = more
+                .first()
+                .map(|r| r.try_get(0))
+                .transpose()
+                .map_err(backend)?
+                .unwrap_or(0);
+            n <= limit
+        };
+        Ok(out)
+    }
 }
 
 impl SessionStore for PgStore {
