@@ -194,6 +194,31 @@ pub struct ServeOptions {
     /// Entra tenant primary domain (e.g. contoso.onmicrosoft.com) for Autopilot exports.
     #[arg(long, env = "WINMDM_TENANT_DOMAIN")]
     pub tenant_domain: Option<String>,
+    /// Results webhook: every command result, enrollment, unenrollment, renewal, Autopilot link
+    /// and profile state change is POSTed here as signed JSON (https; plain http only for a
+    /// loopback receiver). Needs a secret (--webhook-secret-file or WINMDM_WEBHOOK_SECRET).
+    #[arg(long, env = "WINMDM_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// File holding the webhook's HMAC-SHA256 key (16-4096 bytes; white space around it is
+    /// ignored). Or give the key in WINMDM_WEBHOOK_SECRET.
+    #[arg(long, env = "WINMDM_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// The webhook key from `WINMDM_WEBHOOK_SECRET` (read by `winmdm serve`): never a flag nor
+    /// a config-file key.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub webhook_secret: Option<String>,
+    /// PEM CA certificate(s) trusted for the webhook receiver, besides the system roots.
+    #[arg(long, env = "WINMDM_WEBHOOK_CA")]
+    pub webhook_ca: Option<PathBuf>,
+    /// Delivery attempts of one event before it moves to the dead letters (default 20, with
+    /// exponential backoff capped at 15 minutes: about 2.8 hours).
+    #[arg(long, env = "WINMDM_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<u32>,
+    /// Age after which an undelivered event moves to the dead letters: a number with s, m, h or
+    /// d (default 3d).
+    #[arg(long, env = "WINMDM_WEBHOOK_MAX_AGE")]
+    pub webhook_max_age: Option<String>,
 }
 
 impl ServeOptions {
@@ -262,6 +287,12 @@ impl ServeOptions {
             renew_grace_days: self.renew_grace_days.or(lower.renew_grace_days),
             tenant_id: self.tenant_id.or(lower.tenant_id),
             tenant_domain: self.tenant_domain.or(lower.tenant_domain),
+            webhook_url: self.webhook_url.or(lower.webhook_url),
+            webhook_secret_file: self.webhook_secret_file.or(lower.webhook_secret_file),
+            webhook_secret: self.webhook_secret.or(lower.webhook_secret),
+            webhook_ca: self.webhook_ca.or(lower.webhook_ca),
+            webhook_max_attempts: self.webhook_max_attempts.or(lower.webhook_max_attempts),
+            webhook_max_age: self.webhook_max_age.or(lower.webhook_max_age),
         }
     }
 
@@ -459,7 +490,18 @@ impl ServeOptions {
         if let Some(url) = &self.database_url {
             url.check()?;
         }
+        let webhook = crate::webhook::WebhookOptions {
+            url: self.webhook_url,
+            secret_file: self.webhook_secret_file,
+            secret: self.webhook_secret,
+            ca: self.webhook_ca,
+            max_attempts: self.webhook_max_attempts,
+            max_age: self.webhook_max_age,
+        }
+        .resolve()
+        .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
         Ok(Config {
+            webhook,
             mgmt_url,
             mgmt_listen,
             store_cache_bytes: store_cache_mb << 20,
@@ -600,6 +642,8 @@ pub struct Config {
     pub tenant_id: Option<String>,
     /// Entra tenant primary domain for Autopilot exports.
     pub tenant_domain: Option<String>,
+    /// The results webhook, when `--webhook-url` is set.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 /// A PostgreSQL URL. Its `Debug` and `Display` hide the password, so a logged [`Config`] never

@@ -716,6 +716,7 @@ fn redb_store_records() {
 }
 
 mod embedded;
+mod outbox;
 
 // ---- PostgreSQL: the same batteries, each on a database of its own ----
 
