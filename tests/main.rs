@@ -21,3 +21,4 @@ mod replay;
 mod soap;
 mod store;
 mod syncml;
+mod webhook;

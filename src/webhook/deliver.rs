@@ -2,7 +2,8 @@
 //!
 //! * **One node at a time** holds the lease record `sweep_lease/webhook-delivery` (taken with a
 //!   compare-and-set, renewed every few seconds while it delivers, expiring [`LEASE_SECS`] after
-//!   its node stops renewing). A node sends only while its lease has more than
+//!   its node stops renewing; on the embedded store, which one process opens, a restarted node
+//!   takes its predecessor's lease at once). A node sends only while its lease has more than
 //!   [`LEASE_MARGIN_SECS`] left, longer than one attempt can take, so two nodes never deliver
 //!   the same device's events at once.
 //! * **Per device in order**: a pass walks the devices with pending events and gives each due
@@ -67,8 +68,11 @@ fn take_lease(app: &App, now: i64) -> Result<Option<i64>, StoreError> {
     let node = app.node_id.as_str();
     let mut mine = false;
     let until = now.saturating_add(LEASE_SECS);
+    // The embedded store is opened by one process only: a lease left by a process that was
+    // killed is this node's own, and is taken over at once instead of after its expiry.
+    let sole = app.cfg.database_url.is_none();
     LEASES.update(app.store.records(), LEASE_KEY, |cur| {
-        mine = cur.as_ref().is_none_or(|l| l.node == node || l.until < now);
+        mine = sole || cur.as_ref().is_none_or(|l| l.node == node || l.until < now);
         Ok(if mine {
             Some(Lease {
                 node: node.to_string(),

@@ -452,11 +452,13 @@ pub fn round_events(
 ) -> Result<Vec<NewEvent>, StoreError> {
     let mut out = Vec::new();
     let prior = |id: &str| read.iter().find(|(c, _)| c == id).map(|(_, s)| *s);
-    for c in commands {
-        if c.state.is_terminal() && prior(&c.command_id).is_none_or(|p| !p.is_terminal()) {
-            out.push(outbox::command_completed(c));
-        }
-    }
+    // In queue order: the order the commands were queued (and sent) in.
+    let mut completed: Vec<&CommandRecord> = commands
+        .iter()
+        .filter(|c| c.state.is_terminal() && prior(&c.command_id).is_none_or(|p| !p.is_terminal()))
+        .collect();
+    completed.sort_by_key(|c| c.seq);
+    out.extend(completed.into_iter().map(outbox::command_completed));
     if before.state == DeviceState::Enrolled && after.state == DeviceState::Unenrolled {
         out.push(outbox::device_unenrolled(after, "user_request", None));
     }
