@@ -385,4 +385,35 @@ fn readme_verification_snippet_accepts_our_signature_only() {
     assert!(!run(SECRET, &header, br#"{"event_id":"tampered"}"#));
     let old = winmdm::webhook::sign(SECRET.as_bytes(), now - 3600, body);
     assert!(!run(SECRET, &old, body), "a stale timestamp is refused");
+
+    // The openssl lines print the v1 value of a good signature.
+    let start = readme
+        .find("<!-- webhook-verify-shell -->")
+        .expect("README marker <!-- webhook-verify-shell -->");
+    let block = &readme[start..];
+    let code_start = block.find("```sh\n").expect("sh block") + "```sh\n".len();
+    let code_end = block[code_start..].find("```").unwrap() + code_start;
+    let shell = &block[code_start..code_end];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("body.json"), body).unwrap();
+    std::fs::write(dir.path().join("webhook-secret"), SECRET).unwrap();
+    let out = match std::process::Command::new("bash")
+        .arg("-c")
+        .arg(shell)
+        .env("SIG", &header)
+        .current_dir(dir.path())
+        .output()
+    {
+        Ok(o) if o.status.success() => o,
+        other => {
+            assert!(
+                std::env::var("WINMDM_REQUIRE_PYTHON").is_err(),
+                "the README's openssl lines did not run: {other:?}"
+            );
+            println!("SKIP readme openssl lines: {other:?}");
+            return;
+        }
+    };
+    let v1 = header.split("v1=").nth(1).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), v1);
 }
