@@ -49,8 +49,9 @@ pub const MIN_SECRET_BYTES: usize = 16;
 /// Largest secret accepted (bytes).
 pub const MAX_SECRET_BYTES: usize = 4096;
 
-/// The receiver's URL, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The receiver's URL, parsed. `Debug` and `Display` leave out the query string (it may carry
+/// a receiver's token).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Target {
     /// `https` (or `http` for a loopback host).
     pub https: bool,
@@ -160,6 +161,12 @@ impl Target {
         } else {
             format!("{host}:{}", self.port)
         }
+    }
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Target({self})")
     }
 }
 
@@ -429,7 +436,7 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now: i64, tolerance_secs
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -539,6 +546,7 @@ mod tests {
             (true, "hooks.example.com", 443, "/winmdm?k=1")
         );
         assert_eq!(t.to_string(), "https://hooks.example.com/winmdm");
+        assert!(!format!("{t:?}").contains("k=1"));
         let t = Target::parse("http://127.0.0.1:9000").unwrap();
         assert_eq!((t.port, t.path.as_str()), (9000, "/"));
         assert!(Target::parse("http://[::1]:9000/x").is_ok());

@@ -162,10 +162,8 @@ impl Receiver {
                                 if answered == HANG {
                                     tokio::time::sleep(Duration::from_secs(3600)).await;
                                 }
-                                let now = std::time::SystemTime::now()
-                                    .duration_since(std::time::UNIX_EPOCH)
-                                    .unwrap()
-                                    .as_secs() as i64;
+                                let now =
+                                    winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock);
                                 let verified = verify(&secret, &signature, &raw, now);
                                 let body: serde_json::Value =
                                     serde_json::from_slice(&raw).unwrap_or_default();

@@ -127,8 +127,7 @@ async fn events_are_signed_complete_and_in_order_per_device_despite_failures() {
     assert_eq!(refused.body["status"], 404);
     assert_eq!(refused.body["state"], "failed");
     // The API shows the webhook and its counts.
-    let (st, w) = srv.admin("GET", "/api/v1/webhook", None).await;
-    assert_eq!(st, 200, "{w}");
+    let w = status_when(&srv, |w| w["delivered"] == 14 && w["pending"] == 0).await;
     assert_eq!(w["configured"], true);
     assert_eq!(w["url"], rx.url());
     assert_eq!(w["pending"], 0);
@@ -175,8 +174,7 @@ async fn a_hanging_then_absent_receiver_delays_events_but_never_a_session_and_lo
     )
     .await;
     assert_eq!(sequence(&rx.accepted(), &d.device_id), expected(5, "h"));
-    let (_, w) = srv.admin("GET", "/api/v1/webhook", None).await;
-    assert_eq!(w["pending"], 0, "{w}");
+    let w = status_when(&srv, |w| w["pending"] == 0).await;
     assert!(w["failed"].as_u64().unwrap() >= 1, "{w}");
     srv.stop().await;
 }
@@ -345,10 +343,7 @@ fn readme_verification_snippet_accepts_our_signature_only() {
         return;
     }
     let body = br#"{"event_id":"0065a1b2c3d4e5f60718293a4b5c6d7e","type":"command.completed","created_at":1733356800,"device_id":"D1","status":200}"#;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock);
     let header = winmdm::webhook::sign(SECRET.as_bytes(), now, body);
     let run = |secret: &str, header: &str, body: &[u8]| -> bool {
         let dir = tempfile::tempdir().unwrap();
@@ -416,4 +411,84 @@ fn readme_verification_snippet_accepts_our_signature_only() {
     };
     let v1 = header.split("v1=").nth(1).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), v1);
+}
+
+/// Two nodes on one PostgreSQL database: one delivers (the lease), the other none; when the
+/// holder stops, the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_one_node_delivers_at_a_time_and_another_takes_over() {
+    let Some(db) = crate::support::pg::TestDb::create("webhook on two nodes") else {
+        return;
+    };
+    let rx = Receiver::start(SECRET.as_bytes()).await;
+    let url = db.url.clone();
+    let (a, _ca_a) = server(&rx, |o| o.database_url = Some(url.parse().unwrap())).await;
+    let url = db.url.clone();
+    let (b, _ca_b) = server(&rx, |o| o.database_url = Some(url.parse().unwrap())).await;
+    let mut d = enrolled(&a, 60).await;
+    for i in 0..8 {
+        queue(
+            &a,
+            &d.device_id,
+            json!({"verb": "Replace", "target": format!("./Vendor/MSFT/Test/P{i}"), "format": "int", "data": "1", "command_id": format!("p{i:02}")}),
+        )
+        .await;
+    }
+    assert_eq!(d.session().await.len(), 8);
+    rx.wait_for(Duration::from_secs(60), "9 events", |acc| acc.len() == 9)
+        .await;
+    assert_eq!(sequence(&rx.accepted(), &d.device_id), expected(8, "p"));
+    // The receiver logs a request before its answer reaches the node that counts it.
+    let start = Instant::now();
+    let (da, dbn) = loop {
+        let (da, dbn) = (delivered(&a).await, delivered(&b).await);
+        if da + dbn == 9 || start.elapsed() > Duration::from_secs(10) {
+            break (da, dbn);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(da + dbn, 9, "a {da}, b {dbn}");
+    assert!(da == 0 || dbn == 0, "both nodes delivered: a {da}, b {dbn}");
+    assert_eq!(rx.deliveries().len(), 9, "no event sent twice");
+    // The holder stops (releasing its lease); the other delivers what comes next.
+    let (holder, other) = if da > 0 { (a, b) } else { (b, a) };
+    holder.stop().await;
+    let e = enrolled(&other, 61).await;
+    rx.wait_for(Duration::from_secs(60), "the next enrollment", |acc| {
+        acc.iter().any(|x| x.device_id == e.device_id)
+    })
+    .await;
+    let start = Instant::now();
+    while delivered(&other).await == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the remaining node never counted a delivery"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    other.stop().await;
+}
+
+async fn delivered(s: &TestServer) -> u64 {
+    s.admin("GET", "/api/v1/webhook", None).await.1["delivered"]
+        .as_u64()
+        .unwrap()
+}
+
+/// `GET /api/v1/webhook` once `ready` holds for it (the receiver logs a request before its
+/// answer reaches the node, which then counts it and removes the event): panics after 10 s.
+async fn status_when(
+    srv: &TestServer,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let (st, w) = srv.admin("GET", "/api/v1/webhook", None).await;
+        assert_eq!(st, 200, "{w}");
+        if ready(&w) {
+            return w;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{w}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
