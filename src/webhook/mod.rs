@@ -373,6 +373,12 @@ impl Webhook {
         let secret = match &cfg.secret {
             SecretSource::Env(s) => s.clone(),
             SecretSource::File(path) => {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(m) = std::fs::metadata(path) {
+                    if m.permissions().mode() & 0o077 != 0 {
+                        tracing::warn!(path = %path.display(), mode = format!("{:o}", m.permissions().mode() & 0o777), "the webhook secret file can be read by other users: chmod 600 it");
+                    }
+                }
                 let bytes = std::fs::read(path)
                     .map_err(|e| format!("--webhook-secret-file {}: {e}", path.display()))?;
                 let text = String::from_utf8_lossy(&bytes);
