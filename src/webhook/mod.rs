@@ -12,7 +12,7 @@
 //!   exponential backoff with jitter, capped; dead letters after `--webhook-max-attempts`
 //!   attempts or `--webhook-max-age`.
 //! * **Signature** ([`sign`]): `X-Winmdm-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
-//!   "<t>.<body>" keyed with the secret>` (the Stripe scheme NanoMDM-style receivers know).
+//!   "<t>.<body>" keyed with the secret>` (Stripe's scheme; the timestamp stops replays).
 //! * **HTTP** ([`client`]): hyper 1's HTTP/1.1 client over tokio-rustls on aws-lc-rs, the
 //!   server certificate checked against the system roots plus `--webhook-ca`.
 
