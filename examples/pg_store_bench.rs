@@ -102,6 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                     drop: Vec::new(),
                                 }),
                                 revoke: Vec::new(),
+                                events: Vec::new(),
                             };
                             if store.commit_round(&round, 1).ok()
                                 == Some(winmdm::store::RoundCommit::Committed)

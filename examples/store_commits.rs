@@ -5,6 +5,8 @@
 //!
 //! ```sh
 //! cargo run --release --example store_commits -- --seconds 3
+//! cargo run --release --example store_commits -- --seconds 3 --webhook   # redb with and without
+//!                                                  # a webhook event in every round (the outbox)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,9 +26,13 @@ struct Args {
     /// Thread counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
     threads: Vec<usize>,
+    /// Measure redb again with webhook recording on: each round also appends the
+    /// `command.completed` event of its command to the device's outbox (instead of sled).
+    #[arg(long)]
+    webhook: bool,
 }
 
-fn round(store: &dyn Store, dev: &str, n: u64) -> Round {
+fn round(store: &dyn Store, dev: &str, n: u64, events: bool) -> Round {
     let id = format!("c{n}");
     let cmd = CommandRecord {
         command_id: id.clone(),
@@ -45,13 +51,18 @@ fn round(store: &dyn Store, dev: &str, n: u64) -> Round {
     done.state = CommandState::Done;
     done.status = Some(200);
     Round {
+        events: if events {
+            vec![winmdm::store::outbox::command_completed(&done)]
+        } else {
+            Vec::new()
+        },
         commands: vec![done],
         session: Some((dev.into(), format!("s{n}"), Some(vec![b'x'; 512]))),
         ..Round::default()
     }
 }
 
-fn measure(name: &str, store: Arc<dyn Store>, threads: usize, secs: u64) {
+fn measure(name: &str, store: Arc<dyn Store>, threads: usize, secs: u64, events: bool) {
     let rounds = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let t0 = Instant::now();
@@ -62,7 +73,7 @@ fn measure(name: &str, store: Arc<dyn Store>, threads: usize, secs: u64) {
                 let dev = format!("DEV{t}");
                 let mut n = 0u64;
                 while Instant::now() < deadline {
-                    let r = round(store.as_ref(), &dev, n);
+                    let r = round(store.as_ref(), &dev, n, events);
                     store.commit_round(&r, 2).expect("commit");
                     n += 1;
                     rounds.fetch_add(1, Ordering::Relaxed);
@@ -93,6 +104,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             redb.clone(),
             threads,
             args.seconds,
+            false,
         );
         let st = redb.commit_stats();
         println!(
@@ -105,8 +117,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         drop(redb);
         let dir = tempfile::tempdir()?;
+        if args.webhook {
+            let redb = Arc::new(RedbStore::open(dir.path())?);
+            winmdm::store::outbox::set_enabled(redb.as_ref(), true)?;
+            measure(
+                "redb + webhook events",
+                redb.clone(),
+                threads,
+                args.seconds,
+                true,
+            );
+            println!(
+                "{:<28} events pending={}",
+                "",
+                winmdm::store::outbox::depth(redb.as_ref())?
+            );
+            continue;
+        }
         let sled = Arc::new(SledStore::open(dir.path())?);
-        measure("sled (flush, not durable)", sled, threads, args.seconds);
+        measure(
+            "sled (flush, not durable)",
+            sled,
+            threads,
+            args.seconds,
+            false,
+        );
     }
     Ok(())
 }

@@ -36,6 +36,8 @@ pub struct App {
     pub node_id: String,
     /// Prometheus metrics (`GET /metrics`); `store` records into it.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The results webhook, when `--webhook-url` is set (its deliverer runs with the server).
+    pub webhook: Option<Arc<crate::webhook::Webhook>>,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -66,6 +68,9 @@ pub enum AppError {
     /// The federation state (login-token key, JWKS file, terms file) could not be loaded.
     #[error(transparent)]
     Federation(#[from] crate::federation::FederationError),
+    /// The webhook's secret or CA file could not be read.
+    #[error("webhook: {0}")]
+    Webhook(String),
 }
 
 impl App {
@@ -103,6 +108,20 @@ impl App {
             tracing::info!(path = %path.display(), "admin API token is in this file (mode 0600); set WINMDM_ADMIN_TOKEN to choose your own");
         }
         let federation = crate::federation::Federation::open(&cfg, clock.clone())?;
+        let webhook = match &cfg.webhook {
+            Some(w) => Some(Arc::new(
+                crate::webhook::Webhook::open(w).map_err(AppError::Webhook)?,
+            )),
+            None => None,
+        };
+        // Events are recorded (in the changes' own transactions) while a webhook is set.
+        let was = crate::store::outbox::is_enabled(store.records())?;
+        if was != webhook.is_some() {
+            crate::store::outbox::set_enabled(store.records(), webhook.is_some())?;
+            if was {
+                tracing::warn!("no --webhook-url: webhook events are no longer recorded (set the same --webhook-url on every node sharing this store)");
+            }
+        }
         let throttle = (cfg.management_rate > 0).then(|| {
             crate::http::throttle::Throttle::new(cfg.management_rate, cfg.management_rate)
         });
@@ -115,6 +134,7 @@ impl App {
             federation,
             node_id: crate::clock::random_hex(8),
             metrics,
+            webhook,
             throttle,
             cfg,
             store,

@@ -203,6 +203,31 @@ pub struct ServeOptions {
     /// request span's fields: trace id, device id, session id, admin actor).
     #[arg(long, env = "WINMDM_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Results webhook: every command result, enrollment, unenrollment, renewal, Autopilot link
+    /// and profile state change is POSTed here as signed JSON (https; plain http only for a
+    /// loopback receiver). Needs a secret (--webhook-secret-file or WINMDM_WEBHOOK_SECRET).
+    #[arg(long, env = "WINMDM_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// File holding the webhook's HMAC-SHA256 key (16-4096 bytes; white space around it is
+    /// ignored). Or give the key in WINMDM_WEBHOOK_SECRET.
+    #[arg(long, env = "WINMDM_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// The webhook key from `WINMDM_WEBHOOK_SECRET` (read by `winmdm serve`): never a flag nor
+    /// a config-file key.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub webhook_secret: Option<String>,
+    /// PEM CA certificate(s) trusted for the webhook receiver, besides the system roots.
+    #[arg(long, env = "WINMDM_WEBHOOK_CA")]
+    pub webhook_ca: Option<PathBuf>,
+    /// Delivery attempts of one event before it moves to the dead letters (default 20, with
+    /// exponential backoff capped at 15 minutes: about 2.8 hours).
+    #[arg(long, env = "WINMDM_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<u32>,
+    /// Age after which an undelivered event moves to the dead letters: a number with s, m, h or
+    /// d (default 3d).
+    #[arg(long, env = "WINMDM_WEBHOOK_MAX_AGE")]
+    pub webhook_max_age: Option<String>,
 }
 
 /// How log lines are written.
@@ -297,6 +322,12 @@ impl ServeOptions {
             tenant_domain: self.tenant_domain.or(lower.tenant_domain),
             metrics_listen: self.metrics_listen.or(lower.metrics_listen),
             log_format: self.log_format.or(lower.log_format),
+            webhook_url: self.webhook_url.or(lower.webhook_url),
+            webhook_secret_file: self.webhook_secret_file.or(lower.webhook_secret_file),
+            webhook_secret: self.webhook_secret.or(lower.webhook_secret),
+            webhook_ca: self.webhook_ca.or(lower.webhook_ca),
+            webhook_max_attempts: self.webhook_max_attempts.or(lower.webhook_max_attempts),
+            webhook_max_age: self.webhook_max_age.or(lower.webhook_max_age),
         }
     }
 
@@ -498,9 +529,20 @@ impl ServeOptions {
             None => LogFormat::Text,
             Some(f) => f.parse()?,
         };
+        let webhook = crate::webhook::WebhookOptions {
+            url: self.webhook_url,
+            secret_file: self.webhook_secret_file,
+            secret: self.webhook_secret,
+            ca: self.webhook_ca,
+            max_attempts: self.webhook_max_attempts,
+            max_age: self.webhook_max_age,
+        }
+        .resolve()
+        .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
         Ok(Config {
             metrics_listen: self.metrics_listen,
             log_format,
+            webhook,
             mgmt_url,
             mgmt_listen,
             store_cache_bytes: store_cache_mb << 20,
@@ -645,6 +687,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Log format.
     pub log_format: LogFormat,
+    /// The results webhook, when `--webhook-url` is set.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 /// A PostgreSQL URL. Its `Debug` and `Display` hide the password, so a logged [`Config`] never

@@ -46,4 +46,5 @@ pub mod syncml;
 #[doc(hidden)]
 pub mod testkit;
 pub mod upn;
+pub mod webhook;
 pub mod xml;

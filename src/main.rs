@@ -131,6 +131,7 @@ fn serve(
 ) -> Result<(), Box<dyn std::error::Error>> {
     // Secrets come from the environment only (not a flag, not the config file).
     opts.smtp_password = std::env::var("WINMDM_SMTP_PASSWORD").ok();
+    opts.webhook_secret = std::env::var("WINMDM_WEBHOOK_SECRET").ok();
     let opts = match config
         .map(|path| ServeOptions::from_file(&path))
         .transpose()

@@ -23,3 +23,4 @@ mod replay;
 mod soap;
 mod store;
 mod syncml;
+mod webhook;

@@ -61,6 +61,7 @@ mod owner;
 pub mod profiles;
 pub mod tokens;
 pub mod wcd;
+pub mod webhook;
 
 /// Largest admin request body.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -306,6 +307,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/autopilot/devices/{serial}"),
     ("DELETE", "/api/v1/autopilot/devices/{serial}"),
     ("POST", "/api/v1/backup"),
+    ("GET", "/api/v1/webhook"),
+    ("GET", "/api/v1/webhook/dead-letters"),
+    ("GET", "/api/v1/webhook/dead-letters/{event_id}"),
+    ("DELETE", "/api/v1/webhook/dead-letters/{event_id}"),
+    ("POST", "/api/v1/webhook/dead-letters/{event_id}/redeliver"),
 ];
 
 /// A matched admin route with its path parameters.
@@ -343,6 +349,7 @@ enum Endpoint<'a> {
     Profiles(profiles::Ep<'a>),
     DeviceProfiles(&'a str),
     Autopilot(autopilot::Route<'a>),
+    Webhook(webhook::Route<'a>),
     ListJobs,
     GetJob(&'a str),
     Backup,
@@ -394,6 +401,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["profiles", ..], _) => E::Profiles(profiles::endpoint(segs, method)?),
         (["devices", id, "profiles"], Method::GET) => E::DeviceProfiles(id),
         (["autopilot", rest @ ..], m) => E::Autopilot(autopilot::endpoint(rest, &m)?),
+        (["webhook", rest @ ..], m) => E::Webhook(webhook::endpoint(rest, &m)?),
         (["jobs"], Method::GET) => E::ListJobs,
         (["jobs", id], Method::GET) => E::GetJob(id),
         (["backup"], Method::POST) => E::Backup,
@@ -484,6 +492,7 @@ async fn dispatch(
         Endpoint::Profiles(ep) => profiles::handle(app, ep, req).await,
         Endpoint::DeviceProfiles(id) => profiles::device_profiles(app, id.to_string()).await,
         Endpoint::Autopilot(r) => autopilot::handle(app, r, req).await,
+        Endpoint::Webhook(r) => webhook::handle(app, r, req.uri().query().unwrap_or("")).await,
         Endpoint::ListJobs => list_jobs(app, req.uri().query().unwrap_or("")).await,
         Endpoint::GetJob(id) => get_job(app, id.to_string()).await,
         Endpoint::Backup => backup::create(app, req).await,

@@ -9,6 +9,7 @@ pub mod autopilot;
 pub mod backup;
 pub mod http;
 pub mod migrate;
+pub mod webhook;
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -117,6 +118,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         cmd: autopilot::AutopilotCmd,
+    },
+    /// The results webhook: its state and dead letters (list, show, redeliver, delete).
+    Webhook {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: webhook::WebhookCmd,
     },
     /// Queue TenantLockdown RequireNetworkInOOBE for a device.
     TenantLockdown {
@@ -566,6 +573,7 @@ async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Resul
         Command::Invitation { cmd } => access::invitation(&c, a.json, cmd, out).await,
         Command::Bulk { cmd } => access::bulk(&c, a.json, cmd, out).await,
         Command::Autopilot { cmd } => autopilot::run(&c, a.json, cmd, out).await,
+        Command::Webhook { cmd } => webhook::run(&c, a.json, cmd, out).await,
         Command::TenantLockdown { device_id, state } => {
             let on = state == OnOff::On;
             let (body, v) = call(

@@ -327,6 +327,13 @@ impl Server {
             self.app.clone(),
             stop_rx.clone(),
         )));
+        if let Some(wh) = self.app.webhook.clone() {
+            tasks.push(tokio::spawn(crate::webhook::deliver::run(
+                self.app.clone(),
+                wh,
+                stop_rx.clone(),
+            )));
+        }
         if let Some(retention) = self.app.cfg.command_retention {
             tasks.push(tokio::spawn(crate::mdm::retention::run(
                 self.app.clone(),

@@ -88,6 +88,7 @@ fn fixture() -> &'static Mutex<Fixture> {
             ),
             node_id: "fuzz".into(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            webhook: None,
             federation: crate::federation::Federation::ephemeral(),
         };
         Mutex::new(Fixture {

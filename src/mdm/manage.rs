@@ -504,7 +504,10 @@ fn run_round(
     };
     let (next_index, drop) = next_index(&index, session_id, new_session, now);
     let (commands, read_states) = round.changed_commands();
+    let events =
+        crate::webhook::round_events(app, &before, &round.device, &commands, &read_states)?;
     let store_round = Round {
+        events,
         device: Some(round.device),
         commands,
         read_states,

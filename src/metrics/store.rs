@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{CmdFrom, CmdTo, EncodeLabelValue, LabelValueEncoder, Metrics};
+use crate::store::tx::{Applied, ChangeSet, KvRead, Refusal};
 use crate::store::{
     AuditEntry, AuditStore, Cancelled, CertRecord, CertStore, CommandQueue, CommandRecord, Device,
     DeviceStore, Enqueued, EnrollOutcome, QueueStats, RecordOp, RecordStore, RenewOutcome,
     RenewalCommit, Round, RoundCommit, SessionStore, Snapshots, Store, StoreError, User, UserStore,
 };
-use crate::store::tx::{Applied, ChangeSet, KvRead, Refusal};
 
 macro_rules! ops {
     ($($v:ident => $s:literal,)+) => {

@@ -554,10 +554,19 @@ pub struct Status {
 
 /// Derives a deployment's status from its commands' state.
 pub fn status(app: &App, dep: &Deployment) -> Result<Status, StoreError> {
+    status_with(dep, |id| app.store.get_command(&dep.device_id, id))
+}
+
+/// [`status`] with the commands read through `command` (by command id): the webhook derives
+/// the status a management round leaves from the round's own command records.
+pub fn status_with(
+    dep: &Deployment,
+    mut command: impl FnMut(&str) -> Result<Option<CommandRecord>, StoreError>,
+) -> Result<Status, StoreError> {
     let mut failures = Vec::new();
     let (mut done, mut sent, mut held) = (0, 0, 0);
     for q in &dep.commands {
-        let Some(c) = app.store.get_command(&dep.device_id, &q.command_id)? else {
+        let Some(c) = command(&q.command_id)? else {
             continue;
         };
         match c.state {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod embedded;
 pub mod mem;
+pub mod outbox;
 pub mod pg;
 pub mod powercut;
 pub mod records;
@@ -445,6 +446,9 @@ pub struct Round {
     pub read_states: Vec<(String, CommandState)>,
     /// The device's session index as the round read it and as it leaves it; see [`RoundGuard`].
     pub guard: Option<RoundGuard>,
+    /// Webhook events the round causes, appended to the outbox in the same transaction (when
+    /// recording is on, see [`outbox`]).
+    pub events: Vec<outbox::NewEvent>,
 }
 
 /// Optimistic concurrency for one device's management rounds: the round read the device's

@@ -202,6 +202,7 @@ pub fn record_enrollment<X: Tx>(
             Some((key, kept))
         }
     };
+    let mut events = Vec::new();
     for mut d in old {
         if d.cert_serial != cert.serial
             && revoke(tx, &d.cert_serial, "superseded by re-enrollment", now)?
@@ -221,6 +222,11 @@ pub fn record_enrollment<X: Tx>(
         if d.device_id != device.device_id {
             d.state = DeviceState::Unenrolled;
             tx.insert(Table::Devices, d.device_id.as_bytes(), encode(&d))?;
+            events.push(super::outbox::device_unenrolled(
+                &d,
+                "replaced",
+                Some(&device.device_id),
+            ));
         }
         out.replaced.push(d.device_id);
     }
@@ -234,6 +240,8 @@ pub fn record_enrollment<X: Tx>(
     }
     // A new enrollment starts its SessionIDs again: nothing may be answered from the old ones.
     drop_device_sessions(tx, &device.device_id)?;
+    events.push(super::outbox::device_enrolled(device, cert, &out.replaced));
+    super::outbox::append_if_enabled(tx, &events, now)?;
     Ok(out)
 }
 
@@ -307,6 +315,16 @@ pub fn record_renewal<X: Tx>(tx: &X, r: &RenewalCommit, now: i64) -> Result<Rene
     }
     tx.insert(Table::Certs, r.cert.serial.as_bytes(), encode(&r.cert))?;
     tx.insert(Table::Devices, id, encode(&d))?;
+    super::outbox::append_if_enabled(
+        tx,
+        &[super::outbox::certificate_renewed(
+            &r.device_id,
+            &r.presented_serial,
+            &r.cert,
+            &revoked,
+        )],
+        now,
+    )?;
     Ok(RenewOutcome::Renewed {
         device: Box::new(d),
         revoked,
@@ -586,6 +604,7 @@ pub fn commit_round<X: Tx>(tx: &X, round: &Round, now: i64) -> Result<RoundCommi
     for (serial, reason) in &round.revoke {
         revoke(tx, serial, reason, now)?;
     }
+    super::outbox::append_if_enabled(tx, &round.events, now)?;
     Ok(RoundCommit::Committed)
 }
 
@@ -731,6 +750,13 @@ pub fn delete_device<X: Tx>(
         tx.remove(Table::Sessions, k)?;
     }
     tx.remove(Table::Devices, device_id.as_bytes())?;
+    if d.state == DeviceState::Enrolled {
+        super::outbox::append_if_enabled(
+            tx,
+            &[super::outbox::device_unenrolled(&d, "deleted", None)],
+            now,
+        )?;
+    }
     Ok(true)
 }
 

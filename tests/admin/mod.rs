@@ -320,11 +320,13 @@ async fn every_body_route_refuses_bad_json_and_unknown_fields() {
         ),
         ("POST", "/api/v1/backup".into(), json!({"x": 1})),
     ]);
-    // Routes that take no JSON body: push has none, the Autopilot import takes the CSV file
-    // itself (its refusals are in `autopilot::import_good_and_bad_rows_in_powershell_utf16`).
+    // Routes that take no JSON body: push and a dead letter's redelivery have none, the
+    // Autopilot import takes the CSV file itself (its refusals are in
+    // `autopilot::import_good_and_bad_rows_in_powershell_utf16`).
     let bodyless = [
         "/api/v1/profiles/{profile_id}/push",
         "/api/v1/autopilot/devices",
+        "/api/v1/webhook/dead-letters/{event_id}/redeliver",
     ];
     // Every body-taking route of ROUTES is in the table.
     for (m, t) in winmdm::admin::ROUTES {

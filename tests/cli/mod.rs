@@ -76,6 +76,8 @@ impl Cli {
     }
 }
 
+mod webhook;
+
 #[tokio::test]
 async fn users_add_list_rm_and_conflict() {
     let srv = TestServer::start().await;

@@ -890,6 +890,7 @@ fn redb_store_records() {
 }
 
 mod embedded;
+mod outbox;
 
 // ---- PostgreSQL: the same batteries, each on a database of its own ----
 
