@@ -415,6 +415,22 @@ impl RedbStore {
         g
     }
 
+    /// Runs `f` on each command, its `seq` set first, all in one write.
+    fn enqueue_each<R>(
+        &self,
+        mut cmds: Vec<CommandRecord>,
+        f: impl Fn(&RedbTx<'_>, &CommandRecord) -> Result<R, StoreError>,
+    ) -> Result<Vec<R>, StoreError> {
+        self.write(|x| {
+            cmds.iter_mut()
+                .map(|c| {
+                    c.seq = x.next_id();
+                    f(x, c)
+                })
+                .collect()
+        })
+    }
+
     fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.inner.db.begin_read().map_err(backend)
     }
@@ -687,29 +703,15 @@ impl CommandQueue for RedbStore {
         })
     }
 
-    fn enqueue_many(&self, mut cmds: Vec<CommandRecord>) -> Result<Vec<Enqueued>, StoreError> {
-        self.write(|x| {
-            cmds.iter_mut()
-                .map(|c| {
-                    c.seq = x.next_id();
-                    tx::enqueue(x, c)
-                })
-                .collect()
-        })
+    fn enqueue_many(&self, cmds: Vec<CommandRecord>) -> Result<Vec<Enqueued>, StoreError> {
+        self.enqueue_each(cmds, |x, c| tx::enqueue(x, c))
     }
 
     fn enqueue_gated_many(
         &self,
-        mut cmds: Vec<CommandRecord>,
+        cmds: Vec<CommandRecord>,
     ) -> Result<Vec<Result<Enqueued, tx::Refusal>>, StoreError> {
-        self.write(|x| {
-            cmds.iter_mut()
-                .map(|c| {
-                    c.seq = x.next_id();
-                    tx::enqueue_gated(x, c)
-                })
-                .collect()
-        })
+        self.enqueue_each(cmds, |x, c| tx::enqueue_gated(x, c))
     }
 
     fn apply_changes(

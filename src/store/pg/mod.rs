@@ -686,6 +686,20 @@ impl tx::KvRead for PgStore {
     }
 }
 
+impl PgStore {
+    /// Gives each command the next queue position from the database's sequence.
+    fn set_seqs(&self, cmds: &mut [CommandRecord]) -> Result<(), StoreError> {
+        let ids = self.next_ids(cmds.len())?;
+        if ids.len() != cmds.len() {
+            return Err(backend("the sequence returned too few ids"));
+        }
+        for (c, id) in cmds.iter_mut().zip(ids) {
+            c.seq = id;
+        }
+        Ok(())
+    }
+}
+
 impl CommandQueue for PgStore {
     fn enqueue(&self, mut cmd: CommandRecord) -> Result<Enqueued, StoreError> {
         cmd.seq = self
@@ -699,13 +713,7 @@ impl CommandQueue for PgStore {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = self.next_ids(cmds.len())?;
-        if ids.len() != cmds.len() {
-            return Err(backend("the sequence returned too few ids"));
-        }
-        for (c, id) in cmds.iter_mut().zip(ids) {
-            c.seq = id;
-        }
+        self.set_seqs(&mut cmds)?;
         self.transact(|t| cmds.iter().map(|c| tx::enqueue(t, c)).collect())
     }
     fn enqueue_gated_many(
@@ -715,13 +723,7 @@ impl CommandQueue for PgStore {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = self.next_ids(cmds.len())?;
-        if ids.len() != cmds.len() {
-            return Err(backend("the sequence returned too few ids"));
-        }
-        for (c, id) in cmds.iter_mut().zip(ids) {
-            c.seq = id;
-        }
+        self.set_seqs(&mut cmds)?;
         self.transact(|t| cmds.iter().map(|c| tx::enqueue_gated(t, c)).collect())
     }
     fn apply_changes(
@@ -730,13 +732,7 @@ impl CommandQueue for PgStore {
         now: i64,
     ) -> Result<Option<tx::Applied>, StoreError> {
         if !c.commands.is_empty() {
-            let ids = self.next_ids(c.commands.len())?;
-            if ids.len() != c.commands.len() {
-                return Err(backend("the sequence returned too few ids"));
-            }
-            for (cmd, id) in c.commands.iter_mut().zip(ids) {
-                cmd.seq = id;
-            }
+            self.set_seqs(&mut c.commands)?;
         }
         self.transact(|t| tx::apply_changes(t, &c, now))
     }
