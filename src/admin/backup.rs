@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::{audit, json_body, ApiError};
 use crate::app::App;
 use crate::backup::{self, WriteOptions};
-use crate::http::body::{streamed, ChannelWriter};
+use crate::http::stream::{streamed, ChannelWriter};
 use crate::http::routes::Resp;
 
 /// Shortest passphrase accepted.

@@ -21,7 +21,7 @@
 //! one port can serve both by name. The verified peer certificate is captured per connection
 //! in a [`Peer`] and handed to the router.
 
-pub mod body;
+pub mod stream;
 pub mod conn;
 pub mod landing;
 pub mod routes;
@@ -496,7 +496,7 @@ async fn serve_connection(
         async move {
             let resp = routes::handle(app, peer, role, req).await;
             drop(busy);
-            Ok::<_, std::convert::Infallible>(body::into_wire(resp))
+            Ok::<_, std::convert::Infallible>(stream::into_wire(resp))
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
