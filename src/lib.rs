@@ -38,6 +38,7 @@ pub mod owner;
 pub mod password_work;
 pub mod pki;
 pub mod profiles;
+pub mod service;
 pub mod soap;
 pub mod store;
 pub mod syncml;
