@@ -44,5 +44,6 @@ pub mod store;
 pub mod syncml;
 #[doc(hidden)]
 pub mod testkit;
+pub mod ui;
 pub mod upn;
 pub mod xml;

@@ -40,6 +40,12 @@ pub async fn handle(
         }
         return text(StatusCode::NOT_FOUND, "not found");
     }
+    if path == "/ui" || path.starts_with("/ui/") {
+        if admin_here {
+            return crate::ui::handle(app, peer.addr, req).await;
+        }
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
     if role == Role::AdminOnly {
         return text(StatusCode::NOT_FOUND, "not found");
     }

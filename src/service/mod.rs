@@ -21,6 +21,7 @@ use crate::store::StoreError;
 pub mod access;
 pub mod autopilot;
 pub mod bulk;
+pub mod dashboard;
 pub mod devices;
 pub mod groups;
 pub mod invitations;
