@@ -97,7 +97,7 @@ pub struct Time {
 impl Time {
     /// The time of Unix seconds `t`.
     pub fn at(t: i64) -> Time {
-        let iso = crate::clock::rfc3339(t);
+        let iso = crate::clock::rfc3339(t).replace(".000Z", "Z");
         let utc = format!("{} UTC", iso.trim_end_matches('Z').replacen('T', " ", 1));
         Time { iso, utc }
     }
