@@ -6,6 +6,7 @@ mod autopilot;
 mod ca;
 mod cli;
 mod cluster;
+mod console;
 mod crash;
 mod durable_files;
 mod enroll;

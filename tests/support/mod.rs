@@ -2,6 +2,7 @@
 //! Windows device (`device.rs`).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod child;
 pub mod device;
 pub mod mdm_device;
