@@ -274,6 +274,9 @@ async fn console_end_to_end_in_chromium() {
         "200"
     );
     b.shot("device").await;
+    b.eval("document.getElementById('cmd-h').scrollIntoView(); return 0")
+        .await;
+    b.shot("device-commands").await;
 
     // Everything the console changed is in the audit log with the token that acted.
     b.driver.goto(format!("{url}/ui/audit")).await.unwrap();
