@@ -35,8 +35,10 @@ use crate::app::App;
 use crate::http::body::{read_body, BodyTimeout, Resp};
 use crate::service::ServiceError;
 
+mod autopilot;
 mod devices;
 pub mod form;
+pub mod multipart;
 pub mod session;
 mod users;
 
@@ -45,6 +47,8 @@ use session::Signed;
 
 /// Largest form body.
 pub const MAX_FORM_BODY: usize = 64 * 1024;
+/// Largest upload (a hardware-hash CSV: 32 MiB is ~8,000 rows in UTF-8 with real hashes).
+pub const MAX_UPLOAD: usize = 32 * 1024 * 1024;
 /// Rows per list page.
 pub const PAGE: usize = 25;
 
@@ -290,17 +294,39 @@ fn same_origin<B>(req: &Request<B>) -> bool {
     }
 }
 
-async fn read_form(req: Request<Incoming>) -> Result<Form, &'static str> {
+/// Reads a POST body: a urlencoded form, or (where `upload` allows it) a multipart form whose
+/// `file` part is returned apart.
+async fn read_form(
+    req: Request<Incoming>,
+    upload: bool,
+) -> Result<(Form, Option<Bytes>), &'static str> {
     let ct = crate::http::routes::content_type(&req);
+    let timeout = BodyTimeout::of(&req);
+    if upload && ct.starts_with("multipart/form-data") {
+        // The boundary is case-sensitive: read it from the header as sent.
+        let raw = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let boundary = multipart::boundary(raw).ok_or("multipart form without a boundary")?;
+        let body = read_body(req.into_body(), MAX_UPLOAD, timeout)
+            .await
+            .map_err(|_| "upload too large (32 MiB at most), late or broken")?;
+        let parts = multipart::parse(&body, &boundary).map_err(|_| "malformed multipart form")?;
+        return Ok((parts.fields, parts.file));
+    }
     if !ct.starts_with("application/x-www-form-urlencoded") {
         return Err("expected a form (application/x-www-form-urlencoded)");
     }
-    let timeout = BodyTimeout::of(&req);
     let body = read_body(req.into_body(), MAX_FORM_BODY, timeout)
         .await
         .map_err(|_| "form body too large, late or broken")?;
     let text = std::str::from_utf8(&body).map_err(|_| "form body is not UTF-8")?;
-    Form::parse(text).map_err(|_| "form body is not a valid form")
+    Ok((
+        Form::parse(text).map_err(|_| "form body is not a valid form")?,
+        None,
+    ))
 }
 
 async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
@@ -364,6 +390,7 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         );
     };
     let mut form = Form::default();
+    let mut upload = None;
     if method == Method::POST {
         if !same_origin(&req) {
             return refused(
@@ -372,7 +399,8 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
                 "cross-site form post refused",
             );
         }
-        form = match read_form(req).await {
+        let uploads = seg.as_slice() == ["autopilot", "import"];
+        (form, upload) = match read_form(req, uploads).await {
             Ok(f) => f,
             Err(why) => return refused(StatusCode::BAD_REQUEST, Some(Nav::of(&s, "")), why),
         };
@@ -410,6 +438,7 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         }
         (_, ["devices", ..]) => devices::route(&ctx, &method).await,
         (_, ["users", ..]) => users::route(&ctx, &method).await,
+        (_, ["autopilot", ..]) => autopilot::route(&ctx, &method, upload).await,
         (&Method::GET, ["audit"]) => users::audit(&ctx).await,
         _ => plain(StatusCode::NOT_FOUND, "not found"),
     }
@@ -434,8 +463,8 @@ async fn sign_in(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Res
             StatusCode::TOO_MANY_REQUESTS,
         );
     }
-    let form = match read_form(req).await {
-        Ok(f) => f,
+    let form = match read_form(req, false).await {
+        Ok((f, _)) => f,
         Err(why) => return again(why, StatusCode::BAD_REQUEST),
     };
     let token = form.get("token").unwrap_or("");

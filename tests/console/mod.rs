@@ -468,3 +468,154 @@ async fn console_read_only_sees_no_buttons_and_forged_posts_get_403() {
     b.quit().await;
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_autopilot_csv_row_errors_and_profile_rules() {
+    let Some((srv, b)) = start().await else {
+        return;
+    };
+    let url = base(&srv);
+    sign_in(&b, &srv, ADMIN_TOKEN).await;
+
+    // A hardware-hash CSV with one bad row: the good rows are imported, the bad one is shown
+    // with its content and its error.
+    let h = crate::autopilot::hash(5, 64);
+    let csv = format!(
+        "{}\r\nCSV-GOOD-1,,{h},Kiosk,\r\nCSV-BAD-2,,not base64 at all!,Kiosk,\r\nCSV-GOOD-3,,{},,\r\n",
+        crate::autopilot::HEADER,
+        crate::autopilot::hash(6, 64)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hashes.csv");
+    std::fs::write(&file, &csv).unwrap();
+    b.driver.goto(format!("{url}/ui/autopilot")).await.unwrap();
+    b.driver
+        .find(By::Id("csv"))
+        .await
+        .unwrap()
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    b.driver
+        .find(By::Id("ap-import"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(b.text("#ap-imported").await, "2");
+    assert_eq!(b.text("#ap-refused").await, "1");
+    let bad = b
+        .driver
+        .find(By::Css("#ap-row-errors tr[data-row='3']"))
+        .await
+        .expect("row 3 (the header is row 1) is listed");
+    let text = bad.text().await.unwrap();
+    assert!(text.contains("CSV-BAD-2"), "the row's content: {text}");
+    let err = bad
+        .find(By::Css(".row-error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The error is the CSV reader's own for that row (one implementation of the rule).
+    let parsed = winmdm::autopilot::csv::parse(csv.as_bytes(), 100).unwrap();
+    assert_eq!(parsed.errors.len(), 1);
+    assert_eq!(parsed.errors[0].row, 3);
+    assert_eq!(err, parsed.errors[0].error);
+    let (_, api) = srv.admin("GET", "/api/v1/autopilot/devices", None).await;
+    assert_eq!(api["devices"].as_array().map(Vec::len), Some(2), "{api}");
+    let devices = b.text("#ap-devices").await;
+    assert!(
+        devices.contains("CSV-GOOD-1") && devices.contains("CSV-GOOD-3"),
+        "{devices}"
+    );
+    b.eval("document.getElementById('ap-report').scrollIntoView(); return 0")
+        .await;
+    b.shot("autopilot-import").await;
+
+    // A profile breaking a seed rule: said while filling the form, refused on save, and why.
+    b.driver
+        .find(By::Id("ap-new-profile"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.text("#ap-profile").await;
+    b.driver
+        .find(By::Id("f-name"))
+        .await
+        .unwrap()
+        .send_keys("HoloLens kiosk")
+        .await
+        .unwrap();
+    b.driver
+        .find(By::Css("#f-device_type option[value='hololens']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let live = b.text("#err-deployment_mode").await;
+    assert!(
+        live.contains("self-deploying"),
+        "live rule message: {live:?}"
+    );
+    assert_eq!(
+        b.eval("return document.getElementById('f-deployment_mode').getAttribute('aria-invalid')")
+            .await,
+        "true"
+    );
+    b.shot("autopilot-profile-rule").await;
+    b.driver
+        .find(By::Id("ap-save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refused = b.text("#ap-error").await;
+    assert!(
+        refused.contains("HoloLens profiles must use the self-deploying deployment mode"),
+        "{refused}"
+    );
+    assert_eq!(
+        b.eval("return document.getElementById('f-name').value")
+            .await,
+        "HoloLens kiosk"
+    );
+    let (_, profiles) = srv.admin("GET", "/api/v1/autopilot/profiles", None).await;
+    assert_eq!(
+        profiles["profiles"].as_array().map(Vec::len),
+        Some(0),
+        "{profiles}"
+    );
+    // Fixed: the message goes as soon as the rule holds, and the profile is saved.
+    b.driver
+        .find(By::Css("#f-deployment_mode option[value='self-deploying']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        b.eval("return document.getElementById('err-deployment_mode').textContent")
+            .await,
+        ""
+    );
+    b.driver
+        .find(By::Id("ap-save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_path("/ui/autopilot").await;
+    assert!(b.text("#ap-profiles").await.contains("HoloLens kiosk"));
+    let (_, profiles) = srv.admin("GET", "/api/v1/autopilot/profiles", None).await;
+    assert_eq!(profiles["profiles"][0]["deployment_mode"], "self-deploying");
+    b.quit().await;
+    srv.stop().await;
+}
