@@ -409,10 +409,9 @@ async fn an_atomic_larger_than_max_msg_size_fails_without_being_sent() {
     let srv = TestServer::start().await;
     let mut d = enrolled(&srv, 46).await;
     let big = "<Atomic><CmdID>1</CmdID>".to_string()
-        + (0..20)
+        + &(0..20)
             .map(|i| replace(i + 2, &format!("./Vendor/MSFT/Policy/Config/Many/N{i}")))
             .collect::<String>()
-            .as_str()
         + "</Atomic>";
     queue(
         &srv,
@@ -600,7 +599,7 @@ async fn results_for_an_answered_command_are_ignored_and_bounded() {
         r#"<Results><CmdID>8</CmdID><MsgRef>{m}</MsgRef><CmdRef>{c_many}</CmdRef>{items}</Results>"#,
         m = r.msg_id
     );
-    let extra = results(&r.msg_id, &c_get, 9, swv, "10.0.1", None, false) + many.as_str();
+    let extra = results(&r.msg_id, &c_get, 9, swv, "10.0.1", None, false) + &many;
     // No Final: the device keeps the session open and resends the same Results.
     let mut reply = post_ok(&d, &answer(&d, 1, 2, None, &r, |_| 200, &extra, false)).await;
     for msg in 3..8 {

@@ -1,5 +1,5 @@
 //! A real headless Chromium driven over WebDriver (Debian's `chromium` + `chromium-driver`,
-//! through `thirtyfour`). [`Browser::start`] returns `None` (the test prints `SKIP`) when either
+//! through our small WebDriver client, `support::webdriver`). [`Browser::start`] returns `None` (the test prints `SKIP`) when either
 //! binary is missing, and panics instead when `WINMDM_REQUIRE_CHROMIUM=1` (set by `.ci/run`).
 //!
 //! Trust: Chromium accepts exactly our test server's TLS key through
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use thirtyfour::prelude::*;
+pub use super::webdriver::{By, WebDriver};
 
 /// A running chromedriver + Chromium session.
 pub struct Browser {
@@ -77,17 +77,13 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts");
-        let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not listen");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let profile = tempfile::tempdir().expect("profile dir");
-        let mut caps = DesiredCapabilities::chrome();
-        caps.set_binary(chromium.to_str().expect("path"))
-            .expect("binary");
-        for a in [
+        let args: Vec<String> = vec![
             "--headless".to_string(),
             "--no-sandbox".into(),
             "--disable-gpu".into(),
@@ -104,11 +100,13 @@ impl Browser {
                 "--ignore-certificate-errors-spki-list={}",
                 spki_pin(server_cert_der)
             ),
-        ] {
-            caps.add_arg(&a).expect("arg");
-        }
+        ];
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium.to_str().expect("path"), "args": args},
+        });
         let mut chromedriver = chromedriver;
-        let driver = match WebDriver::new(url, caps).await {
+        let driver = match WebDriver::new(port, caps).await {
             Ok(d) => d,
             Err(e) => {
                 kill_group(&mut chromedriver);
@@ -170,13 +168,12 @@ impl Browser {
     pub async fn wait_path(&self, suffix: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let path = self
-                .driver
-                .current_url()
-                .await
-                .expect("url")
-                .path()
-                .to_string();
+            let url = self.driver.current_url().await.expect("url");
+            let path = url
+                .split_once("://")
+                .and_then(|(_, r)| r.find('/').map(|i| r[i..].to_string()))
+                .unwrap_or_default();
+            let path = path.split(['?', '#']).next().unwrap_or("").to_string();
             if path.ends_with(suffix) {
                 return;
             }
@@ -198,17 +195,14 @@ impl Browser {
     /// Runs `script` (which may return a Promise) and returns its JSON value.
     pub async fn eval(&self, script: &str) -> serde_json::Value {
         self.driver
-            .execute(script, Vec::new())
+            .execute(script)
             .await
             .unwrap_or_else(|e| panic!("script: {e}"))
-            .json()
-            .clone()
     }
 
     /// Ends the session and stops chromedriver.
     pub async fn quit(mut self) {
-        let driver = self.driver.clone();
-        let _ = driver.quit().await;
+        let _ = self.driver.quit().await;
         self.quitted = true;
         kill_group(&mut self.chromedriver);
     }

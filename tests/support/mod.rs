@@ -7,6 +7,7 @@ pub mod child;
 pub mod device;
 pub mod mdm_device;
 pub mod pg;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
