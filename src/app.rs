@@ -34,6 +34,8 @@ pub struct App {
     pub federation: crate::federation::Federation,
     /// This process's id among the nodes sharing a store (job leases name it).
     pub node_id: String,
+    /// Bounds on console sign-in attempts (per node).
+    pub ui_sign_in: crate::ui::session::SignInLimiter,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -110,6 +112,7 @@ impl App {
             ),
             federation,
             node_id: crate::clock::random_hex(8),
+            ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
             throttle,
             cfg,
             store,

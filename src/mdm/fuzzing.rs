@@ -87,6 +87,7 @@ fn fixture() -> &'static Mutex<Fixture> {
                 std::time::Duration::from_secs(1),
             ),
             node_id: "fuzz".into(),
+            ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
             federation: crate::federation::Federation::ephemeral(),
         };
         Mutex::new(Fixture {

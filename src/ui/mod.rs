@@ -10,7 +10,9 @@
 //! | GET | `/ui/devices?q=&state=&owner=&cursor=` | devices ([`crate::service::devices::list`]) |
 //! | GET | `/ui/devices/{id}` | a device: summary, certificate, inventory, groups, profiles, commands |
 //! | GET, POST | `/ui/devices/{id}/confirm?do=`, `/ui/devices/{id}/do` | an action behind a confirmation naming the device |
-//! | GET, POST | `/ui/users`, `/ui/users/{upn}[/state\|/password\|/confirm-delete\|/delete]` | users |
+//! | GET, POST | `/ui/users`, `/ui/users/{upn}[/state\|/password\|/confirm-delete\|/delete\|/invite]` | users and their invitations |
+//! | POST | `/ui/invitations/{id}/revoke` | revoke an invitation |
+//! | GET, POST | `/ui/autopilot[/settings\|/profiles/new\|/profiles\|/import\|/profiles/{id}/export]` | Autopilot |
 //! | GET | `/ui/audit?cursor=` | the audit log |
 //! | GET | `/ui/static/app.css`, `/ui/static/app.js` | compiled into the binary |
 //!
@@ -440,12 +442,13 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         (_, ["users", ..]) => users::route(&ctx, &method).await,
         (_, ["autopilot", ..]) => autopilot::route(&ctx, &method, upload).await,
         (&Method::GET, ["audit"]) => users::audit(&ctx).await,
+        (&Method::POST, ["invitations", id, "revoke"]) => users::revoke_invitation(&ctx, id).await,
         _ => plain(StatusCode::NOT_FOUND, "not found"),
     }
 }
 
 async fn sign_in(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
-    let limiter = session::SignInLimiter::global();
+    let limiter = &app.ui_sign_in;
     let again = |error: &str, status| {
         html(
             status,

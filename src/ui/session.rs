@@ -30,6 +30,9 @@ pub const COOKIE: &str = "winmdm_ui";
 pub const LIFETIME_SECS: i64 = 12 * 3600;
 /// Longest token accepted by the sign-in form.
 pub const MAX_TOKEN_LEN: usize = 256;
+/// Live sessions one token may hold; a sign-in beyond ends that token's oldest session (by
+/// sign-in second; ties in any order), so the records are bounded by the number of tokens.
+pub const MAX_SESSIONS_PER_TOKEN: usize = 20;
 
 /// A console session as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +100,7 @@ pub async fn sign_in(app: &Arc<App>, token: &str) -> Result<(String, Signed), Se
     let a = app.clone();
     let (key, r) = (session_key(&id), rec.clone());
     blocking(move || {
-        sweep_expired(&a, now)?;
+        sweep(&a, now, &r.token_name)?;
         if !SESSIONS.insert_new(a.store.records(), &key, &r)? {
             return Err(ServiceError::Internal {
                 reason: "session id collision".into(),
@@ -124,13 +127,33 @@ pub async fn sign_in(app: &Arc<App>, token: &str) -> Result<(String, Signed), Se
     ))
 }
 
-/// Deletes sessions past their end (a page at a time, at each sign-in).
-fn sweep_expired(app: &App, now: i64) -> Result<(), ServiceError> {
-    let (page, _) = SESSIONS.page(app.store.records(), None, 1000)?;
-    for (k, s) in page {
-        if s.expires_at <= now {
-            SESSIONS.delete(app.store.records(), &k)?;
+/// At each sign-in: deletes sessions past their end, and the oldest sessions of `token` beyond
+/// [`MAX_SESSIONS_PER_TOKEN`] - 1 (room for the new one).
+fn sweep(app: &App, now: i64, token: &str) -> Result<(), ServiceError> {
+    let r = app.store.records();
+    let mut mine: Vec<(i64, String)> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (page, next) = SESSIONS.page(r, cursor.as_deref(), 1000)?;
+        for (k, s) in page {
+            if s.expires_at <= now {
+                SESSIONS.delete(r, &k)?;
+            } else if s.token_name == token {
+                mine.push((s.created_at, k));
+            }
         }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    if mine.len() >= MAX_SESSIONS_PER_TOKEN {
+        mine.sort();
+        let excess = mine.len() + 1 - MAX_SESSIONS_PER_TOKEN;
+        for (_, k) in mine.into_iter().take(excess) {
+            SESSIONS.delete(r, &k)?;
+        }
+        tracing::info!(%token, excess, "console: oldest sessions of a token ended (bound per token)");
     }
     Ok(())
 }
@@ -236,10 +259,9 @@ impl SignInLimiter {
         }
     }
 
-    /// The node's limiter (10 attempts/s, burst 30; failures per 10 minutes).
-    pub fn global() -> &'static SignInLimiter {
-        static L: std::sync::OnceLock<SignInLimiter> = std::sync::OnceLock::new();
-        L.get_or_init(|| SignInLimiter::new(10, 30, Duration::from_secs(600)))
+    /// A node's limiter (10 attempts/s, burst 60; failures per 10 minutes).
+    pub fn per_node() -> SignInLimiter {
+        SignInLimiter::new(10, 60, Duration::from_secs(600))
     }
 
     /// Whether an attempt from `ip` may be checked now.

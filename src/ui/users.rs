@@ -45,6 +45,54 @@ struct UserPage {
     failures: String,
     devices: Vec<(String, String)>,
     self_href: String,
+    invitations: Vec<InvitationRow>,
+    smtp: bool,
+}
+
+struct InvitationRow {
+    id: String,
+    state: &'static str,
+    open: bool,
+    expires: Time,
+    by: String,
+}
+
+#[derive(Template)]
+#[template(path = "ui/invited.html")]
+struct InvitedPage {
+    nav: Option<Nav>,
+    notice: Option<String>,
+    upn: String,
+    expires: Time,
+    sent: bool,
+    send_error: Option<String>,
+    landing_url: String,
+    message: String,
+    back: String,
+}
+
+/// Invitations read at most to list one user's (oldest first).
+const INVITATION_SCAN: usize = 5_000;
+
+/// The invitations of `upn` among the first [`INVITATION_SCAN`].
+async fn invitations_of(
+    ctx: &Ctx,
+    upn: &str,
+) -> Result<Vec<crate::service::invitations::InvitationView>, ServiceError> {
+    use crate::service::invitations as inv;
+    let mut out = Vec::new();
+    let mut cursor = None;
+    let mut read = 0;
+    while read < INVITATION_SCAN {
+        let page = inv::list(&ctx.app, cursor, 500).await?;
+        read += page.items.len();
+        out.extend(page.items.into_iter().filter(|i| i.upn == upn));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    Ok(out)
 }
 
 fn user_href(upn: &str) -> String {
@@ -73,6 +121,7 @@ pub(super) async fn route(ctx: &Ctx, method: &Method) -> Resp {
             update(ctx, upn, p).await
         }
         (&Method::GET, ["users", upn, "confirm-delete"]) => confirm_delete(ctx, upn),
+        (&Method::POST, ["users", upn, "invite"]) => invite(ctx, upn).await,
         (&Method::POST, ["users", upn, "delete"]) => {
             match svc::delete(&ctx.app, &ctx.s.actor, upn).await {
                 Ok(()) => redirect("/ui/users?notice=deleted"),
@@ -144,6 +193,26 @@ async fn page(ctx: &Ctx, upn: &str) -> Resp {
         Ok(u) => u,
         Err(e) => return error_page(&e, Some(nav), "/ui/users"),
     };
+    let invitations = match invitations_of(ctx, &u.user.upn).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e, Some(nav), "/ui/users"),
+    };
+    use crate::service::invitations::InvitationState as S;
+    let invitations = invitations
+        .iter()
+        .map(|i| InvitationRow {
+            id: i.id.clone(),
+            state: match i.state {
+                S::Open => "open",
+                S::Used => "used",
+                S::Revoked => "revoked",
+                S::Expired => "expired",
+            },
+            open: matches!(i.state, S::Open | S::Expired),
+            expires: Time::at(i.expires_at),
+            by: i.created_by.clone(),
+        })
+        .collect();
     html(
         StatusCode::OK,
         &UserPage {
@@ -164,8 +233,60 @@ async fn page(ctx: &Ctx, upn: &str) -> Resp {
                 .iter()
                 .map(|d| (d.clone(), format!("/ui/devices/{}", enc(d))))
                 .collect(),
+            invitations,
+            smtp: ctx.app.cfg.smtp.is_some(),
         },
     )
+}
+
+async fn invite(ctx: &Ctx, upn: &str) -> Resp {
+    use crate::service::invitations::{self as inv, NewInvitation};
+    let back = user_href(upn);
+    let hours = match ctx.form.text("hours").map(|h| h.parse::<u32>()) {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(_)) => {
+            let e = ServiceError::bad("expires_in_hours must be a whole number of hours");
+            return error_page(&e, Some(ctx.nav("users")), &back);
+        }
+    };
+    let ni = NewInvitation {
+        upn: upn.to_string(),
+        expires_in_hours: hours,
+        send_email: ctx.form.get("send_email") == Some("true"),
+    };
+    match inv::create(&ctx.app, &ctx.s.actor, ni).await {
+        Ok(c) => html(
+            StatusCode::CREATED,
+            &InvitedPage {
+                nav: Some(ctx.nav("users")),
+                notice: None,
+                upn: c.upn,
+                expires: Time::at(c.expires_at),
+                sent: c.sent,
+                send_error: c.send_error,
+                landing_url: c.landing_url,
+                message: c.message,
+                back,
+            },
+        ),
+        Err(e) => error_page(&e, Some(ctx.nav("users")), &back),
+    }
+}
+
+/// `POST /ui/invitations/{id}/revoke` (back to the page named by the form's `back`, when it is
+/// a user page of ours).
+pub(super) async fn revoke_invitation(ctx: &Ctx, id: &str) -> Resp {
+    let back = ctx
+        .form
+        .get("back")
+        .filter(|b| b.starts_with("/ui/users/") && !b.contains("//"))
+        .unwrap_or("/ui/users")
+        .to_string();
+    match crate::service::invitations::revoke(&ctx.app, &ctx.s.actor, id).await {
+        Ok(()) => redirect(&format!("{back}?notice=updated")),
+        Err(e) => error_page(&e, Some(ctx.nav("users")), &back),
+    }
 }
 
 async fn update(ctx: &Ctx, upn: &str, p: UserPatch) -> Resp {

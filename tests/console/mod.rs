@@ -2,12 +2,13 @@
 //! a fake Windows device enrolling and checking in, TenantLockdown from the device page, the
 //! read-only role, CSRF, and device-reported values shown as text.
 
+mod http;
+
 use std::time::Duration;
 
-use thirtyfour::prelude::*;
 use winmdm::testkit::DeviceInfo;
 
-use crate::support::browser::Browser;
+use crate::support::browser::{Browser, By};
 use crate::support::device;
 use crate::support::mdm_device::ManagedDevice;
 use crate::support::{TestServer, ADMIN_TOKEN};
@@ -31,13 +32,7 @@ async fn sign_in(b: &Browser, srv: &TestServer, token: &str) {
         .goto(format!("{}/ui/", base(srv)))
         .await
         .expect("goto");
-    assert!(b
-        .driver
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .ends_with("/ui/signin"));
+    b.wait_path("/ui/signin").await;
     b.driver
         .find(By::Id("token"))
         .await
@@ -139,6 +134,47 @@ async fn console_end_to_end_in_chromium() {
         .unwrap();
     assert!(b.text("#create-error").await.contains("already exists"));
     b.shot("users").await;
+
+    // Invite ann: the link is shown once, listed as open on her page, then revoked there.
+    b.driver
+        .goto(format!("{url}/ui/users/ann%40example.com"))
+        .await
+        .unwrap();
+    b.driver
+        .find(By::Id("invite"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(b.text("#inv-upn").await, "ann@example.com");
+    let link = b
+        .eval("return document.getElementById('inv-link').value")
+        .await
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(link.starts_with(&format!("{url}/enroll/invite/")), "{link}");
+    let landing = link.trim_start_matches(&url).to_string();
+    let r = srv.client().request("GET", &landing, &[], Vec::new()).await;
+    assert_eq!(r.status, 200, "the landing page answers before revocation");
+    b.shot("invitation").await;
+    b.driver
+        .goto(format!("{url}/ui/users/ann%40example.com"))
+        .await
+        .unwrap();
+    assert_eq!(b.text("#invitations .inv-state").await, "open");
+    b.driver
+        .find(By::Css("#invitations button.revoke"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.text(".notice").await;
+    assert_eq!(b.text("#invitations .inv-state").await, "revoked");
+    let r = srv.client().request("GET", &landing, &[], Vec::new()).await;
+    assert_eq!(r.status, 410, "a revoked invitation's page is gone");
 
     // The test's fake Windows device enrolls as ann and checks in, reporting a hostile model.
     let info = DeviceInfo::new(71, "ann@example.com", "Pa55word!");
@@ -281,7 +317,13 @@ async fn console_end_to_end_in_chromium() {
     // Everything the console changed is in the audit log with the token that acted.
     b.driver.goto(format!("{url}/ui/audit")).await.unwrap();
     let audit = b.text("#audit").await;
-    for action in ["console.sign_in", "user.create", "device.tenant_lockdown"] {
+    for action in [
+        "console.sign_in",
+        "user.create",
+        "invitation.create",
+        "invitation.revoke",
+        "device.tenant_lockdown",
+    ] {
         assert!(audit.contains(action), "{action} in {audit}");
     }
     assert!(audit.contains("bootstrap"));

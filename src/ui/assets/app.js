@@ -57,3 +57,18 @@ document.addEventListener("DOMContentLoaded", function () {
   form.addEventListener("change", check);
   check();
 });
+
+// "Copy" buttons: copy the value of the element named by data-copy.
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("button.copy[data-copy]").forEach(function (b) {
+    b.addEventListener("click", function () {
+      var el = document.getElementById(b.getAttribute("data-copy"));
+      if (!el) { return; }
+      el.select();
+      var done = function () { b.textContent = "Copied"; };
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(el.value).then(done, function () { document.execCommand("copy"); done(); });
+      } else { document.execCommand("copy"); done(); }
+    });
+  });
+});
