@@ -13,7 +13,8 @@
 //! | GET, POST | `/ui/users`, `/ui/users/{upn}[/state\|/password\|/confirm-delete\|/delete\|/invite]` | users and their invitations |
 //! | POST | `/ui/invitations/{id}/revoke` | revoke an invitation |
 //! | GET, POST | `/ui/autopilot[/settings\|/profiles/new\|/profiles\|/import\|/profiles/{id}/export]` | Autopilot |
-//! | GET | `/ui/audit?cursor=` | the audit log |
+//! | GET | `/ui/audit?actor=&action=&target=&cursor=` | the audit log, filtered |
+//! | GET, POST | `/ui/tokens`, `/ui/tokens/{name}/revoke` | named admin tokens |
 //! | GET | `/ui/static/app.css`, `/ui/static/app.js` | compiled into the binary |
 //!
 //! Every answer carries a strict Content-Security-Policy (`default-src 'self'`, no inline script
@@ -42,6 +43,7 @@ mod devices;
 pub mod form;
 pub mod multipart;
 pub mod session;
+mod tokens;
 mod users;
 
 use form::Form;
@@ -442,6 +444,7 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         (_, ["users", ..]) => users::route(&ctx, &method).await,
         (_, ["autopilot", ..]) => autopilot::route(&ctx, &method, upload).await,
         (&Method::GET, ["audit"]) => users::audit(&ctx).await,
+        (_, ["tokens", ..]) => tokens::route(&ctx, &method).await,
         (&Method::POST, ["invitations", id, "revoke"]) => users::revoke_invitation(&ctx, id).await,
         _ => plain(StatusCode::NOT_FOUND, "not found"),
     }

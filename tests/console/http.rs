@@ -199,6 +199,8 @@ async fn a_read_only_session_is_refused_every_change_by_the_service() {
             format!("tenant_lockdown=on&csrf={csrf}"),
         ),
         ("/ui/devices/NOPE/do", format!("do=wipe&csrf={csrf}")),
+        ("/ui/tokens", format!("name=mine&role=admin&csrf={csrf}")),
+        ("/ui/tokens/viewer/revoke", format!("csrf={csrf}")),
     ] {
         let r = srv
             .client()
