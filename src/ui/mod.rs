@@ -10,8 +10,9 @@
 //! | GET | `/ui/devices?q=&state=&owner=&cursor=` | devices ([`crate::service::devices::list`]) |
 //! | GET | `/ui/devices/{id}` | a device: summary, certificate, inventory, groups, profiles, commands |
 //! | GET, POST | `/ui/devices/{id}/confirm?do=`, `/ui/devices/{id}/do` | an action behind a confirmation naming the device |
-//! | GET, POST | `/ui/users`, `/ui/users/{upn}[/state\|/password\|/confirm-delete\|/delete\|/invite]` | users and their invitations |
+//! | GET, POST | `/ui/users`, `/ui/users/{upn}[/state\|/password\|/confirm-delete\|/delete\|/invite\|/package]` | users, their invitations and bulk packages |
 //! | POST | `/ui/invitations/{id}/revoke` | revoke an invitation |
+//! | POST | `/ui/users/{upn}/package`, `/ui/packages/{id}/revoke` | bulk-enrollment packages (download, revoke) |
 //! | GET, POST | `/ui/autopilot[/settings\|/profiles/new\|/profiles\|/import\|/profiles/{id}/export]` | Autopilot |
 //! | GET | `/ui/audit?actor=&action=&target=&cursor=` | the audit log, filtered |
 //! | GET, POST | `/ui/tokens`, `/ui/tokens/{name}/revoke` | named admin tokens |
@@ -446,6 +447,7 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         (&Method::GET, ["audit"]) => users::audit(&ctx).await,
         (_, ["tokens", ..]) => tokens::route(&ctx, &method).await,
         (&Method::POST, ["invitations", id, "revoke"]) => users::revoke_invitation(&ctx, id).await,
+        (&Method::POST, ["packages", id, "revoke"]) => users::revoke_package(&ctx, id).await,
         _ => plain(StatusCode::NOT_FOUND, "not found"),
     }
 }

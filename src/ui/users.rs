@@ -47,6 +47,8 @@ struct UserPage {
     self_href: String,
     invitations: Vec<InvitationRow>,
     smtp: bool,
+    bulk: bool,
+    packages: Vec<(String, Time, String)>,
 }
 
 struct InvitationRow {
@@ -122,6 +124,7 @@ pub(super) async fn route(ctx: &Ctx, method: &Method) -> Resp {
         }
         (&Method::GET, ["users", upn, "confirm-delete"]) => confirm_delete(ctx, upn),
         (&Method::POST, ["users", upn, "invite"]) => invite(ctx, upn).await,
+        (&Method::POST, ["users", upn, "package"]) => package(ctx, upn).await,
         (&Method::POST, ["users", upn, "delete"]) => {
             match svc::delete(&ctx.app, &ctx.s.actor, upn).await {
                 Ok(()) => redirect("/ui/users?notice=deleted"),
@@ -235,8 +238,60 @@ async fn page(ctx: &Ctx, upn: &str) -> Resp {
                 .collect(),
             invitations,
             smtp: ctx.app.cfg.smtp.is_some(),
+            bulk: crate::store::is_bulk_account(upn_of(upn).as_str()),
+            packages: u
+                .bulk_packages
+                .iter()
+                .map(|p| {
+                    (
+                        p.package_id.clone(),
+                        Time::at(p.created_at),
+                        p.created_by.clone(),
+                    )
+                })
+                .collect(),
         },
     )
+}
+
+fn upn_of(upn: &str) -> String {
+    crate::store::normalize_upn(upn)
+}
+
+/// `POST /ui/users/{upn}/package`: the WCD customizations of a new package (a download).
+async fn package(ctx: &Ctx, upn: &str) -> Resp {
+    match crate::service::bulk::package(&ctx.app, &ctx.s.actor, upn).await {
+        Ok(p) => {
+            let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(p.xml)));
+            let h = r.headers_mut();
+            h.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/xml; charset=utf-8"),
+            );
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&format!(
+                "attachment; filename=\"{}\"",
+                p.file_name
+            )) {
+                h.insert(hyper::header::CONTENT_DISPOSITION, v);
+            }
+            r
+        }
+        Err(e) => error_page(&e, Some(ctx.nav("users")), &user_href(upn)),
+    }
+}
+
+/// `POST /ui/packages/{id}/revoke`.
+pub(super) async fn revoke_package(ctx: &Ctx, id: &str) -> Resp {
+    let back = ctx
+        .form
+        .get("back")
+        .filter(|b| b.starts_with("/ui/users/") && !b.contains("//"))
+        .unwrap_or("/ui/users")
+        .to_string();
+    match crate::service::bulk::revoke(&ctx.app, &ctx.s.actor, id).await {
+        Ok(()) => redirect(&format!("{back}?notice=updated")),
+        Err(e) => error_page(&e, Some(ctx.nav("users")), &back),
+    }
 }
 
 async fn invite(ctx: &Ctx, upn: &str) -> Resp {

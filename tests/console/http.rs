@@ -200,6 +200,10 @@ async fn a_read_only_session_is_refused_every_change_by_the_service() {
         ),
         ("/ui/devices/NOPE/do", format!("do=wipe&csrf={csrf}")),
         ("/ui/tokens", format!("name=mine&role=admin&csrf={csrf}")),
+        (
+            "/ui/users/kim%40example.com/package",
+            format!("csrf={csrf}"),
+        ),
         ("/ui/tokens/viewer/revoke", format!("csrf={csrf}")),
     ] {
         let r = srv
@@ -234,5 +238,73 @@ async fn a_read_only_session_is_refused_every_change_by_the_service() {
         ["console.sign_in"],
         "the read-only token changed nothing"
     );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn bulk_packages_are_downloaded_listed_and_revoked_on_the_user_page() {
+    let srv = TestServer::start().await;
+    let upn = "windows-bulkenroll-lab@example.com";
+    srv.create_user(upn, "Pa55word!").await;
+    let cookie = cookie_of(&sign_in(&srv, ADMIN_TOKEN).await);
+    let href = format!("/ui/users/{}", winmdm::ui::form::enc(upn));
+    let page = get(&srv, &href, &cookie).await.text();
+    assert!(page.contains("id=\"download-package\""));
+    let csrf = csrf_in(&page);
+    let r = srv
+        .client()
+        .request(
+            "POST",
+            &format!("{href}/package"),
+            &[FORM, ("cookie", cookie.as_str())],
+            format!("csrf={csrf}").into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.headers["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment; filename=\"customizations-"));
+    let (_, u) = srv
+        .admin(
+            "GET",
+            &format!("/api/v1/users/{}", winmdm::ui::form::enc(upn)),
+            None,
+        )
+        .await;
+    let id = u["bulk_packages"][0]["package_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        r.text().contains(&id),
+        "the customizations carry the package"
+    );
+    let page = get(&srv, &href, &cookie).await.text();
+    assert!(page.contains(&id), "listed on the user page");
+    let r = srv
+        .client()
+        .request(
+            "POST",
+            &format!("/ui/packages/{id}/revoke"),
+            &[FORM, ("cookie", cookie.as_str())],
+            format!("csrf={csrf}&back={}", winmdm::ui::form::enc(&href)).into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let (_, u) = srv
+        .admin(
+            "GET",
+            &format!("/api/v1/users/{}", winmdm::ui::form::enc(upn)),
+            None,
+        )
+        .await;
+    assert_eq!(u["bulk_packages"].as_array().map(Vec::len), Some(0), "{u}");
+    // An ordinary user's page offers no package.
+    srv.create_user("ann@example.com", "Pa55word!").await;
+    let page = get(&srv, "/ui/users/ann%40example.com", &cookie)
+        .await
+        .text();
+    assert!(!page.contains("download-package"));
     srv.stop().await;
 }
