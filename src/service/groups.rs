@@ -415,3 +415,70 @@ pub async fn profile_status(
     .await?;
     Ok(Page { items, next })
 }
+
+/// How many devices a dynamic-group query matches now, or where it is wrong.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    /// The query parses.
+    pub ok: bool,
+    /// Matching devices among those read.
+    pub matching: usize,
+    /// Devices read.
+    pub scanned: usize,
+    /// Not every device was read ([`super::devices::SCAN_BUDGET`]).
+    pub partial: bool,
+    /// The error, when it does not parse.
+    pub error: Option<String>,
+    /// Its 1-based column.
+    pub column: Option<usize>,
+}
+
+/// Parses `query` and counts the devices it matches (nothing is stored).
+pub async fn preview(app: &Arc<App>, query: &str) -> Result<Preview, ServiceError> {
+    let expr = match crate::groups::query::parse(query) {
+        Ok(e) => e,
+        Err(e) => {
+            return Ok(Preview {
+                ok: false,
+                matching: 0,
+                scanned: 0,
+                partial: false,
+                error: Some(e.message.clone()),
+                column: Some(e.column),
+            })
+        }
+    };
+    let app = app.clone();
+    blocking(move || {
+        let (mut matching, mut scanned) = (0, 0);
+        let mut after: Option<String> = None;
+        loop {
+            let page = app.store.list_devices(after.as_deref(), 1000)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.device_id.clone());
+            for d in &page {
+                scanned += 1;
+                matching += usize::from(expr.matches(d));
+            }
+            if scanned >= super::devices::SCAN_BUDGET {
+                return Ok(Preview {
+                    ok: true,
+                    matching,
+                    scanned,
+                    partial: true,
+                    error: None,
+                    column: None,
+                });
+            }
+        }
+        Ok(Preview {
+            ok: true,
+            matching,
+            scanned,
+            partial: false,
+            error: None,
+            column: None,
+        })
+    })
+    .await
+}

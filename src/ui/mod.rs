@@ -16,6 +16,7 @@
 //! | GET, POST | `/ui/autopilot[/settings\|/profiles/new\|/profiles\|/import\|/profiles/{id}/export]` | Autopilot |
 //! | GET | `/ui/audit?actor=&action=&target=&cursor=` | the audit log, filtered |
 //! | GET, POST | `/ui/tokens`, `/ui/tokens/{name}/revoke` | named admin tokens |
+//! | GET, POST | `/ui/groups`, `GET /ui/groups/preview?q=` (JSON) | device groups; the query editor's live check |
 //! | GET | `/ui/static/app.css`, `/ui/static/app.js` | compiled into the binary |
 //!
 //! Every answer carries a strict Content-Security-Policy (`default-src 'self'`, no inline script
@@ -42,6 +43,7 @@ use crate::service::ServiceError;
 mod autopilot;
 mod devices;
 pub mod form;
+mod groups;
 pub mod multipart;
 pub mod session;
 mod tokens;
@@ -446,6 +448,7 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         (_, ["autopilot", ..]) => autopilot::route(&ctx, &method, upload).await,
         (&Method::GET, ["audit"]) => users::audit(&ctx).await,
         (_, ["tokens", ..]) => tokens::route(&ctx, &method).await,
+        (_, ["groups", ..]) => groups::route(&ctx, &method).await,
         (&Method::POST, ["invitations", id, "revoke"]) => users::revoke_invitation(&ctx, id).await,
         (&Method::POST, ["packages", id, "revoke"]) => users::revoke_package(&ctx, id).await,
         _ => plain(StatusCode::NOT_FOUND, "not found"),

@@ -368,6 +368,49 @@ async fn console_end_to_end_in_chromium() {
     assert_eq!(b.text("#seen").await, "1");
     b.shot("dashboard").await;
 
+    // A dynamic group: the query editor says what is wrong while typing, then how many match.
+    b.driver.goto(format!("{url}/ui/groups")).await.unwrap();
+    b.driver
+        .find(By::Id("g-name"))
+        .await
+        .unwrap()
+        .send_keys("Enterprise")
+        .await
+        .unwrap();
+    let q = b.driver.find(By::Id("g-query")).await.unwrap();
+    q.send_keys("os_edition ==").await.unwrap();
+    let mut said = String::new();
+    for _ in 0..100 {
+        said = b.text("#g-preview").await;
+        if said.starts_with("Column") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        said.starts_with("Column"),
+        "syntax error shown inline: {said:?}"
+    );
+    q.send_keys(" \"72\"").await.unwrap();
+    for _ in 0..100 {
+        said = b.text("#g-preview").await;
+        if said.contains("match") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(said, "1 of 1 devices match now.");
+    b.shot("groups").await;
+    b.driver
+        .find(By::Id("create-group"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.text(".notice").await;
+    assert!(b.text("#groups").await.contains("Enterprise"));
+
     // A phone-sized window still shows the device page without a horizontal page scroll.
     b.driver.set_window_rect(0, 0, 390, 844).await.unwrap();
     b.driver

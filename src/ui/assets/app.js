@@ -72,3 +72,32 @@ document.addEventListener("DOMContentLoaded", function () {
     });
   });
 });
+
+// The dynamic-group query editor: while typing, ask the server (the same parser as on save)
+// whether the query parses and how many devices it matches now.
+document.addEventListener("DOMContentLoaded", function () {
+  var q = document.getElementById("g-query");
+  var out = document.getElementById("g-preview");
+  if (!q || !out) { return; }
+  var timer = null;
+  function preview() {
+    var text = q.value.trim();
+    if (text === "") { out.textContent = "Static group: you pick its members."; q.removeAttribute("aria-invalid"); return; }
+    fetch("/ui/groups/preview?q=" + encodeURIComponent(text), { credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
+      .then(function (p) {
+        if (p.ok) {
+          q.removeAttribute("aria-invalid");
+          out.className = "muted";
+          out.textContent = p.matching + " of " + p.scanned + " devices match now" + (p.partial ? " (first devices only)" : "") + ".";
+        } else {
+          q.setAttribute("aria-invalid", "true");
+          out.className = "field-error";
+          out.textContent = "Column " + p.column + ": " + p.error;
+        }
+      })
+      .catch(function () { out.textContent = ""; });
+  }
+  q.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(preview, 250); });
+  preview();
+});
