@@ -38,6 +38,8 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The results webhook, when `--webhook-url` is set (its deliverer runs with the server).
     pub webhook: Option<Arc<crate::webhook::Webhook>>,
+    /// Bounds on console sign-in attempts (per node).
+    pub ui_sign_in: crate::ui::session::SignInLimiter,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -135,6 +137,7 @@ impl App {
             node_id: crate::clock::random_hex(8),
             metrics,
             webhook,
+            ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
             throttle,
             cfg,
             store,

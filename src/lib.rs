@@ -11,9 +11,15 @@
 //! * [`store`] is the persistence trait ([`store::Store`]) with the embedded redb backend.
 //! * [`mdm`] runs the protocol flows: it takes parsed messages, consults the store and the CA and
 //!   returns messages to write. It knows nothing of HTTP.
-//! * [`http`] and [`admin`] are the only modules that speak HTTP (hyper over tokio-rustls).
+//! * [`service`] holds every admin operation, HTTP-free: typed inputs and outputs, the role
+//!   check and the audit entry of each change.
+//! * [`http`], [`admin`] (the JSON API) and [`ui`] (the web console) are the only modules that
+//!   speak HTTP (hyper over tokio-rustls); `admin` and `ui` are thin adapters over [`service`].
 //!
-//! Dependencies point down only: `http`/`admin` → `mdm` → `soap`/`syncml`/`ca`/`store`.
+//! Dependencies point down: `http` → `admin`/`ui` → `service` → `mdm` →
+//! `soap`/`syncml`/`ca`/`store`. One exception is left: the enrollment flow (`mdm::enroll`) calls
+//! `service::invitations::mark_used` and `service::bulk::verify_package_secret`, whose records
+//! want a domain module of their own below `mdm`.
 #![forbid(unsafe_code)]
 // The OpenAPI document (admin/openapi.rs) is one large `serde_json::json!`.
 #![recursion_limit = "256"]
@@ -40,11 +46,13 @@ pub mod owner;
 pub mod password_work;
 pub mod pki;
 pub mod profiles;
+pub mod service;
 pub mod soap;
 pub mod store;
 pub mod syncml;
 #[doc(hidden)]
 pub mod testkit;
+pub mod ui;
 pub mod upn;
 pub mod webhook;
 pub mod xml;

@@ -7,6 +7,7 @@ mod backup;
 mod ca;
 mod cli;
 mod cluster;
+mod console;
 mod crash;
 mod durable_files;
 mod enroll;

@@ -25,15 +25,13 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{audit, blocking, json, json_body, no_content, page_query_with, ApiError, SCAN_BUDGET};
+use super::{bad, body_bytes, json, json_body, no_content, not_found, page_query_with, ApiError};
 use crate::app::App;
-use crate::autopilot::csv::{self, serial_key};
-use crate::autopilot::devices::{self, DevicePatch, DeviceSummary, Filter, DEVICES};
-use crate::autopilot::export::{self, Tenant};
-use crate::autopilot::profile::{self, FieldError, ProfileInput};
-use crate::autopilot::profiles::{self, ProfileStoreError};
-use crate::autopilot::{self as ap, Settings};
-use crate::http::routes::{read_body, BodyError, Resp};
+use crate::autopilot::devices::{DevicePatch, DeviceSummary, Filter};
+use crate::autopilot::Settings;
+use crate::http::body::{BodyTimeout, Resp};
+use crate::service::autopilot::{self as svc, profile_input};
+use crate::service::{Actor, ServiceError};
 
 /// Largest CSV import body: 10,000 rows with real (~4,000 character) hashes are ~41 MB in
 /// UTF-8 and twice that in PowerShell's UTF-16.
@@ -96,330 +94,89 @@ pub fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Route<'a>, ApiE
             | ["devices", _],
             _,
         ) => return Err(ApiError::MethodNotAllowed),
-        _ => {
-            return Err(ApiError::NotFound {
-                what: "route".into(),
-            })
-        }
+        _ => return Err(not_found("route")),
     })
 }
 
 /// Runs one Autopilot route.
-pub async fn handle(app: Arc<App>, r: Route<'_>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    match r {
-        Route::CreateProfile => create_profile(app, req).await,
-        Route::ListProfiles => list_profiles(app).await,
-        Route::GetProfile(p) => get_profile(app, p.to_string()).await,
-        Route::ReplaceProfile(p) => replace_profile(app, p.to_string(), req).await,
-        Route::DeleteProfile(p) => delete_profile(app, p.to_string()).await,
-        Route::ExportProfile(p) => export_profile(app, p.to_string()).await,
-        Route::GetSettings => {
-            let s = blocking(move || Ok(ap::settings(app.store.records())?)).await?;
-            Ok(json(StatusCode::OK, &s))
-        }
-        Route::PutSettings => put_settings(app, req).await,
-        Route::ImportDevices => import_devices(app, req).await,
-        Route::ListDevices => list_devices(app, req.uri().query().unwrap_or("")).await,
-        Route::GetDevice(s) => get_device(app, s.to_string()).await,
-        Route::PatchDevice(s) => patch_device(app, s.to_string(), req).await,
-        Route::DeleteDevice(s) => delete_device(app, s.to_string()).await,
-    }
-}
-
-impl From<FieldError> for ApiError {
-    fn from(e: FieldError) -> ApiError {
-        ApiError::Invalid {
-            field: e.field.to_string(),
-            reason: format!("{}: {}", e.field, e.message),
-        }
-    }
-}
-
-impl From<ProfileStoreError> for ApiError {
-    fn from(e: ProfileStoreError) -> ApiError {
-        match e {
-            ProfileStoreError::NotFound(id) => ApiError::NotFound {
-                what: format!("Autopilot profile {id}"),
-            },
-            ProfileStoreError::Store(e) => e.into(),
-            e @ (ProfileStoreError::NameTaken(_) | ProfileStoreError::AllGroupsTaken(_)) => {
-                ApiError::Refused {
-                    reason: e.to_string(),
-                }
-            }
-        }
-    }
-}
-
-impl From<ap::AssignmentError> for ApiError {
-    fn from(e: ap::AssignmentError) -> ApiError {
-        ApiError::Refused {
-            reason: e.to_string(),
-        }
-    }
-}
-
-/// Decodes a profile request; a wrong value names its field (`{"field": "device_type"}`).
-fn profile_input(v: serde_json::Value) -> Result<ProfileInput, ApiError> {
-    match serde_json::from_value::<ProfileInput>(v.clone()) {
-        Ok(i) => Ok(i),
-        Err(e) => {
-            // Every field is optional: the one that fails on its own is the culprit.
-            let culprit = v.as_object().and_then(|m| {
-                m.iter().find_map(|(k, x)| {
-                    let alone = serde_json::json!({ k.as_str(): x });
-                    serde_json::from_value::<ProfileInput>(alone)
-                        .err()
-                        .map(|e| (k.clone(), e))
-                })
-            });
-            Err(match culprit {
-                Some((field, e)) => ApiError::Invalid {
-                    reason: format!("{field}: {e}"),
-                    field,
-                },
-                None => ApiError::BadRequest {
-                    reason: format!("invalid profile: {e}"),
-                },
-            })
-        }
-    }
-}
-
-fn profile_not_found(p: &str) -> ApiError {
-    ApiError::NotFound {
-        what: format!("Autopilot profile {p}"),
-    }
-}
-
-/// Re-applies Autopilot-derived state (TenantLockdown) to every linked, enrolled device;
-/// returns how many got a command queued.
-fn reapply_linked(app: &App) -> Result<usize, ApiError> {
-    let s = app.store.records();
-    let mut queued = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let page = DEVICES.list(s, after.as_deref(), 500)?;
-        let Some((last, _)) = page.last() else {
-            return Ok(queued);
-        };
-        after = Some(last.clone());
-        for (_, rec) in page {
-            let Some(id) = rec.linked_device_id else {
-                continue;
-            };
-            let Some(mut dev) = app.store.get_device(&id)? else {
-                continue;
-            };
-            let before = dev.tenant_lockdown;
-            ap::on_device_attributes_changed(app, &mut dev)?;
-            if dev.tenant_lockdown != before {
-                app.store.put_device(&dev)?;
-                queued += 1;
-            }
-        }
-    }
-}
-
-/// The groups a profile is assigned to must exist, and a Windows PC profile may not go to a
-/// HoloLens group ([`ap::check_assignment`]).
-fn check_groups(app: &App, p: &profile::Profile) -> Result<(), ApiError> {
-    for gid in &p.groups {
-        let g = match crate::groups::get(app, gid) {
-            Ok(g) => g,
-            Err(crate::groups::GroupError::NotFound(_)) => {
-                return Err(ApiError::Invalid {
-                    field: "groups".into(),
-                    reason: format!("groups: there is no device group {gid:?}"),
-                })
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let kind = if crate::groups::is_hololens_group(app, &g)? {
-            ap::GroupKind::HoloLens
-        } else {
-            ap::GroupKind::Standard
-        };
-        ap::check_assignment(p, kind)?;
-    }
-    Ok(())
-}
-
-async fn create_profile(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let input = profile_input(json_body(req).await?)?;
-    let p = blocking({
-        let app = app.clone();
-        move || {
-            let now = app.clock.now_unix();
-            let p = input.validate(&profile::new_id(), now, now)?;
-            check_groups(&app, &p)?;
-            profiles::create(app.store.records(), &p)?;
-            if p.convert_all_targeted {
-                let asked = crate::autopilot::convert::request_all(&app)?;
-                tracing::info!(profile = %p.name, asked, "Autopilot conversion: devices asked for serial and hash");
-            }
-            if p.tenant_lockdown == Some(true) {
-                reapply_linked(&app)?;
-            }
-            Ok(p)
-        }
-    })
-    .await?;
-    tracing::info!(profile_id = %p.id, name = %p.name, "Autopilot profile created");
-    audit(
-        &app,
-        "autopilot.profile.create",
-        &p.id,
-        serde_json::json!({ "name": p.name }),
-    )
-    .await;
-    Ok(json(StatusCode::CREATED, &p))
-}
-
-async fn list_profiles(app: Arc<App>) -> Result<Resp, ApiError> {
-    let all = blocking(move || Ok(profiles::all(app.store.records())?)).await?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "profiles": all }),
-    ))
-}
-
-async fn get_profile(app: Arc<App>, p: String) -> Result<Resp, ApiError> {
-    let found = blocking({
-        let p = p.clone();
-        move || Ok(profiles::find(app.store.records(), &p)?)
-    })
-    .await?;
-    found
-        .map(|v| json(StatusCode::OK, &v))
-        .ok_or_else(|| profile_not_found(&p))
-}
-
-async fn replace_profile(
-    app: Arc<App>,
-    p: String,
+pub(super) async fn handle(
+    app: &Arc<App>,
+    actor: &Actor,
+    r: Route<'_>,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let input = profile_input(json_body(req).await?)?;
-    let new = blocking({
-        let (app, p) = (app.clone(), p.clone());
-        move || {
-            let s = app.store.records();
-            let cur = profiles::find(s, &p)?.ok_or_else(|| profile_not_found(&p))?;
-            let now = app.clock.now_unix();
-            // Validate once against the current record's id and creation time.
-            let checked = input.validate(&cur.id, cur.created_at, now)?;
-            check_groups(&app, &checked)?;
-            let (_, new) = profiles::replace(s, &cur.id, |_| checked.clone())?;
-            if new.convert_all_targeted && !cur.convert_all_targeted {
-                let asked = crate::autopilot::convert::request_all(&app)?;
-                tracing::info!(profile = %new.name, asked, "Autopilot conversion: devices asked for serial and hash");
-            }
-            if new.tenant_lockdown == Some(true) {
-                reapply_linked(&app)?;
-            }
-            Ok(new)
+    match r {
+        Route::CreateProfile => {
+            let input = profile_input(json_body(req).await?)?;
+            Ok(json(
+                StatusCode::CREATED,
+                &svc::create_profile(app, actor, input).await?,
+            ))
         }
-    })
-    .await?;
-    tracing::info!(profile_id = %new.id, name = %new.name, "Autopilot profile replaced");
-    audit(
-        &app,
-        "autopilot.profile.update",
-        &new.id,
-        serde_json::json!({ "name": new.name }),
-    )
-    .await;
-    Ok(json(StatusCode::OK, &new))
+        Route::ListProfiles => {
+            let all = svc::list_profiles(app).await?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "profiles": all }),
+            ))
+        }
+        Route::GetProfile(p) => Ok(json(StatusCode::OK, &svc::get_profile(app, p).await?)),
+        Route::ReplaceProfile(p) => {
+            let input = profile_input(json_body(req).await?)?;
+            Ok(json(
+                StatusCode::OK,
+                &svc::replace_profile(app, actor, p, input).await?,
+            ))
+        }
+        Route::DeleteProfile(p) => {
+            svc::delete_profile(app, actor, p).await?;
+            Ok(no_content())
+        }
+        Route::ExportProfile(p) => {
+            let body = svc::export_profile(app, p).await?;
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                CONTENT_DISPOSITION,
+                HeaderValue::from_static(
+                    "attachment; filename=\"AutopilotConfigurationFile.json\"",
+                ),
+            );
+            Ok(r)
+        }
+        Route::GetSettings => Ok(json(StatusCode::OK, &svc::settings(app).await?)),
+        Route::PutSettings => {
+            let v: Settings = json_body(req).await?;
+            let on = v.tenant_lockdown;
+            let queued = svc::put_settings(app, actor, v).await?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "tenant_lockdown": on, "queued": queued }),
+            ))
+        }
+        Route::ImportDevices => import_devices(app, actor, req).await,
+        Route::ListDevices => list_devices(app, req.uri().query().unwrap_or("")).await,
+        Route::GetDevice(s) => Ok(json(StatusCode::OK, &svc::get_device(app, s).await?)),
+        Route::PatchDevice(s) => {
+            let patch: DevicePatch = json_body(req).await?;
+            Ok(json(
+                StatusCode::OK,
+                &svc::patch_device(app, actor, s, patch).await?,
+            ))
+        }
+        Route::DeleteDevice(s) => {
+            svc::delete_device(app, actor, s).await?;
+            Ok(no_content())
+        }
+    }
 }
 
-async fn delete_profile(app: Arc<App>, p: String) -> Result<Resp, ApiError> {
-    let gone = blocking({
-        let (app, p) = (app.clone(), p.clone());
-        move || {
-            let s = app.store.records();
-            let cur = profiles::find(s, &p)?.ok_or_else(|| profile_not_found(&p))?;
-            profiles::delete(s, &cur.id)?.ok_or_else(|| profile_not_found(&p))
-        }
-    })
-    .await?;
-    tracing::info!(profile_id = %gone.id, name = %gone.name, "Autopilot profile deleted");
-    audit(
-        &app,
-        "autopilot.profile.delete",
-        &gone.id,
-        serde_json::json!({ "name": gone.name }),
-    )
-    .await;
-    Ok(no_content())
-}
-
-async fn export_profile(app: Arc<App>, p: String) -> Result<Resp, ApiError> {
-    // An unknown profile is 404 whatever the configuration.
-    let found = blocking({
-        let (app, p) = (app.clone(), p.clone());
-        move || Ok(profiles::find(app.store.records(), &p)?)
-    })
-    .await?;
-    let profile = found.ok_or_else(|| profile_not_found(&p))?;
-    let tenant = match (&app.cfg.tenant_id, &app.cfg.tenant_domain) {
-        (Some(id), Some(domain)) => Tenant {
-            id: id.clone(),
-            domain: domain.clone(),
-        },
-        _ => {
-            return Err(ApiError::Refused {
-                reason: "exporting an Autopilot configuration file needs the Entra tenant: start \
-                         the server with --tenant-id and --tenant-domain (WINMDM_TENANT_ID, \
-                         WINMDM_TENANT_DOMAIN)"
-                    .into(),
-            })
-        }
-    };
-    let body = export::write(&profile, &tenant);
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(
-        CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"AutopilotConfigurationFile.json\""),
-    );
-    Ok(r)
-}
-
-async fn put_settings(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let v: Settings = json_body(req).await?;
-    let queued = blocking({
-        let app = app.clone();
-        move || {
-            ap::put_settings(app.store.records(), &v)?;
-            if v.tenant_lockdown {
-                reapply_linked(&app)
-            } else {
-                Ok(0)
-            }
-        }
-    })
-    .await?;
-    tracing::info!(
-        tenant_lockdown = v.tenant_lockdown,
-        queued,
-        "Autopilot settings changed"
-    );
-    audit(
-        &app,
-        "autopilot.settings",
-        "settings",
-        serde_json::json!({ "tenant_lockdown": v.tenant_lockdown, "queued": queued }),
-    )
-    .await;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "tenant_lockdown": v.tenant_lockdown, "queued": queued }),
-    ))
-}
-
-async fn import_devices(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+async fn import_devices(
+    app: &Arc<App>,
+    actor: &Actor,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let ct = req
         .headers()
         .get(CONTENT_TYPE)
@@ -430,72 +187,23 @@ async fn import_devices(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, A
         .iter()
         .any(|t| ct.starts_with(t))
     {
-        return Err(ApiError::BadRequest {
-            reason: format!(
-                "send the CSV file itself with Content-Type text/csv (got {ct:?}); \
-                 UTF-8 and UTF-16 files are both accepted"
-            ),
-        });
+        return Err(bad(format!(
+            "send the CSV file itself with Content-Type text/csv (got {ct:?}); \
+             UTF-8 and UTF-16 files are both accepted"
+        )));
     }
-    let started = std::time::Instant::now();
+    // The role is checked before a large body is read (the service checks it again).
+    actor.require_admin("POST /api/v1/autopilot/devices")?;
     // A 20,000-row UTF-16 export is ~160 MB: allow it minutes, not the API's usual seconds.
-    let timeout =
-        crate::http::routes::BodyTimeout::of(&req).max(std::time::Duration::from_secs(300));
-    let body = read_body(req.into_body(), MAX_IMPORT_BODY, timeout)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge(limit) => ApiError::TooLarge { limit },
-            BodyError::Timeout => ApiError::BadRequest {
-                reason: "body not received in time".into(),
-            },
-            BodyError::Broken(r) => ApiError::BadRequest { reason: r },
-        })?;
-    let bytes = body.len();
-    let report = blocking({
-        let app = app.clone();
-        move || {
-            let t = std::time::Instant::now();
-            let parsed =
-                csv::parse(&body, devices::MAX_IMPORT_ROWS).map_err(|e| ApiError::BadRequest {
-                    reason: e.to_string(),
-                })?;
-            let parse_ms = t.elapsed().as_millis() as u64;
-            let report = devices::import(app.store.records(), parsed, app.clock.now_unix())?;
-            if report.imported > 0 {
-                let (linked, asked) = crate::autopilot::convert::link_after_import(&app)?;
-                tracing::info!(
-                    linked,
-                    asked,
-                    "Autopilot import: enrolled devices linked or asked for their serial"
-                );
-            }
-            tracing::debug!(
-                parse_ms,
-                store_ms = t.elapsed().as_millis() as u64 - parse_ms,
-                "Autopilot import timing"
-            );
-            Ok(report)
-        }
-    })
-    .await?;
-    tracing::info!(
-        bytes,
-        imported = report.imported,
-        refused = report.errors.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "Autopilot devices imported"
-    );
-    audit(
-        &app,
-        "autopilot.device.import",
-        "devices",
-        serde_json::json!({ "imported": report.imported, "refused": report.errors.len() }),
-    )
-    .await;
-    Ok(json(StatusCode::OK, &report))
+    let timeout = BodyTimeout::of(&req).max(std::time::Duration::from_secs(300));
+    let body = body_bytes(req, MAX_IMPORT_BODY, timeout).await?;
+    Ok(json(
+        StatusCode::OK,
+        &svc::import_devices(app, actor, body).await?,
+    ))
 }
 
-async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
+async fn list_devices(app: &Arc<App>, query: &str) -> Result<Resp, ApiError> {
     let mut f = Filter::default();
     let (limit, cursor) = page_query_with(query, |k, v| {
         match k {
@@ -507,10 +215,11 @@ async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
                     "true" => true,
                     "false" => false,
                     _ => {
-                        return Err(ApiError::Invalid {
+                        return Err(ServiceError::Invalid {
                             field: "linked".into(),
                             reason: "linked must be true or false".into(),
-                        })
+                        }
+                        .into())
                     }
                 })
             }
@@ -518,141 +227,11 @@ async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
         }
         Ok(true)
     })?;
-    let (devs, next) = blocking(move || {
-        Ok(devices::list(
-            app.store.records(),
-            cursor.as_deref(),
-            limit,
-            &f,
-            SCAN_BUDGET,
-        )?)
-    })
-    .await?;
-    let views: Vec<DeviceSummary> = devs.iter().map(DeviceSummary::from).collect();
+    let page = svc::list_devices(app, cursor, limit, f).await?;
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "devices": views, "next": next }),
+        &serde_json::json!({ "devices": page.items.iter().map(DeviceSummary::from).collect::<Vec<_>>(), "next": page.next }),
     ))
-}
-
-fn device_not_found(serial: &str) -> ApiError {
-    ApiError::NotFound {
-        what: format!("Autopilot device {serial}"),
-    }
-}
-
-async fn get_device(app: Arc<App>, serial: String) -> Result<Resp, ApiError> {
-    let found = blocking({
-        let serial = serial.clone();
-        move || Ok(DEVICES.get(app.store.records(), &serial_key(&serial))?)
-    })
-    .await?;
-    found
-        .map(|d| json(StatusCode::OK, &d))
-        .ok_or_else(|| device_not_found(&serial))
-}
-
-/// Copies the Autopilot record's group tag to its linked device (and re-applies what depends
-/// on it).
-fn sync_linked(app: &App, rec: &devices::AutopilotDevice) -> Result<(), ApiError> {
-    let Some(id) = &rec.linked_device_id else {
-        return Ok(());
-    };
-    let Some(mut dev) = app.store.get_device(id)? else {
-        return Ok(());
-    };
-    if dev.group_tag == rec.group_tag {
-        return Ok(());
-    }
-    dev.group_tag = rec.group_tag.clone();
-    ap::on_device_attributes_changed(app, &mut dev)?;
-    app.store.put_device(&dev)?;
-    tracing::info!(device_id = %dev.device_id, group_tag = ?dev.group_tag, "linked device's group tag updated");
-    // Dynamic groups over `group_tag` and the profiles assigned to them follow.
-    crate::groups::on_device_changed(app, &dev.device_id)?;
-    Ok(())
-}
-
-async fn patch_device(
-    app: Arc<App>,
-    serial: String,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
-    let patch: DevicePatch = json_body(req).await?;
-    if patch.is_empty() {
-        return Err(ApiError::BadRequest {
-            reason: "give at least one of user, user_friendly_name, device_name, group_tag, linked_device_id".into(),
-        });
-    }
-    let detail = serde_json::json!({
-        "user": patch.user, "user_friendly_name": patch.user_friendly_name,
-        "device_name": patch.device_name, "group_tag": patch.group_tag,
-        "linked_device_id": patch.linked_device_id,
-    });
-    let relink = patch.linked_device_id.clone();
-    let rec = blocking({
-        let (app, serial) = (app.clone(), serial.clone());
-        move || {
-            let s = app.store.records();
-            let key = serial_key(&serial);
-            let mut rule: Option<FieldError> = None;
-            let out = DEVICES.update(s, &key, |cur| {
-                rule = None;
-                let Some(cur) = cur else { return Ok(None) };
-                match patch.clone().apply(&cur) {
-                    Ok(n) => Ok(Some(n)),
-                    Err(e) => {
-                        rule = Some(e);
-                        Ok(Some(cur))
-                    }
-                }
-            });
-            if let Some(e) = rule {
-                return Err(e.into());
-            }
-            let mut rec = out
-                .map_err(ApiError::from)?
-                .ok_or_else(|| device_not_found(&serial))?;
-            if let Some(target) = relink {
-                // An admin's resolution of a link conflict (or a manual link / unlink).
-                let actor = super::tokens::current_actor();
-                rec = match ap::link::relink(&app, &serial, target.as_deref(), &actor)? {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return Err(device_not_found(&serial)),
-                    Err(reason) => {
-                        return Err(ApiError::Invalid {
-                            field: "linked_device_id".into(),
-                            reason,
-                        })
-                    }
-                };
-            }
-            sync_linked(&app, &rec)?;
-            Ok(rec)
-        }
-    })
-    .await?;
-    tracing::info!(serial = %rec.serial, "Autopilot device edited");
-    audit(&app, "autopilot.device.update", &rec.serial, detail).await;
-    Ok(json(StatusCode::OK, &rec))
-}
-
-async fn delete_device(app: Arc<App>, serial: String) -> Result<Resp, ApiError> {
-    let gone = blocking({
-        let (app, serial) = (app.clone(), serial.clone());
-        move || Ok(DEVICES.take(app.store.records(), &serial_key(&serial))?)
-    })
-    .await?;
-    let rec = gone.ok_or_else(|| device_not_found(&serial))?;
-    tracing::info!(serial = %rec.serial, "Autopilot device deleted");
-    audit(
-        &app,
-        "autopilot.device.delete",
-        &rec.serial,
-        serde_json::json!({ "linked_device_id": rec.linked_device_id }),
-    )
-    .await;
-    Ok(no_content())
 }
 
 /// The OpenAPI paths and schemas of these routes (merged into [`super::openapi::document`]).

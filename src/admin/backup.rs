@@ -7,7 +7,7 @@
 //! 200 with a broken archive; a failure later aborts the transfer, and the archive, lacking its
 //! manifest, is refused by `winmdm restore`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,16 +15,15 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
-use super::{audit, json_body, ApiError};
+use super::{json_body, ApiError};
 use crate::app::App;
 use crate::backup::{self, WriteOptions};
-use crate::http::stream::{streamed, ChannelWriter};
 use crate::http::routes::Resp;
-
-/// Shortest passphrase accepted.
-pub const MIN_PASSPHRASE: usize = 12;
+use crate::http::stream::{streamed, ChannelWriter};
+use crate::service::backup as svc;
+use crate::service::{Actor, ServiceError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,37 +32,18 @@ struct Request_ {
     passphrase: Option<String>,
 }
 
-fn running() -> Arc<Semaphore> {
-    static ONE: OnceLock<Arc<Semaphore>> = OnceLock::new();
-    ONE.get_or_init(|| Arc::new(Semaphore::new(1))).clone()
-}
-
-/// Checks a passphrase's length (in characters).
-pub fn check_passphrase(p: &str) -> Result<(), String> {
-    let n = p.chars().count();
-    if !(MIN_PASSPHRASE..=1024).contains(&n) {
-        return Err(format!(
-            "passphrase: {MIN_PASSPHRASE} to 1024 characters (got {n})"
-        ));
-    }
-    Ok(())
-}
-
 /// `POST /api/v1/backup`.
-pub async fn create(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn create(
+    app: &Arc<App>,
+    actor: &Actor,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let body: Request_ = json_body(req).await?;
-    if let Some(p) = &body.passphrase {
-        check_passphrase(p).map_err(|reason| ApiError::BadRequest { reason })?;
-    }
-    let permit = running()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::ConflictState {
-            reason: "a backup is already running on this node".into(),
-        })?;
+    let permit = svc::begin(actor, body.passphrase.as_deref())?;
     let encrypted = body.passphrase.is_some();
     let now = app.clock.now_unix();
     let (tx, rx) = mpsc::channel(8);
-    let (started_tx, started_rx) = oneshot::channel::<Result<bool, ApiError>>();
+    let (started_tx, started_rx) = oneshot::channel::<Result<bool, ServiceError>>();
     let a = app.clone();
     let opts = WriteOptions {
         passphrase: body.passphrase,
@@ -97,16 +77,10 @@ pub async fn create(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiEr
             }
         }
     });
-    let store_included = started_rx.await.map_err(|_| ApiError::Internal {
+    let store_included = started_rx.await.map_err(|_| ServiceError::Internal {
         reason: "the backup task ended early".into(),
     })??;
-    audit(
-        &app,
-        "backup",
-        "store",
-        serde_json::json!({"encrypted": encrypted, "store_included": store_included}),
-    )
-    .await;
+    svc::audited(app, actor, encrypted, store_included).await;
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();

@@ -10,7 +10,7 @@
 //! | GET | `/api/v1/devices?limit=&cursor=` | 200 `{"devices": [...], "next": "..."\|null}` |
 //! | GET | `/api/v1/devices/{device_id}` | 200 device + `queue` summary + `certificate` (+ `previous_cert` and `renewals` after a certificate renewal); 404 unknown |
 //! | DELETE | `/api/v1/devices/{device_id}` | 204 (queue cancelled, sessions dropped, cert and any renewal-pending old cert revoked); 404 |
-//! | PUT | `/api/v1/devices/{id}/owner` `{"upn"}` | 200 device: handed to that user (audited `device.transfer`); 404 unknown device or user; 409 disabled user ([`owner`]) |
+//! | PUT | `/api/v1/devices/{id}/owner` `{"upn"}` | 200 device: handed to that user (audited `device.transfer`); 404 unknown device or user; 409 disabled user ([`crate::owner`]) |
 //! | POST | `/api/v1/devices/{id}/actions` `{"action"}` | 202 `{"action_id"}` (+ `"existing"`); 400; 404; 409 |
 //! | GET | `/api/v1/devices/{id}/actions/{action_id}` | 200 action state; 404 |
 //! | GET | `/api/v1/audit?limit=&cursor=` | 200 `{"entries": [...], "next"}` |
@@ -31,8 +31,11 @@
 //! token may call the GET routes (except [`tokens::ADMIN_ONLY_GETS`]) and gets 403 otherwise.
 //! | * | `/api/v1/autopilot/...` | Autopilot profiles, devices, settings ([`autopilot`]) |
 //!
+//! This module is a thin adapter over the HTTP-free service layer ([`crate::service`]): a handler
+//! decodes the path, query and JSON body into typed inputs, calls one service function with the
+//! acting token ([`crate::service::Actor`]) and encodes the typed output. The rules, the role
+//! checks and the audit log live in the service, so the web console ([`crate::ui`]) shares them.
 //! Errors are `{"error": "..."}` with the HTTP status from [`ApiError::status`], the one map.
-//! Handlers call the store only; they never touch protocol code.
 
 use std::sync::Arc;
 
@@ -44,82 +47,37 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
-use crate::http::routes::{read_body, BodyError, Resp};
-use crate::store::{normalize_upn, Device, StoreError, User};
+use crate::http::body::{read_body, BodyError, BodyTimeout, Resp};
+use crate::service::{Actor, ServiceError};
 
 pub mod autopilot;
 pub mod backup;
 pub mod bulk;
-mod detail;
+mod devices;
 pub mod groups;
 pub mod invitations;
-mod mail;
 pub mod openapi;
 mod openapi_access;
 pub mod openapi_groups;
-mod owner;
 pub mod profiles;
 pub mod tokens;
-pub mod wcd;
+mod users;
 pub mod webhook;
+
+pub use crate::service::devices::{DevicePage, DeviceView, MAX_BULK_DEVICES, SCAN_BUDGET};
+pub use crate::service::users::{AuditPage, UserView};
+pub use crate::service::{DEFAULT_PAGE, MAX_PAGE};
 
 /// Largest admin request body.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
-/// Default and maximum page sizes of list endpoints.
-pub const DEFAULT_PAGE: usize = 100;
-/// Largest page a client may ask for.
-pub const MAX_PAGE: usize = 1000;
 
-/// An admin API failure; [`ApiError::status`] and [`ApiError::into_response`] are its only wire map.
+/// An admin API failure: a service error, or one of the request's HTTP shape.
+/// [`ApiError::status`] and [`ApiError::into_response`] are the only wire map.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// Missing or wrong bearer token.
-    #[error("missing or invalid bearer token")]
-    Unauthorized,
-    /// A valid token whose role does not allow this request.
-    #[error("{reason}")]
-    Forbidden {
-        /// Why.
-        reason: String,
-    },
-    /// Unknown route or record.
-    #[error("{what} not found")]
-    NotFound {
-        /// What was looked for.
-        what: String,
-    },
-    /// The record exists already.
-    #[error("{what} already exists")]
-    Conflict {
-        /// What.
-        what: String,
-    },
-    /// The request conflicts with the record's current state (409, the reason as given).
-    #[error("{reason}")]
-    ConflictState {
-        /// Why.
-        reason: String,
-    },
-    /// The request is malformed.
-    #[error("{reason}")]
-    BadRequest {
-        /// Why.
-        reason: String,
-    },
-    /// One field breaks a rule (400; the JSON names the field).
-    #[error("{reason}")]
-    Invalid {
-        /// The request field.
-        field: String,
-        /// Why, for the admin.
-        reason: String,
-    },
-    /// The request conflicts with the current state (409, message as is).
-    #[error("{reason}")]
-    Refused {
-        /// Why, for the admin.
-        reason: String,
-    },
+    /// The service refused or failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     /// The route exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -129,88 +87,71 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
-    /// The store cannot be reached now (503 with `Retry-After`: try again).
-    #[error("the store is unavailable; try again later")]
-    Unavailable {
-        /// Logged, never sent.
-        reason: String,
-    },
-    /// The server failed.
-    #[error("internal error")]
-    Internal {
-        /// Logged, never sent.
-        reason: String,
-    },
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        ApiError::Service(e.into())
+    }
+}
+
+/// A 400 with this reason.
+fn bad(reason: impl Into<String>) -> ApiError {
+    ApiError::Service(ServiceError::bad(reason))
+}
+
+/// A 404 for `what`.
+fn not_found(what: impl Into<String>) -> ApiError {
+    ApiError::Service(ServiceError::not_found(what))
 }
 
 impl ApiError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
+        use ServiceError as S;
         match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. }
-            | ApiError::ConflictState { .. }
-            | ApiError::Refused { .. } => StatusCode::CONFLICT,
-            ApiError::BadRequest { .. } | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Service(e) => match e {
+                S::Unauthorized => StatusCode::UNAUTHORIZED,
+                S::Forbidden { .. } => StatusCode::FORBIDDEN,
+                S::NotFound { .. } => StatusCode::NOT_FOUND,
+                S::Conflict { .. } | S::ConflictState { .. } | S::Refused { .. } => {
+                    StatusCode::CONFLICT
+                }
+                S::BadRequest { .. } | S::Invalid { .. } => StatusCode::BAD_REQUEST,
+                S::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                S::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The JSON response `{"error": "..."}`.
     pub fn into_response(self) -> Resp {
         match &self {
-            ApiError::Internal { reason } => tracing::error!(%reason, "admin API internal error"),
-            ApiError::Unavailable { reason } => {
+            ApiError::Service(ServiceError::Internal { reason }) => {
+                tracing::error!(%reason, "admin API internal error")
+            }
+            ApiError::Service(ServiceError::Unavailable { reason }) => {
                 tracing::warn!(%reason, "admin API request failed: store unavailable")
             }
             e => tracing::info!(error = %e, "admin API request refused"),
         }
         let mut body = serde_json::json!({ "error": self.to_string() });
-        if let ApiError::Invalid { field, .. } = &self {
+        if let ApiError::Service(ServiceError::Invalid { field, .. }) = &self {
             body["field"] = field.as_str().into();
         }
         let mut r = json(self.status(), &body);
-        if matches!(self, ApiError::Unauthorized) {
+        if matches!(self, ApiError::Service(ServiceError::Unauthorized)) {
             r.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if matches!(self, ApiError::Unavailable { .. }) {
+        if matches!(self, ApiError::Service(ServiceError::Unavailable { .. })) {
             r.headers_mut()
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         r
     }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::AlreadyExists { what } => ApiError::Conflict { what: what.into() },
-            StoreError::Unavailable { reason } => ApiError::Unavailable { reason },
-            e => ApiError::Internal {
-                reason: e.to_string(),
-            },
-        }
-    }
-}
-
-/// The user `upn`, which must exist (404) and be enabled (409: nothing is made `for_what`, e.g.
-/// "an invitation"). Blocking: call inside [`blocking`].
-pub(crate) fn enabled_user(app: &App, upn: &str, for_what: &str) -> Result<User, ApiError> {
-    let user = app.store.get_user(upn)?.ok_or_else(|| ApiError::NotFound {
-        what: format!("user {upn}"),
-    })?;
-    if user.disabled {
-        return Err(ApiError::Conflict {
-            what: format!("user {upn} is disabled; {for_what} for it"),
-        });
-    }
-    Ok(user)
 }
 
 /// An empty 204 answer.
@@ -227,6 +168,20 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+/// `{"<key>": items, "next": cursor}`.
+fn page_json<T: Serialize>(key: &str, p: &crate::service::Page<T>) -> Resp {
+    let mut v = serde_json::Map::new();
+    v.insert(
+        key.into(),
+        serde_json::to_value(&p.items).unwrap_or_default(),
+    );
+    v.insert(
+        "next".into(),
+        serde_json::to_value(&p.next).unwrap_or_default(),
+    );
+    json(StatusCode::OK, &v)
 }
 
 /// Handles one `/api/v1` request.
@@ -350,9 +305,9 @@ enum Endpoint<'a> {
     DeviceProfiles(&'a str),
     Autopilot(autopilot::Route<'a>),
     Webhook(webhook::Route<'a>),
+    Backup,
     ListJobs,
     GetJob(&'a str),
-    Backup,
 }
 
 /// The decoded path segments after `/api/v1`.
@@ -402,9 +357,9 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["devices", id, "profiles"], Method::GET) => E::DeviceProfiles(id),
         (["autopilot", rest @ ..], m) => E::Autopilot(autopilot::endpoint(rest, &m)?),
         (["webhook", rest @ ..], m) => E::Webhook(webhook::endpoint(rest, &m)?),
+        (["backup"], Method::POST) => E::Backup,
         (["jobs"], Method::GET) => E::ListJobs,
         (["jobs", id], Method::GET) => E::GetJob(id),
-        (["backup"], Method::POST) => E::Backup,
         (
             ["users"]
             | ["users", _]
@@ -432,11 +387,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["backup"],
             _,
         ) => return Err(ApiError::MethodNotAllowed),
-        _ => {
-            return Err(ApiError::NotFound {
-                what: "route".into(),
-            })
-        }
+        _ => return Err(not_found("route")),
     })
 }
 
@@ -447,103 +398,77 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> 
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let method = req.method().clone();
     let ep = endpoint(&segs, &method)?;
-    // The decoded path: `%2D` must not let a read-only token around ADMIN_ONLY_GETS.
+    // The decoded path: `%2D` must not let a read-only token around ADMIN_ONLY_GETS. (The
+    // service checks the role again for every change.)
     tokens::authorize(&actor, &method, &format!("/api/v1/{}", segs.join("/")))?;
-    tokens::ACTOR.scope(actor, dispatch(app, req, ep)).await
+    dispatch(app, &actor, req, ep).await
 }
 
 async fn dispatch(
     app: Arc<App>,
+    actor: &Actor,
     req: Request<Incoming>,
     ep: Endpoint<'_>,
 ) -> Result<Resp, ApiError> {
+    let q = req.uri().query().unwrap_or("").to_string();
+    let q = q.as_str();
     match ep {
-        Endpoint::CreateUser => create_user(app, req).await,
-        Endpoint::ListUsers => list_users(app, req.uri().query().unwrap_or("")).await,
-        Endpoint::GetUser(upn) => get_user(app, upn.to_string()).await,
-        Endpoint::PatchUser(upn) => patch_user(app, upn.to_string(), req).await,
-        Endpoint::DeleteUser(upn) => delete_user(app, upn.to_string()).await,
-        Endpoint::ListDevices => list_devices(app, req.uri().query().unwrap_or("")).await,
-        Endpoint::GetDevice(id) => detail::get_device(app, id.to_string()).await,
-        Endpoint::DeleteDevice(id) => delete_device(app, id.to_string()).await,
-        Endpoint::CreateAction(id) => create_action(app, id.to_string(), req).await,
-        Endpoint::GetAction(id, aid) => get_action(app, id.to_string(), aid.to_string()).await,
-        Endpoint::ListAudit => list_audit(app, req.uri().query().unwrap_or("")).await,
-        Endpoint::CreateCommand(id) => create_command(app, id.to_string(), req).await,
-        Endpoint::ListCommands(id) => list_commands(app, id.to_string()).await,
-        Endpoint::ClearCommands(id) => clear_commands(app, id.to_string()).await,
-        Endpoint::CancelCommand(id, cid) => {
-            cancel_command(app, id.to_string(), cid.to_string()).await
-        }
-        Endpoint::BulkCommand => bulk_command(app, req).await,
-        Endpoint::TenantLockdown(id) => tenant_lockdown(app, id.to_string(), req).await,
-        Endpoint::AssignUser(id) => assign_user(app, id.to_string(), req).await,
-        Endpoint::TransferDevice(id) => owner::transfer(app, id.to_string(), req).await,
+        Endpoint::CreateUser => users::create(&app, actor, req).await,
+        Endpoint::ListUsers => users::list(&app, q).await,
+        Endpoint::GetUser(upn) => users::get(&app, upn).await,
+        Endpoint::PatchUser(upn) => users::patch(&app, actor, upn, req).await,
+        Endpoint::DeleteUser(upn) => users::delete(&app, actor, upn).await,
+        Endpoint::ListDevices => devices::list(&app, q).await,
+        Endpoint::GetDevice(id) => devices::get(&app, id).await,
+        Endpoint::DeleteDevice(id) => devices::delete(&app, actor, id).await,
+        Endpoint::CreateAction(id) => devices::create_action(&app, actor, id, req).await,
+        Endpoint::GetAction(id, aid) => devices::get_action(&app, id, aid).await,
+        Endpoint::ListAudit => users::audit_log(&app, q).await,
+        Endpoint::CreateCommand(id) => devices::create_command(&app, actor, id, req).await,
+        Endpoint::ListCommands(id) => devices::list_commands(&app, id).await,
+        Endpoint::ClearCommands(id) => devices::clear_commands(&app, actor, id).await,
+        Endpoint::CancelCommand(id, cid) => devices::cancel_command(&app, actor, id, cid).await,
+        Endpoint::BulkCommand => devices::bulk_command(&app, actor, req).await,
+        Endpoint::TenantLockdown(id) => devices::tenant_lockdown(&app, actor, id, req).await,
+        Endpoint::AssignUser(id) => devices::assign_user(&app, actor, id, req).await,
+        Endpoint::TransferDevice(id) => devices::transfer(&app, actor, id, req).await,
         Endpoint::OpenApi => Ok(json(StatusCode::OK, &openapi::document())),
-        Endpoint::CreateToken => tokens::create(app, req).await,
-        Endpoint::ListTokens => tokens::list(app, req.uri().query().unwrap_or("")).await,
-        Endpoint::RevokeToken(name) => tokens::revoke(app, name.to_string()).await,
-        Endpoint::CreateInvitation => invitations::create(app, req).await,
-        Endpoint::ListInvitations => invitations::list(app, req.uri().query().unwrap_or("")).await,
-        Endpoint::RevokeInvitation(id) => invitations::revoke(app, id.to_string()).await,
-        Endpoint::BulkPackage => bulk::package(app, req.uri().query().unwrap_or("")).await,
-        Endpoint::RevokeBulkPackage(id) => bulk::revoke(app, id.to_string()).await,
-        Endpoint::Groups(ep) => groups::handle(app, ep, req).await,
-        Endpoint::Profiles(ep) => profiles::handle(app, ep, req).await,
-        Endpoint::DeviceProfiles(id) => profiles::device_profiles(app, id.to_string()).await,
-        Endpoint::Autopilot(r) => autopilot::handle(app, r, req).await,
-        Endpoint::Webhook(r) => webhook::handle(app, r, req.uri().query().unwrap_or("")).await,
-        Endpoint::ListJobs => list_jobs(app, req.uri().query().unwrap_or("")).await,
-        Endpoint::GetJob(id) => get_job(app, id.to_string()).await,
-        Endpoint::Backup => backup::create(app, req).await,
+        Endpoint::CreateToken => tokens::create(&app, actor, req).await,
+        Endpoint::ListTokens => tokens::list(&app, q).await,
+        Endpoint::RevokeToken(name) => tokens::revoke(&app, actor, name).await,
+        Endpoint::CreateInvitation => invitations::create(&app, actor, req).await,
+        Endpoint::ListInvitations => invitations::list(&app, q).await,
+        Endpoint::RevokeInvitation(id) => invitations::revoke(&app, actor, id).await,
+        Endpoint::BulkPackage => bulk::package(&app, actor, q).await,
+        Endpoint::RevokeBulkPackage(id) => bulk::revoke(&app, actor, id).await,
+        Endpoint::Groups(ep) => groups::handle(&app, actor, ep, req).await,
+        Endpoint::Profiles(ep) => profiles::handle(&app, actor, ep, req).await,
+        Endpoint::DeviceProfiles(id) => devices::profiles(&app, id).await,
+        Endpoint::Autopilot(r) => autopilot::handle(&app, actor, r, req).await,
+        Endpoint::ListJobs => devices::list_jobs(&app, q).await,
+        Endpoint::GetJob(id) => devices::get_job(&app, id).await,
+        Endpoint::Webhook(r) => webhook::handle(&app, actor, r, q).await,
+        Endpoint::Backup => backup::create(&app, actor, req).await,
     }
-}
-
-/// `GET /api/v1/jobs?limit=&cursor=`: background jobs, in id order.
-async fn list_jobs(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
-    let (limit, cursor) = page_query(query)?;
-    let (jobs, next) = blocking(move || {
-        let mut jobs = crate::jobs::list(&app, cursor.as_deref(), limit + 1)?;
-        let next = if jobs.len() > limit {
-            jobs.truncate(limit);
-            jobs.last().map(|j| j.id.clone())
-        } else {
-            None
-        };
-        Ok((jobs, next))
-    })
-    .await?;
-    let jobs: Vec<serde_json::Value> = jobs.iter().map(crate::jobs::view).collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"jobs": jobs, "next": next}),
-    ))
-}
-
-/// `GET /api/v1/jobs/{id}`: a job's state and progress.
-async fn get_job(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
-    let job = blocking(move || Ok(crate::jobs::get(&app, &id)?)).await?;
-    match job {
-        Some(j) => Ok(json(StatusCode::OK, &crate::jobs::view(&j))),
-        None => Err(ApiError::NotFound { what: "job".into() }),
-    }
-}
-
-/// Runs store work off the async workers (inside the request's span, so its log lines name
-/// the actor and trace id).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f))
-        .await
-        .map_err(|e| ApiError::Internal {
-            reason: e.to_string(),
-        })?
 }
 
 async fn json_body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, ApiError> {
     json_body_limited(req, MAX_ADMIN_BODY).await
+}
+
+/// Reads a request body of at most `limit` bytes in the body timeout (413, 400).
+async fn body_bytes(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    read_body(req.into_body(), limit, timeout)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(limit) => ApiError::TooLarge { limit },
+            BodyError::Timeout => bad("body not received in time"),
+            BodyError::Broken(r) => bad(r),
+        })
 }
 
 async fn json_body_limited<T: for<'de> Deserialize<'de>>(
@@ -556,353 +481,13 @@ async fn json_body_limited<T: for<'de> Deserialize<'de>>(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !ct.to_ascii_lowercase().starts_with("application/json") {
-        return Err(ApiError::BadRequest {
-            reason: format!("Content-Type must be application/json, got {ct:?}"),
-        });
+        return Err(bad(format!(
+            "Content-Type must be application/json, got {ct:?}"
+        )));
     }
-    let timeout = crate::http::routes::BodyTimeout::of(&req);
-    let body = read_body(req.into_body(), limit, timeout)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge(limit) => ApiError::TooLarge { limit },
-            BodyError::Timeout => ApiError::BadRequest {
-                reason: "body not received in time".into(),
-            },
-            BodyError::Broken(r) => ApiError::BadRequest { reason: r },
-        })?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
-        reason: format!("invalid JSON: {e}"),
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewUser {
-    upn: String,
-    password: String,
-}
-
-/// A user as the API shows it (never the hash).
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UserView {
-    /// UPN (lower-case).
-    pub upn: String,
-    /// Creation time (Unix seconds).
-    pub created_at: i64,
-    /// Whether enrollment is refused.
-    pub disabled: bool,
-}
-
-impl From<&User> for UserView {
-    fn from(u: &User) -> UserView {
-        UserView {
-            upn: u.upn.clone(),
-            created_at: u.created_at,
-            disabled: u.disabled,
-        }
-    }
-}
-
-fn validate_upn(upn: &str) -> Result<String, ApiError> {
-    crate::upn::parse(upn).map_err(|e| {
-        tracing::warn!(upn = %crate::soap::envelope::clip(upn), error = %e, "admin request refused: bad UPN");
-        ApiError::BadRequest {
-            reason: format!("upn: {}", e.0),
-        }
-    })
-}
-
-async fn create_user(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let nu: NewUser = json_body(req).await?;
-    let upn = validate_upn(&nu.upn)?;
-    if nu.password.is_empty() || nu.password.len() > 1024 {
-        return Err(ApiError::BadRequest {
-            reason: "password must be 1-1024 bytes".into(),
-        });
-    }
-    let a = app.clone();
-    let user = blocking(move || {
-        let app = a;
-        if app.store.get_user(&upn)?.is_some() {
-            return Err(ApiError::Conflict {
-                what: format!("user {upn}"),
-            });
-        }
-        let hash = crate::auth::hash_password(&nu.password).map_err(|e| ApiError::Internal {
-            reason: format!("argon2: {e}"),
-        })?;
-        let user = User {
-            upn,
-            id: crate::owner::new_user_id(),
-            password_hash: hash,
-            created_at: app.clock.now_unix(),
-            disabled: false,
-        };
-        app.store.create_user(&user).map_err(|e| match e {
-            StoreError::AlreadyExists { .. } => ApiError::Conflict {
-                what: format!("user {}", user.upn),
-            },
-            e => e.into(),
-        })?;
-        tracing::info!(upn = %user.upn, "user created");
-        Ok(user)
-    })
-    .await?;
-    audit(&app, "user.create", &user.upn, serde_json::json!({})).await;
-    Ok(json(StatusCode::CREATED, &UserView::from(&user)))
-}
-
-async fn list_users(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
-    let (limit, cursor) = page_query(query)?;
-    let users = blocking(move || Ok(app.store.list_users()?)).await?;
-    let mut views: Vec<UserView> = users
-        .iter()
-        .filter(|u| cursor.as_deref().is_none_or(|c| u.upn.as_str() > c))
-        .take(limit + 1)
-        .map(UserView::from)
-        .collect();
-    let next = if views.len() > limit {
-        views.truncate(limit);
-        views.last().map(|u| u.upn.clone())
-    } else {
-        None
-    };
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "users": views, "next": next }),
-    ))
-}
-
-async fn get_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
-    let upn = normalize_upn(&upn);
-    let out = blocking(move || {
-        let Some(user) = app.store.get_user(&upn)? else {
-            return Err(ApiError::NotFound {
-                what: format!("user {upn}"),
-            });
-        };
-        // Every device record this account owns (a scan: fine at this scale). Devices of a
-        // deleted account with the same UPN are not this account's.
-        let mut devices = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = app.store.list_devices(after.as_deref(), MAX_PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.device_id.clone());
-            devices.extend(
-                page.into_iter()
-                    .filter(|d| crate::owner::owned_by(d, &user))
-                    .map(|d| d.device_id),
-            );
-        }
-        let mut v = serde_json::to_value(UserView::from(&user)).unwrap_or_default();
-        v["devices"] = serde_json::json!(devices);
-        v["bulk_packages"] = serde_json::json!(bulk::packages_of(app.store.as_ref(), &upn)?);
-        v["password_failures"] = serde_json::json!(crate::lockout::failures(&app, &upn)?);
-        Ok(v)
-    })
-    .await?;
-    Ok(json(StatusCode::OK, &out))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PatchUser {
-    password: Option<String>,
-    disabled: Option<bool>,
-}
-
-async fn patch_user(app: Arc<App>, upn: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let upn = normalize_upn(&upn);
-    let p: PatchUser = json_body(req).await?;
-    if p.password.is_none() && p.disabled.is_none() {
-        return Err(ApiError::BadRequest {
-            reason: "give password and/or disabled".into(),
-        });
-    }
-    if let Some(pw) = &p.password {
-        if pw.is_empty() || pw.len() > 1024 {
-            return Err(ApiError::BadRequest {
-                reason: "password must be 1-1024 bytes".into(),
-            });
-        }
-    }
-    let detail = serde_json::json!({
-        "password_changed": p.password.is_some(),
-        "disabled": p.disabled,
-    });
-    let a = app.clone();
-    let user = blocking(move || {
-        let not_found = || ApiError::NotFound {
-            what: format!("user {upn}"),
-        };
-        let mut user = a.store.get_user(&upn)?.ok_or_else(not_found)?;
-        if let Some(pw) = &p.password {
-            user.password_hash =
-                crate::auth::hash_password(pw).map_err(|e| ApiError::Internal {
-                    reason: format!("argon2: {e}"),
-                })?;
-        }
-        if let Some(d) = p.disabled {
-            user.disabled = d;
-        }
-        if !a.store.update_user(&user)? {
-            return Err(not_found());
-        }
-        // A new password, or re-enabling the user, ends a lock from wrong passwords.
-        if p.password.is_some() || p.disabled == Some(false) {
-            crate::lockout::clear(&a, &upn)?;
-        }
-        tracing::info!(upn = %user.upn, "user updated");
-        Ok(user)
-    })
-    .await?;
-    audit(&app, "user.update", &user.upn, detail).await;
-    Ok(json(StatusCode::OK, &UserView::from(&user)))
-}
-
-/// Appends one entry to the audit log after a successful change (a failure to do so is logged,
-/// the change stands).
-async fn audit(app: &Arc<App>, action: &str, target: &str, detail: serde_json::Value) {
-    let entry = crate::store::AuditEntry {
-        id: 0,
-        at: app.clock.now_unix(),
-        actor: tokens::current_actor(),
-        action: action.into(),
-        target: target.into(),
-        detail,
-    };
-    let a = app.clone();
-    let r = blocking(move || Ok(a.store.append_audit(entry)?)).await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, action, target, "audit entry not written");
-    }
-}
-
-/// One page of the audit log.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AuditPage {
-    /// Entries, oldest first.
-    pub entries: Vec<crate::store::AuditEntry>,
-    /// Cursor of the next page, `null` at the end.
-    pub next: Option<String>,
-}
-
-async fn list_audit(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
-    let (limit, cursor) = page_query(query)?;
-    let after = cursor
-        .map(|c| {
-            c.parse::<u64>().map_err(|_| ApiError::BadRequest {
-                reason: "cursor must be the next of a previous page".into(),
-            })
-        })
-        .transpose()?;
-    let page = blocking(move || {
-        let mut entries = app.store.list_audit(after, limit + 1)?;
-        let next = if entries.len() > limit {
-            entries.truncate(limit);
-            entries.last().map(|e| e.id.to_string())
-        } else {
-            None
-        };
-        Ok(AuditPage { entries, next })
-    })
-    .await?;
-    Ok(json(StatusCode::OK, &page))
-}
-
-async fn delete_device(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
-    let a = app.clone();
-    let serial = blocking({
-        let id = id.clone();
-        move || {
-            let dev = a.store.get_device(&id)?;
-            if !a.store.delete_device(&id, a.clock.now_unix())? {
-                return Err(ApiError::NotFound {
-                    what: format!("device {id}"),
-                });
-            }
-            let _ = crate::groups::on_device_changed(&a, &id);
-            Ok(dev.map(|d| d.cert_serial))
-        }
-    })
-    .await?;
-    tracing::info!(device_id = %id, "device deleted");
-    audit(
-        &app,
-        "device.delete",
-        &id,
-        serde_json::json!({ "cert_serial": serial }),
-    )
-    .await;
-    Ok(no_content())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewAction {
-    action: String,
-}
-
-async fn create_action(
-    app: Arc<App>,
-    id: String,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
-    use crate::mdm::actions::{self, Action};
-    let na: NewAction = json_body(req).await?;
-    let action = Action::parse(&na.action).ok_or_else(|| ApiError::BadRequest {
-        reason: format!(
-            "action must be one of wipe, wipe-protected, reboot, retire, sync; got {:?}",
-            na.action
-        ),
-    })?;
-    let a = app.clone();
-    let out = blocking({
-        let id = id.clone();
-        move || Ok(actions::request(&a, &id, action)?)
-    })
-    .await?;
-    let (action_id, existing) = match out {
-        crate::store::Enqueued::Created(c) => (c.command_id, false),
-        crate::store::Enqueued::Existing(c) => (c.command_id, true),
-    };
-    if !existing {
-        tracing::info!(device_id = %id, %action_id, action = action.name(), "device action requested");
-        audit(
-            &app,
-            "device.action",
-            &id,
-            serde_json::json!({ "action": action.name(), "action_id": action_id }),
-        )
-        .await;
-    }
-    let mut body = serde_json::json!({ "action_id": action_id, "action": action.name() });
-    if existing {
-        body["existing"] = true.into();
-    }
-    Ok(json(StatusCode::ACCEPTED, &body))
-}
-
-async fn get_action(app: Arc<App>, id: String, aid: String) -> Result<Resp, ApiError> {
-    let cmd = blocking({
-        let (id, aid) = (id.clone(), aid.clone());
-        move || {
-            if app.store.get_device(&id)?.is_none() && app.store.list_commands(&id)?.is_empty() {
-                return Err(ApiError::NotFound {
-                    what: format!("device {id}"),
-                });
-            }
-            Ok(app.store.get_command(&id, &aid)?)
-        }
-    })
-    .await?;
-    match cmd.as_ref().and_then(crate::mdm::actions::ActionView::of) {
-        Some(v) => Ok(json(StatusCode::OK, &v)),
-        None => Err(ApiError::NotFound {
-            what: format!("action {aid}"),
-        }),
-    }
+    let timeout = BodyTimeout::of(&req);
+    let body = body_bytes(req, limit, timeout).await?;
+    serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON: {e}")))
 }
 
 /// Parses `limit` and `cursor` of a paginated list.
@@ -927,16 +512,12 @@ fn page_query_with(
                     .parse::<usize>()
                     .ok()
                     .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| ApiError::BadRequest {
-                        reason: format!("limit must be an integer in 1..={MAX_PAGE}"),
-                    })?;
+                    .ok_or_else(|| bad(format!("limit must be an integer in 1..={MAX_PAGE}")))?;
             }
             "cursor" => cursor = Some(v).filter(|c| !c.is_empty()),
             other => {
                 if !extra(other, v)? {
-                    return Err(ApiError::BadRequest {
-                        reason: format!("unknown query parameter {other:?}"),
-                    });
+                    return Err(bad(format!("unknown query parameter {other:?}")));
                 }
             }
         }
@@ -944,141 +525,9 @@ fn page_query_with(
     Ok((limit, cursor))
 }
 
-async fn delete_user(app: Arc<App>, upn: String) -> Result<Resp, ApiError> {
-    let upn = normalize_upn(&upn);
-    let existed = blocking({
-        let (upn, app) = (upn.clone(), app.clone());
-        move || {
-            let existed = app.store.delete_user(&upn)?;
-            // A later user of the same UPN must not inherit the old account's package secrets.
-            bulk::forget_user(app.store.as_ref(), &upn)?;
-            crate::lockout::clear(&app, &upn)?;
-            Ok(existed)
-        }
-    })
-    .await?;
-    if !existed {
-        return Err(ApiError::NotFound {
-            what: format!("user {upn}"),
-        });
-    }
-    tracing::info!(%upn, "user deleted");
-    audit(&app, "user.delete", &upn, serde_json::json!({})).await;
-    Ok(no_content())
-}
-
-/// A device as the lists show it: the record and whether its owner still exists.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DeviceView {
-    /// The record.
-    #[serde(flatten)]
-    pub device: Device,
-    /// `active`, `disabled`, `orphaned` (owner deleted) or `device_only` ([`crate::owner`]).
-    pub owner_status: crate::owner::OwnerStatus,
-}
-
-/// One page of devices.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DevicePage {
-    /// The devices, ordered by DeviceID.
-    pub devices: Vec<DeviceView>,
-    /// Cursor for the next page, `null` at the end.
-    pub next: Option<String>,
-}
-
-/// Device records examined per list request at most: a sparse filter returns a short page and a
-/// `next` cursor instead of scanning the whole fleet in one request.
-pub const SCAN_BUDGET: usize = 20_000;
-
-async fn list_devices(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
-    let mut f = crate::store::DeviceFilter::default();
-    let mut owner_status = None;
-    let bad = |what: &str| ApiError::BadRequest {
-        reason: format!("{what} must be a Unix time in seconds"),
-    };
-    let (limit, cursor) = page_query_with(query, |k, v| {
-        match k {
-            "user" => f.upn = Some(normalize_upn(&v)),
-            "owner_status" => {
-                owner_status = Some(match v.as_str() {
-                    "active" => crate::owner::OwnerStatus::Active,
-                    "disabled" => crate::owner::OwnerStatus::Disabled,
-                    "orphaned" => crate::owner::OwnerStatus::Orphaned,
-                    "device_only" => crate::owner::OwnerStatus::DeviceOnly,
-                    _ => {
-                        return Err(ApiError::BadRequest {
-                            reason:
-                                "owner_status must be active, disabled, orphaned or device_only"
-                                    .into(),
-                        })
-                    }
-                })
-            }
-            "state" => {
-                f.state = Some(match v.as_str() {
-                    "enrolled" => crate::store::DeviceState::Enrolled,
-                    "unenrolled" => crate::store::DeviceState::Unenrolled,
-                    _ => {
-                        return Err(ApiError::BadRequest {
-                            reason: "state must be enrolled or unenrolled".into(),
-                        })
-                    }
-                })
-            }
-            "device_type" => f.device_type = Some(v),
-            "enrollment_type" => f.enrollment_type = Some(v),
-            "os_edition" => f.os_edition = Some(v),
-            "last_seen_before" => f.last_seen_before = Some(v.parse().map_err(|_| bad(k))?),
-            "last_seen_after" => f.last_seen_after = Some(v.parse().map_err(|_| bad(k))?),
-            _ => return Ok(false),
-        }
-        Ok(true)
-    })?;
-    let page = blocking(move || {
-        let (devices, next) = crate::store::filtered_devices(
-            app.store.as_ref(),
-            cursor.as_deref(),
-            limit,
-            &f,
-            SCAN_BUDGET,
-        )?;
-        // `user=` names the account of that UPN now: devices a deleted account of the same UPN
-        // left behind are not attributed to it (they show as orphaned).
-        let account = match &f.upn {
-            Some(upn) => app.store.get_user(upn)?,
-            None => None,
-        };
-        let mut views = Vec::with_capacity(devices.len());
-        for device in devices {
-            let status = crate::owner::status(app.store.as_ref(), &device)?;
-            if account
-                .as_ref()
-                .is_some_and(|u| !crate::owner::owned_by(&device, u))
-            {
-                continue;
-            }
-            if owner_status.is_some_and(|s| s != status) {
-                continue;
-            }
-            views.push(DeviceView {
-                device,
-                owner_status: status,
-            });
-        }
-        Ok(DevicePage {
-            devices: views,
-            next,
-        })
-    })
-    .await?;
-    Ok(json(StatusCode::OK, &page))
-}
-
 /// Decodes `%XX` escapes (and nothing else) in a path segment or query value.
 fn percent_decode(s: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::BadRequest {
-        reason: "invalid percent-encoding".into(),
-    };
+    let bad = || bad("invalid percent-encoding");
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -1099,6 +548,7 @@ fn percent_decode(s: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::validate_upn;
 
     #[test]
     fn percent_decoding() {
@@ -1214,7 +664,7 @@ mod tests {
                     Err(ApiError::MethodNotAllowed) => {
                         assert!(any && !listed, "{m} /{}: 405", segs.join("/"))
                     }
-                    Err(ApiError::NotFound { .. }) => {
+                    Err(ApiError::Service(ServiceError::NotFound { .. })) => {
                         assert!(!any, "{m} /{}: 404 but in ROUTES", segs.join("/"))
                     }
                     Err(e) => panic!("{m} /{}: {e}", segs.join("/")),
@@ -1223,319 +673,4 @@ mod tests {
         }
         assert!(served >= ROUTES.len());
     }
-}
-
-impl From<crate::mdm::commands::CommandError> for ApiError {
-    fn from(e: crate::mdm::commands::CommandError) -> ApiError {
-        use crate::mdm::commands::CommandError as C;
-        match e {
-            C::Invalid { reason } => ApiError::BadRequest { reason },
-            C::UnknownDevice { device_id } => ApiError::NotFound {
-                what: format!("device {device_id}"),
-            },
-            C::NotEnrolled { device_id } => ApiError::Conflict {
-                what: format!("device {device_id} is not enrolled; a command"),
-            },
-            C::Store(e) => e.into(),
-        }
-    }
-}
-
-/// A queued command as the API shows it.
-#[derive(Debug, Serialize)]
-struct CommandView<'a> {
-    command_id: &'a str,
-    verb: &'a str,
-    target: Option<&'a str>,
-    state: crate::store::CommandState,
-    status: Option<u16>,
-    inner: &'a [crate::store::InnerStatus],
-    error: Option<&'a str>,
-    results: &'a [crate::store::ResultItem],
-    results_truncated: bool,
-    created_at: i64,
-    sent_at: Option<i64>,
-    completed_at: Option<i64>,
-    send_count: u32,
-}
-
-impl<'a> From<&'a crate::store::CommandRecord> for CommandView<'a> {
-    fn from(c: &'a crate::store::CommandRecord) -> Self {
-        CommandView {
-            command_id: &c.command_id,
-            verb: &c.verb,
-            target: c.target.as_deref(),
-            state: c.state,
-            status: c.status,
-            inner: &c.inner,
-            error: c.error.as_deref(),
-            results: &c.results,
-            results_truncated: c.results_truncated,
-            created_at: c.created_at,
-            sent_at: c.sent_at,
-            completed_at: c.completed_at,
-            send_count: c.send_count,
-        }
-    }
-}
-
-/// Audits a newly queued command (a repeated id changed nothing and is not logged).
-async fn audit_enqueued(app: &Arc<App>, action: &str, id: &str, e: &crate::store::Enqueued) {
-    if let crate::store::Enqueued::Created(c) = e {
-        let detail =
-            serde_json::json!({ "command_id": c.command_id, "verb": c.verb, "target": c.target });
-        audit(app, action, id, detail).await;
-    }
-}
-
-fn enqueued_response(e: crate::store::Enqueued) -> Resp {
-    match e {
-        crate::store::Enqueued::Created(c) => json(
-            StatusCode::CREATED,
-            &serde_json::json!({ "command_id": c.command_id }),
-        ),
-        crate::store::Enqueued::Existing(c) => json(
-            StatusCode::OK,
-            &serde_json::json!({ "command_id": c.command_id, "existing": true }),
-        ),
-    }
-}
-
-async fn create_command(
-    app: Arc<App>,
-    id: String,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
-    let nc: crate::mdm::commands::NewCommand = json_body(req).await?;
-    let out = blocking({
-        let (app, id) = (app.clone(), id.clone());
-        move || Ok(crate::mdm::commands::enqueue(&app, &id, nc)?)
-    })
-    .await?;
-    audit_enqueued(&app, "command.enqueue", &id, &out).await;
-    Ok(enqueued_response(out))
-}
-
-async fn list_commands(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
-    let cmds = blocking(move || {
-        if app.store.get_device(&id)?.is_none() {
-            return Err(ApiError::NotFound {
-                what: format!("device {id}"),
-            });
-        }
-        Ok(app.store.list_commands(&id)?)
-    })
-    .await?;
-    let views: Vec<CommandView> = cmds.iter().map(CommandView::from).collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "commands": views }),
-    ))
-}
-
-async fn cancel_command(app: Arc<App>, id: String, cid: String) -> Result<Resp, ApiError> {
-    use crate::store::Cancelled;
-    let out = blocking({
-        let (id, cid, app) = (id.clone(), cid.clone(), app.clone());
-        move || Ok(app.store.cancel(&id, &cid, app.clock.now_unix())?)
-    })
-    .await?;
-    match out {
-        Cancelled::Cancelled => {
-            tracing::info!(device_id = %id, command_id = %cid, "command cancelled");
-            audit(
-                &app,
-                "command.cancel",
-                &id,
-                serde_json::json!({ "command_id": cid }),
-            )
-            .await;
-            Ok(no_content())
-        }
-        Cancelled::NotFound => Err(ApiError::NotFound {
-            what: format!("command {cid}"),
-        }),
-        Cancelled::AlreadyFinal(state) => Err(ApiError::Conflict {
-            what: format!("command {cid} is already {state:?}; a final state"),
-        }),
-    }
-}
-
-async fn clear_commands(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
-    let (a, i) = (app.clone(), id.clone());
-    let n = blocking(move || {
-        let (app, id) = (a, i);
-        if app.store.get_device(&id)?.is_none() {
-            return Err(ApiError::NotFound {
-                what: format!("device {id}"),
-            });
-        }
-        let n = app.store.clear(&id, app.clock.now_unix())?;
-        tracing::info!(device_id = %id, cancelled = n, "command queue cleared");
-        Ok(n)
-    })
-    .await?;
-    audit(
-        &app,
-        "command.clear",
-        &id,
-        serde_json::json!({ "cancelled": n }),
-    )
-    .await;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "cancelled": n })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TenantLockdown {
-    require_network_in_oobe: bool,
-}
-
-async fn tenant_lockdown(
-    app: Arc<App>,
-    id: String,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
-    let tl: TenantLockdown = json_body(req).await?;
-    let on = tl.require_network_in_oobe;
-    let out = blocking({
-        let (app, id) = (app.clone(), id.clone());
-        move || Ok(crate::mdm::commands::set_tenant_lockdown(&app, &id, on)?)
-    })
-    .await?;
-    let command_id = match &out {
-        crate::store::Enqueued::Created(c) | crate::store::Enqueued::Existing(c) => {
-            c.command_id.clone()
-        }
-    };
-    audit(
-        &app,
-        "device.tenant_lockdown",
-        &id,
-        serde_json::json!({ "require_network_in_oobe": on, "command_id": command_id }),
-    )
-    .await;
-    Ok(enqueued_response(out))
-}
-
-/// Largest `device_ids` list of one bulk request.
-pub const MAX_BULK_DEVICES: usize = 100_000;
-
-async fn bulk_command(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let mut v: serde_json::Map<String, serde_json::Value> =
-        json_body_limited(req, 8 * 1024 * 1024).await?;
-    let bad = |e: serde_json::Error| ApiError::BadRequest {
-        reason: format!("invalid JSON: {e}"),
-    };
-    let device_ids: Vec<String> =
-        serde_json::from_value(v.remove("device_ids").ok_or_else(|| ApiError::BadRequest {
-            reason: "device_ids is required".into(),
-        })?)
-        .map_err(bad)?;
-    let command: crate::mdm::commands::NewCommand =
-        serde_json::from_value(serde_json::Value::Object(v)).map_err(bad)?;
-    if device_ids.is_empty() || device_ids.len() > MAX_BULK_DEVICES {
-        return Err(ApiError::BadRequest {
-            reason: format!("device_ids must hold 1..={MAX_BULK_DEVICES} ids"),
-        });
-    }
-    let out = blocking({
-        let app = app.clone();
-        move || {
-            Ok(crate::mdm::commands::enqueue_many(
-                &app,
-                &device_ids,
-                command,
-            )?)
-        }
-    })
-    .await?;
-    let queued = out
-        .iter()
-        .filter(|(_, o)| {
-            matches!(
-                o,
-                crate::mdm::commands::BulkOutcome::Queued {
-                    existing: false,
-                    ..
-                }
-            )
-        })
-        .count();
-    audit(
-        &app,
-        "command.bulk",
-        "*",
-        serde_json::json!({ "devices": out.len(), "queued": queued }),
-    )
-    .await;
-    let results: serde_json::Map<String, serde_json::Value> = out
-        .into_iter()
-        .map(|(id, o)| (id, serde_json::to_value(o).unwrap_or_default()))
-        .collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({ "results": results }),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AssignUser {
-    upn: String,
-}
-
-/// Assigns a bulk-enrolled device to a real user (409 for any other device).
-async fn assign_user(app: Arc<App>, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let body: AssignUser = json_body(req).await?;
-    let upn = validate_upn(&body.upn)?;
-    let by = tokens::current_actor();
-    let dev = blocking({
-        let (app, id) = (app.clone(), id.clone());
-        move || {
-            let mut dev = app.store.get_device(&id)?.ok_or_else(|| ApiError::NotFound {
-                what: format!("device {id}"),
-            })?;
-            if !dev.bulk {
-                return Err(ApiError::Conflict {
-                    what: format!("device {id} was not bulk-enrolled, so it cannot be assigned; an assignment"),
-                });
-            }
-            let Some(user) = app.store.get_user(&upn)? else {
-                return Err(ApiError::NotFound {
-                    what: format!("user {upn}"),
-                });
-            };
-            // A bulk device is assigned to its real user; a generic provisioning account is
-            // nobody's real user (the seed's "Assign to User" semantics).
-            if crate::store::is_bulk_account(&user.upn) {
-                tracing::warn!(device_id = %id, %upn, "assignment of a bulk device to a bulk-enrollment account refused");
-                return Err(ApiError::Invalid {
-                    field: "upn".into(),
-                    reason: format!(
-                        "{upn} is a bulk-enrollment account, not a real user; assign the device to the person who uses it"
-                    ),
-                });
-            }
-            dev.assigned_user = Some(crate::store::Assignment {
-                upn,
-                user_id: user.id,
-                by,
-                at: app.clock.now_unix(),
-            });
-            app.store.put_device(&dev)?;
-            let _ = crate::groups::on_device_changed(&app, &id);
-            Ok(dev)
-        }
-    })
-    .await?;
-    tracing::info!(device_id = %id, assigned = ?dev.assigned_user, "bulk device assigned to a user");
-    audit(
-        &app,
-        "device.assign_user",
-        &id,
-        serde_json::json!({ "upn": dev.assigned_user.as_ref().map(|a| &a.upn) }),
-    )
-    .await;
-    Ok(json(StatusCode::OK, &dev))
 }

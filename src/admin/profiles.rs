@@ -1,4 +1,4 @@
-//! Admin routes of configuration profiles (`/api/v1/profiles`), see [`crate::profiles`].
+//! Thin JSON handlers of configuration profiles (`/api/v1/profiles`), over [`crate::service::groups`].
 //!
 //! | method | path | answer |
 //! |---|---|---|
@@ -22,22 +22,15 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
 
-use super::{audit, blocking, json, json_body_limited, page_query, ApiError};
+use super::{
+    json, json_body, json_body_limited, no_content, not_found, page_json, page_query, ApiError,
+};
 use crate::app::App;
-use crate::http::routes::Resp;
-use crate::jobs::{self, Job, JobKind};
-use crate::profiles::{self, reconcile, ProfileInput, PROFILES};
-
-/// Starts the reconciliation of profile `id` as a background job and waits up to `--job-wait-ms`
-/// for it.
-async fn reconcile_job(app: &Arc<App>, id: &str, reason: &str) -> Result<Job, ApiError> {
-    let kind = JobKind::ReconcileProfile {
-        profile_id: id.to_string(),
-        reason: reason.to_string(),
-    };
-    let actor = super::tokens::current_actor();
-    Ok(jobs::start_and_wait(app.clone(), kind, actor, app.cfg.job_wait).await?)
-}
+use crate::http::body::Resp;
+use crate::jobs::{self, Job};
+use crate::profiles::{self, ProfileInput};
+use crate::service::groups as svc;
+use crate::service::Actor;
 
 /// `{"devices", "queued"}` as far as the job got.
 fn reconciled(j: &Job) -> serde_json::Value {
@@ -88,213 +81,91 @@ pub(super) fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Ep<'a>, 
             | ["profiles", _, "status"],
             _,
         ) => return Err(ApiError::MethodNotAllowed),
-        _ => {
-            return Err(ApiError::NotFound {
-                what: "route".into(),
-            })
-        }
+        _ => return Err(not_found("route")),
     })
 }
 
 pub(super) async fn handle(
-    app: Arc<App>,
+    app: &Arc<App>,
+    actor: &Actor,
     ep: Ep<'_>,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let query = req.uri().query().unwrap_or("").to_string();
     match ep {
-        Ep::Create => create(app, req).await,
-        Ep::List => list(app, &query).await,
-        Ep::Get(id) => get(app, id.to_string()).await,
-        Ep::Patch(id) => update(app, id.to_string(), Some(req)).await,
-        Ep::Push(id) => update(app, id.to_string(), None).await,
-        Ep::Delete(id) => delete(app, id.to_string()).await,
-        Ep::Assign(id) => assign(app, id.to_string(), req).await,
-        Ep::Unassign(id, g) => unassign(app, id.to_string(), g.to_string()).await,
-        Ep::Status(id) => status(app, id.to_string(), &query).await,
+        Ep::Create => {
+            let p: ProfileInput = json_body_limited(req, profiles::MAX_PROFILE_BODY).await?;
+            Ok(json(
+                StatusCode::CREATED,
+                &svc::create_profile(app, actor, p).await?,
+            ))
+        }
+        Ep::List => {
+            let (limit, cursor) = page_query(&query)?;
+            Ok(page_json(
+                "profiles",
+                &svc::list_profiles(app, cursor, limit).await?,
+            ))
+        }
+        Ep::Get(id) => Ok(json(StatusCode::OK, &svc::get_profile(app, id).await?)),
+        Ep::Patch(id) => {
+            let p: ProfileInput = json_body_limited(req, profiles::MAX_PROFILE_BODY).await?;
+            update(app, actor, id, Some(p)).await
+        }
+        Ep::Push(id) => update(app, actor, id, None).await,
+        Ep::Delete(id) => {
+            let job = svc::delete_profile(app, actor, id).await?;
+            if job.state == jobs::JobState::Done {
+                return Ok(no_content());
+            }
+            Ok(json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({"job": jobs::view(&job)}),
+            ))
+        }
+        Ep::Assign(id) => {
+            let body: NewAssignment = json_body(req).await?;
+            let (created, job) = svc::assign(app, actor, id, &body.group_id).await?;
+            let out = serde_json::json!({"profile_id": id, "group_id": body.group_id, "devices": job.done, "queued": job.queued, "job": jobs::view(&job)});
+            let done = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(json(job_status(&job, done), &out))
+        }
+        Ep::Unassign(id, g) => {
+            let job = svc::unassign(app, actor, id, g).await?;
+            let mut out = reconciled(&job);
+            out["job"] = jobs::view(&job);
+            Ok(json(job_status(&job, StatusCode::OK), &out))
+        }
+        Ep::Status(id) => {
+            let (limit, cursor) = page_query(&query)?;
+            Ok(page_json(
+                "statuses",
+                &svc::profile_status(app, id, cursor, limit).await?,
+            ))
+        }
     }
-}
-
-async fn create(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let p: ProfileInput = json_body_limited(req, profiles::MAX_PROFILE_BODY).await?;
-    let a = app.clone();
-    let prof = blocking(move || Ok(profiles::create(&a, p)?)).await?;
-    audit(
-        &app,
-        "profile.create",
-        &prof.id,
-        serde_json::json!({"name": prof.name, "scope": prof.scope, "operations": prof.operations.len()}),
-    )
-    .await;
-    Ok(json(StatusCode::CREATED, &prof))
-}
-
-async fn list(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
-    let (limit, cursor) = page_query(query)?;
-    let (page, next) =
-        blocking(move || Ok(PROFILES.page(app.store.records(), cursor.as_deref(), limit)?)).await?;
-    let list: Vec<_> = page.into_iter().map(|(_, p)| p).collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"profiles": list, "next": next}),
-    ))
-}
-
-async fn get(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
-    let v = blocking(move || {
-        let p = profiles::get(&app, &id)?;
-        let mut v = serde_json::to_value(&p).unwrap_or_default();
-        v["assignments"] = serde_json::json!(profiles::assignments(&app, &id)?);
-        Ok(v)
-    })
-    .await?;
-    Ok(json(StatusCode::OK, &v))
 }
 
 /// PATCH (with a body) or push (without: same operations, new version).
 async fn update(
-    app: Arc<App>,
-    id: String,
-    req: Option<Request<Incoming>>,
+    app: &Arc<App>,
+    actor: &Actor,
+    id: &str,
+    input: Option<ProfileInput>,
 ) -> Result<Resp, ApiError> {
-    let (input, push) = match req {
-        Some(r) => (
-            json_body_limited::<ProfileInput>(r, profiles::MAX_PROFILE_BODY).await?,
-            false,
-        ),
-        None => (ProfileInput::default(), true),
-    };
-    let a = app.clone();
-    let prof = blocking({
-        let id = id.clone();
-        move || Ok(profiles::update_record(&a, &id, input, push)?)
-    })
-    .await?;
-    let job = reconcile_job(&app, &id, if push { "push" } else { "update" }).await?;
-    audit(
-        &app,
-        if push {
-            "profile.push"
-        } else {
-            "profile.update"
-        },
-        &id,
-        serde_json::json!({"version": prof.version, "job_id": job.id, "devices": job.done, "queued": job.queued}),
-    )
-    .await;
-    let mut v = serde_json::to_value(&prof).unwrap_or_default();
-    v["reconciled"] = reconciled(&job);
-    v["job"] = jobs::view(&job);
-    Ok(json(job_status(&job, StatusCode::OK), &v))
-}
-
-async fn delete(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
-    let a = app.clone();
-    blocking({
-        let id = id.clone();
-        move || Ok(profiles::delete_record(&a, &id)?)
-    })
-    .await?;
-    let job = reconcile_job(&app, &id, "delete").await?;
-    audit(
-        &app,
-        "profile.delete",
-        &id,
-        serde_json::json!({"job_id": job.id, "devices": job.done, "queued": job.queued}),
-    )
-    .await;
-    if job.state == jobs::JobState::Done {
-        return Ok(super::no_content());
-    }
-    Ok(json(
-        StatusCode::ACCEPTED,
-        &serde_json::json!({"job": jobs::view(&job)}),
-    ))
+    let ch = svc::update_profile(app, actor, id, input).await?;
+    let mut v = serde_json::to_value(&ch.profile).unwrap_or_default();
+    v["reconciled"] = reconciled(&ch.job);
+    v["job"] = jobs::view(&ch.job);
+    Ok(json(job_status(&ch.job, StatusCode::OK), &v))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewAssignment {
     group_id: String,
-}
-
-async fn assign(app: Arc<App>, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let body: NewAssignment = super::json_body(req).await?;
-    let a = app.clone();
-    let gid = body.group_id.clone();
-    let created = blocking({
-        let id = id.clone();
-        move || Ok(profiles::assign_record(&a, &id, &gid)?)
-    })
-    .await?;
-    let job = reconcile_job(&app, &id, "assign").await?;
-    if created {
-        audit(
-            &app,
-            "profile.assign",
-            &id,
-            serde_json::json!({"group_id": body.group_id, "job_id": job.id, "devices": job.done, "queued": job.queued}),
-        )
-        .await;
-    }
-    let out = serde_json::json!({"profile_id": id, "group_id": body.group_id, "devices": job.done, "queued": job.queued, "job": jobs::view(&job)});
-    Ok(json(
-        job_status(
-            &job,
-            if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            },
-        ),
-        &out,
-    ))
-}
-
-async fn unassign(app: Arc<App>, id: String, gid: String) -> Result<Resp, ApiError> {
-    let a = app.clone();
-    blocking({
-        let (id, gid) = (id.clone(), gid.clone());
-        move || Ok(profiles::unassign_record(&a, &id, &gid)?)
-    })
-    .await?;
-    let job = reconcile_job(&app, &id, "unassign").await?;
-    audit(
-        &app,
-        "profile.unassign",
-        &id,
-        serde_json::json!({"group_id": gid, "job_id": job.id, "devices": job.done, "queued": job.queued}),
-    )
-    .await;
-    let mut out = reconciled(&job);
-    out["job"] = jobs::view(&job);
-    Ok(json(job_status(&job, StatusCode::OK), &out))
-}
-
-async fn status(app: Arc<App>, id: String, query: &str) -> Result<Resp, ApiError> {
-    let (limit, cursor) = page_query(query)?;
-    let (list, next) = blocking(move || {
-        profiles::get(&app, &id)?;
-        Ok(reconcile::status_page(&app, &id, cursor.as_deref(), limit)?)
-    })
-    .await?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"statuses": list, "next": next}),
-    ))
-}
-
-/// `GET /api/v1/devices/{device_id}/profiles`.
-pub(super) async fn device_profiles(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
-    let list = blocking(move || {
-        let list = reconcile::device_status(&app, &id)?;
-        if list.is_empty() && app.store.get_device(&id)?.is_none() {
-            return Err(ApiError::NotFound {
-                what: format!("device {id}"),
-            });
-        }
-        Ok(list)
-    })
-    .await?;
-    Ok(json(StatusCode::OK, &serde_json::json!({"profiles": list})))
 }

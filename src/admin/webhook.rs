@@ -1,4 +1,5 @@
-//! Admin API of the results webhook (`/api/v1/webhook/...`): its state and the dead letters.
+//! Admin API of the results webhook (`/api/v1/webhook/...`): its state and the dead letters
+//! (rules in [`crate::service::webhook`]).
 //!
 //! | method | path | answer |
 //! |---|---|---|
@@ -13,10 +14,12 @@ use std::sync::Arc;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{audit, blocking, json, no_content, page_query, ApiError};
+use super::{json, no_content, not_found, page_query, ApiError};
 use crate::app::App;
 use crate::http::routes::Resp;
-use crate::store::outbox::{self, OutboxEvent, Redeliver};
+use crate::service::webhook as svc;
+use crate::service::Actor;
+use crate::store::outbox::OutboxEvent;
 
 /// A matched `/api/v1/webhook/...` route.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,22 +48,40 @@ pub fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Route<'a>, ApiE
         ([] | ["dead-letters"] | ["dead-letters", _] | ["dead-letters", _, "redeliver"], _) => {
             return Err(ApiError::MethodNotAllowed)
         }
-        _ => {
-            return Err(ApiError::NotFound {
-                what: "route".into(),
-            })
-        }
+        _ => return Err(not_found("route")),
     })
 }
 
 /// Runs one webhook route.
-pub async fn handle(app: Arc<App>, r: Route<'_>, query: &str) -> Result<Resp, ApiError> {
+pub async fn handle(
+    app: &Arc<App>,
+    actor: &Actor,
+    r: Route<'_>,
+    query: &str,
+) -> Result<Resp, ApiError> {
     match r {
-        Route::Status => status(app).await,
-        Route::ListDead => list(app, query).await,
-        Route::GetDead(id) => get(app, id.to_string()).await,
-        Route::Redeliver(id) => redeliver(app, id.to_string()).await,
-        Route::DeleteDead(id) => delete(app, id.to_string()).await,
+        Route::Status => Ok(json(StatusCode::OK, &svc::status(app).await?)),
+        Route::ListDead => {
+            let (limit, cursor) = page_query(query)?;
+            let (page, next) = svc::dead_letters(app, cursor, limit).await?;
+            let items: Vec<Value> = page.iter().map(view).collect();
+            Ok(json(
+                StatusCode::OK,
+                &json!({ "dead_letters": items, "next": next }),
+            ))
+        }
+        Route::GetDead(id) => Ok(json(
+            StatusCode::OK,
+            &view(&svc::dead_letter(app, id).await?),
+        )),
+        Route::Redeliver(id) => Ok(json(
+            StatusCode::ACCEPTED,
+            &view(&svc::redeliver(app, actor, id).await?),
+        )),
+        Route::DeleteDead(id) => {
+            svc::delete_dead(app, actor, id).await?;
+            Ok(no_content())
+        }
     }
 }
 
@@ -78,136 +99,6 @@ fn view(e: &OutboxEvent) -> Value {
         "dead_reason": e.dead_reason,
         "body": body,
     })
-}
-
-fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound {
-        what: format!("dead letter {id}"),
-    }
-}
-
-/// Event ids are 32 lower-case hex digits; anything else names no dead letter.
-fn valid_id(id: &str) -> bool {
-    id.len() == 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-async fn status(app: Arc<App>) -> Result<Resp, ApiError> {
-    let (pending, dead) = blocking({
-        let app = app.clone();
-        move || {
-            Ok((
-                outbox::depth(app.store.records())?,
-                outbox::dead_count(app.store.records())?,
-            ))
-        }
-    })
-    .await?;
-    let stats = app
-        .webhook
-        .as_ref()
-        .map(|w| w.stats.snapshot())
-        .unwrap_or_default();
-    Ok(json(
-        StatusCode::OK,
-        &json!({
-            "configured": app.webhook.is_some(),
-            "url": app.webhook.as_ref().map(|w| w.cfg.target.to_string()),
-            "pending": pending,
-            "dead_letters": dead,
-            "delivered": stats.delivered,
-            "failed": stats.failed,
-            "dead_lettered": stats.dead_lettered,
-        }),
-    ))
-}
-
-async fn list(app: Arc<App>, query: &str) -> Result<Resp, ApiError> {
-    let (limit, cursor) = page_query(query)?;
-    let (page, next) = blocking(move || {
-        Ok(outbox::dead_letters(
-            app.store.records(),
-            cursor.as_deref(),
-            limit,
-        )?)
-    })
-    .await?;
-    let items: Vec<Value> = page.iter().map(view).collect();
-    Ok(json(
-        StatusCode::OK,
-        &json!({ "dead_letters": items, "next": next }),
-    ))
-}
-
-async fn get(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
-    if !valid_id(&id) {
-        return Err(not_found(&id));
-    }
-    let found = blocking({
-        let id = id.clone();
-        move || Ok(outbox::dead_letter(app.store.records(), &id)?)
-    })
-    .await?;
-    let e = found.ok_or_else(|| not_found(&id))?;
-    Ok(json(StatusCode::OK, &view(&e)))
-}
-
-async fn redeliver(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
-    if !valid_id(&id) {
-        return Err(not_found(&id));
-    }
-    let r = blocking({
-        let (app, id) = (app.clone(), id.clone());
-        move || Ok(outbox::redeliver(app.store.records(), &id)?)
-    })
-    .await?;
-    match r {
-        Redeliver::NotFound => Err(not_found(&id)),
-        Redeliver::Full => Err(ApiError::ConflictState {
-            reason: format!(
-                "the device's webhook outbox already holds {} events",
-                outbox::MAX_PENDING_PER_DEVICE
-            ),
-        }),
-        Redeliver::Queued(e) => {
-            tracing::info!(event_id = %e.event_id, device_id = %e.device_id, event_type = %e.ty, "webhook dead letter queued again");
-            audit(
-                &app,
-                "webhook.redeliver",
-                &e.event_id,
-                json!({ "device_id": e.device_id, "type": e.ty }),
-            )
-            .await;
-            Ok(json(StatusCode::ACCEPTED, &view(&e)))
-        }
-    }
-}
-
-async fn delete(app: Arc<App>, id: String) -> Result<Resp, ApiError> {
-    if !valid_id(&id) {
-        return Err(not_found(&id));
-    }
-    let gone = blocking({
-        let (app, id) = (app.clone(), id.clone());
-        move || {
-            let e = outbox::dead_letter(app.store.records(), &id)?;
-            let deleted = outbox::delete_dead(app.store.records(), &id)?;
-            Ok(e.filter(|_| deleted))
-        }
-    })
-    .await?;
-    let e = gone.ok_or_else(|| not_found(&id))?;
-    tracing::info!(event_id = %e.event_id, device_id = %e.device_id, "webhook dead letter deleted");
-    audit(
-        &app,
-        "webhook.dead_letter.delete",
-        &e.event_id,
-        json!({ "device_id": e.device_id, "type": e.ty }),
-    )
-    .await;
-    Ok(no_content())
 }
 
 /// The OpenAPI paths and schemas of these routes (merged into [`super::openapi::document`]).

@@ -58,7 +58,7 @@ fn read_passphrase(p: &Option<PathBuf>) -> Result<Option<String>, String> {
     let s = std::fs::read_to_string(path)
         .map_err(|e| format!("reading the passphrase file {}: {e}", path.display()))?;
     let line = s.lines().next().unwrap_or("").to_string();
-    crate::admin::backup::check_passphrase(&line)?;
+    crate::service::backup::check_passphrase(&line)?;
     Ok(Some(line))
 }
 

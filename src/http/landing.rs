@@ -12,8 +12,8 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
 use super::routes::Resp;
-use crate::admin::invitations::{self, InvitationState};
 use crate::app::App;
+use crate::service::invitations::{self, InvitationState};
 use crate::xml::escape_text as esc;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;line-height:1.5;color:#1b1b1b}\

@@ -21,10 +21,11 @@
 //! one port can serve both by name. The verified peer certificate is captured per connection
 //! in a [`Peer`] and handed to the router.
 
-pub mod stream;
+pub mod body;
 pub mod conn;
 pub mod landing;
 pub mod routes;
+pub mod stream;
 pub mod throttle;
 
 use std::future::Future;

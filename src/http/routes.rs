@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -17,8 +17,7 @@ use crate::metrics::{EnrollEndpoint, Fault};
 use crate::soap::fault::{self, EnrollError, FaultAction, SoapFault};
 use tracing::Instrument;
 
-/// The response type of every handler.
-pub type Resp = Response<Full<Bytes>>;
+pub use super::body::{read_body, BodyError, BodyTimeout, Resp};
 
 /// SOAP 1.2 media type of enrollment responses.
 pub const SOAP_CT: &str = "application/soap+xml; charset=utf-8";
@@ -57,6 +56,12 @@ pub async fn handle(
             .instrument(span)
             .await;
     }
+    if path == "/ui" || path.starts_with("/ui/") {
+        if admin_here {
+            return crate::ui::handle(app, peer.addr, req).await;
+        }
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
     if role == Role::AdminOnly {
         return text(StatusCode::NOT_FOUND, "not found");
     }
@@ -92,8 +97,8 @@ pub async fn handle(
             soap(app, peer, req, Endpoint::Enrollment, trace_id).await
         }
         (Method::POST, paths::MANAGEMENT) => manage(app, peer, req, trace_id).await,
-        (Method::GET, p) if p.starts_with(crate::admin::invitations::LANDING_PREFIX) => {
-            let token = p[crate::admin::invitations::LANDING_PREFIX.len()..].to_string();
+        (Method::GET, p) if p.starts_with(crate::service::invitations::LANDING_PREFIX) => {
+            let token = p[crate::service::invitations::LANDING_PREFIX.len()..].to_string();
             super::landing::invite(app, token).await
         }
         (_, paths::AUTH) => crate::federation::web::auth(app, req).await,
@@ -156,52 +161,6 @@ pub fn trace_id<B>(req: &Request<B>) -> String {
             (hex && id.bytes().any(|b| b != b'0')).then(|| id.to_string())
         });
     from_header.unwrap_or_else(|| crate::clock::random_hex(8))
-}
-
-/// The body timeout of the server a request arrived on (a request extension, so that code
-/// holding only the request can bound its body read).
-#[derive(Debug, Clone, Copy)]
-pub struct BodyTimeout(pub std::time::Duration);
-
-impl BodyTimeout {
-    /// The timeout recorded on `req`, else the default (30 s).
-    pub fn of<B>(req: &Request<B>) -> std::time::Duration {
-        req.extensions()
-            .get::<BodyTimeout>()
-            .map_or(std::time::Duration::from_secs(30), |t| t.0)
-    }
-}
-
-/// Why a request body could not be read.
-#[derive(Debug)]
-pub enum BodyError {
-    /// Larger than the limit.
-    TooLarge(usize),
-    /// Not received within the body timeout.
-    Timeout,
-    /// The connection failed.
-    Broken(String),
-}
-
-/// Reads a whole body, bounded in size and time (`--body-timeout`).
-pub async fn read_body(
-    body: Incoming,
-    limit: usize,
-    timeout: std::time::Duration,
-) -> Result<Bytes, BodyError> {
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(BodyError::Timeout),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(BodyError::TooLarge(limit))
-            } else {
-                Err(BodyError::Broken(e.to_string()))
-            }
-        }
-    }
 }
 
 async fn soap(

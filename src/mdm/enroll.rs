@@ -242,7 +242,7 @@ fn enroll_inner(app: &App, req: &EnrollRequest) -> Result<Vec<u8>, EnrollError> 
         }
     }
     if let Some(user) = principal.user() {
-        crate::admin::invitations::mark_used(app, &user.upn, &device_id, now.unix_timestamp());
+        crate::service::invitations::mark_used(app, &user.upn, &device_id, now.unix_timestamp());
     }
     tracing::info!(
         device_id = %device_id, upn = ?principal.user().map(|u| &u.upn), serial = %cert.serial_hex,
@@ -410,7 +410,7 @@ fn authenticate(app: &App, cred: &Credential, stage: Stage) -> Result<Principal,
             // A bulk account also accepts its unrevoked provisioning-package secrets. They are
             // random 256-bit values, so they skip the guessing lock: somebody guessing at the
             // (public) bulk UPN must not stop a provisioning run.
-            let secret = crate::admin::bulk::verify_package_secret(app, &user.upn, password)
+            let secret = crate::service::bulk::verify_package_secret(app, &user.upn, password)
                 .map_err(|b| busy(&upn, b))?;
             let verdict = if secret {
                 crate::lockout::Verdict::Accepted

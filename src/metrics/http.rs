@@ -54,9 +54,9 @@ pub async fn scrape(app: Arc<App>, req: Request<Incoming>) -> Resp {
     };
     tracing::Span::current().record("actor", actor.name.as_str());
     if !may_scrape(actor.role) {
-        return ApiError::Forbidden {
+        return ApiError::from(crate::service::ServiceError::Forbidden {
             reason: format!("token {:?} may not read /metrics", actor.name),
-        }
+        })
         .into_response();
     }
     render(app).await

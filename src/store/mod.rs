@@ -833,6 +833,9 @@ pub struct DeviceFilter {
     pub last_seen_before: Option<i64>,
     /// Last seen at or after this Unix time.
     pub last_seen_after: Option<i64>,
+    /// Lower-case text found in the DeviceID, device name, UPN, maker or model (the console's
+    /// search box).
+    pub text: Option<String>,
 }
 
 impl DeviceFilter {
@@ -853,7 +856,24 @@ impl DeviceFilter {
             && self
                 .last_seen_after
                 .is_none_or(|t| d.last_seen.is_some_and(|s| s >= t))
+            && self.text.as_deref().is_none_or(|t| text_matches(d, t))
     }
+}
+
+/// Whether `t` (lower-case) occurs in one of the device's searchable fields.
+fn text_matches(d: &Device, t: &str) -> bool {
+    let has = |v: &str| v.to_lowercase().contains(t);
+    has(&d.device_id)
+        || d.device_name.as_deref().is_some_and(has)
+        || d.upn.as_deref().is_some_and(has)
+        || [
+            "./DevInfo/Mod",
+            "./DevDetail/Ext/Microsoft/DeviceName",
+            "./DevInfo/Man",
+        ]
+        .iter()
+        .filter_map(|k| d.inventory.get(*k))
+        .any(|v| has(v))
 }
 
 /// One page of devices matching `filter`, ordered by DeviceID, after the cursor `after`.

@@ -2,11 +2,13 @@
 //! Windows device (`device.rs`).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod child;
 pub mod device;
 pub mod mdm_device;
 pub mod pg;
 pub mod receiver;
+pub mod webdriver;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
