@@ -308,3 +308,37 @@ async fn bulk_packages_are_downloaded_listed_and_revoked_on_the_user_page() {
     assert!(!page.contains("download-package"));
     srv.stop().await;
 }
+
+/// A metrics token scrapes `/metrics` and nothing else: no console session, no API route.
+#[tokio::test]
+async fn a_metrics_token_gets_no_console_session() {
+    let srv = TestServer::start().await;
+    let (st, t) = srv
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(serde_json::json!({"name": "prom", "role": "metrics"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{t}");
+    let token = t["token"].as_str().unwrap().to_string();
+    let r = sign_in(&srv, &token).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.headers.get("set-cookie").is_none(), "no session cookie");
+    let (st, _) = srv
+        .client()
+        .admin("GET", "/api/v1/devices", None, Some(&token))
+        .await;
+    assert_eq!(st, 403);
+    let r = srv
+        .client()
+        .request(
+            "GET",
+            "/metrics",
+            &[("authorization", &format!("Bearer {token}"))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    srv.stop().await;
+}
