@@ -33,20 +33,8 @@ async fn sign_in(b: &Browser, srv: &TestServer, token: &str) {
         .await
         .expect("goto");
     b.wait_path("/ui/signin").await;
-    b.driver
-        .find(By::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(token)
-        .await
-        .unwrap();
-    b.driver
-        .find(By::Id("signin"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_in(By::Id("token"), token).await;
+    b.click(By::Id("signin")).await;
     b.wait_path("/ui/dashboard").await;
     assert_eq!(b.text("h1").await, "Dashboard");
 }
@@ -86,52 +74,16 @@ async fn console_end_to_end_in_chromium() {
 
     // Create a user with the Users page form.
     b.driver.goto(format!("{url}/ui/users")).await.unwrap();
-    b.driver
-        .find(By::Id("upn"))
-        .await
-        .unwrap()
-        .send_keys("ann@example.com")
-        .await
-        .unwrap();
-    b.driver
-        .find(By::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("Pa55word!")
-        .await
-        .unwrap();
-    b.driver
-        .find(By::Id("create-user"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_in(By::Id("upn"), "ann@example.com").await;
+    b.type_in(By::Id("password"), "Pa55word!").await;
+    b.click(By::Id("create-user")).await;
     assert_eq!(b.text("#user-upn").await, "ann@example.com");
     assert_eq!(b.text("#user-state").await, "enabled");
     // A rule broken on the form is shown on the form.
     b.driver.goto(format!("{url}/ui/users")).await.unwrap();
-    b.driver
-        .find(By::Id("upn"))
-        .await
-        .unwrap()
-        .send_keys("ann@example.com")
-        .await
-        .unwrap();
-    b.driver
-        .find(By::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("x")
-        .await
-        .unwrap();
-    b.driver
-        .find(By::Id("create-user"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_in(By::Id("upn"), "ann@example.com").await;
+    b.type_in(By::Id("password"), "x").await;
+    b.click(By::Id("create-user")).await;
     assert!(b.text("#create-error").await.contains("already exists"));
     b.shot("users").await;
 
@@ -140,13 +92,7 @@ async fn console_end_to_end_in_chromium() {
         .goto(format!("{url}/ui/users/ann%40example.com"))
         .await
         .unwrap();
-    b.driver
-        .find(By::Id("invite"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(By::Id("invite")).await;
     assert_eq!(b.text("#inv-upn").await, "ann@example.com");
     let link = b
         .eval("return document.getElementById('inv-link').value")
@@ -164,13 +110,7 @@ async fn console_end_to_end_in_chromium() {
         .await
         .unwrap();
     assert_eq!(b.text("#invitations .inv-state").await, "open");
-    b.driver
-        .find(By::Css("#invitations button.revoke"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(By::Css("#invitations button.revoke")).await;
     b.text(".notice").await;
     assert_eq!(b.text("#invitations .inv-state").await, "revoked");
     let r = srv.client().request("GET", &landing, &[], Vec::new()).await;
@@ -193,20 +133,8 @@ async fn console_end_to_end_in_chromium() {
     b.driver.goto(format!("{url}/ui/devices")).await.unwrap();
     let list = b.text("#devices").await;
     assert!(list.contains(&info.device_id), "{list}");
-    b.driver
-        .find(By::Id("q"))
-        .await
-        .unwrap()
-        .send_keys(&info.device_id[24..])
-        .await
-        .unwrap();
-    b.driver
-        .find(By::Css("form.filters button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_in(By::Id("q"), &info.device_id[24..]).await;
+    b.click(By::Css("form.filters button")).await;
     for _ in 0..200 {
         let q = b
             .eval("return new URL(location.href).searchParams.get('q')")
@@ -245,26 +173,14 @@ async fn console_end_to_end_in_chromium() {
     );
 
     // Queue TenantLockdown from its page, through the confirmation that names the device.
-    b.driver
-        .find(By::Id("action-tenant-lockdown-on"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(By::Id("action-tenant-lockdown-on")).await;
     let q = b.text("#confirm-question").await;
     assert!(
         q.contains(&info.device_id) && q.contains("ann@example.com"),
         "{q}"
     );
     b.shot("confirm-tenant-lockdown").await;
-    b.driver
-        .find(By::Id("confirm"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(By::Id("confirm")).await;
     b.wait_path(&format!("/ui/devices/{}", info.device_id))
         .await;
     assert!(b.text(".notice").await.contains("Queued"));
@@ -370,13 +286,7 @@ async fn console_end_to_end_in_chromium() {
 
     // A dynamic group: the query editor says what is wrong while typing, then how many match.
     b.driver.goto(format!("{url}/ui/groups")).await.unwrap();
-    b.driver
-        .find(By::Id("g-name"))
-        .await
-        .unwrap()
-        .send_keys("Enterprise")
-        .await
-        .unwrap();
+    b.type_in(By::Id("g-name"), "Enterprise").await;
     let q = b.driver.find(By::Id("g-query")).await.unwrap();
     q.send_keys("os_edition ==").await.unwrap();
     let mut said = String::new();
@@ -401,13 +311,7 @@ async fn console_end_to_end_in_chromium() {
     }
     assert_eq!(said, "1 of 1 devices match now.");
     b.shot("groups").await;
-    b.driver
-        .find(By::Id("create-group"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(By::Id("create-group")).await;
     b.text(".notice").await;
     assert!(b.text("#groups").await.contains("Enterprise"));
 
@@ -426,13 +330,7 @@ async fn console_end_to_end_in_chromium() {
     // Sign out ends the session: the next page asks to sign in again.
     b.driver.set_window_rect(0, 0, 1280, 800).await.unwrap();
     b.driver.goto(format!("{url}/ui/dashboard")).await.unwrap();
-    b.driver
-        .find(By::Css("form[action='/ui/signout'] button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(By::Css("form[action='/ui/signout'] button")).await;
     b.wait_path("/ui/signin").await;
     b.driver.goto(format!("{url}/ui/dashboard")).await.unwrap();
     b.wait_path("/ui/signin").await;
@@ -534,20 +432,8 @@ async fn console_read_only_sees_no_buttons_and_forged_posts_get_403() {
     b.wait_path("/ui/signin").await;
 
     // A wrong token is refused on the form.
-    b.driver
-        .find(By::Id("token"))
-        .await
-        .unwrap()
-        .send_keys("wmdm_auditor_nope")
-        .await
-        .unwrap();
-    b.driver
-        .find(By::Id("signin"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_in(By::Id("token"), "wmdm_auditor_nope").await;
+    b.click(By::Id("signin")).await;
     assert!(b.text("#signin-error").await.contains("not valid"));
     tokio::time::sleep(Duration::from_millis(1)).await;
     b.quit().await;
@@ -574,20 +460,8 @@ async fn console_autopilot_csv_row_errors_and_profile_rules() {
     let file = dir.path().join("hashes.csv");
     std::fs::write(&file, &csv).unwrap();
     b.driver.goto(format!("{url}/ui/autopilot")).await.unwrap();
-    b.driver
-        .find(By::Id("csv"))
-        .await
-        .unwrap()
-        .send_keys(file.to_str().unwrap())
-        .await
-        .unwrap();
-    b.driver
-        .find(By::Id("ap-import"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_in(By::Id("csv"), file.to_str().unwrap()).await;
+    b.click(By::Id("ap-import")).await;
     assert_eq!(b.text("#ap-imported").await, "2");
     assert_eq!(b.text("#ap-refused").await, "1");
     let bad = b
@@ -621,28 +495,11 @@ async fn console_autopilot_csv_row_errors_and_profile_rules() {
     b.shot("autopilot-import").await;
 
     // A profile breaking a seed rule: said while filling the form, refused on save, and why.
-    b.driver
-        .find(By::Id("ap-new-profile"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(By::Id("ap-new-profile")).await;
     b.text("#ap-profile").await;
-    b.driver
-        .find(By::Id("f-name"))
-        .await
-        .unwrap()
-        .send_keys("HoloLens kiosk")
-        .await
-        .unwrap();
-    b.driver
-        .find(By::Css("#f-device_type option[value='hololens']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_in(By::Id("f-name"), "HoloLens kiosk").await;
+    b.click(By::Css("#f-device_type option[value='hololens']"))
+        .await;
     let live = b.text("#err-deployment_mode").await;
     assert!(
         live.contains("self-deploying"),
@@ -654,13 +511,7 @@ async fn console_autopilot_csv_row_errors_and_profile_rules() {
         "true"
     );
     b.shot("autopilot-profile-rule").await;
-    b.driver
-        .find(By::Id("ap-save"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(By::Id("ap-save")).await;
     let refused = b.text("#ap-error").await;
     assert!(
         refused.contains("HoloLens profiles must use the self-deploying deployment mode"),
@@ -678,25 +529,14 @@ async fn console_autopilot_csv_row_errors_and_profile_rules() {
         "{profiles}"
     );
     // Fixed: the message goes as soon as the rule holds, and the profile is saved.
-    b.driver
-        .find(By::Css("#f-deployment_mode option[value='self-deploying']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(By::Css("#f-deployment_mode option[value='self-deploying']"))
+        .await;
     assert_eq!(
         b.eval("return document.getElementById('err-deployment_mode').textContent")
             .await,
         ""
     );
-    b.driver
-        .find(By::Id("ap-save"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click(By::Id("ap-save")).await;
     b.wait_path("/ui/autopilot").await;
     assert!(b.text("#ap-profiles").await.contains("HoloLens kiosk"));
     let (_, profiles) = srv.admin("GET", "/api/v1/autopilot/profiles", None).await;

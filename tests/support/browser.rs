@@ -50,6 +50,18 @@ pub fn spki_pin(cert_der: &[u8]) -> String {
 }
 
 impl Browser {
+    /// Clicks the element `by` finds.
+    pub async fn click(&self, by: By<'_>) {
+        let e = self.driver.find(by).await.expect("element to click");
+        e.click().await.expect("click");
+    }
+
+    /// Types `text` into the element `by` finds.
+    pub async fn type_in(&self, by: By<'_>, text: &str) {
+        let e = self.driver.find(by).await.expect("element to type into");
+        e.send_keys(text).await.expect("send keys");
+    }
+
     /// Starts chromedriver and a headless Chromium trusting the certificate `server_cert_der`
     /// (its key only); `None` to skip.
     pub async fn start(server_cert_der: &[u8]) -> Option<Browser> {
