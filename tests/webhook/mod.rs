@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::manage::{enrolled, queue};
 use crate::support::receiver::{Delivery, Receiver, FAIL, HANG, OK};
-use crate::support::TestServer;
+use crate::support::{TestServer, ADMIN_TOKEN};
 
 pub const SECRET: &str = "whsec-test-0123456789abcdef";
 
@@ -134,6 +134,37 @@ async fn events_are_signed_complete_and_in_order_per_device_despite_failures() {
     assert_eq!(w["delivered"], 14);
     assert!(w["failed"].as_u64().unwrap() >= 4);
     assert!(!w.to_string().contains(SECRET));
+    // The same counts in the Prometheus metrics (every failed attempt here was retried).
+    let r = srv
+        .client()
+        .request(
+            "GET",
+            "/metrics",
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let value = |line: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line} in {text}"))
+    };
+    assert_eq!(
+        value("winmdm_webhook_deliveries_total{outcome=\"delivered\"}"),
+        14
+    );
+    assert_eq!(
+        value("winmdm_webhook_deliveries_total{outcome=\"retry\"}"),
+        w["failed"].as_u64().unwrap()
+    );
+    assert_eq!(
+        value("winmdm_webhook_deliveries_total{outcome=\"dead_letter\"}"),
+        0
+    );
     srv.stop().await;
 }
 
