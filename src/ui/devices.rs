@@ -5,7 +5,9 @@ use askama::Template;
 use hyper::{Method, StatusCode};
 
 use super::form::enc;
-use super::{error_page, html, notice, plain, redirect, Ctx, Nav, Time, PAGE};
+use super::{
+    confirm_page, error_page, html, notice, plain, redirect, Confirm, Ctx, Nav, Time, PAGE,
+};
 use crate::app::App;
 use crate::http::body::Resp;
 use crate::service::devices as svc;
@@ -364,20 +366,6 @@ async fn page(ctx: &Ctx, id: &str) -> Resp {
     html(StatusCode::OK, &page)
 }
 
-#[derive(Template)]
-#[template(path = "ui/confirm.html")]
-struct ConfirmPage {
-    nav: Option<Nav>,
-    notice: Option<String>,
-    label: String,
-    question: String,
-    action: String,
-    csrf: String,
-    key: String,
-    danger: bool,
-    back: String,
-}
-
 fn find_action(
     key: Option<&str>,
 ) -> Option<&'static (&'static str, &'static str, &'static str, bool)> {
@@ -402,12 +390,9 @@ async fn confirm(ctx: &Ctx, id: &str) -> Resp {
         d.device_id,
         d.upn.as_deref().unwrap_or("none")
     );
-    html(
-        StatusCode::OK,
-        &ConfirmPage {
-            csrf: nav.csrf.clone(),
-            nav: Some(nav),
-            notice: None,
+    confirm_page(
+        nav,
+        Confirm {
             label: format!("{label}: {}", display_name(d)),
             question: format!("{question} the device {named}?"),
             action: format!("{href}/do"),

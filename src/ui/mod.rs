@@ -125,6 +125,54 @@ struct ErrorPage {
 }
 
 #[derive(Template)]
+#[template(path = "ui/confirm.html")]
+struct ConfirmPage {
+    nav: Option<Nav>,
+    notice: Option<String>,
+    label: String,
+    question: String,
+    action: String,
+    csrf: String,
+    key: String,
+    danger: bool,
+    back: String,
+}
+
+/// What a confirmation page asks before a change.
+struct Confirm {
+    /// Heading and button text.
+    label: String,
+    /// The question, naming what is changed.
+    question: String,
+    /// Where the confirmed form posts.
+    action: String,
+    /// The form's `do` value.
+    key: String,
+    /// Styled as a destructive action.
+    danger: bool,
+    /// Where "cancel" goes.
+    back: String,
+}
+
+/// The confirmation page of a change (one template for every page that asks).
+fn confirm_page(nav: Nav, c: Confirm) -> Resp {
+    html(
+        StatusCode::OK,
+        &ConfirmPage {
+            csrf: nav.csrf.clone(),
+            nav: Some(nav),
+            notice: None,
+            label: c.label,
+            question: c.question,
+            action: c.action,
+            key: c.key,
+            danger: c.danger,
+            back: c.back,
+        },
+    )
+}
+
+#[derive(Template)]
 #[template(path = "ui/signin.html")]
 struct SignInPage {
     nav: Option<Nav>,

@@ -5,7 +5,9 @@ use askama::Template;
 use hyper::{Method, StatusCode};
 
 use super::form::enc;
-use super::{error_page, html, notice, plain, redirect, Ctx, Nav, Time, PAGE};
+use super::{
+    confirm_page, error_page, html, notice, plain, redirect, Confirm, Ctx, Nav, Time, PAGE,
+};
 use crate::http::body::Resp;
 use crate::service::users::{self as svc, UserPatch};
 use crate::service::ServiceError;
@@ -351,29 +353,12 @@ async fn update(ctx: &Ctx, upn: &str, p: UserPatch) -> Resp {
     }
 }
 
-#[derive(Template)]
-#[template(path = "ui/confirm.html")]
-struct ConfirmPage {
-    nav: Option<Nav>,
-    notice: Option<String>,
-    label: String,
-    question: String,
-    action: String,
-    csrf: String,
-    key: String,
-    danger: bool,
-    back: String,
-}
-
 fn confirm_delete(ctx: &Ctx, upn: &str) -> Resp {
     let nav = ctx.nav("users");
     let href = user_href(upn);
-    html(
-        StatusCode::OK,
-        &ConfirmPage {
-            csrf: nav.csrf.clone(),
-            nav: Some(nav),
-            notice: None,
+    confirm_page(
+        nav,
+        Confirm {
             label: format!("Delete user {upn}"),
             question: format!(
                 "Delete the user {upn}? Its devices stay managed, as orphans; its bulk packages stop working."
