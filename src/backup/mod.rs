@@ -22,13 +22,14 @@
 pub mod chunk;
 pub mod crypt;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::tx::{KvRead, RawImport, Table};
+use crate::store::tx::{copy_all, CopyError, KvRead, RawImport, Table};
 use crate::store::StoreError;
 
 /// `format` of the manifest.
@@ -304,39 +305,102 @@ pub fn write(
     Ok(manifest)
 }
 
-fn write_store<W: Write>(s: &dyn KvRead, o: &mut Out<W>) -> Result<StorePart, BackupError> {
-    let mut tables = BTreeMap::new();
-    let mut max_id = 0u64;
-    for t in Table::ALL {
-        let mut n = 0u64;
-        let mut part = 0u32;
-        let mut buf = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let kv = s.scan_after(t, after.as_deref(), PAGE)?;
-            let Some((last, _)) = kv.last() else { break };
-            after = Some(last.clone());
-            for (k, v) in &kv {
-                if !buf.is_empty() && buf.len() + chunk::record_len(k, v) > chunk::MAX_CHUNK {
-                    part += 1;
-                    o.entry(&format!("store/{}/{part:06}.kv", t.name()), &buf)?;
-                    buf.clear();
-                }
-                chunk::push(&mut buf, k, v);
-                max_id = max_id.max(crate::store::tx::record_id(t, k, v)?);
-            }
-            n += kv.len() as u64;
-            if kv.len() < PAGE {
-                break;
-            }
-        }
-        if !buf.is_empty() {
-            part += 1;
-            o.entry(&format!("store/{}/{part:06}.kv", t.name()), &buf)?;
-        }
-        tables.insert(t.name().to_string(), n);
+/// The archive as a [`RawImport`] target of [`copy_all`] (the same paging, id tracking and count
+/// check as a migration): each table's records go into chunk entries of at most
+/// [`chunk::MAX_CHUNK`] bytes, `store/<table>/<n>.kv`.
+struct ChunkTarget<'o, W: Write> {
+    out: RefCell<&'o mut Out<W>>,
+    /// The table being written, its last part number and the chunk being filled.
+    open: RefCell<Option<(Table, u32, Vec<u8>)>>,
+    counts: RefCell<BTreeMap<Table, u64>>,
+    /// The archive error behind a failed import (reported instead of its store wrapping).
+    failed: RefCell<Option<BackupError>>,
+}
+
+impl<W: Write> ChunkTarget<'_, W> {
+    fn entry(&self, t: Table, part: u32, buf: &[u8]) -> Result<(), StoreError> {
+        let name = format!("store/{}/{part:06}.kv", t.name());
+        self.out.borrow_mut().entry(&name, buf).map_err(|e| {
+            let reason = e.to_string();
+            *self.failed.borrow_mut() = Some(e);
+            StoreError::Backend { reason }
+        })
     }
-    Ok(StorePart { tables, max_id })
+
+    /// Writes the last chunk of the open table.
+    fn flush(&self) -> Result<(), StoreError> {
+        match self.open.borrow_mut().take() {
+            Some((t, part, buf)) if !buf.is_empty() => self.entry(t, part + 1, &buf),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<W: Write> RawImport for ChunkTarget<'_, W> {
+    fn import(&self, t: Table, kv: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+        if self
+            .open
+            .borrow()
+            .as_ref()
+            .is_some_and(|(open, _, _)| *open != t)
+        {
+            self.flush()?;
+        }
+        let mut open = self.open.borrow_mut();
+        let (_, part, buf) = open.get_or_insert_with(|| (t, 0, Vec::new()));
+        for (k, v) in kv {
+            if !buf.is_empty() && buf.len() + chunk::record_len(k, v) > chunk::MAX_CHUNK {
+                *part += 1;
+                self.entry(t, *part, buf)?;
+                buf.clear();
+            }
+            chunk::push(buf, k, v);
+        }
+        *self.counts.borrow_mut().entry(t).or_default() += kv.len() as u64;
+        Ok(())
+    }
+
+    fn count(&self, t: Table) -> Result<u64, StoreError> {
+        Ok(self.counts.borrow().get(&t).copied().unwrap_or(0))
+    }
+
+    fn raise_ids_above(&self, _floor: u64) -> Result<(), StoreError> {
+        // The largest id goes into the manifest (`Copied::max_id`); restore raises it.
+        Ok(())
+    }
+}
+
+fn write_store<W: Write>(s: &dyn KvRead, o: &mut Out<W>) -> Result<StorePart, BackupError> {
+    let target = ChunkTarget {
+        out: RefCell::new(o),
+        open: RefCell::new(None),
+        counts: RefCell::new(BTreeMap::new()),
+        failed: RefCell::new(None),
+    };
+    let copied = copy_all(s, &target, PAGE).and_then(|c| {
+        target.flush()?;
+        Ok(c)
+    });
+    let copied = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(match target.failed.take() {
+                Some(archive) => archive,
+                None => match e {
+                    CopyError::Store(e) => BackupError::Store(e),
+                    e => BackupError::Io(e.to_string()),
+                },
+            })
+        }
+    };
+    Ok(StorePart {
+        tables: copied
+            .tables
+            .iter()
+            .map(|(t, n)| (t.name().to_string(), *n))
+            .collect(),
+        max_id: copied.max_id,
+    })
 }
 
 /// Where [`restore`] puts the store.
