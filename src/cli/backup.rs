@@ -12,7 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{resolve_roots, resolve_token, ClientArgs};
+use super::ClientArgs;
 use crate::backup::{self, Manifest, RestoreOptions, StoreTarget, WriteOptions};
 
 /// `winmdm backup` options.
@@ -172,9 +172,7 @@ fn online(
     passphrase: Option<String>,
     file: &mut std::fs::File,
 ) -> Result<(), String> {
-    let token = resolve_token(client).map_err(|e| e.to_string())?;
-    let roots = resolve_roots(client).map_err(|e| e.to_string())?;
-    let c = super::http::Client::new(&client.server, token, roots).map_err(|e| e.to_string())?;
+    let c = super::client(client).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

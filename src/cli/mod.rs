@@ -417,8 +417,17 @@ fn execute_to(
     }
 }
 
+/// The admin API client the options describe (server, token, CA to trust).
+pub(crate) fn client(a: &ClientArgs) -> Result<Client, Failure> {
+    Ok(Client::new(
+        &a.server,
+        resolve_token(a)?,
+        resolve_roots(a)?,
+    )?)
+}
+
 /// The token: `--token`/env, else `--token-file`, else `./winmdm-data/admin-token`.
-pub(crate) fn resolve_token(a: &ClientArgs) -> Result<String, Failure> {
+fn resolve_token(a: &ClientArgs) -> Result<String, Failure> {
     if let Some(t) = a.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         return Ok(t.to_string());
     }
@@ -468,7 +477,7 @@ fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
 }
 
 /// The CA(s) to trust: `--ca-cert`, else the top of the server's TLS chain, else the CA.
-pub(crate) fn resolve_roots(a: &ClientArgs) -> Result<Vec<CertificateDer<'static>>, Failure> {
+fn resolve_roots(a: &ClientArgs) -> Result<Vec<CertificateDer<'static>>, Failure> {
     if let Some(p) = &a.ca_cert {
         return pem_certs(p);
     }
@@ -556,9 +565,7 @@ fn read_input(spec: &str, what: &str) -> Result<String, Failure> {
 }
 
 async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Result<(), Failure> {
-    let token = resolve_token(a)?;
-    let roots = resolve_roots(a)?;
-    let c = Client::new(&a.server, token, roots)?;
+    let c = client(a)?;
     match cmd {
         Command::User { cmd } => user(&c, a.json, cmd, out).await,
         Command::Device { cmd } => device(&c, a.json, cmd, out).await,
