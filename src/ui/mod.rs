@@ -17,6 +17,8 @@
 //! | GET | `/ui/audit?actor=&action=&target=&cursor=` | the audit log, filtered |
 //! | GET, POST | `/ui/tokens`, `/ui/tokens/{name}/revoke` | named admin tokens |
 //! | GET, POST | `/ui/groups`, `GET /ui/groups/preview?q=` (JSON) | device groups; the query editor's live check |
+//! | GET, POST | `/ui/groups/{id}[?q=&dcursor=&mcursor=]`, `/ui/groups/{id}/members`, `/ui/groups/{id}/confirm?do=delete`, `/ui/groups/{id}/do` | a group: edit, members (pick, remove), delete |
+//! | GET, POST | `/ui/profiles`, `/ui/profiles/new`, `/ui/profiles/{id}[/edit\|/confirm?do=\|/do\|/assign\|/unassign]` | configuration profiles ([`profiles`]) |
 //! | GET | `/ui/static/app.css`, `/ui/static/app.js` | compiled into the binary |
 //!
 //! Every answer carries a strict Content-Security-Policy (`default-src 'self'`, no inline script
@@ -45,6 +47,7 @@ mod devices;
 pub mod form;
 mod groups;
 pub mod multipart;
+mod profiles;
 pub mod session;
 mod tokens;
 mod users;
@@ -497,6 +500,7 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         (&Method::GET, ["audit"]) => users::audit(&ctx).await,
         (_, ["tokens", ..]) => tokens::route(&ctx, &method).await,
         (_, ["groups", ..]) => groups::route(&ctx, &method).await,
+        (_, ["profiles", ..]) => profiles::route(&ctx, &method).await,
         (&Method::POST, ["invitations", id, "revoke"]) => users::revoke_invitation(&ctx, id).await,
         (&Method::POST, ["packages", id, "revoke"]) => users::revoke_package(&ctx, id).await,
         _ => plain(StatusCode::NOT_FOUND, "not found"),
@@ -578,6 +582,11 @@ fn notice(key: Option<&str>) -> Option<String> {
             "deleted" => "Deleted.",
             "created" => "Created.",
             "updated" => "Saved.",
+            "pushed" => "Pushed: a new version goes to every device it applies to.",
+            "assigned" => "Assigned: the group's devices get it at their next check-in.",
+            "unassigned" => "Assignment removed.",
+            "members-added" => "Devices added to the group.",
+            "members-removed" => "Devices removed from the group.",
             _ => return None,
         }
         .to_string(),
