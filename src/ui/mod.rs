@@ -15,6 +15,7 @@
 //! | POST | `/ui/users/{upn}/package`, `/ui/packages/{id}/revoke` | bulk-enrollment packages (download, revoke) |
 //! | GET, POST | `/ui/autopilot[/settings\|/profiles/new\|/profiles\|/import\|/profiles/{id}/export]` | Autopilot |
 //! | GET | `/ui/audit?actor=&action=&target=&cursor=` | the audit log, filtered |
+//! | GET | `/ui/enrollments/refused` | enrollment requests refused in the last day, with reasons |
 //! | GET, POST | `/ui/tokens`, `/ui/tokens/{name}/revoke` | named admin tokens |
 //! | GET, POST | `/ui/groups`, `GET /ui/groups/preview?q=` (JSON) | device groups; the query editor's live check |
 //! | GET, POST | `/ui/groups/{id}[?q=&dcursor=&mcursor=]`, `/ui/groups/{id}/members`, `/ui/groups/{id}/confirm?do=delete`, `/ui/groups/{id}/do` | a group: edit, members (pick, remove), delete |
@@ -498,6 +499,7 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         (_, ["users", ..]) => users::route(&ctx, &method).await,
         (_, ["autopilot", ..]) => autopilot::route(&ctx, &method, upload).await,
         (&Method::GET, ["audit"]) => users::audit(&ctx).await,
+        (&Method::GET, ["enrollments", "refused"]) => refused_enrollments(&ctx).await,
         (_, ["tokens", ..]) => tokens::route(&ctx, &method).await,
         (_, ["groups", ..]) => groups::route(&ctx, &method).await,
         (_, ["profiles", ..]) => profiles::route(&ctx, &method).await,
@@ -568,6 +570,49 @@ async fn dashboard(ctx: &Ctx) -> Resp {
                 nav: Some(ctx.nav("dashboard")),
                 notice: None,
                 d,
+            },
+        ),
+        Err(e) => error_page(&e, Some(ctx.nav("dashboard")), "/ui/dashboard"),
+    }
+}
+
+struct RefusalRow {
+    at: Time,
+    endpoint: String,
+    kind: String,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "ui/refused.html")]
+struct RefusedPage {
+    nav: Option<Nav>,
+    notice: Option<String>,
+    count: usize,
+    by_kind: Vec<(String, usize)>,
+    rows: Vec<RefusalRow>,
+}
+
+/// The enrollment requests refused in the last day, with their reasons.
+async fn refused_enrollments(ctx: &Ctx) -> Resp {
+    match crate::service::dashboard::refused(&ctx.app).await {
+        Ok(r) => html(
+            StatusCode::OK,
+            &RefusedPage {
+                nav: Some(ctx.nav("dashboard")),
+                notice: None,
+                count: r.count,
+                by_kind: r.by_kind.into_iter().collect(),
+                rows: r
+                    .refusals
+                    .into_iter()
+                    .map(|x| RefusalRow {
+                        at: Time::at(x.at),
+                        endpoint: x.endpoint,
+                        kind: x.kind,
+                        detail: x.detail,
+                    })
+                    .collect(),
             },
         ),
         Err(e) => error_page(&e, Some(ctx.nav("dashboard")), "/ui/dashboard"),
