@@ -40,6 +40,8 @@ pub struct App {
     pub webhook: Option<Arc<crate::webhook::Webhook>>,
     /// Bounds on console sign-in attempts (per node).
     pub ui_sign_in: crate::ui::session::SignInLimiter,
+    /// Refused enrollment requests not yet written ([`crate::mdm::refusals`]).
+    pub refusals: crate::mdm::refusals::Recorder,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -138,6 +140,7 @@ impl App {
             metrics,
             webhook,
             ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
+            refusals: crate::mdm::refusals::Recorder::default(),
             throttle,
             cfg,
             store,

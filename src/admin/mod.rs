@@ -14,6 +14,7 @@
 //! | POST | `/api/v1/devices/{id}/actions` `{"action"}` | 202 `{"action_id"}` (+ `"existing"`); 400; 404; 409 |
 //! | GET | `/api/v1/devices/{id}/actions/{action_id}` | 200 action state; 404 |
 //! | GET | `/api/v1/audit?limit=&cursor=` | 200 `{"entries": [...], "next"}` |
+//! | GET | `/api/v1/enrollments/refused` | 200 `{"count", "by_kind", "refusals": [{"seq","at","endpoint","kind","detail"}], "window_secs"}`: enrollment requests refused in the last day ([`crate::mdm::refusals`]) |
 //! | POST | `/api/v1/devices/{id}/commands` | 201 `{"command_id"}` (200 if that id exists); 400; 404 |
 //! | GET | `/api/v1/devices/{id}/commands` | 200 `{"commands": [...]}` (answered ones for `--command-retention`) |
 //! | DELETE | `/api/v1/devices/{id}/commands/{command_id}` | 204; 404; 409 already answered |
@@ -247,6 +248,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/profiles/{profile_id}/status"),
     ("GET", "/api/v1/devices/{device_id}/profiles"),
     ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/enrollments/refused"),
     ("GET", "/api/v1/jobs/{job_id}"),
     ("POST", "/api/v1/autopilot/profiles"),
     ("GET", "/api/v1/autopilot/profiles"),
@@ -308,6 +310,7 @@ enum Endpoint<'a> {
     Backup,
     ListJobs,
     GetJob(&'a str),
+    RefusedEnrollments,
 }
 
 /// The decoded path segments after `/api/v1`.
@@ -360,6 +363,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["backup"], Method::POST) => E::Backup,
         (["jobs"], Method::GET) => E::ListJobs,
         (["jobs", id], Method::GET) => E::GetJob(id),
+        (["enrollments", "refused"], Method::GET) => E::RefusedEnrollments,
         (
             ["users"]
             | ["users", _]
@@ -384,6 +388,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["bulk-enrollment", "packages", _]
             | ["jobs"]
             | ["jobs", _]
+            | ["enrollments", "refused"]
             | ["backup"],
             _,
         ) => return Err(ApiError::MethodNotAllowed),
@@ -447,6 +452,10 @@ async fn dispatch(
         Endpoint::Autopilot(r) => autopilot::handle(&app, actor, r, req).await,
         Endpoint::ListJobs => devices::list_jobs(&app, q).await,
         Endpoint::GetJob(id) => devices::get_job(&app, id).await,
+        Endpoint::RefusedEnrollments => Ok(json(
+            StatusCode::OK,
+            &crate::service::dashboard::refused(&app).await?,
+        )),
         Endpoint::Webhook(r) => webhook::handle(&app, actor, r, q).await,
         Endpoint::Backup => backup::create(&app, actor, req).await,
     }

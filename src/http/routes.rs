@@ -197,7 +197,13 @@ async fn soap_inner(
         let f = Failure::from(EnrollError::MessageFormat {
             reason: format!("Content-Type {ct:?} is not application/soap+xml"),
         });
-        return fault_response(ep, &f, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), trace_id);
+        return fault_response(
+            &app,
+            ep,
+            &f,
+            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            trace_id,
+        );
     }
     let limit = MAX_SOAP_BODY.min(app.cfg.max_body_bytes);
     let body = match read_body(req.into_body(), limit, app.cfg.conn.body_timeout).await {
@@ -215,7 +221,7 @@ async fn soap_inner(
                 BodyError::Broken(r) => (StatusCode::BAD_REQUEST, format!("body unreadable: {r}")),
             };
             let f = Failure::from(EnrollError::MessageFormat { reason });
-            return fault_response(ep, &f, Some(status), trace_id);
+            return fault_response(&app, ep, &f, Some(status), trace_id);
         }
     };
     let app2 = app.clone();
@@ -239,26 +245,33 @@ async fn soap_inner(
                 .insert(CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
             (r, None)
         }
-        Ok(Err(f)) => fault_response(ep, &f, None, trace_id),
+        Ok(Err(f)) => fault_response(&app, ep, &f, None, trace_id),
         Err(join) => {
             tracing::error!(endpoint = ?ep, error = %join, "enrollment handler panicked");
             let f = Failure::from(EnrollError::EnrollmentServer {
                 reason: "internal error".into(),
             });
-            fault_response(ep, &f, None, trace_id)
+            fault_response(&app, ep, &f, None, trace_id)
         }
     }
 }
 
 /// The one map from an enrollment failure to its HTTP response (a SOAP 1.2 fault), with the
-/// fault's metric label.
+/// fault's metric label; the refusal is queued for the dashboard ([`crate::mdm::refusals`]).
 fn fault_response(
+    app: &App,
     ep: Endpoint,
     f: &Failure,
     status: Option<StatusCode>,
     trace_id: String,
 ) -> (Resp, Option<Fault>) {
     tracing::warn!(endpoint = ?ep, error = %f.error, relates_to = ?f.relates_to, %trace_id, "enrollment request refused");
+    app.refusals.record(
+        app.clock.now_unix(),
+        ep.metric().as_str(),
+        Fault::of(&f.error).as_str(),
+        &f.error.to_string(),
+    );
     let sf = SoapFault::from(&f.error).with_trace_id(trace_id);
     let body = fault::write_fault(&sf, f.relates_to.as_deref(), ep.fault_action());
     let status = status.unwrap_or_else(|| {

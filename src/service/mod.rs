@@ -150,6 +150,10 @@ impl From<crate::groups::GroupError> for ServiceError {
         use crate::groups::GroupError;
         match e {
             GroupError::Invalid(reason) => ServiceError::BadRequest { reason },
+            GroupError::InvalidSetting { index, reason } => ServiceError::Invalid {
+                field: format!("settings[{index}]"),
+                reason: format!("settings[{index}]: {reason}"),
+            },
             GroupError::Query(q) => ServiceError::BadRequest {
                 reason: q.to_string(),
             },

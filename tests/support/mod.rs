@@ -8,6 +8,7 @@ pub mod device;
 pub mod mdm_device;
 pub mod pg;
 pub mod receiver;
+pub mod smtp;
 pub mod webdriver;
 
 use std::collections::HashMap;
