@@ -243,16 +243,37 @@ impl Tracer {
         &self,
         store: &dyn RecordStore,
         device_id: &str,
-        rule: &Rule,
+        _rule: &Rule,
     ) -> Result<(), StoreError> {
+        self.stop(store, i64::MAX, device_id, Stopped::Expired).map(|_| ())
+    }
+
+    /// Stops the device's recording, if any (the trace is kept, saying why it stopped).
+    pub fn stop(
+        &self,
+        store: &dyn RecordStore,
+        now: i64,
+        device_id: &str,
+        why: Stopped,
+    ) -> Result<Option<TraceMeta>, StoreError> {
+        let Some(rule) = RULES.get(store, device_id)? else {
+            self.note_rule(device_id, None);
+            return Ok(None);
+        };
         let mut ops = vec![RULES.delete_op(device_id)];
-        if let Some(mut m) = TRACES.get(store, &rule.trace_id)? {
-            m.stopped.get_or_insert(Stopped::Expired);
-            ops.push(TRACES.put_op(&m.id, &m));
+        let meta = TRACES.get(store, &rule.trace_id)?.map(|mut m| {
+            m.stopped.get_or_insert(why);
+            if now != i64::MAX {
+                m.updated_at = now;
+            }
+            m
+        });
+        if let Some(m) = &meta {
+            ops.push(TRACES.put_op(&m.id, m));
         }
         store.apply_records(&ops)?;
         self.note_rule(device_id, None);
-        Ok(())
+        Ok(meta)
     }
 
     /// Ends every rule whose window is over (their traces say `expired`), and deletes finished
