@@ -10,6 +10,8 @@
 //! | GET | `/api/v1/devices/{device_id}/traces/{trace_id}/export` | 200 `application/x-ndjson` file; 404 |
 //! | DELETE | `/api/v1/devices/{device_id}/traces/{trace_id}` | 204; 404 |
 //! | POST | `/api/v1/groups/{group_id}/trace` (same body) | 201 `{"traces": [...], "skipped": [...]}`; 404 |
+//! | POST | `/api/v1/users/{upn}/trace` `{"enrollments"?, "minutes"?, "sessions"?, "note"?}` | 201 the rule; 404 |
+//! | DELETE | `/api/v1/users/{upn}/trace` | 204; 404 |
 
 use std::sync::Arc;
 
@@ -46,6 +48,10 @@ pub enum Route<'a> {
     Delete(&'a str, &'a str),
     /// POST `/groups/{id}/trace`.
     StartGroup(&'a str),
+    /// POST `/users/{upn}/trace`.
+    StartUser(&'a str),
+    /// DELETE `/users/{upn}/trace`.
+    StopUser(&'a str),
 }
 
 /// Matches the whole segment list (`devices/...` or `groups/.../trace`); `None` when the path
@@ -60,12 +66,15 @@ pub fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Option<Result<Route<'a
         (["devices", id, "traces", t], Method::DELETE) => R::Delete(id, t),
         (["devices", id, "traces", t, "export"], Method::GET) => R::Export(id, t),
         (["groups", id, "trace"], Method::POST) => R::StartGroup(id),
+        (["users", upn, "trace"], Method::POST) => R::StartUser(upn),
+        (["users", upn, "trace"], Method::DELETE) => R::StopUser(upn),
         (
             ["devices", _, "trace"]
             | ["devices", _, "traces"]
             | ["devices", _, "traces", _]
             | ["devices", _, "traces", _, "export"]
-            | ["groups", _, "trace"],
+            | ["groups", _, "trace"]
+            | ["users", _, "trace"],
             _,
         ) => return Some(Err(ApiError::MethodNotAllowed)),
         _ => return None,
@@ -90,7 +99,10 @@ pub async fn handle(
     match r {
         Route::Start(id) => {
             let opts = start_options(app, req).await?;
-            Ok(json(StatusCode::CREATED, &svc::start(app, actor, id, opts).await?))
+            Ok(json(
+                StatusCode::CREATED,
+                &svc::start(app, actor, id, opts).await?,
+            ))
         }
         Route::StartGroup(id) => {
             let opts = start_options(app, req).await?;
@@ -99,6 +111,22 @@ pub async fn handle(
                 StatusCode::CREATED,
                 &json!({ "traces": traces, "skipped": skipped }),
             ))
+        }
+        Route::StartUser(upn) => {
+            let body = body_bytes(req, MAX_BODY, app.cfg.conn.body_timeout).await?;
+            let opts = if body.iter().all(u8::is_ascii_whitespace) {
+                svc::StartUserTrace::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))?
+            };
+            Ok(json(
+                StatusCode::CREATED,
+                &svc::start_user(app, actor, upn, opts).await?,
+            ))
+        }
+        Route::StopUser(upn) => {
+            svc::stop_user(app, actor, upn).await?;
+            Ok(no_content())
         }
         Route::Stop(id) => Ok(json(StatusCode::OK, &svc::stop(app, actor, id).await?)),
         Route::List(id) => Ok(json(
@@ -175,6 +203,15 @@ pub mod openapi {
                     "parameters": [device(), trace()],
                     "responses": common(json!({"200": {"description": "The file (`Content-Disposition: attachment`).", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}, "404": err("No such trace.")}))}
             },
+            "/api/v1/users/{upn}/trace": {
+                "post": {"operationId": "startUserEnrollmentTrace", "summary": "Trace the user's next enrollments: each successful enrollment of a device the user owns starts a device trace holding that enrollment, the discovery and policy exchanges before it (matched by client address) and the sessions after it. Admin only; audited.",
+                    "parameters": [{"name": "upn", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StartUserTrace"}}}},
+                    "responses": common(json!({"201": ok("The rule.", "UserTraceRule"), "400": err("Bad options."), "404": err("No such user."), "409": err("Too many users traced.")}))},
+                "delete": {"operationId": "stopUserEnrollmentTrace", "summary": "Stop tracing the user's next enrollments. Admin only; audited.",
+                    "parameters": [{"name": "upn", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": common(json!({"204": {"description": "Stopped."}, "404": err("No rule for this user.")}))}
+            },
             "/api/v1/groups/{group_id}/trace": {
                 "post": {"operationId": "startGroupTrace", "summary": "Start a trace for every member of a group (at most 1,000); members already traced are skipped. Admin only; audited.",
                     "parameters": [{"name": "group_id", "in": "path", "required": true, "schema": {"type": "string"}}], "requestBody": start_body(),
@@ -198,6 +235,16 @@ pub mod openapi {
                 "exchanges": {"type": "integer"}, "bytes": {"type": "integer"}, "updated_at": {"type": "integer"},
                 "stopped": {"type": "string", "nullable": true, "enum": ["expired", "sessions", "full", "admin", "device_deleted", null]},
                 "note": nstr
+            }},
+            "StartUserTrace": {"type": "object", "additionalProperties": false, "properties": {
+                "enrollments": {"type": "integer", "minimum": 1, "maximum": crate::trace::MAX_USER_ENROLLMENTS, "description": "Enrollments to trace (default 1)."},
+                "minutes": {"type": "integer", "minimum": 1, "maximum": crate::trace::MAX_DURATION_SECS / 60},
+                "sessions": {"type": "integer", "minimum": 1, "maximum": crate::trace::MAX_SESSIONS},
+                "note": {"type": "string", "maxLength": crate::trace::MAX_NOTE}
+            }},
+            "UserTraceRule": {"type": "object", "properties": {
+                "enrollments_left": {"type": "integer"}, "window_secs": {"type": "integer"}, "max_sessions": {"type": "integer"},
+                "until": {"type": "integer"}, "started_by": {"type": "string"}, "note": nstr
             }},
             "TraceList": {"type": "object", "properties": {"traces": {"type": "array", "items": {"$ref": "#/components/schemas/TraceSummary"}}}},
             "TraceConversation": {"type": "object", "properties": {

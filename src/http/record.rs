@@ -107,10 +107,29 @@ pub async fn finish(
         delivered: extra.delivered,
         correlated: false,
     };
+    let status = parts.status;
     let resp = Response::from_parts(parts, Full::new(answer));
     match owner {
         Owner::Unknown => app.tracer.hold(ip, x),
         Owner::Device(device_id) => {
+            let enrolled = endpoint == Endpoint::Enrollment && status.as_u16() == 200;
+            if enrolled && app.tracer.is_on() {
+                // A user rule may start this device's trace: the device record (written by the
+                // enrollment just answered) says whose it is, whatever the request claimed.
+                let (a, d) = (app.clone(), device_id.clone());
+                let r = tokio::task::spawn_blocking(move || {
+                    let Some(upn) = a.store.get_device(&d)?.and_then(|dev| dev.upn) else {
+                        return Ok(());
+                    };
+                    let upn = upn.to_lowercase();
+                    a.tracer
+                        .enrolled_by_user(a.store.records(), a.clock.now_unix(), &d, &upn)
+                })
+                .await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(error = %e, "device trace: user rule not applied");
+                }
+            }
             if app.tracer.wants(&device_id) {
                 let a = app.clone();
                 let r = tokio::task::spawn_blocking(move || {

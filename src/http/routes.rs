@@ -229,9 +229,14 @@ async fn trace_owner(
             let a = app.clone();
             let device = tokio::task::spawn_blocking(move || {
                 let now = a.clock.now_unix();
-                crate::mdm::identity::authenticate(a.store.as_ref(), &a.ca, cert.as_ref().map(|c| c.as_ref()), now)
-                    .ok()
-                    .map(|auth| auth.device_id().to_string())
+                crate::mdm::identity::authenticate(
+                    a.store.as_ref(),
+                    &a.ca,
+                    cert.as_ref().map(|c| c.as_ref()),
+                    now,
+                )
+                .ok()
+                .map(|auth| auth.device_id().to_string())
             })
             .await
             .ok()
@@ -253,8 +258,7 @@ async fn soap_inner(
         let f = Failure::from(EnrollError::MessageFormat {
             reason: format!("Content-Type {ct:?} is not application/soap+xml"),
         });
-        let (r, fault) =
-            fault_response(ep, &f, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), trace_id);
+        let (r, fault) = fault_response(ep, &f, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), trace_id);
         return (r, fault, None);
     }
     let limit = MAX_SOAP_BODY.min(app.cfg.max_body_bytes);
@@ -401,9 +405,18 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>, trace_id
                 delivered: t.delivered,
             };
             let ep = crate::trace::Endpoint::Management;
-            finish(&app, cap, ep, Owner::Device(t.device_id), ip, &t.body, resp, extra)
-                .instrument(span)
-                .await
+            finish(
+                &app,
+                cap,
+                ep,
+                Owner::Device(t.device_id),
+                ip,
+                &t.body,
+                resp,
+                extra,
+            )
+            .instrument(span)
+            .await
         }
         _ => resp,
     }
@@ -459,7 +472,11 @@ async fn manage_inner(
     {
         Ok(b) => b,
         Err(BodyError::TooLarge(_)) => {
-            return (text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"), None, None)
+            return (
+                text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                None,
+                None,
+            )
         }
         Err(BodyError::Timeout) => {
             return (

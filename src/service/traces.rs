@@ -16,7 +16,8 @@ use super::{audit, blocking, Actor, ServiceError};
 use crate::app::App;
 use crate::groups::pair_key;
 use crate::trace::{
-    self, record, view, Rule, Stopped, Trace, TraceMeta, DEVICE_TRACES, RULES, TRACES,
+    self, record, view, Rule, Stopped, Trace, TraceMeta, UserRule, DEVICE_TRACES, RULES, TRACES,
+    USER_RULES,
 };
 
 /// What an admin asks for when starting a trace.
@@ -29,6 +30,97 @@ pub struct StartTrace {
     pub sessions: Option<u32>,
     /// Why (kept with the trace, at most 500 characters).
     pub note: Option<String>,
+}
+
+/// What an admin asks for when tracing a user's next enrollments.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartUserTrace {
+    /// Enrollments to trace (default 1, at most 20).
+    pub enrollments: Option<u32>,
+    /// Each device trace's window, and the rule's own, in minutes (default 60).
+    pub minutes: Option<u32>,
+    /// Each device trace's OMA-DM sessions (default 10).
+    pub sessions: Option<u32>,
+    /// Why.
+    pub note: Option<String>,
+}
+
+/// Traces the next enrollments of a user: each successful enrollment of a device owned by the
+/// user (per the device record the enrollment wrote, not what the request claimed) starts a
+/// device trace that includes that enrollment and the discovery and policy exchanges before it.
+pub async fn start_user(
+    app: &Arc<App>,
+    actor: &Actor,
+    upn: &str,
+    req: StartUserTrace,
+) -> Result<UserRule, ServiceError> {
+    actor.require_admin(&format!("POST /api/v1/users/{upn}/trace"))?;
+    let upn = super::validate_upn(upn)?.to_lowercase();
+    let (secs, sessions, note) = window(&StartTrace {
+        minutes: req.minutes,
+        sessions: req.sessions,
+        note: req.note.clone(),
+    })?;
+    let enrollments = req.enrollments.unwrap_or(1);
+    if enrollments == 0 || enrollments > trace::MAX_USER_ENROLLMENTS {
+        return Err(ServiceError::bad(format!(
+            "enrollments must be between 1 and {}",
+            trace::MAX_USER_ENROLLMENTS
+        )));
+    }
+    let (a, act, u) = (app.clone(), actor.clone(), upn.clone());
+    let rule = blocking(move || {
+        let store = a.store.records();
+        if a.store.get_user(&u)?.is_none() {
+            return Err(ServiceError::not_found(format!("user {u}")));
+        }
+        if USER_RULES.list(store, None, trace::MAX_ACTIVE_RULES)?.len() >= trace::MAX_ACTIVE_RULES {
+            return Err(ServiceError::ConflictState {
+                reason: format!("{} users are being traced already", trace::MAX_ACTIVE_RULES),
+            });
+        }
+        let rule = UserRule {
+            enrollments_left: enrollments,
+            window_secs: secs,
+            max_sessions: sessions,
+            until: a.clock.now_unix() + secs,
+            started_by: act.name.clone(),
+            note,
+        };
+        USER_RULES.put(store, &u, &rule)?;
+        a.tracer.note_user_rule(&u, Some(rule.clone()));
+        Ok(rule)
+    })
+    .await?;
+    audit(
+        app,
+        actor,
+        "trace.start_user",
+        &upn,
+        serde_json::json!({ "enrollments": enrollments, "until": rule.until, "sessions": sessions }),
+    )
+    .await;
+    Ok(rule)
+}
+
+/// Stops tracing a user's next enrollments (traces already started go on).
+pub async fn stop_user(app: &Arc<App>, actor: &Actor, upn: &str) -> Result<(), ServiceError> {
+    actor.require_admin(&format!("DELETE /api/v1/users/{upn}/trace"))?;
+    let upn = upn.trim().to_lowercase();
+    let (a, u) = (app.clone(), upn.clone());
+    blocking(move || {
+        if !USER_RULES.delete(a.store.records(), &u)? {
+            return Err(ServiceError::not_found(format!(
+                "enrollment trace rule of user {u}"
+            )));
+        }
+        a.tracer.note_user_rule(&u, None);
+        Ok(())
+    })
+    .await?;
+    audit(app, actor, "trace.stop_user", &upn, serde_json::json!({})).await;
+    Ok(())
 }
 
 fn window(req: &StartTrace) -> Result<(i64, u32, Option<String>), ServiceError> {
@@ -51,7 +143,10 @@ fn window(req: &StartTrace) -> Result<(i64, u32, Option<String>), ServiceError> 
         )));
     }
     let note = req.note.as_ref().map(|n| n.trim().to_string());
-    if note.as_ref().is_some_and(|n| n.chars().count() > trace::MAX_NOTE) {
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > trace::MAX_NOTE)
+    {
         return Err(ServiceError::bad(format!(
             "note must be at most {} characters",
             trace::MAX_NOTE
@@ -191,9 +286,10 @@ pub async fn start_group(
         for (device_id, _) in members {
             match start_one(&a, &act, &device_id, secs, sessions, note.clone()) {
                 Ok(m) => started.push(m),
-                Err(ServiceError::ConflictState { reason } | ServiceError::NotFound { what: reason }) => {
-                    skipped.push(format!("{device_id}: {reason}"))
-                }
+                Err(
+                    ServiceError::ConflictState { reason }
+                    | ServiceError::NotFound { what: reason },
+                ) => skipped.push(format!("{device_id}: {reason}")),
                 Err(e) => return Err(e),
             }
         }
@@ -215,7 +311,11 @@ pub async fn start_group(
 }
 
 /// Stops a device's recording (the trace is kept). Returns the stopped trace.
-pub async fn stop(app: &Arc<App>, actor: &Actor, device_id: &str) -> Result<TraceMeta, ServiceError> {
+pub async fn stop(
+    app: &Arc<App>,
+    actor: &Actor,
+    device_id: &str,
+) -> Result<TraceMeta, ServiceError> {
     actor.require_admin(&format!("DELETE /api/v1/devices/{device_id}/trace"))?;
     let (a, d) = (app.clone(), device_id.to_string());
     let meta = blocking(move || {
@@ -251,7 +351,9 @@ fn load(app: &App, device_id: &str, trace_id: &str) -> Result<Trace, ServiceErro
     let meta = TRACES
         .get(store, trace_id)?
         .filter(|m| m.device_id == device_id)
-        .ok_or_else(|| ServiceError::not_found(format!("trace {trace_id} of device {device_id}")))?;
+        .ok_or_else(|| {
+            ServiceError::not_found(format!("trace {trace_id} of device {device_id}"))
+        })?;
     let exchanges = record::read_exchanges(store, trace_id)?;
     Ok(Trace {
         header: trace::format::Header {
@@ -275,7 +377,9 @@ pub async fn get(
     device_id: &str,
     trace_id: &str,
 ) -> Result<(TraceMeta, Vec<view::Turn>), ServiceError> {
-    actor.require_admin(&format!("GET /api/v1/devices/{device_id}/traces/{trace_id}"))?;
+    actor.require_admin(&format!(
+        "GET /api/v1/devices/{device_id}/traces/{trace_id}"
+    ))?;
     let (a, d, t) = (app.clone(), device_id.to_string(), trace_id.to_string());
     let (meta, turns) = blocking(move || {
         let trace = load(&a, &d, &t)?;
@@ -285,7 +389,14 @@ pub async fn get(
         Ok((meta, view::conversation(&trace.exchanges)))
     })
     .await?;
-    audit(app, actor, "trace.read", device_id, serde_json::json!({ "trace_id": trace_id })).await;
+    audit(
+        app,
+        actor,
+        "trace.read",
+        device_id,
+        serde_json::json!({ "trace_id": trace_id }),
+    )
+    .await;
     Ok((meta, turns))
 }
 
@@ -301,7 +412,14 @@ pub async fn export(
     ))?;
     let (a, d, t) = (app.clone(), device_id.to_string(), trace_id.to_string());
     let text = blocking(move || Ok(load(&a, &d, &t)?.to_ndjson())).await?;
-    audit(app, actor, "trace.export", device_id, serde_json::json!({ "trace_id": trace_id, "bytes": text.len() })).await;
+    audit(
+        app,
+        actor,
+        "trace.export",
+        device_id,
+        serde_json::json!({ "trace_id": trace_id, "bytes": text.len() }),
+    )
+    .await;
     Ok(text)
 }
 
@@ -326,6 +444,13 @@ pub async fn delete(
         Ok(())
     })
     .await?;
-    audit(app, actor, "trace.delete", device_id, serde_json::json!({ "trace_id": trace_id })).await;
+    audit(
+        app,
+        actor,
+        "trace.delete",
+        device_id,
+        serde_json::json!({ "trace_id": trace_id }),
+    )
+    .await;
     Ok(())
 }

@@ -78,8 +78,7 @@ impl Endpoint {
         let p = path.to_ascii_lowercase();
         if p.contains("discovery.svc") {
             Endpoint::Discovery
-        } else if p.contains("policyservice") || p.contains("policy.svc") || p.contains("/policy")
-        {
+        } else if p.contains("policyservice") || p.contains("policy.svc") || p.contains("/policy") {
             Endpoint::Policy
         } else if p.contains("renew") {
             Endpoint::Renewal
@@ -313,7 +312,10 @@ mod tests {
                 status: 200,
                 took_us: 812,
                 request: Message::from_bytes(
-                    vec![("content-type".into(), "application/vnd.syncml.dm+xml".into())],
+                    vec![(
+                        "content-type".into(),
+                        "application/vnd.syncml.dm+xml".into(),
+                    )],
                     b"<SyncML>\n</SyncML>",
                     1024,
                 ),

@@ -28,6 +28,8 @@ pub use record::Tracer;
 
 /// Active recording rules by device id.
 pub const RULES: Kind<Rule> = Kind::new("trace_rule");
+/// Rules tracing the next enrollments of a user, by lower-case UPN.
+pub const USER_RULES: Kind<UserRule> = Kind::new("trace_user_rule");
 /// Traces by id.
 pub const TRACES: Kind<TraceMeta> = Kind::new("trace");
 /// `device_id \0 trace_id` → `true`.
@@ -69,6 +71,28 @@ pub struct Rule {
     /// OMA-DM sessions to record.
     pub max_sessions: u32,
 }
+
+/// "Trace the next `enrollments` devices this user enrolls": each successful enrollment
+/// claiming the UPN starts a device trace with this window and session count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRule {
+    /// Enrollments still to trace.
+    pub enrollments_left: u32,
+    /// Each device trace's window, in seconds.
+    pub window_secs: i64,
+    /// Each device trace's OMA-DM sessions.
+    pub max_sessions: u32,
+    /// The rule itself ends then (Unix seconds).
+    pub until: i64,
+    /// Who asked.
+    pub started_by: String,
+    /// Why.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Most enrollments one user rule may ask for.
+pub const MAX_USER_ENROLLMENTS: u32 = 20;
 
 /// Why a trace stopped recording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

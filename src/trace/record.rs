@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use super::format::{Endpoint, Exchange};
 use super::{
-    Rule, Stopped, TraceMeta, DEVICE_TRACES, ENTRIES, MAX_TRACE_BYTES, MAX_TRACE_EXCHANGES, RULES,
-    TRACES,
+    Rule, Stopped, TraceMeta, UserRule, DEVICE_TRACES, ENTRIES, MAX_TRACE_BYTES,
+    MAX_TRACE_EXCHANGES, RULES, TRACES, USER_RULES,
 };
 use crate::groups::pair_key;
 use crate::store::records::RecordStore;
@@ -47,6 +47,7 @@ struct Held {
 pub struct Tracer {
     any: AtomicBool,
     rules: RwLock<HashMap<String, Rule>>,
+    users: RwLock<HashMap<String, UserRule>>,
     held: Mutex<VecDeque<Held>>,
 }
 
@@ -79,14 +80,34 @@ impl Tracer {
                 .unwrap_or(false)
     }
 
+    /// Whether the next enrollments of `upn` (lower-case) are traced (per the cached rules).
+    pub fn wants_user(&self, upn: &str) -> bool {
+        self.is_on()
+            && self
+                .users
+                .read()
+                .map(|r| r.contains_key(upn))
+                .unwrap_or(false)
+    }
+
+    fn recompute(&self) {
+        let devices = self.rules.read().map(|r| !r.is_empty()).unwrap_or(false);
+        let users = self.users.read().map(|r| !r.is_empty()).unwrap_or(false);
+        self.any.store(devices || users, Ordering::Relaxed);
+    }
+
     /// Re-reads every rule from the store.
     pub fn load(&self, store: &dyn RecordStore) -> Result<(), StoreError> {
         let all: HashMap<String, Rule> = RULES.all(store)?.into_iter().collect();
-        let on = !all.is_empty();
+        let users: HashMap<String, UserRule> = USER_RULES.all(store)?.into_iter().collect();
         if let Ok(mut r) = self.rules.write() {
             *r = all;
         }
-        self.any.store(on, Ordering::Relaxed);
+        if let Ok(mut r) = self.users.write() {
+            *r = users;
+        }
+        self.recompute();
+        let on = self.is_on();
         if !on {
             if let Ok(mut h) = self.held.lock() {
                 h.clear();
@@ -106,8 +127,98 @@ impl Tracer {
                     r.remove(device_id);
                 }
             }
-            self.any.store(!r.is_empty(), Ordering::Relaxed);
         }
+        self.recompute();
+    }
+
+    /// Notes a user rule this node just wrote.
+    pub fn note_user_rule(&self, upn: &str, rule: Option<UserRule>) {
+        if let Ok(mut r) = self.users.write() {
+            match rule {
+                Some(rule) => {
+                    r.insert(upn.to_string(), rule);
+                }
+                None => {
+                    r.remove(upn);
+                }
+            }
+        }
+        self.recompute();
+    }
+
+    /// A successful enrollment of `device_id` claiming `upn`: if a user rule wants it, starts
+    /// the device's trace (consuming one of the rule's enrollments). Only a 200 answer counts,
+    /// so an unauthenticated request claiming the UPN cannot use the rule up.
+    pub fn enrolled_by_user(
+        &self,
+        store: &dyn RecordStore,
+        now: i64,
+        device_id: &str,
+        upn: &str,
+    ) -> Result<(), StoreError> {
+        if !self.wants_user(upn) || self.wants(device_id) {
+            return Ok(());
+        }
+        let Some(rule) = USER_RULES.get(store, upn)? else {
+            self.note_user_rule(upn, None);
+            return Ok(());
+        };
+        let old = crate::store::tx::encode(&rule);
+        if now >= rule.until || rule.enrollments_left == 0 {
+            USER_RULES.delete(store, upn)?;
+            self.note_user_rule(upn, None);
+            return Ok(());
+        }
+        if RULES.get(store, device_id)?.is_some() {
+            return Ok(());
+        }
+        let meta = TraceMeta {
+            id: crate::clock::random_hex(8),
+            device_id: device_id.to_string(),
+            started_at: now,
+            started_by: rule.started_by.clone(),
+            until: now + rule.window_secs,
+            max_sessions: rule.max_sessions,
+            sessions: 0,
+            last_session: None,
+            exchanges: 0,
+            bytes: 0,
+            updated_at: now,
+            stopped: None,
+            note: Some(match &rule.note {
+                Some(n) => format!("enrollment of {upn}: {n}"),
+                None => format!("enrollment of {upn}"),
+            }),
+        };
+        let device_rule = Rule {
+            trace_id: meta.id.clone(),
+            until: meta.until,
+            max_sessions: meta.max_sessions,
+        };
+        let mut left = rule.clone();
+        left.enrollments_left -= 1;
+        let mut ops = vec![
+            crate::store::RecordOp::Expect {
+                kind: USER_RULES.name,
+                key: upn.to_string(),
+                value: Some(old),
+            },
+            RULES.expect_absent(device_id),
+            RULES.put_op(device_id, &device_rule),
+            TRACES.put_op(&meta.id, &meta),
+            DEVICE_TRACES.put_op(&pair_key(device_id, &meta.id), &true),
+        ];
+        if left.enrollments_left == 0 {
+            ops.push(USER_RULES.delete_op(upn));
+        } else {
+            ops.push(USER_RULES.put_op(upn, &left));
+        }
+        if store.apply_records(&ops)? {
+            tracing::info!(device_id, upn, trace_id = %meta.id, "device trace started by the user's enrollment rule");
+            self.note_rule(device_id, Some(device_rule));
+            self.note_user_rule(upn, (left.enrollments_left > 0).then_some(left));
+        }
+        Ok(())
     }
 
     /// Holds an exchange that names no device (discovery, policy, sign-in) for the enrollment
@@ -245,7 +356,8 @@ impl Tracer {
         device_id: &str,
         _rule: &Rule,
     ) -> Result<(), StoreError> {
-        self.stop(store, i64::MAX, device_id, Stopped::Expired).map(|_| ())
+        self.stop(store, i64::MAX, device_id, Stopped::Expired)
+            .map(|_| ())
     }
 
     /// Stops the device's recording, if any (the trace is kept, saying why it stopped).
@@ -285,6 +397,12 @@ impl Tracer {
         retention_secs: i64,
     ) -> Result<(usize, usize), StoreError> {
         let mut stopped = 0;
+        for (upn, rule) in USER_RULES.all(store)? {
+            if now >= rule.until {
+                USER_RULES.delete(store, &upn)?;
+                stopped += 1;
+            }
+        }
         for (device_id, rule) in RULES.all(store)? {
             if now >= rule.until {
                 self.stop_rule(store, &device_id, &rule)?;
@@ -334,7 +452,10 @@ pub fn delete_trace(
 }
 
 /// Every exchange of a trace, in arrival order, numbered from 1.
-pub fn read_exchanges(store: &dyn RecordStore, trace_id: &str) -> Result<Vec<Exchange>, StoreError> {
+pub fn read_exchanges(
+    store: &dyn RecordStore,
+    trace_id: &str,
+) -> Result<Vec<Exchange>, StoreError> {
     let mut out: Vec<Exchange> = crate::groups::scan_all_pairs(store, ENTRIES, trace_id)?
         .into_iter()
         .map(|(_, x)| x)
@@ -359,7 +480,10 @@ pub fn traces_of(store: &dyn RecordStore, device_id: &str) -> Result<Vec<TraceMe
 
 /// Refreshes the rules every [`REFRESH`] and sweeps expired rules and old traces every 10
 /// minutes, until `stop` turns true.
-pub async fn run(app: std::sync::Arc<crate::app::App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    app: std::sync::Arc<crate::app::App>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut last_sweep = Instant::now();
     loop {
         tokio::select! {

@@ -98,7 +98,9 @@ pub fn body(text: &str) -> String {
 }
 
 fn looks_like_xml(text: &str) -> bool {
-    text.trim_start_matches('\u{feff}').trim_start().starts_with('<')
+    text.trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with('<')
 }
 
 fn looks_like_form(text: &str) -> bool {
@@ -366,7 +368,10 @@ mod tests {
         assert!(!r.contains("Sup3r"), "{r}");
         assert!(r.contains("<wsse:Password wsse:Type=\"PasswordText\">[redacted]</wsse:Password>"));
         assert!(r.contains("alice@example.com"));
-        assert_eq!(r.len(), POLICY.len() - "Sup3r&amp;Secret".len() + REDACTED.len());
+        assert_eq!(
+            r.len(),
+            POLICY.len() - "Sup3r&amp;Secret".len() + REDACTED.len()
+        );
     }
 
     #[test]
@@ -392,7 +397,9 @@ mod tests {
             f,
             "login=alice&password=[redacted]&wresult=[redacted]&next=%2F"
         );
-        let h = body(r#"<html><form><input type="hidden" name="wresult" value="SECRETTOKEN"/><INPUT value='keep' name="appru"></form></html>"#);
+        let h = body(
+            r#"<html><form><input type="hidden" name="wresult" value="SECRETTOKEN"/><INPUT value='keep' name="appru"></form></html>"#,
+        );
         assert!(!h.contains("SECRETTOKEN"), "{h}");
         assert!(h.contains("value='keep'"), "{h}");
     }
@@ -419,7 +426,10 @@ mod tests {
         assert_eq!(
             h,
             vec![
-                ("content-type".to_string(), "application/soap+xml".to_string()),
+                (
+                    "content-type".to_string(),
+                    "application/soap+xml".to_string()
+                ),
                 ("authorization".to_string(), REDACTED.to_string()),
             ]
         );
@@ -427,7 +437,16 @@ mod tests {
 
     #[test]
     fn any_input_gives_an_output() {
-        for s in ["", "<", "<<>>", "eyJ", "eyJa.eyJb.", "=&=&", "<input name=password value", "\u{fffd}<a:Password>"] {
+        for s in [
+            "",
+            "<",
+            "<<>>",
+            "eyJ",
+            "eyJa.eyJb.",
+            "=&=&",
+            "<input name=password value",
+            "\u{fffd}<a:Password>",
+        ] {
             let _ = body(s);
         }
     }

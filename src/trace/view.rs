@@ -396,7 +396,11 @@ mod tests {
     fn matches_statuses_to_our_commands_and_reassembles_large_objects() {
         let x1 = mgmt(
             1,
-            &msg(1, "DEV", r#"<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>"#),
+            &msg(
+                1,
+                "DEV",
+                r#"<Alert><CmdID>1</CmdID><Data>1201</Data></Alert>"#,
+            ),
             &msg(
                 1,
                 "srv",
@@ -438,7 +442,11 @@ mod tests {
         x.endpoint = Endpoint::Enrollment;
         x.response.body = r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>a:AuthenticationFailure</s:Value></s:Subcode></s:Code></s:Fault></s:Body></s:Envelope>"#.into();
         let v = conversation(&[x]);
-        assert!(v[0].server.summary.starts_with("Fault"), "{}", v[0].server.summary);
+        assert!(
+            v[0].server.summary.starts_with("Fault"),
+            "{}",
+            v[0].server.summary
+        );
         assert!(v[0].server.summary.contains("AuthenticationFailure"));
     }
 }
