@@ -572,6 +572,17 @@ fn read_input(spec: &str, what: &str) -> Result<String, Failure> {
 }
 
 async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Result<(), Failure> {
+    if let Command::Trace {
+        cmd: cmd @ trace::TraceCmd::Replay { requeue, .. },
+    } = cmd
+    {
+        let token = if requeue {
+            Some(resolve_token(a)?)
+        } else {
+            None
+        };
+        return trace::run_replay(&a.server, resolve_roots(a)?, token, cmd, out).await;
+    }
     let c = client(a)?;
     match cmd {
         Command::User { cmd } => user(&c, a.json, cmd, out).await,

@@ -87,6 +87,32 @@ pub enum TraceCmd {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Replay a trace file's device side against a server (this one or any MS-MDE2/OMA-DM
+    /// server, at --server, trusting --ca-cert) and compare every answer with the recorded one.
+    /// Prints `accepted`, `refused` or `differs` per message; exits 1 unless all are accepted.
+    Replay {
+        /// The trace file (winmdm-trace NDJSON, or a HAR file).
+        file: PathBuf,
+        /// Password to put where the trace's credentials were redacted.
+        #[arg(long, env = "WINMDM_REPLAY_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Enroll as this DeviceID (default: a fresh random one).
+        #[arg(long, conflicts_with = "same_device_id")]
+        device_id: Option<String>,
+        /// Keep the recorded DeviceID.
+        #[arg(long)]
+        same_device_id: bool,
+        /// Queue the commands the recording delivered again (winmdm servers; uses the admin
+        /// token), so the live answers can match the recorded ones.
+        #[arg(long)]
+        requeue: bool,
+        /// Device certificate (PEM) for a trace without enrollment.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// Its private key (PKCS#8 PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+    },
     /// Delete a trace.
     Delete {
         /// The DeviceID.
@@ -376,6 +402,7 @@ pub(super) async fn run(
                 }
             }
         }
+        TraceCmd::Replay { .. } => Err(Failure::Local("trace replay is run by run_replay".into())),
         TraceCmd::Delete {
             device_id,
             trace_id,
@@ -392,4 +419,67 @@ pub(super) async fn run(
             w(out, &format!("deleted trace {trace_id}\n"))
         }
     }
+}
+
+/// `winmdm trace replay`: needs no admin token unless `--requeue`.
+pub(super) async fn run_replay(
+    server: &str,
+    roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    admin_token: Option<String>,
+    cmd: TraceCmd,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let TraceCmd::Replay {
+        file,
+        password,
+        device_id,
+        same_device_id,
+        requeue: _,
+        cert,
+        key,
+    } = cmd
+    else {
+        return Err(Failure::Local("not a replay".into()));
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| Failure::Local(format!("reading {}: {e}", file.display())))?;
+    let trace = crate::trace::Trace::parse(&text)
+        .map_err(|e| Failure::Local(format!("{}: {e}", file.display())))?;
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => {
+            use rustls::pki_types::pem::PemObject;
+            let cert = rustls::pki_types::CertificateDer::from_pem_file(&c)
+                .map_err(|e| Failure::Local(format!("{}: {e}", c.display())))?;
+            let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_file(&k)
+                .map_err(|e| Failure::Local(format!("{}: {e}", k.display())))?;
+            Some((cert.to_vec(), key.secret_pkcs8_der().to_vec()))
+        }
+        _ => None,
+    };
+    let opts = crate::trace::replay::Options {
+        server: server.to_string(),
+        roots,
+        password,
+        device_id,
+        same_device_id,
+        admin_token,
+        identity,
+    };
+    let lines = crate::trace::replay::replay(&trace, &opts)
+        .await
+        .map_err(|e| Failure::Local(e.to_string()))?;
+    let mut bad = 0;
+    for l in &lines {
+        if l.verdict != crate::trace::replay::Verdict::Accepted {
+            bad += 1;
+        }
+        w(out, &format!("{l}\n"))?;
+    }
+    if bad > 0 {
+        return Err(Failure::Local(format!(
+            "{bad} of {} messages not accepted",
+            lines.len()
+        )));
+    }
+    w(out, &format!("all {} messages accepted\n", lines.len()))
 }

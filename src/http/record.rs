@@ -15,6 +15,7 @@ use crate::trace::{redact, Endpoint, Exchange, Message, MAX_BODY_KEPT};
 
 /// What is known of a request before its body is read.
 pub struct Capture {
+    ip: IpAddr,
     at_ms: i64,
     started: Instant,
     method: String,
@@ -24,7 +25,7 @@ pub struct Capture {
 
 impl Capture {
     /// `None` (and no work) unless some device is traced.
-    pub fn begin<B>(app: &App, req: &Request<B>) -> Option<Capture> {
+    pub fn begin<B>(app: &App, req: &Request<B>, ip: IpAddr) -> Option<Capture> {
         if !app.tracer.is_on() {
             return None;
         }
@@ -34,7 +35,8 @@ impl Capture {
                 .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))),
         );
         Some(Capture {
-            at_ms: app.clock.now_unix() * 1000 + i64::from(now_subsec_ms()),
+            ip,
+            at_ms: app.clock.now_unix() * 1000 + i64::from(crate::clock::subsec_millis()),
             started: Instant::now(),
             method: req.method().to_string(),
             path: req
@@ -44,12 +46,6 @@ impl Capture {
             headers,
         })
     }
-}
-
-fn now_subsec_ms() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_millis())
 }
 
 /// Who the exchange belongs to.
@@ -75,12 +71,12 @@ pub async fn finish(
     cap: Capture,
     endpoint: Endpoint,
     owner: Owner,
-    ip: IpAddr,
     request_body: &[u8],
     resp: Resp,
     extra: Extra,
 ) -> Resp {
     let took_us = cap.started.elapsed().as_micros() as u64;
+    let ip = cap.ip;
     let (parts, body) = resp.into_parts();
     let answer = body.into_inner().unwrap_or_default();
     let resp_headers = redact::headers(

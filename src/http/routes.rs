@@ -88,16 +88,17 @@ pub async fn handle(
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (Method::GET, "/readyz") => readyz(app).await,
         // MS-MDE2 §3.1: the device probes with GET before POSTing Discover.
-        (Method::GET, paths::DISCOVERY) => match super::record::Capture::begin(&app, &req) {
-            None => empty(StatusCode::OK),
-            Some(cap) => {
-                use super::record::{finish, Extra, Owner};
-                let r = empty(StatusCode::OK);
-                let ep = crate::trace::Endpoint::Discovery;
-                let ip = peer.addr.ip();
-                finish(&app, cap, ep, Owner::Unknown, ip, b"", r, Extra::default()).await
+        (Method::GET, paths::DISCOVERY) => {
+            match super::record::Capture::begin(&app, &req, peer.addr.ip()) {
+                None => empty(StatusCode::OK),
+                Some(cap) => {
+                    use super::record::{finish, Extra, Owner};
+                    let r = empty(StatusCode::OK);
+                    let ep = crate::trace::Endpoint::Discovery;
+                    finish(&app, cap, ep, Owner::Unknown, b"", r, Extra::default()).await
+                }
             }
-        },
+        }
         (Method::POST, paths::DISCOVERY) => {
             soap(app, peer, req, Endpoint::Discovery, trace_id).await
         }
@@ -187,8 +188,7 @@ async fn soap(
         device_id = tracing::field::Empty,
     );
     let metrics = app.metrics.clone();
-    let cap = super::record::Capture::begin(&app, &req);
-    let ip = peer.addr.ip();
+    let cap = super::record::Capture::begin(&app, &req, peer.addr.ip());
     let cert = peer.client_cert.clone();
     let (resp, fault, body) = soap_inner(app.clone(), peer, req, ep, trace_id)
         .instrument(span.clone())
@@ -200,7 +200,7 @@ async fn soap(
             let body = body.unwrap_or_default();
             let (tep, owner) = trace_owner(&app, ep, &body, cert).await;
             let extra = super::record::Extra::default();
-            super::record::finish(&app, cap, tep, owner, ip, &body, resp, extra)
+            super::record::finish(&app, cap, tep, owner, &body, resp, extra)
                 .instrument(span)
                 .await
         }
@@ -391,8 +391,7 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>, trace_id
         session_id = tracing::field::Empty,
     );
     let metrics = app.metrics.clone();
-    let cap = super::record::Capture::begin(&app, &req);
-    let ip = peer.addr.ip();
+    let cap = super::record::Capture::begin(&app, &req, peer.addr.ip());
     let (resp, took, traced) = manage_inner(app.clone(), peer, req, cap.is_some())
         .instrument(span.clone())
         .await;
@@ -410,7 +409,6 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>, trace_id
                 cap,
                 ep,
                 Owner::Device(t.device_id),
-                ip,
                 &t.body,
                 resp,
                 extra,

@@ -436,7 +436,7 @@ pub async fn delete(
     let (a, d, t) = (app.clone(), device_id.to_string(), trace_id.to_string());
     blocking(move || {
         let store = a.store.records();
-        if !TRACES.get(store, &t)?.is_some_and(|m| m.device_id == d) {
+        if TRACES.get(store, &t)?.is_none_or(|m| m.device_id != d) {
             return Err(ServiceError::not_found(format!("trace {t} of device {d}")));
         }
         record::delete_trace(store, &t, &d)?;

@@ -6,6 +6,7 @@
 //! * [`redact`] — what is removed before anything is written; pure.
 //! * [`record`] — the recorder: which devices are traced (rules in the store, cached in memory
 //!   so an untraced request costs one atomic load), and the bounded trace records.
+//! * [`replay`] — plays a trace's device side against a server and diffs the answers.
 //! * [`view`] — a trace as a conversation (commands, their Status codes and meanings, large
 //!   objects reassembled); pure.
 //!
@@ -17,6 +18,7 @@ pub mod format;
 pub mod har;
 pub mod record;
 pub mod redact;
+pub mod replay;
 pub mod view;
 
 use serde::{Deserialize, Serialize};

@@ -115,28 +115,38 @@ fn is_secret_field(name: &str) -> bool {
 /// Blanks the text of `Password` elements and of `BinarySecurityToken`s under a SOAP `Header`.
 fn xml(text: &str) -> String {
     match xml_spans(text) {
-        Some(spans) => splice(text, &spans),
+        Some(spans) => replace_spans(text, &spans, REDACTED),
         None => textual_xml(text),
     }
 }
 
 /// The byte spans of secret element contents, or `None` when the XML cannot be read.
 fn xml_spans(text: &str) -> Option<Vec<(usize, usize)>> {
+    element_spans(text, |local, in_header| {
+        local.eq_ignore_ascii_case("Password") || (local == "BinarySecurityToken" && in_header)
+    })
+}
+
+/// The byte spans of the contents of the elements `want(local name, inside a SOAP Header)`
+/// picks (outermost only), or `None` when the XML cannot be read.
+pub(crate) fn element_spans(
+    text: &str,
+    want: impl Fn(&str, bool) -> bool,
+) -> Option<Vec<(usize, usize)>> {
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = false;
-    let mut stack: Vec<Vec<u8>> = Vec::new();
+    let mut stack: Vec<String> = Vec::new();
     let mut open: Option<(usize, usize)> = None; // (depth, content start)
     let mut spans = Vec::new();
     loop {
         let before = reader.buffer_position() as usize;
         match reader.read_event() {
             Ok(Event::Start(e)) => {
-                let local = e.local_name().into_inner().as_bytes().to_vec();
-                let in_header = stack.iter().any(|n| n == b"Header");
-                let secret = local.eq_ignore_ascii_case(b"Password")
-                    || (local == b"BinarySecurityToken" && in_header);
+                let local = e.local_name().into_inner().to_string();
+                let in_header = stack.iter().any(|n| n == "Header");
+                let picked = want(&local, in_header);
                 stack.push(local);
-                if secret && open.is_none() {
+                if picked && open.is_none() {
                     open = Some((stack.len(), reader.buffer_position() as usize));
                 }
             }
@@ -160,7 +170,8 @@ fn xml_spans(text: &str) -> Option<Vec<(usize, usize)>> {
     Some(spans)
 }
 
-fn splice(text: &str, spans: &[(usize, usize)]) -> String {
+/// `text` with the contents at `spans` replaced by `with`.
+pub(crate) fn replace_spans(text: &str, spans: &[(usize, usize)], with: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for &(start, end) in spans {
@@ -168,7 +179,7 @@ fn splice(text: &str, spans: &[(usize, usize)]) -> String {
             continue;
         }
         out.push_str(text.get(at..start).unwrap_or_default());
-        out.push_str(REDACTED);
+        out.push_str(with);
         at = end;
     }
     out.push_str(text.get(at..).unwrap_or_default());

@@ -223,6 +223,71 @@ async fn an_enrollment_and_two_sessions_are_recorded_redacted_shown_and_exported
     // The password is nowhere: not in the API's answer, the export, or any file of the store.
     assert!(!v.to_string().contains(PASSWORD));
     assert!(!text.contains(PASSWORD));
+
+    // Replayed against a fresh server (same user, commands queued again), every message is
+    // accepted.
+    let fresh = TestServer::start().await;
+    fresh.create_user(upn, PASSWORD).await;
+    let fcli = Cli::new(&fresh);
+    let replay = |file: std::path::PathBuf| {
+        let fcli = &fcli;
+        async move {
+            fcli.run(&[
+                "trace",
+                "replay",
+                file.to_str().unwrap(),
+                "--password",
+                PASSWORD,
+                "--requeue",
+            ])
+            .await
+        }
+    };
+    let (code, out) = replay(file.clone()).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(": accepted")).count(),
+        parsed.exchanges.len(),
+        "{out}"
+    );
+    // One recorded answer changed (our Status for the device's SyncHdr says 212, the server
+    // said 200): that message, and only it, differs, saying where.
+    let turn = get_turn["seq"].as_u64().unwrap() as usize;
+    let mut bad = parsed.clone();
+    let answer = &mut bad.exchanges[turn - 1].response.body;
+    let hdr_ok = "<Cmd>SyncHdr</Cmd><Data>200</Data>";
+    assert!(answer.contains(hdr_ok), "{answer}");
+    *answer = answer.replacen(hdr_ok, "<Cmd>SyncHdr</Cmd><Data>212</Data>", 1);
+    let bad_file = cli.dir.path().join("bad.ndjson");
+    std::fs::write(&bad_file, bad.to_ndjson()).unwrap();
+    let again = TestServer::start().await;
+    again.create_user(upn, PASSWORD).await;
+    let acli = Cli::new(&again);
+    let (code, out) = acli
+        .run(&[
+            "trace",
+            "replay",
+            bad_file.to_str().unwrap(),
+            "--password",
+            PASSWORD,
+            "--requeue",
+        ])
+        .await;
+    assert_eq!(code, 1, "{out}");
+    let differs: Vec<&str> = out.lines().filter(|l| l.contains(": differs:")).collect();
+    assert_eq!(differs.len(), 1, "{out}");
+    assert!(
+        differs[0].starts_with(&format!("#{turn} management: differs:")),
+        "{out}"
+    );
+    assert!(
+        differs[0].contains("recorded `Status SyncHdr cmdref=0")
+            && differs[0].contains("code=212`, got `Status SyncHdr cmdref=0")
+            && differs[0].ends_with("code=200`"),
+        "{out}"
+    );
+    fresh.stop().await;
+    again.stop().await;
     let data_dir = srv.data_dir.clone();
     let _kept = srv.stop().await;
     let files = all_bytes(&data_dir);
