@@ -42,6 +42,8 @@ pub struct App {
     pub ui_sign_in: crate::ui::session::SignInLimiter,
     /// Refused enrollment requests not yet written ([`crate::mdm::refusals`]).
     pub refusals: crate::mdm::refusals::Recorder,
+    /// Which devices are traced (device traces), cached from the store.
+    pub tracer: crate::trace::Tracer,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -129,7 +131,10 @@ impl App {
         let throttle = (cfg.management_rate > 0).then(|| {
             crate::http::throttle::Throttle::new(cfg.management_rate, cfg.management_rate)
         });
+        let tracer = crate::trace::Tracer::new();
+        tracer.load(store.records())?;
         Ok(App {
+            tracer,
             password_cache: crate::auth::VerifyCache::new(),
             password_work: crate::password_work::PasswordWork::new(
                 cfg.password_workers,

@@ -62,6 +62,7 @@ mod openapi_access;
 pub mod openapi_groups;
 pub mod profiles;
 pub mod tokens;
+pub mod traces;
 mod users;
 pub mod webhook;
 
@@ -264,6 +265,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/autopilot/devices/{serial}"),
     ("DELETE", "/api/v1/autopilot/devices/{serial}"),
     ("POST", "/api/v1/backup"),
+    ("POST", "/api/v1/devices/{device_id}/trace"),
+    ("DELETE", "/api/v1/devices/{device_id}/trace"),
+    ("GET", "/api/v1/devices/{device_id}/traces"),
+    ("GET", "/api/v1/devices/{device_id}/traces/{trace_id}"),
+    ("DELETE", "/api/v1/devices/{device_id}/traces/{trace_id}"),
+    (
+        "GET",
+        "/api/v1/devices/{device_id}/traces/{trace_id}/export",
+    ),
+    ("POST", "/api/v1/groups/{group_id}/trace"),
+    ("POST", "/api/v1/users/{upn}/trace"),
+    ("DELETE", "/api/v1/users/{upn}/trace"),
     ("GET", "/api/v1/webhook"),
     ("GET", "/api/v1/webhook/dead-letters"),
     ("GET", "/api/v1/webhook/dead-letters/{event_id}"),
@@ -311,6 +324,7 @@ enum Endpoint<'a> {
     ListJobs,
     GetJob(&'a str),
     RefusedEnrollments,
+    Traces(traces::Route<'a>),
 }
 
 /// The decoded path segments after `/api/v1`.
@@ -326,6 +340,9 @@ fn segments(path: &str) -> Result<Vec<String>, ApiError> {
 /// Matches segments and method to an endpoint (pure: the routing table itself).
 fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiError> {
     use Endpoint as E;
+    if let Some(r) = traces::endpoint(segs, method) {
+        return r.map(E::Traces);
+    }
     Ok(match (segs, method.clone()) {
         (["users"], Method::POST) => E::CreateUser,
         (["users"], Method::GET) => E::ListUsers,
@@ -458,6 +475,7 @@ async fn dispatch(
         )),
         Endpoint::Webhook(r) => webhook::handle(&app, actor, r, q).await,
         Endpoint::Backup => backup::create(&app, actor, req).await,
+        Endpoint::Traces(r) => traces::handle(&app, actor, r, req).await,
     }
 }
 

@@ -24,6 +24,7 @@
 pub mod body;
 pub mod conn;
 pub mod landing;
+pub mod record;
 pub mod routes;
 pub mod stream;
 pub mod throttle;
@@ -329,6 +330,10 @@ impl Server {
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(crate::mdm::refusals::run(
+            self.app.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::trace::record::run(
             self.app.clone(),
             stop_rx.clone(),
         )));

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod child;
+pub mod cli;
 pub mod device;
 pub mod mdm_device;
 pub mod pg;
