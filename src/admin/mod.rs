@@ -498,6 +498,31 @@ async fn body_bytes(
         })
 }
 
+/// A JSON body that may be left out: an empty body (with or without a Content-Type) gives
+/// `T::default()`; anything else is read as [`json_body_limited`] reads it.
+async fn optional_json_body<T: for<'de> Deserialize<'de> + Default>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let timeout = BodyTimeout::of(&req);
+    let body = body_bytes(req, limit, timeout).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    if !ct.starts_with("application/json") {
+        return Err(bad(format!(
+            "Content-Type must be application/json, got {ct:?}"
+        )));
+    }
+    serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON: {e}")))
+}
+
 async fn json_body_limited<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
     limit: usize,

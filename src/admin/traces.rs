@@ -22,7 +22,7 @@ use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-use super::{bad, body_bytes, json, no_content, not_found, ApiError};
+use super::{json, no_content, not_found, optional_json_body, ApiError};
 use crate::app::App;
 use crate::http::routes::Resp;
 use crate::service::traces::{self as svc, StartTrace};
@@ -81,14 +81,6 @@ pub fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Option<Result<Route<'a
     }))
 }
 
-async fn start_options(app: &App, req: Request<Incoming>) -> Result<StartTrace, ApiError> {
-    let body = body_bytes(req, MAX_BODY, app.cfg.conn.body_timeout).await?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(StartTrace::default());
-    }
-    serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))
-}
-
 /// Runs one trace route.
 pub async fn handle(
     app: &Arc<App>,
@@ -98,14 +90,14 @@ pub async fn handle(
 ) -> Result<Resp, ApiError> {
     match r {
         Route::Start(id) => {
-            let opts = start_options(app, req).await?;
+            let opts: StartTrace = optional_json_body(req, MAX_BODY).await?;
             Ok(json(
                 StatusCode::CREATED,
                 &svc::start(app, actor, id, opts).await?,
             ))
         }
         Route::StartGroup(id) => {
-            let opts = start_options(app, req).await?;
+            let opts: StartTrace = optional_json_body(req, MAX_BODY).await?;
             let (traces, skipped) = svc::start_group(app, actor, id, opts).await?;
             Ok(json(
                 StatusCode::CREATED,
@@ -113,12 +105,7 @@ pub async fn handle(
             ))
         }
         Route::StartUser(upn) => {
-            let body = body_bytes(req, MAX_BODY, app.cfg.conn.body_timeout).await?;
-            let opts = if body.iter().all(u8::is_ascii_whitespace) {
-                svc::StartUserTrace::default()
-            } else {
-                serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))?
-            };
+            let opts: svc::StartUserTrace = optional_json_body(req, MAX_BODY).await?;
             Ok(json(
                 StatusCode::CREATED,
                 &svc::start_user(app, actor, upn, opts).await?,

@@ -343,7 +343,15 @@ pub async fn list(
 ) -> Result<Vec<TraceMeta>, ServiceError> {
     actor.require_admin(&format!("GET /api/v1/devices/{device_id}/traces"))?;
     let (a, d) = (app.clone(), device_id.to_string());
-    blocking(move || Ok(record::traces_of(a.store.records(), &d)?)).await
+    blocking(move || {
+        let traces = record::traces_of(a.store.records(), &d)?;
+        // A deleted device keeps its traces; an id never seen is unknown.
+        if traces.is_empty() && a.store.get_device(&d)?.is_none() {
+            return Err(ServiceError::not_found(format!("device {d}")));
+        }
+        Ok(traces)
+    })
+    .await
 }
 
 fn load(app: &App, device_id: &str, trace_id: &str) -> Result<Trace, ServiceError> {

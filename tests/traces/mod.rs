@@ -5,6 +5,8 @@
 
 use serde_json::json;
 
+mod folder;
+
 use crate::manage::{enrolled, queue};
 use crate::support::cli::Cli;
 use crate::support::device::{self, DeviceInfo};
