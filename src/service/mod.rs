@@ -28,6 +28,7 @@ pub mod groups;
 pub mod invitations;
 mod mail;
 pub mod tokens;
+pub mod tenant;
 pub mod users;
 pub mod wcd;
 pub mod webhook;
