@@ -24,4 +24,5 @@ mod replay;
 mod soap;
 mod store;
 mod syncml;
+mod tenant;
 mod webhook;

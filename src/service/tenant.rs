@@ -264,7 +264,12 @@ pub async fn disconnect(app: &Arc<App>, actor: &Actor) -> Result<(), ServiceErro
     let a = app.clone();
     let gone = blocking(move || {
         let s = a.store.records();
-        let gone = state::CONNECTION.take(s, state::KEY)?;
+        // An update, not a take: it retries when a sync pass writes `last_sync` meanwhile.
+        let mut gone = None;
+        state::CONNECTION.update(s, state::KEY, |c| {
+            gone = c;
+            Ok(None)
+        })?;
         state::clear_error(s)?;
         credential::remove(&a.cfg.data_dir).map_err(|e| ServiceError::Internal {
             reason: format!("removing the tenant credential: {e}"),
