@@ -61,9 +61,9 @@ pub mod openapi;
 mod openapi_access;
 pub mod openapi_groups;
 pub mod profiles;
+pub mod tenant;
 pub mod tokens;
 mod users;
-pub mod tenant;
 pub mod webhook;
 
 pub use crate::service::devices::{DevicePage, DeviceView, MAX_BULK_DEVICES, SCAN_BUDGET};

@@ -62,9 +62,15 @@ pub fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Route<'a>, ApiE
         (["groups", id], Method::DELETE) => R::DeleteGroup(id),
         (["profiles"], Method::GET) => R::ListProfiles,
         (["profiles", p, "assignments"], Method::POST) => R::Assign(p),
-        ([] | ["sync"] | ["groups"] | ["groups", _] | ["profiles"] | ["profiles", _, "assignments"], _) => {
-            return Err(ApiError::MethodNotAllowed)
-        }
+        (
+            []
+            | ["sync"]
+            | ["groups"]
+            | ["groups", _]
+            | ["profiles"]
+            | ["profiles", _, "assignments"],
+            _,
+        ) => return Err(ApiError::MethodNotAllowed),
         _ => return Err(not_found("route")),
     })
 }
@@ -81,7 +87,11 @@ fn dry_run(query: &str) -> Result<bool, ApiError> {
         match pair.split_once('=') {
             Some(("dry_run", "true" | "1")) => dry = true,
             Some(("dry_run", "false" | "0")) => dry = false,
-            _ => return Err(bad(format!("unknown query parameter {pair:?} (dry_run=true|false)"))),
+            _ => {
+                return Err(bad(format!(
+                    "unknown query parameter {pair:?} (dry_run=true|false)"
+                )))
+            }
         }
     }
     Ok(dry)
@@ -100,7 +110,10 @@ pub async fn handle(
             // The role first: a read-only token never gets to upload a key.
             actor.require_admin("PUT /api/v1/tenant")?;
             let input: ConnectInput = json_body(req).await?;
-            Ok(json(StatusCode::OK, &svc::connect(app, actor, input).await?))
+            Ok(json(
+                StatusCode::OK,
+                &svc::connect(app, actor, input).await?,
+            ))
         }
         Route::Disconnect => {
             svc::disconnect(app, actor).await?;

@@ -169,7 +169,9 @@ pub fn import(s: &dyn RecordStore, parsed: Parsed, now: i64) -> Result<ImportRep
         }
         if s.apply_records(&ops)? {
             report.imported += fresh.len();
-            report.serials.extend(fresh.iter().map(|r| r.serial.clone()));
+            report
+                .serials
+                .extend(fresh.iter().map(|r| r.serial.clone()));
             continue;
         }
         // Another writer registered one of these meanwhile: one row at a time.

@@ -177,7 +177,10 @@ pub(super) async fn run(
             if json_out {
                 return Ok(());
             }
-            w(out, "tenant disconnected (its credential removed from this server)\n")
+            w(
+                out,
+                "tenant disconnected (its credential removed from this server)\n",
+            )
         }
         TenantCmd::Sync { dry_run } => {
             let path = format!("/api/v1/tenant/sync?dry_run={dry_run}");
@@ -189,7 +192,13 @@ pub(super) async fn run(
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|ch| vec![str_of(&ch["action"]), str_of(&ch["target"]), ch["detail"].to_string()])
+                    .map(|ch| {
+                        vec![
+                            str_of(&ch["action"]),
+                            str_of(&ch["target"]),
+                            ch["detail"].to_string(),
+                        ]
+                    })
                     .collect();
                 w(out, &table(&["ACTION", "TARGET", "DETAIL"], rows))?;
                 for f in v["failures"].as_array().into_iter().flatten() {
@@ -208,14 +217,20 @@ pub(super) async fn run(
                     &format!(
                         "{} change(s){}\n",
                         v["changes"].as_array().map_or(0, Vec::len),
-                        if dry_run { " would be made (dry run: nothing written)" } else { "" }
+                        if dry_run {
+                            " would be made (dry run: nothing written)"
+                        } else {
+                            ""
+                        }
                     ),
                 )?;
             }
             match v["error"].as_str() {
                 Some(e) => Err(Failure::Api {
                     status: 200,
-                    message: format!("the sync pass stopped: {e} (pending changes are kept and retried)"),
+                    message: format!(
+                        "the sync pass stopped: {e} (pending changes are kept and retried)"
+                    ),
                 }),
                 None => Ok(()),
             }
@@ -307,13 +322,21 @@ pub(super) async fn run(
                     vec![
                         str_of(&p["name"]),
                         str_of(&p["graph_id"]),
-                        if p["push"] == true || p["delete"] == true { "yes" } else { "no" }.into(),
+                        if p["push"] == true || p["delete"] == true {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .into(),
                         groups.join(","),
                         str_of(&p["last_error"]),
                     ]
                 })
                 .collect();
-            w(out, &table(&["PROFILE", "GRAPH ID", "PENDING", "GROUPS", "ERROR"], rows))
+            w(
+                out,
+                &table(&["PROFILE", "GRAPH ID", "PENDING", "GROUPS", "ERROR"], rows),
+            )
         }
         TenantCmd::Assign { profile, group } => {
             let path = format!("/api/v1/tenant/profiles/{}/assignments", enc(&profile));

@@ -361,10 +361,16 @@ pub async fn import_devices(
             let parse_ms = t.elapsed().as_millis() as u64;
             let now = app.clock.now_unix();
             let report = devices::import(app.store.records(), parsed, now)?;
-            let to_tenant =
-                crate::tenant::state::on_devices_imported(app.store.records(), &report.serials, now)?;
+            let to_tenant = crate::tenant::state::on_devices_imported(
+                app.store.records(),
+                &report.serials,
+                now,
+            )?;
             if to_tenant > 0 {
-                tracing::info!(devices = to_tenant, "Autopilot import: queued for the Microsoft tenant");
+                tracing::info!(
+                    devices = to_tenant,
+                    "Autopilot import: queued for the Microsoft tenant"
+                );
             }
             if report.imported > 0 {
                 let (linked, asked) = crate::autopilot::convert::link_after_import(&app)?;

@@ -28,8 +28,9 @@ impl From<GraphError> for ServiceError {
     fn from(e: GraphError) -> ServiceError {
         match e {
             GraphError::NotConnected => ServiceError::Refused {
-                reason: "no Microsoft tenant is connected: winmdm tenant connect (PUT /api/v1/tenant)"
-                    .into(),
+                reason:
+                    "no Microsoft tenant is connected: winmdm tenant connect (PUT /api/v1/tenant)"
+                        .into(),
             },
             e => ServiceError::Refused {
                 reason: format!("Microsoft Graph: {e}"),
@@ -76,7 +77,9 @@ fn guid(field: &str, v: &str) -> Result<String, ServiceError> {
     if !ok {
         return Err(ServiceError::Invalid {
             field: field.into(),
-            reason: format!("{field}: expected a GUID such as 00000000-0000-0000-0000-000000000000"),
+            reason: format!(
+                "{field}: expected a GUID such as 00000000-0000-0000-0000-000000000000"
+            ),
         });
     }
     Ok(v)
@@ -152,7 +155,11 @@ pub async fn connect(
     actor.require_admin("PUT /api/v1/tenant")?;
     let tenant_id = guid("tenant_id", &input.tenant_id)?;
     let client_id = guid("client_id", &input.client_id)?;
-    let stored = match (input.certificate_pem, input.private_key_pem, input.client_secret) {
+    let stored = match (
+        input.certificate_pem,
+        input.private_key_pem,
+        input.client_secret,
+    ) {
         (Some(c), Some(k), None) => Stored::Certificate {
             certificate_pem: c,
             private_key_pem: k,
@@ -223,7 +230,10 @@ pub async fn connect(
     let record = conn.clone();
     blocking(move || {
         let s = a.store.records();
-        if BOUND.get(s, state::KEY)?.is_some_and(|t| t != record.tenant_id) {
+        if BOUND
+            .get(s, state::KEY)?
+            .is_some_and(|t| t != record.tenant_id)
+        {
             // Another tenant: the ids winmdm kept belong to the old one.
             for (k, _) in state::DEVICES.all(s)? {
                 state::DEVICES.delete(s, &k)?;
@@ -379,7 +389,10 @@ async fn device_objects(
             .to_string();
         let filter = format!("deviceId eq '{}'", aad.replace('\'', "''"));
         let found = c
-            .get(&format!("/v1.0/devices?$filter={}&$select=id", enc(&filter)))
+            .get(&format!(
+                "/v1.0/devices?$filter={}&$select=id",
+                enc(&filter)
+            ))
             .await?;
         let obj = found["value"]
             .get(0)
@@ -436,9 +449,7 @@ pub async fn create_group(
         }
         Membership::Static(device_objects(app, &c, &serials).await?)
     };
-    let rule = membership
-        .rule()
-        .map_err(|e| bad_field("membership", e))?;
+    let rule = membership.rule().map_err(|e| bad_field("membership", e))?;
     let a = app.clone();
     if blocking(move || Ok(state::GROUPS.all(a.store.records())?.len())).await? >= MAX_GROUPS {
         return Err(ServiceError::Refused {
@@ -507,14 +518,24 @@ pub async fn delete_group(app: &Arc<App>, actor: &Actor, id: &str) -> Result<(),
         .await?
         .ok_or_else(|| ServiceError::not_found(format!("Entra group {id} created by winmdm")))?;
     let c = sync::client(app, &actor.name).await?;
-    match c.call("DELETE", &format!("/v1.0/groups/{}", enc(&g.id)), None).await {
+    match c
+        .call("DELETE", &format!("/v1.0/groups/{}", enc(&g.id)), None)
+        .await
+    {
         Ok(_) => {}
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
     let (a, k) = (app.clone(), g.id.clone());
     blocking(move || Ok(state::GROUPS.delete(a.store.records(), &k)?)).await?;
-    audit(app, actor, "tenant.group.delete", &g.id, json!({ "name": g.display_name })).await;
+    audit(
+        app,
+        actor,
+        "tenant.group.delete",
+        &g.id,
+        json!({ "name": g.display_name }),
+    )
+    .await;
     Ok(())
 }
 
@@ -534,7 +555,10 @@ pub async fn list_profiles(app: &Arc<App>) -> Result<Vec<TenantProfile>, Service
 fn group_id(v: &str) -> Result<String, ServiceError> {
     let v = v.trim();
     if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(bad_field("group_id", "expected an Entra group object id (GUID)"));
+        return Err(bad_field(
+            "group_id",
+            "expected an Entra group object id (GUID)",
+        ));
     }
     Ok(v.to_ascii_lowercase())
 }
@@ -546,7 +570,9 @@ pub async fn assign_profile(
     profile: &str,
     group: &str,
 ) -> Result<TenantProfile, ServiceError> {
-    actor.require_admin(&format!("POST /api/v1/tenant/profiles/{profile}/assignments"))?;
+    actor.require_admin(&format!(
+        "POST /api/v1/tenant/profiles/{profile}/assignments"
+    ))?;
     let gid = group_id(group)?;
     let p = super::autopilot::get_profile(app, profile).await?;
     let c = sync::client(app, &actor.name).await?;
@@ -585,7 +611,10 @@ pub async fn assign_profile(
             Some(&shapes::assignment_body(&gid)),
         )
         .await?;
-    let assignment_id = v["id"].as_str().filter(|s| s.len() <= 256).map(str::to_string);
+    let assignment_id = v["id"]
+        .as_str()
+        .filter(|s| s.len() <= 256)
+        .map(str::to_string);
     let (a, id, g2) = (app.clone(), p.id.clone(), gid.clone());
     let updated = blocking(move || {
         Ok(state::PROFILES.update(a.store.records(), &id, |cur| {

@@ -246,13 +246,7 @@ mod tests {
     #[test]
     fn empty_or_control_secrets_are_refused() {
         for bad in ["", "  ", "a\u{1}b"] {
-            assert!(load(
-                &Stored::Secret {
-                    secret: bad.into()
-                },
-                0
-            )
-            .is_err());
+            assert!(load(&Stored::Secret { secret: bad.into() }, 0).is_err());
         }
     }
 
@@ -278,7 +272,9 @@ mod tests {
         };
         let e = load(&wrong, now).unwrap_err();
         assert!(e.contains("does not belong"), "{e}");
-        assert!(load(&good, now + 2 * 86_400).unwrap_err().contains("expired"));
+        assert!(load(&good, now + 2 * 86_400)
+            .unwrap_err()
+            .contains("expired"));
     }
 
     #[test]
@@ -289,7 +285,10 @@ mod tests {
             secret: "abc".into(),
         };
         save(dir.path(), &s).unwrap();
-        let m = std::fs::metadata(path(dir.path())).unwrap().permissions().mode();
+        let m = std::fs::metadata(path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(m & 0o777, 0o600);
         assert_eq!(read(dir.path()).unwrap(), Some(s));
         remove(dir.path()).unwrap();

@@ -104,8 +104,7 @@ pub fn enc(s: &str) -> String {
 }
 
 fn first_line(s: &str) -> String {
-    let l = s.lines().next().unwrap_or("").trim();
-    crate::soap::envelope::clip(l).to_string()
+    crate::store::clip_bytes(s.lines().next().unwrap_or("").trim(), 512)
 }
 
 /// Reads Graph's error body.
@@ -157,7 +156,11 @@ impl Client {
     }
 
     fn token_url(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.rt().cfg.login_url, self.conn.tenant_id)
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.rt().cfg.login_url,
+            self.conn.tenant_id
+        )
     }
 
     fn cache_key(&self) -> String {
@@ -217,7 +220,10 @@ impl Client {
         let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
         if a.status != 200 {
             let e = v["error"].as_str().unwrap_or("error");
-            let d = v["error_description"].as_str().map(first_line).unwrap_or_default();
+            let d = v["error_description"]
+                .as_str()
+                .map(first_line)
+                .unwrap_or_default();
             tracing::warn!(status = a.status, error = e, description = %d, "tenant: token request refused");
             return Err(GraphError::Auth(format!("{e}: {d}")));
         }
@@ -297,7 +303,7 @@ impl Client {
                         .unwrap_or(Duration::from_secs(1 << retries.min(6)))
                         .min(MAX_RETRY_AFTER);
                     retries += 1;
-                    tracing::info!(status = a.status, method, path = %crate::soap::envelope::clip(path), wait_s = wait.as_secs(), retry = retries, "Graph throttled: waiting as Retry-After asks");
+                    tracing::info!(status = a.status, method, path = %crate::store::clip_bytes(path, 300), wait_s = wait.as_secs(), retry = retries, "Graph throttled: waiting as Retry-After asks");
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -316,7 +322,7 @@ impl Client {
                 }
                 s => {
                     let e = api_error(s, &a.body);
-                    tracing::warn!(method, path = %crate::soap::envelope::clip(path), error = %e, "Graph request failed");
+                    tracing::warn!(method, path = %crate::store::clip_bytes(path, 300), error = %e, "Graph request failed");
                     return Err(e);
                 }
             }
@@ -351,7 +357,9 @@ impl Client {
         while let Some(p) = next.take() {
             pages += 1;
             if pages > MAX_PAGES {
-                return Err(GraphError::Unexpected(format!("more than {MAX_PAGES} pages")));
+                return Err(GraphError::Unexpected(format!(
+                    "more than {MAX_PAGES} pages"
+                )));
             }
             let v = self.get(&p).await?;
             let items = v["value"]
@@ -359,7 +367,9 @@ impl Client {
                 .ok_or_else(|| GraphError::Unexpected(format!("GET {path}: no value array")))?;
             out.extend(items.iter().cloned());
             if out.len() > MAX_ITEMS {
-                return Err(GraphError::Unexpected(format!("more than {MAX_ITEMS} items")));
+                return Err(GraphError::Unexpected(format!(
+                    "more than {MAX_ITEMS} items"
+                )));
             }
             next = v["@odata.nextLink"].as_str().map(str::to_string);
         }

@@ -68,7 +68,9 @@ impl Http {
             }
         }
         if roots.is_empty() {
-            return Err("no root certificate is trusted (system store empty, no --graph-ca)".into());
+            return Err(
+                "no root certificate is trusted (system store empty, no --graph-ca)".into(),
+            );
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -84,8 +86,8 @@ impl Http {
     }
 
     async fn connect(&self, t: &Target) -> Result<SendRequest<Full<Bytes>>, String> {
-        let name = ServerName::try_from(t.host.clone())
-            .map_err(|e| format!("host {:?}: {e}", t.host))?;
+        let name =
+            ServerName::try_from(t.host.clone()).map_err(|e| format!("host {:?}: {e}", t.host))?;
         let step = async {
             let tcp = TcpStream::connect((t.host.as_str(), t.port))
                 .await
@@ -106,7 +108,13 @@ impl Http {
         };
         tokio::time::timeout(CONNECT_TIMEOUT, step)
             .await
-            .map_err(|_| format!("no connection to {} within {}s", t.authority(), CONNECT_TIMEOUT.as_secs()))?
+            .map_err(|_| {
+                format!(
+                    "no connection to {} within {}s",
+                    t.authority(),
+                    CONNECT_TIMEOUT.as_secs()
+                )
+            })?
     }
 
     fn take_idle(&self, authority: &str) -> Option<SendRequest<Full<Bytes>>> {
@@ -141,7 +149,10 @@ impl Http {
         }
         let reused = self.take_idle(&t.authority());
         let was_reused = reused.is_some();
-        match self.send_on(reused, &t, method, headers, body.clone()).await {
+        match self
+            .send_on(reused, &t, method, headers, body.clone())
+            .await
+        {
             Err(e) if was_reused && e.starts_with("send:") => {
                 self.send_on(None, &t, method, headers, body).await
             }

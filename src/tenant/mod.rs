@@ -117,10 +117,16 @@ fn base_url(field: &'static str, v: &str) -> Result<String, (&'static str, Strin
     let v = v.trim().trim_end_matches('/');
     let t = crate::webhook::Target::parse(v).map_err(|e| (field, e))?;
     if !t.https {
-        return Err((field, format!("{v:?}: Microsoft Graph is only reached over https")));
+        return Err((
+            field,
+            format!("{v:?}: Microsoft Graph is only reached over https"),
+        ));
     }
     if t.path != "/" && !t.path.is_empty() {
-        return Err((field, format!("{v:?}: give the base URL only, without a path")));
+        return Err((
+            field,
+            format!("{v:?}: give the base URL only, without a path"),
+        ));
     }
     Ok(v.to_string())
 }
@@ -146,7 +152,10 @@ impl TenantOptions {
         let poll = match self.poll.as_deref() {
             Some(v) => crate::config::parse_retention(v)
                 .map_err(|e| ("tenant_poll", e))?
-                .ok_or(("tenant_poll", "0 is not allowed: give an interval".to_string()))?,
+                .ok_or((
+                    "tenant_poll",
+                    "0 is not allowed: give an interval".to_string(),
+                ))?,
             None => d.poll,
         };
         Ok(TenantConfig {

@@ -36,7 +36,11 @@ pub fn import_body(d: &AutopilotDevice) -> Value {
     m.insert("serialNumber".into(), d.serial.clone().into());
     m.insert("hardwareIdentifier".into(), d.hardware_hash.clone().into());
     put_opt(&mut m, "groupTag", d.group_tag.as_deref());
-    put_opt(&mut m, "assignedUserPrincipalName", d.assigned_user.as_deref());
+    put_opt(
+        &mut m,
+        "assignedUserPrincipalName",
+        d.assigned_user.as_deref(),
+    );
     put_opt(&mut m, "productKey", d.product_id.as_deref());
     Value::Object(m)
 }
@@ -241,14 +245,19 @@ mod tests {
     #[test]
     fn rules_are_microsofts_and_refuse_injection() {
         assert_eq!(
-            Membership::GroupTag("Sales".into()).rule().unwrap().unwrap(),
+            Membership::GroupTag("Sales".into())
+                .rule()
+                .unwrap()
+                .unwrap(),
             r#"(device.devicePhysicalIds -any (_ -eq "[OrderID]:Sales"))"#
         );
         assert_eq!(
             Membership::ZtdId("abc".into()).rule().unwrap().unwrap(),
             r#"(device.devicePhysicalIds -any (_ -eq "[ZTDId]:abc"))"#
         );
-        assert!(Membership::GroupTag("x\") -or (true".into()).rule().is_err());
+        assert!(Membership::GroupTag("x\") -or (true".into())
+            .rule()
+            .is_err());
         assert!(Membership::GroupTag("".into()).rule().is_err());
     }
 

@@ -107,8 +107,8 @@ pub async fn client(app: &Arc<App>, actor: &str) -> Result<Client, GraphError> {
     let a = app.clone();
     let (conn, stored) = blocking(move || {
         let conn = state::connection(a.store.records())?;
-        let stored =
-            super::credential::read(&a.cfg.data_dir).map_err(|reason| ServiceError::Internal { reason })?;
+        let stored = super::credential::read(&a.cfg.data_dir)
+            .map_err(|reason| ServiceError::Internal { reason })?;
         Ok((conn, stored))
     })
     .await
@@ -243,7 +243,11 @@ async fn pass(
             continue;
         }
         if d.pending.delete {
-            r.add("delete", &d.serial, json!({ "autopilot_id": d.autopilot_id }));
+            r.add(
+                "delete",
+                &d.serial,
+                json!({ "autopilot_id": d.autopilot_id }),
+            );
             if !dry {
                 let res = delete_device(&c, d).await;
                 settle(app, key, d.rev, res, r, "delete", |d| {
@@ -264,24 +268,37 @@ async fn pass(
         }
         if d.pending.import && d.import_id.is_none() {
             let k = key.clone();
-            let Some(local) = store(app, move |a| Ok(AP_DEVICES.get(a.store.records(), &k)?)).await? else {
-                r.add("drop", &d.serial, json!({ "reason": "deleted here before it was sent" }));
+            let Some(local) =
+                store(app, move |a| Ok(AP_DEVICES.get(a.store.records(), &k)?)).await?
+            else {
+                r.add(
+                    "drop",
+                    &d.serial,
+                    json!({ "reason": "deleted here before it was sent" }),
+                );
                 if !dry {
                     let k = key.clone();
-                    store(app, move |a| Ok(state::DEVICES.delete(a.store.records(), &k)?)).await?;
+                    store(app, move |a| {
+                        Ok(state::DEVICES.delete(a.store.records(), &k)?)
+                    })
+                    .await?;
                 }
                 continue;
             };
             r.add("import", &d.serial, json!({ "group_tag": local.group_tag }));
             if !dry {
-                let res = c.call("POST", IMPORTED, Some(&shapes::import_body(&local))).await;
+                let res = c
+                    .call("POST", IMPORTED, Some(&shapes::import_body(&local)))
+                    .await;
                 let res = res.and_then(|(_, v)| {
                     let id = v["id"]
                         .as_str()
                         .filter(|s| !s.is_empty() && s.len() <= 128)
                         .ok_or_else(|| GraphError::Unexpected("import answer without id".into()))?
                         .to_string();
-                    let status = v["state"]["deviceImportStatus"].as_str().map(str::to_string);
+                    let status = v["state"]["deviceImportStatus"]
+                        .as_str()
+                        .map(str::to_string);
                     Ok((id, status))
                 });
                 match res {
@@ -354,16 +371,23 @@ async fn pass(
         if !d.pending.update || d.pending.delete || d.attempts >= MAX_ATTEMPTS {
             continue;
         }
-        let Some(id) = d.autopilot_id.clone() else { continue };
+        let Some(id) = d.autopilot_id.clone() else {
+            continue;
+        };
         let k = key.clone();
-        let Some(local) = store(app, move |a| Ok(AP_DEVICES.get(a.store.records(), &k)?)).await? else {
+        let Some(local) = store(app, move |a| Ok(AP_DEVICES.get(a.store.records(), &k)?)).await?
+        else {
             continue;
         };
         let body = shapes::update_body(&local);
         r.add("update", &d.serial, body.clone());
         if !dry {
             let res = c
-                .call("POST", &format!("{IDENTITIES}/{}/updateDeviceProperties", enc(&id)), Some(&body))
+                .call(
+                    "POST",
+                    &format!("{IDENTITIES}/{}/updateDeviceProperties", enc(&id)),
+                    Some(&body),
+                )
                 .await
                 .map(|_| ());
             settle(app, key, d.rev, res, r, "update", |d| {
@@ -480,10 +504,16 @@ async fn delete_device(c: &Client, d: &TenantDevice) -> Result<(), GraphError> {
         return Ok(());
     }
     if let Some(id) = &d.autopilot_id {
-        ok_if_gone(c.call("DELETE", &format!("{IDENTITIES}/{}", enc(id)), None).await)?;
+        ok_if_gone(
+            c.call("DELETE", &format!("{IDENTITIES}/{}", enc(id)), None)
+                .await,
+        )?;
     }
     if let Some(id) = &d.import_id {
-        ok_if_gone(c.call("DELETE", &format!("{IMPORTED}/{}", enc(id)), None).await)?;
+        ok_if_gone(
+            c.call("DELETE", &format!("{IMPORTED}/{}", enc(id)), None)
+                .await,
+        )?;
     }
     Ok(())
 }
@@ -534,7 +564,10 @@ async fn follow_import(
         next.autopilot_id = find_identity(c, &d.serial).await?;
         if next.autopilot_id.is_some() {
             // The import record has served: delete it (winmdm created it).
-            ok_if_gone(c.call("DELETE", &format!("{IMPORTED}/{}", enc(import_id)), None).await)?;
+            ok_if_gone(
+                c.call("DELETE", &format!("{IMPORTED}/{}", enc(import_id)), None)
+                    .await,
+            )?;
         }
     }
     if status == "error" {
@@ -554,7 +587,11 @@ async fn push_profile(
 ) -> Result<(), GraphError> {
     let k = id.to_string();
     if p.delete {
-        r.add("profile-delete", id, json!({ "graph_id": p.graph_id, "name": p.name }));
+        r.add(
+            "profile-delete",
+            id,
+            json!({ "graph_id": p.graph_id, "name": p.name }),
+        );
         if dry {
             return Ok(());
         }
@@ -562,18 +599,27 @@ async fn push_profile(
             for a in &p.assignments {
                 if let Some(aid) = &a.assignment_id {
                     ok_if_gone(
-                        c.call("DELETE", &format!("{PROFILES}/{}/assignments/{}", enc(g), enc(aid)), None)
-                            .await,
+                        c.call(
+                            "DELETE",
+                            &format!("{PROFILES}/{}/assignments/{}", enc(g), enc(aid)),
+                            None,
+                        )
+                        .await,
                     )?;
                 }
             }
-            ok_if_gone(c.call("DELETE", &format!("{PROFILES}/{}", enc(g)), None).await)?;
+            ok_if_gone(
+                c.call("DELETE", &format!("{PROFILES}/{}", enc(g)), None)
+                    .await,
+            )?;
         }
         let rev = p.rev;
         return store(app, move |a| {
-            state::PROFILES.update(a.store.records(), &k, |cur| {
-                Ok(cur.filter(|p| p.rev != rev))
-            })?;
+            state::PROFILES.update(
+                a.store.records(),
+                &k,
+                |cur| Ok(cur.filter(|p| p.rev != rev)),
+            )?;
             Ok(())
         })
         .await;
@@ -603,7 +649,11 @@ async fn push_profile(
             )
         }
         Some(g) => {
-            r.add("profile-update", id, json!({ "name": local.name, "graph_id": g }));
+            r.add(
+                "profile-update",
+                id,
+                json!({ "name": local.name, "graph_id": g }),
+            );
             if dry {
                 return Ok(());
             }
@@ -633,9 +683,18 @@ async fn push_profile(
 }
 
 /// Pushes one profile now (before an assignment), whatever the worker's schedule.
-pub async fn push_profile_now(app: &Arc<App>, c: &Client, id: &str) -> Result<Option<TenantProfile>, GraphError> {
+pub async fn push_profile_now(
+    app: &Arc<App>,
+    c: &Client,
+    id: &str,
+) -> Result<Option<TenantProfile>, GraphError> {
     let k = id.to_string();
-    let Some(p) = store(app, move |a| Ok(state::PROFILES.get(a.store.records(), &k)?)).await? else {
+    let Some(p) = store(
+        app,
+        move |a| Ok(state::PROFILES.get(a.store.records(), &k)?),
+    )
+    .await?
+    else {
         return Ok(None);
     };
     if p.push || p.graph_id.is_none() {
@@ -643,18 +702,32 @@ pub async fn push_profile_now(app: &Arc<App>, c: &Client, id: &str) -> Result<Op
         push_profile(app, c, id, &p, false, &mut r).await?;
     }
     let k = id.to_string();
-    store(app, move |a| Ok(state::PROFILES.get(a.store.records(), &k)?)).await
+    store(
+        app,
+        move |a| Ok(state::PROFILES.get(a.store.records(), &k)?),
+    )
+    .await
 }
 
 fn pulled_record(r: &shapes::RemoteDevice, now: i64) -> AutopilotDevice {
-    let user = r.user.clone().map(|u| u.to_lowercase()).filter(|u| csv::valid_upn(u));
+    let user = r
+        .user
+        .clone()
+        .map(|u| u.to_lowercase())
+        .filter(|u| csv::valid_upn(u));
     AutopilotDevice {
         serial: crate::store::clip_bytes(&r.serial, 128),
-        product_id: r.product_key.clone().map(|p| crate::store::clip_bytes(&p, 64)),
+        product_id: r
+            .product_key
+            .clone()
+            .map(|p| crate::store::clip_bytes(&p, 64)),
         // Graph does not list hardware hashes: the link checks the serial only
         // (`hash_check` becomes `unverified`).
         hardware_hash: String::new(),
-        group_tag: r.group_tag.clone().filter(|t| csv::check_group_tag(t).is_ok()),
+        group_tag: r
+            .group_tag
+            .clone()
+            .filter(|t| csv::check_group_tag(t).is_ok()),
         user_friendly_name: r
             .addressable_user_name
             .clone()
@@ -716,7 +789,11 @@ async fn pull_devices(
         }
         match l {
             None => {
-                r.add("pull-add", &rd.serial, json!({ "autopilot_id": rd.id, "group_tag": rd.group_tag }));
+                r.add(
+                    "pull-add",
+                    &rd.serial,
+                    json!({ "autopilot_id": rd.id, "group_tag": rd.group_tag }),
+                );
                 if dry {
                     continue;
                 }
@@ -777,7 +854,9 @@ async fn pull_devices(
                                     updated_at: now,
                                 });
                                 d.autopilot_id = Some(id.clone());
-                                if d.import_status.as_deref() != Some("error") && d.import_id.is_some() {
+                                if d.import_status.as_deref() != Some("error")
+                                    && d.import_id.is_some()
+                                {
                                     d.import_status = Some("complete".into());
                                 }
                                 d.updated_at = now;

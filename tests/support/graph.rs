@@ -84,7 +84,9 @@ fn now() -> i64 {
 }
 
 fn b64url(s: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
 }
 
 fn pct_decode(s: &str) -> String {
@@ -356,7 +358,8 @@ impl GraphStandIn {
         let aad = guid();
         let obj = guid();
         let mut s = self.st();
-        s.identities.insert(id.clone(), identity(&id, serial, group_tag, "", &aad));
+        s.identities
+            .insert(id.clone(), identity(&id, serial, group_tag, "", &aad));
         s.devices.insert(
             obj.clone(),
             json!({"id": obj, "deviceId": aad, "displayName": serial}),
@@ -421,13 +424,24 @@ fn handle(
     (status, v, retry)
 }
 
-fn token(s: &mut State, port: u16, method: &str, path: &str, ct: &str, body: &[u8]) -> (u16, Value) {
+fn token(
+    s: &mut State,
+    port: u16,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: &[u8],
+) -> (u16, Value) {
     if method != "POST" || !ct.starts_with("application/x-www-form-urlencoded") {
         return entra_error(400, "invalid_request", "AADSTS900144: POST a form.");
     }
     let tenant = path.trim_start_matches('/').split('/').next().unwrap_or("");
     if tenant != s.tenant_id {
-        return entra_error(400, "invalid_tenant", &format!("AADSTS90002: Tenant '{tenant}' not found."));
+        return entra_error(
+            400,
+            "invalid_tenant",
+            &format!("AADSTS90002: Tenant '{tenant}' not found."),
+        );
     }
     let f = form(body);
     let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
@@ -435,18 +449,34 @@ fn token(s: &mut State, port: u16, method: &str, path: &str, ct: &str, body: &[u
         return entra_error(400, "unsupported_grant_type", "AADSTS70003: grant_type");
     }
     if get("scope") != format!("https://localhost:{port}/.default") {
-        return entra_error(400, "invalid_scope", &format!("AADSTS1002012: The provided value for scope {} is not valid.", get("scope")));
+        return entra_error(
+            400,
+            "invalid_scope",
+            &format!(
+                "AADSTS1002012: The provided value for scope {} is not valid.",
+                get("scope")
+            ),
+        );
     }
     if get("client_id") != s.client_id {
-        return entra_error(400, "unauthorized_client", "AADSTS700016: Application not found in the directory.");
+        return entra_error(
+            400,
+            "unauthorized_client",
+            "AADSTS700016: Application not found in the directory.",
+        );
     }
     let n = now();
     if let Some(secret) = f.get("client_secret") {
         if s.secret.as_deref() != Some(secret.as_str()) {
-            return entra_error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.");
+            return entra_error(
+                401,
+                "invalid_client",
+                "AADSTS7000215: Invalid client secret provided.",
+            );
         }
     } else {
-        if get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+        if get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        {
             return entra_error(400, "invalid_request", "AADSTS50027: client_assertion_type");
         }
         let jwt = get("client_assertion");
@@ -454,7 +484,8 @@ fn token(s: &mut State, port: u16, method: &str, path: &str, ct: &str, body: &[u
         if parts.len() != 3 {
             return entra_error(400, "invalid_request", "AADSTS50027: malformed JWT");
         }
-        let (Some(h), Some(c), Some(sig)) = (b64url(parts[0]), b64url(parts[1]), b64url(parts[2])) else {
+        let (Some(h), Some(c), Some(sig)) = (b64url(parts[0]), b64url(parts[1]), b64url(parts[2]))
+        else {
             return entra_error(400, "invalid_request", "AADSTS50027: not base64url");
         };
         let h: Value = serde_json::from_slice(&h).unwrap_or_default();
@@ -462,12 +493,17 @@ fn token(s: &mut State, port: u16, method: &str, path: &str, ct: &str, body: &[u
         let alg = match h["alg"].as_str() {
             Some("RS256") => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
             Some("PS256") => &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
-            _ => return entra_error(400, "invalid_request", "AADSTS5002730: alg must be RS256 or PS256"),
+            _ => {
+                return entra_error(
+                    400,
+                    "invalid_request",
+                    "AADSTS5002730: alg must be RS256 or PS256",
+                )
+            }
         };
         let cert = s.certs.iter().find(|der| {
-            let s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
-                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref(),
-            );
+            let s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref());
             let s1 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
                 aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der)
                     .as_ref(),
@@ -484,31 +520,59 @@ fn token(s: &mut State, port: u16, method: &str, path: &str, ct: &str, body: &[u
         );
         let input = format!("{}.{}", parts[0], parts[1]);
         if pk.verify(input.as_bytes(), &sig).is_err() {
-            return entra_error(401, "invalid_client", "AADSTS700027: Client assertion failed signature validation.");
+            return entra_error(
+                401,
+                "invalid_client",
+                "AADSTS700027: Client assertion failed signature validation.",
+            );
         }
         let aud = format!("https://localhost:{port}/{}/oauth2/v2.0/token", s.tenant_id);
         if c["aud"].as_str() != Some(aud.as_str()) {
             return entra_error(401, "invalid_client", &format!("AADSTS700212: No matching federated identity record found for presented assertion audience '{}'.", c["aud"]));
         }
-        if c["iss"].as_str() != Some(s.client_id.as_str()) || c["sub"].as_str() != Some(s.client_id.as_str()) {
-            return entra_error(401, "invalid_client", "AADSTS700023: iss and sub must be the client id.");
+        if c["iss"].as_str() != Some(s.client_id.as_str())
+            || c["sub"].as_str() != Some(s.client_id.as_str())
+        {
+            return entra_error(
+                401,
+                "invalid_client",
+                "AADSTS700023: iss and sub must be the client id.",
+            );
         }
-        let (exp, nbf) = (c["exp"].as_i64().unwrap_or(0), c["nbf"].as_i64().unwrap_or(i64::MAX));
+        let (exp, nbf) = (
+            c["exp"].as_i64().unwrap_or(0),
+            c["nbf"].as_i64().unwrap_or(i64::MAX),
+        );
         if exp <= n {
-            return entra_error(401, "invalid_client", "AADSTS700024: Client assertion is not within its valid time range.");
+            return entra_error(
+                401,
+                "invalid_client",
+                "AADSTS700024: Client assertion is not within its valid time range.",
+            );
         }
         if nbf > n + 300 || exp > n + 3600 {
-            return entra_error(401, "invalid_client", "AADSTS700024: Client assertion is not within its valid time range.");
+            return entra_error(
+                401,
+                "invalid_client",
+                "AADSTS700024: Client assertion is not within its valid time range.",
+            );
         }
         let jti = c["jti"].as_str().unwrap_or("").to_string();
         if jti.is_empty() || !s.jtis.insert(jti) {
-            return entra_error(401, "invalid_client", "AADSTS700025: jti missing or replayed.");
+            return entra_error(
+                401,
+                "invalid_client",
+                "AADSTS700025: jti missing or replayed.",
+            );
         }
     }
     let t = winmdm::clock::random_hex(24);
     s.tokens.insert(t.clone(), n + 3599);
     s.tokens_issued += 1;
-    (200, json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": t}))
+    (
+        200,
+        json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": t}),
+    )
 }
 
 fn page(items: Vec<Value>, port: u16, path: &str, query: &str) -> Value {
@@ -545,13 +609,21 @@ fn graph(
         .and_then(|t| s.tokens.get(t))
         .is_some_and(|exp| *exp > n);
     if !ok_token {
-        let (st, v) = graph_error(401, "InvalidAuthenticationToken", "Access token is empty, invalid or expired.");
+        let (st, v) = graph_error(
+            401,
+            "InvalidAuthenticationToken",
+            "Access token is empty, invalid or expired.",
+        );
         return (st, v, false);
     }
     if s.throttle_next > 0 {
         s.throttle_next -= 1;
         s.throttled += 1;
-        let (st, v) = graph_error(429, "TooManyRequests", "Too many requests. Please retry after the time in the Retry-After header.");
+        let (st, v) = graph_error(
+            429,
+            "TooManyRequests",
+            "Too many requests. Please retry after the time in the Retry-After header.",
+        );
         return (st, v, true);
     }
     let body: Value = if body.is_empty() {
@@ -560,7 +632,8 @@ fn graph(
         match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(_) => {
-                let (st, v) = graph_error(400, "BadRequest", "Unable to read JSON request payload.");
+                let (st, v) =
+                    graph_error(400, "BadRequest", "Unable to read JSON request payload.");
                 return (st, v, false);
             }
         }
@@ -581,21 +654,43 @@ fn route(
 ) -> (u16, Value) {
     let q = pct_decode(query);
     match (method, segs) {
-        ("GET", ["v1.0", "organization"]) => (200, json!({"value": [{"id": s.tenant_id, "displayName": "Contoso Stand-in", "verifiedDomains": [{"name": "contoso.example", "isDefault": true}]}]})),
+        ("GET", ["v1.0", "organization"]) => (
+            200,
+            json!({"value": [{"id": s.tenant_id, "displayName": "Contoso Stand-in", "verifiedDomains": [{"name": "contoso.example", "isDefault": true}]}]}),
+        ),
         ("POST", ["v1.0", "deviceManagement", "importedWindowsAutopilotDeviceIdentities"]) => {
-            let Some(o) = body.as_object() else { return graph_error(400, "BadRequest", "object expected") };
-            if o.get("@odata.type").and_then(Value::as_str) != Some("#microsoft.graph.importedWindowsAutopilotDeviceIdentity") {
+            let Some(o) = body.as_object() else {
+                return graph_error(400, "BadRequest", "object expected");
+            };
+            if o.get("@odata.type").and_then(Value::as_str)
+                != Some("#microsoft.graph.importedWindowsAutopilotDeviceIdentity")
+            {
                 return graph_error(400, "BadRequest", "A type named '' could not be resolved by the model. When a model is available, each type name must resolve to a valid type: @odata.type is required.");
             }
             if let Some(k) = unknown(o, IMPORTED_KEYS) {
                 return bad_property("microsoft.graph.importedWindowsAutopilotDeviceIdentity", &k);
             }
-            let Some(serial) = o.get("serialNumber").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+            let Some(serial) = o
+                .get("serialNumber")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            else {
                 return graph_error(400, "BadRequest", "serialNumber is required");
             };
-            let hw = o.get("hardwareIdentifier").and_then(Value::as_str).unwrap_or("");
-            if base64::engine::general_purpose::STANDARD.decode(hw).is_err() || hw.is_empty() {
-                return graph_error(400, "BadRequest", "hardwareIdentifier: invalid Edm.Binary value");
+            let hw = o
+                .get("hardwareIdentifier")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if base64::engine::general_purpose::STANDARD
+                .decode(hw)
+                .is_err()
+                || hw.is_empty()
+            {
+                return graph_error(
+                    400,
+                    "BadRequest",
+                    "hardwareIdentifier: invalid Edm.Binary value",
+                );
             }
             let id = guid();
             let mut rec = body.clone();
@@ -622,11 +717,18 @@ fn route(
                     let reg = guid();
                     let serial = rec["serialNumber"].as_str().unwrap_or("").to_string();
                     let tag = rec["groupTag"].as_str().unwrap_or("").to_string();
-                    let upn = rec["assignedUserPrincipalName"].as_str().unwrap_or("").to_string();
+                    let upn = rec["assignedUserPrincipalName"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
                     let aad = guid();
                     let obj = guid();
-                    s.identities.insert(reg.clone(), identity(&reg, &serial, &tag, &upn, &aad));
-                    s.devices.insert(obj.clone(), json!({"id": obj, "deviceId": aad, "displayName": serial}));
+                    s.identities
+                        .insert(reg.clone(), identity(&reg, &serial, &tag, &upn, &aad));
+                    s.devices.insert(
+                        obj.clone(),
+                        json!({"id": obj, "deviceId": aad, "displayName": serial}),
+                    );
                     s.hashes.insert(hw, reg.clone());
                     rec["state"]["deviceImportStatus"] = "complete".into();
                     rec["state"]["deviceRegistrationId"] = reg.into();
@@ -635,12 +737,13 @@ fn route(
             }
             (200, rec)
         }
-        ("DELETE", ["v1.0", "deviceManagement", "importedWindowsAutopilotDeviceIdentities", id]) => {
-            match s.imported.remove(*id) {
-                Some(_) => (200, Value::Null),
-                None => graph_error(404, "ResourceNotFound", "not found"),
-            }
-        }
+        (
+            "DELETE",
+            ["v1.0", "deviceManagement", "importedWindowsAutopilotDeviceIdentities", id],
+        ) => match s.imported.remove(*id) {
+            Some(_) => (200, Value::Null),
+            None => graph_error(404, "ResourceNotFound", "not found"),
+        },
         ("GET", ["v1.0", "deviceManagement", "windowsAutopilotDeviceIdentities"]) => {
             let filter = q
                 .split('&')
@@ -661,33 +764,47 @@ fn route(
                 })
                 .cloned()
                 .collect();
-            if filter.as_deref().is_some_and(|f| !f.starts_with("contains(serialNumber,'")) {
+            if filter
+                .as_deref()
+                .is_some_and(|f| !f.starts_with("contains(serialNumber,'"))
+            {
                 return graph_error(400, "BadRequest", "Invalid filter clause");
             }
             (200, page(items, port, path, query))
         }
-        ("GET", ["v1.0", "deviceManagement", "windowsAutopilotDeviceIdentities", id]) => match s.identities.get(*id) {
-            Some(v) => (200, v.clone()),
-            None => graph_error(404, "ResourceNotFound", "not found"),
-        },
-        ("POST", ["v1.0", "deviceManagement", "windowsAutopilotDeviceIdentities", id, "updateDeviceProperties"]) => {
-            let Some(o) = body.as_object().cloned() else { return graph_error(400, "BadRequest", "object expected") };
+        ("GET", ["v1.0", "deviceManagement", "windowsAutopilotDeviceIdentities", id]) => {
+            match s.identities.get(*id) {
+                Some(v) => (200, v.clone()),
+                None => graph_error(404, "ResourceNotFound", "not found"),
+            }
+        }
+        (
+            "POST",
+            ["v1.0", "deviceManagement", "windowsAutopilotDeviceIdentities", id, "updateDeviceProperties"],
+        ) => {
+            let Some(o) = body.as_object().cloned() else {
+                return graph_error(400, "BadRequest", "object expected");
+            };
             if let Some(k) = unknown(&o, UPDATE_KEYS) {
                 return graph_error(400, "BadRequest", &format!("The parameter '{k}' in the request payload is not a valid parameter for the operation 'updateDeviceProperties'."));
             }
-            let Some(rec) = s.identities.get_mut(*id) else { return graph_error(404, "ResourceNotFound", "not found") };
+            let Some(rec) = s.identities.get_mut(*id) else {
+                return graph_error(404, "ResourceNotFound", "not found");
+            };
             for (k, v) in o {
                 rec[k] = v;
             }
             (204, Value::Null)
         }
-        ("DELETE", ["v1.0", "deviceManagement", "windowsAutopilotDeviceIdentities", id]) => match s.identities.remove(*id) {
-            Some(_) => {
-                s.hashes.retain(|_, v| v != id);
-                (200, Value::Null)
+        ("DELETE", ["v1.0", "deviceManagement", "windowsAutopilotDeviceIdentities", id]) => {
+            match s.identities.remove(*id) {
+                Some(_) => {
+                    s.hashes.retain(|_, v| v != id);
+                    (200, Value::Null)
+                }
+                None => graph_error(404, "ResourceNotFound", "not found"),
             }
-            None => graph_error(404, "ResourceNotFound", "not found"),
-        },
+        }
         (_, ["v1.0", "deviceManagement", "windowsAutopilotDeploymentProfiles", ..]) => graph_error(
             400,
             "BadRequest",
@@ -695,29 +812,61 @@ fn route(
         ),
         ("POST", ["beta", "deviceManagement", "windowsAutopilotDeploymentProfiles"])
         | ("PATCH", ["beta", "deviceManagement", "windowsAutopilotDeploymentProfiles", _]) => {
-            let Some(o) = body.as_object() else { return graph_error(400, "BadRequest", "object expected") };
+            let Some(o) = body.as_object() else {
+                return graph_error(400, "BadRequest", "object expected");
+            };
             let ty = o.get("@odata.type").and_then(Value::as_str);
-            if !matches!(ty, Some("#microsoft.graph.azureADWindowsAutopilotDeploymentProfile" | "#microsoft.graph.activeDirectoryWindowsAutopilotDeploymentProfile")) {
+            if !matches!(
+                ty,
+                Some(
+                    "#microsoft.graph.azureADWindowsAutopilotDeploymentProfile"
+                        | "#microsoft.graph.activeDirectoryWindowsAutopilotDeploymentProfile"
+                )
+            ) {
                 return graph_error(400, "BadRequest", "@odata.type of a windowsAutopilotDeploymentProfile is required (abstract type).");
             }
             if let Some(k) = unknown(o, PROFILE_KEYS) {
-                return bad_property("microsoft.graph.azureADWindowsAutopilotDeploymentProfile", &k);
+                return bad_property(
+                    "microsoft.graph.azureADWindowsAutopilotDeploymentProfile",
+                    &k,
+                );
             }
-            if let Some(oobe) = o.get("outOfBoxExperienceSetting").and_then(Value::as_object) {
+            if let Some(oobe) = o
+                .get("outOfBoxExperienceSetting")
+                .and_then(Value::as_object)
+            {
                 if let Some(k) = unknown(oobe, OOBE_KEYS) {
                     return bad_property("microsoft.graph.outOfBoxExperienceSetting", &k);
                 }
                 for k in ["userType"] {
-                    if !matches!(oobe.get(k).and_then(Value::as_str), Some("administrator" | "standard")) {
-                        return graph_error(400, "BadRequest", "userType: administrator or standard");
+                    if !matches!(
+                        oobe.get(k).and_then(Value::as_str),
+                        Some("administrator" | "standard")
+                    ) {
+                        return graph_error(
+                            400,
+                            "BadRequest",
+                            "userType: administrator or standard",
+                        );
                     }
                 }
-                if !matches!(oobe.get("deviceUsageType").and_then(Value::as_str), Some("singleUser" | "shared")) {
+                if !matches!(
+                    oobe.get("deviceUsageType").and_then(Value::as_str),
+                    Some("singleUser" | "shared")
+                ) {
                     return graph_error(400, "BadRequest", "deviceUsageType: singleUser or shared");
                 }
             }
-            if !o.get("displayName").and_then(Value::as_str).is_some_and(|n| !n.is_empty() && n.len() <= 200) {
-                return graph_error(400, "BadRequest", "displayName is required (at most 200 characters)");
+            if !o
+                .get("displayName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty() && n.len() <= 200)
+            {
+                return graph_error(
+                    400,
+                    "BadRequest",
+                    "displayName is required (at most 200 characters)",
+                );
             }
             if method == "POST" {
                 let id = guid();
@@ -727,30 +876,52 @@ fn route(
                 (201, rec)
             } else {
                 let id = segs[3];
-                let Some(rec) = s.profiles.get_mut(id) else { return graph_error(404, "ResourceNotFound", "not found") };
+                let Some(rec) = s.profiles.get_mut(id) else {
+                    return graph_error(404, "ResourceNotFound", "not found");
+                };
                 for (k, v) in o {
                     rec[k] = v.clone();
                 }
                 (200, rec.clone())
             }
         }
-        ("DELETE", ["beta", "deviceManagement", "windowsAutopilotDeploymentProfiles", id]) => match s.profiles.remove(*id) {
-            Some(_) => (204, Value::Null),
-            None => graph_error(404, "ResourceNotFound", "not found"),
-        },
-        ("POST", ["beta", "deviceManagement", "windowsAutopilotDeploymentProfiles", id, "assignments"]) => {
+        ("DELETE", ["beta", "deviceManagement", "windowsAutopilotDeploymentProfiles", id]) => {
+            match s.profiles.remove(*id) {
+                Some(_) => (204, Value::Null),
+                None => graph_error(404, "ResourceNotFound", "not found"),
+            }
+        }
+        (
+            "POST",
+            ["beta", "deviceManagement", "windowsAutopilotDeploymentProfiles", id, "assignments"],
+        ) => {
             if !s.profiles.contains_key(*id) {
                 return graph_error(404, "ResourceNotFound", "profile not found");
             }
-            if body["@odata.type"] != "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment" {
-                return graph_error(400, "BadRequest", "@odata.type windowsAutopilotDeploymentProfileAssignment required");
+            if body["@odata.type"] != "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment"
+            {
+                return graph_error(
+                    400,
+                    "BadRequest",
+                    "@odata.type windowsAutopilotDeploymentProfileAssignment required",
+                );
             }
-            if let Some(k) = body.as_object().and_then(|o| unknown(o, &["@odata.type", "id", "target", "source", "sourceId"])) {
-                return bad_property("microsoft.graph.windowsAutopilotDeploymentProfileAssignment", &k);
+            if let Some(k) = body
+                .as_object()
+                .and_then(|o| unknown(o, &["@odata.type", "id", "target", "source", "sourceId"]))
+            {
+                return bad_property(
+                    "microsoft.graph.windowsAutopilotDeploymentProfileAssignment",
+                    &k,
+                );
             }
             let t = &body["target"];
             if t["@odata.type"] != "#microsoft.graph.groupAssignmentTarget" {
-                return graph_error(400, "BadRequest", "target: @odata.type groupAssignmentTarget required");
+                return graph_error(
+                    400,
+                    "BadRequest",
+                    "target: @odata.type groupAssignmentTarget required",
+                );
             }
             let gid = t["groupId"].as_str().unwrap_or("");
             if !s.groups.contains_key(gid) {
@@ -761,7 +932,10 @@ fn route(
             s.assignments.push((id.to_string(), rec.clone()));
             (201, rec)
         }
-        ("DELETE", ["beta", "deviceManagement", "windowsAutopilotDeploymentProfiles", id, "assignments", aid]) => {
+        (
+            "DELETE",
+            ["beta", "deviceManagement", "windowsAutopilotDeploymentProfiles", id, "assignments", aid],
+        ) => {
             let before = s.assignments.len();
             s.assignments.retain(|(p, a)| !(p == id && a["id"] == *aid));
             if s.assignments.len() < before {
@@ -771,36 +945,84 @@ fn route(
             }
         }
         ("POST", ["v1.0", "groups"]) => {
-            let Some(o) = body.as_object() else { return graph_error(400, "BadRequest", "object expected") };
+            let Some(o) = body.as_object() else {
+                return graph_error(400, "BadRequest", "object expected");
+            };
             if let Some(k) = unknown(o, GROUP_KEYS) {
                 return bad_property("microsoft.graph.group", &k);
             }
             for k in ["displayName", "mailNickname"] {
-                if !o.get(k).and_then(Value::as_str).is_some_and(|v| !v.is_empty()) {
-                    return graph_error(400, "Request_BadRequest", &format!("A value is required for property '{k}' of resource 'Group'."));
+                if !o
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| !v.is_empty())
+                {
+                    return graph_error(
+                        400,
+                        "Request_BadRequest",
+                        &format!("A value is required for property '{k}' of resource 'Group'."),
+                    );
                 }
             }
-            if o.get("mailEnabled") != Some(&json!(false)) || o.get("securityEnabled") != Some(&json!(true)) {
-                return graph_error(400, "Request_BadRequest", "security groups: mailEnabled false, securityEnabled true");
+            if o.get("mailEnabled") != Some(&json!(false))
+                || o.get("securityEnabled") != Some(&json!(true))
+            {
+                return graph_error(
+                    400,
+                    "Request_BadRequest",
+                    "security groups: mailEnabled false, securityEnabled true",
+                );
             }
             let nick = o["mailNickname"].as_str().unwrap_or("");
             if nick.len() > 64 || nick.chars().any(|c| "@()\\[]\";:<>, ".contains(c)) {
-                return graph_error(400, "Request_BadRequest", "Invalid value specified for property 'mailNickname' of resource 'Group'.");
+                return graph_error(
+                    400,
+                    "Request_BadRequest",
+                    "Invalid value specified for property 'mailNickname' of resource 'Group'.",
+                );
             }
-            let dynamic = o.get("groupTypes").and_then(Value::as_array).is_some_and(|a| a.iter().any(|t| t == "DynamicMembership"));
+            let dynamic = o
+                .get("groupTypes")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|t| t == "DynamicMembership"));
             if dynamic != o.contains_key("membershipRule") {
-                return graph_error(400, "Request_BadRequest", "membershipRule goes with groupTypes DynamicMembership");
+                return graph_error(
+                    400,
+                    "Request_BadRequest",
+                    "membershipRule goes with groupTypes DynamicMembership",
+                );
             }
-            if dynamic && !matches!(o.get("membershipRuleProcessingState").and_then(Value::as_str), Some("On" | "Paused")) {
-                return graph_error(400, "Request_BadRequest", "membershipRuleProcessingState: On or Paused");
+            if dynamic
+                && !matches!(
+                    o.get("membershipRuleProcessingState")
+                        .and_then(Value::as_str),
+                    Some("On" | "Paused")
+                )
+            {
+                return graph_error(
+                    400,
+                    "Request_BadRequest",
+                    "membershipRuleProcessingState: On or Paused",
+                );
             }
             let mut members = Vec::new();
-            for b in o.get("members@odata.bind").and_then(Value::as_array).into_iter().flatten() {
+            for b in o
+                .get("members@odata.bind")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let url = b.as_str().unwrap_or("");
                 let prefix = format!("https://localhost:{port}/v1.0/directoryObjects/");
                 match url.strip_prefix(&prefix) {
                     Some(id) if s.devices.contains_key(id) => members.push(id.to_string()),
-                    _ => return graph_error(400, "Request_BadRequest", &format!("Invalid object identifier '{url}'.")),
+                    _ => {
+                        return graph_error(
+                            400,
+                            "Request_BadRequest",
+                            &format!("Invalid object identifier '{url}'."),
+                        )
+                    }
                 }
             }
             let id = guid();
@@ -820,10 +1042,24 @@ fn route(
                 .find_map(|p| p.strip_prefix("$filter=deviceId eq '"))
                 .and_then(|r| r.strip_suffix('\''))
                 .map(str::to_string);
-            let Some(want) = want else { return graph_error(400, "BadRequest", "filter by deviceId") };
-            let items: Vec<Value> = s.devices.values().filter(|d| d["deviceId"] == want.as_str()).cloned().collect();
+            let Some(want) = want else {
+                return graph_error(400, "BadRequest", "filter by deviceId");
+            };
+            let items: Vec<Value> = s
+                .devices
+                .values()
+                .filter(|d| d["deviceId"] == want.as_str())
+                .cloned()
+                .collect();
             (200, page(items, port, path, query))
         }
-        _ => graph_error(400, "BadRequest", &format!("Resource not found for the segment '{}'.", segs.last().unwrap_or(&""))),
+        _ => graph_error(
+            400,
+            "BadRequest",
+            &format!(
+                "Resource not found for the segment '{}'.",
+                segs.last().unwrap_or(&"")
+            ),
+        ),
     }
 }

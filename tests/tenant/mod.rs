@@ -7,6 +7,8 @@
 //! shown as a connection error with the local change kept and retried, and the secret never in
 //! an answer or the audit log.
 
+mod cli;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,7 +75,12 @@ async fn sync(srv: &TestServer) -> Value {
 }
 
 /// Runs sync passes until `done(device view)` holds for `serial`.
-async fn sync_until(srv: &TestServer, serial: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn sync_until(
+    srv: &TestServer,
+    serial: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let start = Instant::now();
     loop {
         let rep = sync(srv).await;
@@ -110,19 +117,36 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
 
     // Not connected yet.
     let (st, v) = srv.admin("GET", "/api/v1/tenant", None).await;
-    assert_eq!((st, v["state"].as_str()), (200, Some("not_connected")), "{v}");
+    assert_eq!(
+        (st, v["state"].as_str()),
+        (200, Some("not_connected")),
+        "{v}"
+    );
 
     // A certificate the app does not have: refused, with Entra's reason kept as the state.
-    let (st, v) = srv.admin("PUT", "/api/v1/tenant", Some(connect_body(&wrong))).await;
+    let (st, v) = srv
+        .admin("PUT", "/api/v1/tenant", Some(connect_body(&wrong)))
+        .await;
     assert_eq!(st, 409, "{v}");
     assert!(v["error"].as_str().unwrap().contains("AADSTS700027"), "{v}");
     let (_, v) = srv.admin("GET", "/api/v1/tenant", None).await;
     assert_eq!(v["state"], "not_connected", "{v}");
-    assert!(v["last_error"]["message"].as_str().unwrap().contains("AADSTS700027"), "{v}");
-    assert!(!credential_file(&srv).exists(), "nothing stored for a refused credential");
+    assert!(
+        v["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("AADSTS700027"),
+        "{v}"
+    );
+    assert!(
+        !credential_file(&srv).exists(),
+        "nothing stored for a refused credential"
+    );
 
     // The registered certificate: connected, the organization read.
-    let (st, v) = srv.admin("PUT", "/api/v1/tenant", Some(connect_body(&good))).await;
+    let (st, v) = srv
+        .admin("PUT", "/api/v1/tenant", Some(connect_body(&good)))
+        .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["state"], "connected", "{v}");
     assert_eq!(v["tenant_id"], TENANT);
@@ -134,22 +158,44 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
     assert!(!v.to_string().contains("PRIVATE KEY"), "{v}");
     {
         use std::os::unix::fs::PermissionsExt;
-        let m = std::fs::metadata(credential_file(&srv)).unwrap().permissions().mode();
+        let m = std::fs::metadata(credential_file(&srv))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(m & 0o777, 0o600);
     }
 
     // Import two devices: they reach "registered" through the import state machine.
     let (h1, h2) = (hash(901, 64), hash(902, 64));
-    let (st, v) = import(&srv, csv(&[("TN-0001", h1.clone(), "Sales"), ("TN-0002", h2.clone(), "")])).await;
+    let (st, v) = import(
+        &srv,
+        csv(&[
+            ("TN-0001", h1.clone(), "Sales"),
+            ("TN-0002", h2.clone(), ""),
+        ]),
+    )
+    .await;
     assert_eq!((st, v["imported"].as_i64()), (200, Some(2)), "{v}");
     for serial in ["TN-0001", "TN-0002"] {
-        let d = sync_until(&srv, serial, "registered", |d| d["tenant"]["state"] == "registered").await;
+        let d = sync_until(&srv, serial, "registered", |d| {
+            d["tenant"]["state"] == "registered"
+        })
+        .await;
         assert_eq!(d["tenant"]["import_status"], "complete", "{d}");
         assert_eq!(d["tenant"]["created_by_winmdm"], true);
     }
-    let id1 = g.identity_by_serial("TN-0001").expect("TN-0001 registered")["id"].as_str().unwrap().to_string();
-    assert_eq!(g.identity_by_serial("TN-0001").unwrap()["groupTag"], "Sales");
-    assert!(g.st().imported.is_empty(), "the import records winmdm created were cleaned up");
+    let id1 = g.identity_by_serial("TN-0001").expect("TN-0001 registered")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        g.identity_by_serial("TN-0001").unwrap()["groupTag"],
+        "Sales"
+    );
+    assert!(
+        g.st().imported.is_empty(),
+        "the import records winmdm created were cleaned up"
+    );
 
     // A duplicate hardware hash under another serial: Microsoft's error on our record.
     let (st, v) = import(&srv, csv(&[("TN-DUP", h1.clone(), "")])).await;
@@ -161,12 +207,20 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
 
     // An edit reaches the tenant.
     let (st, v) = srv
-        .admin("PATCH", "/api/v1/autopilot/devices/TN-0001", Some(json!({"group_tag": "Paris", "device_name": "PC-0001"})))
+        .admin(
+            "PATCH",
+            "/api/v1/autopilot/devices/TN-0001",
+            Some(json!({"group_tag": "Paris", "device_name": "PC-0001"})),
+        )
         .await;
     assert_eq!(st, 200, "{v}");
     sync(&srv).await;
     let i = g.identity_by_serial("TN-0001").unwrap();
-    assert_eq!((i["groupTag"].as_str(), i["displayName"].as_str()), (Some("Paris"), Some("PC-0001")), "{i}");
+    assert_eq!(
+        (i["groupTag"].as_str(), i["displayName"].as_str()),
+        (Some("Paris"), Some("PC-0001")),
+        "{i}"
+    );
 
     // Devices registered by an OEM: pulled (pages of 2) through a 429 storm honoured.
     g.register_oem("OEM-0001", "Retail");
@@ -175,9 +229,14 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
     let t = Instant::now();
     let rep = sync(&srv).await;
     assert!(rep["error"].is_null(), "{rep}");
-    assert!(t.elapsed() >= Duration::from_secs(3), "Retry-After: 1 honoured three times");
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "Retry-After: 1 honoured three times"
+    );
     assert_eq!(g.st().throttled, 3);
-    let (st, d) = srv.admin("GET", "/api/v1/autopilot/devices/OEM-0001", None).await;
+    let (st, d) = srv
+        .admin("GET", "/api/v1/autopilot/devices/OEM-0001", None)
+        .await;
     assert_eq!(st, 200, "{d}");
     assert_eq!(d["group_tag"], "Retail");
     assert_eq!(d["tenant"]["created_by_winmdm"], false);
@@ -186,48 +245,86 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
         .st()
         .log
         .iter()
-        .filter(|(m, p, s)| m == "GET" && p.contains("windowsAutopilotDeviceIdentities?$skiptoken=") && *s == 200)
+        .filter(|(m, p, s)| {
+            m == "GET" && p.contains("windowsAutopilotDeviceIdentities?$skiptoken=") && *s == 200
+        })
         .count();
     assert!(pages >= 1, "the pull followed @odata.nextLink");
 
     // Dry run: the plan is shown, nothing is written on either side.
     g.register_oem("OEM-0003", "Retail");
     let (st, _) = srv
-        .admin("PATCH", "/api/v1/autopilot/devices/TN-0002", Some(json!({"group_tag": "Lyon"})))
+        .admin(
+            "PATCH",
+            "/api/v1/autopilot/devices/TN-0002",
+            Some(json!({"group_tag": "Lyon"})),
+        )
         .await;
     assert_eq!(st, 200);
     // The worker was kicked by the edit: wait until it is idle, then compare.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let writes = g.st().writes.len();
     let tag2 = g.identity_by_serial("TN-0002").unwrap()["groupTag"].clone();
-    let (st, plan) = srv.admin("POST", "/api/v1/tenant/sync?dry_run=true", None).await;
+    let (st, plan) = srv
+        .admin("POST", "/api/v1/tenant/sync?dry_run=true", None)
+        .await;
     assert_eq!(st, 200, "{plan}");
     assert_eq!(plan["dry_run"], true);
     let actions: Vec<(String, String)> = plan["changes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["action"].as_str().unwrap().to_string(), c["target"].as_str().unwrap().to_string()))
+        .map(|c| {
+            (
+                c["action"].as_str().unwrap().to_string(),
+                c["target"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    assert!(actions.contains(&("pull-add".into(), "OEM-0003".into())), "{plan}");
+    assert!(
+        actions.contains(&("pull-add".into(), "OEM-0003".into())),
+        "{plan}"
+    );
     if tag2 == "Lyon" {
         // The worker pushed the edit before the dry run: nothing left to plan for it.
     } else {
-        assert!(actions.contains(&("update".into(), "TN-0002".into())), "{plan}");
+        assert!(
+            actions.contains(&("update".into(), "TN-0002".into())),
+            "{plan}"
+        );
     }
-    assert_eq!(g.st().writes.len(), writes, "a dry run writes nothing to the tenant");
+    assert_eq!(
+        g.st().writes.len(),
+        writes,
+        "a dry run writes nothing to the tenant"
+    );
     assert_eq!(g.identity_by_serial("TN-0002").unwrap()["groupTag"], tag2);
-    let (st, _) = srv.admin("GET", "/api/v1/autopilot/devices/OEM-0003", None).await;
+    let (st, _) = srv
+        .admin("GET", "/api/v1/autopilot/devices/OEM-0003", None)
+        .await;
     assert_eq!(st, 404, "a dry run adds nothing here");
 
     // Deletion: a device winmdm imported is deleted in the tenant; an OEM's is not winmdm's.
-    let (st, v) = srv.admin("DELETE", "/api/v1/autopilot/devices/OEM-0001", None).await;
+    let (st, v) = srv
+        .admin("DELETE", "/api/v1/autopilot/devices/OEM-0001", None)
+        .await;
     assert_eq!(st, 409, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("registered in the Microsoft tenant by someone else"), "{v}");
-    let (st, _) = srv.admin("DELETE", "/api/v1/autopilot/devices/TN-0001", None).await;
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("registered in the Microsoft tenant by someone else"),
+        "{v}"
+    );
+    let (st, _) = srv
+        .admin("DELETE", "/api/v1/autopilot/devices/TN-0001", None)
+        .await;
     assert_eq!(st, 204);
     sync(&srv).await;
-    assert!(!g.st().identities.contains_key(&id1), "TN-0001 deleted in the tenant");
+    assert!(
+        !g.st().identities.contains_key(&id1),
+        "TN-0001 deleted in the tenant"
+    );
     assert!(g.identity_by_serial("OEM-0001").is_some());
 
     // A profile, created in the tenant with its OOBE settings, and a dynamic group it is
@@ -242,25 +339,53 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
         .await;
     assert_eq!(st, 201, "{p}");
     sync(&srv).await;
-    let prof = g.st().profiles.values().next().cloned().expect("profile created in the tenant");
-    assert_eq!(prof["@odata.type"], "#microsoft.graph.azureADWindowsAutopilotDeploymentProfile");
+    let prof = g
+        .st()
+        .profiles
+        .values()
+        .next()
+        .cloned()
+        .expect("profile created in the tenant");
+    assert_eq!(
+        prof["@odata.type"],
+        "#microsoft.graph.azureADWindowsAutopilotDeploymentProfile"
+    );
     assert_eq!(prof["displayName"], "Sales PCs");
     assert_eq!(prof["locale"], "fr-FR");
     assert_eq!(prof["deviceNameTemplate"], "SALES-%RAND:5%");
     assert_eq!(prof["outOfBoxExperienceSetting"]["userType"], "standard");
-    assert_eq!(prof["outOfBoxExperienceSetting"]["deviceUsageType"], "singleUser");
+    assert_eq!(
+        prof["outOfBoxExperienceSetting"]["deviceUsageType"],
+        "singleUser"
+    );
     assert_eq!(prof["outOfBoxExperienceSetting"]["eulaHidden"], true);
     let (st, grp) = srv
-        .admin("POST", "/api/v1/tenant/groups", Some(json!({"name": "Autopilot Sales", "group_tag": "Sales"})))
+        .admin(
+            "POST",
+            "/api/v1/tenant/groups",
+            Some(json!({"name": "Autopilot Sales", "group_tag": "Sales"})),
+        )
         .await;
     assert_eq!(st, 201, "{grp}");
     let gid = grp["id"].as_str().unwrap().to_string();
-    let remote = g.st().groups.get(&gid).cloned().expect("group in the tenant");
-    assert_eq!(remote["membershipRule"], r#"(device.devicePhysicalIds -any (_ -eq "[OrderID]:Sales"))"#);
+    let remote = g
+        .st()
+        .groups
+        .get(&gid)
+        .cloned()
+        .expect("group in the tenant");
+    assert_eq!(
+        remote["membershipRule"],
+        r#"(device.devicePhysicalIds -any (_ -eq "[OrderID]:Sales"))"#
+    );
     assert_eq!(remote["groupTypes"], json!(["DynamicMembership"]));
     assert_eq!(remote["membershipRuleProcessingState"], "On");
     let (st, a) = srv
-        .admin("POST", "/api/v1/tenant/profiles/Sales%20PCs/assignments", Some(json!({"group_id": gid})))
+        .admin(
+            "POST",
+            "/api/v1/tenant/profiles/Sales%20PCs/assignments",
+            Some(json!({"group_id": gid})),
+        )
         .await;
     assert_eq!(st, 200, "{a}");
     assert_eq!(a["assignments"][0]["group_id"], gid.as_str());
@@ -269,32 +394,60 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
     assert_eq!(assigned[0].1["target"]["groupId"], gid.as_str());
     // A static group with a registered device.
     let (st, sg) = srv
-        .admin("POST", "/api/v1/tenant/groups", Some(json!({"name": "Pilot", "devices": ["TN-0002"]})))
+        .admin(
+            "POST",
+            "/api/v1/tenant/groups",
+            Some(json!({"name": "Pilot", "devices": ["TN-0002"]})),
+        )
         .await;
     assert_eq!(st, 201, "{sg}");
-    assert_eq!(g.st().groups[sg["id"].as_str().unwrap()]["members"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        g.st().groups[sg["id"].as_str().unwrap()]["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // Groups winmdm did not create are not its to delete.
-    let (st, _) = srv.admin("DELETE", "/api/v1/tenant/groups/99999999-0000-0000-0000-000000000000", None).await;
+    let (st, _) = srv
+        .admin(
+            "DELETE",
+            "/api/v1/tenant/groups/99999999-0000-0000-0000-000000000000",
+            None,
+        )
+        .await;
     assert_eq!(st, 404);
 
     // A revoked credential: a connection error, the local change kept, retried once fixed.
     g.revoke();
     let (st, _) = srv
-        .admin("PATCH", "/api/v1/autopilot/devices/TN-0002", Some(json!({"group_tag": "Nantes"})))
+        .admin(
+            "PATCH",
+            "/api/v1/autopilot/devices/TN-0002",
+            Some(json!({"group_tag": "Nantes"})),
+        )
         .await;
     assert_eq!(st, 200);
     let rep = sync(&srv).await;
-    assert!(rep["error"].as_str().unwrap().contains("AADSTS700027"), "{rep}");
+    assert!(
+        rep["error"].as_str().unwrap().contains("AADSTS700027"),
+        "{rep}"
+    );
     let (_, s) = srv.admin("GET", "/api/v1/tenant", None).await;
     assert_eq!(s["state"], "error", "{s}");
     assert!(s["pending_devices"].as_i64().unwrap() >= 1, "{s}");
-    let (_, d) = srv.admin("GET", "/api/v1/autopilot/devices/TN-0002", None).await;
+    let (_, d) = srv
+        .admin("GET", "/api/v1/autopilot/devices/TN-0002", None)
+        .await;
     assert_eq!(d["group_tag"], "Nantes");
     assert_eq!(d["tenant"]["pending"]["update"], true, "{d}");
     g.register_cert(&good.der);
     let rep = sync(&srv).await;
     assert!(rep["error"].is_null(), "{rep}");
-    assert_eq!(g.identity_by_serial("TN-0002").unwrap()["groupTag"], "Nantes");
+    assert_eq!(
+        g.identity_by_serial("TN-0002").unwrap()["groupTag"],
+        "Nantes"
+    );
     let (_, s) = srv.admin("GET", "/api/v1/tenant", None).await;
     assert_eq!(s["state"], "connected", "{s}");
     assert!(s["last_sync"].as_i64().is_some());
@@ -309,8 +462,19 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
         .iter()
         .filter(|e| e["action"] == "tenant.graph")
         .count();
-    assert_eq!(graph_writes, g.st().writes.len(), "one audit entry per accepted Graph write");
-    assert!(g.st().refusals.iter().all(|r| !r.contains("does not exist on type")), "{:?}", g.st().refusals);
+    assert_eq!(
+        graph_writes,
+        g.st().writes.len(),
+        "one audit entry per accepted Graph write"
+    );
+    assert!(
+        g.st()
+            .refusals
+            .iter()
+            .all(|r| !r.contains("does not exist on type")),
+        "{:?}",
+        g.st().refusals
+    );
 }
 
 fn credential_file(srv: &TestServer) -> std::path::PathBuf {
@@ -326,7 +490,9 @@ async fn wrong_audience_and_expired_assertions_are_refused() {
     // The login URL by another name: the assertion's aud is not the stand-in's endpoint.
     let other = format!("https://127.0.0.1:{}", g.port);
     let srv = server_for(&g, dir.path(), None, Some(other)).await;
-    let (st, v) = srv.admin("PUT", "/api/v1/tenant", Some(connect_body(&c))).await;
+    let (st, v) = srv
+        .admin("PUT", "/api/v1/tenant", Some(connect_body(&c)))
+        .await;
     assert_eq!(st, 409, "{v}");
     assert!(v["error"].as_str().unwrap().contains("AADSTS700212"), "{v}");
     drop(srv);
@@ -334,7 +500,9 @@ async fn wrong_audience_and_expired_assertions_are_refused() {
     let clock = TestClock::at(winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock) - 3600);
     let dir2 = tempfile::tempdir().unwrap();
     let srv = server_for(&g, dir2.path(), Some(Arc::new(clock)), None).await;
-    let (st, v) = srv.admin("PUT", "/api/v1/tenant", Some(connect_body(&c))).await;
+    let (st, v) = srv
+        .admin("PUT", "/api/v1/tenant", Some(connect_body(&c)))
+        .await;
     assert_eq!(st, 409, "{v}");
     assert!(v["error"].as_str().unwrap().contains("AADSTS700024"), "{v}");
     assert_eq!(g.st().tokens_issued, 0);
@@ -349,10 +517,19 @@ async fn a_client_secret_is_never_shown_and_a_read_only_token_cannot_connect() {
     let srv = server_for(&g, dir.path(), None, None).await;
     let body = json!({"tenant_id": TENANT, "client_id": CLIENT, "client_secret": SECRET});
     // A read-only token is refused before anything is read or stored.
-    let (st, tok) = srv.admin("POST", "/api/v1/tokens", Some(json!({"name": "viewer", "role": "read-only"}))).await;
+    let (st, tok) = srv
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "viewer", "role": "read-only"})),
+        )
+        .await;
     assert_eq!(st, 201, "{tok}");
     let ro = tok["token"].as_str().unwrap().to_string();
-    let (st, _) = srv.client().admin("PUT", "/api/v1/tenant", Some(body.clone()), Some(&ro)).await;
+    let (st, _) = srv
+        .client()
+        .admin("PUT", "/api/v1/tenant", Some(body.clone()), Some(&ro))
+        .await;
     assert_eq!(st, 403);
     let (st, v) = srv.admin("PUT", "/api/v1/tenant", Some(body)).await;
     assert_eq!(st, 200, "{v}");
@@ -365,7 +542,10 @@ async fn a_client_secret_is_never_shown_and_a_read_only_token_cannot_connect() {
     assert!(audit.to_string().contains("tenant.connect"));
     {
         use std::os::unix::fs::PermissionsExt;
-        let m = std::fs::metadata(credential_file(&srv)).unwrap().permissions().mode();
+        let m = std::fs::metadata(credential_file(&srv))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(m & 0o777, 0o600);
     }
     // Disconnect removes the stored secret.
@@ -389,9 +569,14 @@ async fn the_stand_in_refuses_what_graph_refuses() {
         let http = &http;
         let auth = &auth;
         async move {
-            http.send("POST", &url, auth, Some(("application/json", body.to_string().into_bytes())))
-                .await
-                .unwrap()
+            http.send(
+                "POST",
+                &url,
+                auth,
+                Some(("application/json", body.to_string().into_bytes())),
+            )
+            .await
+            .unwrap()
         }
     };
     let imp = "/v1.0/deviceManagement/importedWindowsAutopilotDeviceIdentities";
@@ -405,11 +590,32 @@ async fn the_stand_in_refuses_what_graph_refuses() {
     assert_eq!(post(imp, good).await.status, 201);
     // Deployment profiles live under /beta only.
     let prof = json!({"@odata.type": "#microsoft.graph.azureADWindowsAutopilotDeploymentProfile", "displayName": "P"});
-    assert_eq!(post("/v1.0/deviceManagement/windowsAutopilotDeploymentProfiles", prof.clone()).await.status, 400);
-    assert_eq!(post("/beta/deviceManagement/windowsAutopilotDeploymentProfiles", prof).await.status, 201);
+    assert_eq!(
+        post(
+            "/v1.0/deviceManagement/windowsAutopilotDeploymentProfiles",
+            prof.clone()
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(
+        post(
+            "/beta/deviceManagement/windowsAutopilotDeploymentProfiles",
+            prof
+        )
+        .await
+        .status,
+        201
+    );
     // An unknown or expired token.
     let a = http
-        .send("GET", &format!("{}/v1.0/organization", g.url()), &[("authorization", "Bearer nope".to_string())], None)
+        .send(
+            "GET",
+            &format!("{}/v1.0/organization", g.url()),
+            &[("authorization", "Bearer nope".to_string())],
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(a.status, 401);
