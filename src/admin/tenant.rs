@@ -194,7 +194,7 @@ pub mod openapi {
             "/api/v1/tenant/profiles/{profile}/assignments": {
                 "post": {"operationId": "assignTenantProfile", "summary": "Assign an Autopilot profile (created in the tenant first if needed) to an Entra group",
                     "parameters": [{"name": "profile", "in": "path", "required": true, "description": "Profile id, or its name.", "schema": {"type": "string"}}],
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["group_id"], "properties": {"group_id": {"type": "string"}}}}}},
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["group_id"], "properties": {"group_id": {"type": "string", "description": "An Entra group object id, or `all-devices` (one profile per tenant)."}}}}}},
                     "responses": common(json!({"200": ok("Assigned.", "TenantProfile"), "400": err("Bad group id."), "404": err("Unknown profile."), "409": err("Not connected, or Graph refused.")}))}
             }
         })

@@ -54,7 +54,7 @@ pub enum TenantCmd {
     Assign {
         /// Profile id or name.
         profile: String,
-        /// Entra group object id.
+        /// Entra group object id, or `all-devices`.
         #[arg(long)]
         group: String,
     },

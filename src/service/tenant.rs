@@ -554,6 +554,9 @@ pub async fn list_profiles(app: &Arc<App>) -> Result<Vec<TenantProfile>, Service
 
 fn group_id(v: &str) -> Result<String, ServiceError> {
     let v = v.trim();
+    if v == shapes::ALL_DEVICES {
+        return Ok(v.to_string());
+    }
     if v.is_empty() || v.len() > 64 || !v.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return Err(bad_field(
             "group_id",
@@ -575,6 +578,30 @@ pub async fn assign_profile(
     ))?;
     let gid = group_id(group)?;
     let p = super::autopilot::get_profile(app, profile).await?;
+    if gid == shapes::ALL_DEVICES {
+        // Microsoft allows one all-devices profile per tenant.
+        let (a, me) = (app.clone(), p.id.clone());
+        let other = blocking(move || {
+            Ok(state::PROFILES
+                .all(a.store.records())?
+                .into_iter()
+                .find(|(id, t)| {
+                    *id != me
+                        && t.assignments
+                            .iter()
+                            .any(|x| x.group_id == shapes::ALL_DEVICES)
+                })
+                .map(|(_, t)| t.name))
+        })
+        .await?;
+        if let Some(name) = other {
+            return Err(ServiceError::Refused {
+                reason: format!(
+                    "the profile {name:?} is already assigned to all devices; Microsoft allows one"
+                ),
+            });
+        }
+    }
     let c = sync::client(app, &actor.name).await?;
     let (a, id, name) = (app.clone(), p.id.clone(), p.name.clone());
     blocking(move || {

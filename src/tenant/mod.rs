@@ -131,6 +131,38 @@ fn base_url(field: &'static str, v: &str) -> Result<String, (&'static str, Strin
     Ok(v.to_string())
 }
 
+/// Longest interval accepted.
+const MAX_INTERVAL: Duration = Duration::from_secs(30 * 86_400);
+
+/// `0` (`None`) or a number with `s`, `m`, `h` or `d`, from 1 s to 30 days.
+fn interval(field: &'static str, v: &str) -> Result<Option<Duration>, (&'static str, String)> {
+    let v = v.trim();
+    if v == "0" {
+        return Ok(None);
+    }
+    let bad = || {
+        (
+            field,
+            format!("{v:?}: expected 0 or a number with s, m, h or d (e.g. 30s, 1h), at most 30d"),
+        )
+    };
+    let split = v.len().saturating_sub(1);
+    let (num, unit) = (v.get(..split).unwrap_or(""), v.get(split..).unwrap_or(""));
+    let scale: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let d = Duration::from_secs(n.saturating_mul(scale));
+    if d.is_zero() || d > MAX_INTERVAL {
+        return Err(bad());
+    }
+    Ok(Some(d))
+}
+
 impl TenantOptions {
     /// Applies defaults and validates (the field at fault and why).
     pub fn resolve(self) -> Result<TenantConfig, (&'static str, String)> {
@@ -144,18 +176,14 @@ impl TenantOptions {
             None => d.graph_url,
         };
         let sync_interval = match self.sync_interval.as_deref() {
-            Some(v) => {
-                crate::config::parse_retention(v).map_err(|e| ("tenant_sync_interval", e))?
-            }
+            Some(v) => interval("tenant_sync_interval", v)?,
             None => d.sync_interval,
         };
         let poll = match self.poll.as_deref() {
-            Some(v) => crate::config::parse_retention(v)
-                .map_err(|e| ("tenant_poll", e))?
-                .ok_or((
-                    "tenant_poll",
-                    "0 is not allowed: give an interval".to_string(),
-                ))?,
+            Some(v) => interval("tenant_poll", v)?.ok_or((
+                "tenant_poll",
+                "0 is not allowed: give an interval".to_string(),
+            ))?,
             None => d.poll,
         };
         Ok(TenantConfig {
@@ -215,5 +243,63 @@ impl Runtime {
     /// Forgets the cached access token (a new credential, a disconnect, a 401).
     pub fn forget_token(&self) {
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_resolve_with_checks() {
+        let c = TenantOptions {
+            sync_interval: Some("2s".into()),
+            poll: Some("1s".into()),
+            graph_url: Some("https://graph.microsoft.us/".into()),
+            ..TenantOptions::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.sync_interval, Some(Duration::from_secs(2)));
+        assert_eq!(c.poll, Duration::from_secs(1));
+        assert_eq!(c.graph_url, "https://graph.microsoft.us");
+        assert_eq!(c.login_url, DEFAULT_LOGIN_URL);
+        let off = TenantOptions {
+            sync_interval: Some("0".into()),
+            ..TenantOptions::default()
+        };
+        assert_eq!(off.resolve().unwrap().sync_interval, None);
+        for (o, field) in [
+            (
+                TenantOptions {
+                    poll: Some("0".into()),
+                    ..Default::default()
+                },
+                "tenant_poll",
+            ),
+            (
+                TenantOptions {
+                    poll: Some("31d".into()),
+                    ..Default::default()
+                },
+                "tenant_poll",
+            ),
+            (
+                TenantOptions {
+                    graph_url: Some("http://graph.microsoft.com".into()),
+                    ..Default::default()
+                },
+                "graph_url",
+            ),
+            (
+                TenantOptions {
+                    login_url: Some("https://login.microsoftonline.com/tenant".into()),
+                    ..Default::default()
+                },
+                "graph_login_url",
+            ),
+        ] {
+            assert_eq!(o.resolve().unwrap_err().0, field);
+        }
     }
 }

@@ -91,12 +91,21 @@ pub fn profile_body(p: &Profile) -> Value {
     })
 }
 
-/// The body of `POST /deviceManagement/windowsAutopilotDeploymentProfiles/{id}/assignments`.
+/// `@odata.type` of the all-devices assignment target.
+pub const ALL_DEVICES_TARGET_TYPE: &str = "#microsoft.graph.allDevicesAssignmentTarget";
+/// The group id that stands for "all devices" in an assignment (the seed's "Assign to all Entra
+/// ID Groups"; Microsoft allows one such profile per tenant).
+pub const ALL_DEVICES: &str = "all-devices";
+
+/// The body of `POST /deviceManagement/windowsAutopilotDeploymentProfiles/{id}/assignments`:
+/// an Entra group, or [`ALL_DEVICES`].
 pub fn assignment_body(group_id: &str) -> Value {
-    json!({
-        "@odata.type": ASSIGNMENT_TYPE,
-        "target": { "@odata.type": GROUP_TARGET_TYPE, "groupId": group_id },
-    })
+    let target = if group_id == ALL_DEVICES {
+        json!({ "@odata.type": ALL_DEVICES_TARGET_TYPE })
+    } else {
+        json!({ "@odata.type": GROUP_TARGET_TYPE, "groupId": group_id })
+    };
+    json!({ "@odata.type": ASSIGNMENT_TYPE, "target": target })
 }
 
 /// Which devices a new Entra group holds.

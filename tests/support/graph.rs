@@ -670,13 +670,12 @@ fn route(
             if let Some(k) = unknown(o, IMPORTED_KEYS) {
                 return bad_property("microsoft.graph.importedWindowsAutopilotDeviceIdentity", &k);
             }
-            let Some(serial) = o
-                .get("serialNumber")
+            if o.get("serialNumber")
                 .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-            else {
+                .is_none_or(str::is_empty)
+            {
                 return graph_error(400, "BadRequest", "serialNumber is required");
-            };
+            }
             let hw = o
                 .get("hardwareIdentifier")
                 .and_then(Value::as_str)
@@ -698,7 +697,6 @@ fn route(
             rec["importId"] = guid().into();
             rec["state"] = json!({"@odata.type": "microsoft.graph.importedWindowsAutopilotDeviceIdentityState",
                 "deviceImportStatus": "pending", "deviceRegistrationId": "", "deviceErrorCode": 0, "deviceErrorName": ""});
-            let _ = serial;
             s.imported.insert(id, rec.clone());
             (201, rec)
         }
@@ -838,17 +836,11 @@ fn route(
                 if let Some(k) = unknown(oobe, OOBE_KEYS) {
                     return bad_property("microsoft.graph.outOfBoxExperienceSetting", &k);
                 }
-                for k in ["userType"] {
-                    if !matches!(
-                        oobe.get(k).and_then(Value::as_str),
-                        Some("administrator" | "standard")
-                    ) {
-                        return graph_error(
-                            400,
-                            "BadRequest",
-                            "userType: administrator or standard",
-                        );
-                    }
+                if !matches!(
+                    oobe.get("userType").and_then(Value::as_str),
+                    Some("administrator" | "standard")
+                ) {
+                    return graph_error(400, "BadRequest", "userType: administrator or standard");
                 }
                 if !matches!(
                     oobe.get("deviceUsageType").and_then(Value::as_str),
@@ -916,12 +908,29 @@ fn route(
                 );
             }
             let t = &body["target"];
-            if t["@odata.type"] != "#microsoft.graph.groupAssignmentTarget" {
+            if t["@odata.type"] != "#microsoft.graph.groupAssignmentTarget"
+                && t["@odata.type"] != "#microsoft.graph.allDevicesAssignmentTarget"
+            {
                 return graph_error(
                     400,
                     "BadRequest",
                     "target: @odata.type groupAssignmentTarget required",
                 );
+            }
+            if t["@odata.type"] == "#microsoft.graph.allDevicesAssignmentTarget" {
+                if s.assignments.iter().any(|(_, a)| {
+                    a["target"]["@odata.type"] == "#microsoft.graph.allDevicesAssignmentTarget"
+                }) {
+                    return graph_error(
+                        400,
+                        "BadRequest",
+                        "Only one profile can be assigned to all devices.",
+                    );
+                }
+                let mut rec = body.clone();
+                rec["id"] = format!("{id}_allDevices").into();
+                s.assignments.push((id.to_string(), rec.clone()));
+                return (201, rec);
             }
             let gid = t["groupId"].as_str().unwrap_or("");
             if !s.groups.contains_key(gid) {
@@ -952,11 +961,7 @@ fn route(
                 return bad_property("microsoft.graph.group", &k);
             }
             for k in ["displayName", "mailNickname"] {
-                if !o
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .is_some_and(|v| !v.is_empty())
-                {
+                if o.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
                     return graph_error(
                         400,
                         "Request_BadRequest",

@@ -7,6 +7,7 @@
 //! shown as a connection error with the local change kept and retried, and the secret never in
 //! an answer or the audit log.
 
+mod binary;
 mod cli;
 
 use std::sync::Arc;
@@ -390,8 +391,45 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
     assert_eq!(st, 200, "{a}");
     assert_eq!(a["assignments"][0]["group_id"], gid.as_str());
     let assigned = g.st().assignments.clone();
-    assert_eq!(assigned.len(), 1);
+    assert_eq!(assigned.len(), 1, "{assigned:?}");
     assert_eq!(assigned[0].1["target"]["groupId"], gid.as_str());
+    // "Assign to all devices": one profile per tenant, as Microsoft allows.
+    let (st, a) = srv
+        .admin(
+            "POST",
+            "/api/v1/tenant/profiles/Sales%20PCs/assignments",
+            Some(json!({"group_id": "all-devices"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{a}");
+    assert!(g
+        .st()
+        .assignments
+        .iter()
+        .any(|(_, a)| a["target"]["@odata.type"] == "#microsoft.graph.allDevicesAssignmentTarget"));
+    let (st, _) = srv
+        .admin(
+            "POST",
+            "/api/v1/autopilot/profiles",
+            Some(json!({"name": "Kiosks", "device_type": "windows-pc", "deployment_mode": "self-deploying"})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let (st, v) = srv
+        .admin(
+            "POST",
+            "/api/v1/tenant/profiles/Kiosks/assignments",
+            Some(json!({"group_id": "all-devices"})),
+        )
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("already assigned to all devices"),
+        "{v}"
+    );
     // A static group with a registered device.
     let (st, sg) = srv
         .admin(
