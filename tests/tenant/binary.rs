@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{app_cert, connect_body, CLIENT, TENANT};
 use crate::autopilot::{hash, HEADER};
@@ -33,6 +33,8 @@ async fn the_binary_syncs_on_its_own() {
         "--tenant-sync-interval".into(),
         "2s".into(),
     ];
+    // Debug logs: the key and the secret must not be in them either.
+    child.env = vec![("RUST_LOG".into(), "winmdm=debug".into())];
     child.spawn();
     let c = child.wait_ready(Duration::from_secs(60)).await;
     let (st, v) = try_admin(&c, "PUT", "/api/v1/tenant", Some(connect_body(&app)))
@@ -91,5 +93,43 @@ async fn the_binary_syncs_on_its_own() {
             .any(|e| e["action"] == "tenant.graph" && e["actor"] == "tenant-sync"),
         "the worker's writes are audited as tenant-sync"
     );
+
+    // Reconnect with a client secret, then read the whole log.
+    const SECRET: &str = "Qz7~binary-test-client-secret-value";
+    g.st().secret = Some(SECRET.into());
+    let (st, _) = try_admin(&c, "DELETE", "/api/v1/tenant", None)
+        .await
+        .unwrap();
+    assert_eq!(st, 204);
+    let body = json!({"tenant_id": TENANT, "client_id": CLIENT, "client_secret": SECRET});
+    let (st, v) = try_admin(&c, "PUT", "/api/v1/tenant", Some(body))
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{v}");
+    let (st, rep) = try_admin(&c, "POST", "/api/v1/tenant/sync", None)
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{rep}");
     child.stop(Duration::from_secs(10));
+    let log = std::fs::read_to_string(dir.path().join("winmdm.log")).unwrap();
+    assert!(
+        log.contains("Microsoft tenant connected"),
+        "debug log written"
+    );
+    assert!(!log.contains(SECRET), "the client secret is in the log");
+    assert!(
+        !log.contains("PRIVATE KEY"),
+        "the private key is in the log"
+    );
+    // Nor any line of the key's base64 body.
+    for line in app
+        .key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+    {
+        assert!(
+            !log.contains(line),
+            "a line of the private key is in the log"
+        );
+    }
 }

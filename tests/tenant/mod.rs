@@ -252,8 +252,7 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
         .count();
     assert!(pages >= 1, "the pull followed @odata.nextLink");
 
-    // Dry run: the plan is shown, nothing is written on either side.
-    g.register_oem("OEM-0003", "Retail");
+    // An edit is pushed by the worker on its own (kicked by the change, no sync asked).
     let (st, _) = srv
         .admin(
             "PATCH",
@@ -262,10 +261,28 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
         )
         .await;
     assert_eq!(st, 200);
-    // The worker was kicked by the edit: wait until it is idle, then compare.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    while g.identity_by_serial("TN-0002").unwrap()["groupTag"] != "Lyon" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the worker did not push the edit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Dry run: the plan is shown, nothing is written on either side. (Pulls happen only in
+    // asked-for passes here: the worker cannot change what the plan shows.)
+    g.register_oem("OEM-0003", "Retail");
+    {
+        let mut st = g.st();
+        let oem2 = st
+            .identities
+            .values_mut()
+            .find(|v| v["serialNumber"] == "OEM-0002")
+            .unwrap();
+        oem2["groupTag"] = "Remote".into();
+    }
     let writes = g.st().writes.len();
-    let tag2 = g.identity_by_serial("TN-0002").unwrap()["groupTag"].clone();
     let (st, plan) = srv
         .admin("POST", "/api/v1/tenant/sync?dry_run=true", None)
         .await;
@@ -286,24 +303,36 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
         actions.contains(&("pull-add".into(), "OEM-0003".into())),
         "{plan}"
     );
-    if tag2 == "Lyon" {
-        // The worker pushed the edit before the dry run: nothing left to plan for it.
-    } else {
-        assert!(
-            actions.contains(&("update".into(), "TN-0002".into())),
-            "{plan}"
-        );
-    }
+    assert!(
+        actions.contains(&("pull-update".into(), "OEM-0002".into())),
+        "{plan}"
+    );
     assert_eq!(
         g.st().writes.len(),
         writes,
         "a dry run writes nothing to the tenant"
     );
-    assert_eq!(g.identity_by_serial("TN-0002").unwrap()["groupTag"], tag2);
     let (st, _) = srv
         .admin("GET", "/api/v1/autopilot/devices/OEM-0003", None)
         .await;
     assert_eq!(st, 404, "a dry run adds nothing here");
+    let (_, d) = srv
+        .admin("GET", "/api/v1/autopilot/devices/OEM-0002", None)
+        .await;
+    assert!(
+        d["group_tag"].is_null(),
+        "a dry run changes nothing here: {d}"
+    );
+    // The same pass for real.
+    sync(&srv).await;
+    let (st, _) = srv
+        .admin("GET", "/api/v1/autopilot/devices/OEM-0003", None)
+        .await;
+    assert_eq!(st, 200);
+    let (_, d) = srv
+        .admin("GET", "/api/v1/autopilot/devices/OEM-0002", None)
+        .await;
+    assert_eq!(d["group_tag"], "Remote", "{d}");
 
     // Deletion: a device winmdm imported is deleted in the tenant; an OEM's is not winmdm's.
     let (st, v) = srv
