@@ -90,6 +90,16 @@ async fn tenant_commands_from_the_readme() {
     )
     .await;
     assert_eq!(code, 0, "{out}");
+    // The import kicked the worker: it registers the device on its own; let it finish so
+    // that only the dry run runs while the tenant's writes are counted.
+    let start = std::time::Instant::now();
+    while g.identity_by_serial("CLI-0001").is_none() || !g.st().imported.is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "import not followed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     g.register_oem("OEM-CLI", "Retail");
     let writes = g.st().writes.len();
     let (code, out) = run(&srv, &ca, &["tenant", "sync", "--dry-run"]).await;
