@@ -276,6 +276,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/tenant/groups"),
     ("POST", "/api/v1/tenant/groups"),
     ("DELETE", "/api/v1/tenant/groups/{group_id}"),
+    ("POST", "/api/v1/tenant/groups/{group_id}/members"),
     ("GET", "/api/v1/tenant/profiles"),
     ("POST", "/api/v1/tenant/profiles/{profile}/assignments"),
 ];

@@ -10,6 +10,7 @@
 //! | GET | `/api/v1/tenant/groups` | 200 Entra groups winmdm created |
 //! | POST | `/api/v1/tenant/groups` | 201 the group; 400; 409 |
 //! | DELETE | `/api/v1/tenant/groups/{group_id}` | 204; 404 not created by winmdm |
+//! | POST | `/api/v1/tenant/groups/{group_id}/members` | 200 `{"devices": [serial…]}` added to a static group; 404; 409 dynamic |
 //! | GET | `/api/v1/tenant/profiles` | 200 the profiles' state in the tenant |
 //! | POST | `/api/v1/tenant/profiles/{profile}/assignments` | 200 `{"group_id"}` assigned; 404; 409 |
 
@@ -43,6 +44,8 @@ pub enum Route<'a> {
     CreateGroup,
     /// DELETE a group.
     DeleteGroup(&'a str),
+    /// POST devices to a static group.
+    AddMembers(&'a str),
     /// GET the profiles' state.
     ListProfiles,
     /// POST an assignment.
@@ -60,6 +63,7 @@ pub fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Route<'a>, ApiE
         (["groups"], Method::GET) => R::ListGroups,
         (["groups"], Method::POST) => R::CreateGroup,
         (["groups", id], Method::DELETE) => R::DeleteGroup(id),
+        (["groups", id, "members"], Method::POST) => R::AddMembers(id),
         (["profiles"], Method::GET) => R::ListProfiles,
         (["profiles", p, "assignments"], Method::POST) => R::Assign(p),
         (
@@ -67,12 +71,19 @@ pub fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Route<'a>, ApiE
             | ["sync"]
             | ["groups"]
             | ["groups", _]
+            | ["groups", _, "members"]
             | ["profiles"]
             | ["profiles", _, "assignments"],
             _,
         ) => return Err(ApiError::MethodNotAllowed),
         _ => return Err(not_found("route")),
     })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersInput {
+    devices: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +149,13 @@ pub async fn handle(
             svc::delete_group(app, actor, id).await?;
             Ok(no_content())
         }
+        Route::AddMembers(id) => {
+            let input: MembersInput = json_body(req).await?;
+            Ok(json(
+                StatusCode::OK,
+                &svc::add_group_members(app, actor, id, input.devices).await?,
+            ))
+        }
         Route::ListProfiles => Ok(json(
             StatusCode::OK,
             &json!({ "profiles": svc::list_profiles(app).await? }),
@@ -186,6 +204,12 @@ pub mod openapi {
                 "delete": {"operationId": "deleteTenantGroup", "summary": "Delete an Entra group winmdm created (no other)",
                     "parameters": [{"name": "group_id", "in": "path", "required": true, "schema": {"type": "string"}}],
                     "responses": common(json!({"204": {"description": "Deleted."}, "404": err("Not a group winmdm created."), "409": err("Graph refused.")}))}
+            },
+            "/api/v1/tenant/groups/{group_id}/members": {
+                "post": {"operationId": "addTenantGroupMembers", "summary": "Add devices (serial numbers registered in the tenant) to a static Entra group winmdm created",
+                    "parameters": [{"name": "group_id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["devices"], "properties": {"devices": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": crate::tenant::shapes::MAX_STATIC_MEMBERS}}}}}},
+                    "responses": common(json!({"200": ok("The group.", "EntraGroup"), "400": err("A device is not registered in the tenant."), "404": err("Not a group winmdm created."), "409": err("A dynamic group, or Graph refused.")}))}
             },
             "/api/v1/tenant/profiles": {
                 "get": {"operationId": "listTenantProfiles", "summary": "The Autopilot profiles' state in the tenant (Graph id, pending push, assignments)",

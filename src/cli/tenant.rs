@@ -84,6 +84,14 @@ pub enum GroupCmd {
         #[arg(long = "device", group = "membership")]
         devices: Vec<String>,
     },
+    /// Add devices (serial numbers registered in the tenant) to a static group winmdm created.
+    AddDevices {
+        /// Entra group object id.
+        group_id: String,
+        /// A serial number; repeat for more.
+        #[arg(long = "device", required = true)]
+        devices: Vec<String>,
+    },
     /// List the groups winmdm created.
     List,
     /// Delete a group winmdm created.
@@ -272,6 +280,23 @@ pub(super) async fn run(
                         str_of(&v["kind"]),
                         str_of(&v["membership_rule"])
                     ),
+                )
+            }
+            GroupCmd::AddDevices { group_id, devices } => {
+                let path = format!("/api/v1/tenant/groups/{}/members", enc(&group_id));
+                let (b, v) = call(c, "POST", &path, Some(json!({ "devices": devices }))).await?;
+                if json_out {
+                    return raw(out, &b);
+                }
+                let all: Vec<String> = v["devices"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(str_of)
+                    .collect();
+                w(
+                    out,
+                    &format!("Entra group {group_id} now holds: {}\n", all.join(", ")),
                 )
             }
             GroupCmd::List => {

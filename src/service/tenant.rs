@@ -510,6 +510,87 @@ pub async fn list_groups(app: &Arc<App>) -> Result<Vec<EntraGroup>, ServiceError
     .await
 }
 
+/// Most serial numbers kept on a static group's record.
+pub const MAX_GROUP_DEVICES: usize = 10_000;
+
+/// Adds devices (serial numbers registered in the tenant) to a static Entra group winmdm
+/// created: `POST /v1.0/groups/{id}/members/$ref` for each
+/// (<https://learn.microsoft.com/graph/api/group-post-members>).
+pub async fn add_group_members(
+    app: &Arc<App>,
+    actor: &Actor,
+    id: &str,
+    serials: Vec<String>,
+) -> Result<EntraGroup, ServiceError> {
+    actor.require_admin(&format!("POST /api/v1/tenant/groups/{id}/members"))?;
+    if serials.is_empty() || serials.len() > shapes::MAX_STATIC_MEMBERS {
+        return Err(bad_field(
+            "devices",
+            format!("give 1 to {} serial numbers", shapes::MAX_STATIC_MEMBERS),
+        ));
+    }
+    let (a, k) = (app.clone(), id.to_string());
+    let g = blocking(move || Ok(state::GROUPS.get(a.store.records(), &k)?))
+        .await?
+        .ok_or_else(|| ServiceError::not_found(format!("Entra group {id} created by winmdm")))?;
+    if g.kind != "static" {
+        return Err(ServiceError::Refused {
+            reason: format!(
+                "Entra group {id} is dynamic: its members follow its rule {}",
+                g.membership_rule.as_deref().unwrap_or("")
+            ),
+        });
+    }
+    let c = sync::client(app, &actor.name).await?;
+    let objects = device_objects(app, &c, &serials).await?;
+    for obj in &objects {
+        let body = json!({ "@odata.id": format!("{}/v1.0/directoryObjects/{obj}", app.tenant.cfg.graph_url) });
+        match c
+            .call(
+                "POST",
+                &format!("/v1.0/groups/{}/members/$ref", enc(&g.id)),
+                Some(&body),
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Already a member: what was asked holds.
+            Err(GraphError::Api {
+                status: 400,
+                message,
+                ..
+            }) if message.contains("already exist") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (a, k, added) = (app.clone(), g.id.clone(), serials.clone());
+    let updated = blocking(move || {
+        Ok(state::GROUPS.update(a.store.records(), &k, |cur| {
+            Ok(cur.map(|mut g| {
+                for s in &added {
+                    if g.devices.len() < MAX_GROUP_DEVICES
+                        && !g.devices.iter().any(|d| serial_key(d) == serial_key(s))
+                    {
+                        g.devices.push(s.clone());
+                    }
+                }
+                g
+            }))
+        })?)
+    })
+    .await?
+    .ok_or_else(|| ServiceError::not_found(format!("Entra group {id} created by winmdm")))?;
+    audit(
+        app,
+        actor,
+        "tenant.group.members",
+        &updated.id,
+        json!({ "added": serials }),
+    )
+    .await;
+    Ok(updated)
+}
+
 /// Deletes an Entra group winmdm created (any other id is 404: not winmdm's to delete).
 pub async fn delete_group(app: &Arc<App>, actor: &Actor, id: &str) -> Result<(), ServiceError> {
     actor.require_admin(&format!("DELETE /api/v1/tenant/groups/{id}"))?;

@@ -41,7 +41,9 @@
 //!   <https://learn.microsoft.com/graph/api/resources/intune-enrollment-azureadwindowsautopilotdeploymentprofile?view=graph-rest-beta>,
 //!   <https://learn.microsoft.com/graph/api/resources/intune-enrollment-outofboxexperiencesetting?view=graph-rest-beta>,
 //!   <https://learn.microsoft.com/graph/api/intune-enrollment-windowsautopilotdeploymentprofileassignment-create?view=graph-rest-beta>
-//! * `POST|DELETE /v1.0/groups`, `GET /v1.0/devices`: <https://learn.microsoft.com/graph/api/group-post-groups>,
+//! * `POST|DELETE /v1.0/groups`, `POST /v1.0/groups/{id}/members/$ref`, `GET /v1.0/devices`:
+//!   <https://learn.microsoft.com/graph/api/group-post-groups>,
+//!   <https://learn.microsoft.com/graph/api/group-post-members>,
 //!   <https://learn.microsoft.com/entra/identity/users/groups-dynamic-membership>,
 //!   <https://learn.microsoft.com/autopilot/enrollment-autopilot> (the `[OrderID]`/`[ZTDId]` rules)
 //! * paging and throttling: <https://learn.microsoft.com/graph/paging>,

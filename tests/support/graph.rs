@@ -1037,6 +1037,46 @@ fn route(
             s.groups.insert(id, rec.clone());
             (201, rec)
         }
+        ("POST", ["v1.0", "groups", id, "members", "$ref"]) => {
+            let Some(o) = body.as_object() else {
+                return graph_error(400, "BadRequest", "object expected");
+            };
+            if let Some(k) = unknown(o, &["@odata.id"]) {
+                return bad_property("microsoft.graph.directoryObject reference", &k);
+            }
+            let url = o.get("@odata.id").and_then(Value::as_str).unwrap_or("");
+            let prefix = format!("https://localhost:{port}/v1.0/directoryObjects/");
+            let Some(obj) = url
+                .strip_prefix(&prefix)
+                .filter(|o| s.devices.contains_key(*o))
+            else {
+                return graph_error(
+                    400,
+                    "Request_BadRequest",
+                    &format!("Invalid object identifier '{url}'."),
+                );
+            };
+            let obj = obj.to_string();
+            let Some(g) = s.groups.get_mut(*id) else {
+                return graph_error(404, "Request_ResourceNotFound", "not found");
+            };
+            if g["groupTypes"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|x| x == "DynamicMembership"))
+            {
+                return graph_error(
+                    400,
+                    "Request_BadRequest",
+                    "Members of a dynamic membership group cannot be changed.",
+                );
+            }
+            let members = g["members"].as_array_mut().unwrap();
+            if members.iter().any(|m| m == obj.as_str()) {
+                return graph_error(400, "Request_BadRequest", "One or more added object references already exist for the following modified properties: 'members'.");
+            }
+            members.push(obj.into());
+            (204, Value::Null)
+        }
         ("DELETE", ["v1.0", "groups", id]) => match s.groups.remove(*id) {
             Some(_) => (204, Value::Null),
             None => graph_error(404, "Request_ResourceNotFound", "not found"),

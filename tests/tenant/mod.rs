@@ -475,6 +475,35 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
             .len(),
         1
     );
+    // More devices for the static group; a dynamic group takes none.
+    let path = format!(
+        "/api/v1/tenant/groups/{}/members",
+        sg["id"].as_str().unwrap()
+    );
+    let (st, v) = srv
+        .admin(
+            "POST",
+            &path,
+            Some(json!({"devices": ["OEM-0002", "TN-0002"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["devices"], json!(["TN-0002", "OEM-0002"]), "{v}");
+    assert_eq!(
+        g.st().groups[sg["id"].as_str().unwrap()]["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (st, v) = srv
+        .admin(
+            "POST",
+            &format!("/api/v1/tenant/groups/{gid}/members"),
+            Some(json!({"devices": ["TN-0002"]})),
+        )
+        .await;
+    assert_eq!(st, 409, "{v}");
     // Groups winmdm did not create are not its to delete.
     let (st, _) = srv
         .admin(
