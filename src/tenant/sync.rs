@@ -74,7 +74,7 @@ pub struct Change {
 pub struct Report {
     /// Nothing was written.
     pub dry_run: bool,
-    /// The pulled the tenant's devices.
+    /// The pass pulled the tenant's devices.
     pub pulled: bool,
     /// The changes, in order.
     pub changes: Vec<Change>,
