@@ -657,8 +657,9 @@ pub async fn assign_profile(
     actor.require_admin(&format!(
         "POST /api/v1/tenant/profiles/{profile}/assignments"
     ))?;
-    let gid = group_id(group)?;
+    // An unknown profile is 404 whatever the group.
     let p = super::autopilot::get_profile(app, profile).await?;
+    let gid = group_id(group)?;
     if gid == shapes::ALL_DEVICES {
         // Microsoft allows one all-devices profile per tenant.
         let (a, me) = (app.clone(), p.id.clone());
