@@ -110,7 +110,7 @@ fn first_line(s: &str) -> String {
 /// Reads Graph's error body.
 fn api_error(status: u16, body: &[u8]) -> GraphError {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let code = v["error"]["code"].as_str().unwrap_or("").to_string();
+    let code = crate::store::clip_bytes(v["error"]["code"].as_str().unwrap_or(""), 128);
     let message = v["error"]["message"]
         .as_str()
         .map(first_line)
@@ -219,12 +219,12 @@ impl Client {
             .map_err(GraphError::Transport)?;
         let v: Value = serde_json::from_slice(&a.body).unwrap_or(Value::Null);
         if a.status != 200 {
-            let e = v["error"].as_str().unwrap_or("error");
+            let e = crate::store::clip_bytes(v["error"].as_str().unwrap_or("error"), 128);
             let d = v["error_description"]
                 .as_str()
                 .map(first_line)
                 .unwrap_or_default();
-            tracing::warn!(status = a.status, error = e, description = %d, "tenant: token request refused");
+            tracing::warn!(status = a.status, error = %e, description = %d, "tenant: token request refused");
             return Err(GraphError::Auth(format!("{e}: {d}")));
         }
         let token = v["access_token"]
