@@ -1,6 +1,8 @@
 //! A sync pass and the worker that runs them.
 //!
 //! A pass, in order:
+//! 0. on pulling passes, **catch up**: devices imported here since the connection but without
+//!    tenant state (a crash between the import and its marking) are marked for import;
 //! 1. **push devices**: deletions (`DELETE windowsAutopilotDeviceIdentities/{id}` and the
 //!    import record, only for devices winmdm imported), then imports (`POST
 //!    importedWindowsAutopilotDeviceIdentities`);
@@ -60,7 +62,7 @@ pub struct Lease {
 /// One change a pass made (or, dry, would make).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
-    /// What: `import`, `poll`, `update`, `delete`, `profile-create`, `profile-update`,
+    /// What: `catch-up`, `import`, `poll`, `update`, `delete`, `profile-create`, `profile-update`,
     /// `profile-delete`, `pull-add`, `pull-update`, `pull-link`, `pull-remove`.
     pub action: String,
     /// Serial number or profile id.
@@ -236,6 +238,11 @@ async fn pass(
     let c = client(app, actor).await?;
     // Validates the credential first, so a revoked one stops here with nothing half done.
     c.token().await?;
+    // 0. On pulling passes: devices imported here since the connection that have no tenant
+    // state (a crash between the local import and its marking) are imported too.
+    if pull {
+        catch_up(app, c.connection().connected_at, dry, r).await?;
+    }
     let devices = store(app, |a| Ok(state::DEVICES.all(a.store.records())?)).await?;
     // 1. Deletions and imports.
     for (key, d) in &devices {
@@ -425,6 +432,48 @@ async fn pass(
     // 5. Pull.
     if pull {
         pull_devices(app, &c, dry, r).await?;
+    }
+    Ok(())
+}
+
+/// Finds local devices imported since `since` (with a hardware hash) that have no tenant state
+/// and marks them for import.
+async fn catch_up(app: &Arc<App>, since: i64, dry: bool, r: &mut Report) -> Result<(), GraphError> {
+    let missed = store(app, move |a| {
+        let s = a.store.records();
+        let mut missed = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = AP_DEVICES.list(s, after.as_deref(), 500)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(missed);
+            };
+            after = Some(last.clone());
+            for (key, d) in page {
+                if d.imported_at >= since
+                    && !d.hardware_hash.is_empty()
+                    && state::DEVICES.get(s, &key)?.is_none()
+                {
+                    missed.push(d.serial);
+                }
+            }
+        }
+    })
+    .await?;
+    for serial in &missed {
+        r.add(
+            "import",
+            serial,
+            json!({ "reason": "imported here without tenant state" }),
+        );
+    }
+    if !dry && !missed.is_empty() {
+        let now = app.clock.now_unix();
+        store(app, move |a| {
+            state::on_devices_imported(a.store.records(), &missed, now)?;
+            Ok(())
+        })
+        .await?;
     }
     Ok(())
 }

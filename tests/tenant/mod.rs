@@ -223,6 +223,36 @@ async fn tenant_end_to_end_against_the_graph_stand_in() {
         "{i}"
     );
 
+    // A device imported here without its tenant mark (as after a crash between the two
+    // writes): the next pulling pass catches it up.
+    let app = srv.app.clone();
+    tokio::task::spawn_blocking(move || {
+        let rec = winmdm::autopilot::devices::AutopilotDevice {
+            serial: "TN-CRASH".into(),
+            product_id: None,
+            hardware_hash: hash(903, 64),
+            group_tag: None,
+            assigned_user: None,
+            user_friendly_name: None,
+            device_name: None,
+            linked_device_id: None,
+            linked_at: None,
+            imported_at: winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock),
+            hash_check: None,
+            conflicts: Vec::new(),
+        };
+        assert!(winmdm::autopilot::devices::DEVICES
+            .insert_new(app.store.records(), "TN-CRASH", &rec)
+            .unwrap());
+    })
+    .await
+    .unwrap();
+    sync_until(&srv, "TN-CRASH", "registered", |d| {
+        d["tenant"]["state"] == "registered"
+    })
+    .await;
+    assert!(g.identity_by_serial("TN-CRASH").is_some());
+
     // Devices registered by an OEM: pulled (pages of 2) through a 429 storm honoured.
     g.register_oem("OEM-0001", "Retail");
     g.register_oem("OEM-0002", "");
