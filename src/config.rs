@@ -228,6 +228,24 @@ pub struct ServeOptions {
     /// d (default 3d).
     #[arg(long, env = "WINMDM_WEBHOOK_MAX_AGE")]
     pub webhook_max_age: Option<String>,
+    /// Microsoft tenant: login (token) base URL (default https://login.microsoftonline.com; a
+    /// national cloud's, e.g. https://login.microsoftonline.us).
+    #[arg(long, env = "WINMDM_GRAPH_LOGIN_URL")]
+    pub graph_login_url: Option<String>,
+    /// Microsoft tenant: Graph base URL (default https://graph.microsoft.com).
+    #[arg(long, env = "WINMDM_GRAPH_URL")]
+    pub graph_url: Option<String>,
+    /// PEM CA certificate(s) trusted for the login and Graph hosts, besides the system roots
+    /// (a proxy's CA, or a test stand-in's).
+    #[arg(long, env = "WINMDM_GRAPH_CA")]
+    pub graph_ca: Option<PathBuf>,
+    /// How often the tenant's Autopilot devices are pulled: a number with s, m, h or d
+    /// (default 1h; 0: only on demand, `winmdm tenant sync`).
+    #[arg(long, env = "WINMDM_TENANT_SYNC_INTERVAL")]
+    pub tenant_sync_interval: Option<String>,
+    /// How often pending changes are pushed to the tenant and imports followed (default 30s).
+    #[arg(long, env = "WINMDM_TENANT_POLL")]
+    pub tenant_poll: Option<String>,
 }
 
 /// How log lines are written.
@@ -328,6 +346,11 @@ impl ServeOptions {
             webhook_ca: self.webhook_ca.or(lower.webhook_ca),
             webhook_max_attempts: self.webhook_max_attempts.or(lower.webhook_max_attempts),
             webhook_max_age: self.webhook_max_age.or(lower.webhook_max_age),
+            graph_login_url: self.graph_login_url.or(lower.graph_login_url),
+            graph_url: self.graph_url.or(lower.graph_url),
+            graph_ca: self.graph_ca.or(lower.graph_ca),
+            tenant_sync_interval: self.tenant_sync_interval.or(lower.tenant_sync_interval),
+            tenant_poll: self.tenant_poll.or(lower.tenant_poll),
         }
     }
 
@@ -539,7 +562,17 @@ impl ServeOptions {
         }
         .resolve()
         .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
+        let tenant = crate::tenant::TenantOptions {
+            login_url: self.graph_login_url,
+            graph_url: self.graph_url,
+            ca: self.graph_ca,
+            sync_interval: self.tenant_sync_interval,
+            poll: self.tenant_poll,
+        }
+        .resolve()
+        .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
         Ok(Config {
+            tenant,
             metrics_listen: self.metrics_listen,
             log_format,
             webhook,
@@ -689,6 +722,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The results webhook, when `--webhook-url` is set.
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// The Microsoft tenant integration's endpoints and intervals.
+    pub tenant: crate::tenant::TenantConfig,
 }
 
 /// A PostgreSQL URL. Its `Debug` and `Display` hide the password, so a logged [`Config`] never

@@ -24,5 +24,6 @@ mod replay;
 mod soap;
 mod store;
 mod syncml;
+mod tenant;
 mod traces;
 mod webhook;

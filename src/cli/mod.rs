@@ -9,6 +9,7 @@ pub mod autopilot;
 pub mod backup;
 pub mod http;
 pub mod migrate;
+pub mod tenant;
 pub mod trace;
 pub mod webhook;
 
@@ -119,6 +120,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         cmd: autopilot::AutopilotCmd,
+    },
+    /// The Microsoft tenant (Graph): connect, status, sync, Entra groups, profile assignments.
+    Tenant {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: tenant::TenantCmd,
     },
     /// The results webhook: its state and dead letters (list, show, redeliver, delete).
     Webhook {
@@ -600,6 +607,7 @@ async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Resul
         Command::Autopilot { cmd } => autopilot::run(&c, a.json, cmd, out).await,
         Command::Webhook { cmd } => webhook::run(&c, a.json, cmd, out).await,
         Command::Trace { cmd } => trace::run(&c, a.json, cmd, out).await,
+        Command::Tenant { cmd } => tenant::run(&c, a.json, cmd, out).await,
         Command::TenantLockdown { device_id, state } => {
             let on = state == OnOff::On;
             let (body, v) = call(
