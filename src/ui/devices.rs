@@ -95,6 +95,11 @@ pub(super) async fn route(ctx: &Ctx, method: &Method) -> Resp {
         (&Method::GET, ["devices", id]) => page(ctx, id).await,
         (&Method::GET, ["devices", id, "confirm"]) => confirm(ctx, id).await,
         (&Method::POST, ["devices", id, "do"]) => act(ctx, id).await,
+        (&Method::POST, ["devices", id, "trace"]) => super::traces::act(ctx, id).await,
+        (&Method::GET, ["devices", id, "traces", t]) => super::traces::page(ctx, id, t).await,
+        (&Method::GET, ["devices", id, "traces", t, "export"]) => {
+            super::traces::export(ctx, id, t).await
+        }
         _ => plain(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -212,6 +217,10 @@ struct DevicePage {
     groups: Vec<String>,
     profiles: Vec<ProfileRow>,
     commands: Vec<CommandRow>,
+    traces: Vec<super::traces::TraceRow>,
+    recording: bool,
+    trace_action: String,
+    csrf: String,
 }
 
 /// The state of a command as the page names it.
@@ -340,10 +349,17 @@ async fn page(ctx: &Ctx, id: &str) -> Resp {
                 .collect(),
         })
         .collect();
+    let admin = ctx.s.actor.role == crate::service::TokenRole::Admin;
+    let (traces, recording) = if admin {
+        super::traces::section(ctx, id).await
+    } else {
+        (Vec::new(), false)
+    };
     let page = DevicePage {
+        csrf: nav.csrf.clone(),
         nav: Some(nav),
         notice: notice(ctx.query.get("notice")),
-        admin: ctx.s.actor.role == crate::service::TokenRole::Admin,
+        admin,
         name: display_name(d),
         id: d.device_id.clone(),
         actions,
@@ -362,6 +378,9 @@ async fn page(ctx: &Ctx, id: &str) -> Resp {
         groups,
         profiles,
         commands,
+        traces,
+        recording,
+        trace_action: format!("{href}/trace"),
     };
     html(StatusCode::OK, &page)
 }

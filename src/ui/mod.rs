@@ -51,6 +51,7 @@ pub mod multipart;
 mod profiles;
 pub mod session;
 mod tokens;
+mod traces;
 mod users;
 
 use form::Form;
@@ -632,6 +633,10 @@ fn notice(key: Option<&str>) -> Option<String> {
             "unassigned" => "Assignment removed.",
             "members-added" => "Devices added to the group.",
             "members-removed" => "Devices removed from the group.",
+            "trace-started" => {
+                "Tracing: the device's next exchanges are recorded (secrets removed)."
+            }
+            "trace-stopped" => "Tracing stopped; the trace is kept.",
             _ => return None,
         }
         .to_string(),

@@ -2,9 +2,9 @@
 
 use crate::support::{HttpResponse, TestServer, ADMIN_TOKEN};
 
-const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+pub(crate) const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
-fn cookie_of(r: &HttpResponse) -> String {
+pub(crate) fn cookie_of(r: &HttpResponse) -> String {
     let set = r
         .headers
         .get("set-cookie")
@@ -17,7 +17,7 @@ fn cookie_of(r: &HttpResponse) -> String {
     set.split(';').next().unwrap().to_string()
 }
 
-async fn sign_in(srv: &TestServer, token: &str) -> HttpResponse {
+pub(crate) async fn sign_in(srv: &TestServer, token: &str) -> HttpResponse {
     srv.client()
         .request(
             "POST",
@@ -28,13 +28,13 @@ async fn sign_in(srv: &TestServer, token: &str) -> HttpResponse {
         .await
 }
 
-async fn get(srv: &TestServer, path: &str, cookie: &str) -> HttpResponse {
+pub(crate) async fn get(srv: &TestServer, path: &str, cookie: &str) -> HttpResponse {
     srv.client()
         .request("GET", path, &[("cookie", cookie)], Vec::new())
         .await
 }
 
-fn csrf_in(page: &str) -> String {
+pub(crate) fn csrf_in(page: &str) -> String {
     let i = page.find("name=\"csrf\" value=\"").expect("csrf field") + 19;
     page[i..i + 64].to_string()
 }

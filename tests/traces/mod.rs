@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+mod console;
 mod folder;
 
 use crate::manage::{enrolled, queue};
