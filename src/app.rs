@@ -40,6 +40,8 @@ pub struct App {
     pub webhook: Option<Arc<crate::webhook::Webhook>>,
     /// Bounds on console sign-in attempts (per node).
     pub ui_sign_in: crate::ui::session::SignInLimiter,
+    /// Signs the app download URLs handed to devices ([`crate::apps::token`]).
+    pub app_urls: crate::apps::token::Signer,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -110,6 +112,7 @@ impl App {
             tracing::info!(path = %path.display(), "admin API token is in this file (mode 0600); set WINMDM_ADMIN_TOKEN to choose your own");
         }
         let federation = crate::federation::Federation::open(&cfg, clock.clone())?;
+        let app_urls = crate::apps::token::Signer::load_or_create(&cfg.data_dir)?;
         let webhook = match &cfg.webhook {
             Some(w) => Some(Arc::new(
                 crate::webhook::Webhook::open(w).map_err(AppError::Webhook)?,
@@ -138,6 +141,7 @@ impl App {
             metrics,
             webhook,
             ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
+            app_urls,
             throttle,
             cfg,
             store,

@@ -5,6 +5,7 @@
 //! problem (no token, unreadable file); 2 connection/TLS failure or a usage error.
 
 pub mod access;
+pub mod apps;
 pub mod autopilot;
 pub mod backup;
 pub mod http;
@@ -118,6 +119,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         cmd: autopilot::AutopilotCmd,
+    },
+    /// Apps: upload/register MSI and MSIX packages, assign them to groups, install state.
+    Apps {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: apps::AppsCmd,
     },
     /// The results webhook: its state and dead letters (list, show, redeliver, delete).
     Webhook {
@@ -581,6 +588,7 @@ async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Resul
         Command::Bulk { cmd } => access::bulk(&c, a.json, cmd, out).await,
         Command::Autopilot { cmd } => autopilot::run(&c, a.json, cmd, out).await,
         Command::Webhook { cmd } => webhook::run(&c, a.json, cmd, out).await,
+        Command::Apps { cmd } => apps::run(&c, a.json, cmd, out).await,
         Command::TenantLockdown { device_id, state } => {
             let on = state == OnOff::On;
             let (body, v) = call(

@@ -90,6 +90,7 @@ fn fixture() -> &'static Mutex<Fixture> {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             webhook: None,
             ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
+            app_urls: crate::apps::token::Signer::random(),
             federation: crate::federation::Federation::ephemeral(),
         };
         Mutex::new(Fixture {
