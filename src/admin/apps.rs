@@ -12,6 +12,13 @@
 //! | DELETE | `/api/v1/apps/{app_id}/assignments/{group_id}` | 200 `{"jobs"}` (devices leaving uninstall it); 404 |
 //! | GET | `/api/v1/apps/{app_id}/devices?limit=&cursor=` | 200 `{"devices": [state...], "next"}` |
 //! | GET | `/api/v1/devices/{device_id}/apps` | 200 `{"apps": [state...]}`; 404 |
+//! | POST | `/api/v1/esp` `{"name","apps"?,"timeout_minutes"?,"block"?,"allow_reset"?,"allow_retry"?,"allow_continue"?,"allow_collect_logs"?,"custom_error_text"?,"skip_device_page"?,"skip_user_page"?}` | 201 ESP; 400; 404 unknown app |
+//! | GET | `/api/v1/esp?limit=&cursor=` | 200 `{"esp": [...], "next"}` |
+//! | GET | `/api/v1/esp/{esp_id}` | 200 ESP + `groups`; 404 |
+//! | DELETE | `/api/v1/esp/{esp_id}` | 204; 404 |
+//! | POST | `/api/v1/esp/{esp_id}/assignments` `{"group_id"}` | 201 (200 if it was); 404 |
+//! | DELETE | `/api/v1/esp/{esp_id}/assignments/{group_id}` | 204; 404 |
+//! | GET | `/api/v1/devices/{device_id}/esp` | 200 the device's ESP progress; 404 none |
 
 use std::sync::Arc;
 
@@ -39,6 +46,12 @@ pub(super) enum Ep<'a> {
     Assign(&'a str),
     Unassign(&'a str, &'a str),
     Devices(&'a str),
+    CreateEsp,
+    ListEsp,
+    GetEsp(&'a str),
+    DeleteEsp(&'a str),
+    AssignEsp(&'a str),
+    UnassignEsp(&'a str, &'a str),
 }
 
 /// Routes under `/api/v1/apps`.
@@ -52,13 +65,23 @@ pub(super) fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Ep<'a>, 
         (["apps", id, "assignments"], Method::POST) => Ep::Assign(id),
         (["apps", id, "assignments", g], Method::DELETE) => Ep::Unassign(id, g),
         (["apps", id, "devices"], Method::GET) => Ep::Devices(id),
+        (["esp"], Method::POST) => Ep::CreateEsp,
+        (["esp"], Method::GET) => Ep::ListEsp,
+        (["esp", id], Method::GET) => Ep::GetEsp(id),
+        (["esp", id], Method::DELETE) => Ep::DeleteEsp(id),
+        (["esp", id, "assignments"], Method::POST) => Ep::AssignEsp(id),
+        (["esp", id, "assignments", g], Method::DELETE) => Ep::UnassignEsp(id, g),
         (
             ["apps"]
             | ["apps", _]
             | ["apps", _, "content"]
             | ["apps", _, "assignments"]
             | ["apps", _, "assignments", _]
-            | ["apps", _, "devices"],
+            | ["apps", _, "devices"]
+            | ["esp"]
+            | ["esp", _]
+            | ["esp", _, "assignments"]
+            | ["esp", _, "assignments", _],
             _,
         ) => return Err(ApiError::MethodNotAllowed),
         _ => return Err(not_found("route")),
@@ -136,6 +159,38 @@ pub(super) async fn handle(
                 &serde_json::json!({"jobs": jobs_json(&jobs)}),
             ))
         }
+        Ep::CreateEsp => {
+            let i: crate::apps::esp::EspInput = json_body(req).await?;
+            Ok(json(
+                StatusCode::CREATED,
+                &svc::create_esp(app, actor, i).await?,
+            ))
+        }
+        Ep::ListEsp => {
+            let (limit, cursor) = page_query(&query)?;
+            Ok(page_json("esp", &svc::list_esp(app, cursor, limit).await?))
+        }
+        Ep::GetEsp(id) => Ok(json(StatusCode::OK, &svc::get_esp(app, id).await?)),
+        Ep::DeleteEsp(id) => {
+            svc::delete_esp(app, actor, id).await?;
+            Ok(super::no_content())
+        }
+        Ep::AssignEsp(id) => {
+            let b: GroupRef = json_body(req).await?;
+            let created = svc::assign_esp(app, actor, id, &b.group_id).await?;
+            Ok(json(
+                if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                &serde_json::json!({"esp_id": id, "group_id": b.group_id}),
+            ))
+        }
+        Ep::UnassignEsp(id, g) => {
+            svc::unassign_esp(app, actor, id, g).await?;
+            Ok(super::no_content())
+        }
         Ep::Devices(id) => {
             let (limit, cursor) = page_query(&query)?;
             Ok(page_json(
@@ -144,6 +199,17 @@ pub(super) async fn handle(
             ))
         }
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupRef {
+    group_id: String,
+}
+
+/// `GET /api/v1/devices/{device_id}/esp`.
+pub(super) async fn device_esp(app: &Arc<App>, id: &str) -> Result<Resp, ApiError> {
+    Ok(json(StatusCode::OK, &svc::device_esp(app, id).await?))
 }
 
 /// `GET /api/v1/devices/{device_id}/apps`.

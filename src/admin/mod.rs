@@ -21,7 +21,7 @@
 //! | POST | `/api/v1/commands` `{"device_ids": [...], <command>}` | 200 `{"results": {id: {"command_id","existing"} \| {"error"}}}` |
 //! | PUT | `/api/v1/devices/{id}/tenant-lockdown` `{"require_network_in_oobe": bool}` | 201 `{"command_id"}` |
 //! | … | `/api/v1/groups…`, `/api/v1/profiles…`, `GET /api/v1/devices/{id}/profiles` | device groups and profiles: tables in [`groups`] and [`profiles`] |
-//! | … | `/api/v1/apps…`, `GET /api/v1/devices/{id}/apps` | the app catalog, assignments and install state: table in [`apps`] |
+//! | … | `/api/v1/apps…`, `/api/v1/esp…`, `GET /api/v1/devices/{id}/apps`, `GET /api/v1/devices/{id}/esp` | the app catalog, assignments, install state and the Enrollment Status Page: table in [`apps`] |
 //! | GET | `/api/v1/openapi.json` | 200 the OpenAPI 3.0 document of this API ([`openapi`]) |
 //! | POST, GET, DELETE | `/api/v1/tokens[/{name}]` | named tokens with a role ([`tokens`]) |
 //! | POST, GET, DELETE | `/api/v1/invitations[/{id}]` | one-time enrollment invitations ([`invitations`]) |
@@ -258,6 +258,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/apps/{app_id}/assignments/{group_id}"),
     ("GET", "/api/v1/apps/{app_id}/devices"),
     ("GET", "/api/v1/devices/{device_id}/apps"),
+    ("POST", "/api/v1/esp"),
+    ("GET", "/api/v1/esp"),
+    ("GET", "/api/v1/esp/{esp_id}"),
+    ("DELETE", "/api/v1/esp/{esp_id}"),
+    ("POST", "/api/v1/esp/{esp_id}/assignments"),
+    ("DELETE", "/api/v1/esp/{esp_id}/assignments/{group_id}"),
+    ("GET", "/api/v1/devices/{device_id}/esp"),
     ("GET", "/api/v1/jobs"),
     ("GET", "/api/v1/jobs/{job_id}"),
     ("POST", "/api/v1/autopilot/profiles"),
@@ -317,6 +324,7 @@ enum Endpoint<'a> {
     DeviceProfiles(&'a str),
     Apps(apps::Ep<'a>),
     DeviceApps(&'a str),
+    DeviceEsp(&'a str),
     Autopilot(autopilot::Route<'a>),
     Webhook(webhook::Route<'a>),
     Backup,
@@ -371,6 +379,8 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["devices", id, "profiles"], Method::GET) => E::DeviceProfiles(id),
         (["apps", ..], _) => E::Apps(apps::endpoint(segs, method)?),
         (["devices", id, "apps"], Method::GET) => E::DeviceApps(id),
+        (["esp", ..], _) => E::Apps(apps::endpoint(segs, method)?),
+        (["devices", id, "esp"], Method::GET) => E::DeviceEsp(id),
         (["autopilot", rest @ ..], m) => E::Autopilot(autopilot::endpoint(rest, &m)?),
         (["webhook", rest @ ..], m) => E::Webhook(webhook::endpoint(rest, &m)?),
         (["backup"], Method::POST) => E::Backup,
@@ -388,6 +398,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["devices", _, "owner"]
             | ["devices", _, "profiles"]
             | ["devices", _, "apps"]
+            | ["devices", _, "esp"]
             | ["devices", _, "actions"]
             | ["devices", _, "actions", _]
             | ["audit"]
@@ -463,6 +474,7 @@ async fn dispatch(
         Endpoint::DeviceProfiles(id) => devices::profiles(&app, id).await,
         Endpoint::Apps(ep) => apps::handle(&app, actor, ep, req).await,
         Endpoint::DeviceApps(id) => apps::device_apps(&app, id).await,
+        Endpoint::DeviceEsp(id) => apps::device_esp(&app, id).await,
         Endpoint::Autopilot(r) => autopilot::handle(&app, actor, r, req).await,
         Endpoint::ListJobs => devices::list_jobs(&app, q).await,
         Endpoint::GetJob(id) => devices::get_job(&app, id).await,

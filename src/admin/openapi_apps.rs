@@ -121,6 +121,25 @@ pub fn paths() -> Value {
         "/api/v1/apps/{app_id}/devices": {
             "get": op("appDevices", "The app's state on each device it is delivered to", {let mut v = vec![a()]; v.extend(page()); v}, None, json!({"200": ok("A page of states.", "DeviceAppStatePage"), "404": err("Unknown app.")}))
         },
+        "/api/v1/esp": {
+            "post": op("createEsp", "Create an Enrollment Status Page configuration: blocking apps, timeout, remediation options, error text", vec![], Some(body("EspInput")), json!({
+                "201": ok("The ESP.", "Esp"), "400": err("Invalid fields."), "404": err("Unknown app.")})),
+            "get": op("listEsp", "List ESP configurations", page(), None, json!({"200": ok("A page.", "EspPage"), "400": err("Invalid limit.")}))
+        },
+        "/api/v1/esp/{esp_id}": {
+            "get": op("getEsp", "One ESP with its groups", vec![id("esp_id")], None, json!({"200": ok("The ESP.", "EspDetail"), "404": err("Unknown ESP.")})),
+            "delete": op("deleteEsp", "Delete an ESP (devices being tracked finish as started)", vec![id("esp_id")], None, json!({"204": {"description": "Deleted."}, "404": err("Unknown ESP.")}))
+        },
+        "/api/v1/esp/{esp_id}/assignments": {
+            "post": op("assignEsp", "Assign an ESP to a device group: its devices enrolling in OOBE get it", vec![id("esp_id")], Some(body("GroupRef")), json!({
+                "201": ok("Assigned.", "GroupRef"), "200": ok("Was assigned.", "GroupRef"), "400": err("Invalid JSON."), "404": err("Unknown ESP or group.")}))
+        },
+        "/api/v1/esp/{esp_id}/assignments/{group_id}": {
+            "delete": op("unassignEsp", "Remove an ESP's assignment to a group", vec![id("esp_id"), id("group_id")], None, json!({"204": {"description": "Removed."}, "404": err("Not assigned.")}))
+        },
+        "/api/v1/devices/{device_id}/esp": {
+            "get": op("deviceEsp", "A device's ESP progress: phase, deadline, each expected app's state, how each phase ended", vec![id("device_id")], None, json!({"200": ok("The progress.", "EspProgress"), "404": err("Unknown device, or no ESP tracked.")}))
+        },
         "/api/v1/devices/{device_id}/apps": {
             "get": op("deviceApps", "Every app's state on one device", vec![id("device_id")], None, json!({"200": ok("The states.", "DeviceApps"), "404": err("Unknown device.")}))
         }
@@ -206,6 +225,36 @@ pub fn schemas() -> Value {
         "AppJobs": {"type": "object", "properties": {"jobs": {"type": "array", "items": {"type": "object"}}}},
         "DeviceAppState": state,
         "DeviceAppStatePage": {"type": "object", "properties": {"devices": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceAppState"}}, "next": {"type": "string", "nullable": true}}},
+        "EspInput": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"},
+            "apps": {"type": "array", "items": {"type": "string"}, "description": "Blocking app ids (those assigned to the device are tracked)."},
+            "timeout_minutes": {"type": "integer", "minimum": 1, "maximum": 1440, "default": 60, "description": "TimeOutUntilSyncFailure."},
+            "block": {"type": "boolean", "default": true},
+            "allow_reset": {"type": "boolean", "default": false, "description": "BlockInStatusPage bit 1."},
+            "allow_retry": {"type": "boolean", "default": true, "description": "BlockInStatusPage bit 2."},
+            "allow_continue": {"type": "boolean", "default": false, "description": "BlockInStatusPage bit 4: the user may continue on failure."},
+            "allow_collect_logs": {"type": "boolean", "default": true},
+            "custom_error_text": {"type": "string", "maxLength": 1024},
+            "skip_device_page": {"type": "boolean", "default": false},
+            "skip_user_page": {"type": "boolean", "default": false}}},
+        "Esp": {"type": "object", "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "apps": {"type": "array", "items": {"type": "string"}},
+            "timeout_minutes": {"type": "integer"}, "block": {"type": "boolean"}, "allow_reset": {"type": "boolean"},
+            "allow_retry": {"type": "boolean"}, "allow_continue": {"type": "boolean"}, "allow_collect_logs": {"type": "boolean"},
+            "custom_error_text": {"type": "string", "nullable": true}, "skip_device_page": {"type": "boolean"},
+            "skip_user_page": {"type": "boolean"}, "created_at": {"type": "integer"}}},
+        "EspPage": {"type": "object", "properties": {"esp": {"type": "array", "items": {"$ref": "#/components/schemas/Esp"}}, "next": {"type": "string", "nullable": true}}},
+        "EspDetail": {"allOf": [{"$ref": "#/components/schemas/Esp"}, {"type": "object", "properties": {"groups": {"type": "array", "items": {"type": "string"}}}}]},
+        "GroupRef": {"type": "object", "required": ["group_id"], "properties": {"group_id": {"type": "string"}}},
+        "EspProgress": {"type": "object", "properties": {
+            "esp_id": {"type": "string"}, "device_id": {"type": "string"}, "enrolled_at": {"type": "integer"},
+            "started_at": {"type": "integer"}, "timeout_minutes": {"type": "integer"}, "deadline": {"type": "integer"},
+            "phase": {"type": "string", "enum": ["device", "user", "done"]},
+            "expected": {"type": "array", "items": {"type": "object"}},
+            "items": {"type": "array", "items": {"type": "object", "properties": {"app_id": {"type": "string"}, "scope": {"type": "string"}, "node": {"type": "string"}, "state": {"type": "string", "nullable": true}, "error": {"type": "string", "nullable": true}}}},
+            "device": {"type": "object", "nullable": true, "properties": {"at": {"type": "integer"}, "success": {"type": "boolean"}, "reason": {"type": "string"}}},
+            "user": {"type": "object", "nullable": true, "properties": {"at": {"type": "integer"}, "success": {"type": "boolean"}, "reason": {"type": "string"}}},
+            "command_ids": {"type": "array", "items": {"type": "string"}}}},
         "DeviceApps": {"type": "object", "properties": {"apps": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceAppState"}}}}
     })
 }

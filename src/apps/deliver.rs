@@ -512,6 +512,88 @@ pub fn render(
 mod tests {
     use super::*;
 
+    fn record(kind: AppKind) -> AppRecord {
+        AppRecord {
+            id: "a1".into(),
+            name: "n".into(),
+            kind,
+            content_id: Some("c".into()),
+            url: None,
+            size: Some(1),
+            sha256: "ab".repeat(32),
+            product_code: Some("{6F7CB29F-1319-4816-B345-0856916EB801}".into()),
+            product_version: Some("1.0.0".into()),
+            publisher: None,
+            upgrade_code: None,
+            package_family_name: Some("Contoso.App_8wekyb3d8bbwe".into()),
+            command_line: "/quiet".into(),
+            timeout_minutes: 10,
+            retry_count: 3,
+            retry_interval_minutes: 5,
+            revision: 1,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    /// Every node the operations use is listed in protocol-fixtures/apps/nodes.json (with its
+    /// source page), and every listed app node is used.
+    #[test]
+    fn nodes_are_the_documented_ones() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../protocol-fixtures/apps/nodes.json")).unwrap();
+        let listed: Vec<(String, String)> = doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["verb"].as_str().unwrap().to_string(),
+                    n["path"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let generic = |t: &str| {
+            t.replace("./Device/", "./{Scope}/")
+                .replace("./User/", "./{Scope}/")
+                .replace("%7B6F7CB29F-1319-4816-B345-0856916EB801%7D", "{ProductID}")
+                .replace("Contoso.App_8wekyb3d8bbwe", "{PackageFamilyName}")
+        };
+        let mut used = std::collections::BTreeSet::new();
+        for kind in [AppKind::Msi, AppKind::Msix] {
+            for (scope, intent) in KINDS {
+                for op in operations(&record(kind), scope, intent).unwrap() {
+                    for t in &op.targets {
+                        let key = (op.verb.clone(), generic(t));
+                        assert!(listed.contains(&key), "{key:?} is not in nodes.json");
+                        used.insert(key);
+                    }
+                }
+            }
+        }
+        for (verb, path) in &listed {
+            if path.contains("AppManagement") && verb != "Alert" && path.contains("{Scope}") {
+                assert!(
+                    used.contains(&(verb.clone(), path.clone())),
+                    "{verb} {path} listed but unused"
+                );
+            }
+        }
+        // The MsiInstallJob carries the schema's elements.
+        let job = msi_install_job(&record(AppKind::Msi));
+        for e in [
+            "<ContentURLList><ContentURL>",
+            "<FileHash>ABAB",
+            "<CommandLine>/quiet",
+            "<TimeOut>10",
+            "<RetryCount>3",
+            "<RetryInterval>5",
+        ] {
+            assert!(job.contains(e), "{e} in {job}");
+        }
+        assert!(job.contains(&url_placeholder("a1")));
+    }
+
     #[test]
     fn profile_ids_round_trip() {
         for (s, i) in KINDS {

@@ -14,6 +14,7 @@
 
 pub mod content;
 pub mod deliver;
+pub mod esp;
 pub mod msi;
 pub mod msix;
 pub mod state;

@@ -145,6 +145,220 @@ pub enum AppsCmd {
     },
 }
 
+/// `winmdm esp …`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum EspCmd {
+    /// Create an Enrollment Status Page configuration.
+    Create {
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// A blocking app id (repeat for several).
+        #[arg(long = "app")]
+        apps: Vec<String>,
+        /// TimeOutUntilSyncFailure in minutes (default 60).
+        #[arg(long)]
+        timeout_minutes: Option<u32>,
+        /// Do not block the device (the page shows progress only).
+        #[arg(long)]
+        no_block: bool,
+        /// Let the user continue anyway on failure.
+        #[arg(long)]
+        allow_continue: bool,
+        /// Offer a device reset on failure.
+        #[arg(long)]
+        allow_reset: bool,
+        /// Text shown on failure.
+        #[arg(long)]
+        custom_error_text: Option<String>,
+        /// Skip the user phase page.
+        #[arg(long)]
+        skip_user_page: bool,
+    },
+    /// List ESP configurations.
+    List,
+    /// Show one ESP and its groups.
+    Show {
+        /// The ESP id.
+        esp_id: String,
+    },
+    /// Delete an ESP.
+    Delete {
+        /// The ESP id.
+        esp_id: String,
+    },
+    /// Assign an ESP to a device group.
+    Assign {
+        /// The ESP id.
+        esp_id: String,
+        /// The group id.
+        group_id: String,
+    },
+    /// Remove an ESP's assignment to a group.
+    Unassign {
+        /// The ESP id.
+        esp_id: String,
+        /// The group id.
+        group_id: String,
+    },
+    /// A device's ESP progress.
+    Progress {
+        /// The DeviceID.
+        device_id: String,
+    },
+}
+
+pub(super) async fn esp(
+    c: &Client,
+    json_out: bool,
+    cmd: EspCmd,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    match cmd {
+        EspCmd::Create {
+            name,
+            apps,
+            timeout_minutes,
+            no_block,
+            allow_continue,
+            allow_reset,
+            custom_error_text,
+            skip_user_page,
+        } => {
+            let mut b = json!({"name": name, "apps": apps, "block": !no_block, "allow_continue": allow_continue, "allow_reset": allow_reset, "skip_user_page": skip_user_page});
+            if let Some(t) = timeout_minutes {
+                b["timeout_minutes"] = json!(t);
+            }
+            if let Some(t) = custom_error_text {
+                b["custom_error_text"] = json!(t);
+            }
+            let (body, v) = call(c, "POST", "/api/v1/esp", Some(b)).await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            w(
+                out,
+                &format!(
+                    "created ESP {} {:?}: {} blocking app(s), timeout {} min\n",
+                    str_of(&v["id"]),
+                    str_of(&v["name"]),
+                    v["apps"].as_array().map_or(0, Vec::len),
+                    str_of(&v["timeout_minutes"])
+                ),
+            )
+        }
+        EspCmd::List => {
+            let (found, body, _) = pages(c, "/api/v1/esp", "esp", None, None, true).await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            let rows = found
+                .iter()
+                .map(|e| {
+                    vec![
+                        str_of(&e["id"]),
+                        str_of(&e["name"]),
+                        e["apps"].as_array().map_or(0, Vec::len).to_string(),
+                        str_of(&e["timeout_minutes"]),
+                        str_of(&e["block"]),
+                    ]
+                })
+                .collect();
+            w(
+                out,
+                &table(&["ID", "NAME", "APPS", "TIMEOUT", "BLOCK"], rows),
+            )
+        }
+        EspCmd::Show { esp_id } => {
+            let (body, _) = call(c, "GET", &format!("/api/v1/esp/{}", enc(&esp_id)), None).await?;
+            raw(out, &body)
+        }
+        EspCmd::Delete { esp_id } => {
+            call(c, "DELETE", &format!("/api/v1/esp/{}", enc(&esp_id)), None).await?;
+            w(out, &format!("deleted ESP {esp_id}\n"))
+        }
+        EspCmd::Assign { esp_id, group_id } => {
+            let (body, _) = call(
+                c,
+                "POST",
+                &format!("/api/v1/esp/{}/assignments", enc(&esp_id)),
+                Some(json!({"group_id": group_id})),
+            )
+            .await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            w(out, &format!("assigned ESP {esp_id} to group {group_id}\n"))
+        }
+        EspCmd::Unassign { esp_id, group_id } => {
+            call(
+                c,
+                "DELETE",
+                &format!(
+                    "/api/v1/esp/{}/assignments/{}",
+                    enc(&esp_id),
+                    enc(&group_id)
+                ),
+                None,
+            )
+            .await?;
+            w(
+                out,
+                &format!("unassigned ESP {esp_id} from group {group_id}\n"),
+            )
+        }
+        EspCmd::Progress { device_id } => {
+            let (body, v) = call(
+                c,
+                "GET",
+                &format!("/api/v1/devices/{}/esp", enc(&device_id)),
+                None,
+            )
+            .await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            w(
+                out,
+                &format!(
+                    "ESP {} on {device_id}: phase {}, deadline {}\n",
+                    str_of(&v["esp_id"]),
+                    str_of(&v["phase"]),
+                    str_of(&v["deadline"])
+                ),
+            )?;
+            let rows = v["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|i| {
+                    vec![
+                        str_of(&i["app_id"]),
+                        str_of(&i["scope"]),
+                        str_of(&i["state"]),
+                        str_of(&i["error"]),
+                    ]
+                })
+                .collect();
+            w(out, &table(&["APP", "SCOPE", "STATE", "ERROR"], rows))?;
+            for phase in ["device", "user"] {
+                if v[phase].is_object() {
+                    w(
+                        out,
+                        &format!(
+                            "{phase} phase released: success={} ({})\n",
+                            str_of(&v[phase]["success"]),
+                            str_of(&v[phase]["reason"])
+                        ),
+                    )?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Uploads can be large: allow this long for the answer.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 

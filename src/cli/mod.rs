@@ -126,6 +126,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: apps::AppsCmd,
     },
+    /// The Enrollment Status Page: configurations, assignments, a device's progress.
+    Esp {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: apps::EspCmd,
+    },
     /// The results webhook: its state and dead letters (list, show, redeliver, delete).
     Webhook {
         /// What to do.
@@ -589,6 +595,7 @@ async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Resul
         Command::Autopilot { cmd } => autopilot::run(&c, a.json, cmd, out).await,
         Command::Webhook { cmd } => webhook::run(&c, a.json, cmd, out).await,
         Command::Apps { cmd } => apps::run(&c, a.json, cmd, out).await,
+        Command::Esp { cmd } => apps::esp(&c, a.json, cmd, out).await,
         Command::TenantLockdown { device_id, state } => {
             let on = state == OnOff::On;
             let (body, v) = call(

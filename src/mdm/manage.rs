@@ -221,6 +221,13 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
         return Err(ManageError::Header { field: "SessionID" });
     }
     tracing::Span::current().record("session_id", session_id.as_str());
+    if client_msg == 1 {
+        // A session starts: an ESP whose apps were reported earlier, or whose timeout passed,
+        // releases the device in this session's reply.
+        if let Err(e) = crate::apps::esp::after_round(app, device_id) {
+            tracing::error!(device_id, error = %e, "ESP tracking failed; retried next session");
+        }
+    }
     let digest = session::message_digest(body);
     let lock = session::lock_device(device_id);
     for attempt in 1..=session::MAX_ROUND_ATTEMPTS {
@@ -293,6 +300,11 @@ impl AfterCommit {
             if let Err(e) = crate::autopilot::convert::after_round(app, device_id) {
                 tracing::error!(device_id, error = %e, "Autopilot conversion failed; retried at the next report");
             }
+        }
+        // The round may have brought the install alerts, or (an Autopilot link, a group
+        // change) an ESP: start or advance the device's ESP (one or two reads when none).
+        if let Err(e) = crate::apps::esp::after_round(app, device_id) {
+            tracing::error!(device_id, error = %e, "ESP tracking failed; retried next session");
         }
     }
 }

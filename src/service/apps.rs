@@ -368,3 +368,129 @@ pub async fn device_apps(
     })
     .await
 }
+
+/// An ESP and the groups it is assigned to.
+#[derive(Debug, Serialize)]
+pub struct EspDetail {
+    /// The ESP.
+    #[serde(flatten)]
+    pub esp: crate::apps::esp::Esp,
+    /// Group ids.
+    pub groups: Vec<String>,
+}
+
+/// Creates an ESP configuration.
+pub async fn create_esp(
+    app: &Arc<App>,
+    actor: &Actor,
+    i: crate::apps::esp::EspInput,
+) -> Result<crate::apps::esp::Esp, ServiceError> {
+    actor.require_admin("POST /api/v1/esp")?;
+    let a = app.clone();
+    let e = blocking(move || Ok(crate::apps::esp::create(&a, i)?)).await?;
+    audit(
+        app,
+        actor,
+        "esp.create",
+        &e.id,
+        serde_json::json!({"name": e.name, "apps": e.apps, "timeout_minutes": e.timeout_minutes}),
+    )
+    .await;
+    Ok(e)
+}
+
+/// One page of ESP configurations.
+pub async fn list_esp(
+    app: &Arc<App>,
+    cursor: Option<String>,
+    limit: usize,
+) -> Result<Page<crate::apps::esp::Esp>, ServiceError> {
+    let a = app.clone();
+    let (page, next) = blocking(move || {
+        Ok(crate::apps::esp::ESPS.page(a.store.records(), cursor.as_deref(), limit)?)
+    })
+    .await?;
+    Ok(Page {
+        items: page.into_iter().map(|(_, e)| e).collect(),
+        next,
+    })
+}
+
+/// An ESP and its groups.
+pub async fn get_esp(app: &Arc<App>, id: &str) -> Result<EspDetail, ServiceError> {
+    let (a, id) = (app.clone(), id.to_string());
+    blocking(move || {
+        Ok(EspDetail {
+            esp: crate::apps::esp::get(&a, &id)?,
+            groups: crate::apps::esp::groups(&a, &id)?,
+        })
+    })
+    .await
+}
+
+/// Deletes an ESP configuration (devices already tracked finish as started).
+pub async fn delete_esp(app: &Arc<App>, actor: &Actor, id: &str) -> Result<(), ServiceError> {
+    actor.require_admin(&format!("DELETE /api/v1/esp/{id}"))?;
+    let (a, i) = (app.clone(), id.to_string());
+    blocking(move || Ok(crate::apps::esp::delete(&a, &i)?)).await?;
+    audit(app, actor, "esp.delete", id, serde_json::json!({})).await;
+    Ok(())
+}
+
+/// Assigns an ESP to a group (`false`: it was).
+pub async fn assign_esp(
+    app: &Arc<App>,
+    actor: &Actor,
+    id: &str,
+    group_id: &str,
+) -> Result<bool, ServiceError> {
+    actor.require_admin(&format!("POST /api/v1/esp/{id}/assignments"))?;
+    let (a, i, g) = (app.clone(), id.to_string(), group_id.to_string());
+    let created = blocking(move || Ok(crate::apps::esp::assign(&a, &i, &g)?)).await?;
+    audit(
+        app,
+        actor,
+        "esp.assign",
+        id,
+        serde_json::json!({"group_id": group_id, "created": created}),
+    )
+    .await;
+    Ok(created)
+}
+
+/// Removes an ESP's assignment to a group.
+pub async fn unassign_esp(
+    app: &Arc<App>,
+    actor: &Actor,
+    id: &str,
+    group_id: &str,
+) -> Result<(), ServiceError> {
+    actor.require_admin(&format!("DELETE /api/v1/esp/{id}/assignments/{group_id}"))?;
+    let (a, i, g) = (app.clone(), id.to_string(), group_id.to_string());
+    blocking(move || Ok(crate::apps::esp::unassign(&a, &i, &g)?)).await?;
+    audit(
+        app,
+        actor,
+        "esp.unassign",
+        id,
+        serde_json::json!({"group_id": group_id}),
+    )
+    .await;
+    Ok(())
+}
+
+/// A device's ESP progress (404 when it has none).
+pub async fn device_esp(
+    app: &Arc<App>,
+    device_id: &str,
+) -> Result<crate::apps::esp::Progress, ServiceError> {
+    let (a, id) = (app.clone(), device_id.to_string());
+    blocking(move || {
+        if a.store.get_device(&id)?.is_none() {
+            return Err(ServiceError::not_found(format!("device {id}")));
+        }
+        crate::apps::esp::progress(&a, &id)?
+            .ok_or_else(|| ServiceError::not_found(format!("ESP tracking of device {id}")))
+    })
+    .await
+}

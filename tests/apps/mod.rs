@@ -3,6 +3,7 @@
 //! the signed URL (with ranges), installed, reported back with the generic alert, upgraded and
 //! uninstalled; failures carry the MSI code and its meaning; download tokens are checked.
 
+mod esp;
 mod windows;
 
 use serde_json::{json, Value};
@@ -12,11 +13,11 @@ use crate::support::mdm_device::{ManagedDevice, Received};
 use crate::support::TestServer;
 use windows::{Outcome, WindowsApps, HASH_MISMATCH};
 
-const PRODUCT: &str = "{6F7CB29F-1319-4816-B345-0856916EB801}";
-const NODE: &str =
+pub(crate) const PRODUCT: &str = "{6F7CB29F-1319-4816-B345-0856916EB801}";
+pub(crate) const NODE: &str =
     "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7B6F7CB29F-1319-4816-B345-0856916EB801%7D";
 
-fn fixture(version: &str) -> Vec<u8> {
+pub(crate) fn fixture(version: &str) -> Vec<u8> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(format!("protocol-fixtures/apps/winmdm-test-{version}.msi"));
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -30,14 +31,25 @@ fn sha256_hex(b: &[u8]) -> String {
         .collect()
 }
 
-async fn ok(srv: &TestServer, method: &str, path: &str, body: Option<Value>, want: u16) -> Value {
+pub(crate) async fn ok(
+    srv: &TestServer,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    want: u16,
+) -> Value {
     let (st, v) = srv.admin(method, path, body).await;
     assert_eq!(st, want, "{method} {path}: {v}");
     v
 }
 
 /// Sends a file to the admin API (`POST /api/v1/apps`, `PUT …/content`).
-async fn send(srv: &TestServer, method: &str, path: &str, data: Vec<u8>) -> (u16, Value) {
+pub(crate) async fn send(
+    srv: &TestServer,
+    method: &str,
+    path: &str,
+    data: Vec<u8>,
+) -> (u16, Value) {
     let auth = format!("Bearer {}", crate::support::ADMIN_TOKEN);
     let r = srv
         .client()
