@@ -641,7 +641,7 @@ fn start(app: &App, esp: &Esp, d: &crate::store::Device, now: i64) -> Result<(),
     tracing::info!(device_id = %d.device_id, esp_id = %esp.id, expected = t.expected.len(), "ESP started: FirstSyncStatus nodes queued");
     write(app, &t, cmds, now)?;
     // Nothing to wait for: release at once.
-    if t.expected.iter().all(|e| e.scope == Scope::User) && t.expected.is_empty() {
+    if t.expected.is_empty() {
         return after_round(app, &d.device_id);
     }
     Ok(())

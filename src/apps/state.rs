@@ -286,14 +286,11 @@ pub fn derive(
     // 1. The generic alert of the install job (MSI), after the Exec was sent.
     let since = exec.sent_at.unwrap_or(exec.created_at);
     let target = exec.target.as_deref().map(norm_uri).unwrap_or_default();
-    let alert = alerts
-        .iter()
-        .filter(|a| {
-            a.alert_type.as_deref() == Some(INSTALL_ALERT)
-                && a.at >= since
-                && a.source.as_deref().map(norm_uri).as_deref() == Some(target.as_str())
-        })
-        .last();
+    let alert = alerts.iter().rev().find(|a| {
+        a.alert_type.as_deref() == Some(INSTALL_ALERT)
+            && a.at >= since
+            && a.source.as_deref().map(norm_uri).as_deref() == Some(target.as_str())
+    });
     if let Some(a) = alert {
         let raw = a.data.as_deref().unwrap_or("").trim();
         match normalize_code(raw) {

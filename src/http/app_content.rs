@@ -28,9 +28,12 @@ fn status(code: StatusCode) -> Resp {
     r
 }
 
-/// A byte range asked for, resolved against `size`: `Ok(None)` whole file, `Err(())`
-/// unsatisfiable.
-pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+/// A `Range` that cannot be served (416).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
+/// A byte range asked for, resolved against `size`: `Ok(None)` whole file, `Err` unsatisfiable.
+pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(h) = h else { return Ok(None) };
     let Some(spec) = h.trim().strip_prefix("bytes=") else {
         return Ok(None); // another unit: ignore the header
@@ -38,24 +41,24 @@ pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()>
     if spec.contains(',') {
         return Ok(None);
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = spec.split_once('-').ok_or(Unsatisfiable)?;
     let (a, b) = (a.trim(), b.trim());
-    let num = |s: &str| -> Result<u64, ()> {
+    let num = |s: &str| -> Result<u64, Unsatisfiable> {
         if s.is_empty() || s.len() > 19 || !s.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(());
+            return Err(Unsatisfiable);
         }
-        s.parse().map_err(|_| ())
+        s.parse().map_err(|_| Unsatisfiable)
     };
     if a.is_empty() {
         let n = num(b)?;
         if n == 0 || size == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         return Ok(Some((size.saturating_sub(n), size - 1)));
     }
     let start = num(a)?;
     if start >= size {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     let end = if b.is_empty() {
         size - 1
@@ -63,7 +66,7 @@ pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()>
         num(b)?.min(size - 1)
     };
     if end < start {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some((start, end)))
 }
@@ -126,7 +129,7 @@ pub async fn serve<B>(app: Arc<App>, req: Request<B>) -> Resp {
     let (code, start, end) = match parse_range(range.as_deref(), size) {
         Ok(None) => (StatusCode::OK, 0, size.saturating_sub(1)),
         Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e),
-        Err(()) => {
+        Err(Unsatisfiable) => {
             tracing::info!(app_id, device_id, range = ?range, size, "app download: unsatisfiable range");
             let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE);
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
@@ -202,10 +205,10 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=90-200"), 100), Ok(Some((90, 99))));
         assert_eq!(parse_range(Some("bytes=-10"), 100), Ok(Some((90, 99))));
         assert_eq!(parse_range(Some("bytes=-200"), 100), Ok(Some((0, 99))));
-        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(()));
-        assert_eq!(parse_range(Some("bytes=5-1"), 100), Err(()));
-        assert_eq!(parse_range(Some("bytes=-0"), 100), Err(()));
-        assert_eq!(parse_range(Some("bytes=x-1"), 100), Err(()));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=5-1"), 100), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=-0"), 100), Err(Unsatisfiable));
+        assert_eq!(parse_range(Some("bytes=x-1"), 100), Err(Unsatisfiable));
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None));
         assert_eq!(parse_range(Some("items=0-1"), 100), Ok(None));
     }

@@ -204,10 +204,7 @@ async fn esp_blocks_until_the_app_is_installed_then_releases() {
 
 #[tokio::test]
 async fn esp_releases_a_failed_install_after_the_timeout_with_the_error_text() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock);
     let clock = TestClock::at(now);
     let srv = TestServer::start_with_clock(Arc::new(clock.clone()), |_| {}).await;
     let (mut win, _app_id, _esp) = setup(

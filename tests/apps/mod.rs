@@ -258,6 +258,22 @@ async fn msi_is_delivered_downloaded_installed_upgraded_and_uninstalled() {
     .await;
     assert_eq!(v["jobs"][0]["queued"], 4, "{v}");
     assert_eq!(state_on(&srv, &app_id, &did).await["state"], "pending");
+    // The managed profile is visible but changes only through the app.
+    let pid = format!("app-{app_id}-device-required");
+    let p = ok(&srv, "GET", &format!("/api/v1/profiles/{pid}"), None, 200).await;
+    assert_eq!(p["app"], app_id.as_str());
+    let (st, _) = srv
+        .admin("DELETE", &format!("/api/v1/profiles/{pid}"), None)
+        .await;
+    assert_eq!(st, 409);
+    let (st, _) = srv
+        .admin(
+            "POST",
+            &format!("/api/v1/profiles/{pid}/assignments"),
+            Some(json!({"group_id": gid})),
+        )
+        .await;
+    assert_eq!(st, 409);
 
     // Session 1: Add, Exec DownloadInstall, Get Status, Get LastError, in that order.
     win.initialized(&format!("{NODE}/DownloadInstall"));
