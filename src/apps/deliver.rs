@@ -508,11 +508,17 @@ pub fn render(
     Some(out)
 }
 
+/// An app record for unit tests.
+#[cfg(test)]
+pub(crate) fn tests_record() -> AppRecord {
+    tests::record(AppKind::Msi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(kind: AppKind) -> AppRecord {
+    pub(super) fn record(kind: AppKind) -> AppRecord {
         AppRecord {
             id: "a1".into(),
             name: "n".into(),

@@ -448,6 +448,206 @@ pub fn app_states_page(
 mod tests {
     use super::*;
 
+    use crate::profiles::reconcile::Queued;
+
+    fn cmd(
+        id: &str,
+        verb: &str,
+        target: &str,
+        state: CommandState,
+        status: Option<u16>,
+        data: Option<&str>,
+    ) -> CommandRecord {
+        CommandRecord {
+            command_id: id.into(),
+            device_id: "d1".into(),
+            verb: verb.into(),
+            target: Some(target.into()),
+            state,
+            status,
+            results: data
+                .map(|d| {
+                    vec![crate::store::ResultItem {
+                        target: Some(target.into()),
+                        format: None,
+                        ty: None,
+                        data: Some(d.into()),
+                    }]
+                })
+                .unwrap_or_default(),
+            created_at: 100,
+            sent_at: Some(100),
+            send_count: 1,
+            ..CommandRecord::default()
+        }
+    }
+
+    fn dep(pid: &str, state: DeployState, cmds: &[&CommandRecord]) -> Deployment {
+        Deployment {
+            profile_id: pid.into(),
+            device_id: "d1".into(),
+            state,
+            version: 1,
+            generation: 0,
+            enrolled_at: 1,
+            commands: cmds
+                .iter()
+                .map(|c| Queued {
+                    command_id: c.command_id.clone(),
+                    targets: vec![c.target.clone().unwrap_or_default()],
+                })
+                .collect(),
+            sets: Vec::new(),
+            reason: None,
+            updated_at: 1,
+        }
+    }
+
+    fn derive_of(
+        d: &Deployment,
+        cmds: &[&CommandRecord],
+        alerts: &[DeviceAlert],
+    ) -> DeviceAppState {
+        let m = cmds
+            .iter()
+            .map(|c| (c.command_id.clone(), (*c).clone()))
+            .collect();
+        derive(d, &m, alerts, None, None).unwrap()
+    }
+
+    const B: &str = "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7BAF9257BA-6BBD-4624-AA9B-0182D50292C3%7D";
+
+    /// Without the alert, the Status and LastError read back decide; the alert wins over them,
+    /// and matches however the braces are written; an uninstall answered 404 is uninstalled.
+    #[test]
+    fn derive_from_status_last_error_and_alert() {
+        let di = format!("{B}/DownloadInstall");
+        let add = cmd("c1", "Add", &di, CommandState::Done, Some(200), None);
+        let exec = cmd("c2", "Exec", &di, CommandState::Done, Some(202), None);
+        let st60 = cmd(
+            "c3",
+            "Get",
+            &format!("{B}/Status"),
+            CommandState::Done,
+            Some(200),
+            Some("60"),
+        );
+        let le = cmd(
+            "c4",
+            "Get",
+            &format!("{B}/LastError"),
+            CommandState::Done,
+            Some(200),
+            Some("-2147023293"),
+        );
+        let all = [&add, &exec, &st60, &le];
+        let d = dep("app-a1-device-required", DeployState::Installed, &all);
+        let s = derive_of(&d, &all, &[]);
+        assert_eq!(s.state, AppState::Failed);
+        assert_eq!(s.error_code.as_deref(), Some("0x80070643"));
+        assert_eq!(
+            s.error.as_deref(),
+            Some("fatal error during installation (Win32 error 1603)")
+        );
+        let st50 = cmd(
+            "c3",
+            "Get",
+            &format!("{B}/Status"),
+            CommandState::Done,
+            Some(200),
+            Some("50"),
+        );
+        assert_eq!(
+            derive_of(&d, &[&add, &exec, &st50, &le], &[]).state,
+            AppState::Installing
+        );
+        let st48 = cmd(
+            "c3",
+            "Get",
+            &format!("{B}/Status"),
+            CommandState::Done,
+            Some(200),
+            Some("48"),
+        );
+        assert_eq!(
+            derive_of(&d, &[&add, &exec, &st48, &le], &[]).state,
+            AppState::Pending
+        );
+        // The alert (braces unescaped, as in the CSP page's example) after the Exec: installed.
+        let alert = DeviceAlert {
+            alert_type: Some(INSTALL_ALERT.into()),
+            source: Some("./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/{AF9257BA-6BBD-4624-AA9B-0182D50292C3}/DownloadInstall".into()),
+            data: Some("3010".into()),
+            at: 150,
+        };
+        let s = derive_of(&d, &all, std::slice::from_ref(&alert));
+        assert_eq!(s.state, AppState::Installed);
+        assert!(s.reason.unwrap().contains("restart"));
+        // An alert from before this Exec was sent is an older job's.
+        let old = DeviceAlert { at: 50, ..alert };
+        assert_eq!(derive_of(&d, &all, &[old]).state, AppState::Failed);
+        // The device refused the Exec.
+        let refused = cmd("c2", "Exec", &di, CommandState::Failed, Some(405), None);
+        let s = derive_of(&d, &[&add, &refused], &[]);
+        assert_eq!(
+            (s.state, s.error_code.as_deref()),
+            (AppState::Failed, Some("405"))
+        );
+        // Not sent yet: pending.
+        let queued = CommandRecord {
+            state: CommandState::Pending,
+            send_count: 0,
+            sent_at: None,
+            ..exec.clone()
+        };
+        assert_eq!(
+            derive_of(&d, &[&add, &queued], &[]).state,
+            AppState::Pending
+        );
+        // Uninstall: Delete answered 404 → uninstalled (it was not there).
+        let del = cmd("c9", "Delete", B, CommandState::Failed, Some(404), None);
+        let u = dep("app-a1-device-uninstall", DeployState::Installed, &[&del]);
+        let s = derive_of(&u, &[&del], &[]);
+        assert_eq!(s.state, AppState::Uninstalled);
+        assert_eq!(s.intent, Intent::Uninstall);
+        // MSIX status values.
+        let pfn =
+            "./Device/Vendor/MSFT/EnterpriseModernAppManagement/AppInstallation/C.A_8wekyb3d8bbwe";
+        let mexec = cmd(
+            "m2",
+            "Exec",
+            &format!("{pfn}/HostedInstall"),
+            CommandState::Done,
+            Some(200),
+            None,
+        );
+        let mst = cmd(
+            "m3",
+            "Get",
+            &format!("{pfn}/Status"),
+            CommandState::Done,
+            Some(200),
+            Some("3"),
+        );
+        let md = dep(
+            "app-m1-device-required",
+            DeployState::Installed,
+            &[&mexec, &mst],
+        );
+        let m = [&mexec, &mst]
+            .iter()
+            .map(|c| (c.command_id.clone(), (*c).clone()))
+            .collect();
+        let rec = AppRecord {
+            kind: AppKind::Msix,
+            ..crate::apps::deliver::tests_record()
+        };
+        assert_eq!(
+            derive(&md, &m, &[], Some(&rec), None).unwrap().state,
+            AppState::Installed
+        );
+    }
+
     #[test]
     fn codes_and_meanings() {
         assert_eq!(normalize_code("1603"), Some(("1603".into(), 1603)));

@@ -89,11 +89,18 @@ pub async fn begin_upload(
         None => actor.require_admin("POST /api/v1/apps")?,
     }
     let a = app.clone();
-    let up = tokio::task::spawn_blocking(move || Upload::begin(&a))
-        .await
-        .map_err(|e| ServiceError::Internal {
-            reason: e.to_string(),
-        })??;
+    let replace = replace.map(str::to_string);
+    let up = tokio::task::spawn_blocking(move || {
+        if let Some(id) = &replace {
+            // An unknown app is a 404 before its body is read.
+            apps::get(&a, id)?;
+        }
+        Upload::begin(&a)
+    })
+    .await
+    .map_err(|e| ServiceError::Internal {
+        reason: e.to_string(),
+    })??;
     Ok(Uploading {
         app: app.clone(),
         up: Some(up),

@@ -269,3 +269,112 @@ async fn esp_releases_a_failed_install_after_the_timeout_with_the_error_text() {
         "{p}"
     );
 }
+
+#[tokio::test]
+async fn esp_user_phase_waits_for_the_user_and_their_apps() {
+    let srv = TestServer::start().await;
+    let (st, app) = send(&srv, "POST", "/api/v1/apps", fixture("1.0.0")).await;
+    assert_eq!(st, 201);
+    let app_id = app["id"].as_str().unwrap().to_string();
+    let gid = ok(
+        &srv,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"name": "esp users", "query": "group_tag == \"esp-user\""})),
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(
+        &srv,
+        "POST",
+        &format!("/api/v1/apps/{app_id}/assignments"),
+        Some(json!({"group_id": gid, "scope": "user"})),
+        201,
+    )
+    .await;
+    let esp = ok(
+        &srv,
+        "POST",
+        "/api/v1/esp",
+        Some(json!({"name": "user esp", "apps": [app_id]})),
+        201,
+    )
+    .await;
+    let esp_id = esp["id"].as_str().unwrap().to_string();
+    ok(
+        &srv,
+        "POST",
+        &format!("/api/v1/esp/{esp_id}/assignments"),
+        Some(json!({"group_id": gid})),
+        201,
+    )
+    .await;
+    let (st, _) = import(
+        &srv,
+        format!("{HEADER}\r\nSER-ESP-03,,{},esp-user,\r\n", hash(83, 64)).into_bytes(),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let mut d = enrolled_device(&srv, 83).await;
+    d.nodes.insert(SERIAL_URI.into(), "SER-ESP-03".into());
+    d.login_status = "others".into();
+    let mut win = WindowsApps::new(d, srv.client());
+    let did = win.dev.device_id.clone();
+    win.session().await; // the Autopilot link
+    let before_user = drain(&mut win).await;
+    let user_list = format!(
+        "./User/Vendor/MSFT/DMClient/Provider/{}/FirstSyncStatus/ExpectedMSIAppPackages",
+        srv.app.cfg.provider_id
+    );
+    // No device-scope app: the device phase is released; the user's list and app wait.
+    assert_eq!(
+        data_of(&before_user, &first_sync(&srv, "TimeOutUntilSyncFailure")),
+        Some("60")
+    );
+    assert_eq!(
+        data_of(&before_user, &first_sync(&srv, "IsSyncDone")),
+        Some("true")
+    );
+    assert!(data_of(&before_user, &user_list).is_none());
+    assert!(!before_user.iter().any(|c| c.verb == "Exec"));
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "user", "{p}");
+    // The user signs in: the user's list and the per-user install arrive; its alert releases
+    // the user phase on the ./User nodes.
+    win.dev.login_status = "user".into();
+    // (The alert's own session has nothing to send; the release comes in the next one.)
+    let mut user = drain(&mut win).await;
+    user.extend(drain(&mut win).await);
+    let user_node = NODE.replace("./Device/", "./User/");
+    assert_eq!(
+        data_of(&user, &user_list),
+        Some(format!("{user_node}/Status;1").as_str())
+    );
+    assert!(user.iter().any(|c| c.verb == "Exec"
+        && c.target.as_deref() == Some(&format!("{user_node}/DownloadInstall"))));
+    let user_done = format!(
+        "./User/Vendor/MSFT/DMClient/Provider/{}/FirstSyncStatus/IsSyncDone",
+        srv.app.cfg.provider_id
+    );
+    assert_eq!(data_of(&user, &user_done), Some("true"), "{user:?}");
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "done", "{p}");
+    assert_eq!(p["user"]["success"], true);
+}
