@@ -1,7 +1,8 @@
 //! The Enrollment Status Page (ESP): which apps hold a freshly enrolled device (Autopilot,
 //! OOBE) on the status page, for how long, and what the user may do on failure.
 //!
-//! An ESP configuration is assigned to device groups. After every management round of a
+//! An ESP configuration is assigned to device groups, or attached to Autopilot profiles (then
+//! it applies to the devices the profile applies to). After every management round of a
 //! device ([`after_round`]): if the device enrolled in the last [`START_WINDOW`] seconds during
 //! OOBE and one of its groups has an ESP, winmdm queues the DMClient
 //! `Provider/<ProviderID>/FirstSyncStatus` nodes (ExpectedMSIAppPackages,
@@ -32,6 +33,8 @@ pub const ESPS: Kind<Esp> = Kind::new("esp");
 pub const ESP_GROUPS: Kind<i64> = Kind::new("esp_group");
 /// `group_id \0 esp_id` → assigned at (reverse index).
 pub const GROUP_ESPS: Kind<i64> = Kind::new("group_esp");
+/// `autopilot_profile_id \0 esp_id` → attached at.
+pub const AUTOPILOT_ESPS: Kind<i64> = Kind::new("autopilot_esp");
 /// Per-device tracking, by device id.
 pub const ESP_DEVICES: Kind<EspDevice> = Kind::new("esp_device");
 
@@ -69,6 +72,9 @@ pub struct Esp {
     pub skip_device_page: bool,
     /// SkipUserStatusPage.
     pub skip_user_page: bool,
+    /// Autopilot profiles (ids) it is attached to: devices that profile applies to get it.
+    #[serde(default)]
+    pub autopilot_profiles: Vec<String>,
     /// Creation (Unix seconds).
     pub created_at: i64,
 }
@@ -121,6 +127,9 @@ pub struct EspInput {
     /// Default false.
     #[serde(default)]
     pub skip_user_page: Option<bool>,
+    /// Autopilot profiles (id or name) to attach it to.
+    #[serde(default)]
+    pub autopilot_profiles: Vec<String>,
 }
 
 fn invalid(m: impl Into<String>) -> GroupError {
@@ -156,7 +165,21 @@ pub fn create(app: &App, i: EspInput) -> Result<Esp, GroupError> {
             return Err(invalid("custom_error_text must be at most 1024 characters"));
         }
     }
+    if i.autopilot_profiles.len() > 16 {
+        return Err(invalid(
+            "an ESP is attached to at most 16 Autopilot profiles",
+        ));
+    }
+    let mut autopilot_profiles: Vec<String> = Vec::new();
+    for p in &i.autopilot_profiles {
+        let found = crate::autopilot::profiles::find(app.store.records(), p)?
+            .ok_or_else(|| GroupError::NotFound(format!("Autopilot profile {p}")))?;
+        if !autopilot_profiles.contains(&found.id) {
+            autopilot_profiles.push(found.id);
+        }
+    }
     let esp = Esp {
+        autopilot_profiles,
         id: crate::clock::random_hex(8),
         name,
         apps,
@@ -176,8 +199,13 @@ pub fn create(app: &App, i: EspInput) -> Result<Esp, GroupError> {
             "a blocking page needs at least one of allow_reset, allow_retry, allow_continue (BlockInStatusPage is their bit mask)",
         ));
     }
-    ESPS.put(app.store.records(), &esp.id, &esp)?;
-    tracing::info!(esp_id = %esp.id, apps = esp.apps.len(), "ESP created");
+    let now = esp.created_at;
+    let mut ops = vec![ESPS.put_op(&esp.id, &esp)];
+    for p in &esp.autopilot_profiles {
+        ops.push(AUTOPILOT_ESPS.put_op(&pair_key(p, &esp.id), &now));
+    }
+    app.store.records().apply_records(&ops)?;
+    tracing::info!(esp_id = %esp.id, apps = esp.apps.len(), autopilot_profiles = esp.autopilot_profiles.len(), "ESP created");
     Ok(esp)
 }
 
@@ -189,9 +217,12 @@ pub fn get(app: &App, id: &str) -> Result<Esp, GroupError> {
 
 /// Deletes an ESP and its assignments (devices being tracked keep their record).
 pub fn delete(app: &App, id: &str) -> Result<(), GroupError> {
-    get(app, id)?;
+    let esp = get(app, id)?;
     let s = app.store.records();
     let mut ops = vec![ESPS.delete_op(id)];
+    for p in &esp.autopilot_profiles {
+        ops.push(AUTOPILOT_ESPS.delete_op(&pair_key(p, id)));
+    }
     for (g, _) in scan_all_pairs(s, ESP_GROUPS, id)? {
         ops.push(ESP_GROUPS.delete_op(&pair_key(id, &g)));
         ops.push(GROUP_ESPS.delete_op(&pair_key(&g, id)));
@@ -351,11 +382,12 @@ fn expected_node(kind: AppKind, scope: Scope, rec: &super::AppRecord) -> Option<
     }
 }
 
-/// The ESP of a device's groups (the first by id), if any.
-fn esp_for(app: &App, device_id: &str) -> Result<Option<Esp>, StoreError> {
+/// The ESP of a device: one assigned to its groups (the first by id), else one attached to
+/// the Autopilot profile that applies to it.
+fn esp_for(app: &App, d: &crate::store::Device) -> Result<Option<Esp>, StoreError> {
     let s = app.store.records();
     let mut ids: Vec<String> = Vec::new();
-    for g in crate::groups::groups_of(s, device_id)? {
+    for g in crate::groups::groups_of(s, &d.device_id)? {
         ids.extend(
             scan_all_pairs(s, GROUP_ESPS, &g)?
                 .into_iter()
@@ -363,6 +395,15 @@ fn esp_for(app: &App, device_id: &str) -> Result<Option<Esp>, StoreError> {
         );
     }
     ids.sort();
+    if ids.is_empty() {
+        if let Some(p) = crate::autopilot::applicable_profile(app, d)? {
+            ids.extend(
+                scan_all_pairs(s, AUTOPILOT_ESPS, &p.id)?
+                    .into_iter()
+                    .map(|(e, _)| e),
+            );
+        }
+    }
     for id in ids {
         if let Some(e) = ESPS.get(s, &id)? {
             return Ok(Some(e));
@@ -395,7 +436,7 @@ pub fn after_round(app: &App, device_id: &str) -> Result<(), StoreError> {
             if now - d.enrolled_at > START_WINDOW || d.not_in_oobe == Some(true) || d.bulk {
                 return Ok(());
             }
-            let Some(esp) = esp_for(app, device_id)? else {
+            let Some(esp) = esp_for(app, &d)? else {
                 return Ok(());
             };
             return start(app, &esp, &d, now);

@@ -174,6 +174,9 @@ pub enum EspCmd {
         /// Skip the user phase page.
         #[arg(long)]
         skip_user_page: bool,
+        /// Attach to an Autopilot profile (id or name; repeat for several).
+        #[arg(long = "autopilot-profile")]
+        autopilot_profiles: Vec<String>,
     },
     /// List ESP configurations.
     List,
@@ -224,8 +227,9 @@ pub(super) async fn esp(
             allow_reset,
             custom_error_text,
             skip_user_page,
+            autopilot_profiles,
         } => {
-            let mut b = json!({"name": name, "apps": apps, "block": !no_block, "allow_continue": allow_continue, "allow_reset": allow_reset, "skip_user_page": skip_user_page});
+            let mut b = json!({"name": name, "apps": apps, "block": !no_block, "allow_continue": allow_continue, "allow_reset": allow_reset, "skip_user_page": skip_user_page, "autopilot_profiles": autopilot_profiles});
             if let Some(t) = timeout_minutes {
                 b["timeout_minutes"] = json!(t);
             }

@@ -72,16 +72,40 @@ async fn setup(
     .await;
     let mut body = esp;
     body["apps"] = json!([app_id]);
+    // `"via": "autopilot"`: attached to the Autopilot profile of the group, not to the group.
+    let via_autopilot = body
+        .as_object_mut()
+        .and_then(|o| o.remove("via"))
+        .is_some_and(|v| v == "autopilot");
+    if via_autopilot {
+        ok(
+            srv,
+            "POST",
+            "/api/v1/autopilot/profiles",
+            Some(json!({"name": "esp kiosks", "device_type": "windows-pc", "deployment_mode": "user-driven", "groups": [gid]})),
+            201,
+        )
+        .await;
+        body["autopilot_profiles"] = json!(["esp kiosks"]);
+    }
     let esp = ok(srv, "POST", "/api/v1/esp", Some(body), 201).await;
     let esp_id = esp["id"].as_str().unwrap().to_string();
-    ok(
-        srv,
-        "POST",
-        &format!("/api/v1/esp/{esp_id}/assignments"),
-        Some(json!({"group_id": gid})),
-        201,
-    )
-    .await;
+    if via_autopilot {
+        assert_eq!(
+            esp["autopilot_profiles"].as_array().map(Vec::len),
+            Some(1),
+            "{esp}"
+        );
+    } else {
+        ok(
+            srv,
+            "POST",
+            &format!("/api/v1/esp/{esp_id}/assignments"),
+            Some(json!({"group_id": gid})),
+            201,
+        )
+        .await;
+    }
     let (st, _) = import(
         srv,
         format!("{HEADER}\r\n{serial},,{},esp-lab,\r\n", hash(n, 64)).into_bytes(),
@@ -211,7 +235,7 @@ async fn esp_releases_a_failed_install_after_the_timeout_with_the_error_text() {
         &srv,
         "SER-ESP-02",
         82,
-        json!({"name": "strict esp", "timeout_minutes": 5, "custom_error_text": "Setup failed: call IT."}),
+        json!({"name": "strict esp", "timeout_minutes": 5, "custom_error_text": "Setup failed: call IT.", "via": "autopilot"}),
     )
     .await;
     win.outcome.insert(PRODUCT.into(), Outcome::Fails1603);
