@@ -42,6 +42,10 @@ pub struct App {
     pub ui_sign_in: crate::ui::session::SignInLimiter,
     /// Signs the app download URLs handed to devices ([`crate::apps::token`]).
     pub app_urls: crate::apps::token::Signer,
+    /// Refused enrollment requests not yet written ([`crate::mdm::refusals`]).
+    pub refusals: crate::mdm::refusals::Recorder,
+    /// Which devices are traced (device traces), cached from the store.
+    pub tracer: crate::trace::Tracer,
 }
 
 /// The TLS listener's certificate chain and key.
@@ -130,7 +134,10 @@ impl App {
         let throttle = (cfg.management_rate > 0).then(|| {
             crate::http::throttle::Throttle::new(cfg.management_rate, cfg.management_rate)
         });
+        let tracer = crate::trace::Tracer::new();
+        tracer.load(store.records())?;
         Ok(App {
+            tracer,
             password_cache: crate::auth::VerifyCache::new(),
             password_work: crate::password_work::PasswordWork::new(
                 cfg.password_workers,
@@ -142,6 +149,7 @@ impl App {
             webhook,
             ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
             app_urls,
+            refusals: crate::mdm::refusals::Recorder::default(),
             throttle,
             cfg,
             store,

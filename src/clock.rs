@@ -42,6 +42,15 @@ impl Clock for FixedClock {
     }
 }
 
+/// Milliseconds past the current wall-clock second (to order and time-stamp traced exchanges
+/// within a second; the second itself comes from the app's [`Clock`]).
+pub fn subsec_millis() -> u32 {
+    #[allow(clippy::disallowed_methods)]
+    let now = SystemTime::now();
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis())
+}
+
 /// `n` random bytes from the OS CSPRNG, as lower-case hex.
 pub fn random_hex(n: usize) -> String {
     use aws_lc_rs::rand::SecureRandom;

@@ -53,6 +53,7 @@ pub mod store;
 pub mod syncml;
 #[doc(hidden)]
 pub mod testkit;
+pub mod trace;
 pub mod ui;
 pub mod upn;
 pub mod webhook;

@@ -25,4 +25,5 @@ mod replay;
 mod soap;
 mod store;
 mod syncml;
+mod traces;
 mod webhook;

@@ -14,6 +14,7 @@
 //! | POST | `/api/v1/devices/{id}/actions` `{"action"}` | 202 `{"action_id"}` (+ `"existing"`); 400; 404; 409 |
 //! | GET | `/api/v1/devices/{id}/actions/{action_id}` | 200 action state; 404 |
 //! | GET | `/api/v1/audit?limit=&cursor=` | 200 `{"entries": [...], "next"}` |
+//! | GET | `/api/v1/enrollments/refused` | 200 `{"count", "by_kind", "refusals": [{"seq","at","endpoint","kind","detail"}], "window_secs"}`: enrollment requests refused in the last day ([`crate::mdm::refusals`]) |
 //! | POST | `/api/v1/devices/{id}/commands` | 201 `{"command_id"}` (200 if that id exists); 400; 404 |
 //! | GET | `/api/v1/devices/{id}/commands` | 200 `{"commands": [...]}` (answered ones for `--command-retention`) |
 //! | DELETE | `/api/v1/devices/{id}/commands/{command_id}` | 204; 404; 409 already answered |
@@ -64,6 +65,7 @@ mod openapi_apps;
 pub mod openapi_groups;
 pub mod profiles;
 pub mod tokens;
+pub mod traces;
 mod users;
 pub mod webhook;
 
@@ -266,6 +268,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/esp/{esp_id}/assignments/{group_id}"),
     ("GET", "/api/v1/devices/{device_id}/esp"),
     ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/enrollments/refused"),
     ("GET", "/api/v1/jobs/{job_id}"),
     ("POST", "/api/v1/autopilot/profiles"),
     ("GET", "/api/v1/autopilot/profiles"),
@@ -281,6 +284,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/autopilot/devices/{serial}"),
     ("DELETE", "/api/v1/autopilot/devices/{serial}"),
     ("POST", "/api/v1/backup"),
+    ("POST", "/api/v1/devices/{device_id}/trace"),
+    ("DELETE", "/api/v1/devices/{device_id}/trace"),
+    ("GET", "/api/v1/devices/{device_id}/traces"),
+    ("GET", "/api/v1/devices/{device_id}/traces/{trace_id}"),
+    ("DELETE", "/api/v1/devices/{device_id}/traces/{trace_id}"),
+    (
+        "GET",
+        "/api/v1/devices/{device_id}/traces/{trace_id}/export",
+    ),
+    ("POST", "/api/v1/groups/{group_id}/trace"),
+    ("POST", "/api/v1/users/{upn}/trace"),
+    ("DELETE", "/api/v1/users/{upn}/trace"),
     ("GET", "/api/v1/webhook"),
     ("GET", "/api/v1/webhook/dead-letters"),
     ("GET", "/api/v1/webhook/dead-letters/{event_id}"),
@@ -330,6 +345,8 @@ enum Endpoint<'a> {
     Backup,
     ListJobs,
     GetJob(&'a str),
+    RefusedEnrollments,
+    Traces(traces::Route<'a>),
 }
 
 /// The decoded path segments after `/api/v1`.
@@ -345,6 +362,9 @@ fn segments(path: &str) -> Result<Vec<String>, ApiError> {
 /// Matches segments and method to an endpoint (pure: the routing table itself).
 fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiError> {
     use Endpoint as E;
+    if let Some(r) = traces::endpoint(segs, method) {
+        return r.map(E::Traces);
+    }
     Ok(match (segs, method.clone()) {
         (["users"], Method::POST) => E::CreateUser,
         (["users"], Method::GET) => E::ListUsers,
@@ -386,6 +406,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["backup"], Method::POST) => E::Backup,
         (["jobs"], Method::GET) => E::ListJobs,
         (["jobs", id], Method::GET) => E::GetJob(id),
+        (["enrollments", "refused"], Method::GET) => E::RefusedEnrollments,
         (
             ["users"]
             | ["users", _]
@@ -412,6 +433,7 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["bulk-enrollment", "packages", _]
             | ["jobs"]
             | ["jobs", _]
+            | ["enrollments", "refused"]
             | ["backup"],
             _,
         ) => return Err(ApiError::MethodNotAllowed),
@@ -478,8 +500,13 @@ async fn dispatch(
         Endpoint::Autopilot(r) => autopilot::handle(&app, actor, r, req).await,
         Endpoint::ListJobs => devices::list_jobs(&app, q).await,
         Endpoint::GetJob(id) => devices::get_job(&app, id).await,
+        Endpoint::RefusedEnrollments => Ok(json(
+            StatusCode::OK,
+            &crate::service::dashboard::refused(&app).await?,
+        )),
         Endpoint::Webhook(r) => webhook::handle(&app, actor, r, q).await,
         Endpoint::Backup => backup::create(&app, actor, req).await,
+        Endpoint::Traces(r) => traces::handle(&app, actor, r, req).await,
     }
 }
 
@@ -500,6 +527,31 @@ async fn body_bytes(
             BodyError::Timeout => bad("body not received in time"),
             BodyError::Broken(r) => bad(r),
         })
+}
+
+/// A JSON body that may be left out: an empty body (with or without a Content-Type) gives
+/// `T::default()`; anything else is read as [`json_body_limited`] reads it.
+async fn optional_json_body<T: for<'de> Deserialize<'de> + Default>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let ct = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let timeout = BodyTimeout::of(&req);
+    let body = body_bytes(req, limit, timeout).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    if !ct.starts_with("application/json") {
+        return Err(bad(format!(
+            "Content-Type must be application/json, got {ct:?}"
+        )));
+    }
+    serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON: {e}")))
 }
 
 async fn json_body_limited<T: for<'de> Deserialize<'de>>(

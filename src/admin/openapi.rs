@@ -620,20 +620,25 @@ pub fn document() -> Value {
     );
     let mut paths = paths();
     let mut schemas = schemas(command_fields, bulk_fields);
-    for (all, extra) in [
-        (&mut paths, super::autopilot::openapi::paths()),
-        (&mut schemas, super::autopilot::openapi::schemas()),
-    ] {
-        if let (Some(m), Value::Object(extra)) = (all.as_object_mut(), extra) {
-            m.extend(extra);
-        }
-    }
-    for (all, extra) in [
-        (&mut paths, super::webhook::openapi::paths()),
-        (&mut schemas, super::webhook::openapi::schemas()),
-    ] {
-        if let (Some(m), Value::Object(extra)) = (all.as_object_mut(), extra) {
-            m.extend(extra);
+    let parts = [
+        (
+            super::autopilot::openapi::paths(),
+            super::autopilot::openapi::schemas(),
+        ),
+        (
+            super::webhook::openapi::paths(),
+            super::webhook::openapi::schemas(),
+        ),
+        (
+            super::traces::openapi::paths(),
+            super::traces::openapi::schemas(),
+        ),
+    ];
+    for (p, sch) in parts {
+        for (all, extra) in [(&mut paths, p), (&mut schemas, sch)] {
+            if let (Some(m), Value::Object(extra)) = (all.as_object_mut(), extra) {
+                m.extend(extra);
+            }
         }
     }
     let mut doc = json!({

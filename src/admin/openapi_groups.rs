@@ -98,6 +98,9 @@ pub fn paths() -> Value {
         "/api/v1/jobs": {
             "get": op("listJobs", "Background jobs (profile reconciliations), in id order", page().to_vec(), None, json!({"200": ok("A page of jobs.", "JobPage"), "400": err("Invalid limit.")}))
         },
+        "/api/v1/enrollments/refused": {
+            "get": op("listRefusedEnrollments", "Enrollment requests refused in the last day (at most 1,000 kept), newest first, with the count per fault kind and each reason", vec![], None, json!({"200": ok("The refusals.", "RefusedEnrollments")}))
+        },
         "/api/v1/jobs/{job_id}": {
             "get": op("getJob", "A job's state and progress (`done` of `total`, commands `queued`, errors)", vec![id("job_id")], None, json!({"200": ok("The job.", "Job"), "404": err("Unknown job.")}))
         }
@@ -109,6 +112,14 @@ pub fn schemas() -> Value {
     let s = |t: &str| json!({"type": t});
     let ns = |t: &str| json!({"type": t, "nullable": true});
     json!({
+        "RefusedEnrollments": {"type": "object", "required": ["count", "by_kind", "refusals", "window_secs"], "properties": {
+            "count": s("integer"),
+            "by_kind": {"type": "object", "additionalProperties": s("integer"), "description": "Refusals per fault kind (Authentication, Authorization, MessageFormat, ...)."},
+            "window_secs": s("integer"),
+            "refusals": {"type": "array", "items": {"type": "object", "required": ["seq", "at", "endpoint", "kind", "detail"], "properties": {
+                "seq": s("integer"), "at": {"type": "integer", "description": "Unix seconds."},
+                "endpoint": {"type": "string", "enum": ["discovery", "policy", "enrollment", "renewal"]},
+                "kind": s("string"), "detail": {"type": "string", "description": "The fault's reason, clipped to 240 bytes."}}}}}},
         "NewGroup": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
             "name": s("string"), "description": s("string"),
             "query": {"type": "string", "description": "Makes the group dynamic; see README \"Groups and profiles\".", "example": "device_type == \"hololens\" and group_tag == \"lab\""}}},

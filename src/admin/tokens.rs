@@ -25,9 +25,26 @@ use crate::service::tokens as svc;
 pub use crate::service::tokens::{digest, parse_token, TokenRecord, BOOTSTRAP, PREFIX, TOKENS};
 pub use crate::service::{Actor, ServiceError, TokenRole};
 
-/// GET routes a read-only token may not call: they mint a credential (each bulk-enrollment
-/// package carries a new enrollment secret), which is a change, not a read.
-pub const ADMIN_ONLY_GETS: &[&str] = &["/api/v1/bulk-enrollment/package"];
+/// GET routes a read-only token may not call (route templates; `{…}` matches one segment): the
+/// bulk-enrollment package mints a credential (each package carries a new enrollment secret),
+/// which is a change, not a read; a device trace shows everything the device reported and is
+/// read by admins only (the service checks it again, `crate::service::traces`).
+pub const ADMIN_ONLY_GETS: &[&str] = &[
+    "/api/v1/bulk-enrollment/package",
+    "/api/v1/devices/{device_id}/traces",
+    "/api/v1/devices/{device_id}/traces/{trace_id}",
+    "/api/v1/devices/{device_id}/traces/{trace_id}/export",
+];
+
+/// Whether `path` is an instance of the route template `t`.
+fn instance_of(t: &str, path: &str) -> bool {
+    let (ts, ps): (Vec<&str>, Vec<&str>) = (t.split('/').collect(), path.split('/').collect());
+    ts.len() == ps.len()
+        && ts
+            .iter()
+            .zip(&ps)
+            .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}') && !p.is_empty()))
+}
 
 /// Authenticates the bearer token of `req` ([`crate::service::access::authenticate`]).
 pub async fn authenticate(app: &Arc<App>, req: &Request<Incoming>) -> Result<Actor, ApiError> {
@@ -62,7 +79,7 @@ pub fn authorize(actor: &Actor, method: &Method, path: &str) -> Result<(), ApiEr
         TokenRole::ReadOnly => {}
     }
     let path = path.trim_end_matches('/');
-    if *method == Method::GET && !ADMIN_ONLY_GETS.contains(&path) {
+    if *method == Method::GET && !ADMIN_ONLY_GETS.iter().any(|t| instance_of(t, path)) {
         return Ok(());
     }
     Ok(actor.require_admin(&format!("{method} {path}"))?)

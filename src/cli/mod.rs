@@ -10,6 +10,7 @@ pub mod autopilot;
 pub mod backup;
 pub mod http;
 pub mod migrate;
+pub mod trace;
 pub mod webhook;
 
 use std::ffi::OsString;
@@ -137,6 +138,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         cmd: webhook::WebhookCmd,
+    },
+    /// Device traces: record a device's exchanges, read, export, delete them.
+    Trace {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: trace::TraceCmd,
     },
     /// Queue TenantLockdown RequireNetworkInOOBE for a device.
     TenantLockdown {
@@ -578,6 +585,17 @@ fn read_input(spec: &str, what: &str) -> Result<String, Failure> {
 }
 
 async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Result<(), Failure> {
+    if let Command::Trace {
+        cmd: cmd @ trace::TraceCmd::Replay { requeue, .. },
+    } = cmd
+    {
+        let token = if requeue {
+            Some(resolve_token(a)?)
+        } else {
+            None
+        };
+        return trace::run_replay(&a.server, resolve_roots(a)?, token, cmd, out).await;
+    }
     let c = client(a)?;
     match cmd {
         Command::User { cmd } => user(&c, a.json, cmd, out).await,
@@ -596,6 +614,7 @@ async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Resul
         Command::Webhook { cmd } => webhook::run(&c, a.json, cmd, out).await,
         Command::Apps { cmd } => apps::run(&c, a.json, cmd, out).await,
         Command::Esp { cmd } => apps::esp(&c, a.json, cmd, out).await,
+        Command::Trace { cmd } => trace::run(&c, a.json, cmd, out).await,
         Command::TenantLockdown { device_id, state } => {
             let on = state == OnOff::On;
             let (body, v) = call(

@@ -87,6 +87,14 @@ pub enum GroupError {
     /// Invalid request.
     #[error("{0}")]
     Invalid(String),
+    /// One row of a profile's settings list is invalid (0-based `index`).
+    #[error("settings[{index}]: {reason}")]
+    InvalidSetting {
+        /// The row.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
     /// The query does not parse.
     #[error("{0}")]
     Query(#[from] QueryError),

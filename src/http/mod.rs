@@ -25,6 +25,7 @@ pub mod app_content;
 pub mod body;
 pub mod conn;
 pub mod landing;
+pub mod record;
 pub mod routes;
 pub mod stream;
 pub mod throttle;
@@ -326,6 +327,14 @@ impl Server {
             )));
         }
         tasks.push(tokio::spawn(crate::jobs::run(
+            self.app.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::mdm::refusals::run(
+            self.app.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::trace::record::run(
             self.app.clone(),
             stop_rx.clone(),
         )));

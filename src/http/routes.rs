@@ -88,7 +88,17 @@ pub async fn handle(
         (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (Method::GET, "/readyz") => readyz(app).await,
         // MS-MDE2 §3.1: the device probes with GET before POSTing Discover.
-        (Method::GET, paths::DISCOVERY) => empty(StatusCode::OK),
+        (Method::GET, paths::DISCOVERY) => {
+            match super::record::Capture::begin(&app, &req, peer.addr.ip()) {
+                None => empty(StatusCode::OK),
+                Some(cap) => {
+                    use super::record::{finish, Extra, Owner};
+                    let r = empty(StatusCode::OK);
+                    let ep = crate::trace::Endpoint::Discovery;
+                    finish(&app, cap, ep, Owner::Unknown, b"", r, Extra::default()).await
+                }
+            }
+        }
         (Method::POST, paths::DISCOVERY) => {
             soap(app, peer, req, Endpoint::Discovery, trace_id).await
         }
@@ -181,11 +191,62 @@ async fn soap(
         device_id = tracing::field::Empty,
     );
     let metrics = app.metrics.clone();
-    let (resp, fault) = soap_inner(app, peer, req, ep, trace_id)
-        .instrument(span)
+    let cap = super::record::Capture::begin(&app, &req, peer.addr.ip());
+    let cert = peer.client_cert.clone();
+    let (resp, fault, body) = soap_inner(app.clone(), peer, req, ep, trace_id)
+        .instrument(span.clone())
         .await;
     metrics.enrollment(ep.metric(), fault);
-    resp
+    match cap {
+        None => resp,
+        Some(cap) => {
+            let body = body.unwrap_or_default();
+            let (tep, owner) = trace_owner(&app, ep, &body, cert).await;
+            let extra = super::record::Extra::default();
+            super::record::finish(&app, cap, tep, owner, &body, resp, extra)
+                .instrument(span)
+                .await
+        }
+    }
+}
+
+/// Whose trace an enrollment-side exchange belongs to (only asked while something is traced):
+/// renewal by the authenticated certificate, enrollment by the DeviceID it claims, discovery
+/// and policy by nobody yet.
+async fn trace_owner(
+    app: &Arc<App>,
+    ep: Endpoint,
+    body: &[u8],
+    cert: Option<rustls::pki_types::CertificateDer<'static>>,
+) -> (crate::trace::Endpoint, super::record::Owner) {
+    use super::record::{claimed_device_id, Owner};
+    use crate::trace::Endpoint as T;
+    match ep {
+        Endpoint::Discovery => (T::Discovery, Owner::Unknown),
+        Endpoint::Policy => (T::Policy, Owner::Unknown),
+        Endpoint::Enrollment => (
+            T::Enrollment,
+            claimed_device_id(body).map_or(Owner::Unknown, Owner::Device),
+        ),
+        Endpoint::Renewal => {
+            let a = app.clone();
+            let device = tokio::task::spawn_blocking(move || {
+                let now = a.clock.now_unix();
+                crate::mdm::identity::authenticate(
+                    a.store.as_ref(),
+                    &a.ca,
+                    cert.as_ref().map(|c| c.as_ref()),
+                    now,
+                )
+                .ok()
+                .map(|auth| auth.device_id().to_string())
+            })
+            .await
+            .ok()
+            .flatten();
+            (T::Renewal, device.map_or(Owner::Unknown, Owner::Device))
+        }
+    }
 }
 
 async fn soap_inner(
@@ -194,13 +255,20 @@ async fn soap_inner(
     req: Request<Incoming>,
     ep: Endpoint,
     trace_id: String,
-) -> (Resp, Option<Fault>) {
+) -> (Resp, Option<Fault>, Option<Bytes>) {
     let ct = content_type(&req);
     if !ct.starts_with("application/soap+xml") {
         let f = Failure::from(EnrollError::MessageFormat {
             reason: format!("Content-Type {ct:?} is not application/soap+xml"),
         });
-        return fault_response(ep, &f, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), trace_id);
+        let (r, fault) = fault_response(
+            &app,
+            ep,
+            &f,
+            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            trace_id,
+        );
+        return (r, fault, None);
     }
     let limit = MAX_SOAP_BODY.min(app.cfg.max_body_bytes);
     let body = match read_body(req.into_body(), limit, app.cfg.conn.body_timeout).await {
@@ -218,9 +286,11 @@ async fn soap_inner(
                 BodyError::Broken(r) => (StatusCode::BAD_REQUEST, format!("body unreadable: {r}")),
             };
             let f = Failure::from(EnrollError::MessageFormat { reason });
-            return fault_response(ep, &f, Some(status), trace_id);
+            let (r, fault) = fault_response(&app, ep, &f, Some(status), trace_id);
+            return (r, fault, None);
         }
     };
+    let kept = body.clone();
     let app2 = app.clone();
     let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
@@ -235,33 +305,41 @@ async fn soap_inner(
         }
     })
     .await;
-    match result {
+    let (r, fault) = match result {
         Ok(Ok(xml)) => {
             let mut r = Response::new(Full::new(Bytes::from(xml)));
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(SOAP_CT));
             (r, None)
         }
-        Ok(Err(f)) => fault_response(ep, &f, None, trace_id),
+        Ok(Err(f)) => fault_response(&app, ep, &f, None, trace_id),
         Err(join) => {
             tracing::error!(endpoint = ?ep, error = %join, "enrollment handler panicked");
             let f = Failure::from(EnrollError::EnrollmentServer {
                 reason: "internal error".into(),
             });
-            fault_response(ep, &f, None, trace_id)
+            fault_response(&app, ep, &f, None, trace_id)
         }
-    }
+    };
+    (r, fault, Some(kept))
 }
 
 /// The one map from an enrollment failure to its HTTP response (a SOAP 1.2 fault), with the
-/// fault's metric label.
+/// fault's metric label; the refusal is queued for the dashboard ([`crate::mdm::refusals`]).
 fn fault_response(
+    app: &App,
     ep: Endpoint,
     f: &Failure,
     status: Option<StatusCode>,
     trace_id: String,
 ) -> (Resp, Option<Fault>) {
     tracing::warn!(endpoint = ?ep, error = %f.error, relates_to = ?f.relates_to, %trace_id, "enrollment request refused");
+    app.refusals.record(
+        app.clock.now_unix(),
+        ep.metric().as_str(),
+        Fault::of(&f.error).as_str(),
+        &f.error.to_string(),
+    );
     let sf = SoapFault::from(&f.error).with_trace_id(trace_id);
     let body = fault::write_fault(&sf, f.relates_to.as_deref(), ep.fault_action());
     let status = status.unwrap_or_else(|| {
@@ -329,16 +407,48 @@ async fn manage(app: Arc<App>, peer: Arc<Peer>, req: Request<Incoming>, trace_id
         session_id = tracing::field::Empty,
     );
     let metrics = app.metrics.clone();
-    let (resp, took) = manage_inner(app, peer, req).instrument(span).await;
+    let cap = super::record::Capture::begin(&app, &req, peer.addr.ip());
+    let (resp, took, traced) = manage_inner(app.clone(), peer, req, cap.is_some())
+        .instrument(span.clone())
+        .await;
     metrics.round(resp.status().as_u16(), took);
-    resp
+    match (cap, traced) {
+        (Some(cap), Some(t)) => {
+            use super::record::{finish, Extra, Owner};
+            let extra = Extra {
+                session_id: crate::trace::syncml_session(&String::from_utf8_lossy(&t.body)),
+                delivered: t.delivered,
+            };
+            let ep = crate::trace::Endpoint::Management;
+            finish(
+                &app,
+                cap,
+                ep,
+                Owner::Device(t.device_id),
+                &t.body,
+                resp,
+                extra,
+            )
+            .instrument(span)
+            .await
+        }
+        _ => resp,
+    }
+}
+
+/// What a traced management exchange adds to its answer.
+struct Traced {
+    device_id: String,
+    body: Bytes,
+    delivered: Vec<String>,
 }
 
 async fn manage_inner(
     app: Arc<App>,
     peer: Arc<Peer>,
     req: Request<Incoming>,
-) -> (Resp, Option<std::time::Duration>) {
+    tracing_on: bool,
+) -> (Resp, Option<std::time::Duration>, Option<Traced>) {
     if let Some(t) = &app.throttle {
         if !t.try_acquire() {
             tracing::warn!(peer = %peer.addr, retry_after = app.cfg.retry_after, "management request throttled (429)");
@@ -346,7 +456,7 @@ async fn manage_inner(
             if let Ok(v) = HeaderValue::from_str(&app.cfg.retry_after.to_string()) {
                 r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
             }
-            return (r, None);
+            return (r, None, None);
         }
     }
     let ct = content_type(&req);
@@ -356,7 +466,7 @@ async fn manage_inner(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "expected application/vnd.syncml.dm+xml",
         );
-        return (r, None);
+        return (r, None, None);
     }
     let signature = if app.cfg.message_signing {
         crate::ca::SIGNATURE_HEADER_NAMES
@@ -376,19 +486,25 @@ async fn manage_inner(
     {
         Ok(b) => b,
         Err(BodyError::TooLarge(_)) => {
-            return (text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"), None)
+            return (
+                text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                None,
+                None,
+            )
         }
         Err(BodyError::Timeout) => {
             return (
                 text(StatusCode::REQUEST_TIMEOUT, "body not received in time"),
                 None,
+                None,
             )
         }
         Err(BodyError::Broken(_)) => {
-            return (text(StatusCode::BAD_REQUEST, "body unreadable"), None)
+            return (text(StatusCode::BAD_REQUEST, "body unreadable"), None, None)
         }
     };
     let started = std::time::Instant::now();
+    let kept = tracing_on.then(|| body.clone());
     let app2 = app.clone();
     let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
@@ -410,16 +526,26 @@ async fn manage_inner(
             }
         };
         tracing::Span::current().record("device_id", auth.device_id());
-        crate::mdm::manage::handle(&app2, &auth, &body).map_err(|e| {
-            tracing::warn!(peer = %peer.addr, device_id = %auth.device_id(), error = %e, "management round failed");
-            e.http_status()
-        })
+        crate::mdm::manage::handle_round(&app2, &auth, &body)
+            .map(|r| (auth.device_id().to_string(), r))
+            .map_err(|e| {
+                tracing::warn!(peer = %peer.addr, device_id = %auth.device_id(), error = %e, "management round failed");
+                e.http_status()
+            })
     })
     .await;
     let took = Some(started.elapsed());
+    let mut traced = None;
     let resp = match result {
-        Ok(Ok(xml)) => {
-            let mut r = Response::new(Full::new(Bytes::from(xml)));
+        Ok(Ok((device_id, reply))) => {
+            if let Some(body) = kept {
+                traced = Some(Traced {
+                    device_id,
+                    body,
+                    delivered: reply.delivered,
+                });
+            }
+            let mut r = Response::new(Full::new(Bytes::from(reply.xml)));
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(SYNCML_CT));
             r
@@ -440,7 +566,7 @@ async fn manage_inner(
             empty(StatusCode::INTERNAL_SERVER_ERROR)
         }
     };
-    (resp, took)
+    (resp, took, traced)
 }
 
 /// The request's `Content-Type`, lower-cased (empty if absent or not text).

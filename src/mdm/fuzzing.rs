@@ -91,6 +91,8 @@ fn fixture() -> &'static Mutex<Fixture> {
             webhook: None,
             ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
             app_urls: crate::apps::token::Signer::random(),
+            refusals: crate::mdm::refusals::Recorder::default(),
+            tracer: crate::trace::Tracer::new(),
             federation: crate::federation::Federation::ephemeral(),
         };
         Mutex::new(Fixture {

@@ -202,6 +202,24 @@ fn classify(stored: Option<SessionState>, client_msg: u32, digest: &str) -> Clas
 /// held for the round, and the store commit checks that nothing the round read changed
 /// meanwhile; a conflicting round runs again from fresh reads.
 pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<u8>, ManageError> {
+    handle_round(app, auth, body).map(|r| r.xml)
+}
+
+/// The reply to one device message, with what a device trace records beside it.
+#[derive(Debug, Clone, Default)]
+pub struct RoundReply {
+    /// The SyncML reply.
+    pub xml: Vec<u8>,
+    /// Ids of our queued commands this reply carries (filled only for a traced device).
+    pub delivered: Vec<String>,
+}
+
+/// [`handle`], also saying which queued commands the reply delivered when the device is traced.
+pub fn handle_round(
+    app: &App,
+    auth: &DeviceAuthenticated,
+    body: &[u8],
+) -> Result<RoundReply, ManageError> {
     let msg = syncml::parse(body)?;
     let device_id = auth.device_id();
     let claimed = msg.hdr.source.loc_uri.trim();
@@ -241,7 +259,10 @@ pub fn handle(app: &App, auth: &DeviceAuthenticated, body: &[u8]) -> Result<Vec<
             Attempt::Done(out, after) => {
                 drop(lock);
                 after.run(app, device_id);
-                return Ok(out);
+                return Ok(RoundReply {
+                    xml: out,
+                    delivered: after.delivered,
+                });
             }
             Attempt::Conflict => {
                 tracing::debug!(
@@ -283,6 +304,8 @@ struct AfterCommit {
     started: bool,
     /// The round ended its session, how (metrics).
     ended: Option<SessionEnd>,
+    /// Queued commands the reply carries (only for a traced device).
+    delivered: Vec<String>,
 }
 
 impl AfterCommit {
@@ -513,6 +536,11 @@ fn run_round(
         convert: autopilot_answered || crate::autopilot::convert::reported(&before, &round.device),
         started: new_session,
         ended: session_over.then(|| round.end_reason.unwrap_or(SessionEnd::Completed)),
+        delivered: if app.tracer.wants(device_id) {
+            delivered_ids(&reply, &round.state)
+        } else {
+            Vec::new()
+        },
     };
     let (next_index, drop) = next_index(&index, session_id, new_session, now);
     let (commands, read_states) = round.changed_commands();
@@ -1536,6 +1564,20 @@ fn settle_group(c: &mut CommandRecord) {
     if c.state == CommandState::Done && c.inner.iter().any(InnerStatus::failed) {
         c.state = CommandState::Failed;
     }
+}
+
+/// The queued commands a reply carries, in its order (each once).
+fn delivered_ids(reply: &SyncMl<'_>, st: &SessionState) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in &reply.body.commands {
+        let Some(o) = c.cmd_id().and_then(|id| st.outstanding.get(id)) else {
+            continue;
+        };
+        if !out.contains(&o.command_id) {
+            out.push(o.command_id.clone());
+        }
+    }
+    out
 }
 
 fn assign_ids(cmd: &mut Command<'static>, st: &mut SessionState, command_id: &str, primary: bool) {

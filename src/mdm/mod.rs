@@ -8,6 +8,7 @@ pub mod enroll;
 pub mod fuzzing;
 pub mod identity;
 pub mod manage;
+pub mod refusals;
 pub mod renew;
 pub mod retention;
 pub mod session;

@@ -233,12 +233,17 @@ pub fn operations(
         }
         (None, Some(list)) => list
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(index, s)| {
                 let verb = s.verb.clone().unwrap_or_else(|| "Replace".into());
+                let row = |e: GroupError| match e {
+                    GroupError::Invalid(reason) => GroupError::InvalidSetting { index, reason },
+                    e => e,
+                };
                 if verb == "Get" {
-                    return Err(invalid("a profile sets state: Get is not allowed"));
+                    return Err(row(invalid("a profile sets state: Get is not allowed")));
                 }
-                operation(NewCommand {
+                let op = operation(NewCommand {
                     verb: Some(verb),
                     target: Some(s.target.clone()),
                     format: s.format.clone(),
@@ -247,6 +252,9 @@ pub fn operations(
                     command_id: Some("profile".into()),
                     ..NewCommand::default()
                 })
+                .map_err(row)?;
+                check_scope(&op, scope).map_err(row)?;
+                Ok(op)
             })
             .collect::<Result<_, _>>()?,
     };
@@ -255,7 +263,16 @@ pub fn operations(
             "a profile holds 1..={MAX_OPERATIONS} operations"
         )));
     }
-    for t in ops.iter().flat_map(|o| &o.targets) {
+    for op in &ops {
+        check_scope(op, scope)?;
+    }
+    Ok(ops)
+}
+
+/// Every target of `op` is a node of `scope` (`./User/...` for the user scope, anything else
+/// for the device scope).
+fn check_scope(op: &Operation, scope: Scope) -> Result<(), GroupError> {
+    for t in &op.targets {
         let user = t.starts_with("./User/");
         match scope {
             Scope::User if !user => {
@@ -271,7 +288,36 @@ pub fn operations(
             _ => {}
         }
     }
-    Ok(ops)
+    Ok(())
+}
+
+/// The profile's operations as settings rows (`verb`, `target`, `format`, `type`, `data`), when
+/// every operation is one command with one target (what the settings form makes); `None` when
+/// one is not (an `Atomic`, several items): it is edited as SyncML.
+pub fn settings_of(p: &Profile) -> Option<Vec<Setting>> {
+    p.operations
+        .iter()
+        .map(|op| {
+            let cmds = syncml::parse_fragment(op.syncml.as_bytes()).ok()?;
+            let [cmd] = cmds.as_slice() else { return None };
+            let c = match cmd {
+                Command::Add(c) | Command::Replace(c) | Command::Delete(c) | Command::Exec(c) => c,
+                _ => return None,
+            };
+            let [item] = c.items.as_slice() else {
+                return None;
+            };
+            let meta = item.meta.as_ref().or(c.meta.as_ref());
+            let text = |t: Option<&syncml::Text<'_>>| t.map(|t| t.to_string());
+            Some(Setting {
+                verb: Some(cmd.name().to_string()),
+                target: item.target.as_ref()?.loc_uri.trim().to_string(),
+                format: text(meta.and_then(|m| m.format.as_ref())),
+                ty: text(meta.and_then(|m| m.ty.as_ref())),
+                data: text(item.data.as_ref()),
+            })
+        })
+        .collect()
 }
 
 fn validate_device_types(v: &[String]) -> Result<Vec<String>, GroupError> {

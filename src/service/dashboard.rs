@@ -1,5 +1,6 @@
 //! The dashboard's figures: enrolled devices, check-ins in the last hour, commands pending and
-//! failed, failing profile deployments. Each count reads a bounded number of records and says
+//! failed, failing profile deployments, enrollments refused in the last day
+//! ([`crate::mdm::refusals`]). Each count reads a bounded number of records and says
 //! when it stopped early (`*_partial`), so a large fleet cannot make the page slow.
 
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use serde::Serialize;
 
 use super::{blocking, ServiceError};
 use crate::app::App;
+use crate::mdm::refusals::Recent;
 use crate::store::{CommandState, DeviceState};
 
 /// Device records read at most.
@@ -42,13 +44,28 @@ pub struct Dashboard {
     pub profiles: usize,
     /// Not every deployment was read ([`DEPLOYMENT_BUDGET`]).
     pub deployments_partial: bool,
+    /// Enrollment requests refused in the last day.
+    pub refused: usize,
+    /// Those refusals per fault kind (`Authentication`, `Authorization`, ...).
+    pub refused_by_kind: std::collections::BTreeMap<String, usize>,
+}
+
+/// The enrollment requests refused in the last day, newest first, with their reasons.
+pub async fn refused(app: &Arc<App>) -> Result<Recent, ServiceError> {
+    let app = app.clone();
+    blocking(move || Ok(crate::mdm::refusals::recent(&app)?)).await
 }
 
 /// Computes the dashboard.
 pub async fn dashboard(app: &Arc<App>) -> Result<Dashboard, ServiceError> {
     let app = app.clone();
     blocking(move || {
-        let mut d = Dashboard::default();
+        let refused = crate::mdm::refusals::recent(&app)?;
+        let mut d = Dashboard {
+            refused: refused.count,
+            refused_by_kind: refused.by_kind,
+            ..Dashboard::default()
+        };
         let hour_ago = app.clock.now_unix() - 3600;
         let mut after: Option<String> = None;
         'devices: loop {

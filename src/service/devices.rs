@@ -195,6 +195,9 @@ pub async fn delete(app: &Arc<App>, actor: &Actor, id: &str) -> Result<(), Servi
                 return Err(ServiceError::not_found(format!("device {id}")));
             }
             let _ = crate::groups::on_device_changed(&a, &id);
+            let now = a.clock.now_unix();
+            let stopped = crate::trace::Stopped::DeviceDeleted;
+            a.tracer.stop(a.store.records(), now, &id, stopped)?;
             Ok(dev.map(|d| d.cert_serial))
         }
     })

@@ -29,6 +29,7 @@ pub mod groups;
 pub mod invitations;
 mod mail;
 pub mod tokens;
+pub mod traces;
 pub mod users;
 pub mod wcd;
 pub mod webhook;
@@ -151,6 +152,10 @@ impl From<crate::groups::GroupError> for ServiceError {
         use crate::groups::GroupError;
         match e {
             GroupError::Invalid(reason) => ServiceError::BadRequest { reason },
+            GroupError::InvalidSetting { index, reason } => ServiceError::Invalid {
+                field: format!("settings[{index}]"),
+                reason: format!("settings[{index}]: {reason}"),
+            },
             GroupError::Query(q) => ServiceError::BadRequest {
                 reason: q.to_string(),
             },

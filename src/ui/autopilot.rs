@@ -1,12 +1,14 @@
-//! Console pages of Windows Autopilot: settings, profiles (a form whose seed rules are checked
-//! live in `app.js` and by the service on save), the hardware-hash CSV import with each refused
-//! row shown against its content, and the registered devices.
+//! Console pages of Windows Autopilot: settings, profiles (create and edit: a form whose seed
+//! rules are checked live in `app.js` and by the service on save), the hardware-hash CSV import
+//! with each refused row shown against its content, and the registered devices (edit user,
+//! user-friendly name, device name, group tag, with the seed's rules shown live and checked by
+//! the service; delete behind a confirmation naming the serial).
 
 use askama::Template;
 use hyper::{Method, StatusCode};
 
 use super::form::{enc, Form};
-use super::{error_page, html, notice, plain, redirect, Ctx, Nav, PAGE};
+use super::{confirm_page, error_page, html, notice, plain, redirect, Confirm, Ctx, Nav, PAGE};
 use crate::autopilot::devices::Filter;
 use crate::autopilot::Settings;
 use crate::http::body::Resp;
@@ -15,6 +17,7 @@ use crate::service::ServiceError;
 
 struct ProfileRow {
     name: String,
+    edit_href: String,
     device_type: &'static str,
     mode: &'static str,
     groups: String,
@@ -23,6 +26,7 @@ struct ProfileRow {
 
 struct DeviceRow {
     serial: String,
+    edit_href: String,
     group_tag: String,
     user: String,
     device_name: String,
@@ -151,7 +155,73 @@ struct ProfilePage {
     notice: Option<String>,
     csrf: String,
     error: Option<String>,
+    heading: String,
+    action: String,
     v: Values,
+}
+
+/// The profile as the form's values.
+fn values_of(p: &crate::autopilot::profile::Profile) -> Values {
+    let j = serde_json::to_value(p).unwrap_or_default();
+    let s = |k: &str| j[k].as_str().unwrap_or("").to_string();
+    Values {
+        name: p.name.clone(),
+        description: p.description.clone().unwrap_or_default(),
+        device_type: s("device_type"),
+        deployment_mode: s("deployment_mode"),
+        allow_pre_provisioning: p.allow_pre_provisioning,
+        user_account_type: s("user_account_type"),
+        language: p.language.clone().unwrap_or_default(),
+        auto_configure_keyboard: p.auto_configure_keyboard,
+        device_name_template: p.device_name_template.clone().unwrap_or_default(),
+        license_terms: s("license_terms"),
+        tenant_lockdown: match p.tenant_lockdown {
+            Some(true) => "true".into(),
+            Some(false) => "false".into(),
+            None => String::new(),
+        },
+        groups: p.groups.join(", "),
+        all_groups: p.all_groups,
+        field: String::new(),
+        reason: String::new(),
+    }
+}
+
+/// An Autopilot device's edit form: values (kept when refused) and the refused field.
+#[derive(Default)]
+struct DeviceValues {
+    user: String,
+    user_friendly_name: String,
+    device_name: String,
+    group_tag: String,
+    field: String,
+    reason: String,
+}
+
+impl DeviceValues {
+    fn err(&self, field: &str) -> &str {
+        if self.field == field {
+            &self.reason
+        } else {
+            ""
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "ui/ap_device.html")]
+struct DevicePage {
+    nav: Option<Nav>,
+    notice: Option<String>,
+    admin: bool,
+    csrf: String,
+    serial: String,
+    href: String,
+    linked: Option<(String, String)>,
+    group_tag_max: usize,
+    friendly_max: usize,
+    error: Option<String>,
+    v: DeviceValues,
 }
 
 pub(super) async fn route(ctx: &Ctx, method: &Method, upload: Option<bytes::Bytes>) -> Resp {
@@ -180,9 +250,36 @@ pub(super) async fn route(ctx: &Ctx, method: &Method, upload: Option<bytes::Byte
                 user_account_type: "standard".into(),
                 ..Values::default()
             };
-            profile_form(ctx, v, None, StatusCode::OK)
+            profile_form(ctx, None, v, None, StatusCode::OK)
         }
-        (&Method::POST, ["autopilot", "profiles"]) => create_profile(ctx).await,
+        (&Method::POST, ["autopilot", "profiles"]) => save_profile(ctx, None).await,
+        (&Method::GET, ["autopilot", "profiles", id, "edit"]) => {
+            if let Err(e) = ctx
+                .s
+                .actor
+                .require_admin(&format!("PUT /api/v1/autopilot/profiles/{id}"))
+            {
+                return error_page(&e, Some(ctx.nav("autopilot")), "/ui/autopilot");
+            }
+            match svc::get_profile(&ctx.app, id).await {
+                Ok(p) => profile_form(ctx, Some(&p.id), values_of(&p), None, StatusCode::OK),
+                Err(e) => error_page(&e, Some(ctx.nav("autopilot")), "/ui/autopilot"),
+            }
+        }
+        (&Method::POST, ["autopilot", "profiles", id]) => save_profile(ctx, Some(id)).await,
+        (&Method::GET, ["autopilot", "devices", serial]) => {
+            device_page(ctx, serial, None, None, StatusCode::OK).await
+        }
+        (&Method::POST, ["autopilot", "devices", serial]) => save_device(ctx, serial).await,
+        (&Method::GET, ["autopilot", "devices", serial, "confirm"]) => {
+            confirm_device_delete(ctx, serial).await
+        }
+        (&Method::POST, ["autopilot", "devices", serial, "delete"]) => {
+            match svc::delete_device(&ctx.app, &ctx.s.actor, serial).await {
+                Ok(()) => redirect("/ui/autopilot?notice=deleted"),
+                Err(e) => error_page(&e, Some(ctx.nav("autopilot")), &device_href(serial)),
+            }
+        }
         (&Method::POST, ["autopilot", "import"]) => import(ctx, upload).await,
         (&Method::GET, ["autopilot", "profiles", id, "export"]) => {
             match svc::export_profile(&ctx.app, id).await {
@@ -209,8 +306,24 @@ pub(super) async fn route(ctx: &Ctx, method: &Method, upload: Option<bytes::Byte
     }
 }
 
-fn profile_form(ctx: &Ctx, v: Values, error: Option<String>, status: StatusCode) -> Resp {
+fn profile_form(
+    ctx: &Ctx,
+    id: Option<&str>,
+    v: Values,
+    error: Option<String>,
+    status: StatusCode,
+) -> Resp {
     let nav = ctx.nav("autopilot");
+    let (heading, action) = match id {
+        Some(id) => (
+            format!("Edit Autopilot profile {}", v.name),
+            format!("/ui/autopilot/profiles/{}", enc(id)),
+        ),
+        None => (
+            "New Autopilot profile".to_string(),
+            "/ui/autopilot/profiles".to_string(),
+        ),
+    };
     html(
         status,
         &ProfilePage {
@@ -218,28 +331,54 @@ fn profile_form(ctx: &Ctx, v: Values, error: Option<String>, status: StatusCode)
             nav: Some(nav),
             notice: None,
             error,
+            heading,
+            action,
             v,
         },
     )
 }
 
-async fn create_profile(ctx: &Ctx) -> Resp {
+/// Creates (`id` `None`) or replaces a profile. The edit form does not show every setting
+/// (conversion, privacy and account-change pages): those keep their stored values.
+async fn save_profile(ctx: &Ctx, id: Option<&str>) -> Resp {
     let mut v = Values::of(&ctx.form);
-    let out = match svc::profile_input(v.json()) {
-        Ok(input) => svc::create_profile(&ctx.app, &ctx.s.actor, input)
-            .await
-            .map(|_| ()),
-        Err(e) => Err(e),
+    let out = match id {
+        None => match svc::profile_input(v.json()) {
+            Ok(input) => svc::create_profile(&ctx.app, &ctx.s.actor, input)
+                .await
+                .map(|_| "created"),
+            Err(e) => Err(e),
+        },
+        Some(id) => match svc::get_profile(&ctx.app, id).await {
+            Ok(cur) => {
+                let mut j = serde_json::to_value(&cur).unwrap_or_default();
+                if let Some(m) = j.as_object_mut() {
+                    for k in ["id", "created_at", "updated_at"] {
+                        m.remove(k);
+                    }
+                    if let Some(form) = v.json().as_object() {
+                        m.extend(form.clone());
+                    }
+                }
+                match svc::profile_input(j) {
+                    Ok(input) => svc::replace_profile(&ctx.app, &ctx.s.actor, id, input)
+                        .await
+                        .map(|_| "updated"),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        },
     };
     match out {
-        Ok(()) => redirect("/ui/autopilot?notice=created"),
+        Ok(n) => redirect(&format!("/ui/autopilot?notice={n}")),
         // A broken rule: the form again, with the values and the reason at the field.
         Err(ServiceError::Invalid { field, reason }) => {
             tracing::info!(%field, %reason, "console: Autopilot profile refused");
             let msg = format!("Not saved: {reason}");
             v.field = field;
             v.reason = reason;
-            profile_form(ctx, v, Some(msg), StatusCode::BAD_REQUEST)
+            profile_form(ctx, id, v, Some(msg), StatusCode::BAD_REQUEST)
         }
         Err(
             e @ (ServiceError::BadRequest { .. }
@@ -247,10 +386,123 @@ async fn create_profile(ctx: &Ctx) -> Resp {
             | ServiceError::Conflict { .. }),
         ) => {
             let msg = format!("Not saved: {e}");
-            profile_form(ctx, v, Some(msg), StatusCode::BAD_REQUEST)
+            profile_form(ctx, id, v, Some(msg), StatusCode::BAD_REQUEST)
         }
         Err(e) => error_page(&e, Some(ctx.nav("autopilot")), "/ui/autopilot"),
     }
+}
+
+fn device_href(serial: &str) -> String {
+    format!("/ui/autopilot/devices/{}", enc(serial))
+}
+
+/// A registered device's page with its edit form; `refused` (values and the service's error)
+/// after a refused edit.
+async fn device_page(
+    ctx: &Ctx,
+    serial: &str,
+    refused: Option<DeviceValues>,
+    error: Option<String>,
+    status: StatusCode,
+) -> Resp {
+    let nav = ctx.nav("autopilot");
+    let d = match svc::get_device(&ctx.app, serial).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&e, Some(nav), "/ui/autopilot"),
+    };
+    let v = refused.unwrap_or_else(|| DeviceValues {
+        user: d.assigned_user.clone().unwrap_or_default(),
+        user_friendly_name: d.user_friendly_name.clone().unwrap_or_default(),
+        device_name: d.device_name.clone().unwrap_or_default(),
+        group_tag: d.group_tag.clone().unwrap_or_default(),
+        ..DeviceValues::default()
+    });
+    html(
+        status,
+        &DevicePage {
+            admin: nav.admin,
+            csrf: nav.csrf.clone(),
+            nav: Some(nav),
+            notice: notice(ctx.query.get("notice")),
+            href: device_href(&d.serial),
+            linked: d
+                .linked_device_id
+                .as_ref()
+                .map(|id| (format!("/ui/devices/{}", enc(id)), id.clone())),
+            serial: d.serial,
+            group_tag_max: crate::autopilot::csv::MAX_GROUP_TAG,
+            friendly_max: crate::autopilot::devices::MAX_FRIENDLY_NAME,
+            error,
+            v,
+        },
+    )
+}
+
+async fn save_device(ctx: &Ctx, serial: &str) -> Resp {
+    let f = &ctx.form;
+    let s = |k: &str| f.get(k).unwrap_or("").trim().to_string();
+    let mut v = DeviceValues {
+        user: s("user"),
+        user_friendly_name: s("user_friendly_name"),
+        device_name: s("device_name"),
+        group_tag: s("group_tag"),
+        ..DeviceValues::default()
+    };
+    // Every field is sent as shown (blank: none); the service applies the seed's rules.
+    let some = |x: &str| Some(Some(x.to_string()).filter(|x| !x.is_empty()));
+    let patch = crate::autopilot::devices::DevicePatch {
+        user: some(&v.user),
+        user_friendly_name: some(&v.user_friendly_name),
+        device_name: some(&v.device_name),
+        group_tag: some(&v.group_tag),
+        linked_device_id: None,
+    };
+    match svc::patch_device(&ctx.app, &ctx.s.actor, serial, patch).await {
+        Ok(_) => redirect(&format!("{}?notice=updated", device_href(serial))),
+        Err(ServiceError::Invalid { field, reason }) => {
+            let msg = format!("Not saved: {reason}");
+            v.field = field;
+            v.reason = reason;
+            device_page(ctx, serial, Some(v), Some(msg), StatusCode::BAD_REQUEST).await
+        }
+        Err(e @ (ServiceError::BadRequest { .. } | ServiceError::Refused { .. })) => {
+            let msg = format!("Not saved: {e}");
+            device_page(ctx, serial, Some(v), Some(msg), StatusCode::BAD_REQUEST).await
+        }
+        Err(e) => error_page(&e, Some(ctx.nav("autopilot")), &device_href(serial)),
+    }
+}
+
+async fn confirm_device_delete(ctx: &Ctx, serial: &str) -> Resp {
+    let nav = ctx.nav("autopilot");
+    // A read-only session is told at once, not after confirming.
+    if let Err(e) = ctx
+        .s
+        .actor
+        .require_admin(&format!("DELETE /api/v1/autopilot/devices/{serial}"))
+    {
+        return error_page(&e, Some(nav), &device_href(serial));
+    }
+    let d = match svc::get_device(&ctx.app, serial).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&e, Some(nav), "/ui/autopilot"),
+    };
+    confirm_page(
+        nav,
+        Confirm {
+            label: format!("Delete Autopilot device {}", d.serial),
+            question: format!(
+                "Delete the Autopilot registration of serial {} (user {}, group tag {})? The device no longer gets an Autopilot profile.",
+                d.serial,
+                d.assigned_user.as_deref().unwrap_or("none"),
+                d.group_tag.as_deref().unwrap_or("none")
+            ),
+            action: format!("{}/delete", device_href(&d.serial)),
+            key: "delete".into(),
+            danger: true,
+            back: device_href(&d.serial),
+        },
+    )
 }
 
 /// The lines of an uploaded file as text (UTF-8, or UTF-16 with a byte-order mark), to show a
@@ -347,6 +599,7 @@ async fn main(ctx: &Ctx, report: Option<Report>, status: StatusCode) -> Resp {
                 p.groups.join(", ")
             },
             export_href: format!("/ui/autopilot/profiles/{}/export", enc(&p.id)),
+            edit_href: format!("/ui/autopilot/profiles/{}/edit", enc(&p.id)),
         })
         .collect();
     let devices = page
@@ -354,6 +607,7 @@ async fn main(ctx: &Ctx, report: Option<Report>, status: StatusCode) -> Resp {
         .iter()
         .map(|d| DeviceRow {
             serial: d.serial.clone(),
+            edit_href: device_href(&d.serial),
             group_tag: d.group_tag.clone().unwrap_or_default(),
             user: d.assigned_user.clone().unwrap_or_default(),
             device_name: d.device_name.clone().unwrap_or_default(),

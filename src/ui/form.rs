@@ -4,8 +4,9 @@
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Form(Vec<(String, String)>);
 
-/// Most fields one form may carry.
-pub const MAX_FIELDS: usize = 64;
+/// Most fields one form may carry (a profile form of 20 settings rows holds ~110; the body is
+/// bounded by [`super::MAX_FORM_BODY`] anyway).
+pub const MAX_FIELDS: usize = 128;
 
 /// Why a form could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +72,14 @@ impl Form {
         self.0
             .iter()
             .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name` (checkboxes), in order.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 

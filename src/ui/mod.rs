@@ -15,8 +15,11 @@
 //! | POST | `/ui/users/{upn}/package`, `/ui/packages/{id}/revoke` | bulk-enrollment packages (download, revoke) |
 //! | GET, POST | `/ui/autopilot[/settings\|/profiles/new\|/profiles\|/import\|/profiles/{id}/export]` | Autopilot |
 //! | GET | `/ui/audit?actor=&action=&target=&cursor=` | the audit log, filtered |
+//! | GET | `/ui/enrollments/refused` | enrollment requests refused in the last day, with reasons |
 //! | GET, POST | `/ui/tokens`, `/ui/tokens/{name}/revoke` | named admin tokens |
 //! | GET, POST | `/ui/groups`, `GET /ui/groups/preview?q=` (JSON) | device groups; the query editor's live check |
+//! | GET, POST | `/ui/groups/{id}[?q=&dcursor=&mcursor=]`, `/ui/groups/{id}/members`, `/ui/groups/{id}/confirm?do=delete`, `/ui/groups/{id}/do` | a group: edit, members (pick, remove), delete |
+//! | GET, POST | `/ui/profiles`, `/ui/profiles/new`, `/ui/profiles/{id}[/edit\|/confirm?do=\|/do\|/assign\|/unassign]` | configuration profiles ([`profiles`]) |
 //! | GET | `/ui/static/app.css`, `/ui/static/app.js` | compiled into the binary |
 //!
 //! Every answer carries a strict Content-Security-Policy (`default-src 'self'`, no inline script
@@ -45,6 +48,7 @@ mod devices;
 pub mod form;
 mod groups;
 pub mod multipart;
+mod profiles;
 pub mod session;
 mod tokens;
 mod users;
@@ -495,8 +499,10 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         (_, ["users", ..]) => users::route(&ctx, &method).await,
         (_, ["autopilot", ..]) => autopilot::route(&ctx, &method, upload).await,
         (&Method::GET, ["audit"]) => users::audit(&ctx).await,
+        (&Method::GET, ["enrollments", "refused"]) => refused_enrollments(&ctx).await,
         (_, ["tokens", ..]) => tokens::route(&ctx, &method).await,
         (_, ["groups", ..]) => groups::route(&ctx, &method).await,
+        (_, ["profiles", ..]) => profiles::route(&ctx, &method).await,
         (&Method::POST, ["invitations", id, "revoke"]) => users::revoke_invitation(&ctx, id).await,
         (&Method::POST, ["packages", id, "revoke"]) => users::revoke_package(&ctx, id).await,
         _ => plain(StatusCode::NOT_FOUND, "not found"),
@@ -570,6 +576,49 @@ async fn dashboard(ctx: &Ctx) -> Resp {
     }
 }
 
+struct RefusalRow {
+    at: Time,
+    endpoint: String,
+    kind: String,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "ui/refused.html")]
+struct RefusedPage {
+    nav: Option<Nav>,
+    notice: Option<String>,
+    count: usize,
+    by_kind: Vec<(String, usize)>,
+    rows: Vec<RefusalRow>,
+}
+
+/// The enrollment requests refused in the last day, with their reasons.
+async fn refused_enrollments(ctx: &Ctx) -> Resp {
+    match crate::service::dashboard::refused(&ctx.app).await {
+        Ok(r) => html(
+            StatusCode::OK,
+            &RefusedPage {
+                nav: Some(ctx.nav("dashboard")),
+                notice: None,
+                count: r.count,
+                by_kind: r.by_kind.into_iter().collect(),
+                rows: r
+                    .refusals
+                    .into_iter()
+                    .map(|x| RefusalRow {
+                        at: Time::at(x.at),
+                        endpoint: x.endpoint,
+                        kind: x.kind,
+                        detail: x.detail,
+                    })
+                    .collect(),
+            },
+        ),
+        Err(e) => error_page(&e, Some(ctx.nav("dashboard")), "/ui/dashboard"),
+    }
+}
+
 /// The notice shown after a change, by key (fixed texts: nothing from the URL is echoed).
 fn notice(key: Option<&str>) -> Option<String> {
     Some(
@@ -578,6 +627,11 @@ fn notice(key: Option<&str>) -> Option<String> {
             "deleted" => "Deleted.",
             "created" => "Created.",
             "updated" => "Saved.",
+            "pushed" => "Pushed: a new version goes to every device it applies to.",
+            "assigned" => "Assigned: the group's devices get it at their next check-in.",
+            "unassigned" => "Assignment removed.",
+            "members-added" => "Devices added to the group.",
+            "members-removed" => "Devices removed from the group.",
             _ => return None,
         }
         .to_string(),

@@ -1,60 +1,7 @@
 //! `winmdm token|invite|invitation|bulk` against an in-process server.
 
-use std::path::PathBuf;
-
-use base64::Engine;
-
-use crate::support::{TestServer, ADMIN_TOKEN};
-
-struct Cli {
-    server: String,
-    ca: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Cli {
-    fn new(srv: &TestServer) -> Cli {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let b64 = base64::engine::general_purpose::STANDARD.encode(srv.app.ca.cert_der());
-        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-        for chunk in b64.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(chunk).unwrap());
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, pem).expect("write pem");
-        Cli {
-            server: format!("https://localhost:{}", srv.addr.port()),
-            ca,
-            dir,
-        }
-    }
-
-    async fn run_as(&self, token: &str, args: &[&str]) -> (i32, String) {
-        let mut all: Vec<String> = vec![
-            "winmdm".into(),
-            "--server".into(),
-            self.server.clone(),
-            "--token".into(),
-            token.into(),
-            "--ca-cert".into(),
-            self.ca.display().to_string(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            let code = winmdm::cli::run(all, &mut out);
-            (code, String::from_utf8(out).expect("utf-8 output"))
-        })
-        .await
-        .expect("join")
-    }
-
-    async fn run(&self, args: &[&str]) -> (i32, String) {
-        self.run_as(ADMIN_TOKEN, args).await
-    }
-}
+use crate::support::cli::Cli;
+use crate::support::TestServer;
 
 #[tokio::test]
 async fn cli_tokens_invitations_and_packages() {

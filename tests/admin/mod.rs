@@ -337,6 +337,21 @@ async fn every_body_route_refuses_bad_json_and_unknown_fields() {
             "/api/v1/esp/nope/assignments".into(),
             json!({"group_id": "g", "x": 1}),
         ),
+        (
+            "POST",
+            "/api/v1/devices/no-such-device/trace".into(),
+            json!({"minutes": 5, "x": 1}),
+        ),
+        (
+            "POST",
+            "/api/v1/groups/no-such-group/trace".into(),
+            json!({"minutes": 5, "x": 1}),
+        ),
+        (
+            "POST",
+            "/api/v1/users/nobody@example.com/trace".into(),
+            json!({"enrollments": 1, "x": 1}),
+        ),
     ]);
     // Routes that take no JSON body: push and a dead letter's redelivery have none, the
     // Autopilot import takes the CSV file itself (its refusals are in

@@ -1,43 +1,11 @@
 //! `winmdm autopilot …` against an in-process server.
 
-use std::path::PathBuf;
-
-use base64::Engine;
-
-use crate::support::{TestServer, ADMIN_TOKEN};
+use crate::support::cli::Cli;
+use crate::support::TestServer;
 
 /// Runs the CLI in-process: (exit code, output).
-async fn run(srv: &TestServer, ca: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let mut all: Vec<String> = vec![
-        "winmdm".into(),
-        "--server".into(),
-        format!("https://localhost:{}", srv.addr.port()),
-        "--token".into(),
-        ADMIN_TOKEN.into(),
-        "--ca-cert".into(),
-        ca.display().to_string(),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        let code = winmdm::cli::run(all, &mut out);
-        (code, String::from_utf8(out).expect("utf-8 output"))
-    })
-    .await
-    .expect("join")
-}
-
-fn ca_pem(srv: &TestServer, dir: &std::path::Path) -> PathBuf {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(srv.app.ca.cert_der());
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(chunk).unwrap());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    let path = dir.join("ca.pem");
-    std::fs::write(&path, pem).expect("write pem");
-    path
+async fn run(cli: &Cli, args: &[&str]) -> (i32, String) {
+    cli.run(args).await
 }
 
 #[tokio::test]
@@ -47,11 +15,10 @@ async fn cli_profiles_and_devices() {
         o.tenant_domain = Some(super::TENANT_DOMAIN.into());
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca_pem(&srv, dir.path());
+    let cli = Cli::new(&srv);
+    let dir = &cli.dir;
     let (code, out) = run(
-        &srv,
-        &ca,
+        &cli,
         &[
             "autopilot",
             "profile",
@@ -71,8 +38,7 @@ async fn cli_profiles_and_devices() {
     assert!(out.contains("created Autopilot profile Kiosks"), "{out}");
     // A rule broken: the server's message, exit 1.
     let (code, out) = run(
-        &srv,
-        &ca,
+        &cli,
         &[
             "autopilot",
             "profile",
@@ -90,13 +56,13 @@ async fn cli_profiles_and_devices() {
         out.contains("self-deploying") && out.contains("HTTP 400"),
         "{out}"
     );
-    let (code, out) = run(&srv, &ca, &["autopilot", "profile", "list"]).await;
+    let (code, out) = run(&cli, &["autopilot", "profile", "list"]).await;
     assert_eq!(code, 0);
     assert!(
         out.contains("Kiosks") && out.contains("all groups") && out.contains("hololens"),
         "{out}"
     );
-    let (code, out) = run(&srv, &ca, &["autopilot", "profile", "show", "kiosks"]).await;
+    let (code, out) = run(&cli, &["autopilot", "profile", "show", "kiosks"]).await;
     assert_eq!(code, 0);
     assert!(
         out.contains("device_name_template") && out.contains("HL-%RAND:4%"),
@@ -104,8 +70,7 @@ async fn cli_profiles_and_devices() {
     );
     let file = dir.path().join("AutopilotConfigurationFile.json");
     let (code, out) = run(
-        &srv,
-        &ca,
+        &cli,
         &[
             "autopilot",
             "profile",
@@ -129,8 +94,7 @@ async fn cli_profiles_and_devices() {
     );
     std::fs::write(&csv, super::utf16le_bom(&text)).unwrap();
     let (code, out) = run(
-        &srv,
-        &ca,
+        &cli,
         &["autopilot", "device", "import", csv.to_str().unwrap()],
     )
     .await;
@@ -138,8 +102,7 @@ async fn cli_profiles_and_devices() {
     assert!(out.contains("imported 1 Autopilot devices"), "{out}");
     assert!(out.contains("3    missing hardware hash"), "{out}");
     let (code, out) = run(
-        &srv,
-        &ca,
+        &cli,
         &[
             "autopilot",
             "device",
@@ -154,8 +117,7 @@ async fn cli_profiles_and_devices() {
     .await;
     assert_eq!(code, 0, "{out}");
     let (_, out) = run(
-        &srv,
-        &ca,
+        &cli,
         &["--json", "autopilot", "device", "list", "--serial", "CLI"],
     )
     .await;
@@ -163,25 +125,19 @@ async fn cli_profiles_and_devices() {
     assert_eq!(v["devices"][0]["device_name"], "LAB-01");
     assert_eq!(v["devices"][0]["group_tag"], serde_json::Value::Null);
     let (code, out) = run(
-        &srv,
-        &ca,
+        &cli,
         &["autopilot", "device", "set", "cli-1", "--device-name", ""],
     )
     .await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("cannot be unset"), "{out}");
-    let (code, _) = run(&srv, &ca, &["autopilot", "device", "rm", "CLI-1"]).await;
+    let (code, _) = run(&cli, &["autopilot", "device", "rm", "CLI-1"]).await;
     assert_eq!(code, 0);
-    let (code, out) = run(
-        &srv,
-        &ca,
-        &["autopilot", "settings", "--tenant-lockdown", "on"],
-    )
-    .await;
+    let (code, out) = run(&cli, &["autopilot", "settings", "--tenant-lockdown", "on"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("tenant_lockdown: true"), "{out}");
-    let (code, _) = run(&srv, &ca, &["autopilot", "profile", "rm", "Kiosks"]).await;
+    let (code, _) = run(&cli, &["autopilot", "profile", "rm", "Kiosks"]).await;
     assert_eq!(code, 0);
-    let (code, out) = run(&srv, &ca, &["autopilot", "profile", "show", "Kiosks"]).await;
+    let (code, out) = run(&cli, &["autopilot", "profile", "show", "Kiosks"]).await;
     assert_eq!(code, 1, "{out}");
 }

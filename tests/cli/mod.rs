@@ -1,80 +1,9 @@
 //! The admin CLI (`winmdm user|device|command|tenant-lockdown`) against a real in-process server,
 //! through the library entry point and once through the binary.
 
-use std::path::PathBuf;
-
-use base64::Engine;
-
 use crate::manage::enrolled;
+use crate::support::cli::Cli;
 use crate::support::{TestServer, ADMIN_TOKEN};
-
-/// The server's CA as a PEM file (kept alive by the returned TempDir).
-fn ca_pem(srv: &TestServer) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let b64 = base64::engine::general_purpose::STANDARD.encode(srv.app.ca.cert_der());
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(chunk).unwrap());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    let path = dir.path().join("ca.pem");
-    std::fs::write(&path, pem).expect("write pem");
-    (dir, path)
-}
-
-struct Cli {
-    server: String,
-    token: String,
-    ca: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Cli {
-    fn new(srv: &TestServer) -> Cli {
-        let (dir, ca) = ca_pem(srv);
-        Cli {
-            server: format!("https://localhost:{}", srv.addr.port()),
-            token: ADMIN_TOKEN.into(),
-            ca,
-            _dir: dir,
-        }
-    }
-
-    /// Runs `winmdm --server … --token … --ca-cert … <args>` in-process: (exit code, output).
-    async fn run(&self, args: &[&str]) -> (i32, String) {
-        let mut all: Vec<String> = vec![
-            "winmdm".into(),
-            "--server".into(),
-            self.server.clone(),
-            "--token".into(),
-            self.token.clone(),
-            "--ca-cert".into(),
-            self.ca.display().to_string(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            let code = winmdm::cli::run(all, &mut out);
-            (code, String::from_utf8(out).expect("utf-8 output"))
-        })
-        .await
-        .expect("join")
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let (code, out) = self.run(args).await;
-        assert_eq!(code, 0, "winmdm {args:?}: {out}");
-        out
-    }
-
-    async fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.ok(&a).await;
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-    }
-}
 
 mod webhook;
 
@@ -208,7 +137,7 @@ async fn devices_commands_and_tenant_lockdown() {
         ])
         .await;
     let replace_id = v["command_id"].as_str().unwrap().to_string();
-    let syncml = cli._dir.path().join("cmd.xml");
+    let syncml = cli.dir.path().join("cmd.xml");
     std::fs::write(
         &syncml,
         "<Get><CmdID>1</CmdID><Item><Target><LocURI>./DevDetail/OEM</LocURI></Target></Item></Get>",

@@ -342,3 +342,141 @@ async fn a_metrics_token_gets_no_console_session() {
     assert_eq!(r.status, 200);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn the_user_page_sends_the_invitation_by_email() {
+    let (smtp, seen) = crate::support::smtp::fake_smtp().await;
+    let srv = TestServer::start_with(|o| {
+        o.smtp_url = Some(format!("smtp://127.0.0.1:{}", smtp.port()));
+        o.smtp_from = Some("Contoso MDM <mdm@contoso.com>".into());
+    })
+    .await;
+    srv.create_user("hana@contoso.com", "pw-hana-1").await;
+    let cookie = cookie_of(&sign_in(&srv, ADMIN_TOKEN).await);
+    let page = get(&srv, "/ui/users/hana%40contoso.com", &cookie).await;
+    assert_eq!(page.status, 200);
+    let page = page.text();
+    assert!(
+        page.contains("name=\"send_email\"") && !page.contains("no SMTP server configured"),
+        "the send box is offered"
+    );
+    let csrf = csrf_in(&page);
+    let r = srv
+        .client()
+        .request(
+            "POST",
+            "/ui/users/hana%40contoso.com/invite",
+            &[FORM, ("cookie", &cookie)],
+            format!("csrf={csrf}&send_email=true").into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let shown = r.text();
+    assert!(shown.contains("id=\"inv-sent\""), "said sent: {shown}");
+    let i = shown
+        .find("id=\"inv-link\" readonly value=\"")
+        .expect("link")
+        + 30;
+    let link = &shown[i..i + shown[i..].find('"').unwrap()];
+    assert!(link.contains("/enroll/invite/"), "{link}");
+    // The message the SMTP server received carries that very link, to that user.
+    let (commands, data) = {
+        let seen = seen.lock().unwrap();
+        (seen.commands.clone(), seen.data.clone())
+    };
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("RCPT TO:<hana@contoso.com>")),
+        "{commands:?}"
+    );
+    assert!(data.contains(link), "link in the mail: {data}");
+    // And the audit log says the console's token sent it.
+    let (_, audit) = srv.admin("GET", "/api/v1/audit", None).await;
+    assert!(audit.to_string().contains("invitation.create"), "{audit}");
+    srv.stop().await;
+}
+
+/// `apply_records` calls the store has answered so far (the metrics' count).
+fn record_writes(srv: &TestServer) -> u64 {
+    let text = srv.app.metrics.render(&srv.app);
+    text.lines()
+        .find(|l| {
+            l.contains("store_operation_duration_seconds_count")
+                && l.contains("op=\"apply_records\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .map(|n| n as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn refused_enrollments_are_bounded_and_cost_no_store_write_each() {
+    use winmdm::mdm::refusals::{self, MAX_KEPT, REFUSALS, WINDOW_SECS};
+    // The real time: the TLS layer checks the certificates (issued at the app clock's time)
+    // against it.
+    let now = winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock);
+    let clock = crate::support::TestClock::at(now);
+    let srv = TestServer::start_with_clock(std::sync::Arc::new(clock.clone()), |_| {}).await;
+    let before = record_writes(&srv);
+    let started = std::time::Instant::now();
+    // More refused requests than the bound, unauthenticated (a wrong Content-Type: refused
+    // before the body is read), each with a long reason.
+    let c = srv.client();
+    let junk = "x".repeat(2000);
+    let n = MAX_KEPT as usize + 200;
+    for _ in 0..n {
+        let r = c
+            .request(
+                "POST",
+                "/EnrollmentServer/Discovery.svc",
+                &[("content-type", junk.as_str())],
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(r.status, 415);
+    }
+    let writes = record_writes(&srv) - before;
+    let ticks = started.elapsed().as_secs() / refusals::FLUSH_EVERY.as_secs() + 2;
+    assert!(
+        writes <= ticks,
+        "{n} refusals cost {writes} store writes (at most one per flush: {ticks})"
+    );
+    // The API shows the newest MAX_KEPT, and the store holds no more than that.
+    let (s, api) = srv.admin("GET", "/api/v1/enrollments/refused", None).await;
+    assert_eq!(s, 200, "{api}");
+    assert_eq!(api["count"], MAX_KEPT, "bounded: {}", api["count"]);
+    assert_eq!(api["by_kind"]["MessageFormat"], MAX_KEPT);
+    let first = &api["refusals"][0];
+    assert_eq!(first["endpoint"], "discovery");
+    assert!(
+        first["detail"].as_str().unwrap().len() <= refusals::MAX_DETAIL,
+        "clipped: {first}"
+    );
+    let stored = REFUSALS.all(srv.app.store.records()).unwrap();
+    assert_eq!(stored.len() as u64, MAX_KEPT);
+    // A second wave wraps the ring instead of growing the store.
+    for _ in 0..10 {
+        c.request(
+            "POST",
+            "/EnrollmentServer/Discovery.svc",
+            &[("content-type", "text/plain")],
+            Vec::new(),
+        )
+        .await;
+    }
+    let (_, api) = srv.admin("GET", "/api/v1/enrollments/refused", None).await;
+    assert_eq!(api["count"], MAX_KEPT);
+    assert_eq!(
+        REFUSALS.all(srv.app.store.records()).unwrap().len() as u64,
+        MAX_KEPT
+    );
+    // A day later they are out of the window, and pruned from the store.
+    clock.set(now + WINDOW_SECS + 1);
+    let (_, api) = srv.admin("GET", "/api/v1/enrollments/refused", None).await;
+    assert_eq!(api["count"], 0, "{api}");
+    assert_eq!(refusals::prune(&srv.app).unwrap() as u64, MAX_KEPT);
+    assert!(REFUSALS.all(srv.app.store.records()).unwrap().is_empty());
+    srv.stop().await;
+}

@@ -3,6 +3,7 @@
 //! read-only role, CSRF, and device-reported values shown as text.
 
 mod http;
+mod pages;
 
 use std::time::Duration;
 
@@ -364,6 +365,40 @@ async fn console_read_only_sees_no_buttons_and_forged_posts_get_403() {
         .await;
     assert_eq!(s, 201, "{t}");
     let token = t["token"].as_str().unwrap().to_string();
+    let (s, p) = srv
+        .admin(
+            "POST",
+            "/api/v1/profiles",
+            Some(serde_json::json!({"name": "Audited", "settings": [{"target": "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera", "format": "int", "data": "0"}]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (s, g) = srv
+        .admin(
+            "POST",
+            "/api/v1/groups",
+            Some(serde_json::json!({"name": "Static one"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let gid = g["id"].as_str().unwrap().to_string();
+    let (s, _) = srv
+        .admin(
+            "POST",
+            &format!("/api/v1/groups/{gid}/members"),
+            Some(serde_json::json!({"device_ids": [info.device_id]})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = srv
+        .admin(
+            "POST",
+            &format!("/api/v1/profiles/{pid}/assignments"),
+            Some(serde_json::json!({"group_id": gid})),
+        )
+        .await;
+    assert!(s == 201 || s == 202, "{s}");
 
     sign_in(&b, &srv, &token).await;
     assert!(b.text("header .who").await.contains("auditor (read-only)"));
@@ -390,6 +425,51 @@ async fn console_read_only_sees_no_buttons_and_forged_posts_get_403() {
     assert!(!b.has("#disable-user, #delete-user, #set-password").await);
     b.shot("read-only-user").await;
 
+    // The profile and group pages: everything shown, nothing that changes anything.
+    b.driver.goto(format!("{url}/ui/profiles")).await.unwrap();
+    assert!(b.text("#profiles").await.contains("Audited"));
+    assert!(!b.has("#new-profile").await);
+    b.driver
+        .goto(format!("{url}/ui/profiles/{pid}"))
+        .await
+        .unwrap();
+    assert!(b.text("#assignments").await.contains("Static one"));
+    assert!(
+        !b.has("#edit-profile, #push-profile, #delete-profile, #assign-form, .unassign, form[action*='/ui/profiles/']")
+            .await,
+        "no profile control for read-only"
+    );
+    b.driver
+        .goto(format!("{url}/ui/groups/{gid}"))
+        .await
+        .unwrap();
+    assert!(b.text("#members").await.contains(id.as_str()));
+    assert!(
+        !b.has(
+            "#group-form, #add-form, #picks, #remove-members, #delete-group, input[type=checkbox]"
+        )
+        .await,
+        "no group control for read-only"
+    );
+    b.driver
+        .goto(format!("{url}/ui/profiles/new"))
+        .await
+        .unwrap();
+    assert!(
+        !b.has("#profile-form").await,
+        "no profile form for read-only"
+    );
+    for page in [
+        format!("/ui/profiles/{pid}/confirm?do=push"),
+        format!("/ui/groups/{gid}/confirm?do=delete"),
+    ] {
+        b.driver.goto(format!("{url}{page}")).await.unwrap();
+        assert!(!b.has("#confirm").await, "no confirm button: {page}");
+        assert_eq!(b.text("h1").await, "Not allowed", "{page}");
+    }
+    b.driver.goto(format!("{url}/ui/autopilot")).await.unwrap();
+    assert!(!b.has("#ap-new-profile").await);
+
     // A forged post with the session's own CSRF token: the service refuses it (403).
     let csrf = page_csrf(&b).await;
     for (path, fields) in [
@@ -409,6 +489,22 @@ async fn console_read_only_sees_no_buttons_and_forged_posts_get_403() {
             "/ui/users/bob%40example.com/state".to_string(),
             format!("disabled=true&csrf={csrf}"),
         ),
+        (
+            format!("/ui/profiles/{pid}/do"),
+            format!("do=push&csrf={csrf}"),
+        ),
+        (
+            format!("/ui/profiles/{pid}/unassign"),
+            format!("group_id={gid}&csrf={csrf}"),
+        ),
+        (
+            format!("/ui/groups/{gid}/members"),
+            format!("op=remove&device={id}&csrf={csrf}"),
+        ),
+        (
+            "/ui/profiles".to_string(),
+            format!("name=Evil&r0_target=.%2FDevice%2FVendor%2FMSFT%2FX&csrf={csrf}"),
+        ),
     ] {
         assert_eq!(post_from_page(&b, &path, &fields).await, 403, "{path}");
     }
@@ -424,6 +520,15 @@ async fn console_read_only_sees_no_buttons_and_forged_posts_get_403() {
         .admin("GET", &format!("/api/v1/devices/{id}/commands"), None)
         .await;
     assert!(!cmds.to_string().contains("RemoteWipe"), "{cmds}");
+    let (_, p) = srv
+        .admin("GET", &format!("/api/v1/profiles/{pid}"), None)
+        .await;
+    assert_eq!(p["version"], 1, "not pushed: {p}");
+    assert_eq!(p["assignments"][0], gid.as_str(), "still assigned: {p}");
+    let (_, m) = srv
+        .admin("GET", &format!("/api/v1/groups/{gid}/members"), None)
+        .await;
+    assert_eq!(m["members"].as_array().map(Vec::len), Some(1), "{m}");
 
     // Revoking the token ends the session at the next request.
     let (s, _) = srv.admin("DELETE", "/api/v1/tokens/auditor", None).await;

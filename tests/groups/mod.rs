@@ -634,6 +634,34 @@ async fn profile_validation_and_group_lifecycle() {
         assert_eq!(st, 400, "{body}: {e}");
         assert!(e.to_string().contains(needle), "{body}: {e}");
     }
+    // A refused settings row is named (the console marks that row): its index, in the API's
+    // `field`, for a rule of the command (a bad LocURI) as for a rule of the scope.
+    for (settings, row, needle) in [
+        (
+            json!([{"target": CAMERA, "data": "1"}, {"target": "/Vendor/MSFT/X", "data": "1"}]),
+            "settings[1]",
+            "must not start with '/'",
+        ),
+        (
+            json!([{"target": CAMERA, "data": "1"}, {"target": BT, "data": "1"}, {"target": USER_START, "data": "1"}]),
+            "settings[2]",
+            "user node",
+        ),
+    ] {
+        let (st, e) = srv
+            .admin(
+                "POST",
+                "/api/v1/profiles",
+                Some(json!({"name": "rows", "settings": settings})),
+            )
+            .await;
+        assert_eq!(st, 400, "{e}");
+        assert_eq!(e["field"], row, "{e}");
+        assert!(
+            e["error"].as_str().unwrap().contains(needle),
+            "{needle} in {e}"
+        );
+    }
     // An Atomic profile is one command; its failure names every LocURI inside.
     let mut d = enroll_as(&srv, 9, "gil@example.com", |_| {}).await;
     let g = group(&srv, "g", None).await;

@@ -4,10 +4,12 @@
 
 pub mod browser;
 pub mod child;
+pub mod cli;
 pub mod device;
 pub mod mdm_device;
 pub mod pg;
 pub mod receiver;
+pub mod smtp;
 pub mod webdriver;
 
 use std::collections::HashMap;

@@ -101,3 +101,35 @@ document.addEventListener("DOMContentLoaded", function () {
   q.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(preview, 250); });
   preview();
 });
+
+// The Autopilot device form: the seed's rules for user, user-friendly name, device name and
+// group tag, shown while typing (the server checks the same rules on save:
+// autopilot::devices::DevicePatch::apply).
+document.addEventListener("DOMContentLoaded", function () {
+  var form = document.getElementById("ap-device");
+  if (!form) { return; }
+  function val(id) { var el = document.getElementById("d-" + id); return el ? el.value.trim() : ""; }
+  function show(field, msg) {
+    var p = document.getElementById("derr-" + field);
+    var input = document.getElementById("d-" + field);
+    if (p) { p.textContent = msg || ""; }
+    if (input) { if (msg) { input.setAttribute("aria-invalid", "true"); } else { input.removeAttribute("aria-invalid"); } }
+  }
+  function check() {
+    var e = {};
+    var user = val("user"), friendly = val("user_friendly_name"), name = val("device_name"), tag = val("group_tag");
+    if (user !== "" && !/^[^@\s\/]+@[^@\s\/]+$/.test(user)) { e.user = "\"" + user + "\" is not a user principal name (name@domain)"; }
+    if (friendly !== "" && user === "") { e.user_friendly_name = "a user-friendly name can only be set when the device has a user; set user first"; }
+    if (name === "" && form.getAttribute("data-had-name") === "true") { e.device_name = "the device name cannot be unset once set; give a new name instead"; }
+    else if (name !== "") {
+      if (/[^A-Za-z0-9-]/.test(name)) { e.device_name = "use letters, digits and hyphens only"; }
+      else if (name.length > 15) { e.device_name = "at most 15 characters (this one has " + name.length + ")"; }
+      else if (/^[0-9]+$/.test(name)) { e.device_name = "a device name cannot be digits only"; }
+    }
+    var max = +(document.getElementById("d-group_tag").getAttribute("data-max") || 128);
+    if (Array.from(tag).length > max) { e.group_tag = "group tag must be at most " + max + " characters"; }
+    ["user", "user_friendly_name", "device_name", "group_tag"].forEach(function (f) { show(f, e[f]); });
+  }
+  form.addEventListener("input", check);
+  check();
+});
