@@ -38,6 +38,8 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The results webhook, when `--webhook-url` is set (its deliverer runs with the server).
     pub webhook: Option<Arc<crate::webhook::Webhook>>,
+    /// The Microsoft tenant integration's runtime (HTTPS client, cached token, worker wake-up).
+    pub tenant: Arc<crate::tenant::Runtime>,
     /// Bounds on console sign-in attempts (per node).
     pub ui_sign_in: crate::ui::session::SignInLimiter,
     /// Signs the app download URLs handed to devices ([`crate::apps::token`]).
@@ -147,6 +149,7 @@ impl App {
             node_id: crate::clock::random_hex(8),
             metrics,
             webhook,
+            tenant: Arc::new(crate::tenant::Runtime::new(cfg.tenant.clone())),
             ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
             app_urls,
             refusals: crate::mdm::refusals::Recorder::default(),

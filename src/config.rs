@@ -238,6 +238,24 @@ pub struct ServeOptions {
     /// (default 24h). A URL is signed when its install command is sent.
     #[arg(long, env = "WINMDM_APP_URL_TTL")]
     pub app_url_ttl: Option<String>,
+    /// Microsoft tenant: login (token) base URL (default https://login.microsoftonline.com; a
+    /// national cloud's, e.g. https://login.microsoftonline.us).
+    #[arg(long, env = "WINMDM_GRAPH_LOGIN_URL")]
+    pub graph_login_url: Option<String>,
+    /// Microsoft tenant: Graph base URL (default https://graph.microsoft.com).
+    #[arg(long, env = "WINMDM_GRAPH_URL")]
+    pub graph_url: Option<String>,
+    /// PEM CA certificate(s) trusted for the login and Graph hosts, besides the system roots
+    /// (a proxy's CA, or a test stand-in's).
+    #[arg(long, env = "WINMDM_GRAPH_CA")]
+    pub graph_ca: Option<PathBuf>,
+    /// How often the tenant's Autopilot devices are pulled: a number with s, m, h or d
+    /// (default 1h; 0: only on demand, `winmdm tenant sync`).
+    #[arg(long, env = "WINMDM_TENANT_SYNC_INTERVAL")]
+    pub tenant_sync_interval: Option<String>,
+    /// How often pending changes are pushed to the tenant and imports followed (default 30s).
+    #[arg(long, env = "WINMDM_TENANT_POLL")]
+    pub tenant_poll: Option<String>,
 }
 
 /// How log lines are written.
@@ -341,6 +359,11 @@ impl ServeOptions {
             app_max_mb: self.app_max_mb.or(lower.app_max_mb),
             app_quota_mb: self.app_quota_mb.or(lower.app_quota_mb),
             app_url_ttl: self.app_url_ttl.or(lower.app_url_ttl),
+            graph_login_url: self.graph_login_url.or(lower.graph_login_url),
+            graph_url: self.graph_url.or(lower.graph_url),
+            graph_ca: self.graph_ca.or(lower.graph_ca),
+            tenant_sync_interval: self.tenant_sync_interval.or(lower.tenant_sync_interval),
+            tenant_poll: self.tenant_poll.or(lower.tenant_poll),
         }
     }
 
@@ -557,8 +580,18 @@ impl ServeOptions {
         }
         .resolve()
         .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
+        let tenant = crate::tenant::TenantOptions {
+            login_url: self.graph_login_url,
+            graph_url: self.graph_url,
+            ca: self.graph_ca,
+            sync_interval: self.tenant_sync_interval,
+            poll: self.tenant_poll,
+        }
+        .resolve()
+        .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
         Ok(Config {
             apps,
+            tenant,
             metrics_listen: self.metrics_listen,
             log_format,
             webhook,
@@ -710,6 +743,8 @@ pub struct Config {
     pub webhook: Option<crate::webhook::WebhookConfig>,
     /// App packages: size limits and download URL validity.
     pub apps: AppsConfig,
+    /// The Microsoft tenant integration's endpoints and intervals.
+    pub tenant: crate::tenant::TenantConfig,
 }
 
 /// Limits of the app catalog ([`crate::apps`]).

@@ -51,6 +51,7 @@ pub mod service;
 pub mod soap;
 pub mod store;
 pub mod syncml;
+pub mod tenant;
 #[doc(hidden)]
 pub mod testkit;
 pub mod trace;

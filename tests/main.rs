@@ -25,5 +25,6 @@ mod replay;
 mod soap;
 mod store;
 mod syncml;
+mod tenant;
 mod traces;
 mod webhook;

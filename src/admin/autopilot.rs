@@ -157,7 +157,20 @@ pub(super) async fn handle(
         }
         Route::ImportDevices => import_devices(app, actor, req).await,
         Route::ListDevices => list_devices(app, req.uri().query().unwrap_or("")).await,
-        Route::GetDevice(s) => Ok(json(StatusCode::OK, &svc::get_device(app, s).await?)),
+        Route::GetDevice(s) => {
+            let d = svc::get_device(app, s).await?;
+            let mut v = serde_json::to_value(&d).map_err(|e| ServiceError::Internal {
+                reason: e.to_string(),
+            })?;
+            // Its state in the Microsoft tenant (import status and error, Autopilot id).
+            if let (Some(m), Some(t)) = (
+                v.as_object_mut(),
+                crate::service::tenant::device_state(app, s).await?,
+            ) {
+                m.insert("tenant".into(), t);
+            }
+            Ok(json(StatusCode::OK, &v))
+        }
         Route::PatchDevice(s) => {
             let patch: DevicePatch = json_body(req).await?;
             Ok(json(
@@ -356,6 +369,10 @@ pub mod openapi {
             m.insert(
                 "hardware_hash".into(),
                 json!({"type": "string", "format": "byte"}),
+            );
+            m.insert(
+                "tenant".into(),
+                json!({"type": "object", "description": "GET only, when a Microsoft tenant is connected and knows the device: `state` (importing, registered, error, deleting), `import_status` (Graph's deviceImportStatus), `device_error_code`, `device_error_name`, `autopilot_id`, `created_by_winmdm`, `pending`, `last_error`."}),
             );
         }
         json!({

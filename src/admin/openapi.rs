@@ -641,6 +641,14 @@ pub fn document() -> Value {
             }
         }
     }
+    for (all, extra) in [
+        (&mut paths, super::tenant::openapi::paths()),
+        (&mut schemas, super::tenant::openapi::schemas()),
+    ] {
+        if let (Some(m), Value::Object(extra)) = (all.as_object_mut(), extra) {
+            m.extend(extra);
+        }
+    }
     let mut doc = json!({
         "openapi": "3.0.3",
         "info": {

@@ -118,6 +118,9 @@ pub struct ImportReport {
     pub imported: usize,
     /// Rows refused, by row number.
     pub errors: Vec<RowError>,
+    /// Serial numbers registered (for the tenant sync; not shown).
+    #[serde(skip)]
+    pub serials: Vec<String>,
 }
 
 /// Registers the good rows of a parsed file in batches of [`IMPORT_BATCH`], each one atomic and
@@ -127,6 +130,7 @@ pub fn import(s: &dyn RecordStore, parsed: Parsed, now: i64) -> Result<ImportRep
     let mut report = ImportReport {
         imported: 0,
         errors: parsed.errors,
+        serials: Vec::new(),
     };
     let taken = |row: usize, serial: &str| RowError {
         row,
@@ -165,12 +169,16 @@ pub fn import(s: &dyn RecordStore, parsed: Parsed, now: i64) -> Result<ImportRep
         }
         if s.apply_records(&ops)? {
             report.imported += fresh.len();
+            report
+                .serials
+                .extend(fresh.iter().map(|r| r.serial.clone()));
             continue;
         }
         // Another writer registered one of these meanwhile: one row at a time.
         for r in fresh {
             if DEVICES.insert_new(s, &serial_key(&r.serial), &record(r))? {
                 report.imported += 1;
+                report.serials.push(r.serial.clone());
             } else {
                 report.errors.push(taken(r.row, &r.serial));
             }

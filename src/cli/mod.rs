@@ -10,6 +10,7 @@ pub mod autopilot;
 pub mod backup;
 pub mod http;
 pub mod migrate;
+pub mod tenant;
 pub mod trace;
 pub mod webhook;
 
@@ -132,6 +133,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         cmd: apps::EspCmd,
+    },
+    /// The Microsoft tenant (Graph): connect, status, sync, Entra groups, profile assignments.
+    Tenant {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: tenant::TenantCmd,
     },
     /// The results webhook: its state and dead letters (list, show, redeliver, delete).
     Webhook {
@@ -615,6 +622,7 @@ async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Resul
         Command::Apps { cmd } => apps::run(&c, a.json, cmd, out).await,
         Command::Esp { cmd } => apps::esp(&c, a.json, cmd, out).await,
         Command::Trace { cmd } => trace::run(&c, a.json, cmd, out).await,
+        Command::Tenant { cmd } => tenant::run(&c, a.json, cmd, out).await,
         Command::TenantLockdown { device_id, state } => {
             let on = state == OnOff::On;
             let (body, v) = call(

@@ -338,6 +338,10 @@ impl Server {
             self.app.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::tenant::sync::run(
+            self.app.clone(),
+            stop_rx.clone(),
+        )));
         if let Some(wh) = self.app.webhook.clone() {
             tasks.push(tokio::spawn(crate::webhook::deliver::run(
                 self.app.clone(),

@@ -89,6 +89,7 @@ fn fixture() -> &'static Mutex<Fixture> {
             node_id: "fuzz".into(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             webhook: None,
+            tenant: Arc::new(crate::tenant::Runtime::new(Default::default())),
             ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
             app_urls: crate::apps::token::Signer::random(),
             refusals: crate::mdm::refusals::Recorder::default(),

@@ -139,7 +139,7 @@ fn check_groups(app: &App, p: &profile::Profile) -> Result<(), ServiceError> {
 
 /// Copies the Autopilot record's group tag to its linked device (and re-applies what depends
 /// on it).
-fn sync_linked(app: &App, rec: &devices::AutopilotDevice) -> Result<(), ServiceError> {
+pub(crate) fn sync_linked(app: &App, rec: &devices::AutopilotDevice) -> Result<(), ServiceError> {
     let Some(id) = &rec.linked_device_id else {
         return Ok(());
     };
@@ -172,6 +172,7 @@ pub async fn create_profile(
             let p = input.validate(&profile::new_id(), now, now)?;
             check_groups(&app, &p)?;
             profiles::create(app.store.records(), &p)?;
+            crate::tenant::state::on_profile_changed(app.store.records(), &p.id, &p.name, now)?;
             if p.convert_all_targeted {
                 let asked = crate::autopilot::convert::request_all(&app)?;
                 tracing::info!(profile = %p.name, asked, "Autopilot conversion: devices asked for serial and hash");
@@ -183,6 +184,7 @@ pub async fn create_profile(
         }
     })
     .await?;
+    app.tenant.kick.notify_one();
     tracing::info!(profile_id = %p.id, name = %p.name, "Autopilot profile created");
     audit(
         app,
@@ -229,6 +231,7 @@ pub async fn replace_profile(
             let checked = input.validate(&cur.id, cur.created_at, now)?;
             check_groups(&app, &checked)?;
             let (_, new) = profiles::replace(s, &cur.id, |_| checked.clone())?;
+            crate::tenant::state::on_profile_changed(s, &new.id, &new.name, now)?;
             if new.convert_all_targeted && !cur.convert_all_targeted {
                 let asked = crate::autopilot::convert::request_all(&app)?;
                 tracing::info!(profile = %new.name, asked, "Autopilot conversion: devices asked for serial and hash");
@@ -240,6 +243,7 @@ pub async fn replace_profile(
         }
     })
     .await?;
+    app.tenant.kick.notify_one();
     tracing::info!(profile_id = %new.id, name = %new.name, "Autopilot profile replaced");
     audit(
         app,
@@ -260,10 +264,13 @@ pub async fn delete_profile(app: &Arc<App>, actor: &Actor, p: &str) -> Result<()
         move || {
             let s = app.store.records();
             let cur = profiles::find(s, &p)?.ok_or_else(|| profile_not_found(&p))?;
-            profiles::delete(s, &cur.id)?.ok_or_else(|| profile_not_found(&p))
+            let gone = profiles::delete(s, &cur.id)?.ok_or_else(|| profile_not_found(&p))?;
+            crate::tenant::state::on_profile_deleted(s, &gone.id, app.clock.now_unix())?;
+            Ok(gone)
         }
     })
     .await?;
+    app.tenant.kick.notify_one();
     tracing::info!(profile_id = %gone.id, name = %gone.name, "Autopilot profile deleted");
     audit(
         app,
@@ -352,7 +359,19 @@ pub async fn import_devices(
             let parsed = csv::parse(&body, devices::MAX_IMPORT_ROWS)
                 .map_err(|e| ServiceError::bad(e.to_string()))?;
             let parse_ms = t.elapsed().as_millis() as u64;
-            let report = devices::import(app.store.records(), parsed, app.clock.now_unix())?;
+            let now = app.clock.now_unix();
+            let report = devices::import(app.store.records(), parsed, now)?;
+            let to_tenant = crate::tenant::state::on_devices_imported(
+                app.store.records(),
+                &report.serials,
+                now,
+            )?;
+            if to_tenant > 0 {
+                tracing::info!(
+                    devices = to_tenant,
+                    "Autopilot import: queued for the Microsoft tenant"
+                );
+            }
             if report.imported > 0 {
                 let (linked, asked) = crate::autopilot::convert::link_after_import(&app)?;
                 tracing::info!(
@@ -370,6 +389,7 @@ pub async fn import_devices(
         }
     })
     .await?;
+    app.tenant.kick.notify_one();
     tracing::info!(
         bytes,
         imported = report.imported,
@@ -481,10 +501,12 @@ pub async fn patch_device(
                 };
             }
             sync_linked(&app, &rec)?;
+            crate::tenant::state::on_device_patched(s, &rec.serial, app.clock.now_unix())?;
             Ok(rec)
         }
     })
     .await?;
+    app.tenant.kick.notify_one();
     tracing::info!(serial = %rec.serial, "Autopilot device edited");
     audit(app, actor, "autopilot.device.update", &rec.serial, detail).await;
     Ok(rec)
@@ -499,9 +521,20 @@ pub async fn delete_device(
     actor.require_admin(&format!("DELETE /api/v1/autopilot/devices/{serial}"))?;
     let gone = blocking({
         let (app, serial) = (app.clone(), serial.to_string());
-        move || Ok(DEVICES.take(app.store.records(), &serial_key(&serial))?)
+        move || {
+            let s = app.store.records();
+            if let Err(reason) = crate::tenant::state::may_delete(s, &serial)? {
+                return Err(ServiceError::Refused { reason });
+            }
+            let gone = DEVICES.take(s, &serial_key(&serial))?;
+            if gone.is_some() {
+                crate::tenant::state::on_device_deleted(s, &serial, app.clock.now_unix())?;
+            }
+            Ok(gone)
+        }
     })
     .await?;
+    app.tenant.kick.notify_one();
     let rec = gone.ok_or_else(|| device_not_found(serial))?;
     tracing::info!(serial = %rec.serial, "Autopilot device deleted");
     audit(

@@ -28,6 +28,7 @@ pub mod devices;
 pub mod groups;
 pub mod invitations;
 mod mail;
+pub mod tenant;
 pub mod tokens;
 pub mod traces;
 pub mod users;

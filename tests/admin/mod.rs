@@ -148,6 +148,9 @@ async fn every_route_with_an_id_answers_404_for_an_unknown_one() {
             {
                 Some(json!({"description": "x"}))
             }
+            ("POST", "/api/v1/tenant/groups/{group_id}/members") => {
+                Some(json!({"devices": ["NO-SUCH-SERIAL"]}))
+            }
             ("POST" | "DELETE", t) if t.ends_with("/members") => {
                 Some(json!({"device_ids": ["no-such-device"]}))
             }
@@ -352,9 +355,29 @@ async fn every_body_route_refuses_bad_json_and_unknown_fields() {
             "/api/v1/users/nobody@example.com/trace".into(),
             json!({"enrollments": 1, "x": 1}),
         ),
+        (
+            "PUT",
+            "/api/v1/tenant".into(),
+            json!({"tenant_id": "11111111-2222-4333-8444-555555555555", "client_id": "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee", "client_secret": "s", "x": 1}),
+        ),
+        (
+            "POST",
+            "/api/v1/tenant/groups".into(),
+            json!({"name": "g", "group_tag": "t", "x": 1}),
+        ),
+        (
+            "POST",
+            "/api/v1/tenant/groups/no-such-group/members".into(),
+            json!({"devices": ["S"], "x": 1}),
+        ),
+        (
+            "POST",
+            "/api/v1/tenant/profiles/nope/assignments".into(),
+            json!({"group_id": "all-devices", "x": 1}),
+        ),
     ]);
-    // Routes that take no JSON body: push and a dead letter's redelivery have none, the
-    // Autopilot import takes the CSV file itself (its refusals are in
+    // Routes that take no JSON body: push, a dead letter's redelivery and a tenant sync have
+    // none, the Autopilot import takes the CSV file itself (its refusals are in
     // `autopilot::import_good_and_bad_rows_in_powershell_utf16`).
     let bodyless = [
         "/api/v1/profiles/{profile_id}/push",
@@ -362,6 +385,7 @@ async fn every_body_route_refuses_bad_json_and_unknown_fields() {
         "/api/v1/webhook/dead-letters/{event_id}/redeliver",
         // The MSI file itself (refusals in `apps::upload_refuses_what_is_not_an_msi_and_reads_the_identity`).
         "/api/v1/apps/{app_id}/content",
+        "/api/v1/tenant/sync",
     ];
     // Every body-taking route of ROUTES is in the table.
     for (m, t) in winmdm::admin::ROUTES {

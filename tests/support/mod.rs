@@ -6,6 +6,7 @@ pub mod browser;
 pub mod child;
 pub mod cli;
 pub mod device;
+pub mod graph;
 pub mod mdm_device;
 pub mod pg;
 pub mod receiver;
