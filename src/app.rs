@@ -42,6 +42,8 @@ pub struct App {
     pub tenant: Arc<crate::tenant::Runtime>,
     /// Bounds on console sign-in attempts (per node).
     pub ui_sign_in: crate::ui::session::SignInLimiter,
+    /// Signs the app download URLs handed to devices ([`crate::apps::token`]).
+    pub app_urls: crate::apps::token::Signer,
     /// Refused enrollment requests not yet written ([`crate::mdm::refusals`]).
     pub refusals: crate::mdm::refusals::Recorder,
     /// Which devices are traced (device traces), cached from the store.
@@ -116,6 +118,7 @@ impl App {
             tracing::info!(path = %path.display(), "admin API token is in this file (mode 0600); set WINMDM_ADMIN_TOKEN to choose your own");
         }
         let federation = crate::federation::Federation::open(&cfg, clock.clone())?;
+        let app_urls = crate::apps::token::Signer::load_or_create(&cfg.data_dir)?;
         let webhook = match &cfg.webhook {
             Some(w) => Some(Arc::new(
                 crate::webhook::Webhook::open(w).map_err(AppError::Webhook)?,
@@ -148,6 +151,7 @@ impl App {
             webhook,
             tenant: Arc::new(crate::tenant::Runtime::new(cfg.tenant.clone())),
             ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
+            app_urls,
             refusals: crate::mdm::refusals::Recorder::default(),
             throttle,
             cfg,

@@ -228,6 +228,16 @@ pub struct ServeOptions {
     /// d (default 3d).
     #[arg(long, env = "WINMDM_WEBHOOK_MAX_AGE")]
     pub webhook_max_age: Option<String>,
+    /// Largest app package (MSI) accepted by `POST /api/v1/apps`, in MiB (default 2048).
+    #[arg(long, env = "WINMDM_APP_MAX_MB")]
+    pub app_max_mb: Option<u64>,
+    /// Total size of all uploaded app packages, in MiB (default 20480).
+    #[arg(long, env = "WINMDM_APP_QUOTA_MB")]
+    pub app_quota_mb: Option<u64>,
+    /// Validity of the signed app download URLs handed to devices: a number with s, m, h or d
+    /// (default 24h). A URL is signed when its install command is sent.
+    #[arg(long, env = "WINMDM_APP_URL_TTL")]
+    pub app_url_ttl: Option<String>,
     /// Microsoft tenant: login (token) base URL (default https://login.microsoftonline.com; a
     /// national cloud's, e.g. https://login.microsoftonline.us).
     #[arg(long, env = "WINMDM_GRAPH_LOGIN_URL")]
@@ -346,6 +356,9 @@ impl ServeOptions {
             webhook_ca: self.webhook_ca.or(lower.webhook_ca),
             webhook_max_attempts: self.webhook_max_attempts.or(lower.webhook_max_attempts),
             webhook_max_age: self.webhook_max_age.or(lower.webhook_max_age),
+            app_max_mb: self.app_max_mb.or(lower.app_max_mb),
+            app_quota_mb: self.app_quota_mb.or(lower.app_quota_mb),
+            app_url_ttl: self.app_url_ttl.or(lower.app_url_ttl),
             graph_login_url: self.graph_login_url.or(lower.graph_login_url),
             graph_url: self.graph_url.or(lower.graph_url),
             graph_ca: self.graph_ca.or(lower.graph_ca),
@@ -494,6 +507,11 @@ impl ServeOptions {
                 reason: format!("{job_wait_ms} is more than 60000"),
             });
         }
+        let apps = AppsConfig::resolve(
+            self.app_max_mb,
+            self.app_quota_mb,
+            self.app_url_ttl.as_deref(),
+        )?;
         let command_retention = match self.command_retention.as_deref() {
             None => Some(Duration::from_secs(90 * 86_400)),
             Some(v) => parse_retention(v).map_err(|reason| ConfigError::Invalid {
@@ -572,6 +590,7 @@ impl ServeOptions {
         .resolve()
         .map_err(|(field, reason)| ConfigError::Invalid { field, reason })?;
         Ok(Config {
+            apps,
             tenant,
             metrics_listen: self.metrics_listen,
             log_format,
@@ -722,8 +741,74 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The results webhook, when `--webhook-url` is set.
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// App packages: size limits and download URL validity.
+    pub apps: AppsConfig,
     /// The Microsoft tenant integration's endpoints and intervals.
     pub tenant: crate::tenant::TenantConfig,
+}
+
+/// Limits of the app catalog ([`crate::apps`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppsConfig {
+    /// Largest package, in bytes.
+    pub max_bytes: u64,
+    /// Total of all uploaded packages, in bytes.
+    pub quota_bytes: u64,
+    /// Validity of a signed download URL.
+    pub url_ttl: Duration,
+}
+
+impl Default for AppsConfig {
+    fn default() -> AppsConfig {
+        AppsConfig {
+            max_bytes: 2048 << 20,
+            quota_bytes: 20480 << 20,
+            url_ttl: Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl AppsConfig {
+    fn resolve(
+        max_mb: Option<u64>,
+        quota_mb: Option<u64>,
+        ttl: Option<&str>,
+    ) -> Result<AppsConfig, ConfigError> {
+        let d = AppsConfig::default();
+        let mb = |field: &'static str, v: Option<u64>, default: u64| match v {
+            None => Ok(default),
+            Some(n) if (1..=1 << 22).contains(&n) => Ok(n << 20),
+            Some(n) => Err(ConfigError::Invalid {
+                field,
+                reason: format!("{n} is outside 1..=4194304 MiB"),
+            }),
+        };
+        let max_bytes = mb("app_max_mb", max_mb, d.max_bytes)?;
+        let quota_bytes = mb("app_quota_mb", quota_mb, d.quota_bytes)?;
+        let url_ttl = match ttl {
+            None => d.url_ttl,
+            Some(v) => match parse_retention(v) {
+                Ok(Some(t)) if t <= Duration::from_secs(30 * 86_400) => t,
+                Ok(_) => {
+                    return Err(ConfigError::Invalid {
+                        field: "app_url_ttl",
+                        reason: format!("{v:?}: give 1m..=30d"),
+                    })
+                }
+                Err(reason) => {
+                    return Err(ConfigError::Invalid {
+                        field: "app_url_ttl",
+                        reason,
+                    })
+                }
+            },
+        };
+        Ok(AppsConfig {
+            max_bytes,
+            quota_bytes,
+            url_ttl,
+        })
+    }
 }
 
 /// A PostgreSQL URL. Its `Debug` and `Display` hide the password, so a logged [`Config`] never

@@ -27,6 +27,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod apps;
 pub mod auth;
 pub mod autopilot;
 pub mod backup;

@@ -2,6 +2,7 @@
 mod support;
 
 mod admin;
+mod apps;
 mod autopilot;
 mod backup;
 mod ca;

@@ -22,6 +22,7 @@
 //! | POST | `/api/v1/commands` `{"device_ids": [...], <command>}` | 200 `{"results": {id: {"command_id","existing"} \| {"error"}}}` |
 //! | PUT | `/api/v1/devices/{id}/tenant-lockdown` `{"require_network_in_oobe": bool}` | 201 `{"command_id"}` |
 //! | … | `/api/v1/groups…`, `/api/v1/profiles…`, `GET /api/v1/devices/{id}/profiles` | device groups and profiles: tables in [`groups`] and [`profiles`] |
+//! | … | `/api/v1/apps…`, `/api/v1/esp…`, `GET /api/v1/devices/{id}/apps`, `GET /api/v1/devices/{id}/esp` | the app catalog, assignments, install state and the Enrollment Status Page: table in [`apps`] |
 //! | GET | `/api/v1/openapi.json` | 200 the OpenAPI 3.0 document of this API ([`openapi`]) |
 //! | POST, GET, DELETE | `/api/v1/tokens[/{name}]` | named tokens with a role ([`tokens`]) |
 //! | POST, GET, DELETE | `/api/v1/invitations[/{id}]` | one-time enrollment invitations ([`invitations`]) |
@@ -52,6 +53,7 @@ use crate::app::App;
 use crate::http::body::{read_body, BodyError, BodyTimeout, Resp};
 use crate::service::{Actor, ServiceError};
 
+pub mod apps;
 pub mod autopilot;
 pub mod backup;
 pub mod bulk;
@@ -60,6 +62,7 @@ pub mod groups;
 pub mod invitations;
 pub mod openapi;
 mod openapi_access;
+mod openapi_apps;
 pub mod openapi_groups;
 pub mod profiles;
 pub mod tenant;
@@ -250,6 +253,22 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/profiles/{profile_id}/push"),
     ("GET", "/api/v1/profiles/{profile_id}/status"),
     ("GET", "/api/v1/devices/{device_id}/profiles"),
+    ("POST", "/api/v1/apps"),
+    ("GET", "/api/v1/apps"),
+    ("GET", "/api/v1/apps/{app_id}"),
+    ("DELETE", "/api/v1/apps/{app_id}"),
+    ("PUT", "/api/v1/apps/{app_id}/content"),
+    ("POST", "/api/v1/apps/{app_id}/assignments"),
+    ("DELETE", "/api/v1/apps/{app_id}/assignments/{group_id}"),
+    ("GET", "/api/v1/apps/{app_id}/devices"),
+    ("GET", "/api/v1/devices/{device_id}/apps"),
+    ("POST", "/api/v1/esp"),
+    ("GET", "/api/v1/esp"),
+    ("GET", "/api/v1/esp/{esp_id}"),
+    ("DELETE", "/api/v1/esp/{esp_id}"),
+    ("POST", "/api/v1/esp/{esp_id}/assignments"),
+    ("DELETE", "/api/v1/esp/{esp_id}/assignments/{group_id}"),
+    ("GET", "/api/v1/devices/{device_id}/esp"),
     ("GET", "/api/v1/jobs"),
     ("GET", "/api/v1/enrollments/refused"),
     ("GET", "/api/v1/jobs/{job_id}"),
@@ -330,6 +349,9 @@ enum Endpoint<'a> {
     Groups(groups::Ep<'a>),
     Profiles(profiles::Ep<'a>),
     DeviceProfiles(&'a str),
+    Apps(apps::Ep<'a>),
+    DeviceApps(&'a str),
+    DeviceEsp(&'a str),
     Autopilot(autopilot::Route<'a>),
     Webhook(webhook::Route<'a>),
     Tenant(tenant::Route<'a>),
@@ -388,6 +410,10 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
         (["groups", ..], _) => E::Groups(groups::endpoint(segs, method)?),
         (["profiles", ..], _) => E::Profiles(profiles::endpoint(segs, method)?),
         (["devices", id, "profiles"], Method::GET) => E::DeviceProfiles(id),
+        (["apps", ..], _) => E::Apps(apps::endpoint(segs, method)?),
+        (["devices", id, "apps"], Method::GET) => E::DeviceApps(id),
+        (["esp", ..], _) => E::Apps(apps::endpoint(segs, method)?),
+        (["devices", id, "esp"], Method::GET) => E::DeviceEsp(id),
         (["autopilot", rest @ ..], m) => E::Autopilot(autopilot::endpoint(rest, &m)?),
         (["webhook", rest @ ..], m) => E::Webhook(webhook::endpoint(rest, &m)?),
         (["tenant", rest @ ..], m) => E::Tenant(tenant::endpoint(rest, &m)?),
@@ -406,6 +432,8 @@ fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Endpoint<'a>, ApiEr
             | ["devices", _, "assign-user"]
             | ["devices", _, "owner"]
             | ["devices", _, "profiles"]
+            | ["devices", _, "apps"]
+            | ["devices", _, "esp"]
             | ["devices", _, "actions"]
             | ["devices", _, "actions", _]
             | ["audit"]
@@ -480,6 +508,9 @@ async fn dispatch(
         Endpoint::Groups(ep) => groups::handle(&app, actor, ep, req).await,
         Endpoint::Profiles(ep) => profiles::handle(&app, actor, ep, req).await,
         Endpoint::DeviceProfiles(id) => devices::profiles(&app, id).await,
+        Endpoint::Apps(ep) => apps::handle(&app, actor, ep, req).await,
+        Endpoint::DeviceApps(id) => apps::device_apps(&app, id).await,
+        Endpoint::DeviceEsp(id) => apps::device_esp(&app, id).await,
         Endpoint::Autopilot(r) => autopilot::handle(&app, actor, r, req).await,
         Endpoint::ListJobs => devices::list_jobs(&app, q).await,
         Endpoint::GetJob(id) => devices::get_job(&app, id).await,
@@ -662,7 +693,7 @@ mod tests {
             let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
             let method = Method::from_bytes(m.as_bytes()).unwrap();
             let e = endpoint(&segs, &method).unwrap_or_else(|e| panic!("{m} {template}: {e}"));
-            if template.contains("{upn}") {
+            if *template == "/api/v1/users/{upn}" {
                 let upn = "alice@example.com";
                 assert!(
                     [

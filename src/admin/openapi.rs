@@ -671,7 +671,7 @@ pub fn document() -> Value {
         }
     });
     super::openapi_access::extend(&mut doc);
-    super::openapi_groups::merge(doc)
+    super::openapi_apps::merge(super::openapi_groups::merge(doc))
 }
 
 #[cfg(test)]

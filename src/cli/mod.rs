@@ -5,6 +5,7 @@
 //! problem (no token, unreadable file); 2 connection/TLS failure or a usage error.
 
 pub mod access;
+pub mod apps;
 pub mod autopilot;
 pub mod backup;
 pub mod http;
@@ -120,6 +121,18 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         cmd: autopilot::AutopilotCmd,
+    },
+    /// Apps: upload/register MSI and MSIX packages, assign them to groups, install state.
+    Apps {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: apps::AppsCmd,
+    },
+    /// The Enrollment Status Page: configurations, assignments, a device's progress.
+    Esp {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: apps::EspCmd,
     },
     /// The Microsoft tenant (Graph): connect, status, sync, Entra groups, profile assignments.
     Tenant {
@@ -606,6 +619,8 @@ async fn run_command(a: &ClientArgs, cmd: Command, out: &mut dyn Write) -> Resul
         Command::Bulk { cmd } => access::bulk(&c, a.json, cmd, out).await,
         Command::Autopilot { cmd } => autopilot::run(&c, a.json, cmd, out).await,
         Command::Webhook { cmd } => webhook::run(&c, a.json, cmd, out).await,
+        Command::Apps { cmd } => apps::run(&c, a.json, cmd, out).await,
+        Command::Esp { cmd } => apps::esp(&c, a.json, cmd, out).await,
         Command::Trace { cmd } => trace::run(&c, a.json, cmd, out).await,
         Command::Tenant { cmd } => tenant::run(&c, a.json, cmd, out).await,
         Command::TenantLockdown { device_id, state } => {

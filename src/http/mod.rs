@@ -21,6 +21,7 @@
 //! one port can serve both by name. The verified peer certificate is captured per connection
 //! in a [`Peer`] and handed to the router.
 
+pub mod app_content;
 pub mod body;
 pub mod conn;
 pub mod landing;

@@ -107,6 +107,9 @@ pub async fn handle(
             soap(app, peer, req, Endpoint::Enrollment, trace_id).await
         }
         (Method::POST, paths::MANAGEMENT) => manage(app, peer, req, trace_id).await,
+        (_, p) if p.starts_with(super::app_content::PREFIX) => {
+            super::app_content::serve(app, req).await
+        }
         (Method::GET, p) if p.starts_with(crate::service::invitations::LANDING_PREFIX) => {
             let token = p[crate::service::invitations::LANDING_PREFIX.len()..].to_string();
             super::landing::invite(app, token).await

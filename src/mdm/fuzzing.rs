@@ -91,6 +91,7 @@ fn fixture() -> &'static Mutex<Fixture> {
             webhook: None,
             tenant: Arc::new(crate::tenant::Runtime::new(Default::default())),
             ui_sign_in: crate::ui::session::SignInLimiter::per_node(),
+            app_urls: crate::apps::token::Signer::random(),
             refusals: crate::mdm::refusals::Recorder::default(),
             tracer: crate::trace::Tracer::new(),
             federation: crate::federation::Federation::ephemeral(),

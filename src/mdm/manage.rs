@@ -239,6 +239,13 @@ pub fn handle_round(
         return Err(ManageError::Header { field: "SessionID" });
     }
     tracing::Span::current().record("session_id", session_id.as_str());
+    if client_msg == 1 {
+        // A session starts: an ESP whose apps were reported earlier, or whose timeout passed,
+        // releases the device in this session's reply.
+        if let Err(e) = crate::apps::esp::after_round(app, device_id) {
+            tracing::error!(device_id, error = %e, "ESP tracking failed; retried next session");
+        }
+    }
     let digest = session::message_digest(body);
     let lock = session::lock_device(device_id);
     for attempt in 1..=session::MAX_ROUND_ATTEMPTS {
@@ -316,6 +323,11 @@ impl AfterCommit {
             if let Err(e) = crate::autopilot::convert::after_round(app, device_id) {
                 tracing::error!(device_id, error = %e, "Autopilot conversion failed; retried at the next report");
             }
+        }
+        // The round may have brought the install alerts, or (an Autopilot link, a group
+        // change) an ESP: start or advance the device's ESP (one or two reads when none).
+        if let Err(e) = crate::apps::esp::after_round(app, device_id) {
+            tracing::error!(device_id, error = %e, "ESP tracking failed; retried next session");
         }
     }
 }
@@ -1029,39 +1041,16 @@ impl RoundBuilder<'_> {
                             .data
                             .as_deref()
                             .map(|d| clip_bytes(d.trim(), MAX_LOGIN_STATUS));
+                    } else if meta_type(item, None) == Some(crate::apps::state::INSTALL_ALERT) {
+                        // The EnterpriseDesktopAppManagement CSP page's alert example carries
+                        // the install result with Data 1224; Windows sends it as 1226.
+                        self.generic_alert(item);
                     }
                 }
             }
             Some(1226) => {
                 for item in a.items.iter() {
-                    let ty = meta_type(item, None).map(str::to_string);
-                    let data = item.data.as_deref();
-                    if data.is_some_and(|d| d.len() > MAX_ALERT_DATA) {
-                        tracing::info!(device_id = %self.device.device_id, bytes = data.map_or(0, str::len), "1226 alert data cut to {MAX_ALERT_DATA} bytes");
-                    }
-                    let alert = DeviceAlert {
-                        alert_type: ty.as_deref().map(|t| clip_bytes(t, MAX_ALERT_FIELD)),
-                        source: item
-                            .source
-                            .as_ref()
-                            .map(|s| clip_bytes(&s.loc_uri, MAX_ALERT_FIELD)),
-                        data: data.map(|d| clip_bytes(d, MAX_ALERT_DATA)),
-                        at: self.now,
-                    };
-                    self.device.alerts.push(alert);
-                    if self.device.alerts.len() > MAX_ALERTS {
-                        self.device.alerts.remove(0);
-                    }
-                    if ty.as_deref() == Some(UNENROLL_ALERT) {
-                        tracing::info!(device_id = %self.device.device_id, "device unenrolled at the user's request");
-                        self.device.state = DeviceState::Unenrolled;
-                        self.revoke.push((
-                            self.device.cert_serial.clone(),
-                            "unenrolled by the user".into(),
-                        ));
-                        self.end_session = true;
-                        self.end_reason = Some(SessionEnd::Unenrolled);
-                    }
+                    self.generic_alert(item);
                 }
             }
             Some(1223) => {
@@ -1070,6 +1059,38 @@ impl RoundBuilder<'_> {
                 self.end_reason = Some(SessionEnd::AbortedByDevice);
             }
             _ => {}
+        }
+    }
+
+    /// Records one item of a generic alert (1226) on the device (bounded in count and size).
+    fn generic_alert(&mut self, item: &Item<'_>) {
+        let ty = meta_type(item, None).map(str::to_string);
+        let data = item.data.as_deref();
+        if data.is_some_and(|d| d.len() > MAX_ALERT_DATA) {
+            tracing::info!(device_id = %self.device.device_id, bytes = data.map_or(0, str::len), "1226 alert data cut to {MAX_ALERT_DATA} bytes");
+        }
+        let alert = DeviceAlert {
+            alert_type: ty.as_deref().map(|t| clip_bytes(t, MAX_ALERT_FIELD)),
+            source: item
+                .source
+                .as_ref()
+                .map(|s| clip_bytes(&s.loc_uri, MAX_ALERT_FIELD)),
+            data: data.map(|d| clip_bytes(d, MAX_ALERT_DATA)),
+            at: self.now,
+        };
+        self.device.alerts.push(alert);
+        if self.device.alerts.len() > MAX_ALERTS {
+            self.device.alerts.remove(0);
+        }
+        if ty.as_deref() == Some(UNENROLL_ALERT) {
+            tracing::info!(device_id = %self.device.device_id, "device unenrolled at the user's request");
+            self.device.state = DeviceState::Unenrolled;
+            self.revoke.push((
+                self.device.cert_serial.clone(),
+                "unenrolled by the user".into(),
+            ));
+            self.end_session = true;
+            self.end_reason = Some(SessionEnd::Unenrolled);
         }
     }
 
@@ -1260,7 +1281,8 @@ impl RoundBuilder<'_> {
             if c.state != CommandState::Pending || (c.user_scoped && !user_ok) {
                 continue;
             }
-            let mut cmds = match syncml::parse_fragment(c.syncml.as_bytes()) {
+            let text = self.rendered(&c);
+            let mut cmds = match syncml::parse_fragment(text.as_bytes()) {
                 Ok(v) => v.into_iter().map(Command::into_owned).collect::<Vec<_>>(),
                 Err(e) => {
                     tracing::error!(command_id = %c.command_id, error = %e, "stored command no longer parses; failing it");
@@ -1358,6 +1380,21 @@ impl RoundBuilder<'_> {
 
     /// Sends the next chunk of a large object (alone in its message) if one fits in `avail`
     /// bytes; returns 1 when it did.
+    /// The command's text as sent: an app install command gets its download URL signed for
+    /// this device ([`crate::apps::deliver::render`]); the same text for every chunk of it.
+    fn rendered<'t>(&self, c: &'t CommandRecord) -> std::borrow::Cow<'t, str> {
+        match crate::apps::deliver::render(
+            self.app,
+            &self.device.device_id,
+            &c.command_id,
+            &c.syncml,
+            self.now,
+        ) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => std::borrow::Cow::Borrowed(&c.syncml),
+        }
+    }
+
     fn next_chunk(
         &mut self,
         reply: &mut SyncMl<'static>,
@@ -1368,8 +1405,12 @@ impl RoundBuilder<'_> {
         let base = rec
             .as_ref()
             .filter(|c| !c.state.is_terminal())
-            .and_then(|c| syncml::parse_fragment(c.syncml.as_bytes()).ok())
-            .and_then(|mut v| (v.len() == 1).then(|| v.remove(0).into_owned()));
+            .and_then(|c| {
+                let text = self.rendered(c);
+                syncml::parse_fragment(text.as_bytes())
+                    .ok()
+                    .and_then(|mut v| (v.len() == 1).then(|| v.remove(0).into_owned()))
+            });
         let Some(mut base) = base else {
             // Answered (e.g. failed), cancelled or gone: stop sending it.
             self.state.sending = None;

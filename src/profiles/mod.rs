@@ -86,6 +86,10 @@ pub struct Profile {
     pub created_at: i64,
     /// Last change (Unix seconds).
     pub updated_at: i64,
+    /// The app whose assignment this profile delivers ([`crate::apps::deliver`]): such a
+    /// profile is managed through `/api/v1/apps`, not edited or assigned as a profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 impl Profile {
@@ -361,6 +365,7 @@ pub fn create(app: &App, p: ProfileInput) -> Result<Profile, GroupError> {
         operations,
         created_at: now,
         updated_at: now,
+        app: None,
     };
     let key = name.to_lowercase();
     let ok = app.store.records().apply_records(&[
@@ -403,6 +408,7 @@ pub fn update_record(
 ) -> Result<Profile, GroupError> {
     let s = app.store.records();
     let old = get(app, id)?;
+    not_managed(&old)?;
     let mut prof = old.clone();
     let mut ops = Vec::new();
     if let Some(n) = &p.name {
@@ -476,6 +482,24 @@ pub fn delete(app: &App, id: &str) -> Result<Reconciled, GroupError> {
 /// Deletes a profile and its assignments; the devices that had it still need reconciling.
 pub fn delete_record(app: &App, id: &str) -> Result<(), GroupError> {
     let prof = get(app, id)?;
+    not_managed(&prof)?;
+    delete_any(app, &prof)
+}
+
+/// Refuses a profile that delivers an app (it changes through `/api/v1/apps`).
+pub fn not_managed(p: &Profile) -> Result<(), GroupError> {
+    match &p.app {
+        Some(a) => Err(GroupError::Conflict(format!(
+            "profile {} delivers app {a}: change it through /api/v1/apps/{a}",
+            p.id
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Deletes a profile record (managed or not) and its assignments.
+pub(crate) fn delete_any(app: &App, prof: &Profile) -> Result<(), GroupError> {
+    let id = prof.id.as_str();
     let s = app.store.records();
     let mut ops = vec![
         PROFILES.delete_op(id),
@@ -509,6 +533,12 @@ pub fn assign(app: &App, id: &str, group_id: &str) -> Result<(bool, Reconciled),
 /// Records the assignment of a profile to a group (`false`: it already was); the members still
 /// need reconciling.
 pub fn assign_record(app: &App, id: &str, group_id: &str) -> Result<bool, GroupError> {
+    not_managed(&get(app, id)?)?;
+    assign_any(app, id, group_id)
+}
+
+/// [`assign_record`] for any profile, managed ones too ([`crate::apps::deliver`]).
+pub(crate) fn assign_any(app: &App, id: &str, group_id: &str) -> Result<bool, GroupError> {
     get(app, id)?;
     if GROUPS.get(app.store.records(), group_id)?.is_none() {
         return Err(GroupError::NotFound(format!("group {group_id}")));
@@ -537,6 +567,12 @@ pub fn unassign(app: &App, id: &str, group_id: &str) -> Result<Reconciled, Group
 /// Removes an assignment (`NotFound` when it was not assigned); the devices still need
 /// reconciling.
 pub fn unassign_record(app: &App, id: &str, group_id: &str) -> Result<(), GroupError> {
+    not_managed(&get(app, id)?)?;
+    unassign_any(app, id, group_id)
+}
+
+/// [`unassign_record`] for any profile, managed ones too ([`crate::apps::deliver`]).
+pub(crate) fn unassign_any(app: &App, id: &str, group_id: &str) -> Result<(), GroupError> {
     get(app, id)?;
     let key = pair_key(id, group_id);
     if ASSIGNMENTS.get(app.store.records(), &key)?.is_none() {

@@ -199,7 +199,7 @@ pub async fn set_members(
 
 /// Starts the reconciliation of profile `id` as a background job and waits up to `--job-wait-ms`
 /// for it.
-async fn reconcile_job(
+pub(crate) async fn reconcile_job(
     app: &Arc<App>,
     actor: &Actor,
     id: &str,

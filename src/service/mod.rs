@@ -19,6 +19,7 @@ use crate::app::App;
 use crate::store::StoreError;
 
 pub mod access;
+pub mod apps;
 pub mod autopilot;
 pub mod backup;
 pub mod bulk;

@@ -185,7 +185,9 @@ async fn every_route_with_an_id_answers_404_for_an_unknown_one() {
             .replace("{group_id}", "no-such-group")
             .replace("{profile_id}", "no-such-profile")
             .replace("{profile}", "no-such-profile")
-            .replace("{serial}", "NO-SUCH-SERIAL")];
+            .replace("{serial}", "NO-SUCH-SERIAL")
+            .replace("{app_id}", "no-such-app")
+            .replace("{esp_id}", "no-such-esp")];
         if t.contains("{command_id}") || t.contains("{action_id}") {
             paths.push(
                 t.replace("{device_id}", &d.device_id)
@@ -324,6 +326,22 @@ async fn every_body_route_refuses_bad_json_and_unknown_fields() {
         ("POST", "/api/v1/backup".into(), json!({"x": 1})),
         (
             "POST",
+            "/api/v1/apps".into(),
+            json!({"name": "a", "url": "https://x.example/a.msi", "sha256": "ab", "x": 1}),
+        ),
+        (
+            "POST",
+            "/api/v1/apps/nope/assignments".into(),
+            json!({"group_id": "g", "x": 1}),
+        ),
+        ("POST", "/api/v1/esp".into(), json!({"name": "e", "x": 1})),
+        (
+            "POST",
+            "/api/v1/esp/nope/assignments".into(),
+            json!({"group_id": "g", "x": 1}),
+        ),
+        (
+            "POST",
             "/api/v1/devices/no-such-device/trace".into(),
             json!({"minutes": 5, "x": 1}),
         ),
@@ -365,6 +383,8 @@ async fn every_body_route_refuses_bad_json_and_unknown_fields() {
         "/api/v1/profiles/{profile_id}/push",
         "/api/v1/autopilot/devices",
         "/api/v1/webhook/dead-letters/{event_id}/redeliver",
+        // The MSI file itself (refusals in `apps::upload_refuses_what_is_not_an_msi_and_reads_the_identity`).
+        "/api/v1/apps/{app_id}/content",
         "/api/v1/tenant/sync",
     ];
     // Every body-taking route of ROUTES is in the table.

@@ -1,0 +1,404 @@
+//! The Enrollment Status Page end to end on the Autopilot path: the device registered with a
+//! group tag enrolls, its linking session puts it into the dynamic group the ESP and the app are
+//! assigned to, the FirstSyncStatus nodes arrive with the app's commands in the next session,
+//! and the device is
+//! released (ServerHasFinishedProvisioning, IsSyncDone) once the app is installed — or after
+//! the timeout, marked failed, when the install fails.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use winmdm::autopilot::link::SERIAL_URI;
+
+use super::windows::{Outcome, WindowsApps};
+use super::{fixture, ok, send, NODE, PRODUCT};
+use crate::autopilot::{enrolled_device, hash, import, HEADER};
+use crate::support::mdm_device::Received;
+use crate::support::{TestClock, TestServer};
+
+fn first_sync(srv: &TestServer, node: &str) -> String {
+    format!(
+        "./Device/Vendor/MSFT/DMClient/Provider/{}/FirstSyncStatus/{node}",
+        srv.app.cfg.provider_id
+    )
+}
+
+fn data_of<'r>(got: &'r [Received], target: &str) -> Option<&'r str> {
+    got.iter()
+        .find(|c| c.target.as_deref() == Some(target))
+        .and_then(|c| c.data.as_deref())
+}
+
+/// Sessions until the server has nothing more; every command received.
+async fn drain(win: &mut WindowsApps) -> Vec<Received> {
+    let mut all = Vec::new();
+    for _ in 0..6 {
+        let got = win.session().await;
+        if got.is_empty() {
+            break;
+        }
+        all.extend(got);
+    }
+    all
+}
+
+async fn setup(
+    srv: &TestServer,
+    serial: &str,
+    n: u32,
+    esp: Value,
+) -> (WindowsApps, String, String) {
+    let (st, app) = send(srv, "POST", "/api/v1/apps", fixture("1.0.0")).await;
+    assert_eq!(st, 201, "{app}");
+    let app_id = app["id"].as_str().unwrap().to_string();
+    let gid = ok(
+        srv,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"name": "esp lab", "query": "group_tag == \"esp-lab\""})),
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(
+        srv,
+        "POST",
+        &format!("/api/v1/apps/{app_id}/assignments"),
+        Some(json!({"group_id": gid})),
+        201,
+    )
+    .await;
+    let mut body = esp;
+    body["apps"] = json!([app_id]);
+    // `"via": "autopilot"`: attached to the Autopilot profile of the group, not to the group.
+    let via_autopilot = body
+        .as_object_mut()
+        .and_then(|o| o.remove("via"))
+        .is_some_and(|v| v == "autopilot");
+    if via_autopilot {
+        ok(
+            srv,
+            "POST",
+            "/api/v1/autopilot/profiles",
+            Some(json!({"name": "esp kiosks", "device_type": "windows-pc", "deployment_mode": "user-driven", "groups": [gid]})),
+            201,
+        )
+        .await;
+        body["autopilot_profiles"] = json!(["esp kiosks"]);
+    }
+    let esp = ok(srv, "POST", "/api/v1/esp", Some(body), 201).await;
+    let esp_id = esp["id"].as_str().unwrap().to_string();
+    if via_autopilot {
+        assert_eq!(
+            esp["autopilot_profiles"].as_array().map(Vec::len),
+            Some(1),
+            "{esp}"
+        );
+    } else {
+        ok(
+            srv,
+            "POST",
+            &format!("/api/v1/esp/{esp_id}/assignments"),
+            Some(json!({"group_id": gid})),
+            201,
+        )
+        .await;
+    }
+    let (st, _) = import(
+        srv,
+        format!("{HEADER}\r\n{serial},,{},esp-lab,\r\n", hash(n, 64)).into_bytes(),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let mut d = enrolled_device(srv, n).await;
+    d.nodes.insert(SERIAL_URI.into(), serial.into());
+    d.login_status = "others".into();
+    (WindowsApps::new(d, srv.client()), app_id, esp_id)
+}
+
+#[tokio::test]
+async fn esp_blocks_until_the_app_is_installed_then_releases() {
+    let srv = TestServer::start().await;
+    let (mut win, app_id, esp_id) = setup(
+        &srv,
+        "SER-ESP-01",
+        81,
+        json!({"name": "kiosk esp", "timeout_minutes": 30, "allow_continue": true, "custom_error_text": "Call the help desk at 555-0100."}),
+    )
+    .await;
+    let did = win.dev.device_id.clone();
+    // The first session links the device to its Autopilot record (serial, hardware data):
+    // its group tag puts it into the group, which queues the ESP nodes and the app.
+    let link = win.session().await;
+    assert_eq!(link[0].target.as_deref(), Some(SERIAL_URI));
+    assert!(!link.iter().any(|c| c.verb == "Exec"));
+    // The first session after that: the app's commands and the ESP nodes.
+    let first = win.session().await;
+    let expected = format!("{NODE}/Status;1");
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "ExpectedMSIAppPackages")),
+        Some(expected.as_str())
+    );
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "TimeOutUntilSyncFailure")),
+        Some("30")
+    );
+    // Not blocking-only: retry (2) + continue anyway (4).
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "BlockInStatusPage")),
+        Some("6")
+    );
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "AllowCollectLogsButton")),
+        Some("true")
+    );
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "CustomErrorText")),
+        Some("Call the help desk at 555-0100.")
+    );
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "SkipDeviceStatusPage")),
+        Some("false")
+    );
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "SkipUserStatusPage")),
+        Some("false")
+    );
+    assert!(first.iter().any(
+        |c| c.verb == "Exec" && c.target.as_deref() == Some(&format!("{NODE}/DownloadInstall"))
+    ));
+    assert!(
+        data_of(&first, &first_sync(&srv, "IsSyncDone")).is_none(),
+        "not released before the install"
+    );
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["esp_id"], esp_id.as_str());
+    assert_eq!(p["phase"], "device", "{p}");
+    assert_eq!(win.jobs.len(), 1);
+
+    // The install alert arrives (its session has nothing to send); the next session releases
+    // the device phase.
+    assert!(win.session().await.is_empty());
+    assert_eq!(
+        ok(
+            &srv,
+            "GET",
+            &format!("/api/v1/devices/{did}/esp"),
+            None,
+            200
+        )
+        .await["items"][0]["state"],
+        "installed"
+    );
+    let next = win.session().await;
+    assert_eq!(
+        data_of(&next, &first_sync(&srv, "ServerHasFinishedProvisioning")),
+        Some("true"),
+        "{next:?}"
+    );
+    assert_eq!(
+        data_of(&next, &first_sync(&srv, "IsSyncDone")),
+        Some("true")
+    );
+    assert!(data_of(&next, &first_sync(&srv, "WasDeviceSuccessfullyProvisioned")).is_none());
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "done", "{p}");
+    assert_eq!(p["device"]["success"], true);
+    assert_eq!(p["items"][0]["app_id"], app_id.as_str());
+    assert_eq!(p["items"][0]["state"], "installed");
+    // Nothing more: released once.
+    assert!(drain(&mut win).await.is_empty());
+}
+
+#[tokio::test]
+async fn esp_releases_a_failed_install_after_the_timeout_with_the_error_text() {
+    let now = winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock);
+    let clock = TestClock::at(now);
+    let srv = TestServer::start_with_clock(Arc::new(clock.clone()), |_| {}).await;
+    let (mut win, _app_id, _esp) = setup(
+        &srv,
+        "SER-ESP-02",
+        82,
+        json!({"name": "strict esp", "timeout_minutes": 5, "custom_error_text": "Setup failed: call IT.", "via": "autopilot"}),
+    )
+    .await;
+    win.outcome.insert(PRODUCT.into(), Outcome::Fails1603);
+    let did = win.dev.device_id.clone();
+    win.session().await; // the Autopilot link
+    let first = win.session().await;
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "CustomErrorText")),
+        Some("Setup failed: call IT.")
+    );
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "BlockInStatusPage")),
+        Some("2")
+    );
+    // The failure is reported; the page keeps waiting until the timeout.
+    assert!(drain(&mut win).await.is_empty());
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "device");
+    assert_eq!(p["items"][0]["state"], "failed");
+    assert_eq!(p["items"][0]["error"], "fatal error during installation");
+    // Five minutes later: released as failed (the page shows the custom error text).
+    clock.set(now + 5 * 60 + 1);
+    let got = drain(&mut win).await;
+    let t: Vec<&str> = got.iter().filter_map(|c| c.target.as_deref()).collect();
+    let failed = first_sync(&srv, "WasDeviceSuccessfullyProvisioned");
+    let finished = first_sync(&srv, "ServerHasFinishedProvisioning");
+    let done = first_sync(&srv, "IsSyncDone");
+    assert_eq!(
+        t,
+        vec![failed.as_str(), finished.as_str(), done.as_str()],
+        "failure first, then the release"
+    );
+    assert_eq!(data_of(&got, &failed), Some("0"));
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["device"]["success"], false);
+    assert!(
+        p["device"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("timeout after 5 minutes"),
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn esp_user_phase_waits_for_the_user_and_their_apps() {
+    let srv = TestServer::start().await;
+    let (st, app) = send(&srv, "POST", "/api/v1/apps", fixture("1.0.0")).await;
+    assert_eq!(st, 201);
+    let app_id = app["id"].as_str().unwrap().to_string();
+    let gid = ok(
+        &srv,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"name": "esp users", "query": "group_tag == \"esp-user\""})),
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(
+        &srv,
+        "POST",
+        &format!("/api/v1/apps/{app_id}/assignments"),
+        Some(json!({"group_id": gid, "scope": "user"})),
+        201,
+    )
+    .await;
+    let esp = ok(
+        &srv,
+        "POST",
+        "/api/v1/esp",
+        Some(json!({"name": "user esp", "apps": [app_id]})),
+        201,
+    )
+    .await;
+    let esp_id = esp["id"].as_str().unwrap().to_string();
+    ok(
+        &srv,
+        "POST",
+        &format!("/api/v1/esp/{esp_id}/assignments"),
+        Some(json!({"group_id": gid})),
+        201,
+    )
+    .await;
+    let (st, _) = import(
+        &srv,
+        format!("{HEADER}\r\nSER-ESP-03,,{},esp-user,\r\n", hash(83, 64)).into_bytes(),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let mut d = enrolled_device(&srv, 83).await;
+    d.nodes.insert(SERIAL_URI.into(), "SER-ESP-03".into());
+    d.login_status = "others".into();
+    let mut win = WindowsApps::new(d, srv.client());
+    let did = win.dev.device_id.clone();
+    win.session().await; // the Autopilot link
+    let before_user = drain(&mut win).await;
+    let user_list = format!(
+        "./User/Vendor/MSFT/DMClient/Provider/{}/FirstSyncStatus/ExpectedMSIAppPackages",
+        srv.app.cfg.provider_id
+    );
+    // No device-scope app: the device phase is released; the user's list and app wait.
+    assert_eq!(
+        data_of(&before_user, &first_sync(&srv, "TimeOutUntilSyncFailure")),
+        Some("60")
+    );
+    assert_eq!(
+        data_of(&before_user, &first_sync(&srv, "IsSyncDone")),
+        Some("true")
+    );
+    assert!(data_of(&before_user, &user_list).is_none());
+    assert!(!before_user.iter().any(|c| c.verb == "Exec"));
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "user", "{p}");
+    // The user signs in: the user's list and the per-user install arrive; its alert releases
+    // the user phase on the ./User nodes.
+    win.dev.login_status = "user".into();
+    // (The alert's own session has nothing to send; the release comes in the next one.)
+    let mut user = drain(&mut win).await;
+    user.extend(drain(&mut win).await);
+    let user_node = NODE.replace("./Device/", "./User/");
+    assert_eq!(
+        data_of(&user, &user_list),
+        Some(format!("{user_node}/Status;1").as_str())
+    );
+    assert!(user.iter().any(|c| c.verb == "Exec"
+        && c.target.as_deref() == Some(&format!("{user_node}/DownloadInstall"))));
+    let user_done = format!(
+        "./User/Vendor/MSFT/DMClient/Provider/{}/FirstSyncStatus/IsSyncDone",
+        srv.app.cfg.provider_id
+    );
+    assert_eq!(data_of(&user, &user_done), Some("true"), "{user:?}");
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "done", "{p}");
+    assert_eq!(p["user"]["success"], true);
+}
