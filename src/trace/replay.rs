@@ -152,6 +152,17 @@ impl Rewrite {
         self.pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }
 
+    /// Sets `from` → `to`, replacing an earlier target of `from` (what the live server says
+    /// wins over the first guess).
+    pub fn set(&mut self, from: &str, to: &str) {
+        self.pairs.retain(|(f, _)| f != from);
+        if from.is_empty() || from == to {
+            return;
+        }
+        self.pairs.push((from.to_string(), to.to_string()));
+        self.pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+    }
+
     /// `text` with every substitution applied in one pass (a replacement is never rewritten
     /// again; at each position the longest match wins).
     pub fn apply(&self, text: &str) -> String {
@@ -835,9 +846,9 @@ pub async fn replay(t: &Trace, opts: &Options) -> Result<Vec<Line>, ReplayError>
                                     _ => None,
                                 };
                             if let Some(rec) = rec_addr.or_else(|| recorded_mgmt_url(t)) {
-                                rw.add(&rec, &addr);
+                                rw.set(&rec, &addr);
                                 if let Some(ro) = origin_of(&rec) {
-                                    rw.add(&ro, &o);
+                                    rw.set(&ro, &o);
                                 }
                             }
                             mgmt = Some((o, path_of(&addr), Conn { cfg }));
