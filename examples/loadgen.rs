@@ -110,6 +110,11 @@ struct Args {
     /// is wrapped either way) and report sessions/s of each: what recording the metrics costs.
     #[arg(long)]
     compare_metrics: bool,
+    /// Alternate passes with every device traced (device traces: each exchange recorded,
+    /// redacted, in the store) and with nothing traced, and report sessions/s of each: what
+    /// recording costs. At most 1,000 devices (the trace rule bound).
+    #[arg(long)]
+    compare_tracing: bool,
     /// External mode: drive these running `winmdm serve` processes (their public base URLs,
     /// comma-separated) instead of an in-process server. Devices enroll through the real
     /// endpoints, device i through target i % n.
@@ -173,8 +178,11 @@ fn device_record(id: &str, serial: &str, thumb: &str, not_after: i64, now: i64) 
 
 /// `--target`: the simulated devices against running servers ([`load::run_external`]).
 fn external(args: &Args, rt: &tokio::runtime::Runtime) -> Result<(), Box<dyn std::error::Error>> {
-    if args.soak || args.enqueue_only || args.compare_round_lock {
-        return Err("--soak, --enqueue-only and --compare-round-lock are in-process only".into());
+    if args.soak || args.enqueue_only || args.compare_round_lock || args.compare_tracing {
+        return Err(
+            "--soak, --enqueue-only, --compare-round-lock and --compare-tracing are in-process only"
+                .into(),
+        );
     }
     let tokens = if args.token.is_empty() {
         let t = std::fs::read_to_string("./winmdm-data/admin-token")
@@ -472,6 +480,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut by_lock = [(0usize, Duration::ZERO); 2];
     // (sessions, session time) with metrics recording on / off, for --compare-metrics.
     let mut by_metrics = [(0usize, Duration::ZERO); 2];
+    // (sessions, session time) with every device traced / none, for --compare-tracing.
+    let mut by_tracing = [(0usize, Duration::ZERO); 2];
+    let admin = winmdm::service::Actor {
+        name: "loadgen".into(),
+        role: winmdm::service::TokenRole::Admin,
+    };
     let lat: Vec<Duration> = rt.block_on(async {
         let mut all = Vec::new();
         let passes = args.sessions.div_ceil(args.devices.max(1));
@@ -503,6 +517,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             winmdm::mdm::session::set_round_lock(lock_on);
             let metrics_on = !args.compare_metrics || pass % 2 == 1;
             app.metrics.set_enabled(metrics_on);
+            let tracing_on = args.compare_tracing && pass % 2 == 1;
+            if tracing_on {
+                for s in sims.iter() {
+                    let opts = winmdm::service::traces::StartTrace {
+                        minutes: Some(600),
+                        sessions: Some(winmdm::trace::MAX_SESSIONS),
+                        note: None,
+                    };
+                    winmdm::service::traces::start(&app, &admin, &s.id, opts).await?;
+                }
+            }
             let pass_started = Instant::now();
             let disk_before = disk_write_bytes();
             let before = all.len();
@@ -556,6 +581,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let slot = &mut by_metrics[usize::from(!metrics_on)];
                 slot.0 += all.len() - before;
                 slot.1 += pass_started.elapsed();
+                let slot = &mut by_tracing[usize::from(!tracing_on)];
+                slot.0 += all.len() - before;
+                slot.1 += pass_started.elapsed();
+            }
+            if tracing_on {
+                for s in sims.iter() {
+                    winmdm::service::traces::stop(&app, &admin, &s.id).await?;
+                }
             }
         }
         winmdm::mdm::session::set_round_lock(true);
@@ -601,6 +634,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (name, (n, t)) in [("on", by_metrics[0]), ("off", by_metrics[1])] {
             println!(
                 "metrics {name}: {n} sessions in {t:.2?}: sessions/s={:.0}",
+                n as f64 / t.as_secs_f64().max(1e-9)
+            );
+        }
+    }
+    if args.compare_tracing {
+        for (name, (n, t)) in [
+            ("every device traced", by_tracing[0]),
+            ("nothing traced", by_tracing[1]),
+        ] {
+            println!(
+                "{name}: {n} sessions in {t:.2?}: sessions/s={:.0}",
                 n as f64 / t.as_secs_f64().max(1e-9)
             );
         }
