@@ -18,6 +18,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -209,4 +210,40 @@ pub fn admin_token(
     let token = crate::clock::random_hex(32);
     write_secret(&path, format!("{token}\n").as_bytes())?;
     Ok((token, Some(path)))
+}
+
+/// A TLS client configuration for calling out (the results webhook, Microsoft Graph): rustls on
+/// aws-lc-rs, HTTP/1.1, trusting the system roots plus every PEM certificate in `ca`. `option`
+/// names the `--…-ca` option in errors. Errors: `ca` unreadable or holding no certificate, or no
+/// root trusted at all.
+pub fn outbound_tls(ca: Option<&Path>, option: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        // A system root rustls cannot parse is skipped, as browsers do.
+        let _ = roots.add(c);
+    }
+    if let Some(path) = ca {
+        let bad = |e: &dyn std::fmt::Display| format!("{option} {}: {e}", path.display());
+        let mut n = 0;
+        for c in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+            roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(bad(&"no PEM certificate in it"));
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "no root certificate is trusted (system store empty, no {option})"
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -4,7 +4,7 @@
 //! timeout and every answer's body bounded.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,43 +44,9 @@ pub struct Http {
 impl Http {
     /// A client trusting the system roots plus the PEM certificates in `ca`.
     pub fn new(ca: Option<&Path>) -> Result<Http, String> {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(c);
-        }
-        if let Some(path) = ca {
-            let mut n = 0;
-            for c in rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("--graph-ca {}: {e}", path.display()))?
-            {
-                let c = c.map_err(|e| format!("--graph-ca {}: {e}", path.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("--graph-ca {}: {e}", path.display()))?;
-                n += 1;
-            }
-            if n == 0 {
-                return Err(format!(
-                    "--graph-ca {}: no PEM certificate in it",
-                    path.display()
-                ));
-            }
-        }
-        if roots.is_empty() {
-            return Err(
-                "no root certificate is trusted (system store empty, no --graph-ca)".into(),
-            );
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = crate::pki::outbound_tls(ca, "--graph-ca")?;
         Ok(Http {
-            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            tls: tokio_rustls::TlsConnector::from(config),
             idle: Mutex::new(Vec::new()),
         })
     }

@@ -4,7 +4,7 @@
 //! session: delivery runs on its own task).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -52,47 +52,17 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for `target`, trusting the system roots plus the PEM certificates in `ca`.
     pub fn new(target: &Target, ca: Option<&Path>) -> Result<Client, String> {
-        use rustls::pki_types::pem::PemObject;
         let tls = if target.https {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in rustls_native_certs::load_native_certs().certs {
-                // A system root rustls cannot parse is skipped, as browsers do.
-                let _ = roots.add(c);
-            }
-            if let Some(path) = ca {
-                let mut n = 0;
-                for c in rustls::pki_types::CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("--webhook-ca {}: {e}", path.display()))?
-                {
-                    let c = c.map_err(|e| format!("--webhook-ca {}: {e}", path.display()))?;
-                    roots
-                        .add(c)
-                        .map_err(|e| format!("--webhook-ca {}: {e}", path.display()))?;
-                    n += 1;
+            let config = crate::pki::outbound_tls(ca, "--webhook-ca").map_err(|e| {
+                if e.starts_with("no root") {
+                    format!("the webhook uses https but {e}")
+                } else {
+                    e
                 }
-                if n == 0 {
-                    return Err(format!(
-                        "--webhook-ca {}: no PEM certificate in it",
-                        path.display()
-                    ));
-                }
-            }
-            if roots.is_empty() {
-                return Err(
-                    "the webhook uses https but no root certificate is trusted (system store empty, no --webhook-ca)"
-                        .into(),
-                );
-            }
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            })?;
             let name = ServerName::try_from(target.host.clone())
                 .map_err(|e| format!("--webhook-url host {:?}: {e}", target.host))?;
-            Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+            Some((tokio_rustls::TlsConnector::from(config), name))
         } else {
             None
         };
