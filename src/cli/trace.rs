@@ -122,6 +122,15 @@ pub enum TraceCmd {
     },
 }
 
+/// `/api/v1/devices/{device}/traces/{trace}`.
+fn trace_path(device_id: &str, trace_id: &str) -> String {
+    format!(
+        "/api/v1/devices/{}/traces/{}",
+        enc(device_id),
+        enc(trace_id)
+    )
+}
+
 fn opts(pairs: &[(&str, Option<Value>)]) -> Value {
     let mut m = serde_json::Map::new();
     for (k, v) in pairs {
@@ -358,11 +367,7 @@ pub(super) async fn run(
             device_id,
             trace_id,
         } => {
-            let path = format!(
-                "/api/v1/devices/{}/traces/{}",
-                enc(&device_id),
-                enc(&trace_id)
-            );
+            let path = trace_path(&device_id, &trace_id);
             let (b, v) = call(c, "GET", &path, None).await?;
             if json_out {
                 return raw(out, &b);
@@ -375,11 +380,7 @@ pub(super) async fn run(
             trace_id,
             output,
         } => {
-            let path = format!(
-                "/api/v1/devices/{}/traces/{}/export",
-                enc(&device_id),
-                enc(&trace_id)
-            );
+            let path = format!("{}/export", trace_path(&device_id, &trace_id));
             let r = c.request("GET", &path, None).await?;
             if !(200..300).contains(&r.status) {
                 let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
@@ -407,11 +408,7 @@ pub(super) async fn run(
             device_id,
             trace_id,
         } => {
-            let path = format!(
-                "/api/v1/devices/{}/traces/{}",
-                enc(&device_id),
-                enc(&trace_id)
-            );
+            let path = trace_path(&device_id, &trace_id);
             call(c, "DELETE", &path, None).await?;
             if json_out {
                 return Ok(());
