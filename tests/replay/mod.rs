@@ -23,7 +23,7 @@ fn rel(dir: &Path, p: &Path) -> String {
 }
 
 /// Device OMA-DM messages, in capture order (file names sort by session and message).
-fn syncml_captures(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn syncml_captures(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for sub in ["fleet", "peers/marcosd4h-mdm-poc"] {
         if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {

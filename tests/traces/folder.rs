@@ -6,7 +6,10 @@
 //! * the complete captured Windows flow in `../shared/conformance/peers/marcosd4h-mdm-poc/`
 //!   (discovery, policy, enrollment, two OMA-DM messages, answered there by another server) is
 //!   turned into a trace and replayed: no message may be `refused` or `skipped` (its answers
-//!   come from another server, so they may differ).
+//!   come from another server, so they may differ);
+//! * every captured device OMA-DM message of `../shared/conformance/` becomes a trace per
+//!   DeviceID, replayed over mutual TLS with a device enrolled under that DeviceID: none may be
+//!   `refused` (the table of `tests/replay` checks their answers in more detail).
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,7 @@ use winmdm::trace::format::{Endpoint, Exchange, Header, Message, Trace, FORMAT, 
 use winmdm::trace::replay::{self, Options, Verdict};
 
 use crate::enroll::conformance::server_with_capture_users;
+use crate::manage::conformance::device_with_id;
 use crate::support::device::element_text;
 use crate::support::{conformance_dir, TestServer, ADMIN_TOKEN};
 
@@ -218,4 +222,77 @@ async fn the_captured_windows_flow_replays_without_a_refusal() {
         );
     }
     srv.stop().await;
+}
+
+#[tokio::test]
+async fn the_captured_omadm_messages_replay_without_a_refusal() {
+    let Some(dir) = conformance_dir("the captured OMA-DM messages as traces") else {
+        return;
+    };
+    // One trace per recording (`fleet/trace-ngrok-…`, `fleet/trace-readme-…`, the peer's
+    // folder) and device: two recordings of one device reuse its SessionIDs, which a server
+    // rightly refuses as late copies once the URLs are rewritten alike.
+    let mut by_device: std::collections::BTreeMap<(String, String), Vec<Exchange>> =
+        Default::default();
+    for f in crate::replay::syncml_captures(&dir) {
+        let body = std::fs::read_to_string(&f).unwrap();
+        let id = winmdm::trace::syncml_source(&body)
+            .unwrap_or_else(|| panic!("{}: no DeviceID", f.display()));
+        let rel = f.strip_prefix(&dir).unwrap_or(&f).display().to_string();
+        let recording = rel
+            .rsplit_once('/')
+            .map(|(folder, name)| match name.strip_prefix("trace-") {
+                Some(rest) => format!("{folder}/trace-{}", rest.split('-').next().unwrap_or("")),
+                None => folder.to_string(),
+            })
+            .unwrap_or(rel);
+        let list = by_device.entry((recording, id)).or_default();
+        let seq = list.len() as u32 + 1;
+        list.push(exchange(
+            seq,
+            Endpoint::Management,
+            "POST",
+            "/ManagementServer/MDM.svc",
+            &body,
+            "",
+        ));
+    }
+    assert!(!by_device.is_empty(), "OMA-DM captures");
+    let mut total = 0;
+    for ((recording, id), exchanges) in by_device {
+        let srv = TestServer::start().await;
+        let mgmt = crate::support::mgmt_addr(srv.addr).unwrap_or(srv.addr);
+        let d = device_with_id(&srv, &id).await;
+        let trace = Trace {
+            header: Header {
+                format: FORMAT.into(),
+                version: VERSION,
+                id: format!("conformance-{id}"),
+                device_id: Some(id.clone()),
+                started_at: 0,
+                source: "conformance".into(),
+                redacted: false,
+                note: None,
+            },
+            exchanges,
+        };
+        let mut opts = options(&srv, false);
+        opts.server = format!("https://localhost:{}", mgmt.port());
+        opts.same_device_id = true;
+        opts.identity = Some((d.cert_der.clone(), d.key_der.clone()));
+        let lines = replay::replay(&trace, &opts).await.expect("replay");
+        let report: Vec<String> = lines.iter().map(ToString::to_string).collect();
+        println!("{recording} ({id}):\n  {}", report.join("\n  "));
+        assert_eq!(lines.len(), trace.exchanges.len());
+        for l in &lines {
+            assert!(
+                !matches!(l.verdict, Verdict::Refused(_) | Verdict::Skipped(_)),
+                "{recording} ({id}): {}",
+                report.join("\n")
+            );
+        }
+        total += lines.len();
+        srv.stop().await;
+    }
+    assert!(total >= 5, "{total} messages");
 }
