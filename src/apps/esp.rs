@@ -412,6 +412,24 @@ fn esp_for(app: &App, d: &crate::store::Device) -> Result<Option<Esp>, StoreErro
     Ok(None)
 }
 
+/// Whether an ESP may still start for `d` (enrolled in the last [`START_WINDOW`] seconds, in
+/// OOBE, not bulk, none tracked yet, and some ESP exists): the management round then keeps a
+/// session going that may bring the device into an ESP's group, so that the ESP nodes arrive
+/// in the device's first session.
+pub fn may_start(app: &App, d: &crate::store::Device, now: i64) -> Result<bool, StoreError> {
+    if now - d.enrolled_at > START_WINDOW || d.not_in_oobe == Some(true) || d.bulk {
+        return Ok(false);
+    }
+    let s = app.store.records();
+    if ESP_DEVICES
+        .get(s, &d.device_id)?
+        .is_some_and(|t| t.enrolled_at == d.enrolled_at)
+    {
+        return Ok(false);
+    }
+    Ok(!ESPS.page(s, None, 1)?.0.is_empty())
+}
+
 /// Starts or advances the ESP of a device after one of its management rounds.
 pub fn after_round(app: &App, device_id: &str) -> Result<(), StoreError> {
     let s = app.store.records();

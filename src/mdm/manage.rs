@@ -505,6 +505,23 @@ fn run_round(
     {
         sent = round.add_queued(&mut reply, budget)?;
     }
+    // A round that may move the device into groups (an Autopilot link, new attributes) while
+    // its Enrollment Status Page can still start keeps the session going with a keep-alive
+    // `Get` when it has nothing to send: the ESP nodes and the apps the new groups bring are
+    // queued when the round commits, and go out in this same, first session.
+    if sent == 0
+        && !device_has_more
+        && !round.end_session
+        && !superseded
+        && round.device.state == DeviceState::Enrolled
+        && (autopilot_answered
+            || crate::groups::attributes_changed(&before, &round.device)
+            || crate::autopilot::convert::reported(&before, &round.device))
+        && crate::apps::esp::may_start(app, &round.device, now)?
+    {
+        let size = syncml::written_len(&reply);
+        sent = round.keep_alive(&mut reply, size, budget);
+    }
     round.state.server_msg += 1;
     round.state.last_client_msg = client_msg;
     let mut out = Vec::with_capacity(syncml::written_len(&reply));

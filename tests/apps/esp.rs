@@ -1,7 +1,7 @@
 //! The Enrollment Status Page end to end on the Autopilot path: the device registered with a
 //! group tag enrolls, its linking session puts it into the dynamic group the ESP and the app are
-//! assigned to, the FirstSyncStatus nodes arrive with the app's commands in the next session,
-//! and the device is
+//! assigned to, and the FirstSyncStatus nodes arrive with the app's commands in that same,
+//! first session (the server keeps it going with a keep-alive `Get`); the device is
 //! released (ServerHasFinishedProvisioning, IsSyncDone) once the app is installed — or after
 //! the timeout, marked failed, when the install fails.
 
@@ -130,12 +130,16 @@ async fn esp_blocks_until_the_app_is_installed_then_releases() {
     .await;
     let did = win.dev.device_id.clone();
     // The first session links the device to its Autopilot record (serial, hardware data):
-    // its group tag puts it into the group, which queues the ESP nodes and the app.
-    let link = win.session().await;
-    assert_eq!(link[0].target.as_deref(), Some(SERIAL_URI));
-    assert!(!link.iter().any(|c| c.verb == "Exec"));
-    // The first session after that: the app's commands and the ESP nodes.
+    // its group tag puts it into the group, which queues the ESP nodes and the app; a
+    // keep-alive Get keeps that first session going, so they arrive in it.
     let first = win.session().await;
+    assert_eq!(first[0].target.as_deref(), Some(SERIAL_URI));
+    assert!(
+        first
+            .iter()
+            .any(|c| c.verb == "Get" && c.target.as_deref() == Some("./DevInfo/DmV")),
+        "the keep-alive Get: {first:?}"
+    );
     let expected = format!("{NODE}/Status;1");
     assert_eq!(
         data_of(&first, &first_sync(&srv, "ExpectedMSIAppPackages")),
@@ -240,7 +244,7 @@ async fn esp_releases_a_failed_install_after_the_timeout_with_the_error_text() {
     .await;
     win.outcome.insert(PRODUCT.into(), Outcome::Fails1603);
     let did = win.dev.device_id.clone();
-    win.session().await; // the Autopilot link
+    // The Autopilot link and, in the same first session, the ESP nodes.
     let first = win.session().await;
     assert_eq!(
         data_of(&first, &first_sync(&srv, "CustomErrorText")),
@@ -347,7 +351,7 @@ async fn esp_user_phase_waits_for_the_user_and_their_apps() {
     d.login_status = "others".into();
     let mut win = WindowsApps::new(d, srv.client());
     let did = win.dev.device_id.clone();
-    win.session().await; // the Autopilot link
+    // The Autopilot link, the device phase's nodes and its release in the first session.
     let before_user = drain(&mut win).await;
     let user_list = format!(
         "./User/Vendor/MSFT/DMClient/Provider/{}/FirstSyncStatus/ExpectedMSIAppPackages",
