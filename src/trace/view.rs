@@ -178,7 +178,32 @@ fn cmd_of(c: &Command<'_>) -> Cmd {
     out
 }
 
-/// Items carrying data of a device message, for reassembly: (LocURI, data, more_data).
+/// Chunks of large objects seen so far, per LocURI: (data, chunks).
+type Pending = std::collections::HashMap<String, (String, usize)>;
+
+/// Adds the data items of `cmds` to `pending`; an object whose last chunk (no `MoreData`) is
+/// here, after more than one chunk, goes to `out`.
+fn reassemble(cmds: &[Command<'_>], pending: &mut Pending, out: &mut Vec<LargeObject>) {
+    for (uri, data, more) in data_items(cmds) {
+        let e = pending.entry(uri.clone()).or_insert((String::new(), 0));
+        e.0.push_str(data);
+        e.1 += 1;
+        if !more {
+            if let Some((all, chunks)) = pending.remove(&uri) {
+                if chunks > 1 {
+                    out.push(LargeObject {
+                        locuri: uri,
+                        chunks,
+                        bytes: all.len(),
+                        data: clip(&all, 64 * 1024),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Items carrying data of a message, for reassembly: (LocURI, data, more_data).
 fn data_items<'a>(cmds: &'a [Command<'a>]) -> Vec<(String, &'a str, bool)> {
     let mut out = Vec::new();
     for c in cmds {
@@ -248,7 +273,9 @@ pub fn conversation(exchanges: &[Exchange]) -> Vec<Turn> {
             }
         })
         .collect();
-    let mut pending: std::collections::HashMap<String, (String, usize)> = Default::default();
+    // Large objects being reassembled, per LocURI: the device's, and ours.
+    let mut pending: Pending = Default::default();
+    let mut from_server: Pending = Default::default();
     let mut turns = Vec::with_capacity(exchanges.len());
     for (i, x) in exchanges.iter().enumerate() {
         let mut turn = Turn {
@@ -278,23 +305,7 @@ pub fn conversation(exchanges: &[Exchange]) -> Vec<Turn> {
                     if req.body.is_final { ", Final" } else { "" }
                 );
                 turn.device.commands = req.body.commands.iter().map(cmd_of).collect();
-                for (uri, data, more) in data_items(&req.body.commands) {
-                    let e = pending.entry(uri.clone()).or_insert((String::new(), 0));
-                    e.0.push_str(data);
-                    e.1 += 1;
-                    if !more {
-                        if let Some((all, chunks)) = pending.remove(&uri) {
-                            if chunks > 1 {
-                                turn.device.objects.push(LargeObject {
-                                    locuri: uri,
-                                    chunks,
-                                    bytes: all.len(),
-                                    data: clip(&all, 64 * 1024),
-                                });
-                            }
-                        }
-                    }
-                }
+                reassemble(&req.body.commands, &mut pending, &mut turn.device.objects);
                 if let Some(resp) = resp {
                     turn.server.summary = format!(
                         "MsgID {}, {} commands{}",
@@ -303,6 +314,11 @@ pub fn conversation(exchanges: &[Exchange]) -> Vec<Turn> {
                         if resp.body.is_final { ", Final" } else { "" }
                     );
                     turn.server.commands = resp.body.commands.iter().map(cmd_of).collect();
+                    reassemble(
+                        &resp.body.commands,
+                        &mut from_server,
+                        &mut turn.server.objects,
+                    );
                     let next = exchanges
                         .iter()
                         .zip(&parsed)

@@ -174,6 +174,16 @@ async fn an_enrollment_and_two_sessions_are_recorded_redacted_shown_and_exported
         })
         .collect();
     assert_eq!(codes.last(), Some(&200), "{codes:?}");
+    // ... and shown reassembled where its last chunk went out.
+    let objects: Vec<&serde_json::Value> = conv
+        .iter()
+        .filter_map(|t| t["server"]["objects"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0]["locuri"], "./Vendor/MSFT/Policy/Config/Big/Blob");
+    assert_eq!(objects[0]["bytes"], 14_000);
+    assert_eq!(objects[0]["chunks"].as_u64(), Some(codes.len() as u64));
     assert!(
         codes[..codes.len() - 1].iter().all(|c| *c == 213),
         "{codes:?}"
