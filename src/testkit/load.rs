@@ -801,7 +801,7 @@ struct Identity {
 }
 
 /// The client certificate (`My` store) and the w7 `ADDR` of a provisioning document.
-fn provisioning_parts(doc: &str) -> Option<(Vec<u8>, String)> {
+pub fn provisioning_parts(doc: &str) -> Option<(Vec<u8>, String)> {
     use base64::Engine as _;
     let my = doc.find("type=\"My\"")?;
     let enc = doc[my..].find("EncodedCertificate")? + my;

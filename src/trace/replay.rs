@@ -29,7 +29,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use super::format::{Endpoint, Exchange, Trace};
 use super::redact::{element_spans, replace_spans, REDACTED};
 use crate::syncml::{self, Command};
-use crate::testkit::load::{self as net, host_port, path_of};
+use crate::testkit::load::{self as net, host_port, path_of, provisioning_parts};
 
 /// What a replay needs beside the trace.
 #[derive(Debug, Clone, Default)]
@@ -645,20 +645,6 @@ fn fresh_csr(device_id: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
     )];
     let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
     Ok((csr.der().to_vec(), key.serialize_der()))
-}
-
-/// The client certificate (`My` store) and the w7 `ADDR` of a provisioning document.
-fn provisioning_parts(doc: &str) -> Option<(Vec<u8>, String)> {
-    let my = doc.find("type=\"My\"")?;
-    let enc = doc[my..].find("EncodedCertificate")? + my;
-    let v = doc[enc..].find("value=\"")? + enc + 7;
-    let end = doc[v..].find('"')? + v;
-    let cert = base64::engine::general_purpose::STANDARD
-        .decode(&doc[v..end])
-        .ok()?;
-    let a = doc.find("name=\"ADDR\" value=\"")? + 19;
-    let addr = doc[a..a + doc[a..].find('"')?].to_string();
-    Some((cert, addr))
 }
 
 /// Replays `t` against `opts.server`; one [`Line`] per exchange.
