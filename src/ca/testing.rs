@@ -18,7 +18,15 @@ pub const OID_MS_DEVICE_ID: &[u64] = &[1, 3, 6, 1, 4, 1, 311, 66, 1, 0];
 /// # Panics
 /// If key generation or signing fails (test helper).
 pub fn device_csr(device_id: &str, alg: KeyAlgorithm) -> (Vec<u8>, KeyPair) {
-    let key = alg.generate_key().expect("key generation");
+    try_device_csr(device_id, alg).expect("key generation and CSR signing")
+}
+
+/// [`device_csr`] without the panic (for tools: `winmdm trace replay` enrolls with it).
+pub fn try_device_csr(
+    device_id: &str,
+    alg: KeyAlgorithm,
+) -> Result<(Vec<u8>, KeyPair), rcgen::Error> {
+    let key = alg.generate_key()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(
@@ -29,8 +37,8 @@ pub fn device_csr(device_id: &str, alg: KeyAlgorithm) -> (Vec<u8>, KeyPair) {
     let mut value = device_id.as_bytes().to_vec();
     value.push(0);
     params.custom_extensions = vec![CustomExtension::from_oid_content(OID_MS_DEVICE_ID, value)];
-    let csr = params.serialize_request(&key).expect("CSR signing");
-    (csr.der().to_vec(), key)
+    let csr = params.serialize_request(&key)?;
+    Ok((csr.der().to_vec(), key))
 }
 
 /// A PKCS#10 request with a 1024-bit RSA key (`certs/test-rsa1024.csr`, made with openssl;

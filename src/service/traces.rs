@@ -16,7 +16,7 @@ use super::{audit, blocking, Actor, ServiceError};
 use crate::app::App;
 use crate::groups::pair_key;
 use crate::trace::{
-    self, record, view, Rule, Stopped, Trace, TraceMeta, UserRule, DEVICE_TRACES, RULES, TRACES,
+    self, record, view, Stopped, Trace, TraceMeta, UserRule, DEVICE_TRACES, RULES, TRACES,
     USER_RULES,
 };
 
@@ -194,26 +194,7 @@ fn start_one(
         record::delete_trace(store, &m.id, device_id)?;
     }
     let now = app.clock.now_unix();
-    let meta = TraceMeta {
-        id: crate::clock::random_hex(8),
-        device_id: device_id.to_string(),
-        started_at: now,
-        started_by: actor.name.clone(),
-        until: now + secs,
-        max_sessions: sessions,
-        sessions: 0,
-        last_session: None,
-        exchanges: 0,
-        bytes: 0,
-        updated_at: now,
-        stopped: None,
-        note,
-    };
-    let rule = Rule {
-        trace_id: meta.id.clone(),
-        until: meta.until,
-        max_sessions: sessions,
-    };
+    let (meta, rule) = TraceMeta::start(device_id, &actor.name, now, secs, sessions, note);
     let ops = [
         RULES.expect_absent(device_id),
         RULES.put_op(device_id, &rule),

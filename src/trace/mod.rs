@@ -147,6 +147,39 @@ pub struct TraceMeta {
 }
 
 impl TraceMeta {
+    /// A new trace of `device_id` started at `now` by `by`, recording `secs` seconds and
+    /// `max_sessions` sessions, with its rule.
+    pub fn start(
+        device_id: &str,
+        by: &str,
+        now: i64,
+        secs: i64,
+        max_sessions: u32,
+        note: Option<String>,
+    ) -> (TraceMeta, Rule) {
+        let meta = TraceMeta {
+            id: crate::clock::random_hex(8),
+            device_id: device_id.to_string(),
+            started_at: now,
+            started_by: by.to_string(),
+            until: now + secs,
+            max_sessions,
+            sessions: 0,
+            last_session: None,
+            exchanges: 0,
+            bytes: 0,
+            updated_at: now,
+            stopped: None,
+            note,
+        };
+        let rule = Rule {
+            trace_id: meta.id.clone(),
+            until: meta.until,
+            max_sessions,
+        };
+        (meta, rule)
+    }
+
     /// Still recording at `now`.
     pub fn recording(&self, now: i64) -> bool {
         self.stopped.is_none() && now < self.until

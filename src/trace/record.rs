@@ -172,29 +172,18 @@ impl Tracer {
         if RULES.get(store, device_id)?.is_some() {
             return Ok(());
         }
-        let meta = TraceMeta {
-            id: crate::clock::random_hex(8),
-            device_id: device_id.to_string(),
-            started_at: now,
-            started_by: rule.started_by.clone(),
-            until: now + rule.window_secs,
-            max_sessions: rule.max_sessions,
-            sessions: 0,
-            last_session: None,
-            exchanges: 0,
-            bytes: 0,
-            updated_at: now,
-            stopped: None,
-            note: Some(match &rule.note {
-                Some(n) => format!("enrollment of {upn}: {n}"),
-                None => format!("enrollment of {upn}"),
-            }),
-        };
-        let device_rule = Rule {
-            trace_id: meta.id.clone(),
-            until: meta.until,
-            max_sessions: meta.max_sessions,
-        };
+        let note = Some(match &rule.note {
+            Some(n) => format!("enrollment of {upn}: {n}"),
+            None => format!("enrollment of {upn}"),
+        });
+        let (meta, device_rule) = TraceMeta::start(
+            device_id,
+            &rule.started_by,
+            now,
+            rule.window_secs,
+            rule.max_sessions,
+            note,
+        );
         let mut left = rule.clone();
         left.enrollments_left -= 1;
         let mut ops = vec![

@@ -628,23 +628,10 @@ fn roots_store(
 /// A fresh request shaped like Windows' (subject `CN=…!<device_id>`, the DeviceID extension),
 /// with a new EC P-256 key: (DER request, PKCS#8 key).
 fn fresh_csr(device_id: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
-    use rcgen::{CertificateParams, CustomExtension, DistinguishedName, DnType, KeyPair};
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        format!("BA405A5D-B1C7-4737-81C8-8F379A!{device_id}\0"),
-    );
-    params.distinguished_name = dn;
-    let mut value = device_id.as_bytes().to_vec();
-    value.push(0);
-    params.custom_extensions = vec![CustomExtension::from_oid_content(
-        crate::ca::testing::OID_MS_DEVICE_ID,
-        value,
-    )];
-    let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
-    Ok((csr.der().to_vec(), key.serialize_der()))
+    let (csr, key) =
+        crate::ca::testing::try_device_csr(device_id, crate::ca::KeyAlgorithm::EcdsaP256)
+            .map_err(|e| e.to_string())?;
+    Ok((csr, key.serialize_der()))
 }
 
 /// Replays `t` against `opts.server`; one [`Line`] per exchange.
