@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::http::Client;
-use super::{call, enc, pages, raw, str_of, table, time_of, w, Failure};
+use super::{call, enc, pages, pages_json, raw, str_of, table, time_of, w, Failure};
 
 /// A token's role.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,13 +107,7 @@ pub(super) async fn token(
         TokenCmd::List => {
             let (tokens, body, n) = pages(c, "/api/v1/tokens", "tokens", None, None, true).await?;
             if json_out {
-                if n > 1 {
-                    return w(
-                        out,
-                        &format!("{}\n", json!({ "tokens": tokens, "next": Value::Null })),
-                    );
-                }
-                return raw(out, &body);
+                return pages_json(out, "tokens", &tokens, &body, n);
             }
             let rows = tokens
                 .iter()
@@ -186,13 +180,7 @@ pub(super) async fn invitation(
             let (invs, body, n) =
                 pages(c, "/api/v1/invitations", "invitations", None, None, true).await?;
             if json_out {
-                if n > 1 {
-                    return w(
-                        out,
-                        &format!("{}\n", json!({ "invitations": invs, "next": Value::Null })),
-                    );
-                }
-                return raw(out, &body);
+                return pages_json(out, "invitations", &invs, &body, n);
             }
             let rows = invs
                 .iter()

@@ -8,7 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 use super::http::Client;
-use super::{call, enc, pages, raw, str_of, table, w, Failure};
+use super::{call, enc, pages, pages_json, raw, str_of, table, w, Failure};
 
 /// Device or user install.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -521,13 +521,7 @@ pub(super) async fn run(
         AppsCmd::List { limit, cursor, all } => {
             let (found, body, n) = pages(c, "/api/v1/apps", "apps", limit, cursor, all).await?;
             if json_out {
-                if n > 1 {
-                    return w(
-                        out,
-                        &format!("{}\n", json!({"apps": found, "next": Value::Null})),
-                    );
-                }
-                return raw(out, &body);
+                return pages_json(out, "apps", &found, &body, n);
             }
             let rows = found
                 .iter()
@@ -626,13 +620,7 @@ pub(super) async fn run(
             )
             .await?;
             if json_out {
-                if n > 1 {
-                    return w(
-                        out,
-                        &format!("{}\n", json!({"devices": found, "next": Value::Null})),
-                    );
-                }
-                return raw(out, &body);
+                return pages_json(out, "devices", &found, &body, n);
             }
             w(out, &table(&STATE_HEAD, state_rows(&found)))
         }

@@ -8,7 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use serde_json::{json, Map, Value};
 
 use super::http::Client;
-use super::{call, enc, items, pages, raw, str_of, table, time_of, w, Failure, OnOff};
+use super::{call, enc, items, pages, pages_json, raw, str_of, table, time_of, w, Failure, OnOff};
 
 /// How long an import may take (a 10,000-row file is ~40 MB).
 pub const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -457,13 +457,7 @@ async fn device(
             };
             let (devices, body, n) = pages(c, &base, "devices", limit, cursor, all).await?;
             if json_out {
-                if n > 1 {
-                    return w(
-                        out,
-                        &format!("{}\n", json!({ "devices": devices, "next": Value::Null })),
-                    );
-                }
-                return raw(out, &body);
+                return pages_json(out, "devices", &devices, &body, n);
             }
             let rows = devices
                 .iter()

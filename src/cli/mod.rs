@@ -684,13 +684,7 @@ async fn user(
         UserCmd::List => {
             let (users, body, pages) = pages(c, "/api/v1/users", "users", None, None, true).await?;
             if json_out {
-                if pages > 1 {
-                    return w(
-                        out,
-                        &format!("{}\n", json!({ "users": users, "next": Value::Null })),
-                    );
-                }
-                return raw(out, &body);
+                return pages_json(out, "users", &users, &body, pages);
             }
             let rows = users
                 .iter()
@@ -780,6 +774,24 @@ async fn user(
     }
 }
 
+/// The `--json` output of a listing read with [`pages`]: the server's answer as it is when it
+/// came in one page, else every page's items under `key` with `"next": null`.
+fn pages_json(
+    out: &mut dyn Write,
+    key: &str,
+    found: &[Value],
+    body: &[u8],
+    pages: usize,
+) -> Result<(), Failure> {
+    if pages > 1 {
+        let mut merged = serde_json::Map::new();
+        merged.insert(key.to_string(), Value::Array(found.to_vec()));
+        merged.insert("next".to_string(), Value::Null);
+        return w(out, &format!("{}\n", Value::Object(merged)));
+    }
+    raw(out, body)
+}
+
 /// Fetches a paginated list (`key` holds the items): one page, or every page when `all`.
 /// Returns the items, the last raw body and how many pages were read.
 async fn pages(
@@ -826,13 +838,7 @@ async fn audit(
 ) -> Result<(), Failure> {
     let (entries, body, n) = pages(c, "/api/v1/audit", "entries", limit, cursor, all).await?;
     if json_out {
-        if n > 1 {
-            return w(
-                out,
-                &format!("{}\n", json!({ "entries": entries, "next": Value::Null })),
-            );
-        }
-        return raw(out, &body);
+        return pages_json(out, "entries", &entries, &body, n);
     }
     let next = serde_json::from_slice::<Value>(&body)
         .ok()

@@ -4,10 +4,10 @@
 use std::io::Write;
 
 use clap::Subcommand;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::http::Client;
-use super::{call, enc, pages, raw, str_of, table, time_of, w, Failure};
+use super::{call, enc, pages, pages_json, raw, str_of, table, time_of, w, Failure};
 
 /// `winmdm webhook …`.
 #[derive(Subcommand, Debug, Clone)]
@@ -80,16 +80,7 @@ pub(super) async fn run(
             )
             .await?;
             if json_out {
-                if n > 1 {
-                    return w(
-                        out,
-                        &format!(
-                            "{}\n",
-                            json!({ "dead_letters": found, "next": Value::Null })
-                        ),
-                    );
-                }
-                return raw(out, &body);
+                return pages_json(out, "dead_letters", &found, &body, n);
             }
             let next = serde_json::from_slice::<Value>(&body)
                 .ok()
