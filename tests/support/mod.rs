@@ -235,6 +235,17 @@ impl TestServer {
         tmp
     }
 
+    /// Stops the listeners and the node's background loops (the job sweep among them) and keeps
+    /// the `App` open, for a test that drives the `App` alone and must not race those loops.
+    pub async fn halt(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
     /// Stops and starts again on the same data dir.
     pub async fn restart(self) -> TestServer {
         let dir = self.data_dir.clone();
