@@ -2,6 +2,7 @@
 //! the benches and the load tool. Not part of the stable API.
 #![allow(missing_docs)]
 
+pub mod handshake;
 pub mod load;
 
 use crate::soap::client;

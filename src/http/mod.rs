@@ -57,6 +57,9 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The client certificate (leaf), already verified to chain to our CA, if one was presented.
     pub client_cert: Option<CertificateDer<'static>>,
+    /// The device identity found in `client_cert` by the connection's first management
+    /// request (see [`crate::mdm::identity::authenticate_on`]).
+    pub identity: crate::mdm::identity::ConnectionIdentity,
 }
 
 /// Which routes a listener serves.
@@ -504,7 +507,11 @@ async fn serve_connection(
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.clone().into_owned());
-    let peer = Arc::new(Peer { addr, client_cert });
+    let peer = Arc::new(Peer {
+        addr,
+        client_cert,
+        identity: Default::default(),
+    });
     let svc = service_fn(move |req| {
         let (app, peer) = (app.clone(), peer.clone());
         let busy = state.request();

@@ -516,7 +516,7 @@ async fn manage_inner(
             // Behind a TLS-terminating proxy: the device's message signature stands in for the
             // client certificate (only when enabled).
             (None, Some(sig)) => crate::mdm::identity::authenticate_signed(store, &app2.ca, sig, &body, now),
-            _ => crate::mdm::identity::authenticate(store, &app2.ca, cert, now),
+            _ => crate::mdm::identity::authenticate_on(store, &app2.ca, cert, now, &peer.identity),
         };
         let auth = match authenticated {
             Ok(a) => a,

@@ -7,9 +7,13 @@
 //! (or, after a renewal, the replaced one during its grace period, see `mdm::renew`), and —
 //! checked by the session layer — the SyncML `SyncHdr/Source/LocURI` names the same device.
 //! This is checked on every request, not once per connection: TLS resumption keeps the original
-//! certificate even after it was revoked.
+//! certificate even after it was revoked. What cannot change while a connection lives — the
+//! certificate's structure and the CA's signature on it — is checked once per connection
+//! ([`ConnectionIdentity`]); its validity period and the store's binding on every request.
 
-use crate::ca::{Ca, CaError};
+use std::sync::OnceLock;
+
+use crate::ca::{Ca, CaError, CertIdentity};
 use crate::store::{Device, DeviceState, Store, StoreError};
 
 /// Proof that a request comes from an enrolled device holding its current certificate. Only
@@ -133,6 +137,47 @@ pub fn authenticate_signed(
 ) -> Result<DeviceAuthenticated, AuthError> {
     let id =
         crate::ca::verify_signature_header(ca, signature_header, body, at(now)).map_err(ca_err)?;
+    bound_device(store, id, now)
+}
+
+/// What one connection's client certificate was found to be, kept for the connection's later
+/// requests (the certificate of a TLS connection never changes): one CA signature check and
+/// two certificate parses per connection instead of per request.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionIdentity(OnceLock<CertIdentity>);
+
+/// [`authenticate`] for a request on a connection: the CA's checks of `cert_der` come from
+/// `memo` when an earlier request of the connection passed them; the validity period is checked
+/// against `now` and the store's binding (revocation, current certificate) is read every time.
+pub fn authenticate_on(
+    store: &dyn Store,
+    ca: &Ca,
+    cert_der: Option<&[u8]>,
+    now: i64,
+    memo: &ConnectionIdentity,
+) -> Result<DeviceAuthenticated, AuthError> {
+    let der = cert_der.ok_or(AuthError::NoCertificate)?;
+    let id = match memo.0.get() {
+        Some(id) => {
+            let t = at(now);
+            if t < id.not_before {
+                return Err(AuthError::Rejected {
+                    reason: "not yet valid".into(),
+                });
+            }
+            if t > id.not_after {
+                return Err(AuthError::Rejected {
+                    reason: "expired".into(),
+                });
+            }
+            id.clone()
+        }
+        None => {
+            let id = ca.authenticate_device_cert(der, at(now)).map_err(ca_err)?;
+            let _ = memo.0.set(id.clone());
+            id
+        }
+    };
     bound_device(store, id, now)
 }
 

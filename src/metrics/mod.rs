@@ -366,6 +366,12 @@ impl Metrics {
         self.enabled.load(Ordering::Relaxed)
     }
 
+    /// The embedded store's group-commit counters, when that store is in use (the load tool
+    /// reports writers per commit from them).
+    pub fn commit_stats(&self) -> Option<crate::store::redb::CommitStats> {
+        self.commits.get().map(|s| s.commit_stats())
+    }
+
     /// Turns recording on or off (to measure its cost; scrapes still answer).
     pub fn set_enabled(&self, on: bool) {
         self.enabled.store(on, Ordering::Relaxed);

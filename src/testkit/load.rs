@@ -552,6 +552,9 @@ pub struct Report {
     pub server_cpu: Option<ServerCpu>,
     /// This process's CPU in the session phases.
     pub own_session_cpu: Option<f64>,
+    /// With a new handshake per session: the handshake-crypto bound, measured after the
+    /// sessions on this machine.
+    pub handshake_bound: Option<super::handshake::Bound>,
 }
 
 impl Report {
@@ -701,8 +704,39 @@ impl fmt::Display for Report {
                 100.0 * c / self.session_time.as_secs_f64().max(1e-9)
             )?;
         }
+        if let Some(b) = self.handshake_bound {
+            let per_session_cpu = self.server_cpu.map(|c| c.sessions / sessions.max(1) as f64);
+            write!(
+                f,
+                "{}",
+                handshake_line(&b, rate(sessions, self.session_time), per_session_cpu)
+            )?;
+        }
         Ok(())
     }
+}
+
+/// The report's lines on the handshake-crypto bound: the sessions/s reached as a share of it,
+/// and (with the server's CPU per session) the share of that CPU the handshake's crypto is.
+pub fn handshake_line(
+    b: &super::handshake::Bound,
+    sessions_per_s: f64,
+    server_cpu_per_session: Option<f64>,
+) -> String {
+    let mut out = format!(
+        "{b}\nsessions/s = {:.1} % of the bound",
+        100.0 * sessions_per_s / b.per_second().max(1e-9)
+    );
+    if let Some(cpu) = server_cpu_per_session {
+        out.push_str(&format!(
+            "; server CPU per session {:.0} µs, of which the handshake's crypto is {:.0} µs ({:.0} %)",
+            cpu * 1e6,
+            b.per_handshake().as_secs_f64() * 1e6,
+            100.0 * b.per_handshake().as_secs_f64() / cpu.max(1e-9)
+        ));
+    }
+    out.push('\n');
+    out
 }
 
 /// A target: its public endpoint and admin token.
@@ -1248,6 +1282,9 @@ pub async fn run_external(opts: &ExternalOptions) -> Result<Report, Failure> {
         });
     }
     report.own_session_cpu = Some(own_sessions);
+    if !opts.reuse {
+        report.handshake_bound = super::handshake::measure(Duration::from_millis(300)).ok();
+    }
     Ok(report)
 }
 

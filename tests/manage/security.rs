@@ -366,3 +366,79 @@ async fn device_reported_alerts_and_inventory_are_stored_bounded() {
     assert!(page.to_string().len() < 128 * 1024);
     srv.stop().await;
 }
+
+/// Windows sends a session's messages on one kept connection. The CA's checks of the connection's
+/// certificate are made once per connection (`identity::ConnectionIdentity`), but its
+/// revocation and its validity period are still decided on every request: a certificate revoked
+/// or expired while the connection stays open gets 403 on the next message.
+#[tokio::test]
+async fn a_kept_connection_is_refused_once_its_certificate_is_revoked_or_expired() {
+    use winmdm::clock::Clock;
+    use winmdm::testkit::load;
+    let clock = crate::support::TestClock::at(time::OffsetDateTime::now_utc().unix_timestamp());
+    let srv = TestServer::start_with_clock(std::sync::Arc::new(clock.clone()), |_| {}).await;
+    let d = enrolled(&srv, 36).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(d.root_der.clone())).unwrap();
+    let tls = load::tls_client(
+        std::sync::Arc::new(roots),
+        Some((
+            CertificateDer::from(d.cert_der.clone()),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(d.key_der.clone())),
+        )),
+        false,
+    )
+    .unwrap();
+    let to = load::Endpoint {
+        addr: srv.mgmt_addr.expect("management listener"),
+        host: "localhost".into(),
+    };
+    // Expiry: one connection, a message before and one after the certificate's NotAfter.
+    let mut tx = load::connect(&to, tls.clone()).await.unwrap();
+    assert_eq!(post(&d, &mut tx, 1).await, 200);
+    assert_eq!(post(&d, &mut tx, 2).await, 200, "the same connection again");
+    clock.set(clock.now_unix() + 366 * 86_400);
+    assert_eq!(
+        post(&d, &mut tx, 3).await,
+        403,
+        "expired while the connection stayed open"
+    );
+    clock.set(clock.now_unix() - 366 * 86_400);
+    assert_eq!(
+        post(&d, &mut tx, 4).await,
+        200,
+        "valid again at the earlier time"
+    );
+
+    // Revocation: the connection's next message after the certificate was revoked.
+    pending_get(&srv, &d).await;
+    let (_, dev) = srv
+        .admin("GET", &format!("/api/v1/devices/{}", d.device_id), None)
+        .await;
+    srv.app
+        .store
+        .revoke_cert(dev["cert_serial"].as_str().unwrap(), "test", 1)
+        .unwrap();
+    assert_eq!(
+        post(&d, &mut tx, 5).await,
+        403,
+        "revoked while the connection stayed open"
+    );
+    still_pending(&srv, &d).await;
+    srv.stop().await;
+}
+
+/// Package 1 of session `session` of `d` on the kept connection `tx`: the HTTP status.
+async fn post(d: &ManagedDevice, tx: &mut winmdm::testkit::load::Sender, session: u32) -> u16 {
+    winmdm::testkit::load::request(
+        tx,
+        "POST",
+        "localhost",
+        &d.mgmt_path,
+        &[("content-type", "application/vnd.syncml.dm+xml")],
+        d.first_package(session, "").into_bytes(),
+    )
+    .await
+    .expect("request on the kept connection")
+    .0
+}
