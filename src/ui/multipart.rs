@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn streams_the_file_in_pieces_whatever_the_frames() {
         // File content that looks like the start of the delimiter, and binary bytes.
-        let content: Vec<u8> = b"MZ\r\n--Xy\r\n--XyZa\x00\xff\r\n-"
+        let content: Vec<u8> = b"MZ\r\n--Xy\r\n--XyY\x00\xff\r\n-"
             .iter()
             .copied()
             .chain((0..=255u8).cycle().take(5000))
@@ -312,7 +312,7 @@ mod tests {
         assert!(!done);
         // A text field larger than a form may be is refused, however it arrives.
         let mut big = b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n".to_vec();
-        big.extend(std::iter::repeat(b'x').take(super::super::MAX_FORM_BODY + 100));
+        big.extend(std::iter::repeat_n(b'x', super::super::MAX_FORM_BODY + 100));
         let mut p = Streaming::new("XyZ");
         assert_eq!(
             big.chunks(4096).map(|c| p.push(c)).find_map(Result::err),
