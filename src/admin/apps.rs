@@ -15,6 +15,7 @@
 //! | POST | `/api/v1/esp` `{"name","apps"?,"timeout_minutes"?,"block"?,"allow_reset"?,"allow_retry"?,"allow_continue"?,"allow_collect_logs"?,"custom_error_text"?,"skip_device_page"?,"skip_user_page"?}` | 201 ESP; 400; 404 unknown app |
 //! | GET | `/api/v1/esp?limit=&cursor=` | 200 `{"esp": [...], "next"}` |
 //! | GET | `/api/v1/esp/{esp_id}` | 200 ESP + `groups`; 404 |
+//! | PUT | `/api/v1/esp/{esp_id}` (the body of `POST /api/v1/esp`) | 200 ESP (group assignments kept); 400; 404 |
 //! | DELETE | `/api/v1/esp/{esp_id}` | 204; 404 |
 //! | POST | `/api/v1/esp/{esp_id}/assignments` `{"group_id"}` | 201 (200 if it was); 404 |
 //! | DELETE | `/api/v1/esp/{esp_id}/assignments/{group_id}` | 204; 404 |
@@ -49,6 +50,7 @@ pub(super) enum Ep<'a> {
     CreateEsp,
     ListEsp,
     GetEsp(&'a str),
+    UpdateEsp(&'a str),
     DeleteEsp(&'a str),
     AssignEsp(&'a str),
     UnassignEsp(&'a str, &'a str),
@@ -68,6 +70,7 @@ pub(super) fn endpoint<'a>(segs: &[&'a str], method: &Method) -> Result<Ep<'a>, 
         (["esp"], Method::POST) => Ep::CreateEsp,
         (["esp"], Method::GET) => Ep::ListEsp,
         (["esp", id], Method::GET) => Ep::GetEsp(id),
+        (["esp", id], Method::PUT) => Ep::UpdateEsp(id),
         (["esp", id], Method::DELETE) => Ep::DeleteEsp(id),
         (["esp", id, "assignments"], Method::POST) => Ep::AssignEsp(id),
         (["esp", id, "assignments", g], Method::DELETE) => Ep::UnassignEsp(id, g),
@@ -171,6 +174,13 @@ pub(super) async fn handle(
             Ok(page_json("esp", &svc::list_esp(app, cursor, limit).await?))
         }
         Ep::GetEsp(id) => Ok(json(StatusCode::OK, &svc::get_esp(app, id).await?)),
+        Ep::UpdateEsp(id) => {
+            let i: crate::apps::esp::EspInput = json_body(req).await?;
+            Ok(json(
+                StatusCode::OK,
+                &svc::update_esp(app, actor, id, i).await?,
+            ))
+        }
         Ep::DeleteEsp(id) => {
             svc::delete_esp(app, actor, id).await?;
             Ok(super::no_content())

@@ -128,6 +128,7 @@ pub fn paths() -> Value {
         },
         "/api/v1/esp/{esp_id}": {
             "get": op("getEsp", "One ESP with its groups", vec![id("esp_id")], None, json!({"200": ok("The ESP.", "EspDetail"), "404": err("Unknown ESP.")})),
+            "put": op("updateEsp", "Replace an ESP's configuration (the rules of createEsp; its group assignments stay)", vec![id("esp_id")], Some(body("EspInput")), json!({"200": ok("The ESP.", "Esp"), "400": err("Invalid fields."), "404": err("Unknown ESP or app.")})),
             "delete": op("deleteEsp", "Delete an ESP (devices being tracked finish as started)", vec![id("esp_id")], None, json!({"204": {"description": "Deleted."}, "404": err("Unknown ESP.")}))
         },
         "/api/v1/esp/{esp_id}/assignments": {

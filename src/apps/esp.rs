@@ -25,7 +25,7 @@ use crate::groups::{pair_key, scan_all_pairs, GroupError, GROUPS};
 use crate::mdm::commands::{prepare, NewCommand};
 use crate::profiles::Scope;
 use crate::store::records::Kind;
-use crate::store::{CommandRecord, CommandState, DeviceState, StoreError};
+use crate::store::{CommandRecord, CommandState, DeviceState, RecordOp, StoreError};
 
 /// ESP configurations by id.
 pub const ESPS: Kind<Esp> = Kind::new("esp");
@@ -138,6 +138,56 @@ fn invalid(m: impl Into<String>) -> GroupError {
 
 /// Creates an ESP configuration.
 pub fn create(app: &App, i: EspInput) -> Result<Esp, GroupError> {
+    let esp = build(app, i, crate::clock::random_hex(8), app.clock.now_unix())?;
+    let now = esp.created_at;
+    let mut ops = vec![ESPS.put_op(&esp.id, &esp)];
+    for p in &esp.autopilot_profiles {
+        ops.push(AUTOPILOT_ESPS.put_op(&pair_key(p, &esp.id), &now));
+    }
+    app.store.records().apply_records(&ops)?;
+    tracing::info!(esp_id = %esp.id, apps = esp.apps.len(), autopilot_profiles = esp.autopilot_profiles.len(), "ESP created");
+    Ok(esp)
+}
+
+/// Replaces ESP `id`'s configuration with `i`, under the rules of [`create`]: its group
+/// assignments stay, its Autopilot attachments become `i`'s. Devices already tracked finish
+/// as they started.
+pub fn update(app: &App, id: &str, i: EspInput) -> Result<Esp, GroupError> {
+    let s = app.store.records();
+    for _ in 0..8 {
+        let old = get(app, id)?;
+        let esp = build(app, i.clone(), old.id.clone(), old.created_at)?;
+        let now = app.clock.now_unix();
+        let mut ops = vec![
+            RecordOp::Expect {
+                kind: ESPS.name,
+                key: old.id.clone(),
+                value: Some(crate::store::tx::encode(&old)),
+            },
+            ESPS.put_op(&esp.id, &esp),
+        ];
+        for p in &old.autopilot_profiles {
+            if !esp.autopilot_profiles.contains(p) {
+                ops.push(AUTOPILOT_ESPS.delete_op(&pair_key(p, &esp.id)));
+            }
+        }
+        for p in &esp.autopilot_profiles {
+            if !old.autopilot_profiles.contains(p) {
+                ops.push(AUTOPILOT_ESPS.put_op(&pair_key(p, &esp.id), &now));
+            }
+        }
+        if s.apply_records(&ops)? {
+            tracing::info!(esp_id = %esp.id, apps = esp.apps.len(), "ESP updated");
+            return Ok(esp);
+        }
+    }
+    Err(GroupError::Conflict(
+        "the ESP changed meanwhile; try again".into(),
+    ))
+}
+
+/// Checks `i` against the rules and makes it ESP `id`.
+fn build(app: &App, i: EspInput, id: String, created_at: i64) -> Result<Esp, GroupError> {
     let name = i.name.trim().to_string();
     if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
         return Err(invalid(
@@ -180,7 +230,7 @@ pub fn create(app: &App, i: EspInput) -> Result<Esp, GroupError> {
     }
     let esp = Esp {
         autopilot_profiles,
-        id: crate::clock::random_hex(8),
+        id,
         name,
         apps,
         timeout_minutes,
@@ -192,20 +242,13 @@ pub fn create(app: &App, i: EspInput) -> Result<Esp, GroupError> {
         custom_error_text: i.custom_error_text,
         skip_device_page: i.skip_device_page.unwrap_or(false),
         skip_user_page: i.skip_user_page.unwrap_or(false),
-        created_at: app.clock.now_unix(),
+        created_at,
     };
     if esp.block && esp.block_value() == 0 {
         return Err(invalid(
             "a blocking page needs at least one of allow_reset, allow_retry, allow_continue (BlockInStatusPage is their bit mask)",
         ));
     }
-    let now = esp.created_at;
-    let mut ops = vec![ESPS.put_op(&esp.id, &esp)];
-    for p in &esp.autopilot_profiles {
-        ops.push(AUTOPILOT_ESPS.put_op(&pair_key(p, &esp.id), &now));
-    }
-    app.store.records().apply_records(&ops)?;
-    tracing::info!(esp_id = %esp.id, apps = esp.apps.len(), autopilot_profiles = esp.autopilot_profiles.len(), "ESP created");
     Ok(esp)
 }
 

@@ -11,8 +11,42 @@ use crate::app::App;
 use crate::apps::deliver::{self, Assignment, Intent};
 use crate::apps::state::{self, DeviceAppState};
 use crate::apps::{self, AppRecord, ExternalApp, Upload, UploadError, UploadMeta, APPS};
+use crate::groups::GroupError;
 use crate::jobs::Job;
 use crate::profiles::Scope;
+
+/// The input fields of an app whose rules name them first in their messages.
+const APP_FIELDS: &[&str] = &[
+    "name",
+    "url",
+    "sha256",
+    "product_code",
+    "product_version",
+    "package_family_name",
+    "package_name",
+    "publisher",
+    "command_line",
+    "timeout_minutes",
+    "retry_count",
+    "retry_interval_minutes",
+];
+/// The input fields of an ESP whose rules name them first in their messages.
+const ESP_FIELDS: &[&str] = &["name", "timeout_minutes", "custom_error_text"];
+
+/// A refused input as the service says it, naming the field when the rule's message starts
+/// with one of `fields` (the API answers `{"field"}`, the console shows it against the field).
+fn fielded(e: GroupError, fields: &[&str]) -> ServiceError {
+    match e {
+        GroupError::Invalid(reason) => match reason.split_once(' ') {
+            Some((f, _)) if fields.contains(&f) => ServiceError::Invalid {
+                field: f.to_string(),
+                reason,
+            },
+            _ => ServiceError::BadRequest { reason },
+        },
+        e => e.into(),
+    }
+}
 
 /// An app and its assignments.
 #[derive(Debug, Serialize)]
@@ -164,7 +198,8 @@ impl Uploading {
                     return Err(e.into());
                 }
                 let (rec, old) =
-                    apps::commit_upload(&a, &cid, size, sha256, meta, replace.as_deref())?;
+                    apps::commit_upload(&a, &cid, size, sha256, meta, replace.as_deref())
+                        .map_err(|e| fielded(e, APP_FIELDS))?;
                 let touched = if old.is_some() {
                     deliver::refresh(&a, &rec)?
                 } else {
@@ -210,7 +245,8 @@ pub async fn register(
 ) -> Result<AppRecord, ServiceError> {
     actor.require_admin("POST /api/v1/apps")?;
     let a = app.clone();
-    let rec = blocking(move || Ok(apps::create_external(&a, e)?)).await?;
+    let rec =
+        blocking(move || apps::create_external(&a, e).map_err(|e| fielded(e, APP_FIELDS))).await?;
     audit(
         app,
         actor,
@@ -361,6 +397,59 @@ pub async fn devices(
     Ok(Page { items, next })
 }
 
+/// How many devices an app is in each state, counting at most `max` (then `complete` is false).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StateCounts {
+    /// `(state, devices)`, in the order of [`state::AppState`].
+    pub counts: Vec<(state::AppState, usize)>,
+    /// Whether every deployment was counted.
+    pub complete: bool,
+}
+
+/// The per-state device counts of an app (at most `max` deployments read).
+pub async fn state_counts(
+    app: &Arc<App>,
+    id: &str,
+    max: usize,
+) -> Result<StateCounts, ServiceError> {
+    let (a, id) = (app.clone(), id.to_string());
+    let max = max.max(1);
+    blocking(move || {
+        let mut seen: Vec<(state::AppState, usize)> = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut read = 0;
+        loop {
+            let want = (max - read).min(super::DEFAULT_PAGE);
+            let (items, next) = state::app_states_page(&a, &id, cursor.as_deref(), want)?;
+            read += items.len();
+            for s in items {
+                match seen.iter_mut().find(|(st, _)| *st == s.state) {
+                    Some((_, n)) => *n += 1,
+                    None => seen.push((s.state, 1)),
+                }
+            }
+            match next {
+                Some(n) if read < max => cursor = Some(n),
+                Some(_) => {
+                    seen.sort_by_key(|(st, _)| *st as u8);
+                    return Ok(StateCounts {
+                        counts: seen,
+                        complete: false,
+                    });
+                }
+                None => {
+                    seen.sort_by_key(|(st, _)| *st as u8);
+                    return Ok(StateCounts {
+                        counts: seen,
+                        complete: true,
+                    });
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// Every app's state on one device.
 pub async fn device_apps(
     app: &Arc<App>,
@@ -394,13 +483,37 @@ pub async fn create_esp(
 ) -> Result<crate::apps::esp::Esp, ServiceError> {
     actor.require_admin("POST /api/v1/esp")?;
     let a = app.clone();
-    let e = blocking(move || Ok(crate::apps::esp::create(&a, i)?)).await?;
+    let e = blocking(move || crate::apps::esp::create(&a, i).map_err(|e| fielded(e, ESP_FIELDS)))
+        .await?;
     audit(
         app,
         actor,
         "esp.create",
         &e.id,
         serde_json::json!({"name": e.name, "apps": e.apps, "timeout_minutes": e.timeout_minutes}),
+    )
+    .await;
+    Ok(e)
+}
+
+/// Replaces an ESP's configuration (the rules of [`create_esp`]; group assignments stay).
+pub async fn update_esp(
+    app: &Arc<App>,
+    actor: &Actor,
+    id: &str,
+    i: crate::apps::esp::EspInput,
+) -> Result<crate::apps::esp::Esp, ServiceError> {
+    actor.require_admin(&format!("PUT /api/v1/esp/{id}"))?;
+    let (a, eid) = (app.clone(), id.to_string());
+    let e =
+        blocking(move || crate::apps::esp::update(&a, &eid, i).map_err(|e| fielded(e, ESP_FIELDS)))
+            .await?;
+    audit(
+        app,
+        actor,
+        "esp.update",
+        &e.id,
+        serde_json::json!({"name": e.name, "apps": e.apps, "timeout_minutes": e.timeout_minutes, "block": e.block_value(), "autopilot_profiles": e.autopilot_profiles}),
     )
     .await;
     Ok(e)

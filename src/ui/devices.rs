@@ -197,6 +197,128 @@ struct ProfileRow {
     failures: Vec<String>,
 }
 
+/// One app the device's ESP waits for.
+struct EspItem {
+    app_href: String,
+    app_name: String,
+    scope: String,
+    node: String,
+    state: String,
+    error: String,
+}
+
+/// How a phase of the device's ESP ended.
+struct EspPhaseEnd {
+    phase: &'static str,
+    at: Time,
+    success: bool,
+    reason: String,
+}
+
+/// The device's ESP progress.
+struct EspView {
+    esp_href: String,
+    esp_name: String,
+    phase: String,
+    started: Time,
+    deadline: Time,
+    timeout_minutes: u32,
+    items: Vec<EspItem>,
+    ended: Vec<EspPhaseEnd>,
+}
+
+/// Apps named on a device page at most (one read each).
+const MAX_APPS_NAMED: usize = 50;
+
+/// The device's app states (named) and ESP progress, as far as the service has them.
+async fn apps_and_esp(
+    app: &std::sync::Arc<App>,
+    id: &str,
+) -> Result<(Vec<super::apps::StateRow>, Option<EspView>), crate::service::ServiceError> {
+    use crate::service::apps as apps_svc;
+    use crate::service::ServiceError;
+    let states = apps_svc::device_apps(app, id).await?;
+    let progress = match apps_svc::device_esp(app, id).await {
+        Ok(p) => Some(p),
+        Err(ServiceError::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut wanted: Vec<String> = states.iter().map(|s| s.app_id.clone()).collect();
+    if let Some(p) = &progress {
+        wanted.extend(p.tracking.expected.iter().map(|e| e.app_id.clone()));
+    }
+    for a in wanted {
+        if names.len() >= MAX_APPS_NAMED || names.iter().any(|(x, _)| *x == a) {
+            continue;
+        }
+        if let Ok(d) = apps_svc::get(app, &a).await {
+            names.push((a, d.app.name));
+        }
+    }
+    let name_of = |a: &str| names.iter().find(|(x, _)| x == a).map(|(_, n)| n.as_str());
+    let rows = states
+        .iter()
+        .map(|s| super::apps::StateRow::of(s, name_of(&s.app_id)))
+        .collect();
+    let esp = match progress {
+        None => None,
+        Some(p) => {
+            let t = &p.tracking;
+            let esp_name = match apps_svc::get_esp(app, &t.esp_id).await {
+                Ok(d) => d.esp.name,
+                Err(_) => format!("{} (deleted)", t.esp_id),
+            };
+            let text = |v: &serde_json::Value, k: &str| match &v[k] {
+                serde_json::Value::String(s) => s.replace('_', " "),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            let items = p
+                .items
+                .iter()
+                .map(|v| {
+                    let a = text(v, "app_id");
+                    EspItem {
+                        app_href: super::apps::href(v["app_id"].as_str().unwrap_or("")),
+                        app_name: name_of(v["app_id"].as_str().unwrap_or(""))
+                            .map_or(a, str::to_string),
+                        scope: text(v, "scope"),
+                        node: v["node"].as_str().unwrap_or("").to_string(),
+                        state: match text(v, "state") {
+                            s if s.is_empty() => "not delivered yet".into(),
+                            s => s,
+                        },
+                        error: text(v, "error"),
+                    }
+                })
+                .collect();
+            let ended = [("device", &t.device), ("user", &t.user)]
+                .into_iter()
+                .filter_map(|(phase, r)| {
+                    r.as_ref().map(|r| EspPhaseEnd {
+                        phase,
+                        at: Time::at(r.at),
+                        success: r.success,
+                        reason: r.reason.clone(),
+                    })
+                })
+                .collect();
+            Some(EspView {
+                esp_href: format!("/ui/esp/{}", enc(&t.esp_id)),
+                esp_name,
+                phase: p.phase.clone(),
+                started: Time::at(t.started_at),
+                deadline: Time::at(p.deadline),
+                timeout_minutes: t.timeout_minutes,
+                items,
+                ended,
+            })
+        }
+    };
+    Ok((rows, esp))
+}
+
 #[derive(Template)]
 #[template(path = "ui/device.html")]
 struct DevicePage {
@@ -216,6 +338,8 @@ struct DevicePage {
     inventory: Vec<(String, String)>,
     groups: Vec<String>,
     profiles: Vec<ProfileRow>,
+    apps: Vec<super::apps::StateRow>,
+    esp: Option<EspView>,
     commands: Vec<CommandRow>,
     traces: Vec<super::traces::TraceRow>,
     recording: bool,
@@ -244,10 +368,11 @@ async fn page(ctx: &Ctx, id: &str) -> Resp {
         Ok(d) => d,
         Err(e) => return error_page(&e, Some(nav), "/ui/devices"),
     };
-    let (commands, groups, profiles) = match tokio::try_join!(
+    let (commands, groups, profiles, (apps, esp)) = match tokio::try_join!(
         svc::commands(app, id),
         svc::groups_of(app, id),
-        svc::profiles(app, id)
+        svc::profiles(app, id),
+        apps_and_esp(app, id),
     ) {
         Ok(x) => x,
         Err(e) => return error_page(&e, Some(nav), "/ui/devices"),
@@ -377,6 +502,8 @@ async fn page(ctx: &Ctx, id: &str) -> Resp {
             .collect(),
         groups,
         profiles,
+        apps,
+        esp,
         commands,
         traces,
         recording,

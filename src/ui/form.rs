@@ -83,12 +83,47 @@ impl Form {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The first value of `name`, `""` when absent (to show a posted value again).
+    pub fn value(&self, name: &str) -> &str {
+        self.get(name).unwrap_or("")
+    }
+
+    /// Fields read by another parser (the multipart one), at most [`MAX_FIELDS`] kept.
+    pub fn from_pairs(mut pairs: Vec<(String, String)>) -> Form {
+        pairs.truncate(MAX_FIELDS);
+        Form(pairs)
+    }
+
     /// The first value of `name`, trimmed, `None` when empty.
     pub fn text(&self, name: &str) -> Option<String> {
         self.get(name)
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_string)
+    }
+}
+
+/// The errors of a refused form, each against its field (the service's message, as is).
+#[derive(Debug, Default, Clone)]
+pub struct FieldErrors(Vec<(String, String)>);
+
+impl FieldErrors {
+    /// Sets the error of `field`.
+    pub fn set(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push((field.into(), message.into()));
+    }
+
+    /// The error of `field`, `""` when it has none.
+    pub fn get(&self, field: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(f, _)| f == field)
+            .map_or("", |(_, m)| m.as_str())
+    }
+
+    /// Whether no field has an error.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

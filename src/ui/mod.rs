@@ -20,6 +20,8 @@
 //! | GET, POST | `/ui/groups`, `GET /ui/groups/preview?q=` (JSON) | device groups; the query editor's live check |
 //! | GET, POST | `/ui/groups/{id}[?q=&dcursor=&mcursor=]`, `/ui/groups/{id}/members`, `/ui/groups/{id}/confirm?do=delete`, `/ui/groups/{id}/do` | a group: edit, members (pick, remove), delete |
 //! | GET, POST | `/ui/profiles`, `/ui/profiles/new`, `/ui/profiles/{id}[/edit\|/confirm?do=\|/do\|/assign\|/unassign]` | configuration profiles ([`profiles`]) |
+//! | GET, POST | `/ui/apps`, `/ui/apps/upload` (multipart, streamed), `/ui/apps/{id}[/content\|/assign\|/unassign\|/confirm?do=delete\|/do]` | the app catalog ([`apps`]) |
+//! | GET, POST | `/ui/esp`, `/ui/esp/new`, `/ui/esp/{id}[/edit\|/assign\|/unassign\|/confirm?do=delete\|/do]` | Enrollment Status Page configurations ([`esp`]) |
 //! | GET | `/ui/static/app.css`, `/ui/static/app.js` | compiled into the binary |
 //!
 //! Every answer carries a strict Content-Security-Policy (`default-src 'self'`, no inline script
@@ -43,8 +45,10 @@ use crate::app::App;
 use crate::http::body::{read_body, BodyTimeout, Resp};
 use crate::service::ServiceError;
 
+mod apps;
 mod autopilot;
 mod devices;
+mod esp;
 pub mod form;
 mod groups;
 pub mod multipart;
@@ -459,6 +463,17 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
                 "cross-site form post refused",
             );
         }
+        if let Some(replace) = apps::upload_target(seg.as_slice()) {
+            // An app package: streamed into the store as it arrives, not read whole.
+            let ctx = Ctx {
+                app,
+                s,
+                segs: segs.clone(),
+                query,
+                form: Form::default(),
+            };
+            return apps::upload(&ctx, req, replace).await;
+        }
         let uploads = seg.as_slice() == ["autopilot", "import"];
         (form, upload) = match read_form(req, uploads).await {
             Ok(f) => f,
@@ -504,6 +519,8 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Resp 
         (_, ["tokens", ..]) => tokens::route(&ctx, &method).await,
         (_, ["groups", ..]) => groups::route(&ctx, &method).await,
         (_, ["profiles", ..]) => profiles::route(&ctx, &method).await,
+        (_, ["apps", ..]) => apps::route(&ctx, &method).await,
+        (_, ["esp", ..]) => esp::route(&ctx, &method).await,
         (&Method::POST, ["invitations", id, "revoke"]) => users::revoke_invitation(&ctx, id).await,
         (&Method::POST, ["packages", id, "revoke"]) => users::revoke_package(&ctx, id).await,
         _ => plain(StatusCode::NOT_FOUND, "not found"),
@@ -633,6 +650,8 @@ fn notice(key: Option<&str>) -> Option<String> {
             "unassigned" => "Assignment removed.",
             "members-added" => "Devices added to the group.",
             "members-removed" => "Devices removed from the group.",
+            "uploaded" => "Uploaded: assign the app to a group to deliver it.",
+            "upgraded" => "New version stored: the devices it is assigned to get it.",
             "trace-started" => {
                 "Tracing: the device's next exchanges are recorded (secrets removed)."
             }

@@ -1,6 +1,7 @@
-//! `multipart/form-data` bodies (RFC 7578) of the console's upload form: text fields and one
-//! file part named `file`. Bounded: the body is already size-limited by the caller, and at most
-//! [`super::form::MAX_FIELDS`] parts are read.
+//! `multipart/form-data` bodies (RFC 7578) of the console's upload forms: text fields and one
+//! file part named `file`, read whole ([`parse`]) or as the body arrives ([`Streaming`], for
+//! app packages larger than memory should hold). Bounded: at most [`super::form::MAX_FIELDS`]
+//! parts, text fields of at most [`super::MAX_FORM_BODY`] bytes together.
 
 use bytes::Bytes;
 
@@ -24,6 +25,9 @@ pub enum MultipartError {
     /// Too many parts.
     #[error("too many parts")]
     TooManyParts,
+    /// The text fields are larger than a form may be.
+    #[error("form fields too large")]
+    TooLarge,
 }
 
 /// The `boundary` parameter of a `multipart/form-data` content type (1-70 characters).
@@ -54,50 +58,195 @@ fn part_name(headers: &str) -> Option<String> {
         .map(|n| n.trim_matches('"').to_string())
 }
 
-/// Parses a body with `boundary`.
+/// Largest header block of one part.
+const MAX_PART_HEADERS: usize = 8 * 1024;
+/// Largest preamble before the first delimiter.
+const MAX_PREAMBLE: usize = 1024;
+
+/// What a [`Streaming`] parser found in the bytes it was given.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A whole text field.
+    Field(String, String),
+    /// The `file` part begins.
+    FileStart,
+    /// Bytes of the `file` part, in order.
+    FileData(Vec<u8>),
+    /// The `file` part ended.
+    FileEnd,
+    /// The closing delimiter: the form is complete.
+    End,
+}
+
+#[derive(Debug)]
+enum State {
+    Preamble,
+    AfterDelimiter,
+    Headers,
+    Field(String),
+    File,
+    Done,
+}
+
+/// An incremental `multipart/form-data` parser: fed the body as it arrives, it hands the
+/// `file` part on in pieces (never holding more than a delimiter's length of it) and the text
+/// fields whole (together at most [`super::MAX_FORM_BODY`] bytes, [`MAX_FIELDS`] parts).
+#[derive(Debug)]
+pub struct Streaming {
+    buf: Vec<u8>,
+    /// `\r\n--boundary`.
+    delim: Vec<u8>,
+    state: State,
+    parts: usize,
+    field_bytes: usize,
+}
+
+impl Streaming {
+    /// A parser for `boundary`.
+    pub fn new(boundary: &str) -> Streaming {
+        Streaming {
+            buf: Vec::new(),
+            delim: format!("\r\n--{boundary}").into_bytes(),
+            state: State::Preamble,
+            parts: 0,
+            field_bytes: 0,
+        }
+    }
+
+    /// Takes the next bytes of the body; returns what they complete.
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Event>, MultipartError> {
+        if matches!(self.state, State::Done) {
+            return Ok(Vec::new()); // the epilogue is ignored
+        }
+        self.buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        loop {
+            match &self.state {
+                State::Done => {
+                    self.buf.clear();
+                    return Ok(out);
+                }
+                State::Preamble => {
+                    // The first delimiter may start the body (without the CRLF before it).
+                    let d = &self.delim[2..];
+                    match find(&self.buf, d, 0) {
+                        Some(i) => {
+                            self.buf.drain(..i + d.len());
+                            self.state = State::AfterDelimiter;
+                        }
+                        None if self.buf.len() > MAX_PREAMBLE + d.len() => {
+                            return Err(MultipartError::Malformed)
+                        }
+                        None => return Ok(out),
+                    }
+                }
+                State::AfterDelimiter => {
+                    if self.buf.len() < 2 {
+                        return Ok(out);
+                    }
+                    if self.buf.starts_with(b"--") {
+                        self.state = State::Done;
+                        out.push(Event::End);
+                    } else if self.buf.starts_with(b"\r\n") {
+                        self.buf.drain(..2);
+                        self.state = State::Headers;
+                    } else {
+                        return Err(MultipartError::Malformed);
+                    }
+                }
+                State::Headers => {
+                    let Some(end) = find(&self.buf, b"\r\n\r\n", 0) else {
+                        if self.buf.len() > MAX_PART_HEADERS {
+                            return Err(MultipartError::Malformed);
+                        }
+                        return Ok(out);
+                    };
+                    if end > MAX_PART_HEADERS {
+                        return Err(MultipartError::Malformed);
+                    }
+                    self.parts += 1;
+                    if self.parts > MAX_FIELDS {
+                        return Err(MultipartError::TooManyParts);
+                    }
+                    let headers = std::str::from_utf8(&self.buf[..end])
+                        .map_err(|_| MultipartError::Malformed)?;
+                    let name = part_name(headers).ok_or(MultipartError::Malformed)?;
+                    self.buf.drain(..end + 4);
+                    if name == "file" {
+                        out.push(Event::FileStart);
+                        self.state = State::File;
+                    } else {
+                        self.state = State::Field(name);
+                    }
+                }
+                State::Field(name) => {
+                    let Some(end) = find(&self.buf, &self.delim, 0) else {
+                        if self.field_bytes + self.buf.len()
+                            > super::MAX_FORM_BODY + self.delim.len()
+                        {
+                            return Err(MultipartError::TooLarge);
+                        }
+                        return Ok(out);
+                    };
+                    self.field_bytes += end;
+                    if self.field_bytes > super::MAX_FORM_BODY {
+                        return Err(MultipartError::TooLarge);
+                    }
+                    let v = std::str::from_utf8(&self.buf[..end])
+                        .map_err(|_| MultipartError::Malformed)?
+                        .to_string();
+                    out.push(Event::Field(name.clone(), v));
+                    self.buf.drain(..end + self.delim.len());
+                    self.state = State::AfterDelimiter;
+                }
+                State::File => match find(&self.buf, &self.delim, 0) {
+                    Some(end) => {
+                        if end > 0 {
+                            out.push(Event::FileData(self.buf[..end].to_vec()));
+                        }
+                        out.push(Event::FileEnd);
+                        self.buf.drain(..end + self.delim.len());
+                        self.state = State::AfterDelimiter;
+                    }
+                    None => {
+                        // Keep what may be the start of the delimiter.
+                        let safe = self.buf.len().saturating_sub(self.delim.len() - 1);
+                        if safe > 0 {
+                            out.push(Event::FileData(self.buf.drain(..safe).collect()));
+                        }
+                        return Ok(out);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Whether the closing delimiter was read (call when the body ended).
+    pub fn complete(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+}
+
+/// Parses a whole body with `boundary` (the [`Streaming`] parser, fed at once).
 pub fn parse(body: &[u8], boundary: &str) -> Result<Parts, MultipartError> {
-    let delim = format!("--{boundary}");
-    let next_delim = format!("\r\n--{boundary}");
-    let mut at = find(body, delim.as_bytes(), 0).ok_or(MultipartError::Malformed)? + delim.len();
+    let mut p = Streaming::new(boundary);
     let mut parts = Parts::default();
     let mut fields = Vec::new();
-    for _ in 0..=MAX_FIELDS {
-        let rest = body.get(at..).ok_or(MultipartError::Malformed)?;
-        if rest.starts_with(b"--") {
-            parts.fields = Form::parse(
-                &fields
-                    .iter()
-                    .map(|(k, v): &(String, String)| {
-                        format!("{}={}", super::form::enc(k), super::form::enc(v))
-                    })
-                    .collect::<Vec<_>>()
-                    .join("&"),
-            )
-            .map_err(|_| MultipartError::TooManyParts)?;
-            return Ok(parts);
+    let mut file: Option<Vec<u8>> = None;
+    for e in p.push(body)? {
+        match e {
+            Event::Field(k, v) => fields.push((k, v)),
+            Event::FileStart => file = Some(Vec::new()),
+            Event::FileData(d) => file.get_or_insert_with(Vec::new).extend_from_slice(&d),
+            Event::FileEnd | Event::End => {}
         }
-        if !rest.starts_with(b"\r\n") {
-            return Err(MultipartError::Malformed);
-        }
-        let head_start = at + 2;
-        let head_end = find(body, b"\r\n\r\n", head_start).ok_or(MultipartError::Malformed)?;
-        let headers = std::str::from_utf8(&body[head_start..head_end])
-            .map_err(|_| MultipartError::Malformed)?;
-        let content_start = head_end + 4;
-        let content_end =
-            find(body, next_delim.as_bytes(), content_start).ok_or(MultipartError::Malformed)?;
-        let content = &body[content_start..content_end];
-        match part_name(headers).as_deref() {
-            Some("file") => parts.file = Some(Bytes::copy_from_slice(content)),
-            Some(name) => {
-                let v = std::str::from_utf8(content).map_err(|_| MultipartError::Malformed)?;
-                fields.push((name.to_string(), v.to_string()));
-            }
-            None => return Err(MultipartError::Malformed),
-        }
-        at = content_end + next_delim.len();
     }
-    Err(MultipartError::TooManyParts)
+    if !p.complete() {
+        return Err(MultipartError::Malformed);
+    }
+    parts.fields = Form::from_pairs(fields);
+    parts.file = file.map(Bytes::from);
+    Ok(parts)
 }
 
 #[cfg(test)]
@@ -113,6 +262,61 @@ mod tests {
         assert_eq!(
             boundary("multipart/form-data; boundary=----WebKitFormBoundaryQ"),
             Some("----WebKitFormBoundaryQ".into())
+        );
+    }
+
+    /// Feeds `body` in pieces of `n` bytes: (fields, file, complete).
+    fn stream(body: &[u8], n: usize) -> (Vec<(String, String)>, Vec<u8>, bool) {
+        let mut p = Streaming::new("XyZ");
+        let (mut fields, mut file) = (Vec::new(), Vec::new());
+        let mut ended = false;
+        for piece in body.chunks(n) {
+            for e in p.push(piece).unwrap() {
+                match e {
+                    Event::Field(k, v) => fields.push((k, v)),
+                    Event::FileData(d) => file.extend_from_slice(&d),
+                    Event::End => ended = true,
+                    Event::FileStart | Event::FileEnd => {}
+                }
+            }
+        }
+        (fields, file, ended && p.complete())
+    }
+
+    #[test]
+    fn streams_the_file_in_pieces_whatever_the_frames() {
+        // File content that looks like the start of the delimiter, and binary bytes.
+        let content: Vec<u8> = b"MZ\r\n--Xy\r\n--XyY\x00\xff\r\n-"
+            .iter()
+            .copied()
+            .chain((0..=255u8).cycle().take(5000))
+            .collect();
+        let mut body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.msi\"\r\n\r\n".to_vec();
+        body.extend_from_slice(&content);
+        body.extend_from_slice(
+            b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nApp\r\n--XyZ--\r\n",
+        );
+        for n in [1, 2, 3, 7, 64, 1000, body.len()] {
+            let (fields, file, done) = stream(&body, n);
+            assert!(done, "pieces of {n}");
+            assert_eq!(file, content, "pieces of {n}");
+            assert_eq!(
+                fields,
+                vec![("csrf".into(), "abc".into()), ("name".into(), "App".into())]
+            );
+        }
+        let whole = parse(&body, "XyZ").unwrap();
+        assert_eq!(whole.file.as_deref(), Some(&content[..]));
+        // Without the closing delimiter the form is not complete.
+        let (_, _, done) = stream(&body[..body.len() - 9], 5);
+        assert!(!done);
+        // A text field larger than a form may be is refused, however it arrives.
+        let mut big = b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n".to_vec();
+        big.extend(std::iter::repeat_n(b'x', super::super::MAX_FORM_BODY + 100));
+        let mut p = Streaming::new("XyZ");
+        assert_eq!(
+            big.chunks(4096).map(|c| p.push(c)).find_map(Result::err),
+            Some(MultipartError::TooLarge)
         );
     }
 

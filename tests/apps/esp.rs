@@ -42,7 +42,7 @@ async fn drain(win: &mut WindowsApps) -> Vec<Received> {
     all
 }
 
-async fn setup(
+pub(crate) async fn setup(
     srv: &TestServer,
     serial: &str,
     n: u32,

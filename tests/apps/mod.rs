@@ -3,7 +3,7 @@
 //! the signed URL (with ranges), installed, reported back with the generic alert, upgraded and
 //! uninstalled; failures carry the MSI code and its meaning; download tokens are checked.
 
-mod esp;
+pub(crate) mod esp;
 mod windows;
 
 use serde_json::{json, Value};

@@ -2,6 +2,7 @@
 //! a fake Windows device enrolling and checking in, TenantLockdown from the device page, the
 //! read-only role, CSRF, and device-reported values shown as text.
 
+mod apps;
 pub(crate) mod http;
 mod pages;
 
