@@ -2,24 +2,24 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | POST | `/api/v1/apps?name=&command_line=&timeout_minutes=&retry_count=&retry_interval_minutes=` body: the MSI (`application/octet-stream`, streamed) | 201 app (ProductCode, ProductVersion, name read from the MSI; SHA-256 computed); 400 not an MSI; 409 quota; 413 larger than `--app-max-mb` |
+//! | POST | `/api/v1/apps?name=&command_line=&timeout_minutes=&retry_count=&retry_interval_minutes=` body: the MSI, or the MSIX/APPX package or bundle (`application/octet-stream`, streamed; told apart by content) | 201 app (MSI: ProductCode, ProductVersion, name read from it; MSIX: Identity Name/Publisher/Version and family name from the manifest; SHA-256 computed); 400 neither, or a manifest over 1 MiB; 409 quota; 413 larger than `--app-max-mb` |
 //! | POST | `/api/v1/apps` `{"kind","name","url","sha256","product_code"?,"product_version"?,"package_family_name"? \| "package_name"+"publisher"}` | 201 app registered by external URL |
 //! | GET | `/api/v1/apps?limit=&cursor=` | 200 `{"apps": [...], "next"}` |
 //! | GET | `/api/v1/apps/{app_id}` | 200 app + `assignments`; 404 |
-//! | PUT | `/api/v1/apps/{app_id}/content` body: a newer MSI of the same product | 200 app (revision bumped; assigned devices get the new version) + `jobs`; 400; 409 not newer |
+//! | PUT | `/api/v1/apps/{app_id}/content` body: a newer MSI of the same product, or a newer MSIX of the same package family | 200 app (revision bumped; assigned devices get the new version) + `jobs`; 400; 409 not newer |
 //! | DELETE | `/api/v1/apps/{app_id}` | 200 `{"jobs"}` (assigned devices uninstall it); 404 |
 //! | POST | `/api/v1/apps/{app_id}/assignments` `{"group_id","scope"?: "device"\|"user","intent"?: "required"\|"uninstall"}` | 201 (200 if it existed) `{"jobs"}`; 404 |
 //! | DELETE | `/api/v1/apps/{app_id}/assignments/{group_id}` | 200 `{"jobs"}` (devices leaving uninstall it); 404 |
 //! | GET | `/api/v1/apps/{app_id}/devices?limit=&cursor=` | 200 `{"devices": [state...], "next"}` |
 //! | GET | `/api/v1/devices/{device_id}/apps` | 200 `{"apps": [state...]}`; 404 |
-//! | POST | `/api/v1/esp` `{"name","apps"?,"timeout_minutes"?,"block"?,"allow_reset"?,"allow_retry"?,"allow_continue"?,"allow_collect_logs"?,"custom_error_text"?,"skip_device_page"?,"skip_user_page"?}` | 201 ESP; 400; 404 unknown app |
+//! | POST | `/api/v1/esp` `{"name","apps"?,"profiles"?,"timeout_minutes"?,"block"?,"allow_reset"?,"allow_retry"?,"allow_continue"?,"allow_collect_logs"?,"custom_error_text"?,"skip_device_page"?,"skip_user_page"?}` | 201 ESP; 400; 404 unknown app or profile |
 //! | GET | `/api/v1/esp?limit=&cursor=` | 200 `{"esp": [...], "next"}` |
 //! | GET | `/api/v1/esp/{esp_id}` | 200 ESP + `groups`; 404 |
 //! | PUT | `/api/v1/esp/{esp_id}` (the body of `POST /api/v1/esp`) | 200 ESP (group assignments kept); 400; 404 |
 //! | DELETE | `/api/v1/esp/{esp_id}` | 204; 404 |
 //! | POST | `/api/v1/esp/{esp_id}/assignments` `{"group_id"}` | 201 (200 if it was); 404 |
 //! | DELETE | `/api/v1/esp/{esp_id}/assignments/{group_id}` | 204; 404 |
-//! | GET | `/api/v1/devices/{device_id}/esp` | 200 the device's ESP progress; 404 none |
+//! | GET | `/api/v1/devices/{device_id}/esp` | 200 the device's ESP progress (`items`: apps, `policies`: profiles, each with its state); 404 none |
 
 use std::sync::Arc;
 

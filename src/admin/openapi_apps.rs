@@ -47,7 +47,7 @@ fn upload_params() -> Vec<Value> {
         q(
             "name",
             "string",
-            "Display name (default: the MSI's ProductName).",
+            "Display name (default: the MSI's ProductName, or the MSIX manifest's DisplayName or Identity Name).",
         ),
         q(
             "command_line",
@@ -76,7 +76,7 @@ fn msi_or_json() -> Value {
     json!({
         "required": true,
         "content": {
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}, "description": "The MSI file, streamed (at most --app-max-mb)."},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}, "description": "The MSI, or the MSIX/APPX package or bundle (a ZIP with AppxManifest.xml or AppxMetadata/AppxBundleManifest.xml), streamed (at most --app-max-mb); the format is read from the content."},
             "application/json": {"schema": {"$ref": "#/components/schemas/ExternalApp"}}
         }
     })
@@ -87,9 +87,9 @@ pub fn paths() -> Value {
     let a = || id("app_id");
     json!({
         "/api/v1/apps": {
-            "post": op("createApp", "Upload an MSI (streamed; ProductCode/ProductVersion/ProductName read from it, SHA-256 computed) or register a package by HTTPS URL and SHA-256 (JSON)", upload_params(), Some(msi_or_json()), json!({
+            "post": op("createApp", "Upload an MSI (streamed; ProductCode/ProductVersion/ProductName read from it) or an MSIX/APPX package or bundle (Identity Name/Publisher/Version read from its manifest, package family name computed), SHA-256 computed; or register a package by HTTPS URL and SHA-256 (JSON)", upload_params(), Some(msi_or_json()), json!({
                 "201": ok("The app.", "App"),
-                "400": err("Not a valid MSI, or invalid JSON/fields."),
+                "400": err("Neither a valid MSI nor a valid MSIX/APPX package (a manifest over 1 MiB decompressed, or a ZIP central directory over 16 MiB, is refused), or invalid JSON/fields."),
                 "409": err("The app storage quota (--app-quota-mb) is used up."),
                 "413": err("Larger than --app-max-mb.")})),
             "get": op("listApps", "List apps", page(), None, json!({"200": ok("A page of apps.", "AppPage"), "400": err("Invalid limit.")}))
@@ -99,9 +99,9 @@ pub fn paths() -> Value {
             "delete": op("deleteApp", "Delete an app and its content; assigned devices get the app's node deleted (uninstall)", vec![a()], None, json!({"200": ok("Deleted; reconciliation jobs.", "AppJobs"), "404": err("Unknown app.")}))
         },
         "/api/v1/apps/{app_id}/content": {
-            "put": op("upgradeApp", "Replace an uploaded MSI app's package by a newer ProductVersion of the same product (same ProductCode or UpgradeCode); assigned devices get it", {let mut v = vec![a()]; v.extend(upload_params()); v}, Some(json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}})), json!({
+            "put": op("upgradeApp", "Replace an uploaded app's package by a newer version: an MSI of the same product (same ProductCode or UpgradeCode, newer ProductVersion), or an MSIX of the same package family (newer Version); assigned devices get it", {let mut v = vec![a()]; v.extend(upload_params()); v}, Some(json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}})), json!({
                 "200": ok("The app (revision bumped) with `jobs`.", "App"),
-                "400": err("Not a valid MSI, another product, or not an uploaded MSI app."),
+                "400": err("Not a valid package, another product or package family, or not an uploaded app of that kind."),
                 "404": err("Unknown app."),
                 "409": err("Not newer, or quota used up."),
                 "413": err("Larger than --app-max-mb.")}))
@@ -122,8 +122,8 @@ pub fn paths() -> Value {
             "get": op("appDevices", "The app's state on each device it is delivered to", {let mut v = vec![a()]; v.extend(page()); v}, None, json!({"200": ok("A page of states.", "DeviceAppStatePage"), "404": err("Unknown app.")}))
         },
         "/api/v1/esp": {
-            "post": op("createEsp", "Create an Enrollment Status Page configuration: blocking apps, timeout, remediation options, error text", vec![], Some(body("EspInput")), json!({
-                "201": ok("The ESP.", "Esp"), "400": err("Invalid fields."), "404": err("Unknown app.")})),
+            "post": op("createEsp", "Create an Enrollment Status Page configuration: blocking apps and configuration profiles, timeout, remediation options, error text", vec![], Some(body("EspInput")), json!({
+                "201": ok("The ESP.", "Esp"), "400": err("Invalid fields, or an app's managed profile in profiles."), "404": err("Unknown app or profile.")})),
             "get": op("listEsp", "List ESP configurations", page(), None, json!({"200": ok("A page.", "EspPage"), "400": err("Invalid limit.")}))
         },
         "/api/v1/esp/{esp_id}": {
@@ -139,7 +139,7 @@ pub fn paths() -> Value {
             "delete": op("unassignEsp", "Remove an ESP's assignment to a group", vec![id("esp_id"), id("group_id")], None, json!({"204": {"description": "Removed."}, "404": err("Not assigned.")}))
         },
         "/api/v1/devices/{device_id}/esp": {
-            "get": op("deviceEsp", "A device's ESP progress: phase, deadline, each expected app's state, how each phase ended", vec![id("device_id")], None, json!({"200": ok("The progress.", "EspProgress"), "404": err("Unknown device, or no ESP tracked.")}))
+            "get": op("deviceEsp", "A device's ESP progress: phase, deadline, each expected app's and profile's state, how each phase ended", vec![id("device_id")], None, json!({"200": ok("The progress.", "EspProgress"), "404": err("Unknown device, or no ESP tracked.")}))
         },
         "/api/v1/devices/{device_id}/apps": {
             "get": op("deviceApps", "Every app's state on one device", vec![id("device_id")], None, json!({"200": ok("The states.", "DeviceApps"), "404": err("Unknown device.")}))
@@ -228,7 +228,8 @@ pub fn schemas() -> Value {
         "DeviceAppStatePage": {"type": "object", "properties": {"devices": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceAppState"}}, "next": {"type": "string", "nullable": true}}},
         "EspInput": {"type": "object", "required": ["name"], "properties": {
             "name": {"type": "string"},
-            "apps": {"type": "array", "items": {"type": "string"}, "description": "Blocking app ids (those assigned to the device are tracked)."},
+            "apps": {"type": "array", "items": {"type": "string"}, "maxItems": 50, "description": "Blocking app ids (those assigned to the device are tracked)."},
+            "profiles": {"type": "array", "items": {"type": "string"}, "maxItems": 50, "description": "Blocking configuration profile ids (those assigned to the device are tracked; FirstSyncStatus/ExpectedPolicies lists the LocURIs they set). Not the managed profiles of apps."},
             "timeout_minutes": {"type": "integer", "minimum": 1, "maximum": 1440, "default": 60, "description": "TimeOutUntilSyncFailure."},
             "block": {"type": "boolean", "default": true},
             "allow_reset": {"type": "boolean", "default": false, "description": "BlockInStatusPage bit 1."},
@@ -241,6 +242,7 @@ pub fn schemas() -> Value {
             "autopilot_profiles": {"type": "array", "items": {"type": "string"}, "maxItems": 16, "description": "Autopilot profiles (id or name) to attach it to: the devices they apply to get this ESP (a group assignment takes precedence)."}}},
         "Esp": {"type": "object", "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "apps": {"type": "array", "items": {"type": "string"}},
+            "profiles": {"type": "array", "items": {"type": "string"}},
             "timeout_minutes": {"type": "integer"}, "block": {"type": "boolean"}, "allow_reset": {"type": "boolean"},
             "allow_retry": {"type": "boolean"}, "allow_continue": {"type": "boolean"}, "allow_collect_logs": {"type": "boolean"},
             "custom_error_text": {"type": "string", "nullable": true}, "skip_device_page": {"type": "boolean"},
@@ -253,6 +255,8 @@ pub fn schemas() -> Value {
             "started_at": {"type": "integer"}, "timeout_minutes": {"type": "integer"}, "deadline": {"type": "integer"},
             "phase": {"type": "string", "enum": ["device", "user", "done"]},
             "expected": {"type": "array", "items": {"type": "object"}},
+            "expected_policies": {"type": "array", "items": {"type": "object", "properties": {"profile_id": {"type": "string"}, "scope": {"type": "string"}, "nodes": {"type": "array", "items": {"type": "string"}}}}},
+            "policies": {"type": "array", "description": "Each expected configuration profile: its LocURIs and the reconciler's status on the device (`applied` finishes it).", "items": {"type": "object", "properties": {"profile_id": {"type": "string"}, "scope": {"type": "string", "enum": ["device", "user"]}, "nodes": {"type": "array", "items": {"type": "string"}}, "state": {"type": "string", "enum": ["pending", "verifying", "applied", "failed", "not_applicable", "removing", "removed", "missing"]}, "error": {"type": "string", "nullable": true}}}},
             "items": {"type": "array", "items": {"type": "object", "properties": {"app_id": {"type": "string"}, "scope": {"type": "string"}, "node": {"type": "string"}, "state": {"type": "string", "nullable": true}, "error": {"type": "string", "nullable": true}}}},
             "device": {"type": "object", "nullable": true, "properties": {"at": {"type": "integer"}, "success": {"type": "boolean"}, "reason": {"type": "string"}}},
             "user": {"type": "object", "nullable": true, "properties": {"at": {"type": "integer"}, "success": {"type": "boolean"}, "reason": {"type": "string"}}},

@@ -245,6 +245,13 @@ pub fn operations(
                 )?]);
             }
             let a = msix_install_node(scope, pfn);
+            // An uploaded package's URL carries its revision: new content of the same family
+            // (an upgrade) changes the command, so the reconciler delivers it again (an
+            // MsiInstallJob changes by itself: version and hash). The download ignores it.
+            let uri = match &rec.url {
+                Some(u) => u.clone(),
+                None => format!("{}&rev={}", url_placeholder(&rec.id), rec.revision),
+            };
             Ok(vec![
                 op("Add", &a, None, None, None, vec![installed])?,
                 op(
@@ -252,10 +259,7 @@ pub fn operations(
                     &format!("{a}/HostedInstall"),
                     Some("xml"),
                     None,
-                    Some(format!(
-                        "<Application PackageUri=\"{}\" />",
-                        esc(&content_url(rec))
-                    )),
+                    Some(format!("<Application PackageUri=\"{}\" />", esc(&uri))),
                     Vec::new(),
                 )?,
                 op("Get", &format!("{a}/Status"), None, None, None, Vec::new())?,

@@ -6,14 +6,17 @@
 //! device ([`after_round`]): if the device enrolled in the last [`START_WINDOW`] seconds during
 //! OOBE and one of its groups has an ESP, winmdm queues the DMClient
 //! `Provider/<ProviderID>/FirstSyncStatus` nodes (ExpectedMSIAppPackages,
-//! ExpectedModernAppPackages, TimeOutUntilSyncFailure, BlockInStatusPage,
+//! ExpectedModernAppPackages, ExpectedPolicies, TimeOutUntilSyncFailure, BlockInStatusPage,
 //! AllowCollectLogsButton, CustomErrorText, SkipDeviceStatusPage, SkipUserStatusPage) and
-//! starts tracking the expected apps (those of the ESP's list assigned to the device). The
-//! device phase waits for the device-scope apps; the user phase for the user-scope ones (their
-//! commands, and the `./User` nodes, wait for LoginStatus `user`). A phase whose apps are all
-//! installed gets `ServerHasFinishedProvisioning` and `IsSyncDone` = true; a phase still
-//! unfinished when the timeout passes gets `WasDeviceSuccessfullyProvisioned` = 0 first (the
-//! page then shows failure with the CustomErrorText).
+//! starts tracking the expected apps (those of the ESP's list assigned to the device) and the
+//! expected configuration profiles (those of the ESP's list assigned to the device:
+//! ExpectedPolicies lists the LocURIs they set). The device phase waits for the device-scope
+//! items; the user phase for the user-scope ones (their commands, and the `./User` nodes, wait
+//! for LoginStatus `user`). A phase whose apps are all installed and whose profiles are all
+//! applied gets `ServerHasFinishedProvisioning` and `IsSyncDone` = true; a phase still
+//! unfinished when the timeout passes (failed installs and failed profiles included) gets
+//! `WasDeviceSuccessfullyProvisioned` = 0 first (the page then shows failure with the
+//! CustomErrorText).
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +45,10 @@ pub const ESP_DEVICES: Kind<EspDevice> = Kind::new("esp_device");
 pub const START_WINDOW: i64 = 3600;
 /// Most apps one ESP tracks.
 pub const MAX_APPS: usize = 50;
+/// Most configuration profiles one ESP tracks.
+pub const MAX_PROFILES: usize = 50;
+/// Most LocURIs one ExpectedPolicies list carries (one phase).
+pub const MAX_POLICY_NODES: usize = 1000;
 /// `CSP_LIST_DELIMITER` of the FirstSyncStatus lists.
 pub const LIST_DELIMITER: char = '\u{F000}';
 
@@ -54,6 +61,9 @@ pub struct Esp {
     pub name: String,
     /// Apps that block (ids; those assigned to the device are tracked).
     pub apps: Vec<String>,
+    /// Configuration profiles that block (ids; those assigned to the device are tracked).
+    #[serde(default)]
+    pub profiles: Vec<String>,
     /// TimeOutUntilSyncFailure, minutes (1..=1440).
     pub timeout_minutes: u32,
     /// Whether the page blocks the device until done.
@@ -100,6 +110,9 @@ pub struct EspInput {
     /// Blocking app ids.
     #[serde(default)]
     pub apps: Vec<String>,
+    /// Blocking configuration profile ids (not the managed profiles of apps: list the app).
+    #[serde(default)]
+    pub profiles: Vec<String>,
     /// Minutes (default 60).
     #[serde(default)]
     pub timeout_minutes: Option<u32>,
@@ -145,7 +158,7 @@ pub fn create(app: &App, i: EspInput) -> Result<Esp, GroupError> {
         ops.push(AUTOPILOT_ESPS.put_op(&pair_key(p, &esp.id), &now));
     }
     app.store.records().apply_records(&ops)?;
-    tracing::info!(esp_id = %esp.id, apps = esp.apps.len(), autopilot_profiles = esp.autopilot_profiles.len(), "ESP created");
+    tracing::info!(esp_id = %esp.id, apps = esp.apps.len(), profiles = esp.profiles.len(), autopilot_profiles = esp.autopilot_profiles.len(), "ESP created");
     Ok(esp)
 }
 
@@ -177,7 +190,7 @@ pub fn update(app: &App, id: &str, i: EspInput) -> Result<Esp, GroupError> {
             }
         }
         if s.apply_records(&ops)? {
-            tracing::info!(esp_id = %esp.id, apps = esp.apps.len(), "ESP updated");
+            tracing::info!(esp_id = %esp.id, apps = esp.apps.len(), profiles = esp.profiles.len(), "ESP updated");
             return Ok(esp);
         }
     }
@@ -202,6 +215,23 @@ fn build(app: &App, i: EspInput, id: String, created_at: i64) -> Result<Esp, Gro
         super::get(app, a)?;
         if !apps.contains(a) {
             apps.push(a.clone());
+        }
+    }
+    if i.profiles.len() > MAX_PROFILES {
+        return Err(invalid(format!(
+            "an ESP tracks at most {MAX_PROFILES} profiles"
+        )));
+    }
+    let mut profiles: Vec<String> = Vec::new();
+    for p in &i.profiles {
+        let prof = crate::profiles::get(app, p)?;
+        if let Some(a) = &prof.app {
+            return Err(invalid(format!(
+                "profile {p} delivers app {a}: list the app in apps instead"
+            )));
+        }
+        if !profiles.contains(&prof.id) {
+            profiles.push(prof.id);
         }
     }
     let timeout_minutes = i.timeout_minutes.unwrap_or(60);
@@ -233,6 +263,7 @@ fn build(app: &App, i: EspInput, id: String, created_at: i64) -> Result<Esp, Gro
         id,
         name,
         apps,
+        profiles,
         timeout_minutes,
         block: i.block.unwrap_or(true),
         allow_reset: i.allow_reset.unwrap_or(false),
@@ -324,6 +355,17 @@ pub struct Expected {
     pub node: String,
 }
 
+/// One configuration profile the ESP waits for on a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedPolicy {
+    /// The profile.
+    pub profile_id: String,
+    /// Device phase or user phase (the profile's scope).
+    pub scope: Scope,
+    /// The LocURIs listed in ExpectedPolicies (the nodes the profile sets).
+    pub nodes: Vec<String>,
+}
+
 /// How a phase ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Released {
@@ -350,6 +392,9 @@ pub struct EspDevice {
     pub timeout_minutes: u32,
     /// The apps waited for.
     pub expected: Vec<Expected>,
+    /// The configuration profiles waited for.
+    #[serde(default)]
+    pub expected_policies: Vec<ExpectedPolicy>,
     /// Device phase end.
     pub device: Option<Released>,
     /// User phase end (`None` while waiting; no user apps: ends with the device phase).
@@ -370,6 +415,37 @@ pub struct Progress {
     pub deadline: i64,
     /// Each expected app's state.
     pub items: Vec<serde_json::Value>,
+    /// Each expected profile's state (`pending`, `verifying`, `applied`, `failed`, ...).
+    pub policies: Vec<serde_json::Value>,
+}
+
+/// Where an expected profile stands on a device: the reconciler's status of its deployment
+/// (`missing` when there is none any more) and, when it failed, what the device answered.
+fn policy_state(
+    app: &App,
+    device_id: &str,
+    profile_id: &str,
+) -> Result<(String, Option<String>), StoreError> {
+    let Some(dep) = crate::profiles::reconcile::DEPLOYMENTS
+        .get(app.store.records(), &pair_key(profile_id, device_id))?
+    else {
+        return Ok(("missing".into(), None));
+    };
+    let st = crate::profiles::reconcile::status(app, &dep)?;
+    let error = st.failures.first().map(|f| {
+        let what = f
+            .failed
+            .first()
+            .map(|n| n.target.clone())
+            .or_else(|| f.targets.first().cloned())
+            .unwrap_or_default();
+        match (f.status, &f.error) {
+            (Some(code), _) => format!("the device answered {code} for {what}"),
+            (None, Some(e)) => format!("{e} ({what})"),
+            (None, None) => format!("command {} was {:?} ({what})", f.command_id, f.state),
+        }
+    });
+    Ok((st.status, error))
 }
 
 fn dmclient(app: &App, scope: Scope) -> String {
@@ -423,6 +499,27 @@ fn expected_node(kind: AppKind, scope: Scope, rec: &super::AppRecord) -> Option<
             .as_deref()
             .map(|pfn| format!("{}/Status;1", deliver::msix_install_node(scope, pfn))),
     }
+}
+
+/// The LocURIs ExpectedPolicies lists for profile `p`: the nodes it sets (`Add`/`Replace`
+/// targets), or, for a profile that only runs `Exec`s, its targets; in profile order, once each.
+fn policy_nodes(p: &crate::profiles::Profile) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in p.sets() {
+        if !out.iter().any(|o| o == n) {
+            out.push(n.to_string());
+        }
+    }
+    if out.is_empty() {
+        for o in p.operations.iter().filter(|o| o.verb != "Delete") {
+            for t in &o.targets {
+                if !out.contains(t) {
+                    out.push(t.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The ESP of a device: one assigned to its groups (the first by id), else one attached to
@@ -526,7 +623,12 @@ pub fn after_round(app: &App, device_id: &str) -> Result<(), StoreError> {
             continue;
         }
         let items: Vec<&Expected> = t.expected.iter().filter(|e| e.scope == scope).collect();
-        if scope == Scope::User && items.is_empty() {
+        let policies: Vec<&ExpectedPolicy> = t
+            .expected_policies
+            .iter()
+            .filter(|p| p.scope == scope)
+            .collect();
+        if scope == Scope::User && items.is_empty() && policies.is_empty() {
             // No user apps: the user phase ends with the device phase.
             if let Some(r) = t.device.clone() {
                 t.user = Some(r);
@@ -541,21 +643,34 @@ pub fn after_round(app: &App, device_id: &str) -> Result<(), StoreError> {
             .filter(|e| !installed(e))
             .map(|e| e.app_id.clone())
             .collect();
-        let release = if missing.is_empty() {
+        let mut unapplied: Vec<String> = Vec::new();
+        for p in &policies {
+            let (state, error) = policy_state(app, device_id, &p.profile_id)?;
+            if state != "applied" {
+                unapplied.push(match error {
+                    Some(e) => format!("{} ({state}: {e})", p.profile_id),
+                    None => format!("{} ({state})", p.profile_id),
+                });
+            }
+        }
+        let release = if missing.is_empty() && unapplied.is_empty() {
             Some(Released {
                 at: now,
                 success: true,
-                reason: "every expected app is installed".into(),
+                reason: "every expected app is installed and every expected profile applied".into(),
             })
         } else if now >= deadline {
+            let mut reason = format!("timeout after {} minutes", t.timeout_minutes);
+            if !missing.is_empty() {
+                reason.push_str(&format!("; not installed: {}", missing.join(", ")));
+            }
+            if !unapplied.is_empty() {
+                reason.push_str(&format!("; profiles not applied: {}", unapplied.join(", ")));
+            }
             Some(Released {
                 at: now,
                 success: false,
-                reason: format!(
-                    "timeout after {} minutes; not installed: {}",
-                    t.timeout_minutes,
-                    missing.join(", ")
-                ),
+                reason,
             })
         } else {
             None
@@ -599,7 +714,10 @@ pub fn after_round(app: &App, device_id: &str) -> Result<(), StoreError> {
             Scope::User => t.user = Some(r),
         }
     }
-    if t.user.is_none() && t.device.is_some() && !t.expected.iter().any(|e| e.scope == Scope::User)
+    if t.user.is_none()
+        && t.device.is_some()
+        && !t.expected.iter().any(|e| e.scope == Scope::User)
+        && !t.expected_policies.iter().any(|p| p.scope == Scope::User)
     {
         t.user = t.device.clone();
     }
@@ -643,6 +761,21 @@ fn start(app: &App, esp: &Esp, d: &crate::store::Device, now: i64) -> Result<(),
                 });
             }
         }
+    }
+    let mut policies: Vec<ExpectedPolicy> = Vec::new();
+    for pid in &esp.profiles {
+        let Some(p) = crate::profiles::PROFILES.get(s, pid)? else {
+            continue;
+        };
+        let dep = crate::profiles::reconcile::DEPLOYMENTS.get(s, &pair_key(pid, &d.device_id))?;
+        if !dep.is_some_and(|x| x.state == crate::profiles::reconcile::DeployState::Installed) {
+            continue;
+        }
+        policies.push(ExpectedPolicy {
+            profile_id: pid.clone(),
+            scope: p.scope,
+            nodes: policy_nodes(&p),
+        });
     }
     let pfx = format!("esp-{}-{}", esp.id, d.enrolled_at);
     let mut cmds = Vec::new();
@@ -690,6 +823,28 @@ fn start(app: &App, esp: &Esp, d: &crate::store::Device, now: i64) -> Result<(),
                 add(&mut cmds, format!("{base}/{node}"), "chr", v)?;
             }
         }
+        let mut nodes: Vec<&str> = Vec::new();
+        for n in policies
+            .iter()
+            .filter(|p| p.scope == scope)
+            .flat_map(|p| p.nodes.iter())
+        {
+            if !nodes.contains(&n.as_str()) {
+                nodes.push(n);
+            }
+        }
+        if nodes.len() > MAX_POLICY_NODES {
+            tracing::warn!(device_id = %d.device_id, esp_id = %esp.id, nodes = nodes.len(), "ExpectedPolicies cut to {MAX_POLICY_NODES} LocURIs (the profiles are still tracked)");
+            nodes.truncate(MAX_POLICY_NODES);
+        }
+        if !nodes.is_empty() {
+            add(
+                &mut cmds,
+                format!("{base}/ExpectedPolicies"),
+                "chr",
+                nodes.join(&LIST_DELIMITER.to_string()),
+            )?;
+        }
     }
     add(
         &mut cmds,
@@ -736,14 +891,15 @@ fn start(app: &App, esp: &Esp, d: &crate::store::Device, now: i64) -> Result<(),
         started_at: now,
         timeout_minutes: esp.timeout_minutes,
         expected,
+        expected_policies: policies,
         device: None,
         user: None,
         command_ids: cmds.iter().map(|c| c.command_id.clone()).collect(),
     };
-    tracing::info!(device_id = %d.device_id, esp_id = %esp.id, expected = t.expected.len(), "ESP started: FirstSyncStatus nodes queued");
+    tracing::info!(device_id = %d.device_id, esp_id = %esp.id, expected = t.expected.len(), policies = t.expected_policies.len(), "ESP started: FirstSyncStatus nodes queued");
     write(app, &t, cmds, now)?;
     // Nothing to wait for: release at once.
-    if t.expected.is_empty() {
+    if t.expected.is_empty() && t.expected_policies.is_empty() {
         return after_round(app, &d.device_id);
     }
     Ok(())
@@ -765,6 +921,11 @@ pub fn progress(app: &App, device_id: &str) -> Result<Option<Progress>, StoreErr
             serde_json::json!({"app_id": e.app_id, "scope": e.scope, "node": e.node, "state": st.map(|s| s.state), "error": st.and_then(|s| s.error.clone())})
         })
         .collect();
+    let mut policies = Vec::new();
+    for p in &t.expected_policies {
+        let (state, error) = policy_state(app, device_id, &p.profile_id)?;
+        policies.push(serde_json::json!({"profile_id": p.profile_id, "scope": p.scope, "nodes": p.nodes, "state": state, "error": error}));
+    }
     let phase = match (&t.device, &t.user) {
         (None, _) => "device",
         (Some(_), None) => "user",
@@ -774,6 +935,7 @@ pub fn progress(app: &App, device_id: &str) -> Result<Option<Progress>, StoreErr
         deadline: t.started_at + i64::from(t.timeout_minutes) * 60,
         phase: phase.into(),
         items,
+        policies,
         tracking: t,
     }))
 }

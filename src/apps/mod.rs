@@ -3,7 +3,8 @@
 //! reconciler, with a per-device install state.
 //!
 //! * [`content`]: uploaded package bytes, chunked in the store (every node serves them).
-//! * [`msi`] / [`msix`]: package identity (ProductCode, ProductVersion; package family name).
+//! * [`msi`] / [`msix`]: package identity (ProductCode, ProductVersion from the MSI; Identity and
+//!   package family name from the MSIX/APPX manifest); [`read_identity`] tells them apart.
 //! * [`token`]: the signed, short-lived download URLs handed to devices.
 //! * [`deliver`]: an assignment (app, group, device/user scope, required/uninstall intent) is a
 //!   *managed profile* whose operations are the CSP commands; the reconciler of
@@ -403,23 +404,58 @@ impl Upload {
 /// What an upload is for: a new app, or new content for an app (an upgrade).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct UploadMeta {
-    /// Display name (default: the MSI's ProductName).
+    /// Display name (default: the MSI's ProductName; the MSIX manifest's DisplayName, else
+    /// its Identity Name).
     pub name: Option<String>,
     /// Install options.
     pub options: InstallOptions,
 }
 
-/// Reads the MSI identity of stored content; deletes the content when it is not a usable MSI.
-fn identify(app: &App, content_id: &str, size: u64) -> Result<msi::MsiInfo, GroupError> {
+/// The identity of an uploaded package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// An MSI (a compound file).
+    Msi(msi::MsiInfo),
+    /// An MSIX/APPX package or bundle (a ZIP).
+    Msix(msix::MsixInfo),
+}
+
+/// Magic of a compound file (MSI).
+const CFB_MAGIC: [u8; 8] = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+/// Magic of a ZIP local file header (MSIX/APPX).
+const ZIP_MAGIC: [u8; 4] = [0x50, 0x4B, 0x03, 0x04];
+
+/// Reads the identity of a package: an MSI or an MSIX/APPX package or bundle, told apart by
+/// their first bytes (not the file name).
+pub fn read_identity<R: std::io::Read + std::io::Seek>(mut r: R) -> Result<Identity, String> {
+    let mut magic = [0u8; 8];
+    let n = std::io::Read::read(&mut r, &mut magic).map_err(|e| format!("reading: {e}"))?;
+    std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(0))
+        .map_err(|e| format!("reading: {e}"))?;
+    if n == 8 && magic == CFB_MAGIC {
+        msi::read(r)
+            .map(Identity::Msi)
+            .map_err(|e| format!("not a valid MSI: {e}"))
+    } else if n >= 4 && magic[..4] == ZIP_MAGIC {
+        msix::read(r)
+            .map(Identity::Msix)
+            .map_err(|e| format!("not a valid MSIX/APPX package: {e}"))
+    } else {
+        Err("not a valid MSI or MSIX/APPX package: neither a compound file (MSI) nor a ZIP (MSIX, APPX, bundles)".into())
+    }
+}
+
+/// Reads the identity of stored content; deletes the content when it is not a usable package.
+fn identify(app: &App, content_id: &str, size: u64) -> Result<Identity, GroupError> {
     let s = app.store.records();
-    match msi::read(content::ContentReader::new(s, content_id, size)) {
+    match read_identity(content::ContentReader::new(s, content_id, size)) {
         Ok(i) => Ok(i),
         Err(reason) => {
             if let Err(e) = content::delete(s, content_id) {
                 tracing::warn!(error = %e, content_id, "deleting a refused upload failed");
             }
-            tracing::info!(%reason, "upload refused: not a valid MSI");
-            Err(invalid(format!("the file is not a valid MSI: {reason}")))
+            tracing::info!(%reason, "upload refused");
+            Err(invalid(format!("the file is {reason}")))
         }
     }
 }
@@ -451,9 +487,9 @@ fn usage_ops(
     ]))
 }
 
-/// Commits an upload whose chunks are all stored: a new MSI app (`replace: None`) or new
-/// content of app `replace` (a newer ProductVersion of the same product line). The content is
-/// deleted when refused.
+/// Commits an upload whose chunks are all stored: a new MSI or MSIX app (`replace: None`) or
+/// new content of app `replace` (a newer ProductVersion of the same MSI product line, or a
+/// newer Version of the same MSIX package family). The content is deleted when refused.
 pub fn commit_upload(
     app: &App,
     content_id: &str,
@@ -479,10 +515,14 @@ fn commit_identified(
     sha256: String,
     meta: UploadMeta,
     replace: Option<&str>,
-    info: msi::MsiInfo,
+    info: Identity,
 ) -> Result<(AppRecord, Option<AppRecord>), GroupError> {
     let now = app.clock.now_unix();
     let s = app.store.records();
+    let kind = match &info {
+        Identity::Msi(_) => AppKind::Msi,
+        Identity::Msix(_) => AppKind::Msix,
+    };
     for _ in 0..8 {
         let old = match replace {
             Some(id) => Some(get(app, id)?),
@@ -490,28 +530,49 @@ fn commit_identified(
         };
         let (command_line, timeout_minutes, retry_count, retry_interval_minutes) =
             options(&meta.options, old.as_ref())?;
-        let name = match (&meta.name, &old) {
-            (Some(n), _) => validate_name(n)?,
-            (None, Some(o)) => o.name.clone(),
-            (None, None) if !info.product_name.trim().is_empty() => {
-                validate_name(&info.product_name)?
+        let name = match (&meta.name, &old, &info) {
+            (Some(n), _, _) => validate_name(n)?,
+            (None, Some(o), _) => o.name.clone(),
+            (None, None, Identity::Msi(i)) if !i.product_name.trim().is_empty() => {
+                validate_name(&i.product_name)?
             }
-            (None, None) => return Err(invalid("the MSI has no ProductName: give a name")),
+            (None, None, Identity::Msi(_)) => {
+                return Err(invalid("the MSI has no ProductName: give a name"))
+            }
+            (None, None, Identity::Msix(i)) => {
+                validate_name(i.display_name.as_deref().unwrap_or(&i.name))?
+            }
+        };
+        // The identity fields the package sets.
+        let fresh = |base: AppRecord| match &info {
+            Identity::Msi(i) => AppRecord {
+                product_code: Some(i.product_code.clone()),
+                product_version: Some(i.product_version.clone()),
+                publisher: i.manufacturer.clone().or(base.publisher.clone()),
+                upgrade_code: i.upgrade_code.clone().or(base.upgrade_code.clone()),
+                ..base
+            },
+            Identity::Msix(i) => AppRecord {
+                product_version: Some(i.version.clone()),
+                publisher: Some(i.publisher.clone()),
+                package_family_name: Some(i.family_name.clone()),
+                ..base
+            },
         };
         let mut ops = Vec::new();
         let rec = match &old {
-            None => AppRecord {
+            None => fresh(AppRecord {
                 id: crate::clock::random_hex(8),
                 name,
-                kind: AppKind::Msi,
+                kind,
                 content_id: Some(content_id.to_string()),
                 url: None,
                 size: Some(size),
                 sha256: sha256.clone(),
-                product_code: Some(info.product_code.clone()),
-                product_version: Some(info.product_version.clone()),
-                publisher: info.manufacturer.clone(),
-                upgrade_code: info.upgrade_code.clone(),
+                product_code: None,
+                product_version: None,
+                publisher: None,
+                upgrade_code: None,
                 package_family_name: None,
                 command_line,
                 timeout_minutes,
@@ -520,24 +581,46 @@ fn commit_identified(
                 revision: 1,
                 created_at: now,
                 updated_at: now,
-            },
+            }),
             Some(o) => {
-                if o.kind != AppKind::Msi || o.content_id.is_none() {
-                    return Err(invalid("only an uploaded MSI app takes new content"));
-                }
-                let same_line = o.product_code.as_deref() == Some(info.product_code.as_str())
-                    || (o.upgrade_code.is_some() && o.upgrade_code == info.upgrade_code);
-                if !same_line {
+                if o.kind != kind || o.content_id.is_none() {
                     return Err(invalid(format!(
-                        "the new MSI ({} {}) is not the same product: neither its ProductCode nor its UpgradeCode matches the app's",
-                        info.product_code, info.product_version
+                        "only an uploaded {} app takes this package as new content",
+                        if kind == AppKind::Msi { "MSI" } else { "MSIX" }
                     )));
                 }
                 let older = o.product_version.as_deref().unwrap_or("0.0");
-                if msi::compare_versions(&info.product_version, older).is_le() {
+                let (newer, what) = match &info {
+                    Identity::Msi(i) => {
+                        let same_line = o.product_code.as_deref() == Some(i.product_code.as_str())
+                            || (o.upgrade_code.is_some() && o.upgrade_code == i.upgrade_code);
+                        if !same_line {
+                            return Err(invalid(format!(
+                                "the new MSI ({} {}) is not the same product: neither its ProductCode nor its UpgradeCode matches the app's",
+                                i.product_code, i.product_version
+                            )));
+                        }
+                        (
+                            msi::compare_versions(&i.product_version, older).is_gt(),
+                            format!("ProductVersion {}", i.product_version),
+                        )
+                    }
+                    Identity::Msix(i) => {
+                        if o.package_family_name.as_deref() != Some(i.family_name.as_str()) {
+                            return Err(invalid(format!(
+                                "the new package ({}) is not the app's package family",
+                                i.family_name
+                            )));
+                        }
+                        (
+                            msix::compare_versions(&i.version, older).is_gt(),
+                            format!("Version {}", i.version),
+                        )
+                    }
+                };
+                if !newer {
                     return Err(GroupError::Conflict(format!(
-                        "ProductVersion {} is not newer than the app's {older}",
-                        info.product_version
+                        "{what} is not newer than the app's {older}"
                     )));
                 }
                 ops.push(RecordOp::Expect {
@@ -545,14 +628,10 @@ fn commit_identified(
                     key: o.id.clone(),
                     value: Some(crate::store::tx::encode(o)),
                 });
-                AppRecord {
+                fresh(AppRecord {
                     content_id: Some(content_id.to_string()),
                     size: Some(size),
                     sha256: sha256.clone(),
-                    product_code: Some(info.product_code.clone()),
-                    product_version: Some(info.product_version.clone()),
-                    publisher: info.manufacturer.clone().or_else(|| o.publisher.clone()),
-                    upgrade_code: info.upgrade_code.clone().or_else(|| o.upgrade_code.clone()),
                     command_line,
                     timeout_minutes,
                     retry_count,
@@ -561,7 +640,7 @@ fn commit_identified(
                     revision: o.revision + 1,
                     updated_at: now,
                     ..o.clone()
-                }
+                })
             }
         };
         let freed = old.as_ref().and_then(|o| o.size).unwrap_or(0);
@@ -583,7 +662,7 @@ fn commit_identified(
                     content::delete(s, cid)?;
                 }
             }
-            tracing::info!(app_id = %rec.id, product_code = ?rec.product_code, version = ?rec.product_version, size, "app content stored");
+            tracing::info!(app_id = %rec.id, kind = ?rec.kind, product_code = ?rec.product_code, package_family_name = ?rec.package_family_name, version = ?rec.product_version, size, "app content stored");
             return Ok((rec, old));
         }
     }

@@ -31,11 +31,12 @@ pub enum IntentArg {
 /// `winmdm apps …`.
 #[derive(Subcommand, Debug, Clone)]
 pub enum AppsCmd {
-    /// Upload an MSI (its ProductCode, ProductVersion and name are read from it).
+    /// Upload an MSI (its ProductCode, ProductVersion and name are read from it) or an
+    /// MSIX/APPX package or bundle (its identity and family name are read from the manifest).
     Upload {
-        /// The .msi file.
+        /// The .msi, .msix, .appx, .msixbundle or .appxbundle file.
         file: PathBuf,
-        /// Display name (default: the MSI's ProductName).
+        /// Display name (default: the MSI's ProductName or the MSIX's DisplayName).
         #[arg(long)]
         name: Option<String>,
         /// msiexec command line (default /quiet).
@@ -81,11 +82,11 @@ pub enum AppsCmd {
         #[arg(long)]
         publisher: Option<String>,
     },
-    /// Replace an uploaded MSI by a newer ProductVersion of the same product (assigned devices upgrade).
+    /// Replace an uploaded package by a newer version of the same product or package family (assigned devices upgrade).
     Upgrade {
         /// The app id.
         app_id: String,
-        /// The newer .msi file.
+        /// The newer .msi or .msix file.
         file: PathBuf,
     },
     /// List apps.
@@ -156,6 +157,9 @@ pub enum EspCmd {
         /// A blocking app id (repeat for several).
         #[arg(long = "app")]
         apps: Vec<String>,
+        /// A blocking configuration profile id (repeat for several): ExpectedPolicies.
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
         /// TimeOutUntilSyncFailure in minutes (default 60).
         #[arg(long)]
         timeout_minutes: Option<u32>,
@@ -221,6 +225,7 @@ pub(super) async fn esp(
         EspCmd::Create {
             name,
             apps,
+            profiles,
             timeout_minutes,
             no_block,
             allow_continue,
@@ -229,7 +234,7 @@ pub(super) async fn esp(
             skip_user_page,
             autopilot_profiles,
         } => {
-            let mut b = json!({"name": name, "apps": apps, "block": !no_block, "allow_continue": allow_continue, "allow_reset": allow_reset, "skip_user_page": skip_user_page, "autopilot_profiles": autopilot_profiles});
+            let mut b = json!({"name": name, "apps": apps, "profiles": profiles, "block": !no_block, "allow_continue": allow_continue, "allow_reset": allow_reset, "skip_user_page": skip_user_page, "autopilot_profiles": autopilot_profiles});
             if let Some(t) = timeout_minutes {
                 b["timeout_minutes"] = json!(t);
             }
@@ -243,10 +248,11 @@ pub(super) async fn esp(
             w(
                 out,
                 &format!(
-                    "created ESP {} {:?}: {} blocking app(s), timeout {} min\n",
+                    "created ESP {} {:?}: {} blocking app(s), {} blocking profile(s), timeout {} min\n",
                     str_of(&v["id"]),
                     str_of(&v["name"]),
                     v["apps"].as_array().map_or(0, Vec::len),
+                    v["profiles"].as_array().map_or(0, Vec::len),
                     str_of(&v["timeout_minutes"])
                 ),
             )
@@ -263,6 +269,7 @@ pub(super) async fn esp(
                         str_of(&e["id"]),
                         str_of(&e["name"]),
                         e["apps"].as_array().map_or(0, Vec::len).to_string(),
+                        e["profiles"].as_array().map_or(0, Vec::len).to_string(),
                         str_of(&e["timeout_minutes"]),
                         str_of(&e["block"]),
                     ]
@@ -270,7 +277,10 @@ pub(super) async fn esp(
                 .collect();
             w(
                 out,
-                &table(&["ID", "NAME", "APPS", "TIMEOUT", "BLOCK"], rows),
+                &table(
+                    &["ID", "NAME", "APPS", "PROFILES", "TIMEOUT", "BLOCK"],
+                    rows,
+                ),
             )
         }
         EspCmd::Show { esp_id } => {
@@ -346,6 +356,21 @@ pub(super) async fn esp(
                 })
                 .collect();
             w(out, &table(&["APP", "SCOPE", "STATE", "ERROR"], rows))?;
+            let policies = v["policies"].as_array().cloned().unwrap_or_default();
+            if !policies.is_empty() {
+                let rows = policies
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            str_of(&p["profile_id"]),
+                            str_of(&p["scope"]),
+                            str_of(&p["state"]),
+                            str_of(&p["error"]),
+                        ]
+                    })
+                    .collect();
+                w(out, &table(&["PROFILE", "SCOPE", "STATE", "ERROR"], rows))?;
+            }
             for phase in ["device", "user"] {
                 if v[phase].is_object() {
                     w(

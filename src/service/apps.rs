@@ -112,7 +112,8 @@ pub struct Uploading {
     written: bool,
 }
 
-/// Starts an upload of an MSI (`replace`: new content for that app, an upgrade).
+/// Starts an upload of an MSI or MSIX/APPX package (`replace`: new content for that app, an
+/// upgrade).
 pub async fn begin_upload(
     app: &Arc<App>,
     actor: &Actor,
@@ -172,7 +173,8 @@ impl Uploading {
         }
     }
 
-    /// Stores the rest, reads the MSI and commits the app (or the new content of `replace`).
+    /// Stores the rest, reads the package's identity and commits the app (or the new content of
+    /// `replace`).
     pub async fn finish(
         mut self,
         actor: &Actor,
@@ -184,7 +186,7 @@ impl Uploading {
         };
         let (writer, last, sha256, size) = up.end();
         if size == 0 {
-            return Err(ServiceError::bad("empty body: send the MSI file").into());
+            return Err(ServiceError::bad("empty body: send the MSI or MSIX/APPX file").into());
         }
         let a = self.app.clone();
         let cid = writer.content_id.clone();
@@ -214,7 +216,7 @@ impl Uploading {
         let app = &self.app;
         match old {
             None => {
-                audit(app, actor, "app.create", &rec.id, serde_json::json!({"name": rec.name, "kind": rec.kind, "product_code": rec.product_code, "version": rec.product_version, "size": rec.size, "sha256": rec.sha256})).await
+                audit(app, actor, "app.create", &rec.id, serde_json::json!({"name": rec.name, "kind": rec.kind, "product_code": rec.product_code, "package_family_name": rec.package_family_name, "version": rec.product_version, "size": rec.size, "sha256": rec.sha256})).await
             }
             Some(o) => {
                 audit(app, actor, "app.upgrade", &rec.id, serde_json::json!({"from": o.product_version, "to": rec.product_version, "size": rec.size, "sha256": rec.sha256, "jobs": jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>()})).await
@@ -490,7 +492,7 @@ pub async fn create_esp(
         actor,
         "esp.create",
         &e.id,
-        serde_json::json!({"name": e.name, "apps": e.apps, "timeout_minutes": e.timeout_minutes}),
+        serde_json::json!({"name": e.name, "apps": e.apps, "profiles": e.profiles, "timeout_minutes": e.timeout_minutes}),
     )
     .await;
     Ok(e)

@@ -207,6 +207,16 @@ struct EspItem {
     error: String,
 }
 
+/// One configuration profile the device's ESP waits for.
+struct EspPolicy {
+    href: String,
+    name: String,
+    scope: String,
+    nodes: usize,
+    state: String,
+    error: String,
+}
+
 /// How a phase of the device's ESP ended.
 struct EspPhaseEnd {
     phase: &'static str,
@@ -224,6 +234,7 @@ struct EspView {
     deadline: Time,
     timeout_minutes: u32,
     items: Vec<EspItem>,
+    policies: Vec<EspPolicy>,
     ended: Vec<EspPhaseEnd>,
 }
 
@@ -293,6 +304,22 @@ async fn apps_and_esp(
                     }
                 })
                 .collect();
+            let mut policies = Vec::new();
+            for v in p.policies.iter().take(MAX_APPS_NAMED) {
+                let id = v["profile_id"].as_str().unwrap_or("");
+                let name = match crate::service::groups::get_profile(app, id).await {
+                    Ok(d) => d.profile.name,
+                    Err(_) => format!("{id} (deleted)"),
+                };
+                policies.push(EspPolicy {
+                    href: super::profiles::href(id),
+                    name,
+                    scope: text(v, "scope"),
+                    nodes: v["nodes"].as_array().map_or(0, Vec::len),
+                    state: text(v, "state"),
+                    error: text(v, "error"),
+                });
+            }
             let ended = [("device", &t.device), ("user", &t.user)]
                 .into_iter()
                 .filter_map(|(phase, r)| {
@@ -312,6 +339,7 @@ async fn apps_and_esp(
                 deadline: Time::at(p.deadline),
                 timeout_minutes: t.timeout_minutes,
                 items,
+                policies,
                 ended,
             })
         }

@@ -1,5 +1,5 @@
-//! Console pages of Enrollment Status Page configurations: the list, the form (apps that
-//! block, timeout, blocking and the remediation the user is offered, log collection, error
+//! Console pages of Enrollment Status Page configurations: the list, the form (apps and
+//! configuration profiles that block, timeout, blocking and the remediation the user is offered, log collection, error
 //! text, skipped pages, the Autopilot profiles it is attached to) whose refusals are shown
 //! against their fields in the service's words ([`crate::service::apps::create_esp`] and
 //! [`crate::service::apps::update_esp`] hold the rules), an ESP's page with its groups
@@ -19,6 +19,8 @@ use crate::service::ServiceError;
 
 /// Apps offered as blocking on the form.
 const APP_CHOICES: usize = 200;
+/// Configuration profiles offered as blocking on the form.
+const POLICY_CHOICES: usize = 200;
 /// Groups offered in the assignment picker.
 const GROUP_CHOICES: usize = 200;
 
@@ -63,7 +65,18 @@ struct ListPage {
     next_href: Option<String>,
 }
 
-/// A checkbox of the form (an app or an Autopilot profile).
+/// What the form has ticked.
+#[derive(Default)]
+struct Ticked {
+    /// Apps that block.
+    apps: Vec<String>,
+    /// Configuration profiles that block (ExpectedPolicies).
+    policies: Vec<String>,
+    /// Autopilot profiles it is attached to.
+    autopilot: Vec<String>,
+}
+
+/// A checkbox of the form (an app, a configuration profile or an Autopilot profile).
 struct Choice {
     id: String,
     name: String,
@@ -96,6 +109,7 @@ struct FormPage {
     back: String,
     v: Values,
     apps: Vec<Choice>,
+    policies: Vec<Choice>,
     profiles: Vec<Choice>,
     errs: FieldErrors,
     error: Option<String>,
@@ -113,6 +127,7 @@ struct EspPage {
     block_value: u32,
     remediation: String,
     apps: Vec<(String, String)>,
+    policies: Vec<(String, String)>,
     profiles: Vec<String>,
     groups: Vec<(String, String)>,
     choices: Vec<(String, String)>,
@@ -166,21 +181,21 @@ async fn list(ctx: &Ctx) -> Resp {
     )
 }
 
-/// The apps and Autopilot profiles the form offers, `apps`/`profiles` ticked.
+/// The apps, configuration profiles and Autopilot profiles the form offers, `t`'s ticked.
 async fn choices(
     ctx: &Ctx,
-    apps: &[String],
-    profiles: &[String],
-) -> Result<(Vec<Choice>, Vec<Choice>), ServiceError> {
-    let (catalog, aps) = tokio::try_join!(
+    t: &Ticked,
+) -> Result<(Vec<Choice>, Vec<Choice>, Vec<Choice>), ServiceError> {
+    let (catalog, policies, aps) = tokio::try_join!(
         svc::list(&ctx.app, None, APP_CHOICES),
+        crate::service::groups::list_profiles(&ctx.app, None, POLICY_CHOICES),
         crate::service::autopilot::list_profiles(&ctx.app),
     )?;
     let apps = catalog
         .items
         .into_iter()
         .map(|a| Choice {
-            checked: apps.contains(&a.id),
+            checked: t.apps.contains(&a.id),
             detail: match (&a.product_version, &a.package_family_name) {
                 (_, Some(f)) => f.clone(),
                 (Some(v), None) => format!("version {v}"),
@@ -190,31 +205,42 @@ async fn choices(
             name: a.name,
         })
         .collect();
+    // An app's own managed profile is the app's business: the service refuses it here.
+    let policies = policies
+        .items
+        .into_iter()
+        .filter(|p| p.app.is_none())
+        .map(|p| Choice {
+            checked: t.policies.contains(&p.id),
+            detail: format!("{:?} scope, {} setting(s)", p.scope, p.operations.len())
+                .to_lowercase(),
+            id: p.id,
+            name: p.name,
+        })
+        .collect();
     let profiles = aps
         .into_iter()
         .map(|p| Choice {
-            checked: profiles.contains(&p.id),
+            checked: t.autopilot.contains(&p.id),
             detail: String::new(),
             id: p.id,
             name: p.name,
         })
         .collect();
-    Ok((apps, profiles))
+    Ok((apps, policies, profiles))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn form_page(
     ctx: &Ctx,
     id: Option<&str>,
     v: Values,
-    apps: &[String],
-    profiles: &[String],
+    ticked: &Ticked,
     errs: FieldErrors,
     error: Option<String>,
     status: StatusCode,
 ) -> Resp {
     let nav = ctx.nav("esp");
-    let (apps, profiles) = match choices(ctx, apps, profiles).await {
+    let (apps, policies, profiles) = match choices(ctx, ticked).await {
         Ok(c) => c,
         Err(e) => return error_page(&e, Some(nav), "/ui/esp"),
     };
@@ -237,6 +263,7 @@ async fn form_page(
             back,
             v,
             apps,
+            policies,
             profiles,
             errs,
             error,
@@ -280,8 +307,7 @@ async fn new_form(ctx: &Ctx) -> Resp {
         ctx,
         None,
         v,
-        &[],
-        &[],
+        &Ticked::default(),
         FieldErrors::default(),
         None,
         StatusCode::OK,
@@ -302,8 +328,11 @@ async fn edit_form(ctx: &Ctx, id: &str) -> Resp {
         ctx,
         Some(id),
         values_of(&e),
-        &e.apps,
-        &e.autopilot_profiles,
+        &Ticked {
+            apps: e.apps.clone(),
+            policies: e.profiles.clone(),
+            autopilot: e.autopilot_profiles.clone(),
+        },
         FieldErrors::default(),
         None,
         StatusCode::OK,
@@ -314,16 +343,17 @@ async fn edit_form(ctx: &Ctx, id: &str) -> Resp {
 async fn save(ctx: &Ctx, id: Option<&str>) -> Resp {
     let f = &ctx.form;
     let on = |k: &str| f.get(k).is_some();
-    let apps: Vec<String> = f
-        .all("apps")
-        .filter(|a| !a.is_empty())
-        .map(str::to_string)
-        .collect();
-    let profiles: Vec<String> = f
-        .all("autopilot_profiles")
-        .filter(|a| !a.is_empty())
-        .map(str::to_string)
-        .collect();
+    let ticked_of = |k: &str| -> Vec<String> {
+        f.all(k)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let ticked = Ticked {
+        apps: ticked_of("apps"),
+        policies: ticked_of("profiles"),
+        autopilot: ticked_of("autopilot_profiles"),
+    };
     let v = Values {
         name: f.value("name").to_string(),
         timeout: f.value("timeout_minutes").to_string(),
@@ -348,21 +378,12 @@ async fn save(ctx: &Ctx, id: Option<&str>) -> Resp {
         },
     };
     if !errs.is_empty() {
-        return form_page(
-            ctx,
-            id,
-            v,
-            &apps,
-            &profiles,
-            errs,
-            None,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+        return form_page(ctx, id, v, &ticked, errs, None, StatusCode::BAD_REQUEST).await;
     }
     let input = EspInput {
         name: v.name.clone(),
-        apps: apps.clone(),
+        apps: ticked.apps.clone(),
+        profiles: ticked.policies.clone(),
         timeout_minutes,
         block: Some(v.block),
         allow_reset: Some(v.allow_reset),
@@ -372,7 +393,7 @@ async fn save(ctx: &Ctx, id: Option<&str>) -> Resp {
         custom_error_text: Some(v.custom_error_text.trim().to_string()).filter(|t| !t.is_empty()),
         skip_device_page: Some(v.skip_device_page),
         skip_user_page: Some(v.skip_user_page),
-        autopilot_profiles: profiles.clone(),
+        autopilot_profiles: ticked.autopilot.clone(),
     };
     let out = match id {
         None => svc::create_esp(&ctx.app, &ctx.s.actor, input)
@@ -400,17 +421,7 @@ async fn save(ctx: &Ctx, id: Option<&str>) -> Resp {
         }
         Err(e) => return error_page(&e, Some(ctx.nav("esp")), "/ui/esp"),
     };
-    form_page(
-        ctx,
-        id,
-        v,
-        &apps,
-        &profiles,
-        errs,
-        error,
-        StatusCode::BAD_REQUEST,
-    )
-    .await
+    form_page(ctx, id, v, &ticked, errs, error, StatusCode::BAD_REQUEST).await
 }
 
 async fn page(ctx: &Ctx, id: &str) -> Resp {
@@ -431,6 +442,14 @@ async fn page(ctx: &Ctx, id: &str) -> Resp {
             Err(_) => format!("{a} (deleted)"),
         };
         apps.push((super::apps::href(a), name));
+    }
+    let mut policies = Vec::new();
+    for p in &d.esp.profiles {
+        let name = match crate::service::groups::get_profile(app, p).await {
+            Ok(x) => x.profile.name,
+            Err(_) => format!("{p} (deleted)"),
+        };
+        policies.push((super::profiles::href(p), name));
     }
     let name_of = |gid: &str| {
         groups
@@ -469,6 +488,7 @@ async fn page(ctx: &Ctx, id: &str) -> Resp {
             block_value: e.block_value(),
             remediation: remediation(&e),
             apps,
+            policies,
             profiles,
             groups: assigned,
             choices,

@@ -114,7 +114,7 @@ struct ProfilePage {
     updated: Time,
 }
 
-fn href(id: &str) -> String {
+pub(super) fn href(id: &str) -> String {
     format!("/ui/profiles/{}", enc(id))
 }
 

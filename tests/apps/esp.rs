@@ -406,3 +406,311 @@ async fn esp_user_phase_waits_for_the_user_and_their_apps() {
     assert_eq!(p["phase"], "done", "{p}");
     assert_eq!(p["user"]["success"], true);
 }
+
+const SMARTSCREEN: &str = "./Device/Vendor/MSFT/Policy/Config/Browser/AllowSmartScreen";
+const CAMERA: &str = "./Vendor/MSFT/Policy/Config/Camera/AllowCamera";
+const PRINTER: &str = "./User/Vendor/MSFT/Policy/Config/Education/DefaultPrinterName";
+
+/// A group on group tag `tag` with the given profiles (`(name, scope, settings)`) assigned,
+/// an ESP `esp` naming them assigned to it, and device `n` registered with that tag and
+/// enrolled in OOBE. Returns the device and the profile ids.
+async fn setup_profiles(
+    srv: &TestServer,
+    serial: &str,
+    n: u32,
+    tag: &str,
+    profiles: &[(&str, &str, Value)],
+    esp: Value,
+) -> (WindowsApps, Vec<String>) {
+    let gid = ok(
+        srv,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"name": format!("{tag} group"), "query": format!("group_tag == \"{tag}\"")})),
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut pids = Vec::new();
+    for (name, scope, settings) in profiles {
+        let pid = ok(
+            srv,
+            "POST",
+            "/api/v1/profiles",
+            Some(json!({"name": name, "scope": scope, "settings": settings})),
+            201,
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        ok(
+            srv,
+            "POST",
+            &format!("/api/v1/profiles/{pid}/assignments"),
+            Some(json!({"group_id": gid})),
+            201,
+        )
+        .await;
+        pids.push(pid);
+    }
+    let mut body = esp;
+    body["profiles"] = json!(pids);
+    let esp = ok(srv, "POST", "/api/v1/esp", Some(body), 201).await;
+    assert_eq!(esp["profiles"], json!(pids), "{esp}");
+    let esp_id = esp["id"].as_str().unwrap().to_string();
+    ok(
+        srv,
+        "POST",
+        &format!("/api/v1/esp/{esp_id}/assignments"),
+        Some(json!({"group_id": gid})),
+        201,
+    )
+    .await;
+    let (st, _) = import(
+        srv,
+        format!("{HEADER}\r\n{serial},,{},{tag},\r\n", hash(n, 64)).into_bytes(),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let mut d = enrolled_device(srv, n).await;
+    d.nodes.insert(SERIAL_URI.into(), serial.into());
+    d.login_status = "others".into();
+    (WindowsApps::new(d, srv.client()), pids)
+}
+
+fn position(got: &[Received], verb: &str, target: &str) -> usize {
+    got.iter()
+        .position(|c| c.verb == verb && c.target.as_deref() == Some(target))
+        .unwrap_or_else(|| panic!("{verb} {target} not received: {got:?}"))
+}
+
+#[tokio::test]
+async fn esp_expected_policies_wait_for_the_profiles_of_each_phase() {
+    let srv = TestServer::start().await;
+    let (mut win, pids) = setup_profiles(
+        &srv,
+        "SER-ESP-04",
+        84,
+        "esp-pol",
+        &[
+            (
+                "kiosk lockdown",
+                "device",
+                json!([{"target": SMARTSCREEN, "format": "int", "data": "1"}, {"target": CAMERA, "format": "int", "data": "0"}]),
+            ),
+            (
+                "lab printer",
+                "user",
+                json!([{"target": PRINTER, "format": "chr", "data": "lab-1"}]),
+            ),
+        ],
+        json!({"name": "policy esp", "timeout_minutes": 30}),
+    )
+    .await;
+    let did = win.dev.device_id.clone();
+    // Before the user signs in: the device list names the device profile's LocURIs (as the
+    // profile sends them), the phase is released once they are applied, the user's list and
+    // profile wait.
+    let before_user = drain(&mut win).await;
+    let expected = format!("{SMARTSCREEN}\u{F000}{CAMERA}");
+    assert_eq!(
+        data_of(&before_user, &first_sync(&srv, "ExpectedPolicies")),
+        Some(expected.as_str()),
+        "{before_user:?}"
+    );
+    let done = position(&before_user, "Replace", &first_sync(&srv, "IsSyncDone"));
+    assert!(
+        position(&before_user, "Replace", SMARTSCREEN) < done
+            && position(&before_user, "Replace", CAMERA) < done,
+        "released after the profile: {before_user:?}"
+    );
+    let user_node = |node: &str| {
+        format!(
+            "./User/Vendor/MSFT/DMClient/Provider/{}/FirstSyncStatus/{node}",
+            srv.app.cfg.provider_id
+        )
+    };
+    assert!(data_of(&before_user, &user_node("ExpectedPolicies")).is_none());
+    assert!(data_of(&before_user, PRINTER).is_none());
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "user", "{p}");
+    assert_eq!(p["device"]["success"], true, "{p}");
+    assert_eq!(p["policies"][0]["profile_id"], pids[0].as_str());
+    assert_eq!(p["policies"][0]["state"], "applied", "{p}");
+    assert_eq!(p["policies"][0]["nodes"], json!([SMARTSCREEN, CAMERA]));
+    assert_eq!(p["policies"][1]["profile_id"], pids[1].as_str());
+    assert_eq!(p["policies"][1]["scope"], "user");
+    assert_eq!(p["policies"][1]["state"], "pending", "{p}");
+    // Still waiting a session later: nothing is released without the user's profile.
+    assert!(drain(&mut win).await.is_empty());
+
+    // The user signs in: their list, the profile, and then the user phase's release.
+    win.dev.login_status = "user".into();
+    let mut user = drain(&mut win).await;
+    user.extend(drain(&mut win).await);
+    assert_eq!(
+        data_of(&user, &user_node("ExpectedPolicies")),
+        Some(PRINTER),
+        "{user:?}"
+    );
+    assert!(
+        position(&user, "Replace", PRINTER) < position(&user, "Replace", &user_node("IsSyncDone")),
+        "{user:?}"
+    );
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "done", "{p}");
+    assert_eq!(p["user"]["success"], true);
+    assert_eq!(p["policies"][1]["state"], "applied", "{p}");
+}
+
+#[tokio::test]
+async fn esp_releases_a_failed_profile_after_the_timeout_with_the_error_text() {
+    let now = winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock);
+    let clock = TestClock::at(now);
+    let srv = TestServer::start_with_clock(Arc::new(clock.clone()), |_| {}).await;
+    let (mut win, pids) = setup_profiles(
+        &srv,
+        "SER-ESP-05",
+        85,
+        "esp-polfail",
+        &[(
+            "smartscreen",
+            "device",
+            json!([{"target": SMARTSCREEN, "format": "int", "data": "1"}]),
+        )],
+        json!({"name": "strict policy esp", "timeout_minutes": 5, "custom_error_text": "Policies failed: call IT."}),
+    )
+    .await;
+    // The device refuses the setting.
+    win.dev.status_for.insert(SMARTSCREEN.into(), 500);
+    let did = win.dev.device_id.clone();
+    let first = drain(&mut win).await;
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "ExpectedPolicies")),
+        Some(SMARTSCREEN)
+    );
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "CustomErrorText")),
+        Some("Policies failed: call IT.")
+    );
+    assert!(
+        data_of(&first, &first_sync(&srv, "IsSyncDone")).is_none(),
+        "a failed profile does not release the page: {first:?}"
+    );
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "device", "{p}");
+    assert_eq!(p["policies"][0]["state"], "failed", "{p}");
+    assert!(
+        p["policies"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("500") && e.contains(SMARTSCREEN)),
+        "{p}"
+    );
+    let (code, text) = super::cli(&srv, &["esp", "progress", &did]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("PROFILE") && text.contains(&pids[0]) && text.contains("failed"),
+        "{text}"
+    );
+    // Five minutes later: released as failed, the page shows the custom error text.
+    clock.set(now + 5 * 60 + 1);
+    let got = drain(&mut win).await;
+    let t: Vec<&str> = got.iter().filter_map(|c| c.target.as_deref()).collect();
+    let failed = first_sync(&srv, "WasDeviceSuccessfullyProvisioned");
+    let finished = first_sync(&srv, "ServerHasFinishedProvisioning");
+    let done = first_sync(&srv, "IsSyncDone");
+    assert_eq!(t, vec![failed.as_str(), finished.as_str(), done.as_str()]);
+    assert_eq!(data_of(&got, &failed), Some("0"));
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["device"]["success"], false);
+    let reason = p["device"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("timeout after 5 minutes; profiles not applied: ")
+            && reason.contains(&pids[0])
+            && reason.contains("500"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn esp_refuses_unknown_and_app_managed_profiles() {
+    let srv = TestServer::start().await;
+    let (st, v) = srv
+        .admin(
+            "POST",
+            "/api/v1/esp",
+            Some(json!({"name": "x", "profiles": ["nope"]})),
+        )
+        .await;
+    assert_eq!(st, 404, "{v}");
+    let (st, app) = send(&srv, "POST", "/api/v1/apps", fixture("1.0.0")).await;
+    assert_eq!(st, 201);
+    let gid = ok(
+        &srv,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"name": "g"})),
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let app_id = app["id"].as_str().unwrap();
+    ok(
+        &srv,
+        "POST",
+        &format!("/api/v1/apps/{app_id}/assignments"),
+        Some(json!({"group_id": gid})),
+        201,
+    )
+    .await;
+    let (st, v) = srv
+        .admin(
+            "POST",
+            "/api/v1/esp",
+            Some(json!({"name": "x", "profiles": [format!("app-{app_id}-device-required")]})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let many: Vec<String> = (0..51).map(|i| format!("p{i}")).collect();
+    let (st, v) = srv
+        .admin(
+            "POST",
+            "/api/v1/esp",
+            Some(json!({"name": "x", "profiles": many})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+}

@@ -502,3 +502,214 @@ async fn failed_installs_carry_the_code_and_its_meaning() {
     assert_eq!(s["error_code"], "0x80091007");
     assert!(s["error"].as_str().unwrap().contains("hash"), "{s}");
 }
+
+const MS_PUBLISHER: &str =
+    "CN=Microsoft Corporation, O=Microsoft Corporation, L=Redmond, S=Washington, C=US";
+/// Windows' family name for `Contoso.Notes` by that publisher (PublisherId 8wekyb3d8bbwe).
+const NOTES_PFN: &str = "Contoso.Notes_8wekyb3d8bbwe";
+
+/// A ZIP of `files`, deflated, the way MakeAppx stores package files.
+fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in files {
+        w.start_file(*name, opts).unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn appx_manifest(root: &str, version: &str, padding: usize) -> Vec<u8> {
+    let ns = if root == "Bundle" {
+        "http://schemas.microsoft.com/appx/2013/bundle"
+    } else {
+        "http://schemas.microsoft.com/appx/manifest/foundation/windows10"
+    };
+    let mut m = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><{root} xmlns="{ns}"><Identity Name="Contoso.Notes" Publisher="{MS_PUBLISHER}" Version="{version}" ProcessorArchitecture="x64"/><Properties><DisplayName>Contoso Notes</DisplayName><PublisherDisplayName>Contoso</PublisherDisplayName></Properties></{root}>"#
+    )
+    .into_bytes();
+    m.extend(std::iter::repeat_n(b'\n', padding));
+    m
+}
+
+/// An .msix: the manifest, a block map and a "binary" large enough for ranged downloads.
+fn msix_package(version: &str) -> Vec<u8> {
+    let exe: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    zip_of(&[
+        ("AppxManifest.xml", &appx_manifest("Package", version, 0)),
+        ("AppxBlockMap.xml", b"<BlockMap/>"),
+        ("Notes.exe", &exe),
+    ])
+}
+
+#[tokio::test]
+async fn msix_upload_reads_the_manifest_and_is_delivered_by_hosted_install() {
+    let srv = TestServer::start().await;
+    // Refused: a ZIP without a manifest, a manifest that decompresses past 1 MiB (a small
+    // upload), neither ZIP nor compound file.
+    let (st, v) = send(&srv, "POST", "/api/v1/apps", zip_of(&[("a.txt", b"hi")])).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid MSIX/APPX package")
+            && v["error"].as_str().unwrap().contains("AppxManifest.xml"),
+        "{v}"
+    );
+    let bomb = zip_of(&[(
+        "AppxManifest.xml",
+        &appx_manifest("Package", "1.0.0.0", 8 << 20),
+    )]);
+    assert!(bomb.len() < 100_000);
+    let (st, v) = send(&srv, "POST", "/api/v1/apps", bomb).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("manifest"), "{v}");
+    let (st, v) = send(
+        &srv,
+        "POST",
+        "/api/v1/apps",
+        b"PK\x03\x04 cut short".to_vec(),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(srv
+        .app
+        .store
+        .records()
+        .scan_records("app_chunk", None, 10)
+        .unwrap()
+        .is_empty());
+
+    // A bundle: the identity comes from AppxMetadata/AppxBundleManifest.xml.
+    let bundle = zip_of(&[
+        ("Contoso.Notes_1.2.3.0_x64.msix", &msix_package("1.2.3.0")),
+        (
+            "AppxMetadata/AppxBundleManifest.xml",
+            &appx_manifest("Bundle", "1.2.3.0", 0),
+        ),
+    ]);
+    let (st, v) = send(&srv, "POST", "/api/v1/apps?name=Notes%20bundle", bundle).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        (
+            v["kind"].as_str(),
+            v["package_family_name"].as_str(),
+            v["name"].as_str()
+        ),
+        (Some("msix"), Some(NOTES_PFN), Some("Notes bundle"))
+    );
+
+    // The package: identity from AppxManifest.xml, name from its DisplayName.
+    let pkg = msix_package("1.2.3.0");
+    let (st, app) = send(&srv, "POST", "/api/v1/apps", pkg.clone()).await;
+    assert_eq!(st, 201, "{app}");
+    assert_eq!(app["kind"], "msix");
+    assert_eq!(app["name"], "Contoso Notes");
+    assert_eq!(app["package_family_name"], NOTES_PFN);
+    assert_eq!(app["publisher"], MS_PUBLISHER);
+    assert_eq!(app["product_version"], "1.2.3.0");
+    assert_eq!(app["product_code"], Value::Null);
+    assert_eq!(app["sha256"], sha256_hex(&pkg));
+    assert_eq!(app["size"], pkg.len());
+    let app_id = app["id"].as_str().unwrap().to_string();
+
+    // Assigned to a group: Add AppInstallation/{PFN}, Exec HostedInstall with our signed URL,
+    // Gets of Status and LastError; the URL serves the uploaded bytes.
+    let dev = enroll(&srv, 4, "dan@example.com").await;
+    let did = dev.device_id.clone();
+    let mut win = WindowsApps::new(dev, srv.client());
+    let gid = ok(
+        &srv,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"name": "notes"})),
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(
+        &srv,
+        "POST",
+        &format!("/api/v1/groups/{gid}/members"),
+        Some(json!({"device_ids": [did]})),
+        200,
+    )
+    .await;
+    ok(
+        &srv,
+        "POST",
+        &format!("/api/v1/apps/{app_id}/assignments"),
+        Some(json!({"group_id": gid})),
+        201,
+    )
+    .await;
+    let a =
+        format!("./Device/Vendor/MSFT/EnterpriseModernAppManagement/AppInstallation/{NOTES_PFN}");
+    let got = win.session().await;
+    assert_eq!(
+        verbs(&got),
+        vec![
+            ("Add".into(), a.clone()),
+            ("Exec".into(), format!("{a}/HostedInstall")),
+            ("Get".into(), format!("{a}/Status")),
+            ("Get".into(), format!("{a}/LastError")),
+        ]
+    );
+    assert_eq!(win.hosted.len(), 1);
+    let job = win.hosted[0].clone();
+    assert_eq!(job.pfn, NOTES_PFN);
+    assert!(
+        job.url.starts_with(&format!(
+            "{}/apps/{app_id}/content?token=",
+            srv.app.cfg.public_url.base
+        )),
+        "{}",
+        job.url
+    );
+    assert_eq!(job.downloaded, pkg, "the URL serves the uploaded package");
+
+    // A newer Version of the same family is an upgrade, delivered again; an equal one is not.
+    let (st, v) = send(
+        &srv,
+        "PUT",
+        &format!("/api/v1/apps/{app_id}/content"),
+        msix_package("1.2.3.0"),
+    )
+    .await;
+    assert_eq!(st, 409, "{v}");
+    let newer = msix_package("1.3.0.0");
+    let (st, v) = send(
+        &srv,
+        "PUT",
+        &format!("/api/v1/apps/{app_id}/content"),
+        newer.clone(),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["revision"].as_u64(), v["product_version"].as_str()),
+        (Some(2), Some("1.3.0.0"))
+    );
+    let got = win.session().await;
+    assert!(
+        got.iter()
+            .any(|c| c.verb == "Exec" && c.target.as_deref() == Some(&format!("{a}/HostedInstall"))),
+        "{got:?}"
+    );
+    assert_eq!(win.hosted[1].downloaded, newer);
+    // An MSI is no new content for an MSIX app.
+    let (st, v) = send(
+        &srv,
+        "PUT",
+        &format!("/api/v1/apps/{app_id}/content"),
+        fixture("1.1.0"),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+}

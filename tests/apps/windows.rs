@@ -2,7 +2,9 @@
 //! runs each `DownloadInstall` job it receives (downloads every ContentURL from the signed URL
 //! with `Range` requests, checks the SHA-256 against FileHash, "runs msiexec"), keeps the
 //! `Status`/`LastError` nodes it answers `Get`s with, and reports the result with the generic
-//! alert `com.microsoft.mdm.win32csp_install` in its next session.
+//! alert `com.microsoft.mdm.win32csp_install` in its next session. For
+//! EnterpriseModernAppManagement it runs each `AppInstallation/{PFN}/HostedInstall` it receives:
+//! downloads the `Application/@PackageUri` the same way and keeps the package.
 
 use std::collections::HashMap;
 
@@ -22,6 +24,17 @@ pub enum Outcome {
 
 /// CRYPT_E_HASH_VALUE as the signed 32-bit integer the alert carries.
 pub const HASH_MISMATCH: i64 = 0x8009_1007u32 as i32 as i64;
+
+/// One `HostedInstall` the device ran.
+#[derive(Debug, Clone)]
+pub struct HostedJob {
+    /// The `{PackageFamilyName}` segment of the target.
+    pub pfn: String,
+    /// `Application/@PackageUri`.
+    pub url: String,
+    /// What was downloaded.
+    pub downloaded: Vec<u8>,
+}
 
 /// One install job the device ran.
 #[derive(Debug, Clone)]
@@ -48,6 +61,8 @@ pub struct WindowsApps {
     pub outcome: HashMap<String, Outcome>,
     /// Every job run, in order.
     pub jobs: Vec<Job>,
+    /// Every HostedInstall run, in order.
+    pub hosted: Vec<HostedJob>,
     alerts: Vec<(String, i64)>,
 }
 
@@ -73,6 +88,7 @@ impl WindowsApps {
             http,
             outcome: HashMap::new(),
             jobs: Vec::new(),
+            hosted: Vec::new(),
             alerts: Vec::new(),
         }
     }
@@ -96,8 +112,78 @@ impl WindowsApps {
             {
                 self.run(c).await;
             }
+            if c.verb == "Exec"
+                && c.target
+                    .as_deref()
+                    .is_some_and(|t| t.ends_with("/HostedInstall"))
+            {
+                self.run_hosted(c).await;
+            }
         }
         got
+    }
+
+    /// BITS: a HEAD for the size, then the file in two ranges.
+    async fn download(&self, url: &str) -> Vec<u8> {
+        let head = self.http.request("HEAD", url, &[], Vec::new()).await;
+        assert_eq!(head.status, 200, "HEAD {url}");
+        let size: usize = head.headers["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let first = self
+            .http
+            .request("GET", url, &[("range", "bytes=0-999")], Vec::new())
+            .await;
+        assert_eq!(first.status, 206);
+        assert_eq!(
+            first.headers["content-range"].to_str().unwrap(),
+            format!("bytes 0-{}/{size}", size.min(1000) - 1)
+        );
+        let mut data = first.body;
+        if size > 1000 {
+            let rest = self
+                .http
+                .request("GET", url, &[("range", "bytes=1000-")], Vec::new())
+                .await;
+            assert_eq!(rest.status, 206);
+            data.extend(rest.body);
+        }
+        assert_eq!(data.len(), size);
+        data
+    }
+
+    async fn run_hosted(&mut self, c: &Received) {
+        let target = c.target.clone().unwrap_or_default();
+        let base = target
+            .strip_suffix("/HostedInstall")
+            .expect("a HostedInstall target");
+        let pfn = base.rsplit('/').next().unwrap_or_default().to_string();
+        assert!(
+            base.ends_with(&format!(
+                "/EnterpriseModernAppManagement/AppInstallation/{pfn}"
+            )),
+            "{target}"
+        );
+        let xml = c.data.clone().expect("Application in Data");
+        let doc = roxmltree::Document::parse(&xml).expect("HostedInstall data is XML");
+        let a = doc.root_element();
+        assert_eq!(a.tag_name().name(), "Application", "{xml}");
+        let url = a
+            .attribute("PackageUri")
+            .expect("Application/@PackageUri")
+            .to_string();
+        let downloaded = self.download(&url).await;
+        self.dev.nodes.insert(format!("{base}/Status"), "3".into());
+        self.dev
+            .nodes
+            .insert(format!("{base}/LastError"), "0".into());
+        self.hosted.push(HostedJob {
+            pfn,
+            url,
+            downloaded,
+        });
     }
 
     /// Windows' view of a job before it ran: Initialized.
@@ -132,31 +218,8 @@ impl WindowsApps {
             assert!(text(t).parse::<u32>().is_ok(), "{t} is a number");
         }
         let id = job.attribute("id").expect("MsiInstallJob/@id").to_string();
-        // BITS: a HEAD for the size, then the file in two ranges.
-        let head = self.http.request("HEAD", &url, &[], Vec::new()).await;
-        assert_eq!(head.status, 200, "HEAD {url}");
-        let size: usize = head.headers["content-length"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let first = self
-            .http
-            .request("GET", &url, &[("range", "bytes=0-999")], Vec::new())
-            .await;
-        assert_eq!(first.status, 206);
-        assert_eq!(
-            first.headers["content-range"].to_str().unwrap(),
-            format!("bytes 0-999/{size}")
-        );
-        let rest = self
-            .http
-            .request("GET", &url, &[("range", "bytes=1000-")], Vec::new())
-            .await;
-        assert_eq!(rest.status, 206);
-        let mut data = first.body;
-        data.extend(rest.body);
-        assert_eq!(data.len(), size);
+        let mut data = self.download(&url).await;
+        let size = data.len();
         let outcome = self.outcome.get(&id).copied().unwrap_or(Outcome::Success);
         if outcome == Outcome::CorruptDownload {
             data[size / 2] ^= 0xff;

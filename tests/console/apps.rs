@@ -283,14 +283,29 @@ async fn console_apps_and_esp_in_chromium() {
         .await;
     b.click(By::Id("assign")).await;
     wait_text(&b, "#esp-groups", |t| t.contains("Kiosks")).await;
+    // A configuration profile made meanwhile is offered as blocking (ExpectedPolicies).
+    let (st, prof) = srv
+        .admin(
+            "POST",
+            "/api/v1/profiles",
+            Some(json!({"name": "Camera off", "settings": [{"target": "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera", "format": "int", "data": "0"}]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{prof}");
+    let pid = prof["id"].as_str().unwrap().to_string();
     b.click(By::Id("edit-esp")).await;
     b.wait_path(&format!("/ui/esp/{esp_id}/edit")).await;
     b.eval("document.getElementById('e-timeout_minutes').value = '45'; return 0")
         .await;
     b.click(By::Id("e-allow_continue")).await;
+    b.click(By::Id(&format!("e-policy-{pid}"))).await;
     b.click(By::Id("save-esp")).await;
     let timeout = wait_text(&b, "#esp-timeout", |t| t == "45 minutes").await;
     assert_eq!(timeout, "45 minutes");
+    assert!(
+        b.text("#esp-policies").await.contains("Camera off"),
+        "the blocking profile is on the ESP's page"
+    );
     let (_, e) = srv
         .admin("GET", &format!("/api/v1/esp/{esp_id}"), None)
         .await;
@@ -298,6 +313,7 @@ async fn console_apps_and_esp_in_chromium() {
     assert_eq!(e["allow_continue"], true, "{e}");
     assert_eq!(e["custom_error_text"], "Call the help desk.", "{e}");
     assert_eq!(e["groups"], json!([gid]), "{e}");
+    assert_eq!(e["profiles"], json!([pid]), "{e}");
     b.shot("esp").await;
 
     // The new form's ticks are what the service gives an ESP named and nothing else.
