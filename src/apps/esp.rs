@@ -13,10 +13,12 @@
 //! ExpectedPolicies lists the LocURIs they set). The device phase waits for the device-scope
 //! items; the user phase for the user-scope ones (their commands, and the `./User` nodes, wait
 //! for LoginStatus `user`). A phase whose apps are all installed and whose profiles are all
-//! applied gets `ServerHasFinishedProvisioning` and `IsSyncDone` = true; a phase still
-//! unfinished when the timeout passes (failed installs and failed profiles included) gets
-//! `WasDeviceSuccessfullyProvisioned` = 0 first (the page then shows failure with the
-//! CustomErrorText).
+//! applied gets `ServerHasFinishedProvisioning` and `IsSyncDone` = true; a phase with an item
+//! that ended in failure (an app's install failed: the install alert's error, a failed Status
+//! with LastError, a refused command, polling given up; a profile the device refused) at once,
+//! and a phase still unfinished when the timeout passes, gets `WasDeviceSuccessfullyProvisioned`
+//! = 0 first (the page then shows failure with the CustomErrorText); the reason names the
+//! items and their codes.
 
 use serde::{Deserialize, Serialize};
 
@@ -643,14 +645,35 @@ pub fn after_round(app: &App, device_id: &str) -> Result<(), StoreError> {
             .filter(|e| !installed(e))
             .map(|e| e.app_id.clone())
             .collect();
+        // Items whose install or command ended in failure: the phase fails at once.
+        let mut failed: Vec<String> = items
+            .iter()
+            .filter_map(|e| {
+                let s = states.iter().find(|s| {
+                    s.app_id == e.app_id
+                        && s.scope == e.scope
+                        && s.intent == Intent::Required
+                        && s.state == AppState::Failed
+                })?;
+                let what = s.error.as_deref().unwrap_or("failed");
+                Some(match &s.error_code {
+                    Some(c) => format!("app {} ({c}: {what})", e.app_id),
+                    None => format!("app {} ({what})", e.app_id),
+                })
+            })
+            .collect();
         let mut unapplied: Vec<String> = Vec::new();
         for p in &policies {
             let (state, error) = policy_state(app, device_id, &p.profile_id)?;
             if state != "applied" {
-                unapplied.push(match error {
+                let text = match error {
                     Some(e) => format!("{} ({state}: {e})", p.profile_id),
                     None => format!("{} ({state})", p.profile_id),
-                });
+                };
+                if state == "failed" {
+                    failed.push(format!("profile {text}"));
+                }
+                unapplied.push(text);
             }
         }
         let release = if missing.is_empty() && unapplied.is_empty() {
@@ -658,6 +681,12 @@ pub fn after_round(app: &App, device_id: &str) -> Result<(), StoreError> {
                 at: now,
                 success: true,
                 reason: "every expected app is installed and every expected profile applied".into(),
+            })
+        } else if !failed.is_empty() {
+            Some(Released {
+                at: now,
+                success: false,
+                reason: format!("failed: {}", failed.join(", ")),
             })
         } else if now >= deadline {
             let mut reason = format!("timeout after {} minutes", t.timeout_minutes);

@@ -18,6 +18,7 @@ pub mod deliver;
 pub mod esp;
 pub mod msi;
 pub mod msix;
+pub mod poll;
 pub mod state;
 pub mod token;
 

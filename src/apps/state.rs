@@ -23,6 +23,23 @@ use crate::store::{CommandRecord, CommandState, DeviceAlert, StoreError};
 
 /// `Meta/Type` of the generic alert an MSI install job sends when it ends.
 pub const INSTALL_ALERT: &str = "Reversed-Domain-Name:com.microsoft.mdm.win32csp_install";
+/// `Meta/Type` of the generic alert a `HostedInstall` sends when it ends (Enterprise app
+/// management, "Alert for installation completion": Source the HostedInstall node, Data 0 or
+/// the error code).
+pub const HOSTED_INSTALL_ALERT: &str =
+    "Reversed-Domain-Name:com.microsoft.mdm.EnterpriseHostedAppInstall.result";
+
+/// The re-reads of an app's `Status`/`LastError` in later sessions (see [`super::poll`]) that
+/// belong to the deployment being derived.
+#[derive(Debug, Clone, Default)]
+pub struct Polled {
+    /// The newest `Get …/Status` of a later session.
+    pub status: Option<CommandRecord>,
+    /// The `Get …/LastError` that followed a failed Status.
+    pub last_error: Option<CommandRecord>,
+    /// Why polling stopped without a final state (the install is failed).
+    pub gave_up: Option<String>,
+}
 
 /// Where an app is on a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,6 +154,13 @@ pub fn meaning(code: u32) -> Option<String> {
             Some("the download failed: the server cannot be reached (BG_E_NETWORK_DISCONNECTED)")
         }
         0x8007_2EE7 => Some("the server name could not be resolved"),
+        0x8007_3CF0 => Some("the package could not be opened (ERROR_INSTALL_OPEN_PACKAGE_FAILED)"),
+        0x8007_3CF3 => Some(
+            "the package failed update, dependency or conflict validation (ERROR_INSTALL_RESOLVE_DEPENDENCY_FAILED)",
+        ),
+        0x800B_0109 => Some(
+            "the package's signature chains to a root the device does not trust (CERT_E_UNTRUSTEDROOT)",
+        ),
         _ => None,
     };
     if let Some(k) = known {
@@ -166,7 +190,7 @@ fn success(code: u32) -> Option<Option<&'static str>> {
 }
 
 /// `%7B`/`%7D` → braces, upper-case: LocURIs compare equal however the braces were written.
-fn norm_uri(s: &str) -> String {
+pub(crate) fn norm_uri(s: &str) -> String {
     s.trim()
         .replace("%7B", "{")
         .replace("%7b", "{")
@@ -190,6 +214,7 @@ pub fn derive(
     alerts: &[DeviceAlert],
     rec: Option<&AppRecord>,
     held_reason: Option<String>,
+    polled: Option<&Polled>,
 ) -> Option<DeviceAppState> {
     let (app_id, scope, intent) = deliver::parse_profile_id(&dep.profile_id)?;
     let mut out = DeviceAppState {
@@ -286,15 +311,19 @@ pub fn derive(
     // 1. The generic alert of the install job (MSI), after the Exec was sent.
     let since = exec.sent_at.unwrap_or(exec.created_at);
     let target = exec.target.as_deref().map(norm_uri).unwrap_or_default();
+    let alert_type = match kind {
+        AppKind::Msi => INSTALL_ALERT,
+        AppKind::Msix => HOSTED_INSTALL_ALERT,
+    };
     let alert = alerts.iter().rev().find(|a| {
-        a.alert_type.as_deref() == Some(INSTALL_ALERT)
+        a.alert_type.as_deref() == Some(alert_type)
             && a.at >= since
             && a.source.as_deref().map(norm_uri).as_deref() == Some(target.as_str())
     });
     if let Some(a) = alert {
         let raw = a.data.as_deref().unwrap_or("").trim();
         match normalize_code(raw) {
-            Some((code, v)) => match success(v) {
+            Some((code, v)) => match success(v).filter(|_| kind == AppKind::Msi || v == 0) {
                 Some(note) => {
                     out.state = AppState::Installed;
                     out.version = version;
@@ -314,9 +343,27 @@ pub fn derive(
         }
         return Some(out);
     }
-    // 2. The Status node read back.
-    let status = result_data(cmd("Get", "/Status"));
-    let last_error = result_data(cmd("Get", "/LastError"));
+    // 2. The Status node read back: the newest answered read (a later session's re-read, else
+    // the one sent with the install).
+    let polled_status = polled
+        .and_then(|p| p.status.as_ref())
+        .filter(|c| matches!(c.state, CommandState::Done | CommandState::Failed));
+    let status_get = polled_status.or_else(|| cmd("Get", "/Status"));
+    if kind == AppKind::Msix
+        && status_get.is_some_and(|c| c.state == CommandState::Failed && c.status == Some(404))
+    {
+        // "Once an install is successful this node is cleaned up" (Enterprise app management).
+        out.state = AppState::Installed;
+        out.version = version;
+        out.reason = Some(
+            "the AppInstallation node is gone (404): Windows removes it after a successful install"
+                .into(),
+        );
+        return Some(out);
+    }
+    let status = result_data(status_get);
+    let last_error = result_data(polled.and_then(|p| p.last_error.as_ref()))
+        .or_else(|| result_data(cmd("Get", "/LastError")));
     let fail_with_last_error = |out: &mut DeviceAppState, what: &str| {
         out.state = AppState::Failed;
         match last_error.as_deref().and_then(normalize_code) {
@@ -348,10 +395,23 @@ pub fn derive(
         }
         _ => out.state = AppState::Downloading,
     }
+    if let Some(why) = polled.and_then(|p| p.gave_up.as_ref()) {
+        if matches!(
+            out.state,
+            AppState::Pending | AppState::Downloading | AppState::Installing
+        ) {
+            out.state = AppState::Failed;
+            out.reason = None;
+            out.error = Some(why.clone());
+        }
+    }
     Some(out)
 }
 
-fn commands_of(app: &App, dep: &Deployment) -> Result<HashMap<String, CommandRecord>, StoreError> {
+pub(crate) fn commands_of(
+    app: &App,
+    dep: &Deployment,
+) -> Result<HashMap<String, CommandRecord>, StoreError> {
     let mut m = HashMap::new();
     for q in &dep.commands {
         if let Some(c) = app.store.get_command(&dep.device_id, &q.command_id)? {
@@ -371,12 +431,14 @@ fn state_of(
     };
     let rec = APPS.get(app.store.records(), app_id)?;
     let held = reconcile::status(app, dep)?.reason;
+    let polled = super::poll::polled(app, dep)?;
     Ok(derive(
         dep,
         &commands_of(app, dep)?,
         alerts,
         rec.as_ref(),
         held,
+        polled.as_ref(),
     ))
 }
 
@@ -512,7 +574,7 @@ mod tests {
             .iter()
             .map(|c| (c.command_id.clone(), (*c).clone()))
             .collect();
-        derive(d, &m, alerts, None, None).unwrap()
+        derive(d, &m, alerts, None, None, None).unwrap()
     }
 
     const B: &str = "./Device/Vendor/MSFT/EnterpriseDesktopAppManagement/MSI/%7BAF9257BA-6BBD-4624-AA9B-0182D50292C3%7D";
@@ -643,9 +705,103 @@ mod tests {
             ..crate::apps::deliver::tests_record()
         };
         assert_eq!(
-            derive(&md, &m, &[], Some(&rec), None).unwrap().state,
+            derive(&md, &m, &[], Some(&rec), None, None).unwrap().state,
             AppState::Installed
         );
+    }
+
+    /// MSIX: the HostedInstall alert (not the MSI one) ends the install; a later session's
+    /// Status re-read wins over the one sent with the install, 404 there means the node was
+    /// cleaned up after success, a failed re-read takes the re-read LastError, and polling
+    /// given up fails an unfinished install.
+    #[test]
+    fn derive_msix_from_the_alert_and_the_re_reads() {
+        let pfn =
+            "./Device/Vendor/MSFT/EnterpriseModernAppManagement/AppInstallation/C.A_8wekyb3d8bbwe";
+        let hosted = format!("{pfn}/HostedInstall");
+        let exec = cmd("m2", "Exec", &hosted, CommandState::Done, Some(200), None);
+        let st = |id: &str, state, status, data| {
+            cmd(id, "Get", &format!("{pfn}/Status"), state, status, data)
+        };
+        let st1 = st("m3", CommandState::Done, Some(200), Some("1"));
+        let d = dep(
+            "app-m1-device-required",
+            DeployState::Installed,
+            &[&exec, &st1],
+        );
+        let m: HashMap<String, CommandRecord> = [&exec, &st1]
+            .iter()
+            .map(|c| (c.command_id.clone(), (*c).clone()))
+            .collect();
+        let rec = AppRecord {
+            kind: AppKind::Msix,
+            ..crate::apps::deliver::tests_record()
+        };
+        let of = |alerts: &[DeviceAlert], p: Option<&Polled>| {
+            derive(&d, &m, alerts, Some(&rec), None, p).unwrap()
+        };
+        assert_eq!(of(&[], None).state, AppState::Installing);
+        let alert = |ty: &str, data: &str| DeviceAlert {
+            alert_type: Some(ty.into()),
+            source: Some(hosted.clone()),
+            data: Some(data.into()),
+            at: 150,
+        };
+        assert_eq!(
+            of(&[alert(HOSTED_INSTALL_ALERT, "0")], None).state,
+            AppState::Installed
+        );
+        let s = of(&[alert(HOSTED_INSTALL_ALERT, "-2147009293")], None);
+        assert_eq!(
+            (s.state, s.error_code.as_deref()),
+            (AppState::Failed, Some("0x80073CF3"))
+        );
+        assert!(s.error.unwrap().contains("dependency"));
+        // The MSI job's alert type is not an MSIX result.
+        assert_eq!(
+            of(&[alert(INSTALL_ALERT, "0")], None).state,
+            AppState::Installing
+        );
+        // Re-reads.
+        let re = |c: CommandRecord| Polled {
+            status: Some(c),
+            ..Polled::default()
+        };
+        let gone = st("p1", CommandState::Failed, Some(404), None);
+        let s = of(&[], Some(&re(gone)));
+        assert_eq!(s.state, AppState::Installed);
+        assert!(s.reason.unwrap().contains("404"));
+        let unanswered = st("p1", CommandState::Sent, None, None);
+        assert_eq!(of(&[], Some(&re(unanswered))).state, AppState::Installing);
+        let failed = Polled {
+            last_error: Some(cmd(
+                "p2",
+                "Get",
+                &format!("{pfn}/LastError"),
+                CommandState::Done,
+                Some(200),
+                Some("-2146762487"),
+            )),
+            ..re(st("p1", CommandState::Done, Some(200), Some("2")))
+        };
+        let s = of(&[], Some(&failed));
+        assert_eq!(
+            (s.state, s.error_code.as_deref()),
+            (AppState::Failed, Some("0x800B0109"))
+        );
+        let given_up = Polled {
+            gave_up: Some("no final install state after 48 status re-reads".into()),
+            ..re(st("p1", CommandState::Done, Some(200), Some("1")))
+        };
+        let s = of(&[], Some(&given_up));
+        assert_eq!(s.state, AppState::Failed);
+        assert!(s.error.unwrap().contains("48 status re-reads"));
+        // A final state is not overridden by giving up.
+        let done = Polled {
+            gave_up: Some("x".into()),
+            ..re(st("p1", CommandState::Done, Some(200), Some("3")))
+        };
+        assert_eq!(of(&[], Some(&done)).state, AppState::Installed);
     }
 
     #[test]

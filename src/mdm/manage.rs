@@ -240,8 +240,31 @@ pub fn handle_round(
     }
     tracing::Span::current().record("session_id", session_id.as_str());
     if client_msg == 1 {
-        // A session starts: an ESP whose apps were reported earlier, or whose timeout passed,
-        // releases the device in this session's reply.
+        // A session starts: unfinished installs get their Status read again, and an ESP whose
+        // apps were reported earlier, or whose timeout passed, releases the device in this
+        // session's reply.
+        // (Not for an install this very message reports with its alert.)
+        let reported: Vec<String> = msg
+            .body
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Alert(a) => Some(a),
+                _ => None,
+            })
+            .flat_map(|a| a.items.iter())
+            .filter(|i| {
+                meta_type(i, None).is_some_and(|t| {
+                    t == crate::apps::state::INSTALL_ALERT
+                        || t == crate::apps::state::HOSTED_INSTALL_ALERT
+                })
+            })
+            .filter_map(|i| i.source.as_ref().map(|s| s.loc_uri.to_string()))
+            .take(crate::apps::poll::MAX_REPORTED)
+            .collect();
+        if let Err(e) = crate::apps::poll::at_session_start(app, device_id, &reported) {
+            tracing::error!(device_id, error = %e, "app status re-read failed; retried next session");
+        }
         if let Err(e) = crate::apps::esp::after_round(app, device_id) {
             tracing::error!(device_id, error = %e, "ESP tracking failed; retried next session");
         }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use winmdm::autopilot::link::SERIAL_URI;
 
 use super::windows::{Outcome, WindowsApps};
-use super::{fixture, ok, send, NODE, PRODUCT};
+use super::{fixture, msix_package, ok, send, NODE, NOTES_PFN, PRODUCT};
 use crate::autopilot::{enrolled_device, hash, import, HEADER};
 use crate::support::mdm_device::Received;
 use crate::support::{TestClock, TestServer};
@@ -48,7 +48,18 @@ pub(crate) async fn setup(
     n: u32,
     esp: Value,
 ) -> (WindowsApps, String, String) {
-    let (st, app) = send(srv, "POST", "/api/v1/apps", fixture("1.0.0")).await;
+    setup_with(srv, serial, n, esp, fixture("1.0.0")).await
+}
+
+/// [`setup`] with another package (an MSIX).
+async fn setup_with(
+    srv: &TestServer,
+    serial: &str,
+    n: u32,
+    esp: Value,
+    package: Vec<u8>,
+) -> (WindowsApps, String, String) {
+    let (st, app) = send(srv, "POST", "/api/v1/apps", package).await;
     assert_eq!(st, 201, "{app}");
     let app_id = app["id"].as_str().unwrap().to_string();
     let gid = ok(
@@ -231,11 +242,11 @@ async fn esp_blocks_until_the_app_is_installed_then_releases() {
 }
 
 #[tokio::test]
-async fn esp_releases_a_failed_install_after_the_timeout_with_the_error_text() {
+async fn esp_fails_at_once_when_an_install_fails_with_the_error_text() {
     let now = winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock);
     let clock = TestClock::at(now);
     let srv = TestServer::start_with_clock(Arc::new(clock.clone()), |_| {}).await;
-    let (mut win, _app_id, _esp) = setup(
+    let (mut win, app_id, _esp) = setup(
         &srv,
         "SER-ESP-02",
         82,
@@ -254,30 +265,24 @@ async fn esp_releases_a_failed_install_after_the_timeout_with_the_error_text() {
         data_of(&first, &first_sync(&srv, "BlockInStatusPage")),
         Some("2")
     );
-    // The failure is reported; the page keeps waiting until the timeout.
-    assert!(drain(&mut win).await.is_empty());
-    let p = ok(
-        &srv,
-        "GET",
-        &format!("/api/v1/devices/{did}/esp"),
-        None,
-        200,
-    )
-    .await;
-    assert_eq!(p["phase"], "device");
-    assert_eq!(p["items"][0]["state"], "failed");
-    assert_eq!(p["items"][0]["error"], "fatal error during installation");
-    // Five minutes later: released as failed (the page shows the custom error text).
-    clock.set(now + 5 * 60 + 1);
+    assert!(data_of(&first, &first_sync(&srv, "IsSyncDone")).is_none());
+    // The install job's alert reports 1603: the phase fails at once, long before the
+    // five-minute timeout (the clock does not move), the page shows the custom error text.
+    // (The alert's own session has nothing to send; the failure goes out in the next one.)
+    assert!(win.session().await.is_empty());
     let got = drain(&mut win).await;
-    let t: Vec<&str> = got.iter().filter_map(|c| c.target.as_deref()).collect();
     let failed = first_sync(&srv, "WasDeviceSuccessfullyProvisioned");
     let finished = first_sync(&srv, "ServerHasFinishedProvisioning");
     let done = first_sync(&srv, "IsSyncDone");
+    let t: Vec<&str> = got
+        .iter()
+        .filter_map(|c| c.target.as_deref())
+        .filter(|t| t.contains("/FirstSyncStatus/"))
+        .collect();
     assert_eq!(
         t,
         vec![failed.as_str(), finished.as_str(), done.as_str()],
-        "failure first, then the release"
+        "failure first, then the release: {got:?}"
     );
     assert_eq!(data_of(&got, &failed), Some("0"));
     let p = ok(
@@ -288,14 +293,198 @@ async fn esp_releases_a_failed_install_after_the_timeout_with_the_error_text() {
         200,
     )
     .await;
+    assert_eq!(p["phase"], "done", "{p}");
+    assert_eq!(p["items"][0]["state"], "failed");
+    assert_eq!(p["items"][0]["error"], "fatal error during installation");
     assert_eq!(p["device"]["success"], false);
-    assert!(
-        p["device"]["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("timeout after 5 minutes"),
+    assert_eq!(
+        p["device"]["reason"],
+        format!("failed: app {app_id} (1603: fatal error during installation)").as_str(),
         "{p}"
     );
+    assert!(drain(&mut win).await.is_empty(), "released once");
+}
+
+/// An MSIX still installing after the session that delivered it: later sessions read its
+/// Status again (one Get per session) until the device reports it installed (the node gone),
+/// and the ESP releases the device then, without waiting for its timeout.
+#[tokio::test]
+async fn esp_follows_an_msix_install_until_the_device_reports_it_installed() {
+    let (srv, mut win, app_id, a) = msix_esp("SER-ESP-06", 86).await;
+    let did = win.dev.device_id.clone();
+    let status = format!("{a}/Status");
+    let reads = |got: &[Received]| {
+        got.iter()
+            .filter(|c| c.verb == "Get" && c.target.as_deref() == Some(status.as_str()))
+            .count()
+    };
+    // Still installing: each later session reads Status once more; nothing is released.
+    for _ in 0..2 {
+        let got = win.session().await;
+        assert_eq!(reads(&got), 1, "{got:?}");
+        assert!(data_of(&got, &first_sync(&srv, "IsSyncDone")).is_none());
+    }
+    let states = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/apps"),
+        None,
+        200,
+    )
+    .await;
+    assert!(states.to_string().contains("\"installing\""), "{states}");
+    // Windows finishes and removes the AppInstallation node (no alert): the next read answers
+    // 404, the app is installed, and the page is released as a success.
+    win.finish_hosted(NOTES_PFN, 0, false);
+    let mut got = win.session().await;
+    assert_eq!(reads(&got), 1);
+    got.extend(drain(&mut win).await);
+    assert_eq!(
+        data_of(&got, &first_sync(&srv, "IsSyncDone")),
+        Some("true"),
+        "{got:?}"
+    );
+    assert!(data_of(&got, &first_sync(&srv, "WasDeviceSuccessfullyProvisioned")).is_none());
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "done", "{p}");
+    assert_eq!(p["device"]["success"], true, "{p}");
+    assert_eq!(p["items"][0]["app_id"], app_id.as_str());
+    assert_eq!(p["items"][0]["state"], "installed");
+    // Final: no more reads.
+    assert!(drain(&mut win).await.is_empty());
+}
+
+/// An MSIX whose install ends in failure, reported by the HostedInstall alert: the phase fails
+/// at once with the app and its code.
+#[tokio::test]
+async fn esp_fails_at_once_on_the_msix_install_alert() {
+    let (srv, mut win, app_id, _a) = msix_esp("SER-ESP-07", 87).await;
+    let did = win.dev.device_id.clone();
+    // 0x80073CF3: package failed updates, dependency or conflict validation.
+    win.finish_hosted(NOTES_PFN, 0x8007_3CF3u32 as i32 as i64, true);
+    // The alert's session (no re-read: it reports the install), then the failure.
+    assert!(win.session().await.is_empty());
+    let got = drain(&mut win).await;
+    assert_eq!(
+        data_of(&got, &first_sync(&srv, "WasDeviceSuccessfullyProvisioned")),
+        Some("0"),
+        "{got:?}"
+    );
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["items"][0]["state"], "failed", "{p}");
+    assert_eq!(p["device"]["success"], false);
+    let reason = p["device"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("failed: app {app_id} (0x80073CF3")),
+        "{reason}"
+    );
+}
+
+/// An install that never reaches a final state is read again once per session, and failed
+/// (with the reason) once 24 hours passed since the install command; no more reads then, and
+/// the ESP fails on it.
+#[tokio::test]
+async fn an_install_never_final_is_failed_after_a_day() {
+    let now = winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock);
+    let clock = TestClock::at(now);
+    let srv = TestServer::start_with_clock(Arc::new(clock.clone()), |_| {}).await;
+    let (srv, mut win, app_id, a) = msix_esp_on(srv, "SER-ESP-08", 88).await;
+    let did = win.dev.device_id.clone();
+    let status = format!("{a}/Status");
+    let got = win.session().await;
+    assert!(got
+        .iter()
+        .any(|c| c.verb == "Get" && c.target.as_deref() == Some(status.as_str())));
+    clock.set(now + 24 * 3600 + 1);
+    let got = drain(&mut win).await;
+    assert!(
+        !got.iter()
+            .any(|c| c.target.as_deref() == Some(status.as_str())),
+        "no more reads: {got:?}"
+    );
+    assert_eq!(
+        data_of(&got, &first_sync(&srv, "WasDeviceSuccessfullyProvisioned")),
+        Some("0")
+    );
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["items"][0]["state"], "failed", "{p}");
+    let why =
+        "no final install state after 1 status re-reads and 24 hours (last state: installing)";
+    assert_eq!(p["items"][0]["error"], why, "{p}");
+    assert_eq!(
+        p["device"]["reason"],
+        format!("failed: app {app_id} ({why})").as_str()
+    );
+}
+
+/// An ESP naming an uploaded MSIX whose HostedInstall leaves it installing; after the first
+/// session (ESP nodes, HostedInstall, Status 1). Returns the server, the device, the app id
+/// and the device's AppInstallation node.
+async fn msix_esp(serial: &str, n: u32) -> (TestServer, WindowsApps, String, String) {
+    msix_esp_on(TestServer::start().await, serial, n).await
+}
+
+async fn msix_esp_on(
+    srv: TestServer,
+    serial: &str,
+    n: u32,
+) -> (TestServer, WindowsApps, String, String) {
+    let (mut win, app_id, _esp) = setup_with(
+        &srv,
+        serial,
+        n,
+        json!({"name": "msix esp", "timeout_minutes": 30}),
+        msix_package("1.2.3.0"),
+    )
+    .await;
+    win.hosted_async = true;
+    let did = win.dev.device_id.clone();
+    let a =
+        format!("./Device/Vendor/MSFT/EnterpriseModernAppManagement/AppInstallation/{NOTES_PFN}");
+    let first = win.session().await;
+    assert_eq!(
+        data_of(&first, &first_sync(&srv, "ExpectedModernAppPackages")),
+        Some(format!("{a}/Status;1").as_str())
+    );
+    assert!(first
+        .iter()
+        .any(|c| c.verb == "Exec" && c.target.as_deref() == Some(&format!("{a}/HostedInstall"))));
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "device", "{p}");
+    // (The fake device answers the Get sent with the Exec before it starts the install.)
+    assert!(
+        ["downloading", "installing"].contains(&p["items"][0]["state"].as_str().unwrap()),
+        "{p}"
+    );
+    (srv, win, app_id, a)
 }
 
 #[tokio::test]
@@ -581,7 +770,7 @@ async fn esp_expected_policies_wait_for_the_profiles_of_each_phase() {
 }
 
 #[tokio::test]
-async fn esp_releases_a_failed_profile_after_the_timeout_with_the_error_text() {
+async fn esp_fails_at_once_on_a_failed_profile_with_the_error_text() {
     let now = winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock);
     let clock = TestClock::at(now);
     let srv = TestServer::start_with_clock(Arc::new(clock.clone()), |_| {}).await;
@@ -601,6 +790,9 @@ async fn esp_releases_a_failed_profile_after_the_timeout_with_the_error_text() {
     // The device refuses the setting.
     win.dev.status_for.insert(SMARTSCREEN.into(), 500);
     let did = win.dev.device_id.clone();
+    // The refusal fails the phase at once (the clock does not move; the timeout is five
+    // minutes away): WasDeviceSuccessfullyProvisioned = 0, then the release, after the refused
+    // Replace, in the same first sessions.
     let first = drain(&mut win).await;
     assert_eq!(
         data_of(&first, &first_sync(&srv, "ExpectedPolicies")),
@@ -610,10 +802,14 @@ async fn esp_releases_a_failed_profile_after_the_timeout_with_the_error_text() {
         data_of(&first, &first_sync(&srv, "CustomErrorText")),
         Some("Policies failed: call IT.")
     );
-    assert!(
-        data_of(&first, &first_sync(&srv, "IsSyncDone")).is_none(),
-        "a failed profile does not release the page: {first:?}"
-    );
+    let failed = first_sync(&srv, "WasDeviceSuccessfullyProvisioned");
+    let finished = first_sync(&srv, "ServerHasFinishedProvisioning");
+    let done = first_sync(&srv, "IsSyncDone");
+    assert_eq!(data_of(&first, &failed), Some("0"), "{first:?}");
+    let f = position(&first, "Replace", &failed);
+    assert!(position(&first, "Replace", SMARTSCREEN) < f);
+    assert!(f < position(&first, "Replace", &finished));
+    assert!(f < position(&first, "Replace", &done));
     let p = ok(
         &srv,
         "GET",
@@ -622,7 +818,7 @@ async fn esp_releases_a_failed_profile_after_the_timeout_with_the_error_text() {
         200,
     )
     .await;
-    assert_eq!(p["phase"], "device", "{p}");
+    assert_eq!(p["phase"], "done", "{p}");
     assert_eq!(p["policies"][0]["state"], "failed", "{p}");
     assert!(
         p["policies"][0]["error"]
@@ -630,37 +826,22 @@ async fn esp_releases_a_failed_profile_after_the_timeout_with_the_error_text() {
             .is_some_and(|e| e.contains("500") && e.contains(SMARTSCREEN)),
         "{p}"
     );
+    assert_eq!(p["device"]["success"], false);
+    let reason = p["device"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("failed: profile {} (failed: ", pids[0]))
+            && reason.contains("500")
+            && reason.contains(SMARTSCREEN),
+        "{reason}"
+    );
     let (code, text) = super::cli(&srv, &["esp", "progress", &did]).await;
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("PROFILE") && text.contains(&pids[0]) && text.contains("failed"),
         "{text}"
     );
-    // Five minutes later: released as failed, the page shows the custom error text.
-    clock.set(now + 5 * 60 + 1);
-    let got = drain(&mut win).await;
-    let t: Vec<&str> = got.iter().filter_map(|c| c.target.as_deref()).collect();
-    let failed = first_sync(&srv, "WasDeviceSuccessfullyProvisioned");
-    let finished = first_sync(&srv, "ServerHasFinishedProvisioning");
-    let done = first_sync(&srv, "IsSyncDone");
-    assert_eq!(t, vec![failed.as_str(), finished.as_str(), done.as_str()]);
-    assert_eq!(data_of(&got, &failed), Some("0"));
-    let p = ok(
-        &srv,
-        "GET",
-        &format!("/api/v1/devices/{did}/esp"),
-        None,
-        200,
-    )
-    .await;
-    assert_eq!(p["device"]["success"], false);
-    let reason = p["device"]["reason"].as_str().unwrap();
-    assert!(
-        reason.starts_with("timeout after 5 minutes; profiles not applied: ")
-            && reason.contains(&pids[0])
-            && reason.contains("500"),
-        "{reason}"
-    );
+    // Released once.
+    assert!(drain(&mut win).await.is_empty());
 }
 
 #[tokio::test]

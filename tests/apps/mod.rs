@@ -506,7 +506,7 @@ async fn failed_installs_carry_the_code_and_its_meaning() {
 const MS_PUBLISHER: &str =
     "CN=Microsoft Corporation, O=Microsoft Corporation, L=Redmond, S=Washington, C=US";
 /// Windows' family name for `Contoso.Notes` by that publisher (PublisherId 8wekyb3d8bbwe).
-const NOTES_PFN: &str = "Contoso.Notes_8wekyb3d8bbwe";
+pub(crate) const NOTES_PFN: &str = "Contoso.Notes_8wekyb3d8bbwe";
 
 /// A ZIP of `files`, deflated, the way MakeAppx stores package files.
 fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -536,7 +536,7 @@ fn appx_manifest(root: &str, version: &str, padding: usize) -> Vec<u8> {
 }
 
 /// An .msix: the manifest, a block map and a "binary" large enough for ranged downloads.
-fn msix_package(version: &str) -> Vec<u8> {
+pub(crate) fn msix_package(version: &str) -> Vec<u8> {
     let exe: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
     zip_of(&[
         ("AppxManifest.xml", &appx_manifest("Package", version, 0)),

@@ -4,7 +4,11 @@
 //! `Status`/`LastError` nodes it answers `Get`s with, and reports the result with the generic
 //! alert `com.microsoft.mdm.win32csp_install` in its next session. For
 //! EnterpriseModernAppManagement it runs each `AppInstallation/{PFN}/HostedInstall` it receives:
-//! downloads the `Application/@PackageUri` the same way and keeps the package.
+//! downloads the `Application/@PackageUri` the same way and keeps the package; installed at
+//! once (Status 3), or, with `hosted_async`, left installing (Status 1) until the test ends it
+//! with [`WindowsApps::finish_hosted`] (success: the AppInstallation node is removed, as Windows
+//! does; failure: Status 2 with LastError), optionally with the
+//! `com.microsoft.mdm.EnterpriseHostedAppInstall.result` alert.
 
 use std::collections::HashMap;
 
@@ -30,6 +34,8 @@ pub const HASH_MISMATCH: i64 = 0x8009_1007u32 as i32 as i64;
 pub struct HostedJob {
     /// The `{PackageFamilyName}` segment of the target.
     pub pfn: String,
+    /// `…/AppInstallation/{PFN}`.
+    pub base: String,
     /// `Application/@PackageUri`.
     pub url: String,
     /// What was downloaded.
@@ -63,8 +69,15 @@ pub struct WindowsApps {
     pub jobs: Vec<Job>,
     /// Every HostedInstall run, in order.
     pub hosted: Vec<HostedJob>,
-    alerts: Vec<(String, i64)>,
+    /// HostedInstall leaves the app installing until [`WindowsApps::finish_hosted`].
+    pub hosted_async: bool,
+    /// Alerts for the next session: (Meta/Type, Source, Data).
+    alerts: Vec<(&'static str, String, i64)>,
 }
+
+const MSI_ALERT: &str = "Reversed-Domain-Name:com.microsoft.mdm.win32csp_install";
+const HOSTED_ALERT: &str =
+    "Reversed-Domain-Name:com.microsoft.mdm.EnterpriseHostedAppInstall.result";
 
 fn sha256_hex(b: &[u8]) -> String {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b)
@@ -89,6 +102,7 @@ impl WindowsApps {
             outcome: HashMap::new(),
             jobs: Vec::new(),
             hosted: Vec::new(),
+            hosted_async: false,
             alerts: Vec::new(),
         }
     }
@@ -97,9 +111,9 @@ impl WindowsApps {
     /// then runs the install jobs received. Returns the commands received.
     pub async fn session(&mut self) -> Vec<Received> {
         let mut extra = String::new();
-        for (n, (target, code)) in self.alerts.drain(..).enumerate() {
+        for (n, (ty, target, code)) in self.alerts.drain(..).enumerate() {
             extra.push_str(&format!(
-                r#"<Alert><CmdID>{}</CmdID><Data>1226</Data><Item><Source><LocURI>{target}</LocURI></Source><Meta><Type xmlns="syncml:metinf">Reversed-Domain-Name:com.microsoft.mdm.win32csp_install</Type><Format xmlns="syncml:metinf">int</Format><Mark xmlns="syncml:metinf">informational</Mark></Meta><Data>{code}</Data></Item></Alert>"#,
+                r#"<Alert><CmdID>{}</CmdID><Data>1226</Data><Item><Source><LocURI>{target}</LocURI></Source><Meta><Type xmlns="syncml:metinf">{ty}</Type><Format xmlns="syncml:metinf">int</Format><Mark xmlns="syncml:metinf">informational</Mark></Meta><Data>{code}</Data></Item></Alert>"#,
                 100 + n
             ));
         }
@@ -175,15 +189,49 @@ impl WindowsApps {
             .expect("Application/@PackageUri")
             .to_string();
         let downloaded = self.download(&url).await;
-        self.dev.nodes.insert(format!("{base}/Status"), "3".into());
+        let status = if self.hosted_async { "1" } else { "3" };
+        self.dev
+            .nodes
+            .insert(format!("{base}/Status"), status.into());
         self.dev
             .nodes
             .insert(format!("{base}/LastError"), "0".into());
         self.hosted.push(HostedJob {
             pfn,
+            base: base.to_string(),
             url,
             downloaded,
         });
+    }
+
+    /// Ends the last HostedInstall of `pfn`: `code` 0 removes its AppInstallation node (Gets
+    /// answer 404), another is Status 2 with that LastError; `alert` also reports it.
+    pub fn finish_hosted(&mut self, pfn: &str, code: i64, alert: bool) {
+        let base = self
+            .hosted
+            .iter()
+            .rev()
+            .find(|j| j.pfn == pfn)
+            .map(|j| j.base.clone())
+            .expect("a HostedInstall of that family");
+        for n in ["Status", "LastError"] {
+            let t = format!("{base}/{n}");
+            if code == 0 {
+                self.dev.nodes.remove(&t);
+                self.dev.status_for.insert(t, 404);
+            } else {
+                let v = if n == "Status" {
+                    "2".to_string()
+                } else {
+                    code.to_string()
+                };
+                self.dev.nodes.insert(t, v);
+            }
+        }
+        if alert {
+            self.alerts
+                .push((HOSTED_ALERT, format!("{base}/HostedInstall"), code));
+        }
     }
 
     /// Windows' view of a job before it ran: Initialized.
@@ -236,7 +284,7 @@ impl WindowsApps {
         self.dev
             .nodes
             .insert(format!("{b}/LastError"), code.to_string());
-        self.alerts.push((target, code));
+        self.alerts.push((MSI_ALERT, target, code));
         self.jobs.push(Job {
             id,
             version,
