@@ -265,6 +265,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/esp"),
     ("GET", "/api/v1/esp"),
     ("GET", "/api/v1/esp/{esp_id}"),
+    ("PUT", "/api/v1/esp/{esp_id}"),
     ("DELETE", "/api/v1/esp/{esp_id}"),
     ("POST", "/api/v1/esp/{esp_id}/assignments"),
     ("DELETE", "/api/v1/esp/{esp_id}/assignments/{group_id}"),
