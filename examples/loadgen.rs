@@ -477,7 +477,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Bytes this process caused to be written to disk during the session phases.
     let mut session_disk_bytes = 0u64;
     // (commits, writers they carried) of the embedded store during the session phases.
-    let mut session_commits = (0u64, 0u64);
+    let mut session_commits = (0u64, 0u64, 0u64);
     // (sessions, session time) with the round lock on / off, for --compare-round-lock.
     let mut by_lock = [(0usize, Duration::ZERO); 2];
     // (sessions, session time) with metrics recording on / off, for --compare-metrics.
@@ -595,6 +595,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if let (Some(a), Some(b)) = (commits_before, app.metrics.commit_stats()) {
                 session_commits.0 += b.commits - a.commits;
                 session_commits.1 += b.writes - a.writes;
+                session_commits.2 += b.lazy - a.lazy;
             }
             if pass > 0 {
                 // (Pass 0 is warm-up: it opens the connections --reuse keeps.)
@@ -654,11 +655,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         session_disk_bytes,
         session_disk_bytes / (lat.len().max(1) as u64)
     );
-    if session_commits.0 > 0 {
+    if session_commits.0 + session_commits.2 > 0 {
+        let all = session_commits.0 + session_commits.2;
         println!(
-            "store: {} group commits during the session phases, {:.1} writers each, {:.2} commits per session",
+            "store: {} group commits during the session phases ({} durable, {} lazy: no sync), {:.1} writers each, {:.2} durable commits per session",
+            all,
             session_commits.0,
-            session_commits.1 as f64 / session_commits.0 as f64,
+            session_commits.2,
+            session_commits.1 as f64 / all as f64,
             session_commits.0 as f64 / lat.len().max(1) as f64
         );
     }

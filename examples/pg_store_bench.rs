@@ -103,6 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 }),
                                 revoke: Vec::new(),
                                 events: Vec::new(),
+                                lazy_sync: false,
                             };
                             if store.commit_round(&round, 1).ok()
                                 == Some(winmdm::store::RoundCommit::Committed)

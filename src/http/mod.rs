@@ -333,6 +333,10 @@ impl Server {
             self.app.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(crate::store::sync_lazy_loop(
+            self.app.store.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(crate::mdm::refusals::run(
             self.app.clone(),
             stop_rx.clone(),

@@ -586,6 +586,17 @@ fn run_round(
     let (commands, read_states) = round.changed_commands();
     let events =
         crate::webhook::round_events(app, &before, &round.device, &commands, &read_states)?;
+    // An empty check-in (nothing sent, nothing answered, nothing about the device changed but
+    // its last-seen time) need not wait for the disk: see `Round::lazy_sync`.
+    let lazy_sync = sent == 0
+        && commands.is_empty()
+        && read_states.is_empty()
+        && round.revoke.is_empty()
+        && events.is_empty()
+        && Device {
+            last_seen: before.last_seen,
+            ..round.device.clone()
+        } == before;
     let store_round = Round {
         events,
         device: Some(round.device),
@@ -597,6 +608,7 @@ fn run_round(
             Some(session_bytes),
         )),
         revoke: round.revoke,
+        lazy_sync,
         guard: Some(RoundGuard {
             device_id: device_id.to_string(),
             generation: index.generation,

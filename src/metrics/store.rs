@@ -335,6 +335,9 @@ impl SessionStore for MeteredStore {
         }
         r
     }
+    fn sync_lazy(&self) -> Result<bool, StoreError> {
+        self.inner.sync_lazy()
+    }
 }
 
 impl RecordStore for MeteredStore {

@@ -449,6 +449,41 @@ pub struct Round {
     /// Webhook events the round causes, appended to the outbox in the same transaction (when
     /// recording is on, see [`outbox`]).
     pub events: Vec<outbox::NewEvent>,
+    /// The round records nothing a device or an admin would miss if a crash took it: no
+    /// command sent or answered, no certificate revoked, no webhook event, no change to the
+    /// device but its last-seen time (an empty check-in; the device repeats its inventory in
+    /// every session). The embedded store may then commit it without waiting for the disk (it is
+    /// made durable by the next durable commit, within [`LAZY_SYNC_EVERY`]); other stores wait
+    /// as for any round.
+    pub lazy_sync: bool,
+}
+
+/// How long a lazy round (see [`Round::lazy_sync`]) may stay off the disk.
+pub const LAZY_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A node's loop that makes lazy rounds durable: every [`LAZY_SYNC_EVERY`], and once more when
+/// `stop` turns true (so a clean shutdown leaves nothing off the disk).
+pub async fn sync_lazy_loop(
+    store: std::sync::Arc<dyn Store>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(LAZY_SYNC_EVERY) => false,
+            _ = stop.changed() => true,
+        } || *stop.borrow();
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.sync_lazy()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "store: making lazy rounds durable failed; retried")
+            }
+            Err(e) => tracing::error!(error = %e, "store: the lazy-round sync panicked"),
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// Optimistic concurrency for one device's management rounds: the round read the device's
@@ -765,6 +800,11 @@ pub trait SessionStore: Send + Sync {
     /// Applies one management round atomically, or nothing of it when its
     /// [`Round::guard`] or [`Round::read_states`] no longer hold.
     fn commit_round(&self, round: &Round, now: i64) -> Result<RoundCommit, StoreError>;
+    /// Makes the rounds committed without waiting for the disk durable now; `Ok(true)` when
+    /// there were some. Stores that wait for the disk on every commit have none.
+    fn sync_lazy(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// Everything the server needs from storage.

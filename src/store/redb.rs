@@ -12,6 +12,16 @@
 //! transaction and only it sees the error. The writer that leaves `queued` at zero commits the
 //! batch for everyone in it; the others wait for that commit's outcome. Writers arriving during
 //! a commit make up the next batch.
+//!
+//! **Lazy rounds.** A management round that records nothing a device or an admin would miss (see
+//! [`super::Round::lazy_sync`]: no command sent or answered, no alert, no change to the device
+//! but its last-seen time) joins the batch as a lazy writer. A batch of lazy writers only is
+//! committed with `Durability::None` (redb's in-memory commit: visible to every later
+//! transaction, no `fsync`) unless the last durable commit is older than
+//! [`super::LAZY_SYNC_EVERY`]; the next durable commit — any other writer's, or
+//! [`RedbStore::sync_lazy`], which the server calls every [`super::LAZY_SYNC_EVERY`] and at
+//! shutdown — makes it durable. A crash loses at most that second of empty check-ins, never
+//! anything a durable writer was told was written, and the file opens at the last durable commit.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -66,6 +76,11 @@ pub struct CommitStats {
     pub max_batch: u64,
     /// Commits that failed (none of their writers was acknowledged).
     pub failed: u64,
+    /// Commits of lazy writers only, made without waiting for the disk (`Durability::None`;
+    /// not counted in `commits`).
+    pub lazy: u64,
+    /// Writers that did not ask to wait for the disk (lazy rounds), whatever commit took them.
+    pub lazy_writes: u64,
     /// Commits by the number of writers they carried: `by_size[i]` counts batches of more than
     /// 2^(i-1) and at most 2^i writers (`[0]`: one writer); the last slot counts every larger one.
     pub by_size: [u64; BATCH_BUCKETS],
@@ -99,6 +114,12 @@ struct Batch {
     failed: HashMap<u64, (String, u64)>,
     /// Next id for [`RedbTx::next_id`].
     next_id: u64,
+    /// A member of the open batch needs its writes on disk before it returns.
+    sync: bool,
+    /// When the last durable commit returned.
+    last_sync: std::time::Instant,
+    /// Lazy commits since then.
+    unsynced: u64,
     stats: CommitStats,
 }
 
@@ -277,6 +298,9 @@ impl RedbStore {
                     done: 0,
                     failed: HashMap::new(),
                     next_id,
+                    sync: false,
+                    last_sync: std::time::Instant::now(),
+                    unsynced: 0,
                     stats: CommitStats::default(),
                 }),
                 cv: Condvar::new(),
@@ -287,6 +311,16 @@ impl RedbStore {
     /// Counters of the commit path since open.
     pub fn commit_stats(&self) -> CommitStats {
         self.lock().stats
+    }
+
+    /// Makes the lazy commits since the last durable one durable (one empty durable commit);
+    /// `Ok(false)` when there were none.
+    pub fn sync_lazy(&self) -> Result<bool, StoreError> {
+        if self.lock().unsynced == 0 {
+            return Ok(false);
+        }
+        self.write(|_| Ok(()))?;
+        Ok(true)
     }
 
     fn lock(&self) -> MutexGuard<'_, Batch> {
@@ -303,12 +337,29 @@ impl RedbStore {
         &self,
         f: impl FnOnce(&RedbTx<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        self.write_with(true, f)
+    }
+
+    /// [`RedbStore::write`]; a `durable: false` writer is lazy (see the module documentation):
+    /// it returns once a commit covering its writes made them visible, on disk or not.
+    pub fn write_with<R>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&RedbTx<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let mut g = self.lock();
         g.queued += 1;
         while g.committing {
             g = self.wait(g);
         }
         let applied = self.apply(&mut g, f);
+        if applied.is_ok() {
+            if durable {
+                g.sync = true;
+            } else {
+                g.stats.lazy_writes += 1;
+            }
+        }
         g.queued -= 1;
         let value = match applied {
             Ok(v) => v,
@@ -350,6 +401,7 @@ impl RedbStore {
             b.epoch += 1;
             b.members = 0;
             b.broken = None;
+            b.sync = false;
         }
         let Some(txn) = b.open.as_ref() else {
             return Err(backend("no open transaction"));
@@ -375,9 +427,12 @@ impl RedbStore {
 
     /// Commits (or, if broken, aborts) the open batch, if it has members, outside the lock.
     fn commit_open<'a>(&'a self, mut g: MutexGuard<'a, Batch>) -> MutexGuard<'a, Batch> {
-        let Some(txn) = g.open.take() else {
+        let Some(mut txn) = g.open.take() else {
             return g;
         };
+        // Lazy writers only, and the disk saw a commit recently: no sync for this one.
+        let lazy = !g.sync && g.last_sync.elapsed() < super::LAZY_SYNC_EVERY;
+        let lazy = lazy && txn.set_durability(redb::Durability::None).is_ok();
         let epoch = g.epoch;
         let members = g.members;
         if members == 0 {
@@ -399,7 +454,14 @@ impl RedbStore {
         g.committing = false;
         g.done = epoch;
         match outcome {
+            Ok(()) if lazy => {
+                g.unsynced += 1;
+                g.stats.lazy += 1;
+                g.stats.writes += members;
+            }
             Ok(()) => {
+                g.unsynced = 0;
+                g.last_sync = std::time::Instant::now();
                 g.stats.commits += 1;
                 g.stats.writes += members;
                 g.stats.max_batch = g.stats.max_batch.max(members);
@@ -787,7 +849,11 @@ impl SessionStore for RedbStore {
     }
 
     fn commit_round(&self, round: &Round, now: i64) -> Result<super::RoundCommit, StoreError> {
-        self.write(|x| tx::commit_round(x, round, now))
+        self.write_with(!round.lazy_sync, |x| tx::commit_round(x, round, now))
+    }
+
+    fn sync_lazy(&self) -> Result<bool, StoreError> {
+        RedbStore::sync_lazy(self)
     }
 }
 

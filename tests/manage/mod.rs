@@ -636,3 +636,51 @@ async fn one_command_for_many_devices_in_one_request() {
     }
     srv.stop().await;
 }
+
+/// A session with nothing to do does not wait for the disk (its round is lazy, see
+/// `Round::lazy_sync`); the first session (new inventory), a session delivering a command and
+/// the one answering it do. Embedded store only (PostgreSQL commits every round alike).
+#[tokio::test]
+async fn only_empty_check_ins_skip_the_sync() {
+    let srv = TestServer::start().await;
+    let Some(_) = srv.app.metrics.commit_stats() else {
+        eprintln!("SKIP only_empty_check_ins_skip_the_sync: not on the embedded store");
+        return;
+    };
+    let stats = || srv.app.metrics.commit_stats().unwrap_or_default();
+    let mut d = enrolled(&srv, 40).await;
+    let s0 = stats();
+    assert!(d.session().await.is_empty());
+    let s1 = stats();
+    assert_eq!(
+        s1.lazy_writes, s0.lazy_writes,
+        "the first session records the inventory: {s1:?}"
+    );
+    // The same inventory again, nothing queued: a lazy round.
+    assert!(d.session().await.is_empty());
+    let s2 = stats();
+    assert_eq!(
+        s2.lazy_writes - s1.lazy_writes,
+        1,
+        "an empty check-in does not ask to wait for the disk: {s2:?}"
+    );
+    let (_, dev) = srv
+        .admin("GET", &format!("/api/v1/devices/{}", d.device_id), None)
+        .await;
+    assert!(dev["last_seen"].is_number(), "and is visible at once");
+    // A command: delivered in one round, answered in the next; both wait for the disk.
+    queue(
+        &srv,
+        &d.device_id,
+        json!({"verb": "Get", "target": "./DevDetail/SwV"}),
+    )
+    .await;
+    let s3 = stats();
+    assert_eq!(d.session().await.len(), 1);
+    let s4 = stats();
+    assert_eq!(
+        s4.lazy_writes, s3.lazy_writes,
+        "delivering and answering are durable: {s4:?}"
+    );
+    srv.stop().await;
+}

@@ -167,3 +167,55 @@ fn audit() -> AuditEntry {
         detail: serde_json::Value::Null,
     }
 }
+
+/// A lazy round (an empty check-in, `Round::lazy_sync`) is committed without a sync: later
+/// transactions see it at once, a power cut before the next sync loses it (and only it), and a
+/// durable commit or `sync_lazy` after it makes it survive.
+#[test]
+fn lazy_rounds_skip_the_sync_until_the_next_durable_commit() {
+    use winmdm::store::powercut::SyncOnlyFile;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let open =
+        || RedbStore::open_with_backend(SyncOnlyFile::open(&path).unwrap(), 16 << 20).unwrap();
+    let session = |sid: &str, lazy: bool| Round {
+        session: Some(("D".into(), sid.into(), Some(sid.as_bytes().to_vec()))),
+        lazy_sync: lazy,
+        ..Round::default()
+    };
+    let present = |s: &RedbStore, sid: &str| s.get_session("D", sid).unwrap().is_some();
+
+    // 1. durable, then lazy: the lazy one is visible, its commit made no sync.
+    let s = open();
+    s.commit_round(&session("durable-1", false), 1).unwrap();
+    let before = s.commit_stats();
+    s.commit_round(&session("lazy-1", true), 1).unwrap();
+    let after = s.commit_stats();
+    assert_eq!(
+        (after.commits - before.commits, after.lazy - before.lazy),
+        (0, 1),
+        "{after:?}"
+    );
+    assert!(present(&s, "lazy-1"), "visible before any sync");
+    // A power cut now (the process dies: nothing more reaches the file).
+    std::mem::forget(s);
+    let s = open();
+    assert!(present(&s, "durable-1"));
+    assert!(
+        !present(&s, "lazy-1"),
+        "a lazy round is lost by a cut before the next sync"
+    );
+
+    // 2. lazy, then a durable commit: both survive the cut.
+    s.commit_round(&session("lazy-2", true), 1).unwrap();
+    s.commit_round(&session("durable-2", false), 1).unwrap();
+    // 3. lazy, then the node's periodic sync: it survives too.
+    s.commit_round(&session("lazy-3", true), 1).unwrap();
+    assert!(s.sync_lazy().unwrap(), "there was a lazy commit to sync");
+    assert!(!s.sync_lazy().unwrap(), "and nothing after it");
+    std::mem::forget(s);
+    let s = open();
+    for sid in ["durable-1", "lazy-2", "durable-2", "lazy-3"] {
+        assert!(present(&s, sid), "{sid} survives the cut");
+    }
+}
