@@ -2,8 +2,8 @@
 //! group tag enrolls, its linking session puts it into the dynamic group the ESP and the app are
 //! assigned to, and the FirstSyncStatus nodes arrive with the app's commands in that same,
 //! first session (the server keeps it going with a keep-alive `Get`); the device is
-//! released (ServerHasFinishedProvisioning, IsSyncDone) once the app is installed — or after
-//! the timeout, marked failed, when the install fails.
+//! released (ServerHasFinishedProvisioning, IsSyncDone) once the app is installed — marked
+//! failed at once when the install fails, or after the timeout when it never ends.
 
 use std::sync::Arc;
 
@@ -450,14 +450,22 @@ async fn msix_esp_on(
     serial: &str,
     n: u32,
 ) -> (TestServer, WindowsApps, String, String) {
-    let (mut win, app_id, _esp) = setup_with(
-        &srv,
+    msix_esp_with(
+        srv,
         serial,
         n,
         json!({"name": "msix esp", "timeout_minutes": 30}),
-        msix_package("1.2.3.0"),
     )
-    .await;
+    .await
+}
+
+async fn msix_esp_with(
+    srv: TestServer,
+    serial: &str,
+    n: u32,
+    esp: Value,
+) -> (TestServer, WindowsApps, String, String) {
+    let (mut win, app_id, _esp) = setup_with(&srv, serial, n, esp, msix_package("1.2.3.0")).await;
     win.hosted_async = true;
     let did = win.dev.device_id.clone();
     let a =
@@ -894,4 +902,80 @@ async fn esp_refuses_unknown_and_app_managed_profiles() {
         )
         .await;
     assert_eq!(st, 400, "{v}");
+}
+
+/// An app still installing when the ESP's timeout passes (the device never reports an end):
+/// the next session releases the device as failed — `WasDeviceSuccessfullyProvisioned` 0, then
+/// the release — with the configured CustomErrorText, and the reason names the timeout and the
+/// app.
+#[tokio::test]
+async fn esp_releases_an_unfinished_install_after_the_timeout_with_the_error_text() {
+    let now = winmdm::clock::Clock::now_unix(&winmdm::clock::SystemClock);
+    let clock = TestClock::at(now);
+    let srv = TestServer::start_with_clock(Arc::new(clock.clone()), |_| {}).await;
+    let (srv, mut win, app_id, _a) = msix_esp_with(
+        srv,
+        "SER-ESP-10",
+        90,
+        json!({"name": "slow esp", "timeout_minutes": 10, "custom_error_text": "Still installing: call IT."}),
+    )
+    .await;
+    let did = win.dev.device_id.clone();
+    // Before the timeout: still held.
+    clock.set(now + 9 * 60);
+    let got = win.session().await;
+    assert!(
+        data_of(&got, &first_sync(&srv, "IsSyncDone")).is_none(),
+        "{got:?}"
+    );
+    // Past it: released as failed with the error text the ESP was given.
+    clock.set(now + 11 * 60);
+    let mut got = win.session().await;
+    got.extend(drain(&mut win).await);
+    let failed = first_sync(&srv, "WasDeviceSuccessfullyProvisioned");
+    let finished = first_sync(&srv, "ServerHasFinishedProvisioning");
+    let done = first_sync(&srv, "IsSyncDone");
+    let t: Vec<&str> = got
+        .iter()
+        .filter_map(|c| c.target.as_deref())
+        .filter(|t| t.contains("/FirstSyncStatus/"))
+        .collect();
+    assert_eq!(
+        t,
+        vec![failed.as_str(), finished.as_str(), done.as_str()],
+        "failure first, then the release: {got:?}"
+    );
+    assert_eq!(data_of(&got, &failed), Some("0"));
+    let p = ok(
+        &srv,
+        "GET",
+        &format!("/api/v1/devices/{did}/esp"),
+        None,
+        200,
+    )
+    .await;
+    assert_eq!(p["phase"], "done", "{p}");
+    assert_eq!(p["device"]["success"], false, "{p}");
+    let reason = p["device"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("timeout after 10 minutes") && reason.contains(&app_id),
+        "{p}"
+    );
+    let (_, e) = srv
+        .admin(
+            "GET",
+            &format!("/api/v1/esp/{}", p["esp_id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(e["custom_error_text"], "Still installing: call IT.", "{e}");
+    // Released once (the app's own Status is still read in later sessions).
+    let later = win.session().await;
+    assert!(
+        !later
+            .iter()
+            .filter_map(|c| c.target.as_deref())
+            .any(|t| t.contains("/FirstSyncStatus/")),
+        "released once: {later:?}"
+    );
 }
