@@ -170,6 +170,7 @@ async fn every_route_with_an_id_answers_404_for_an_unknown_one() {
             ("PUT", t) if t.starts_with("/api/v1/autopilot/profiles") => Some(
                 json!({"name": "p", "device_type": "windows-pc", "deployment_mode": "user-driven"}),
             ),
+            ("PUT", "/api/v1/esp/{esp_id}") => Some(json!({"name": "e"})),
             ("PUT", _) => Some(json!({"require_network_in_oobe": true})),
             _ => None,
         };
@@ -335,6 +336,7 @@ async fn every_body_route_refuses_bad_json_and_unknown_fields() {
             json!({"group_id": "g", "x": 1}),
         ),
         ("POST", "/api/v1/esp".into(), json!({"name": "e", "x": 1})),
+        ("PUT", "/api/v1/esp/nope".into(), json!({"name": "e", "x": 1})),
         (
             "POST",
             "/api/v1/esp/nope/assignments".into(),
