@@ -15,8 +15,8 @@ use hyper::{Method, Request, StatusCode};
 use super::form::{enc, FieldErrors, Form};
 use super::multipart::{self, Event, Streaming};
 use super::{
-    confirm_page, error_page, html, notice, plain, redirect, refused, session, Confirm, Ctx, Nav,
-    Time, PAGE,
+    confirm_page, error_page, html, may_confirm, notice, plain, redirect, refused, session,
+    Confirm, Ctx, Nav, Time, PAGE,
 };
 use crate::apps::deliver::Intent;
 use crate::apps::state::{AppState, DeviceAppState};
@@ -494,7 +494,10 @@ pub(super) async fn upload(ctx: &Ctx, req: Request<Incoming>, replace: Option<St
             if let Err(e) = ctx.s.actor.require_admin("POST /api/v1/apps") {
                 return error_page(&e, Some(nav), "/ui/apps");
             }
-            ("file".into(), "Choose an MSI file.".into())
+            (
+                "file".into(),
+                "Choose a package file (MSI or MSIX/APPX).".into(),
+            )
         }
     };
     tracing::info!(field = %done.0, reason = %done.1, "console upload refused");
@@ -700,18 +703,13 @@ async fn unassign(ctx: &Ctx, id: &str) -> Resp {
 }
 
 async fn confirm(ctx: &Ctx, id: &str) -> Resp {
-    let nav = ctx.nav("apps");
     if ctx.query.get("do") != Some("delete") {
         return plain(StatusCode::NOT_FOUND, "unknown action");
     }
-    // A read-only session is told at once, not after confirming.
-    if let Err(e) = ctx
-        .s
-        .actor
-        .require_admin(&format!("DELETE /api/v1/apps/{id}"))
-    {
-        return error_page(&e, Some(nav), &href(id));
-    }
+    let nav = match may_confirm(ctx, "apps", &format!("DELETE /api/v1/apps/{id}"), &href(id)) {
+        Ok(nav) => nav,
+        Err(page) => return *page,
+    };
     let d = match svc::get(&ctx.app, id).await {
         Ok(d) => d,
         Err(e) => return error_page(&e, Some(nav), "/ui/apps"),

@@ -8,7 +8,9 @@ use askama::Template;
 use hyper::{Method, StatusCode};
 
 use super::form::{enc, Form};
-use super::{confirm_page, error_page, html, notice, plain, redirect, Confirm, Ctx, Nav, PAGE};
+use super::{
+    confirm_page, error_page, html, may_confirm, notice, plain, redirect, Confirm, Ctx, Nav, PAGE,
+};
 use crate::autopilot::devices::Filter;
 use crate::autopilot::Settings;
 use crate::http::body::Resp;
@@ -474,15 +476,15 @@ async fn save_device(ctx: &Ctx, serial: &str) -> Resp {
 }
 
 async fn confirm_device_delete(ctx: &Ctx, serial: &str) -> Resp {
-    let nav = ctx.nav("autopilot");
-    // A read-only session is told at once, not after confirming.
-    if let Err(e) = ctx
-        .s
-        .actor
-        .require_admin(&format!("DELETE /api/v1/autopilot/devices/{serial}"))
-    {
-        return error_page(&e, Some(nav), &device_href(serial));
-    }
+    let nav = match may_confirm(
+        ctx,
+        "autopilot",
+        &format!("DELETE /api/v1/autopilot/devices/{serial}"),
+        &device_href(serial),
+    ) {
+        Ok(nav) => nav,
+        Err(page) => return *page,
+    };
     let d = match svc::get_device(&ctx.app, serial).await {
         Ok(d) => d,
         Err(e) => return error_page(&e, Some(nav), "/ui/autopilot"),

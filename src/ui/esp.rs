@@ -10,7 +10,8 @@ use hyper::{Method, StatusCode};
 
 use super::form::{enc, FieldErrors};
 use super::{
-    confirm_page, error_page, html, notice, plain, redirect, Confirm, Ctx, Nav, Time, PAGE,
+    confirm_page, error_page, html, may_confirm, notice, plain, redirect, Confirm, Ctx, Nav, Time,
+    PAGE,
 };
 use crate::apps::esp::{Esp, EspInput};
 use crate::http::body::Resp;
@@ -516,18 +517,13 @@ async fn assign(ctx: &Ctx, id: &str, on: bool) -> Resp {
 }
 
 async fn confirm(ctx: &Ctx, id: &str) -> Resp {
-    let nav = ctx.nav("esp");
     if ctx.query.get("do") != Some("delete") {
         return plain(StatusCode::NOT_FOUND, "unknown action");
     }
-    // A read-only session is told at once, not after confirming.
-    if let Err(e) = ctx
-        .s
-        .actor
-        .require_admin(&format!("DELETE /api/v1/esp/{id}"))
-    {
-        return error_page(&e, Some(nav), &href(id));
-    }
+    let nav = match may_confirm(ctx, "esp", &format!("DELETE /api/v1/esp/{id}"), &href(id)) {
+        Ok(nav) => nav,
+        Err(page) => return *page,
+    };
     let d = match svc::get_esp(&ctx.app, id).await {
         Ok(d) => d,
         Err(e) => return error_page(&e, Some(nav), "/ui/esp"),

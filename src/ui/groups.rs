@@ -13,7 +13,8 @@ use hyper::{Method, Response, StatusCode};
 
 use super::form::enc;
 use super::{
-    confirm_page, error_page, html, notice, plain, redirect, Confirm, Ctx, Nav, Time, PAGE,
+    confirm_page, error_page, html, may_confirm, notice, plain, redirect, Confirm, Ctx, Nav, Time,
+    PAGE,
 };
 use crate::groups::{GroupKind, GroupPatch, NewGroup};
 use crate::http::body::Resp;
@@ -314,18 +315,18 @@ async fn members(ctx: &Ctx, id: &str) -> Resp {
 }
 
 async fn confirm(ctx: &Ctx, id: &str) -> Resp {
-    let nav = ctx.nav("groups");
     if ctx.query.get("do") != Some("delete") {
         return plain(StatusCode::NOT_FOUND, "unknown action");
     }
-    // A read-only session is told at once, not after confirming.
-    if let Err(e) = ctx
-        .s
-        .actor
-        .require_admin(&format!("DELETE /api/v1/groups/{id}"))
-    {
-        return error_page(&e, Some(nav), &href(id));
-    }
+    let nav = match may_confirm(
+        ctx,
+        "groups",
+        &format!("DELETE /api/v1/groups/{id}"),
+        &href(id),
+    ) {
+        Ok(nav) => nav,
+        Err(page) => return *page,
+    };
     let d = match svc::get(&ctx.app, id).await {
         Ok(d) => d,
         Err(e) => return error_page(&e, Some(nav), "/ui/groups"),

@@ -147,6 +147,17 @@ struct ConfirmPage {
     back: String,
 }
 
+/// The start of every confirmation page: the admin right the confirmed change needs (`what`,
+/// as the API names it) is checked first, so that a read-only session is told at once, not
+/// after confirming. `Err` is the page to answer (linking back to `back`).
+fn may_confirm(ctx: &Ctx, section: &'static str, what: &str, back: &str) -> Result<Nav, Box<Resp>> {
+    let nav = ctx.nav(section);
+    match ctx.s.actor.require_admin(what) {
+        Ok(()) => Ok(nav),
+        Err(e) => Err(Box::new(error_page(&e, Some(nav), back))),
+    }
+}
+
 /// What a confirmation page asks before a change.
 struct Confirm {
     /// Heading and button text.

@@ -9,7 +9,8 @@ use hyper::{Method, StatusCode};
 
 use super::form::{enc, Form};
 use super::{
-    confirm_page, error_page, html, notice, plain, redirect, Confirm, Ctx, Nav, Time, PAGE,
+    confirm_page, error_page, html, may_confirm, notice, plain, redirect, Confirm, Ctx, Nav, Time,
+    PAGE,
 };
 use crate::http::body::Resp;
 use crate::profiles::{self, Profile, ProfileInput, Scope, Setting};
@@ -510,15 +511,15 @@ async fn page(ctx: &Ctx, id: &str) -> Resp {
 }
 
 async fn confirm(ctx: &Ctx, id: &str) -> Resp {
-    let nav = ctx.nav("profiles");
-    // A read-only session is told at once, not after confirming.
-    if let Err(e) = ctx
-        .s
-        .actor
-        .require_admin(&format!("POST /api/v1/profiles/{id}/push"))
-    {
-        return error_page(&e, Some(nav), &href(id));
-    }
+    let nav = match may_confirm(
+        ctx,
+        "profiles",
+        &format!("POST /api/v1/profiles/{id}/push"),
+        &href(id),
+    ) {
+        Ok(nav) => nav,
+        Err(page) => return *page,
+    };
     let d = match svc::get_profile(&ctx.app, id).await {
         Ok(d) => d,
         Err(e) => return error_page(&e, Some(nav), "/ui/profiles"),
