@@ -351,11 +351,16 @@ async fn an_ecdsa_p256_ca_enrolls_devices_too() {
 #[tokio::test]
 async fn serve_binary_starts_on_defaults_and_stops_on_sigterm() {
     let cwd = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // The server also binds the next port (its management listener by default): take a port
+    // whose neighbour is free too, or a test running beside this one may hold it.
+    let port = (0..100)
+        .find_map(|_| {
+            let a = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            let p = a.local_addr().ok()?.port();
+            let _b = std::net::TcpListener::bind(("127.0.0.1", p.checked_add(1)?)).ok()?;
+            Some(p)
+        })
+        .expect("two free adjacent ports");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_winmdm"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .current_dir(cwd.path())
@@ -371,6 +376,13 @@ async fn serve_binary_starts_on_defaults_and_stops_on_sigterm() {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             up = true;
             break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("server exited ({status}) before listening: {err}");
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
