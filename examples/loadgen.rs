@@ -142,6 +142,10 @@ struct Args {
     /// External mode: concurrent enrollments.
     #[arg(long, default_value_t = 16)]
     enroll_concurrency: usize,
+    /// In process: bound the runtime's blocking threads (tokio's default is 512; rounds and
+    /// enqueues waiting on a group commit each hold one).
+    #[arg(long)]
+    max_blocking_threads: Option<usize>,
     /// Concurrent writers queueing commands (external mode: admin requests).
     #[arg(long, default_value_t = 32)]
     enqueue_concurrency: usize,
@@ -254,9 +258,12 @@ fn rss_kib() -> u64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.max_blocking_threads {
+        rt.max_blocking_threads(n.max(1));
+    }
+    let rt = rt.build()?;
     if !args.target.is_empty() {
         return external(&args, &rt);
     }

@@ -50,6 +50,13 @@ enum Cmd {
     Admin(winmdm::cli::Command),
 }
 
+/// Threads of the server's blocking pool (tokio's default is 512). Every management round and
+/// every store write waits for its group commit on one of them; beyond this many, further ones
+/// queue instead of each getting a thread. Measured (README, "Load, soak and crash figures"): the
+/// in-process soak with 64 kept its rate with a p99 of 16–34 ms where 512 had 70–750 ms, and the
+/// reused-connection runs are as fast with 64 or 128 as with 512.
+const SERVE_BLOCKING_THREADS: usize = 128;
+
 /// Installs the log subscriber (stderr, `RUST_LOG` filter, default `info`).
 fn init_logging(format: LogFormat) {
     let filter = || {
@@ -156,6 +163,7 @@ fn serve(
     let app = Arc::new(App::open(cfg, std::env::var("WINMDM_ADMIN_TOKEN").ok())?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(SERVE_BLOCKING_THREADS)
         .build()?;
     rt.block_on(async move {
         let server = Server::bind(app.clone()).await?;
