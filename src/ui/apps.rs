@@ -717,9 +717,9 @@ async fn confirm(ctx: &Ctx, id: &str) -> Resp {
     let a = &d.app;
     confirm_page(
         nav,
-        Confirm {
-            label: format!("Delete app {}", a.name),
-            question: format!(
+        Confirm::delete(
+            format!("Delete app {}", a.name),
+            format!(
                 "Delete the app {} ({}, {} {})? Its {} assignments go: the devices that have it installed by winmdm uninstall it.",
                 a.name,
                 a.id,
@@ -727,11 +727,8 @@ async fn confirm(ctx: &Ctx, id: &str) -> Resp {
                 a.product_version.as_deref().unwrap_or(""),
                 d.assignments.len()
             ),
-            action: format!("{}/do", href(id)),
-            key: "delete".into(),
-            danger: true,
-            back: href(id),
-        },
+            href(id),
+        ),
     )
 }
 

@@ -530,20 +530,17 @@ async fn confirm(ctx: &Ctx, id: &str) -> Resp {
     };
     confirm_page(
         nav,
-        Confirm {
-            label: format!("Delete ESP {}", d.esp.name),
-            question: format!(
+        Confirm::delete(
+            format!("Delete ESP {}", d.esp.name),
+            format!(
                 "Delete the Enrollment Status Page {} ({})? Its {} group assignments and {} Autopilot attachments go; devices already on it finish as they started.",
                 d.esp.name,
                 d.esp.id,
                 d.groups.len(),
                 d.esp.autopilot_profiles.len()
             ),
-            action: format!("{}/do", href(id)),
-            key: "delete".into(),
-            danger: true,
-            back: href(id),
-        },
+            href(id),
+        ),
     )
 }
 

@@ -334,9 +334,9 @@ async fn confirm(ctx: &Ctx, id: &str) -> Resp {
     let g = &d.group;
     confirm_page(
         nav,
-        Confirm {
-            label: format!("Delete group {}", g.name),
-            question: format!(
+        Confirm::delete(
+            format!("Delete group {}", g.name),
+            format!(
                 "Delete the group {} ({}, {})? Its members lose the {} profiles assigned to it.",
                 g.name,
                 g.id,
@@ -346,11 +346,8 @@ async fn confirm(ctx: &Ctx, id: &str) -> Resp {
                 },
                 d.profiles.len()
             ),
-            action: format!("{}/do", href(id)),
-            key: "delete".into(),
-            danger: true,
-            back: href(id),
-        },
+            href(id),
+        ),
     )
 }
 

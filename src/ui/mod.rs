@@ -174,6 +174,21 @@ struct Confirm {
     back: String,
 }
 
+impl Confirm {
+    /// The confirmation of deleting what the page at `href` shows: `do=delete` posted to
+    /// `href/do`, "cancel" back to `href`.
+    fn delete(label: String, question: String, href: String) -> Confirm {
+        Confirm {
+            label,
+            question,
+            action: format!("{href}/do"),
+            key: "delete".into(),
+            danger: true,
+            back: href,
+        }
+    }
+}
+
 /// The confirmation page of a change (one template for every page that asks).
 fn confirm_page(nav: Nav, c: Confirm) -> Resp {
     html(
