@@ -171,6 +171,7 @@ impl ChildServer {
 impl Drop for ChildServer {
     fn drop(&mut self) {
         self.kill();
+        super::unregister_mgmt(self.addr);
     }
 }
 

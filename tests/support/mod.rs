@@ -71,6 +71,14 @@ pub fn register_mgmt(main: SocketAddr, mgmt: SocketAddr) {
         .insert(main, mgmt);
 }
 
+/// Forgets the route of the server on `main` (it stopped: its ports may be handed out again).
+pub fn unregister_mgmt(main: SocketAddr) {
+    mgmt_routes()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&main);
+}
+
 /// The management (mutual-TLS) address of the server whose main listener is `main`, if it has
 /// a separate one.
 pub fn mgmt_addr(main: SocketAddr) -> Option<SocketAddr> {
@@ -79,6 +87,17 @@ pub fn mgmt_addr(main: SocketAddr) -> Option<SocketAddr> {
         .unwrap_or_else(|p| p.into_inner())
         .get(&main)
         .copied()
+}
+
+/// Where a client presenting a device certificate to `addr` goes: `addr` itself when it is a
+/// management listener already (a stopped server whose main port was this number must not send
+/// it elsewhere), else the management listener of the server on `addr`, if any.
+fn mgmt_target(addr: SocketAddr) -> SocketAddr {
+    let routes = mgmt_routes().lock().unwrap_or_else(|p| p.into_inner());
+    if routes.values().any(|m| *m == addr) {
+        return addr;
+    }
+    routes.get(&addr).copied().unwrap_or(addr)
 }
 
 /// A server running in this process on 127.0.0.1:<random port>.
@@ -221,6 +240,7 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+        unregister_mgmt(self.addr);
         // Wait for the last Arc<App> (held by finishing connection tasks) to go, so sled's lock is free.
         let weak = Arc::downgrade(&self.app);
         let tmp = self._tmp.take();
@@ -349,7 +369,7 @@ impl Client {
         let (cfg, addr) = match identity {
             Some((chain, key)) => (
                 b.with_client_auth_cert(chain, key).expect("client cert"),
-                mgmt_addr(addr).unwrap_or(addr),
+                mgmt_target(addr),
             ),
             None => (b.with_no_client_auth(), addr),
         };
