@@ -117,16 +117,26 @@ async fn setup_with(
         )
         .await;
     }
+    (
+        autopilot_device(srv, serial, n, "esp-lab").await,
+        app_id,
+        esp_id,
+    )
+}
+
+/// A Windows device registered for Autopilot with `serial` and group `tag`, then enrolled in
+/// OOBE (no user signed in yet; it answers the serial-number `Get` the Autopilot link sends).
+async fn autopilot_device(srv: &TestServer, serial: &str, n: u32, tag: &str) -> WindowsApps {
     let (st, _) = import(
         srv,
-        format!("{HEADER}\r\n{serial},,{},esp-lab,\r\n", hash(n, 64)).into_bytes(),
+        format!("{HEADER}\r\n{serial},,{},{tag},\r\n", hash(n, 64)).into_bytes(),
     )
     .await;
     assert_eq!(st, 200);
     let mut d = enrolled_device(srv, n).await;
     d.nodes.insert(SERIAL_URI.into(), serial.into());
     d.login_status = "others".into();
-    (WindowsApps::new(d, srv.client()), app_id, esp_id)
+    WindowsApps::new(d, srv.client())
 }
 
 #[tokio::test]
@@ -537,16 +547,7 @@ async fn esp_user_phase_waits_for_the_user_and_their_apps() {
         201,
     )
     .await;
-    let (st, _) = import(
-        &srv,
-        format!("{HEADER}\r\nSER-ESP-03,,{},esp-user,\r\n", hash(83, 64)).into_bytes(),
-    )
-    .await;
-    assert_eq!(st, 200);
-    let mut d = enrolled_device(&srv, 83).await;
-    d.nodes.insert(SERIAL_URI.into(), "SER-ESP-03".into());
-    d.login_status = "others".into();
-    let mut win = WindowsApps::new(d, srv.client());
+    let mut win = autopilot_device(&srv, "SER-ESP-03", 83, "esp-user").await;
     let did = win.dev.device_id.clone();
     // The Autopilot link, the device phase's nodes and its release in the first session.
     let before_user = drain(&mut win).await;
@@ -666,16 +667,7 @@ async fn setup_profiles(
         201,
     )
     .await;
-    let (st, _) = import(
-        srv,
-        format!("{HEADER}\r\n{serial},,{},{tag},\r\n", hash(n, 64)).into_bytes(),
-    )
-    .await;
-    assert_eq!(st, 200);
-    let mut d = enrolled_device(srv, n).await;
-    d.nodes.insert(SERIAL_URI.into(), serial.into());
-    d.login_status = "others".into();
-    (WindowsApps::new(d, srv.client()), pids)
+    (autopilot_device(srv, serial, n, tag).await, pids)
 }
 
 fn position(got: &[Received], verb: &str, target: &str) -> usize {
