@@ -171,7 +171,7 @@ impl ChildServer {
 impl Drop for ChildServer {
     fn drop(&mut self) {
         self.kill();
-        super::unregister_mgmt(self.addr);
+        super::unregister_mgmt(self.addr, self.mgmt_addr);
     }
 }
 

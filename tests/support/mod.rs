@@ -64,19 +64,23 @@ fn mgmt_routes() -> &'static Mutex<HashMap<SocketAddr, SocketAddr>> {
 }
 
 /// Records that the server listening on `main` serves management (mutual TLS) on `mgmt`.
+/// Both ports are bound by that server now, so any route naming either of them belongs to a
+/// server that is gone (one dropped without [`TestServer::stop`], a test that panicked) and
+/// is forgotten: a stale route whose management port is this server's main port would send
+/// clients with a certificate to the wrong listener.
 pub fn register_mgmt(main: SocketAddr, mgmt: SocketAddr) {
-    mgmt_routes()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(main, mgmt);
+    let mut routes = mgmt_routes().lock().unwrap_or_else(|p| p.into_inner());
+    routes.retain(|k, v| ![main, mgmt].contains(k) && ![main, mgmt].contains(v));
+    routes.insert(main, mgmt);
 }
 
-/// Forgets the route of the server on `main` (it stopped: its ports may be handed out again).
-pub fn unregister_mgmt(main: SocketAddr) {
-    mgmt_routes()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&main);
+/// Forgets the route `main` → `mgmt` (its server stopped: its ports may be handed out again),
+/// unless a newer server took `main` since.
+pub fn unregister_mgmt(main: SocketAddr, mgmt: SocketAddr) {
+    let mut routes = mgmt_routes().lock().unwrap_or_else(|p| p.into_inner());
+    if routes.get(&main) == Some(&mgmt) {
+        routes.remove(&main);
+    }
 }
 
 /// The management (mutual-TLS) address of the server whose main listener is `main`, if it has
@@ -89,14 +93,11 @@ pub fn mgmt_addr(main: SocketAddr) -> Option<SocketAddr> {
         .copied()
 }
 
-/// Where a client presenting a device certificate to `addr` goes: `addr` itself when it is a
-/// management listener already (a stopped server whose main port was this number must not send
-/// it elsewhere), else the management listener of the server on `addr`, if any.
+/// Where a client presenting a device certificate to `addr` goes: the management listener of
+/// the server whose main listener is `addr`, else `addr` itself (a management listener already,
+/// or a server without a separate one). Routes are kept current by [`register_mgmt`].
 fn mgmt_target(addr: SocketAddr) -> SocketAddr {
     let routes = mgmt_routes().lock().unwrap_or_else(|p| p.into_inner());
-    if routes.values().any(|m| *m == addr) {
-        return addr;
-    }
     routes.get(&addr).copied().unwrap_or(addr)
 }
 
@@ -136,6 +137,16 @@ fn pg_suite_db(dir: &Path) -> Option<Arc<pg::TestDb>> {
     let db = Arc::new(pg::TestDb::create("suite on PostgreSQL")?);
     m.insert(dir.to_path_buf(), db.clone());
     Some(db)
+}
+
+impl Drop for TestServer {
+    /// A server dropped without [`TestServer::stop`] (a test that ends early or panics) gives
+    /// up its route too: its ports may be handed out again.
+    fn drop(&mut self) {
+        if let Some(m) = self.mgmt_addr {
+            unregister_mgmt(self.addr, m);
+        }
+    }
 }
 
 impl TestServer {
@@ -240,7 +251,9 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
-        unregister_mgmt(self.addr);
+        if let Some(m) = self.mgmt_addr {
+            unregister_mgmt(self.addr, m);
+        }
         // Wait for the last Arc<App> (held by finishing connection tasks) to go, so sled's lock is free.
         let weak = Arc::downgrade(&self.app);
         let tmp = self._tmp.take();
@@ -263,6 +276,9 @@ impl TestServer {
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
+        }
+        if let Some(m) = self.mgmt_addr {
+            unregister_mgmt(self.addr, m);
         }
     }
 
@@ -474,4 +490,26 @@ impl Client {
         };
         (r.status, v)
     }
+}
+
+#[test]
+fn a_stale_route_does_not_send_a_new_servers_main_port_elsewhere() {
+    let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+    let b: SocketAddr = "127.0.0.1:2".parse().expect("addr");
+    let c: SocketAddr = "127.0.0.1:3".parse().expect("addr");
+    // A server on a (management b) went away without saying so; a new one got b as its main port.
+    register_mgmt(a, b);
+    register_mgmt(b, c);
+    assert_eq!(
+        mgmt_target(b),
+        c,
+        "b's clients with a certificate go to its management port"
+    );
+    assert_eq!(mgmt_target(c), c);
+    assert_eq!(mgmt_target(a), a, "the stale route is gone");
+    // The old server's late unregister does not remove the new one's route.
+    unregister_mgmt(b, a);
+    assert_eq!(mgmt_target(b), c);
+    unregister_mgmt(b, c);
+    assert_eq!(mgmt_target(b), b);
 }
