@@ -96,9 +96,8 @@ pub fn mgmt_addr(main: SocketAddr) -> Option<SocketAddr> {
 /// Where a client presenting a device certificate to `addr` goes: the management listener of
 /// the server whose main listener is `addr`, else `addr` itself (a management listener already,
 /// or a server without a separate one). Routes are kept current by [`register_mgmt`].
-fn mgmt_target(addr: SocketAddr) -> SocketAddr {
-    let routes = mgmt_routes().lock().unwrap_or_else(|p| p.into_inner());
-    routes.get(&addr).copied().unwrap_or(addr)
+pub fn mgmt_target(addr: SocketAddr) -> SocketAddr {
+    mgmt_addr(addr).unwrap_or(addr)
 }
 
 /// A server running in this process on 127.0.0.1:<random port>.
@@ -140,8 +139,8 @@ fn pg_suite_db(dir: &Path) -> Option<Arc<pg::TestDb>> {
 }
 
 impl Drop for TestServer {
-    /// A server dropped without [`TestServer::stop`] (a test that ends early or panics) gives
-    /// up its route too: its ports may be handed out again.
+    /// A server gives up its route when it goes, by [`TestServer::stop`] or dropped by a test
+    /// that ends early or panics: its ports may be handed out again.
     fn drop(&mut self) {
         if let Some(m) = self.mgmt_addr {
             unregister_mgmt(self.addr, m);
@@ -250,9 +249,6 @@ impl TestServer {
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
-        }
-        if let Some(m) = self.mgmt_addr {
-            unregister_mgmt(self.addr, m);
         }
         // Wait for the last Arc<App> (held by finishing connection tasks) to go, so sled's lock is free.
         let weak = Arc::downgrade(&self.app);

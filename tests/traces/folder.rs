@@ -261,7 +261,7 @@ async fn the_captured_omadm_messages_replay_without_a_refusal() {
     let mut total = 0;
     for ((recording, id), exchanges) in by_device {
         let srv = TestServer::start().await;
-        let mgmt = crate::support::mgmt_addr(srv.addr).unwrap_or(srv.addr);
+        let mgmt = crate::support::mgmt_target(srv.addr);
         let d = device_with_id(&srv, &id).await;
         let trace = Trace {
             header: Header {
