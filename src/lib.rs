@@ -57,5 +57,6 @@ pub mod testkit;
 pub mod trace;
 pub mod ui;
 pub mod upn;
+pub mod wait;
 pub mod webhook;
 pub mod xml;

@@ -58,11 +58,13 @@ enum Cmd {
     Admin(winmdm::cli::Command),
 }
 
-/// Threads of the server's blocking pool (tokio's default is 512). Every management round and
-/// every store write waits for its group commit on one of them; beyond this many, further ones
-/// queue instead of each getting a thread. Measured (README, "Load, soak and crash figures"): the
-/// in-process soak with 64 kept its rate with a p99 of 16–34 ms where 512 had 70–750 ms, and the
-/// reused-connection runs are as fast with 64 or 128 as with 512.
+/// Threads of the server's blocking pool (tokio's default is 512). Enrollments, admin requests
+/// and, on PostgreSQL, management rounds run on them, and their store writes wait for the group
+/// commit there (on the embedded store a management round holds none: it runs on its request's
+/// task and awaits its commit); beyond this many, further ones queue instead of each getting a
+/// thread. Measured (README, "Load, soak and crash figures"): the in-process soak with 64 kept
+/// its rate with a p99 of 16–34 ms where 512 had 70–750 ms, and the reused-connection runs were
+/// as fast with 64 or 128 as with 512.
 const SERVE_BLOCKING_THREADS: usize = 128;
 
 /// Installs the log subscriber (stderr, `RUST_LOG` filter, default `info`).

@@ -572,15 +572,23 @@ pub fn may_start(app: &App, d: &crate::store::Device, now: i64) -> Result<bool, 
     Ok(!ESPS.page(s, None, 1)?.0.is_empty())
 }
 
+/// Whether [`after_round`] has anything to do for `device_id` (two reads): it is tracked, or
+/// an ESP exists that could start for it. Most rounds of a fleet without ESPs stop here.
+pub fn may_act(app: &App, device_id: &str) -> Result<bool, StoreError> {
+    Ok(ESP_DEVICES.get(app.store.records(), device_id)?.is_some() || any_esp(app)?)
+}
+
+/// Whether any ESP exists (none: no ESP can start).
+fn any_esp(app: &App) -> Result<bool, StoreError> {
+    Ok(!ESPS.page(app.store.records(), None, 1)?.0.is_empty())
+}
+
 /// Starts or advances the ESP of a device after one of its management rounds.
 pub fn after_round(app: &App, device_id: &str) -> Result<(), StoreError> {
     let s = app.store.records();
     let tracking = ESP_DEVICES.get(s, device_id)?;
-    if tracking.is_none() {
-        // Cheap exit for most rounds: no ESP tracked and none can start (no ESP assigned).
-        if ESPS.page(s, None, 1)?.0.is_empty() {
-            return Ok(());
-        }
+    if tracking.is_none() && !any_esp(app)? {
+        return Ok(());
     }
     let Some(d) = app.store.get_device(device_id)? else {
         return Ok(());

@@ -117,12 +117,17 @@ fn get_command(
     Ok(c)
 }
 
+/// Whether [`at_session_start`] can have anything to do (one read): some app exists.
+pub fn may_act(app: &App) -> Result<bool, StoreError> {
+    Ok(!APPS.page(app.store.records(), None, 1)?.0.is_empty())
+}
+
 /// At the start of a session of `device_id`: queues the re-reads its unfinished installs need
 /// (see the module documentation), except for the installs whose alert the session's first
 /// message carries (`reported`: their Source LocURIs). Cheap when no app exists.
 pub fn at_session_start(app: &App, device_id: &str, reported: &[String]) -> Result<(), StoreError> {
     let s = app.store.records();
-    if APPS.page(s, None, 1)?.0.is_empty() {
+    if !may_act(app)? {
         return Ok(());
     }
     let alerts = app

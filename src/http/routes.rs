@@ -505,35 +505,21 @@ async fn manage_inner(
     };
     let started = std::time::Instant::now();
     let kept = tracing_on.then(|| body.clone());
-    let app2 = app.clone();
-    let span = tracing::Span::current();
-    let result = tokio::task::spawn_blocking(move || {
-        let _in_span = span.enter();
-        let now = app2.clock.now_unix();
-        let cert = peer.client_cert.as_ref().map(|c| c.as_ref());
-        let store = app2.store.as_ref();
-        let authenticated = match (cert, &signature) {
-            // Behind a TLS-terminating proxy: the device's message signature stands in for the
-            // client certificate (only when enabled).
-            (None, Some(sig)) => crate::mdm::identity::authenticate_signed(store, &app2.ca, sig, &body, now),
-            _ => crate::mdm::identity::authenticate_on(store, &app2.ca, cert, now, &peer.identity),
-        };
-        let auth = match authenticated {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(peer = %peer.addr, error = %e, "management request refused: device not authenticated");
-                return Err(e.http_status());
-            }
-        };
-        tracing::Span::current().record("device_id", auth.device_id());
-        crate::mdm::manage::handle_round(&app2, &auth, &body)
-            .map(|r| (auth.device_id().to_string(), r))
-            .map_err(|e| {
-                tracing::warn!(peer = %peer.addr, device_id = %auth.device_id(), error = %e, "management round failed");
-                e.http_status()
-            })
-    })
-    .await;
+    let result = if app.store.reads_inline() {
+        // The embedded store: the round runs on this task, and its commit is awaited.
+        crate::wait::catch_unwind(management_round(app.clone(), peer, signature, body, true)).await
+    } else {
+        // Reads are network round trips (PostgreSQL): the round takes a blocking thread.
+        let app2 = app.clone();
+        let span = tracing::Span::current();
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let _in_span = span.enter();
+            rt.block_on(management_round(app2, peer, signature, body, false))
+        })
+        .await
+        .map_err(|join| join.to_string())
+    };
     let took = Some(started.elapsed());
     let mut traced = None;
     let resp = match result {
@@ -567,6 +553,48 @@ async fn manage_inner(
         }
     };
     (resp, took, traced)
+}
+
+/// Authenticates the device of a management request and runs its round; on an async worker
+/// (`on_worker`) only with a store whose reads are quick (`SessionStore::reads_inline`).
+async fn management_round(
+    app: Arc<App>,
+    peer: Arc<Peer>,
+    signature: Option<String>,
+    body: Bytes,
+    on_worker: bool,
+) -> Result<(String, crate::mdm::manage::RoundReply), u16> {
+    let now = app.clock.now_unix();
+    let cert = peer.client_cert.as_ref().map(|c| c.as_ref());
+    let store = app.store.as_ref();
+    let authenticated = match (cert, &signature) {
+        // Behind a TLS-terminating proxy: the device's message signature stands in for the
+        // client certificate (only when enabled).
+        (None, Some(sig)) => {
+            crate::mdm::identity::authenticate_signed(store, &app.ca, sig, &body, now)
+        }
+        _ => crate::mdm::identity::authenticate_on(store, &app.ca, cert, now, &peer.identity),
+    };
+    let auth = match authenticated {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(peer = %peer.addr, error = %e, "management request refused: device not authenticated");
+            return Err(e.http_status());
+        }
+    };
+    tracing::Span::current().record("device_id", auth.device_id());
+    let runs = if on_worker {
+        crate::mdm::manage::Runs::OnWorker(&app)
+    } else {
+        crate::mdm::manage::Runs::Blocking
+    };
+    crate::mdm::manage::handle_round_async(&app, &auth, &body, runs)
+        .await
+        .map(|r| (auth.device_id().to_string(), r))
+        .map_err(|e| {
+            tracing::warn!(peer = %peer.addr, device_id = %auth.device_id(), error = %e, "management round failed");
+            e.http_status()
+        })
 }
 
 /// The request's `Content-Type`, lower-cased (empty if absent or not text).

@@ -34,6 +34,7 @@
 //!   invariants are listed in the README ("Management sessions").
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::app::App;
 use crate::config::paths;
@@ -214,11 +215,35 @@ pub struct RoundReply {
     pub delivered: Vec<String>,
 }
 
+/// Where a round runs ([`handle_round_async`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Runs<'a> {
+    /// On an async worker thread (stores whose reads are quick,
+    /// [`crate::store::SessionStore::reads_inline`]): the commit is awaited without a thread
+    /// ([`crate::store::SessionStore::commit_round_async`]), and the follow-up steps that may
+    /// write (an Enrollment Status Page starting, app status re-reads, group changes) go to the
+    /// blocking pool with this handle on the app.
+    OnWorker(&'a Arc<App>),
+    /// On a thread that may block (a blocking-pool thread, a test): everything runs in place.
+    Blocking,
+}
+
 /// [`handle`], also saying which queued commands the reply delivered when the device is traced.
 pub fn handle_round(
     app: &App,
     auth: &DeviceAuthenticated,
     body: &[u8],
+) -> Result<RoundReply, ManageError> {
+    crate::wait::block_on(handle_round_async(app, auth, body, Runs::Blocking))
+}
+
+/// [`handle_round`], waiting for the device's round lock and (with [`Runs::OnWorker`]) for the
+/// commit without holding a thread.
+pub async fn handle_round_async(
+    app: &App,
+    auth: &DeviceAuthenticated,
+    body: &[u8],
+    runs: Runs<'_>,
 ) -> Result<RoundReply, ManageError> {
     let msg = syncml::parse(body)?;
     let device_id = auth.device_id();
@@ -262,15 +287,24 @@ pub fn handle_round(
             .filter_map(|i| i.source.as_ref().map(|s| s.loc_uri.to_string()))
             .take(crate::apps::poll::MAX_REPORTED)
             .collect();
-        if let Err(e) = crate::apps::poll::at_session_start(app, device_id, &reported) {
-            tracing::error!(device_id, error = %e, "app status re-read failed; retried next session");
-        }
-        if let Err(e) = crate::apps::esp::after_round(app, device_id) {
-            tracing::error!(device_id, error = %e, "ESP tracking failed; retried next session");
+        // Most sessions have nothing to do here (no app, no ESP): known from two reads.
+        let work = crate::apps::poll::may_act(app).unwrap_or(true)
+            || crate::apps::esp::may_act(app, device_id).unwrap_or(true);
+        if work {
+            let device = device_id.to_string();
+            off_worker(app, runs, move |app| {
+                if let Err(e) = crate::apps::poll::at_session_start(app, &device, &reported) {
+                    tracing::error!(device_id = %device, error = %e, "app status re-read failed; retried next session");
+                }
+                if let Err(e) = crate::apps::esp::after_round(app, &device) {
+                    tracing::error!(device_id = %device, error = %e, "ESP tracking failed; retried next session");
+                }
+            })
+            .await;
         }
     }
     let digest = session::message_digest(body);
-    let lock = session::lock_device(device_id);
+    let lock = session::lock_device(device_id).await;
     for attempt in 1..=session::MAX_ROUND_ATTEMPTS {
         let input = RoundInput {
             msg: &msg,
@@ -278,16 +312,24 @@ pub fn handle_round(
             client_msg,
             digest: &digest,
         };
-        match run_round(app, auth, &input)? {
-            Attempt::Done(out, after) => {
+        let Prepared { out, after, commit } = run_round(app, auth, &input)?;
+        let committed = match commit {
+            None => RoundCommit::Committed,
+            Some((round, now)) => match runs {
+                Runs::OnWorker(_) => app.store.commit_round_async(round, now).await?,
+                Runs::Blocking => app.store.commit_round(&round, now)?,
+            },
+        };
+        match committed {
+            RoundCommit::Committed => {
                 drop(lock);
-                after.run(app, device_id);
+                let delivered = after.run(app, device_id, runs).await;
                 return Ok(RoundReply {
                     xml: out,
-                    delivered: after.delivered,
+                    delivered,
                 });
             }
-            Attempt::Conflict => {
+            RoundCommit::Conflict => {
                 tracing::debug!(
                     device_id,
                     session_id,
@@ -306,6 +348,20 @@ pub fn handle_round(
     Err(ManageError::Busy)
 }
 
+/// Runs `f` where it may block: in place, or (on an async worker) on the blocking pool.
+async fn off_worker(app: &App, runs: Runs<'_>, f: impl FnOnce(&App) + Send + 'static) {
+    match runs {
+        Runs::Blocking => f(app),
+        Runs::OnWorker(arc) => {
+            let a = arc.clone();
+            let span = tracing::Span::current();
+            if let Err(e) = tokio::task::spawn_blocking(move || span.in_scope(|| f(&a))).await {
+                tracing::error!(error = %e, "a round's follow-up work panicked");
+            }
+        }
+    }
+}
+
 struct RoundInput<'m> {
     msg: &'m SyncMl<'m>,
     session_id: &'m str,
@@ -313,9 +369,12 @@ struct RoundInput<'m> {
     digest: &'m str,
 }
 
-enum Attempt {
-    Done(Vec<u8>, AfterCommit),
-    Conflict,
+/// A round built and ready: its reply, what follows the commit, and what to commit (`None`
+/// for a retransmission, which changes nothing).
+struct Prepared {
+    out: Vec<u8>,
+    after: AfterCommit,
+    commit: Option<(Round, i64)>,
 }
 
 /// Work done after a round committed, outside the device's lock.
@@ -332,26 +391,40 @@ struct AfterCommit {
 }
 
 impl AfterCommit {
-    fn run(&self, app: &App, device_id: &str) {
+    /// Runs the follow-up work; returns [`AfterCommit::delivered`].
+    async fn run(self, app: &App, device_id: &str, runs: Runs<'_>) -> Vec<String> {
         if self.started {
             app.metrics.session_started();
         }
         if let Some(how) = self.ended {
             app.metrics.session_ended(how);
         }
-        if self.groups {
-            let _ = crate::groups::on_device_changed(app, device_id); // groups + profiles (errors logged)
-        }
-        if self.convert {
-            if let Err(e) = crate::autopilot::convert::after_round(app, device_id) {
-                tracing::error!(device_id, error = %e, "Autopilot conversion failed; retried at the next report");
-            }
-        }
         // The round may have brought the install alerts, or (an Autopilot link, a group
-        // change) an ESP: start or advance the device's ESP (one or two reads when none).
-        if let Err(e) = crate::apps::esp::after_round(app, device_id) {
-            tracing::error!(device_id, error = %e, "ESP tracking failed; retried next session");
+        // change) an ESP: start or advance the device's ESP (two reads when there is none).
+        let esp = crate::apps::esp::may_act(app, device_id).unwrap_or(true);
+        if !(self.groups || self.convert || esp) {
+            return self.delivered;
         }
+        let (groups, convert) = (self.groups, self.convert);
+        let device = device_id.to_string();
+        off_worker(app, runs, move |app| {
+            let device_id = device.as_str();
+            if groups {
+                let _ = crate::groups::on_device_changed(app, device_id); // groups + profiles (errors logged)
+            }
+            if convert {
+                if let Err(e) = crate::autopilot::convert::after_round(app, device_id) {
+                    tracing::error!(device_id, error = %e, "Autopilot conversion failed; retried at the next report");
+                }
+            }
+            if esp {
+                if let Err(e) = crate::apps::esp::after_round(app, device_id) {
+                    tracing::error!(device_id, error = %e, "ESP tracking failed; retried next session");
+                }
+            }
+        })
+        .await;
+        self.delivered
     }
 }
 
@@ -361,12 +434,12 @@ fn decode_index(bytes: Option<Vec<u8>>) -> SessionIndex {
         .unwrap_or_default()
 }
 
-/// One attempt at a round: reads, builds the reply, commits (or reports a conflict).
+/// One attempt at a round: reads, builds the reply and what to commit (the caller commits).
 fn run_round(
     app: &App,
     auth: &DeviceAuthenticated,
     input: &RoundInput<'_>,
-) -> Result<Attempt, ManageError> {
+) -> Result<Prepared, ManageError> {
     let (msg, session_id, client_msg) = (input.msg, input.session_id, input.client_msg);
     let device_id = auth.device_id();
     let now = app.clock.now_unix();
@@ -406,7 +479,11 @@ fn run_round(
                 msg_id = client_msg,
                 "retransmitted message: same reply"
             );
-            return Ok(Attempt::Done(reply.into_bytes(), AfterCommit::default()));
+            return Ok(Prepared {
+                out: reply.into_bytes(),
+                after: AfterCommit::default(),
+                commit: None,
+            });
         }
         Classified::Refused(why) => {
             tracing::warn!(
@@ -616,10 +693,11 @@ fn run_round(
             drop,
         }),
     };
-    match app.store.commit_round(&store_round, now)? {
-        RoundCommit::Committed => Ok(Attempt::Done(out, after)),
-        RoundCommit::Conflict => Ok(Attempt::Conflict),
-    }
+    Ok(Prepared {
+        out,
+        after,
+        commit: Some((store_round, now)),
+    })
 }
 
 /// The device's session index after a round of `session_id`, and the sessions to drop: those

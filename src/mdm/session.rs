@@ -10,7 +10,9 @@
 //!
 //! 1. In this process, [`lock_device`] holds one of [`ROUND_LOCK_STRIPES`] mutexes (chosen by
 //!    the DeviceID's hash) for the whole round, so rounds of one device run one after another
-//!    and rarely conflict. Different devices share a stripe only by hash collision.
+//!    and rarely conflict. Different devices share a stripe only by hash collision. The mutexes
+//!    are asynchronous: a round waiting for its stripe, or holding it while its commit waits for
+//!    the disk, holds no thread.
 //! 2. In the store, the round's commit is optimistic (`store::RoundGuard`): it succeeds only if
 //!    the device's session index is still at the generation the round read, and every command
 //!    it changes is still in the state it read; otherwise nothing is written and the round runs
@@ -26,10 +28,12 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard};
 
-/// In-process lock stripes for [`lock_device`].
-pub const ROUND_LOCK_STRIPES: usize = 64;
+/// In-process lock stripes for [`lock_device`]. With 64 stripes and 64 devices checking in at
+/// once, a round found its stripe held by another device's round (and waited for that round's
+/// commit) more often than not.
+pub const ROUND_LOCK_STRIPES: usize = 1024;
 /// How many times a round is run when its commit conflicts.
 pub const MAX_ROUND_ATTEMPTS: usize = 8;
 /// A stored session not used for this long is dropped (its last reply with it: a retransmission
@@ -39,19 +43,19 @@ pub const SESSION_TTL_SECS: i64 = 30 * 60;
 pub const MAX_SESSIONS_PER_DEVICE: usize = 4;
 
 static ROUND_LOCKS: [Mutex<()>; ROUND_LOCK_STRIPES] =
-    [const { Mutex::new(()) }; ROUND_LOCK_STRIPES];
+    [const { Mutex::const_new(()) }; ROUND_LOCK_STRIPES];
 static ROUND_LOCKING: AtomicBool = AtomicBool::new(true);
 
 /// Serialises the rounds of `device_id` in this process (layer 1 above). `None` when the lock
 /// is switched off with [`set_round_lock`].
-pub fn lock_device(device_id: &str) -> Option<MutexGuard<'static, ()>> {
+pub async fn lock_device(device_id: &str) -> Option<MutexGuard<'static, ()>> {
     if !ROUND_LOCKING.load(Ordering::Relaxed) {
         return None;
     }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     device_id.hash(&mut h);
     let i = (h.finish() % ROUND_LOCK_STRIPES as u64) as usize;
-    Some(ROUND_LOCKS[i].lock().unwrap_or_else(|p| p.into_inner()))
+    Some(ROUND_LOCKS[i].lock().await)
 }
 
 /// Switches the in-process round lock on or off (process-wide). Only for measuring what it

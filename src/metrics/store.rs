@@ -8,9 +8,10 @@ use std::time::Instant;
 use super::{CmdFrom, CmdTo, EncodeLabelValue, LabelValueEncoder, Metrics};
 use crate::store::tx::{Applied, ChangeSet, KvRead, Refusal};
 use crate::store::{
-    AuditEntry, AuditStore, Cancelled, CertRecord, CertStore, CommandQueue, CommandRecord, Device,
-    DeviceStore, Enqueued, EnrollOutcome, QueueStats, RecordOp, RecordStore, RenewOutcome,
-    RenewalCommit, Round, RoundCommit, SessionStore, Snapshots, Store, StoreError, User, UserStore,
+    AuditEntry, AuditStore, Cancelled, CertRecord, CertStore, CommandQueue, CommandRecord,
+    CommandState, Device, DeviceStore, Enqueued, EnrollOutcome, QueueStats, RecordOp, RecordStore,
+    RenewOutcome, RenewalCommit, Round, RoundCommit, SessionStore, Snapshots, Store, StoreError,
+    StoreFuture, User, UserStore,
 };
 
 macro_rules! ops {
@@ -310,6 +311,35 @@ impl Snapshots for MeteredStore {
     }
 }
 
+/// The command state changes a round makes (from, to), counted once it committed.
+fn transitions(round: &Round) -> Vec<(CommandState, CommandState)> {
+    round
+        .commands
+        .iter()
+        .filter_map(|c| {
+            round
+                .read_states
+                .iter()
+                .find(|(id, _)| *id == c.command_id)
+                .map(|(_, from)| (*from, c.state))
+        })
+        .collect()
+}
+
+impl MeteredStore {
+    fn committed(
+        &self,
+        r: &Result<RoundCommit, StoreError>,
+        moves: Option<Vec<(CommandState, CommandState)>>,
+    ) {
+        if let (Ok(RoundCommit::Committed), Some(moves)) = (r, moves) {
+            for (from, to) in moves {
+                self.m.command_state(from, to);
+            }
+        }
+    }
+}
+
 impl SessionStore for MeteredStore {
     fn get_session(
         &self,
@@ -321,19 +351,32 @@ impl SessionStore for MeteredStore {
         })
     }
     fn commit_round(&self, round: &Round, now: i64) -> Result<RoundCommit, StoreError> {
+        let moves = self.m.enabled().then(|| transitions(round));
         let r = self.timed(StoreOp::CommitRound, |s| s.commit_round(round, now));
-        if let Ok(RoundCommit::Committed) = &r {
-            if self.m.enabled() {
-                for c in &round.commands {
-                    if let Some((_, from)) =
-                        round.read_states.iter().find(|(id, _)| *id == c.command_id)
-                    {
-                        self.m.command_state(*from, c.state);
-                    }
-                }
-            }
-        }
+        self.committed(&r, moves);
         r
+    }
+    fn commit_round_async(&self, round: Round, now: i64) -> StoreFuture<RoundCommit> {
+        if !self.m.enabled() {
+            return self.inner.commit_round_async(round, now);
+        }
+        let moves = Some(transitions(&round));
+        let t = Instant::now();
+        let pending = self.inner.commit_round_async(round, now);
+        let this = MeteredStore {
+            inner: self.inner.clone(),
+            m: self.m.clone(),
+        };
+        Box::pin(async move {
+            let r = pending.await;
+            this.m
+                .store_op(StoreOp::CommitRound, t.elapsed(), r.as_ref().err());
+            this.committed(&r, moves);
+            r
+        })
+    }
+    fn reads_inline(&self) -> bool {
+        self.inner.reads_inline()
     }
     fn sync_lazy(&self) -> Result<bool, StoreError> {
         self.inner.sync_lazy()

@@ -395,6 +395,9 @@ impl SessionStore for MemStore {
     fn commit_round(&self, round: &Round, now: i64) -> Result<super::RoundCommit, StoreError> {
         self.transact(|t| tx::commit_round(t, round, now))
     }
+    fn reads_inline(&self) -> bool {
+        true
+    }
 }
 
 impl super::RecordStore for MemStore {

@@ -790,6 +790,10 @@ impl QueueStats {
     }
 }
 
+/// A store operation that completes later ([`SessionStore::commit_round_async`]).
+pub type StoreFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'static>>;
+
 /// Management session state, stored as opaque bytes by (device, SessionID) so a restart — or
 /// another node — continues a session.
 pub trait SessionStore: Send + Sync {
@@ -800,6 +804,20 @@ pub trait SessionStore: Send + Sync {
     /// Applies one management round atomically, or nothing of it when its
     /// [`Round::guard`] or [`Round::read_states`] no longer hold.
     fn commit_round(&self, round: &Round, now: i64) -> Result<RoundCommit, StoreError>;
+    /// [`SessionStore::commit_round`] for a caller that waits without holding a thread. The
+    /// default commits now, on the caller's thread, and returns the outcome ready; the embedded
+    /// store hands the round to its committer thread and resolves once the commit covering it
+    /// returned (so a round on an async worker never blocks it on the disk).
+    fn commit_round_async(&self, round: Round, now: i64) -> StoreFuture<RoundCommit> {
+        Box::pin(std::future::ready(self.commit_round(&round, now)))
+    }
+    /// Whether this store's reads are quick enough (memory, a local file's page cache) to run on
+    /// an async worker thread: then a management round runs on its request's task and only its
+    /// commit leaves it ([`SessionStore::commit_round_async`]); otherwise (PostgreSQL, where a
+    /// read is a network round trip) the round runs on a blocking thread.
+    fn reads_inline(&self) -> bool {
+        false
+    }
     /// Makes the rounds committed without waiting for the disk durable now; `Ok(true)` when
     /// there were some. Stores that wait for the disk on every commit have none.
     fn sync_lazy(&self) -> Result<bool, StoreError> {

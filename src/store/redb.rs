@@ -13,6 +13,14 @@
 //! batch for everyone in it; the others wait for that commit's outcome. Writers arriving during
 //! a commit make up the next batch.
 //!
+//! **Writers that must not block** (management rounds on async worker threads,
+//! [`super::SessionStore::commit_round_async`]) hand their closure to the store's committer
+//! thread instead (started on first use): it takes every closure handed to it since its last
+//! turn, joins them to the batch as writers of their own (each with its own overlay: one failing
+//! closure fails only itself), and once the commit covering them returned, completes each
+//! caller's future. The caller's task waits without a thread; the wake-ups per round are the
+//! committer's, not a blocking thread's per writer.
+//!
 //! **Lazy rounds.** A management round that records nothing a device or an admin would miss (see
 //! [`super::Round::lazy_sync`]: no command sent or answered, no alert, no change to the device
 //! but its last-seen time) joins the batch as a lazy writer. A batch of lazy writers only is
@@ -127,6 +135,113 @@ struct Inner {
     db: redb::Database,
     batch: Mutex<Batch>,
     cv: Condvar,
+    committer: Arc<Committer>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The committer thread holds the store only while it works; tell it to end.
+        let mut q = self.committer.lock();
+        q.closed = true;
+        drop(q);
+        self.committer.cv.notify_all();
+    }
+}
+
+/// One writer handed to the committer thread.
+trait Job: Send {
+    /// Whether the writer waits for the disk.
+    fn durable(&self) -> bool;
+    /// Runs the writer's closure against the batch; `false` when it failed (it keeps its error
+    /// and nothing it wrote is kept).
+    fn run(&mut self, tx: &RedbTx<'_>) -> bool;
+    /// Completes the caller's future: the closure's value once `batch` (the outcome of the
+    /// commit that covered it) succeeded, else the error.
+    fn finish(self: Box<Self>, batch: Option<&str>);
+}
+
+struct Pending<R, F> {
+    f: Option<F>,
+    durable: bool,
+    out: Option<Result<R, StoreError>>,
+    reply: tokio::sync::oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<R, F> Job for Pending<R, F>
+where
+    R: Send,
+    F: FnOnce(&RedbTx<'_>) -> Result<R, StoreError> + Send,
+{
+    fn durable(&self) -> bool {
+        self.durable
+    }
+    fn run(&mut self, tx: &RedbTx<'_>) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let r = f(tx);
+        let ok = r.is_ok();
+        self.out = Some(r);
+        ok
+    }
+    fn finish(self: Box<Self>, batch: Option<&str>) {
+        let r = match (self.out, batch) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(_)), Some(reason)) => Err(backend(reason)),
+            (Some(Ok(v)), None) => Ok(v),
+            (None, _) => Err(backend("a store operation panicked")),
+        };
+        // The caller may have stopped waiting (its request was dropped): nothing to tell.
+        let _ = self.reply.send(r);
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Box<dyn Job>>,
+    /// The committer thread is running.
+    running: bool,
+    /// The store is gone: the thread ends.
+    closed: bool,
+}
+
+/// The hand-off to the committer thread.
+#[derive(Default)]
+struct Committer {
+    queue: Mutex<Queue>,
+    cv: Condvar,
+}
+
+impl Committer {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The committer thread: takes what was handed in, commits it with the batch, completes it.
+    fn run(self: Arc<Self>, store: std::sync::Weak<Inner>) {
+        loop {
+            let jobs = {
+                let mut q = self.lock();
+                while q.jobs.is_empty() && !q.closed {
+                    q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                if q.jobs.is_empty() {
+                    q.running = false;
+                    return;
+                }
+                std::mem::take(&mut q.jobs)
+            };
+            // The store is let go before any caller hears back: a caller that then drops its
+            // last handle closes the file at once (and may open it again).
+            let (jobs, failed) = match store.upgrade() {
+                Some(inner) => RedbStore { inner }.write_jobs(jobs),
+                None => (jobs, Some("the store was closed".to_string())),
+            };
+            for job in jobs {
+                job.finish(failed.as_deref());
+            }
+        }
+    }
 }
 
 /// A redb database holding every [`Table`], with group commit.
@@ -304,8 +419,111 @@ impl RedbStore {
                     stats: CommitStats::default(),
                 }),
                 cv: Condvar::new(),
+                committer: Arc::new(Committer::default()),
             }),
         })
+    }
+
+    /// Hands `f` to the committer thread (see the module documentation); the receiver gets
+    /// what [`RedbStore::write_with`] would have returned.
+    fn submit<R, F>(
+        &self,
+        durable: bool,
+        f: F,
+    ) -> tokio::sync::oneshot::Receiver<Result<R, StoreError>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&RedbTx<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Pending {
+            f: Some(f),
+            durable,
+            out: None,
+            reply,
+        });
+        let c = &self.inner.committer;
+        let mut q = c.lock();
+        if q.closed {
+            drop(q);
+            job.finish(Some("the store was closed"));
+            return rx;
+        }
+        q.jobs.push(job);
+        if !q.running {
+            let weak = Arc::downgrade(&self.inner);
+            let thread = c.clone();
+            match std::thread::Builder::new()
+                .name("winmdm-committer".into())
+                .spawn(move || thread.run(weak))
+            {
+                Ok(_) => q.running = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "store: the committer thread could not start");
+                    let jobs = std::mem::take(&mut q.jobs);
+                    drop(q);
+                    for j in jobs {
+                        j.finish(Some("the store's committer thread could not start"));
+                    }
+                    return rx;
+                }
+            }
+        }
+        drop(q);
+        c.cv.notify_one();
+        rx
+    }
+
+    /// The committer's turn: `jobs` join the batch as writers of their own (as
+    /// [`RedbStore::write_with`] does for one); returns them with the failure of the commit
+    /// that covered them, if it failed, for the caller to complete.
+    fn write_jobs(&self, mut jobs: Vec<Box<dyn Job>>) -> (Vec<Box<dyn Job>>, Option<String>) {
+        let mut g = self.lock();
+        g.queued += 1;
+        while g.committing {
+            g = self.wait(g);
+        }
+        let mut joined = 0;
+        for job in jobs.iter_mut() {
+            let durable = job.durable();
+            if self
+                .apply(&mut g, |tx| {
+                    if job.run(tx) {
+                        Ok(())
+                    } else {
+                        Err(backend("failed"))
+                    }
+                })
+                .is_ok()
+            {
+                joined += 1;
+                if durable {
+                    g.sync = true;
+                } else {
+                    g.stats.lazy_writes += 1;
+                }
+            }
+        }
+        g.queued -= 1;
+        let epoch = g.epoch;
+        if g.queued == 0 {
+            g = self.commit_open(g);
+        }
+        while joined > 0 && g.done < epoch {
+            g = self.wait(g);
+        }
+        let mut failed = None;
+        if joined > 0 {
+            if let Some((reason, left)) = g.failed.get_mut(&epoch) {
+                failed = Some(reason.clone());
+                *left = left.saturating_sub(joined);
+                if *left == 0 {
+                    g.failed.remove(&epoch);
+                }
+            }
+        }
+        drop(g);
+        (jobs, failed)
     }
 
     /// Counters of the commit path since open.
@@ -850,6 +1068,18 @@ impl SessionStore for RedbStore {
 
     fn commit_round(&self, round: &Round, now: i64) -> Result<super::RoundCommit, StoreError> {
         self.write_with(!round.lazy_sync, |x| tx::commit_round(x, round, now))
+    }
+
+    fn commit_round_async(&self, round: Round, now: i64) -> super::StoreFuture<super::RoundCommit> {
+        let rx = self.submit(!round.lazy_sync, move |x| tx::commit_round(x, &round, now));
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(backend("the store's committer stopped")))
+        })
+    }
+
+    fn reads_inline(&self) -> bool {
+        true
     }
 
     fn sync_lazy(&self) -> Result<bool, StoreError> {

@@ -637,6 +637,52 @@ async fn one_command_for_many_devices_in_one_request() {
     srv.stop().await;
 }
 
+/// On the embedded store a management round runs on its request's task and waits for its
+/// commit without a thread of its own: with the blocking pool's only thread taken, a device
+/// still gets its command and answers it (two durable commits).
+#[test]
+fn rounds_need_no_blocking_thread() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let srv = TestServer::start().await;
+        if srv.app.metrics.commit_stats().is_none() {
+            eprintln!("SKIP rounds_need_no_blocking_thread: not on the embedded store");
+            return;
+        }
+        let mut d = enrolled(&srv, 42).await;
+        assert!(d.session().await.is_empty());
+        // A command whose answer changes nothing group membership depends on (group changes
+        // are evaluated on the blocking pool after the round).
+        queue(
+            &srv,
+            &d.device_id,
+            json!({"verb": "Replace", "target": "./Vendor/MSFT/TenantLockdown/RequireNetworkInOOBE", "format": "bool", "data": "true"}),
+        )
+        .await;
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (taken, is_taken) = tokio::sync::oneshot::channel::<()>();
+        let blocker = tokio::task::spawn_blocking(move || {
+            let _ = taken.send(());
+            let _ = held.recv_timeout(std::time::Duration::from_secs(60));
+        });
+        is_taken.await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(15), d.session()).await;
+        release.send(()).ok();
+        blocker.await.unwrap();
+        let got = got.expect("the session must not wait for a blocking thread");
+        assert_eq!(got.len(), 1, "{got:?}");
+        let cmds = commands(&srv, &d.device_id).await;
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(cmds[0]["state"], "done", "{cmds:?}");
+        srv.stop().await;
+    });
+}
+
 /// A session with nothing to do does not wait for the disk (its round is lazy, see
 /// `Round::lazy_sync`); the first session (new inventory), a session delivering a command and
 /// the one answering it do. Embedded store only (PostgreSQL commits every round alike).

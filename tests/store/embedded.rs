@@ -62,6 +62,84 @@ fn concurrent_writers_share_commits_and_all_land() {
     }
 }
 
+/// Rounds committed asynchronously (the committer thread) share batches with writers on
+/// their own threads, every one is acknowledged only once committed, and the file can be
+/// opened again as soon as the last handle is dropped (the committer holds none while idle).
+#[test]
+fn async_rounds_share_batches_with_blocking_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(RedbStore::open(dir.path()).unwrap());
+    const TASKS: usize = 32;
+    const THREADS: usize = 4;
+    const EACH: usize = 25;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    let dev = format!("B{t}");
+                    assert!(matches!(
+                        s.enqueue(command(&dev, &format!("c{i}"))).unwrap(),
+                        Enqueued::Created(_)
+                    ));
+                }
+            })
+        })
+        .collect();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    for i in 0..EACH {
+                        let round = Round {
+                            session: Some((format!("A{t}"), format!("{i}"), Some(vec![b'x'; 64]))),
+                            ..Round::default()
+                        };
+                        let r = s.commit_round_async(round, 1).await.unwrap();
+                        assert_eq!(r, winmdm::store::RoundCommit::Committed);
+                        // Acknowledged means visible.
+                        assert!(s
+                            .get_session(&format!("A{t}"), &format!("{i}"))
+                            .unwrap()
+                            .is_some());
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    for h in threads {
+        h.join().unwrap();
+    }
+    let stats = s.commit_stats();
+    assert_eq!(stats.writes, ((TASKS + THREADS) * EACH) as u64, "{stats:?}");
+    assert!(
+        stats.commits < stats.writes && stats.max_batch >= 2,
+        "async writers must share commits: {stats:?}"
+    );
+    drop(s);
+    let s = RedbStore::open(dir.path()).expect("the file is free once the last handle is gone");
+    for t in 0..TASKS {
+        for i in 0..EACH {
+            assert!(s
+                .get_session(&format!("A{t}"), &format!("{i}"))
+                .unwrap()
+                .is_some());
+        }
+    }
+    for t in 0..THREADS {
+        assert_eq!(s.queued(&format!("B{t}")).unwrap().len(), EACH);
+    }
+    drop(rt);
+}
+
 #[test]
 fn a_failing_writer_leaves_the_batch_and_others_commit() {
     let s = Arc::new(RedbStore::temporary().unwrap());
