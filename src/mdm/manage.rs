@@ -674,9 +674,12 @@ fn run_round(
             last_seen: before.last_seen,
             ..round.device.clone()
         } == before;
+    // A device record the round did not change (the session's later messages, within the
+    // second of its last-seen time) is not written again.
+    let device = (round.device != before || !round.revoke.is_empty()).then_some(round.device);
     let store_round = Round {
         events,
-        device: Some(round.device),
+        device,
         commands,
         read_states,
         session: Some((

@@ -529,6 +529,26 @@ pub fn drop_device_sessions<X: Tx>(tx: &X, device_id: &str) -> Result<(), X::E> 
     tx.insert(Table::Sessions, &key, encode(&fresh))
 }
 
+/// The state of a stored command, all [`commit_round`] checks (the group commit applies rounds
+/// one after another: decoding only this field skips the rest of the record).
+#[derive(serde::Deserialize)]
+struct StateOf {
+    state: CommandState,
+}
+
+/// The certificate fields of a stored device, which a round keeps from the store (a renewal may
+/// have changed them since the round read the device); the rest of the record is not decoded.
+#[derive(serde::Deserialize)]
+struct CertOf {
+    cert_serial: String,
+    cert_thumbprint: String,
+    cert_not_after: i64,
+    #[serde(default)]
+    previous_cert: Option<super::PreviousCert>,
+    #[serde(default)]
+    renewals: Vec<super::Renewal>,
+}
+
 /// See [`super::SessionStore::commit_round`].
 ///
 /// Everything is read and checked before anything is written (a check that fails must leave
@@ -556,7 +576,7 @@ pub fn commit_round<X: Tx>(tx: &X, round: &Round, now: i64) -> Result<RoundCommi
             continue;
         };
         let key = command_key(&c.device_id, &c.command_id);
-        let stored = get_json::<CommandRecord, X>(tx, Table::Commands, "command", &key)?;
+        let stored = get_json::<StateOf, X>(tx, Table::Commands, "command", &key)?;
         if stored.map(|s| s.state) != Some(*seen) {
             return Ok(RoundCommit::Conflict);
         }
@@ -564,7 +584,7 @@ pub fn commit_round<X: Tx>(tx: &X, round: &Round, now: i64) -> Result<RoundCommi
     if let Some(d) = &round.device {
         let mut d = d.clone();
         let id = d.device_id.clone();
-        if let Some(stored) = get_json::<Device, X>(tx, Table::Devices, "device", id.as_bytes())? {
+        if let Some(stored) = get_json::<CertOf, X>(tx, Table::Devices, "device", id.as_bytes())? {
             d.cert_serial = stored.cert_serial;
             d.cert_thumbprint = stored.cert_thumbprint;
             d.cert_not_after = stored.cert_not_after;
