@@ -1,6 +1,9 @@
 //! Running a future to completion on the current thread, for synchronous callers of code that
-//! is written once as `async` (a management round: [`crate::mdm::manage::handle_round`]). The
-//! thread parks between polls; whatever the future waits on (a Tokio mutex, a channel) wakes it.
+//! is written once as `async` (a management round: [`crate::mdm::manage::handle_round`]; the
+//! PostgreSQL store's queries, `store::pg::pool`). The thread parks between polls; whatever the
+//! future waits on (a Tokio mutex, a channel, a connection task) wakes it. Unlike
+//! `Runtime::block_on`, it cannot panic with "cannot start a runtime from within a runtime",
+//! whatever thread it is called from.
 
 use std::future::Future;
 use std::sync::Arc;

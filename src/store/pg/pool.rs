@@ -8,9 +8,7 @@
 //! start a runtime from within a runtime" whatever thread it is called from.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use tokio_postgres::config::SslMode;
@@ -18,29 +16,8 @@ use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::store::StoreError;
 
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
 /// Runs `f` to completion on the calling thread (parking between polls).
-pub fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
+pub use crate::wait::block_on;
 
 /// One pooled connection and its prepared statements.
 pub struct Conn {
