@@ -836,6 +836,19 @@ fn renewal_store_battery(s: &dyn Store) {
     assert_eq!((now.cert_serial.as_str(), now.last_seen), ("02", Some(20)));
     assert_eq!(now.previous_cert.as_ref().unwrap().serial, "01");
     assert_eq!(now.renewals.len(), 1);
+    // The same through the asynchronous commit (the embedded store's committer thread, whose
+    // rounds arrive with their records encoded beforehand).
+    let mut d = stale_session.clone();
+    d.last_seen = Some(21);
+    let round = Round {
+        device: Some(d),
+        ..Default::default()
+    };
+    winmdm::wait::block_on(s.commit_round_async(round, 21)).unwrap();
+    let now = s.get_device("D1").unwrap().unwrap();
+    assert_eq!((now.cert_serial.as_str(), now.last_seen), ("02", Some(21)));
+    assert_eq!(now.previous_cert.as_ref().unwrap().serial, "01");
+    assert_eq!(now.renewals.len(), 1);
     // Retiring the previous certificate through a round clears it and revokes it.
     s.commit_round(
         &Round {
