@@ -1071,11 +1071,7 @@ impl SessionStore for RedbStore {
     }
 
     fn commit_round_async(&self, round: Round, now: i64) -> super::StoreFuture<super::RoundCommit> {
-        // Encoded here, on the caller's thread: the committer applies rounds one at a time.
-        let enc = tx::Encoded::of(&round);
-        let rx = self.submit(!round.lazy_sync, move |x| {
-            tx::commit_round_encoded(x, &round, &enc, now)
-        });
+        let rx = self.submit(!round.lazy_sync, move |x| tx::commit_round(x, &round, now));
         Box::pin(async move {
             rx.await
                 .unwrap_or_else(|_| Err(backend("the store's committer stopped")))

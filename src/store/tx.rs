@@ -454,15 +454,10 @@ pub fn enqueue<X: Tx>(tx: &X, cmd: &CommandRecord) -> Result<Enqueued, X::E> {
 
 /// Stores a command's new state; a final state leaves the queue (the record stays as history).
 pub fn put_command<X: Tx>(tx: &X, cmd: &CommandRecord) -> Result<(), X::E> {
-    put_command_bytes(tx, cmd, encode(cmd))
-}
-
-/// [`put_command`] with the record already encoded (`bytes` is `cmd` encoded).
-fn put_command_bytes<X: Tx>(tx: &X, cmd: &CommandRecord, bytes: Vec<u8>) -> Result<(), X::E> {
     tx.insert(
         Table::Commands,
         &command_key(&cmd.device_id, &cmd.command_id),
-        bytes,
+        encode(cmd),
     )?;
     if cmd.state.is_terminal() {
         tx.remove(Table::Queue, &queue_key(&cmd.device_id, cmd.seq))?;
@@ -568,48 +563,6 @@ struct CertOf {
 /// before a concurrent renewal cannot undo it. The only change a round makes to it is retiring
 /// the previous certificate, by listing its serial in [`Round::revoke`].
 pub fn commit_round<X: Tx>(tx: &X, round: &Round, now: i64) -> Result<RoundCommit, X::E> {
-    commit_round_encoded(tx, round, &Encoded::of(round), now)
-}
-
-/// A round's device and command records encoded ahead of its commit, by the caller: the group
-/// commit applies rounds one after another, so what can be done before it is kept out of it.
-#[derive(Debug)]
-pub struct Encoded {
-    device: Option<Vec<u8>>,
-    commands: Vec<Vec<u8>>,
-}
-
-impl Encoded {
-    /// Encodes `round`'s device (as the round has it) and commands.
-    pub fn of(round: &Round) -> Encoded {
-        Encoded {
-            device: round.device.as_ref().map(encode),
-            commands: round.commands.iter().map(encode).collect(),
-        }
-    }
-}
-
-impl CertOf {
-    /// Whether `d` already carries exactly these certificate fields.
-    fn same_as(&self, d: &Device) -> bool {
-        self.cert_serial == d.cert_serial
-            && self.cert_thumbprint == d.cert_thumbprint
-            && self.cert_not_after == d.cert_not_after
-            && self.previous_cert == d.previous_cert
-            && self.renewals == d.renewals
-    }
-}
-
-/// [`commit_round`] with `round`'s records encoded beforehand ([`Encoded::of`] of this round).
-/// The device's pre-encoded bytes are written only when the stored certificate fields are the
-/// ones the round carries and the round retires no previous certificate; otherwise the device is
-/// merged and encoded here, as [`commit_round`] describes.
-pub fn commit_round_encoded<X: Tx>(
-    tx: &X,
-    round: &Round,
-    enc: &Encoded,
-    now: i64,
-) -> Result<RoundCommit, X::E> {
     if let Some(g) = &round.guard {
         let key = session_index_key(&g.device_id);
         let stored = get_json::<SessionIndex, X>(tx, Table::Sessions, "session index", &key)?
@@ -629,38 +582,25 @@ pub fn commit_round_encoded<X: Tx>(
         }
     }
     if let Some(d) = &round.device {
-        let id = d.device_id.as_bytes();
-        let stored = get_json::<CertOf, X>(tx, Table::Devices, "device", id)?;
-        let retires = |d: &Device| {
-            d.previous_cert
-                .as_ref()
-                .is_some_and(|p| round.revoke.iter().any(|(s, _)| *s == p.serial))
-        };
-        match (&enc.device, stored) {
-            (Some(bytes), Some(st)) if st.same_as(d) && !retires(d) => {
-                tx.insert(Table::Devices, id, bytes.clone())?;
-            }
-            (_, stored) => {
-                let mut d = d.clone();
-                if let Some(stored) = stored {
-                    d.cert_serial = stored.cert_serial;
-                    d.cert_thumbprint = stored.cert_thumbprint;
-                    d.cert_not_after = stored.cert_not_after;
-                    d.previous_cert = stored.previous_cert;
-                    d.renewals = stored.renewals;
-                }
-                if retires(&d) {
-                    d.previous_cert = None;
-                }
-                tx.insert(Table::Devices, id, encode(&d))?;
-            }
+        let mut d = d.clone();
+        let id = d.device_id.clone();
+        if let Some(stored) = get_json::<CertOf, X>(tx, Table::Devices, "device", id.as_bytes())? {
+            d.cert_serial = stored.cert_serial;
+            d.cert_thumbprint = stored.cert_thumbprint;
+            d.cert_not_after = stored.cert_not_after;
+            d.previous_cert = stored.previous_cert;
+            d.renewals = stored.renewals;
         }
+        if d.previous_cert
+            .as_ref()
+            .is_some_and(|p| round.revoke.iter().any(|(s, _)| *s == p.serial))
+        {
+            d.previous_cert = None;
+        }
+        tx.insert(Table::Devices, id.as_bytes(), encode(&d))?;
     }
-    for (i, c) in round.commands.iter().enumerate() {
-        match enc.commands.get(i) {
-            Some(bytes) => put_command_bytes(tx, c, bytes.clone())?,
-            None => put_command(tx, c)?,
-        }
+    for c in &round.commands {
+        put_command(tx, c)?;
     }
     if let Some((device, session, state)) = &round.session {
         let k = device_key(device, session.as_bytes());

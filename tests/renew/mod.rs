@@ -836,8 +836,7 @@ fn renewal_store_battery(s: &dyn Store) {
     assert_eq!((now.cert_serial.as_str(), now.last_seen), ("02", Some(20)));
     assert_eq!(now.previous_cert.as_ref().unwrap().serial, "01");
     assert_eq!(now.renewals.len(), 1);
-    // The same through the asynchronous commit (the embedded store's committer thread, whose
-    // rounds arrive with their records encoded beforehand).
+    // The same through the asynchronous commit (the embedded store's committer thread).
     let mut d = stale_session.clone();
     d.last_seen = Some(21);
     let round = Round {
