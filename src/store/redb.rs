@@ -478,52 +478,66 @@ impl RedbStore {
     /// [`RedbStore::write_with`] does for one); returns them with the failure of the commit
     /// that covered them, if it failed, for the caller to complete.
     fn write_jobs(&self, mut jobs: Vec<Box<dyn Job>>) -> (Vec<Box<dyn Job>>, Option<String>) {
+        let mut g = self.enter();
+        let mut joined = 0;
+        for job in jobs.iter_mut() {
+            let durable = job.durable();
+            let applied = self.apply(&mut g, |tx| {
+                if job.run(tx) {
+                    Ok(())
+                } else {
+                    Err(backend("failed"))
+                }
+            });
+            if applied.is_ok() {
+                Self::joined(&mut g, durable);
+                joined += 1;
+            }
+        }
+        let failed = self.leave(g, joined);
+        (jobs, failed)
+    }
+
+    /// Registers a writer with the batch being filled, once no commit is in flight.
+    fn enter(&self) -> MutexGuard<'_, Batch> {
         let mut g = self.lock();
         g.queued += 1;
         while g.committing {
             g = self.wait(g);
         }
-        let mut joined = 0;
-        for job in jobs.iter_mut() {
-            let durable = job.durable();
-            if self
-                .apply(&mut g, |tx| {
-                    if job.run(tx) {
-                        Ok(())
-                    } else {
-                        Err(backend("failed"))
-                    }
-                })
-                .is_ok()
-            {
-                joined += 1;
-                if durable {
-                    g.sync = true;
-                } else {
-                    g.stats.lazy_writes += 1;
-                }
-            }
+        g
+    }
+
+    /// Notes that a writer's changes joined the open batch.
+    fn joined(g: &mut MutexGuard<'_, Batch>, durable: bool) {
+        if durable {
+            g.sync = true;
+        } else {
+            g.stats.lazy_writes += 1;
         }
+    }
+
+    /// Unregisters a writer whose `joined` closures joined the open batch: the last writer out
+    /// commits it; then, if any joined, waits for that commit and returns its failure, if any.
+    fn leave<'a>(&'a self, mut g: MutexGuard<'a, Batch>, joined: u64) -> Option<String> {
         g.queued -= 1;
         let epoch = g.epoch;
         if g.queued == 0 {
             g = self.commit_open(g);
         }
-        while joined > 0 && g.done < epoch {
+        if joined == 0 {
+            return None;
+        }
+        while g.done < epoch {
             g = self.wait(g);
         }
-        let mut failed = None;
-        if joined > 0 {
-            if let Some((reason, left)) = g.failed.get_mut(&epoch) {
-                failed = Some(reason.clone());
-                *left = left.saturating_sub(joined);
-                if *left == 0 {
-                    g.failed.remove(&epoch);
-                }
-            }
+        let (reason, left) = g.failed.get_mut(&epoch)?;
+        let reason = reason.clone();
+        *left = left.saturating_sub(joined);
+        if *left == 0 {
+            g.failed.remove(&epoch);
         }
-        drop(g);
-        (jobs, failed)
+        Some(reason)
     }
 
     /// Counters of the commit path since open.
@@ -565,46 +579,20 @@ impl RedbStore {
         durable: bool,
         f: impl FnOnce(&RedbTx<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut g = self.lock();
-        g.queued += 1;
-        while g.committing {
-            g = self.wait(g);
-        }
-        let applied = self.apply(&mut g, f);
-        if applied.is_ok() {
-            if durable {
-                g.sync = true;
-            } else {
-                g.stats.lazy_writes += 1;
-            }
-        }
-        g.queued -= 1;
-        let value = match applied {
+        let mut g = self.enter();
+        let value = match self.apply(&mut g, f) {
             Ok(v) => v,
             Err(e) => {
                 // Our own failure; others may still be waiting for this batch to commit.
-                if g.queued == 0 {
-                    drop(self.commit_open(g));
-                }
+                self.leave(g, 0);
                 return Err(e);
             }
         };
-        let epoch = g.epoch;
-        if g.queued == 0 {
-            g = self.commit_open(g);
+        Self::joined(&mut g, durable);
+        match self.leave(g, 1) {
+            Some(reason) => Err(StoreError::Backend { reason }),
+            None => Ok(value),
         }
-        while g.done < epoch {
-            g = self.wait(g);
-        }
-        if let Some((reason, left)) = g.failed.get_mut(&epoch) {
-            let reason = reason.clone();
-            *left -= 1;
-            if *left == 0 {
-                g.failed.remove(&epoch);
-            }
-            return Err(StoreError::Backend { reason });
-        }
-        Ok(value)
     }
 
     /// Runs `f` against the open transaction (opening one if needed); `Ok` when it joined.
