@@ -34,6 +34,15 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// Runs `f` on Tokio's blocking pool inside the caller's tracing span, so its log lines keep the
+/// request's fields (trace id, actor, device).
+pub async fn on_blocking_pool<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f)).await
+}
+
 /// Awaits `f`, turning a panic in any of its polls into `Err` with the panic's message (as a
 /// spawned task's `JoinError` would), so a request handler answers 500 instead of dropping the
 /// connection.

@@ -511,10 +511,8 @@ async fn manage_inner(
     } else {
         // Reads are network round trips (PostgreSQL): the round takes a blocking thread.
         let app2 = app.clone();
-        let span = tracing::Span::current();
         let rt = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let _in_span = span.enter();
+        crate::wait::on_blocking_pool(move || {
             rt.block_on(management_round(app2, peer, signature, body, false))
         })
         .await

@@ -354,8 +354,7 @@ async fn off_worker(app: &App, runs: Runs<'_>, f: impl FnOnce(&App) + Send + 'st
         Runs::Blocking => f(app),
         Runs::OnWorker(arc) => {
             let a = arc.clone();
-            let span = tracing::Span::current();
-            if let Err(e) = tokio::task::spawn_blocking(move || span.in_scope(|| f(&a))).await {
+            if let Err(e) = crate::wait::on_blocking_pool(move || f(&a)).await {
                 tracing::error!(error = %e, "a round's follow-up work panicked");
             }
         }

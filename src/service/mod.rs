@@ -181,8 +181,7 @@ pub struct Page<T> {
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, ServiceError> {
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f))
+    crate::wait::on_blocking_pool(f)
         .await
         .map_err(|e| ServiceError::Internal {
             reason: e.to_string(),
