@@ -326,16 +326,15 @@ fn transitions(round: &Round) -> Vec<(CommandState, CommandState)> {
         .collect()
 }
 
-impl MeteredStore {
-    fn committed(
-        &self,
-        r: &Result<RoundCommit, StoreError>,
-        moves: Option<Vec<(CommandState, CommandState)>>,
-    ) {
-        if let (Ok(RoundCommit::Committed), Some(moves)) = (r, moves) {
-            for (from, to) in moves {
-                self.m.command_state(from, to);
-            }
+/// Counts `moves` ([`transitions`]) once the round committed.
+fn committed(
+    m: &Metrics,
+    r: &Result<RoundCommit, StoreError>,
+    moves: Option<Vec<(CommandState, CommandState)>>,
+) {
+    if let (Ok(RoundCommit::Committed), Some(moves)) = (r, moves) {
+        for (from, to) in moves {
+            m.command_state(from, to);
         }
     }
 }
@@ -353,7 +352,7 @@ impl SessionStore for MeteredStore {
     fn commit_round(&self, round: &Round, now: i64) -> Result<RoundCommit, StoreError> {
         let moves = self.m.enabled().then(|| transitions(round));
         let r = self.timed(StoreOp::CommitRound, |s| s.commit_round(round, now));
-        self.committed(&r, moves);
+        committed(&self.m, &r, moves);
         r
     }
     fn commit_round_async(&self, round: Round, now: i64) -> StoreFuture<RoundCommit> {
@@ -363,15 +362,11 @@ impl SessionStore for MeteredStore {
         let moves = Some(transitions(&round));
         let t = Instant::now();
         let pending = self.inner.commit_round_async(round, now);
-        let this = MeteredStore {
-            inner: self.inner.clone(),
-            m: self.m.clone(),
-        };
+        let m = self.m.clone();
         Box::pin(async move {
             let r = pending.await;
-            this.m
-                .store_op(StoreOp::CommitRound, t.elapsed(), r.as_ref().err());
-            this.committed(&r, moves);
+            m.store_op(StoreOp::CommitRound, t.elapsed(), r.as_ref().err());
+            committed(&m, &r, moves);
             r
         })
     }
