@@ -423,5 +423,12 @@ async fn serve_binary_starts_on_defaults_and_stops_on_sigterm() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
     assert!(status.success(), "exit {status:?}: {log}");
     assert!(log.contains("SIGTERM received"), "{log}");
+    // The logging thread's queue was written out at exit, the last line included.
+    assert!(log.contains("shutting down: no new connections"), "{log}");
+    // stderr is a pipe, not a terminal: plain text, no colour codes.
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI escape codes in a log that is not a terminal: {log:?}"
+    );
     assert!(!log.contains("BEGIN"), "no key material in the log");
 }
