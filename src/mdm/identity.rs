@@ -14,25 +14,20 @@
 use std::sync::OnceLock;
 
 use crate::ca::{Ca, CaError, CertIdentity};
-use crate::store::{Device, DeviceState, Store, StoreError};
+use crate::store::{DeviceState, Store, StoreError};
 
 /// Proof that a request comes from an enrolled device holding its current certificate. Only
 /// [`authenticate`] makes one.
 #[derive(Debug, Clone)]
 pub struct DeviceAuthenticated {
-    device: Device,
+    device_id: String,
     serial: String,
 }
 
 impl DeviceAuthenticated {
     /// The DeviceID.
     pub fn device_id(&self) -> &str {
-        &self.device.device_id
-    }
-
-    /// The device record as loaded for this request.
-    pub fn device(&self) -> &Device {
-        &self.device
+        &self.device_id
     }
 
     /// Serial of the certificate presented.
@@ -219,17 +214,22 @@ fn bound_device(
         device_id: cn.clone(),
         serial: serial.clone(),
     };
-    let device = store.get_device(&cn)?.ok_or_else(not_enrolled)?;
+    // Only the binding: the round reads the whole record again under the device's lock.
+    let device = store.get_device_binding(&cn)?.ok_or_else(not_enrolled)?;
     if device.state != DeviceState::Enrolled {
         return Err(not_enrolled());
     }
+    let authenticated = |serial: String| {
+        Ok(DeviceAuthenticated {
+            device_id: cn.clone(),
+            serial,
+        })
+    };
     if device.cert_serial == serial {
-        return Ok(DeviceAuthenticated { device, serial });
+        return authenticated(serial);
     }
     match &device.previous_cert {
-        Some(p) if p.serial == serial && now <= p.grace_until => {
-            Ok(DeviceAuthenticated { device, serial })
-        }
+        Some(p) if p.serial == serial && now <= p.grace_until => authenticated(serial),
         Some(p) if p.serial == serial => Err(AuthError::GraceOver { serial }),
         _ => Err(not_enrolled()),
     }

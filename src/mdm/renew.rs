@@ -134,7 +134,6 @@ pub fn renew(
                 other => not_eligible(other.to_string()),
             }
         })?;
-    let device = auth.device();
     let opens = presented.not_after - time::Duration::days(i64::from(app.cfg.renewal.period_days));
     if now < opens {
         return Err(not_eligible(format!(
@@ -153,11 +152,11 @@ pub fn renew(
         .issue_device_cert(&csr, auth.device_id(), app.cfg.cert_validity, now)
         .map_err(|e| ca_fault(&e))?;
     let commit = RenewalCommit {
-        device_id: device.device_id.clone(),
+        device_id: auth.device_id().to_string(),
         presented_serial: auth.serial().to_string(),
         cert: CertRecord {
             serial: cert.serial_hex.clone(),
-            device_id: device.device_id.clone(),
+            device_id: auth.device_id().to_string(),
             thumbprint: cert.thumbprint.clone(),
             issued_at: now_unix,
             not_after: cert.not_after.unix_timestamp(),

@@ -45,6 +45,7 @@ ops! {
     DeleteUser => "delete_user",
     UpdateUser => "update_user",
     GetDevice => "get_device",
+    GetDeviceBinding => "get_device_binding",
     ListDevices => "list_devices",
     PutDevice => "put_device",
     RecordEnrollment => "record_enrollment",
@@ -145,6 +146,14 @@ impl UserStore for MeteredStore {
 impl DeviceStore for MeteredStore {
     fn get_device(&self, device_id: &str) -> Result<Option<Device>, StoreError> {
         self.timed(StoreOp::GetDevice, |s| s.get_device(device_id))
+    }
+    fn get_device_binding(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<crate::store::DeviceBinding>, StoreError> {
+        self.timed(StoreOp::GetDeviceBinding, |s| {
+            s.get_device_binding(device_id)
+        })
     }
     fn list_devices(&self, after: Option<&str>, limit: usize) -> Result<Vec<Device>, StoreError> {
         self.timed(StoreOp::ListDevices, |s| s.list_devices(after, limit))

@@ -150,6 +150,30 @@ pub struct Device {
 /// How many [`Renewal`] entries a device record keeps.
 pub const MAX_RENEWALS: usize = 32;
 
+/// The part of a [`Device`] that decides whether a certificate is its current one: what the
+/// management endpoint's authentication reads on every request
+/// ([`DeviceStore::get_device_binding`]), without the rest of the record.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DeviceBinding {
+    /// Lifecycle state.
+    pub state: DeviceState,
+    /// Serial (lower hex) of the current identity certificate.
+    pub cert_serial: String,
+    /// The certificate the last renewal replaced, while it is still accepted.
+    #[serde(default)]
+    pub previous_cert: Option<PreviousCert>,
+}
+
+impl From<&Device> for DeviceBinding {
+    fn from(d: &Device) -> DeviceBinding {
+        DeviceBinding {
+            state: d.state,
+            cert_serial: d.cert_serial.clone(),
+            previous_cert: d.previous_cert.clone(),
+        }
+    }
+}
+
 /// A certificate replaced by a renewal and not yet retired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreviousCert {
@@ -665,6 +689,14 @@ pub trait UserStore: Send + Sync {
 pub trait DeviceStore: Send + Sync {
     /// Looks a device up by DeviceID.
     fn get_device(&self, device_id: &str) -> Result<Option<Device>, StoreError>;
+    /// A device's certificate binding ([`DeviceBinding`]); a backend that can read it without
+    /// decoding the whole record does.
+    fn get_device_binding(&self, device_id: &str) -> Result<Option<DeviceBinding>, StoreError> {
+        Ok(self
+            .get_device(device_id)?
+            .as_ref()
+            .map(DeviceBinding::from))
+    }
     /// Devices ordered by DeviceID, starting strictly after `after`, at most `limit`.
     fn list_devices(&self, after: Option<&str>, limit: usize) -> Result<Vec<Device>, StoreError>;
     /// Replaces a device record (inventory, state…).

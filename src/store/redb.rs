@@ -878,6 +878,13 @@ impl DeviceStore for RedbStore {
         self.get_json(Table::Devices, "device", device_id.as_bytes())
     }
 
+    fn get_device_binding(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<super::DeviceBinding>, StoreError> {
+        self.get_json(Table::Devices, "device", device_id.as_bytes())
+    }
+
     fn list_devices(&self, after: Option<&str>, limit: usize) -> Result<Vec<Device>, StoreError> {
         self.scan_after(Table::Devices, after.map(str::as_bytes), limit)?
             .into_iter()

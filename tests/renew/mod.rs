@@ -848,6 +848,17 @@ fn renewal_store_battery(s: &dyn Store) {
     assert_eq!((now.cert_serial.as_str(), now.last_seen), ("02", Some(21)));
     assert_eq!(now.previous_cert.as_ref().unwrap().serial, "01");
     assert_eq!(now.renewals.len(), 1);
+    // The binding the management endpoint authenticates with is the record's.
+    let binding = s.get_device_binding("D1").unwrap().unwrap();
+    assert_eq!(binding, winmdm::store::DeviceBinding::from(&now));
+    assert_eq!(
+        (
+            binding.cert_serial.as_str(),
+            binding.previous_cert.unwrap().serial.as_str()
+        ),
+        ("02", "01")
+    );
+    assert!(s.get_device_binding("D9").unwrap().is_none());
     // Retiring the previous certificate through a round clears it and revokes it.
     s.commit_round(
         &Round {
@@ -860,6 +871,10 @@ fn renewal_store_battery(s: &dyn Store) {
     .unwrap();
     let now = s.get_device("D1").unwrap().unwrap();
     assert!(now.previous_cert.is_none());
+    assert_eq!(
+        s.get_device_binding("D1").unwrap().unwrap(),
+        winmdm::store::DeviceBinding::from(&now)
+    );
     assert!(s.get_cert("01").unwrap().unwrap().revoked_at.is_some());
     // A revoked certificate cannot be the base of a renewal.
     assert_eq!(
@@ -878,6 +893,7 @@ fn renewal_store_battery(s: &dyn Store) {
     assert_eq!(device.renewals.len(), 3);
     // Deleting the device revokes both certificates of a pending renewal.
     assert!(s.delete_device("D1", 50).unwrap());
+    assert!(s.get_device_binding("D1").unwrap().is_none());
     for serial in ["05", "06"] {
         assert!(
             s.get_cert(serial).unwrap().unwrap().revoked_at.is_some(),
