@@ -247,7 +247,7 @@ pub fn prepare(device_id: &str, req: NewCommand, now: i64) -> Result<CommandReco
             validate_command_id(&id)?;
             id
         }
-        None => crate::clock::random_hex(16),
+        None => crate::clock::time_ordered_id(now),
     };
     Ok(CommandRecord {
         command_id,
@@ -478,7 +478,7 @@ pub fn enqueue_many(
                 let mut rec = template.clone();
                 rec.device_id = id.clone();
                 if req.command_id.is_none() {
-                    rec.command_id = crate::clock::random_hex(16);
+                    rec.command_id = crate::clock::time_ordered_id(now);
                 }
                 rec
             })
