@@ -146,41 +146,73 @@ pub enum AppsCmd {
     },
 }
 
+/// An ESP's settings, as `esp create` and `esp update` take them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EspSettings {
+    /// Name.
+    #[arg(long)]
+    name: String,
+    /// A blocking app id (repeat for several).
+    #[arg(long = "app")]
+    apps: Vec<String>,
+    /// A blocking configuration profile id (repeat for several): ExpectedPolicies.
+    #[arg(long = "profile")]
+    profiles: Vec<String>,
+    /// TimeOutUntilSyncFailure in minutes (default 60).
+    #[arg(long)]
+    timeout_minutes: Option<u32>,
+    /// Do not block the device (the page shows progress only).
+    #[arg(long)]
+    no_block: bool,
+    /// Let the user continue anyway on failure.
+    #[arg(long)]
+    allow_continue: bool,
+    /// Offer a device reset on failure.
+    #[arg(long)]
+    allow_reset: bool,
+    /// Text shown on failure.
+    #[arg(long)]
+    custom_error_text: Option<String>,
+    /// Skip the user phase page.
+    #[arg(long)]
+    skip_user_page: bool,
+    /// Attach to an Autopilot profile (id or name; repeat for several).
+    #[arg(long = "autopilot-profile")]
+    autopilot_profiles: Vec<String>,
+}
+
+impl EspSettings {
+    /// The body of `POST /api/v1/esp` and `PUT /api/v1/esp/{id}`.
+    fn body(self) -> serde_json::Value {
+        let mut b = json!({"name": self.name, "apps": self.apps, "profiles": self.profiles, "block": !self.no_block, "allow_continue": self.allow_continue, "allow_reset": self.allow_reset, "skip_user_page": self.skip_user_page, "autopilot_profiles": self.autopilot_profiles});
+        if let Some(t) = self.timeout_minutes {
+            b["timeout_minutes"] = json!(t);
+        }
+        if let Some(t) = self.custom_error_text {
+            b["custom_error_text"] = json!(t);
+        }
+        b
+    }
+}
+
 /// `winmdm esp …`.
 #[derive(Subcommand, Debug, Clone)]
 pub enum EspCmd {
     /// Create an Enrollment Status Page configuration.
     Create {
-        /// Name.
-        #[arg(long)]
-        name: String,
-        /// A blocking app id (repeat for several).
-        #[arg(long = "app")]
-        apps: Vec<String>,
-        /// A blocking configuration profile id (repeat for several): ExpectedPolicies.
-        #[arg(long = "profile")]
-        profiles: Vec<String>,
-        /// TimeOutUntilSyncFailure in minutes (default 60).
-        #[arg(long)]
-        timeout_minutes: Option<u32>,
-        /// Do not block the device (the page shows progress only).
-        #[arg(long)]
-        no_block: bool,
-        /// Let the user continue anyway on failure.
-        #[arg(long)]
-        allow_continue: bool,
-        /// Offer a device reset on failure.
-        #[arg(long)]
-        allow_reset: bool,
-        /// Text shown on failure.
-        #[arg(long)]
-        custom_error_text: Option<String>,
-        /// Skip the user phase page.
-        #[arg(long)]
-        skip_user_page: bool,
-        /// Attach to an Autopilot profile (id or name; repeat for several).
-        #[arg(long = "autopilot-profile")]
-        autopilot_profiles: Vec<String>,
+        /// The ESP's settings.
+        #[command(flatten)]
+        settings: EspSettings,
+    },
+    /// Replace an ESP's settings with the ones given (the flags of `create`: what is not given
+    /// takes its default, as at creation). Its group assignments are kept; a device whose page
+    /// has started keeps the apps, profiles and timeout it started with.
+    Update {
+        /// The ESP id.
+        esp_id: String,
+        /// The ESP's new settings.
+        #[command(flatten)]
+        settings: EspSettings,
     },
     /// List ESP configurations.
     List,
@@ -215,6 +247,18 @@ pub enum EspCmd {
     },
 }
 
+/// One line about an ESP the server returned after `what` (created, updated).
+fn esp_line(what: &str, v: &serde_json::Value) -> String {
+    format!(
+        "{what} ESP {} {:?}: {} blocking app(s), {} blocking profile(s), timeout {} min\n",
+        str_of(&v["id"]),
+        str_of(&v["name"]),
+        v["apps"].as_array().map_or(0, Vec::len),
+        v["profiles"].as_array().map_or(0, Vec::len),
+        str_of(&v["timeout_minutes"])
+    )
+}
+
 pub(super) async fn esp(
     c: &Client,
     json_out: bool,
@@ -222,40 +266,20 @@ pub(super) async fn esp(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     match cmd {
-        EspCmd::Create {
-            name,
-            apps,
-            profiles,
-            timeout_minutes,
-            no_block,
-            allow_continue,
-            allow_reset,
-            custom_error_text,
-            skip_user_page,
-            autopilot_profiles,
-        } => {
-            let mut b = json!({"name": name, "apps": apps, "profiles": profiles, "block": !no_block, "allow_continue": allow_continue, "allow_reset": allow_reset, "skip_user_page": skip_user_page, "autopilot_profiles": autopilot_profiles});
-            if let Some(t) = timeout_minutes {
-                b["timeout_minutes"] = json!(t);
-            }
-            if let Some(t) = custom_error_text {
-                b["custom_error_text"] = json!(t);
-            }
-            let (body, v) = call(c, "POST", "/api/v1/esp", Some(b)).await?;
+        EspCmd::Create { settings } => {
+            let (body, v) = call(c, "POST", "/api/v1/esp", Some(settings.body())).await?;
             if json_out {
                 return raw(out, &body);
             }
-            w(
-                out,
-                &format!(
-                    "created ESP {} {:?}: {} blocking app(s), {} blocking profile(s), timeout {} min\n",
-                    str_of(&v["id"]),
-                    str_of(&v["name"]),
-                    v["apps"].as_array().map_or(0, Vec::len),
-                    v["profiles"].as_array().map_or(0, Vec::len),
-                    str_of(&v["timeout_minutes"])
-                ),
-            )
+            w(out, &esp_line("created", &v))
+        }
+        EspCmd::Update { esp_id, settings } => {
+            let path = format!("/api/v1/esp/{}", enc(&esp_id));
+            let (body, v) = call(c, "PUT", &path, Some(settings.body())).await?;
+            if json_out {
+                return raw(out, &body);
+            }
+            w(out, &esp_line("updated", &v))
         }
         EspCmd::List => {
             let (found, body, _) = pages(c, "/api/v1/esp", "esp", None, None, true).await?;

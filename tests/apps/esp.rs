@@ -971,3 +971,72 @@ async fn esp_releases_an_unfinished_install_after_the_timeout_with_the_error_tex
         "released once: {later:?}"
     );
 }
+
+/// `winmdm esp update` replaces an ESP's settings through `PUT /api/v1/esp/{id}` and keeps its
+/// group assignments; `esp create` takes the same flags.
+#[tokio::test]
+async fn cli_updates_an_esp_and_keeps_its_assignments() {
+    let srv = TestServer::start().await;
+    let gid = ok(
+        &srv,
+        "POST",
+        "/api/v1/groups",
+        Some(json!({"name": "kiosks"})),
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, text) = super::cli(
+        &srv,
+        &[
+            "esp",
+            "create",
+            "--name",
+            "first",
+            "--timeout-minutes",
+            "30",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("created ESP "), "{text}");
+    let esp_id = text["created ESP ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let (code, text) = super::cli(&srv, &["esp", "assign", &esp_id, &gid]).await;
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = super::cli(
+        &srv,
+        &[
+            "esp",
+            "update",
+            &esp_id,
+            "--name",
+            "second",
+            "--timeout-minutes",
+            "15",
+            "--allow-reset",
+            "--custom-error-text",
+            "Call IT.",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.starts_with(&format!("updated ESP {esp_id} \"second\"")),
+        "{text}"
+    );
+    let esp = ok(&srv, "GET", &format!("/api/v1/esp/{esp_id}"), None, 200).await;
+    assert_eq!(esp["name"], "second", "{esp}");
+    assert_eq!(esp["timeout_minutes"], 15, "{esp}");
+    assert_eq!(esp["allow_reset"], true, "{esp}");
+    assert_eq!(esp["custom_error_text"], "Call IT.", "{esp}");
+    assert_eq!(esp["groups"], json!([gid]), "{esp}");
+    // An unknown ESP: the API's 404, a non-zero exit.
+    let (code, text) = super::cli(&srv, &["esp", "update", "nope", "--name", "x"]).await;
+    assert_ne!(code, 0, "{text}");
+}
