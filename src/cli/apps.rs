@@ -170,9 +170,18 @@ pub struct EspSettings {
     /// Offer a device reset on failure.
     #[arg(long)]
     allow_reset: bool,
+    /// Do not offer a retry on failure (offered by default).
+    #[arg(long)]
+    no_retry: bool,
+    /// Do not offer to collect logs on failure (offered by default).
+    #[arg(long)]
+    no_collect_logs: bool,
     /// Text shown on failure.
     #[arg(long)]
     custom_error_text: Option<String>,
+    /// Skip the device phase page.
+    #[arg(long)]
+    skip_device_page: bool,
     /// Skip the user phase page.
     #[arg(long)]
     skip_user_page: bool,
@@ -184,7 +193,21 @@ pub struct EspSettings {
 impl EspSettings {
     /// The body of `POST /api/v1/esp` and `PUT /api/v1/esp/{id}`.
     fn body(self) -> serde_json::Value {
-        let mut b = json!({"name": self.name, "apps": self.apps, "profiles": self.profiles, "block": !self.no_block, "allow_continue": self.allow_continue, "allow_reset": self.allow_reset, "skip_user_page": self.skip_user_page, "autopilot_profiles": self.autopilot_profiles});
+        // Every setting, so that `esp update` (a replacement) leaves none at a value it did not
+        // show.
+        let mut b = json!({
+            "name": self.name,
+            "apps": self.apps,
+            "profiles": self.profiles,
+            "block": !self.no_block,
+            "allow_continue": self.allow_continue,
+            "allow_reset": self.allow_reset,
+            "allow_retry": !self.no_retry,
+            "allow_collect_logs": !self.no_collect_logs,
+            "skip_device_page": self.skip_device_page,
+            "skip_user_page": self.skip_user_page,
+            "autopilot_profiles": self.autopilot_profiles,
+        });
         if let Some(t) = self.timeout_minutes {
             b["timeout_minutes"] = json!(t);
         }

@@ -1020,6 +1020,9 @@ async fn cli_updates_an_esp_and_keeps_its_assignments() {
             "--timeout-minutes",
             "15",
             "--allow-reset",
+            "--no-retry",
+            "--no-collect-logs",
+            "--skip-device-page",
             "--custom-error-text",
             "Call IT.",
         ],
@@ -1034,6 +1037,10 @@ async fn cli_updates_an_esp_and_keeps_its_assignments() {
     assert_eq!(esp["name"], "second", "{esp}");
     assert_eq!(esp["timeout_minutes"], 15, "{esp}");
     assert_eq!(esp["allow_reset"], true, "{esp}");
+    assert_eq!(esp["allow_retry"], false, "{esp}");
+    assert_eq!(esp["allow_collect_logs"], false, "{esp}");
+    assert_eq!(esp["skip_device_page"], true, "{esp}");
+    assert_eq!(esp["block"], true, "{esp}");
     assert_eq!(esp["custom_error_text"], "Call IT.", "{esp}");
     assert_eq!(esp["groups"], json!([gid]), "{esp}");
     // An unknown ESP: the API's 404, a non-zero exit.
