@@ -200,7 +200,13 @@ impl<T: Serialize + DeserializeOwned> Kind<T> {
         key: &str,
         mut f: impl FnMut(Option<T>) -> Result<Option<T>, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        for _ in 0..64 {
+        for attempt in 0..64u32 {
+            if attempt >= 2 {
+                // Lost twice in a row: many writers on this key (a lockout counter under a
+                // guessing burst). A random pause that grows with the losses spreads them out
+                // instead of letting the same few win every race.
+                backoff(attempt);
+            }
             let old = s.get_record(self.name, key)?;
             let current = old.as_deref().map(|v| decode(self.name, v)).transpose()?;
             let new = f(current)?;
@@ -292,4 +298,15 @@ impl<T: Serialize + DeserializeOwned> Kind<T> {
             value: None,
         }
     }
+}
+
+/// Sleeps a random 0–`50 µs × 2^attempt` (at most 6.4 ms) before retry `attempt` of an
+/// optimistic update that keeps losing to other writers.
+fn backoff(attempt: u32) {
+    use std::hash::{BuildHasher, Hasher};
+    let cap = 50u64 << attempt.min(7);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    std::thread::sleep(std::time::Duration::from_micros(random % cap));
 }
