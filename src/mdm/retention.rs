@@ -12,8 +12,13 @@
 //!
 //! After deletion a client-chosen command id can be used again for that device.
 //!
-//! The walk is paged ([`PAGE`] records at a time) in (device, command id) order and resumable, so
-//! memory stays bounded whatever the history size; each page is deleted in one transaction.
+//! A sweep reads the **finished-command index** ([`crate::store::finished`]: one entry per
+//! answered or cancelled command, in the order they finished) from its start up to the first
+//! entry not yet due, so it reads only the commands it deletes (and the few it keeps, whose
+//! entries move one retention on), however long the history. The first sweep of a store whose
+//! history predates the index walks every command once, in (device, command id) order, and
+//! indexes what it keeps. Both are paged ([`PAGE`] entries at a time), so memory stays bounded;
+//! each page is deleted in one transaction.
 //!
 //! Several nodes sharing one store each run the sweep; a **lease** record
 //! ([`LEASES`]`["command-retention"]`, the pattern of [`crate::jobs`]) taken with a
@@ -21,14 +26,15 @@
 //! node skips this round (its [`Sweep`] is all zeros), the holder renews the lease with every page
 //! and releases it at the end, and a lease whose node died expires after [`LEASE_SECS`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::app::App;
 use crate::autopilot::convert::HWDATA_COMMAND_ID;
 use crate::jobs::Lease;
 use crate::store::records::Kind;
-use crate::store::{CommandRecord, StoreError};
+use crate::store::records::RecordOp;
+use crate::store::{finished, StoreError};
 
 /// The sweeps' lease records (one per sweep, keyed by its name).
 pub const LEASES: Kind<Lease> = Kind::new("sweep_lease");
@@ -43,19 +49,15 @@ pub const PAGE: usize = 512;
 /// What one sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sweep {
-    /// Commands looked at.
+    /// Commands looked at: with the index, only those due (finished before the cutoff).
     pub scanned: usize,
     /// Commands deleted.
     pub deleted: usize,
     /// Old enough but kept because a deployment or an Autopilot conversion still needs them.
     pub kept: usize,
-}
-
-/// When a command reached its final state (its enqueue time if it never recorded one).
-fn finished_at(c: &CommandRecord) -> Option<i64> {
-    c.state
-        .is_terminal()
-        .then(|| c.completed_at.unwrap_or(c.created_at))
+    /// The sweep walked the whole history (the first sweep of a store whose history is not yet
+    /// indexed) instead of reading the finished-command index.
+    pub full_walk: bool,
 }
 
 /// The command ids of `device_id` that must outlive the retention.
@@ -129,20 +131,185 @@ fn sweep_once(app: &App, now: i64, retention: Duration) -> Result<Option<Sweep>,
     Ok(Some(out))
 }
 
-/// The sweep proper, under the lease (renewed with every page; stops if it was lost).
+/// The sweep proper, under the lease (renewed with every page; stops if it was lost): through
+/// the finished-command index ([`crate::store::finished`]) once it is complete, else one walk of
+/// the whole history that completes it.
 fn sweep_leased(app: &App, now: i64, retention: Duration) -> Result<Sweep, StoreError> {
     let cutoff = now.saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
+    let (kind, key) = finished::BUILT;
+    if app.store.records().get_record(kind, key)?.is_some() {
+        return sweep_index(app, now, cutoff);
+    }
+    let out = walk_history(app, now, cutoff)?;
+    if out.complete {
+        app.store.records().apply_records(&[RecordOp::Put {
+            kind,
+            key: key.to_string(),
+            value: now.to_string().into_bytes(),
+        }])?;
+        tracing::info!(
+            scanned = out.sweep.scanned,
+            "command history sweep: every finished command is indexed; later sweeps read only what they delete"
+        );
+    }
+    Ok(out.sweep)
+}
+
+/// Renews the lease before every page but the first; `false` if another node took it.
+fn renew(app: &App, now: i64, first: &mut bool) -> Result<bool, StoreError> {
+    if std::mem::take(first) || take_lease(app, LEASE_KEY, app.clock.now_unix().max(now))? {
+        return Ok(true);
+    }
+    tracing::warn!("command history sweep: lease lost to another node; stopping here");
+    Ok(false)
+}
+
+/// The protected command ids of the devices a sweep meets, read once per device and sweep (the
+/// index interleaves devices); at most [`Protected::DEVICES`] devices are remembered at once.
+#[derive(Default)]
+struct Protected(HashMap<String, HashSet<String>>);
+
+impl Protected {
+    const DEVICES: usize = 10_000;
+
+    fn contains(
+        &mut self,
+        app: &App,
+        device_id: &str,
+        command_id: &str,
+    ) -> Result<bool, StoreError> {
+        if !self.0.contains_key(device_id) {
+            if self.0.len() >= Self::DEVICES {
+                self.0.clear();
+            }
+            self.0
+                .insert(device_id.to_string(), protected(app, device_id)?);
+        }
+        Ok(self
+            .0
+            .get(device_id)
+            .is_some_and(|k| k.contains(command_id)))
+    }
+}
+
+/// One page of the index at a time, in due order, up to the first entry not yet due: each entry
+/// costs one command read; the command is deleted, kept (its entry moved to `now`, so it is
+/// looked at again one retention later) or, if it is gone, unanswered or finished later than the
+/// entry says, the entry is dropped or re-timed.
+fn sweep_index(app: &App, now: i64, cutoff: i64) -> Result<Sweep, StoreError> {
     let mut out = Sweep::default();
+    let mut cursor: Option<String> = None;
+    let mut first = true;
+    let mut keep = Protected::default();
+    loop {
+        if !renew(app, now, &mut first)? {
+            break;
+        }
+        let page = app
+            .store
+            .records()
+            .scan_records(finished::KIND, cursor.as_deref(), PAGE)?;
+        let Some((last, _)) = page.last() else { break };
+        cursor = Some(last.clone());
+        let full = page.len() == PAGE;
+        let mut reached_due = false;
+        let mut doomed = Vec::new();
+        let mut ops = Vec::new();
+        for (entry, _) in &page {
+            let Some((due, device_id, command_id)) = finished::parse(entry) else {
+                tracing::warn!(
+                    entry = entry.escape_debug().to_string(),
+                    "command history index: malformed entry dropped"
+                );
+                ops.push(drop_entry(entry));
+                continue;
+            };
+            if due >= cutoff {
+                reached_due = true;
+                break;
+            }
+            out.scanned += 1;
+            let finished = app
+                .store
+                .get_command(device_id, command_id)?
+                .and_then(|c| c.finished_at());
+            match finished {
+                // Gone (its device was deleted) or unanswered again: its next final state
+                // indexes it anew.
+                None => ops.push(drop_entry(entry)),
+                Some(t) if t >= cutoff => {
+                    ops.push(drop_entry(entry));
+                    ops.push(put_entry(&finished::key(t, device_id, command_id)));
+                }
+                Some(t) => {
+                    if keep.contains(app, device_id, command_id)? {
+                        out.kept += 1;
+                        ops.push(drop_entry(entry));
+                        ops.push(put_entry(&finished::key(now, device_id, command_id)));
+                    } else {
+                        // `delete_finished` removes the entry at the finish time; an entry
+                        // moved since is removed here.
+                        if t != due {
+                            ops.push(drop_entry(entry));
+                        }
+                        doomed.push((device_id.to_string(), command_id.to_string()));
+                    }
+                }
+            }
+        }
+        if !doomed.is_empty() {
+            out.deleted += app.store.delete_finished(&doomed)?;
+        }
+        if !ops.is_empty() {
+            app.store.records().apply_records(&ops)?;
+        }
+        if reached_due || !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn drop_entry(entry: &str) -> RecordOp {
+    RecordOp::Delete {
+        kind: finished::KIND,
+        key: entry.to_string(),
+    }
+}
+
+fn put_entry(entry: &str) -> RecordOp {
+    RecordOp::Put {
+        kind: finished::KIND,
+        key: entry.to_string(),
+        value: Vec::new(),
+    }
+}
+
+/// What [`walk_history`] did, and whether it saw the whole history (not stopped by a lost
+/// lease).
+struct Walk {
+    sweep: Sweep,
+    complete: bool,
+}
+
+/// Every command, page by page in (device, command id) order: deletes the old finished ones as
+/// [`sweep_index`] would, and gives every finished command it keeps an index entry (a history
+/// recorded before the index existed has none).
+fn walk_history(app: &App, now: i64, cutoff: i64) -> Result<Walk, StoreError> {
+    let mut out = Sweep {
+        full_walk: true,
+        ..Sweep::default()
+    };
     let mut cursor: Option<(String, String)> = None;
     // Protected ids of the device the walk is in (pages are in device order).
     let mut current: Option<(String, HashSet<String>)> = None;
     let mut first = true;
     loop {
-        if !std::mem::take(&mut first)
-            && !take_lease(app, LEASE_KEY, app.clock.now_unix().max(now))?
-        {
-            tracing::warn!("command history sweep: lease lost to another node; stopping here");
-            break;
+        if !renew(app, now, &mut first)? {
+            return Ok(Walk {
+                sweep: out,
+                complete: false,
+            });
         }
         let page = app
             .store
@@ -151,8 +318,12 @@ fn sweep_leased(app: &App, now: i64, retention: Duration) -> Result<Sweep, Store
         cursor = Some((last.device_id.clone(), last.command_id.clone()));
         out.scanned += page.len();
         let mut doomed = Vec::new();
+        let mut ops = Vec::new();
         for c in &page {
-            if finished_at(c).is_none_or(|t| t >= cutoff) {
+            let Some(t) = c.finished_at() else { continue };
+            let entry = finished::key(t, &c.device_id, &c.command_id);
+            if t >= cutoff {
+                ops.push(put_entry(&entry));
                 continue;
             }
             if current.as_ref().map(|(d, _)| d.as_str()) != Some(c.device_id.as_str()) {
@@ -163,6 +334,8 @@ fn sweep_leased(app: &App, now: i64, retention: Duration) -> Result<Sweep, Store
                 .is_some_and(|(_, keep)| keep.contains(&c.command_id))
             {
                 out.kept += 1;
+                ops.push(drop_entry(&entry));
+                ops.push(put_entry(&finished::key(now, &c.device_id, &c.command_id)));
             } else {
                 doomed.push((c.device_id.clone(), c.command_id.clone()));
             }
@@ -170,11 +343,17 @@ fn sweep_leased(app: &App, now: i64, retention: Duration) -> Result<Sweep, Store
         if !doomed.is_empty() {
             out.deleted += app.store.delete_finished(&doomed)?;
         }
+        if !ops.is_empty() {
+            app.store.records().apply_records(&ops)?;
+        }
         if page.len() < PAGE {
             break;
         }
     }
-    Ok(out)
+    Ok(Walk {
+        sweep: out,
+        complete: true,
+    })
 }
 
 /// How often the background task sweeps: a tenth of the retention, between 5 seconds and 1 hour.

@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod embedded;
+pub mod finished;
 pub mod mem;
 pub mod outbox;
 pub mod pg;
@@ -430,6 +431,16 @@ pub struct CommandRecord {
     /// Results were cut at the per-command bound (count or bytes).
     #[serde(default)]
     pub results_truncated: bool,
+}
+
+impl CommandRecord {
+    /// When the command reached its final state (its enqueue time if it never recorded one);
+    /// `None` while it is unanswered.
+    pub fn finished_at(&self) -> Option<i64> {
+        self.state
+            .is_terminal()
+            .then(|| self.completed_at.unwrap_or(self.created_at))
+    }
 }
 
 /// Outcome of an enqueue.

@@ -452,15 +452,21 @@ pub fn enqueue<X: Tx>(tx: &X, cmd: &CommandRecord) -> Result<Enqueued, X::E> {
     Ok(Enqueued::Created(cmd.clone()))
 }
 
-/// Stores a command's new state; a final state leaves the queue (the record stays as history).
+/// Stores a command's new state; a final state leaves the queue (the record stays as history)
+/// and enters the history sweep's index ([`super::finished`]).
 pub fn put_command<X: Tx>(tx: &X, cmd: &CommandRecord) -> Result<(), X::E> {
     tx.insert(
         Table::Commands,
         &command_key(&cmd.device_id, &cmd.command_id),
         encode(cmd),
     )?;
-    if cmd.state.is_terminal() {
+    if let Some(entry) = super::finished::key_of(cmd) {
         tx.remove(Table::Queue, &queue_key(&cmd.device_id, cmd.seq))?;
+        tx.insert(
+            Table::Records,
+            &super::records::record_key(super::finished::KIND, &entry),
+            Vec::new(),
+        )?;
     }
     Ok(())
 }
@@ -732,9 +738,13 @@ pub fn delete_finished<X: Tx>(tx: &X, ids: &[(String, String)]) -> Result<usize,
         let Some(cmd) = get_json::<CommandRecord, X>(tx, Table::Commands, "command", &key)? else {
             continue;
         };
-        if cmd.state.is_terminal() {
+        if let Some(entry) = super::finished::key_of(&cmd) {
             tx.remove(Table::Commands, &key)?;
             tx.remove(Table::Queue, &queue_key(device_id, cmd.seq))?;
+            tx.remove(
+                Table::Records,
+                &super::records::record_key(super::finished::KIND, &entry),
+            )?;
             n += 1;
         }
     }

@@ -118,10 +118,18 @@ async fn sweep_deletes_only_old_finished_commands_nothing_still_needed() {
     clock.set(real - 15 * DAY);
     let s = sweep();
     assert_eq!((s.deleted, s.kept), (0, 0));
-    // 35 days on: the three finished ones go; the profile's and the pending one stay.
+    assert!(
+        s.full_walk,
+        "a store's first sweep walks its history once: {s:?}"
+    );
+    // 35 days on: the three finished ones go; the profile's and the pending one stay. The sweep
+    // reads the index: the four finished commands, not the pending one.
     clock.set(real - 5 * DAY);
     let s = sweep();
-    assert_eq!((s.scanned, s.deleted, s.kept), (5, 3, 1));
+    assert_eq!(
+        (s.scanned, s.deleted, s.kept, s.full_walk),
+        (4, 3, 1, false)
+    );
     assert_eq!(
         ids(&commands(&srv, &dev).await),
         vec!["old-pending".to_string(), profile_cmd]
@@ -146,9 +154,82 @@ async fn sweep_deletes_only_old_finished_commands_nothing_still_needed() {
     let mut targets: Vec<_> = got.iter().filter_map(|r| r.target.clone()).collect();
     targets.sort();
     assert_eq!(targets, vec!["./DevDetail/FwV", "./DevDetail/SwV"]);
-    // A second sweep finds nothing more to do.
+    // A second sweep finds nothing more to do, and reads nothing: the kept command is looked at
+    // again one retention later.
     let s = sweep();
-    assert_eq!(s.deleted, 0);
+    assert_eq!((s.scanned, s.deleted), (0, 0), "{s:?}");
+}
+
+/// Queues `n` commands for `dev` and cancels them at `at`: finished history.
+fn finished_history(app: &winmdm::app::App, dev: &str, n: usize, at: i64) {
+    let cmds = (0..n)
+        .map(|i| winmdm::store::CommandRecord {
+            command_id: format!("h{i:04}"),
+            device_id: dev.to_string(),
+            verb: "Get".into(),
+            target: Some("./DevDetail/SwV".into()),
+            syncml: "<Get/>".into(),
+            state: winmdm::store::CommandState::Pending,
+            created_at: at,
+            ..Default::default()
+        })
+        .collect();
+    app.store.enqueue_many(cmds).unwrap();
+    assert_eq!(app.store.clear(dev, at).unwrap(), n);
+}
+
+#[tokio::test]
+async fn a_sweep_reads_only_the_history_it_deletes() {
+    let srv = TestServer::start().await;
+    let app = srv.app.clone();
+    tokio::task::spawn_blocking(move || {
+        use winmdm::store::finished;
+        let now = SystemClock.now_unix();
+        let retention = Duration::from_secs(30 * DAY as u64);
+        let sweep = |at: i64| winmdm::mdm::retention::sweep(&app, at, retention).unwrap();
+        // History from before the index: old and recent commands without entries.
+        finished_history(&app, "RET-OLD", 40, now - 100 * DAY);
+        finished_history(&app, "RET-NEW", 200, now - DAY);
+        let entries = app
+            .store
+            .records()
+            .scan_records(finished::KIND, None, 10_000)
+            .unwrap();
+        assert_eq!(entries.len(), 240, "every finished command has its entry");
+        let drop: Vec<_> = entries
+            .iter()
+            .map(|(k, _)| winmdm::store::records::RecordOp::Delete {
+                kind: finished::KIND,
+                key: k.clone(),
+            })
+            .collect();
+        assert!(app.store.records().apply_records(&drop).unwrap());
+        // The first sweep walks it all once, deletes the old ones and indexes the rest.
+        let s = sweep(now);
+        assert_eq!(
+            (s.scanned, s.deleted, s.full_walk),
+            (240, 40, true),
+            "{s:?}"
+        );
+        // Then a sweep reads only what is due.
+        let s = sweep(now);
+        assert_eq!((s.scanned, s.deleted, s.full_walk), (0, 0, false), "{s:?}");
+        finished_history(&app, "RET-LATER", 25, now - 60 * DAY);
+        let s = sweep(now);
+        assert_eq!((s.scanned, s.deleted), (25, 25), "{s:?}");
+        // A month later the recent ones are due too.
+        let s = sweep(now + 31 * DAY);
+        assert_eq!((s.scanned, s.deleted), (200, 200), "{s:?}");
+        assert!(app.store.scan_commands(None, 10).unwrap().is_empty());
+        let left = app
+            .store
+            .records()
+            .scan_records(finished::KIND, None, 10)
+            .unwrap();
+        assert!(left.is_empty(), "entries left behind: {left:?}");
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
