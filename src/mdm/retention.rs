@@ -17,7 +17,7 @@
 //! entry not yet due, so it reads only the commands it deletes (and the few it keeps, whose
 //! entries move one retention on), however long the history. The first sweep of a store whose
 //! history predates the index walks every command once, in (device, command id) order, and
-//! indexes what it keeps. Both are paged ([`PAGE`] entries at a time), so memory stays bounded;
+//! indexes what it keeps; so does the first sweep after each further retention period. Both are paged ([`PAGE`] entries at a time), so memory stays bounded;
 //! each page is deleted in one transaction.
 //!
 //! Several nodes sharing one store each run the sweep; a **lease** record
@@ -132,12 +132,20 @@ fn sweep_once(app: &App, now: i64, retention: Duration) -> Result<Option<Sweep>,
 }
 
 /// The sweep proper, under the lease (renewed with every page; stops if it was lost): through
-/// the finished-command index ([`crate::store::finished`]) once it is complete, else one walk of
-/// the whole history that completes it.
+/// the finished-command index ([`crate::store::finished`]), or one walk of the whole history
+/// that completes it when no walk completed within the last retention period. That walk, once
+/// per retention, is also what catches a finished command without an entry (one a node of an
+/// older version finished during a rolling upgrade): each command is read about twice in its
+/// life instead of at every sweep.
 fn sweep_leased(app: &App, now: i64, retention: Duration) -> Result<Sweep, StoreError> {
     let cutoff = now.saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
     let (kind, key) = finished::BUILT;
-    if app.store.records().get_record(kind, key)?.is_some() {
+    let walked = app
+        .store
+        .records()
+        .get_record(kind, key)?
+        .and_then(|v| String::from_utf8(v).ok()?.parse::<i64>().ok());
+    if walked.is_some_and(|t| t > cutoff) {
         return sweep_index(app, now, cutoff);
     }
     let out = walk_history(app, now, cutoff)?;
@@ -149,7 +157,7 @@ fn sweep_leased(app: &App, now: i64, retention: Duration) -> Result<Sweep, Store
         }])?;
         tracing::info!(
             scanned = out.sweep.scanned,
-            "command history sweep: every finished command is indexed; later sweeps read only what they delete"
+            "command history sweep: walked the whole history and indexed every finished command; the sweeps of the next retention period read only what they delete"
         );
     }
     Ok(out.sweep)
@@ -386,6 +394,7 @@ pub async fn run(
                 scanned = s.scanned,
                 deleted = s.deleted,
                 kept = s.kept,
+                full_walk = s.full_walk,
                 ms = started.elapsed().as_millis() as u64,
                 "command history sweep"
             ),

@@ -11,15 +11,17 @@
 //!
 //! The index is a hint: the sweep decides from the command record itself, read again, so a
 //! stale entry (its command deleted with its device, or re-timed) costs one read and is dropped.
-//! A store whose history predates the index ([`BUILT`] absent: an upgrade, or a restored older
-//! backup) is walked in full once by the sweep, which adds the missing entries.
+//! The sweep walks the whole history once when [`BUILT`] (the time of the last complete walk) is
+//! absent (an upgrade, a restored older backup) or older than the retention, and adds the
+//! missing entries.
 
 use super::CommandRecord;
 
 /// Record kind of the index entries.
 pub const KIND: &str = "command_finished";
 
-/// Record kind and key of the marker saying every finished command has its entry.
+/// Record kind and key of the time (Unix seconds, decimal) of the sweep's last walk of the whole
+/// history, which gave every finished command its entry.
 pub const BUILT: (&str, &str) = ("command_finished_index", "built");
 
 /// The entry key of command `command_id` of `device_id`, due at `due` (Unix seconds; times

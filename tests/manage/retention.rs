@@ -217,9 +217,26 @@ async fn a_sweep_reads_only_the_history_it_deletes() {
         finished_history(&app, "RET-LATER", 25, now - 60 * DAY);
         let s = sweep(now);
         assert_eq!((s.scanned, s.deleted), (25, 25), "{s:?}");
-        // A month later the recent ones are due too.
+        // Within the retention, the index: an entry-less finished command (a node of an older
+        // version) is not seen...
+        finished_history(&app, "RET-UNINDEXED", 5, now - 60 * DAY);
+        let unindexed: Vec<_> = (0..5)
+            .map(|i| winmdm::store::records::RecordOp::Delete {
+                kind: finished::KIND,
+                key: finished::key(now - 60 * DAY, "RET-UNINDEXED", &format!("h{i:04}")),
+            })
+            .collect();
+        assert!(app.store.records().apply_records(&unindexed).unwrap());
+        let s = sweep(now + DAY);
+        assert_eq!((s.scanned, s.deleted, s.full_walk), (0, 0, false), "{s:?}");
+        // ...until the walk once per retention period, a month later, when the recent ones are
+        // due too.
         let s = sweep(now + 31 * DAY);
-        assert_eq!((s.scanned, s.deleted), (200, 200), "{s:?}");
+        assert_eq!(
+            (s.scanned, s.deleted, s.full_walk),
+            (205, 205, true),
+            "{s:?}"
+        );
         assert!(app.store.scan_commands(None, 10).unwrap().is_empty());
         let left = app
             .store
