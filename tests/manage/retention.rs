@@ -132,7 +132,7 @@ async fn sweep_deletes_only_old_finished_commands_nothing_still_needed() {
     );
     assert_eq!(
         ids(&commands(&srv, &dev).await),
-        vec!["old-pending".to_string(), profile_cmd]
+        vec!["old-pending".to_string(), profile_cmd.clone()]
     );
     let (_, st) = srv
         .admin("GET", &format!("/api/v1/devices/{dev}/profiles"), None)
@@ -158,6 +158,25 @@ async fn sweep_deletes_only_old_finished_commands_nothing_still_needed() {
     // again one retention later.
     let s = sweep();
     assert_eq!((s.scanned, s.deleted), (0, 0), "{s:?}");
+
+    // A retention period after the first walk the sweep walks the history again; the kept
+    // command still has exactly one index entry (the index sweeps move it, the walk leaves it).
+    clock.set(real + 27 * DAY);
+    let s = sweep();
+    assert!(s.full_walk && s.kept == 1, "{s:?}");
+    let entries = srv
+        .app
+        .store
+        .records()
+        .scan_records(winmdm::store::finished::KIND, None, 100)
+        .unwrap();
+    let of_profile = entries
+        .iter()
+        .filter(|(k, _)| {
+            winmdm::store::finished::parse(k).is_some_and(|(_, _, c)| c == profile_cmd)
+        })
+        .count();
+    assert_eq!(of_profile, 1, "{entries:?}");
 }
 
 /// Queues `n` commands for `dev` and cancels them at `at`: finished history.
