@@ -62,6 +62,19 @@ pub fn random_hex(n: usize) -> String {
     hex(&buf)
 }
 
+/// A random number below `bound` (0 when `bound` is 0) for spreading out retries: cheap and
+/// not for secrets (use [`random_hex`] for those).
+pub fn jitter(bound: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if bound == 0 {
+        return 0;
+    }
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % bound
+}
+
 /// A new 32-hex-digit id that sorts by creation time: the second `now` (8 digits) and 12
 /// random bytes. A command's store key is its device's id and then this id, so a device's new
 /// commands sit together at the end of its range, where a round that sends or answers two of
@@ -108,6 +121,13 @@ mod tests {
     fn rfc3339_formats_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_795_450_097), "2026-11-23T16:08:17.000Z");
+    }
+
+    #[test]
+    fn jitter_stays_below_its_bound() {
+        assert_eq!(jitter(0), 0);
+        assert_eq!(jitter(1), 0);
+        assert!((0..100).all(|_| jitter(7) < 7));
     }
 
     #[test]

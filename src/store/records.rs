@@ -303,10 +303,6 @@ impl<T: Serialize + DeserializeOwned> Kind<T> {
 /// Sleeps a random 0–`50 µs × 2^attempt` (at most 6.4 ms) before retry `attempt` of an
 /// optimistic update that keeps losing to other writers.
 fn backoff(attempt: u32) {
-    use std::hash::{BuildHasher, Hasher};
     let cap = 50u64 << attempt.min(7);
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    std::thread::sleep(std::time::Duration::from_micros(random % cap));
+    std::thread::sleep(std::time::Duration::from_micros(crate::clock::jitter(cap)));
 }

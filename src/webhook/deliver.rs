@@ -55,11 +55,8 @@ pub fn backoff_secs(attempts: u32) -> u64 {
 
 /// [`backoff_secs`] times a random factor in [0.5, 1], at least one second.
 fn jittered(attempts: u32) -> i64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(attempts);
     let base = backoff_secs(attempts) * 1000;
-    let ms = base / 2 + h.finish() % (base / 2 + 1);
+    let ms = base / 2 + crate::clock::jitter(base / 2 + 1);
     i64::try_from(ms.div_ceil(1000).max(1)).unwrap_or(1)
 }
 
