@@ -173,7 +173,8 @@ fn renew(app: &App, now: i64, first: &mut bool) -> Result<bool, StoreError> {
 }
 
 /// The protected command ids of the devices a sweep meets, read once per device and sweep (the
-/// index interleaves devices); at most [`Protected::DEVICES`] devices are remembered at once.
+/// index interleaves devices; the walk meets them in order); at most [`Protected::DEVICES`]
+/// devices are remembered at once.
 #[derive(Default)]
 struct Protected(HashMap<String, HashSet<String>>);
 
@@ -265,17 +266,30 @@ fn sweep_index(app: &App, now: i64, cutoff: i64) -> Result<Sweep, StoreError> {
                 }
             }
         }
-        if !doomed.is_empty() {
-            out.deleted += app.store.delete_finished(&doomed)?;
-        }
-        if !ops.is_empty() {
-            app.store.records().apply_records(&ops)?;
-        }
+        out.deleted += apply_page(app, &doomed, &ops)?;
         if reached_due || !full {
             break;
         }
     }
     Ok(out)
+}
+
+/// Deletes a page's doomed commands (with their own index entries), then applies its other
+/// index changes; returns how many commands were deleted.
+fn apply_page(
+    app: &App,
+    doomed: &[(String, String)],
+    ops: &[RecordOp],
+) -> Result<usize, StoreError> {
+    let deleted = if doomed.is_empty() {
+        0
+    } else {
+        app.store.delete_finished(doomed)?
+    };
+    if !ops.is_empty() {
+        app.store.records().apply_records(ops)?;
+    }
+    Ok(deleted)
 }
 
 fn drop_entry(entry: &str) -> RecordOp {
@@ -309,8 +323,7 @@ fn walk_history(app: &App, now: i64, cutoff: i64) -> Result<Walk, StoreError> {
         ..Sweep::default()
     };
     let mut cursor: Option<(String, String)> = None;
-    // Protected ids of the device the walk is in (pages are in device order).
-    let mut current: Option<(String, HashSet<String>)> = None;
+    let mut keep = Protected::default();
     let mut first = true;
     loop {
         if !renew(app, now, &mut first)? {
@@ -334,13 +347,7 @@ fn walk_history(app: &App, now: i64, cutoff: i64) -> Result<Walk, StoreError> {
                 ops.push(put_entry(&entry));
                 continue;
             }
-            if current.as_ref().map(|(d, _)| d.as_str()) != Some(c.device_id.as_str()) {
-                current = Some((c.device_id.clone(), protected(app, &c.device_id)?));
-            }
-            if current
-                .as_ref()
-                .is_some_and(|(_, keep)| keep.contains(&c.command_id))
-            {
+            if keep.contains(app, &c.device_id, &c.command_id)? {
                 // Its entry, if it has one, is the index sweeps' to move; one without an entry
                 // is looked at again by the next walk. Adding one here could leave two.
                 out.kept += 1;
@@ -348,12 +355,7 @@ fn walk_history(app: &App, now: i64, cutoff: i64) -> Result<Walk, StoreError> {
                 doomed.push((c.device_id.clone(), c.command_id.clone()));
             }
         }
-        if !doomed.is_empty() {
-            out.deleted += app.store.delete_finished(&doomed)?;
-        }
-        if !ops.is_empty() {
-            app.store.records().apply_records(&ops)?;
-        }
+        out.deleted += apply_page(app, &doomed, &ops)?;
         if page.len() < PAGE {
             break;
         }
