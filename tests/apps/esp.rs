@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use winmdm::autopilot::link::SERIAL_URI;
 
 use super::windows::{Outcome, WindowsApps};
-use super::{fixture, msix_package, ok, send, NODE, NOTES_PFN, PRODUCT};
+use super::{fixture, msix_package, new_group, ok, send, NODE, NOTES_PFN, PRODUCT};
 use crate::autopilot::{enrolled_device, hash, import, HEADER};
 use crate::support::mdm_device::Received;
 use crate::support::{TestClock, TestServer};
@@ -62,17 +62,11 @@ async fn setup_with(
     let (st, app) = send(srv, "POST", "/api/v1/apps", package).await;
     assert_eq!(st, 201, "{app}");
     let app_id = app["id"].as_str().unwrap().to_string();
-    let gid = ok(
+    let gid = new_group(
         srv,
-        "POST",
-        "/api/v1/groups",
-        Some(json!({"name": "esp lab", "query": "group_tag == \"esp-lab\""})),
-        201,
+        json!({"name": "esp lab", "query": "group_tag == \"esp-lab\""}),
     )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     ok(
         srv,
         "POST",
@@ -511,17 +505,11 @@ async fn esp_user_phase_waits_for_the_user_and_their_apps() {
     let (st, app) = send(&srv, "POST", "/api/v1/apps", fixture("1.0.0")).await;
     assert_eq!(st, 201);
     let app_id = app["id"].as_str().unwrap().to_string();
-    let gid = ok(
+    let gid = new_group(
         &srv,
-        "POST",
-        "/api/v1/groups",
-        Some(json!({"name": "esp users", "query": "group_tag == \"esp-user\""})),
-        201,
+        json!({"name": "esp users", "query": "group_tag == \"esp-user\""}),
     )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     ok(
         &srv,
         "POST",
@@ -620,17 +608,11 @@ async fn setup_profiles(
     profiles: &[(&str, &str, Value)],
     esp: Value,
 ) -> (WindowsApps, Vec<String>) {
-    let gid = ok(
+    let gid = new_group(
         srv,
-        "POST",
-        "/api/v1/groups",
-        Some(json!({"name": format!("{tag} group"), "query": format!("group_tag == \"{tag}\"")})),
-        201,
+        json!({"name": format!("{tag} group"), "query": format!("group_tag == \"{tag}\"")}),
     )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     let mut pids = Vec::new();
     for (name, scope, settings) in profiles {
         let pid = ok(
@@ -857,17 +839,7 @@ async fn esp_refuses_unknown_and_app_managed_profiles() {
     assert_eq!(st, 404, "{v}");
     let (st, app) = send(&srv, "POST", "/api/v1/apps", fixture("1.0.0")).await;
     assert_eq!(st, 201);
-    let gid = ok(
-        &srv,
-        "POST",
-        "/api/v1/groups",
-        Some(json!({"name": "g"})),
-        201,
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let gid = new_group(&srv, json!({"name": "g"})).await;
     let app_id = app["id"].as_str().unwrap();
     ok(
         &srv,
@@ -977,17 +949,7 @@ async fn esp_releases_an_unfinished_install_after_the_timeout_with_the_error_tex
 #[tokio::test]
 async fn cli_updates_an_esp_and_keeps_its_assignments() {
     let srv = TestServer::start().await;
-    let gid = ok(
-        &srv,
-        "POST",
-        "/api/v1/groups",
-        Some(json!({"name": "kiosks"})),
-        201,
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let gid = new_group(&srv, json!({"name": "kiosks"})).await;
     let (code, text) = super::cli(
         &srv,
         &[

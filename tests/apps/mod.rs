@@ -43,6 +43,14 @@ pub(crate) async fn ok(
     v
 }
 
+/// Creates a group (`POST /api/v1/groups`, expecting 201) and returns its id.
+pub(crate) async fn new_group(srv: &TestServer, body: Value) -> String {
+    ok(srv, "POST", "/api/v1/groups", Some(body), 201).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Sends a file to the admin API (`POST /api/v1/apps`, `PUT …/content`).
 pub(crate) async fn send(
     srv: &TestServer,
@@ -237,17 +245,7 @@ async fn msi_is_delivered_downloaded_installed_upgraded_and_uninstalled() {
     let (st, app) = send(&srv, "POST", "/api/v1/apps", fixture("1.0.0")).await;
     assert_eq!(st, 201, "{app}");
     let app_id = app["id"].as_str().unwrap().to_string();
-    let gid = ok(
-        &srv,
-        "POST",
-        "/api/v1/groups",
-        Some(json!({"name": "ann's pcs", "query": "device_type == \"windows-pc\" and user == \"ann@example.com\""})),
-        201,
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let gid = new_group(&srv, json!({"name": "ann's pcs", "query": "device_type == \"windows-pc\" and user == \"ann@example.com\""})).await;
     let v = ok(
         &srv,
         "POST",
@@ -447,17 +445,7 @@ async fn failed_installs_carry_the_code_and_its_meaning() {
     let mut win = WindowsApps::new(dev, srv.client());
     let (_, app) = send(&srv, "POST", "/api/v1/apps", fixture("1.0.0")).await;
     let app_id = app["id"].as_str().unwrap().to_string();
-    let gid = ok(
-        &srv,
-        "POST",
-        "/api/v1/groups",
-        Some(json!({"name": "static"})),
-        201,
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let gid = new_group(&srv, json!({"name": "static"})).await;
     ok(
         &srv,
         "POST",
@@ -622,17 +610,7 @@ async fn msix_upload_reads_the_manifest_and_is_delivered_by_hosted_install() {
     let dev = enroll(&srv, 4, "dan@example.com").await;
     let did = dev.device_id.clone();
     let mut win = WindowsApps::new(dev, srv.client());
-    let gid = ok(
-        &srv,
-        "POST",
-        "/api/v1/groups",
-        Some(json!({"name": "notes"})),
-        201,
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let gid = new_group(&srv, json!({"name": "notes"})).await;
     ok(
         &srv,
         "POST",

@@ -8,7 +8,6 @@ use serde_json::json;
 use winmdm::app::App;
 use winmdm::config::ServeOptions;
 use winmdm::jobs::{self, JobKind};
-use winmdm::store::{CommandRecord, CommandState};
 
 use crate::support::device::{fault_subcode, policy_xml};
 use crate::support::pg::TestDb;
@@ -132,21 +131,7 @@ async fn two_nodes_sweeping_history_at_once_delete_and_report_each_command_once(
         // Finished commands 100 days old: all past a 30-day retention.
         let old = winmdm::clock::SystemClock.now_unix() - 100 * DAY;
         for d in 0..DEVICES {
-            let dev = format!("SWEEP-{d}");
-            let cmds = (0..PER_DEVICE)
-                .map(|i| CommandRecord {
-                    command_id: format!("c{i:04}"),
-                    device_id: dev.clone(),
-                    verb: "Replace".into(),
-                    target: Some("./Vendor/MSFT/Soak/A".into()),
-                    syncml: "<Replace/>".into(),
-                    state: CommandState::Pending,
-                    created_at: old,
-                    ..CommandRecord::default()
-                })
-                .collect();
-            a.store.enqueue_many(cmds).unwrap();
-            assert_eq!(a.store.clear(&dev, old).unwrap(), PER_DEVICE);
+            crate::manage::retention::finished_history(&a, &format!("SWEEP-{d}"), PER_DEVICE, old);
         }
         (Arc::new(a), Arc::new(b))
     })

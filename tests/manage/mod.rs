@@ -3,7 +3,7 @@
 
 pub(crate) mod conformance;
 mod payload;
-mod retention;
+pub(crate) mod retention;
 mod rounds;
 mod rounds_random;
 mod security;

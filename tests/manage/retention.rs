@@ -180,7 +180,7 @@ async fn sweep_deletes_only_old_finished_commands_nothing_still_needed() {
 }
 
 /// Queues `n` commands for `dev` and cancels them at `at`: finished history.
-fn finished_history(app: &winmdm::app::App, dev: &str, n: usize, at: i64) {
+pub(crate) fn finished_history(app: &winmdm::app::App, dev: &str, n: usize, at: i64) {
     let cmds = (0..n)
         .map(|i| winmdm::store::CommandRecord {
             command_id: format!("h{i:04}"),
