@@ -685,16 +685,21 @@ impl fmt::Display for Report {
             writeln!(f, "  error: {e}")?;
         }
         if let Some(c) = self.server_cpu {
+            // With nothing enqueued the phase's CPU is the server's idle work, not a cost per
+            // command.
+            let per_command = match enqueued {
+                0 => String::new(),
+                n => format!(" ({:.0} µs per command)", c.enqueue * 1e6 / n as f64),
+            };
             writeln!(
                 f,
-                "server CPU: sessions {:.2} s = {:.3} CPU-s per 1,000 sessions, {:.0} % of one core; enroll {:.2} s ({:.1} ms per device); enqueue {:.2} s ({:.0} µs per command)",
+                "server CPU: sessions {:.2} s = {:.3} CPU-s per 1,000 sessions, {:.0} % of one core; enroll {:.2} s ({:.1} ms per device); enqueue {:.2} s{per_command}",
                 c.sessions,
                 c.sessions * 1000.0 / sessions.max(1) as f64,
                 100.0 * c.sessions / self.session_time.as_secs_f64().max(1e-9),
                 c.enroll,
                 c.enroll * 1e3 / enrolled.max(1) as f64,
                 c.enqueue,
-                c.enqueue * 1e6 / enqueued.max(1) as f64,
             )?;
         }
         if let Some(c) = self.own_session_cpu {

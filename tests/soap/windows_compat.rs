@@ -280,3 +280,149 @@ async fn management_by_sni_on_the_public_port() {
     );
     srv.stop().await;
 }
+
+/// A client-session store that counts the TLS 1.3 tickets the server sends.
+#[derive(Debug)]
+struct CountingTickets {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingTickets {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets.fetch_add(1, Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+/// What one connection negotiated: the cipher suite, and whether it resumed.
+async fn negotiate(
+    port: u16,
+    cfg: Arc<rustls::ClientConfig>,
+) -> (rustls::CipherSuite, Option<rustls::HandshakeKind>) {
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    let suite = tls
+        .get_ref()
+        .1
+        .negotiated_cipher_suite()
+        .expect("suite")
+        .suite();
+    let kind = tls.get_ref().1.handshake_kind();
+    // One request, so that the client reads what the server sent after the handshake (the
+    // session tickets).
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("http");
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .uri("/healthz")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let _ = resp.into_body().collect().await;
+    (suite, kind)
+}
+
+/// Windows offers `TLS_AES_256_GCM_SHA384` first (TLS 1.3) and `…_AES_256_GCM_SHA384` first
+/// (TLS 1.2), as rustls' client does. Both listeners choose AES-128-GCM with SHA-256 (the
+/// cheaper handshake, `http::tls_configs`), send one session ticket, and resume with it.
+#[tokio::test]
+async fn the_server_picks_aes_128_gcm_sends_one_ticket_and_resumes() {
+    let srv = TestServer::start().await;
+    let mgmt = srv.mgmt_addr.expect("management listener").port();
+    for port in [srv.addr.port(), mgmt] {
+        let store = Arc::new(CountingTickets {
+            inner: rustls::client::ClientSessionMemoryCache::new(8),
+            tickets: Default::default(),
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(tls_root(&srv)).expect("root");
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        assert_eq!(
+            cfg.crypto_provider().cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+            "the client prefers AES-256, as Windows does"
+        );
+        cfg.resumption = rustls::client::Resumption::store(store.clone());
+        let cfg = Arc::new(cfg);
+        let (suite, kind) = negotiate(port, cfg.clone()).await;
+        assert_eq!(
+            suite,
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+            "port {port}"
+        );
+        assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+        assert_eq!(
+            store.tickets.load(Ordering::SeqCst),
+            1,
+            "one ticket, port {port}"
+        );
+        let (suite, kind) = negotiate(port, cfg).await;
+        assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        assert_eq!(kind, Some(rustls::HandshakeKind::Resumed), "port {port}");
+
+        let tls12 = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let (suite, _) = negotiate(port, Arc::new(tls12)).await;
+        assert!(
+            matches!(
+                suite,
+                rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                    | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+            ),
+            "TLS 1.2 on port {port}: {suite:?}"
+        );
+    }
+    srv.stop().await;
+}

@@ -1,0 +1,186 @@
+//! The server's side of one new mutual-TLS 1.3 handshake, against the handshake-crypto bound
+//! (issue 15), measured in the same run.
+//!
+//! A device (EC P-256 key, certificate issued by the server's P-256 CA) and the server's own
+//! rustls configuration (`winmdm::http::tls_configs`, the management endpoint's) complete a
+//! handshake over in-memory buffers, with no socket and no HTTP. Only the server's calls are
+//! timed (`read_tls`, `process_new_packets`, `write_tls`): its ECDSA signature, both
+//! verifications, the X25519 exchange, the key schedule, record protection and the session
+//! ticket. The device offers what Windows offers first (`TLS_AES_256_GCM_SHA384`: rustls'
+//! client order is the same), with resumption off, so every handshake is a full one.
+//!
+//! * `server_handshake/this_server`: the configuration `winmdm serve` uses (AES-128-GCM /
+//!   SHA-256 chosen by the server, one ticket);
+//! * `server_handshake/rustls_defaults`: the same certificates with rustls' defaults (the
+//!   client's suite order, so AES-256-GCM / SHA-384, and two tickets): the baseline;
+//! * `server_handshake/no_ticket`: this server's choice without any ticket (what a ticket costs);
+//! * `identity/first_sight` and `identity/seen_before`: the management endpoint's check of the
+//!   certificate on a connection's first request (`Ca::authenticate_device_cert`: parse,
+//!   validity, EKU, SHA-1 thumbprint, and the CA signature again for bytes it has not verified
+//!   before), for a certificate never presented and for one presented on an earlier connection;
+//! * `bound/crypto`: the bound itself (`testkit::handshake`), printed with the ratios at the end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
+use winmdm::ca::{self, KeyAlgorithm};
+
+const DEVICE: &str = "BE0C0000000000000000000000000002";
+
+/// One full handshake; returns the time spent in the server's calls.
+fn handshake(server_cfg: &Arc<ServerConfig>, client_cfg: &Arc<ClientConfig>) -> Duration {
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut client = ClientConnection::new(client_cfg.clone(), name).expect("client");
+    let mut server = ServerConnection::new(server_cfg.clone()).expect("server");
+    let mut spent = Duration::ZERO;
+    let mut to_server = Vec::with_capacity(4096);
+    let mut to_client = Vec::with_capacity(4096);
+    for _ in 0..16 {
+        to_server.clear();
+        while client.wants_write() {
+            client.write_tls(&mut to_server).expect("client write");
+        }
+        let t = Instant::now();
+        let mut rd = &to_server[..];
+        while !rd.is_empty() {
+            server.read_tls(&mut rd).expect("server read");
+            server.process_new_packets().expect("server process");
+        }
+        to_client.clear();
+        while server.wants_write() {
+            server.write_tls(&mut to_client).expect("server write");
+        }
+        spent += t.elapsed();
+        let mut rd = &to_client[..];
+        while !rd.is_empty() {
+            client.read_tls(&mut rd).expect("client read");
+            client.process_new_packets().expect("client process");
+        }
+        if !client.is_handshaking()
+            && !server.is_handshaking()
+            && !client.wants_write()
+            && to_client.is_empty()
+        {
+            assert!(
+                server.peer_certificates().is_some_and(|c| !c.is_empty()),
+                "the server saw the device certificate"
+            );
+            return spent;
+        }
+    }
+    panic!("handshake did not finish");
+}
+
+fn bench(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = winmdm::config::ServeOptions {
+        listen: Some("127.0.0.1:0".parse().expect("addr")),
+        public_url: Some("https://localhost:8443".into()),
+        ca_key_algorithm: Some("ecdsa-p256".into()),
+        data_dir: Some(tmp.path().to_path_buf()),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("cfg");
+    let app = winmdm::app::App::open(cfg, Some("bench-token".into())).expect("app");
+    let now = time::OffsetDateTime::now_utc();
+    let (csr, key) = ca::testing::device_csr(DEVICE, KeyAlgorithm::EcdsaP256);
+    let verified = ca::verify_csr(&csr, 2048).expect("csr");
+    let cert = app
+        .ca
+        .issue_device_cert(&verified, DEVICE, Duration::from_secs(86_400), now)
+        .expect("issue");
+
+    let ours = winmdm::http::tls_configs(&app).expect("tls").mutual;
+    let mut defaults = (*ours).clone();
+    defaults.ignore_client_order = false;
+    defaults.send_tls13_tickets = 2;
+    let defaults = Arc::new(defaults);
+    let mut no_ticket = (*ours).clone();
+    no_ticket.send_tls13_tickets = 0;
+    let no_ticket = Arc::new(no_ticket);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(app.ca.cert_der().to_vec()))
+        .expect("root");
+    let mut client = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from(cert.der.clone())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .expect("client cert");
+    client.resumption = rustls::client::Resumption::disabled();
+    let client = Arc::new(client);
+
+    let mut g = c.benchmark_group("server_handshake");
+    g.sample_size(30).measurement_time(Duration::from_secs(6));
+    for (label, cfg) in [
+        ("this_server", &ours),
+        ("rustls_defaults", &defaults),
+        ("no_ticket", &no_ticket),
+    ] {
+        g.bench_function(label, |b| {
+            b.iter_custom(|n| (0..n).map(|_| handshake(cfg, &client)).sum())
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("identity");
+    g.bench_function("first_sight", |b| {
+        b.iter_batched(
+            || {
+                app.ca
+                    .issue_device_cert(&verified, DEVICE, Duration::from_secs(86_400), now)
+                    .expect("issue")
+                    .der
+            },
+            |der| {
+                app.ca
+                    .authenticate_device_cert(&der, now)
+                    .expect("identity")
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("seen_before", |b| {
+        b.iter(|| {
+            app.ca
+                .authenticate_device_cert(&cert.der, now)
+                .expect("identity")
+        })
+    });
+    g.finish();
+
+    // The ratios, from a direct measurement of each (criterion's own report has the spread).
+    let bound = winmdm::testkit::handshake::measure(Duration::from_millis(300)).expect("bound");
+    let per = |cfg: &Arc<ServerConfig>| {
+        let n = 400;
+        let total: Duration = (0..n).map(|_| handshake(cfg, &client)).sum();
+        total / n
+    };
+    let ours_t = per(&ours);
+    let defaults_t = per(&defaults);
+    let crypto = bound.per_handshake().as_secs_f64();
+    println!("{bound}");
+    for (label, t) in [("this_server", ours_t), ("rustls_defaults", defaults_t)] {
+        println!(
+            "server_handshake/{label}: {:.1} µs, {:.2}× the bound's {:.1} µs ({:.0} % of the bound's rate)",
+            t.as_secs_f64() * 1e6,
+            t.as_secs_f64() / crypto,
+            crypto * 1e6,
+            100.0 * crypto / t.as_secs_f64()
+        );
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
