@@ -72,9 +72,9 @@ fn identity(cert: &X509Certificate<'_>, der: &[u8]) -> Result<CertIdentity, CaEr
 
 impl Ca {
     /// Checks that `der` is a device certificate issued by this CA and valid at `now`, and
-    /// returns its binding: issuer name equal to the CA subject, signature by the CA key,
-    /// `now` within its validity, CA:FALSE, and EKU clientAuth. Revocation (by serial) is the
-    /// caller's business.
+    /// returns its binding: issuer name equal to the CA subject, signature by the CA key (checked
+    /// once per distinct certificate, see `verified`), `now` within its validity, CA:FALSE, and
+    /// EKU clientAuth. Revocation (by serial) is the caller's business.
     ///
     /// [`CaError::CertMalformed`] for an unparsable certificate or a missing binding,
     /// [`CaError::CertRejected`] for a failed check.
@@ -94,8 +94,13 @@ impl Ca {
         if cert.issuer().as_raw() != ca.subject().as_raw() {
             return Err(reject("not issued by this CA (issuer name)"));
         }
-        cert.verify_signature(Some(ca.public_key()))
-            .map_err(|_| reject("signature does not verify with the CA key"))?;
+        // The signature of bytes already verified is not checked again (`verified`).
+        let digest = super::verified::digest(der);
+        if !self.verified.contains(&digest) {
+            cert.verify_signature(Some(ca.public_key()))
+                .map_err(|_| reject("signature does not verify with the CA key"))?;
+            self.verified.insert(digest);
+        }
         let v = cert.validity();
         if now < v.not_before.to_datetime() {
             return Err(reject("not yet valid"));

@@ -36,6 +36,8 @@ pub struct Ca {
     root_der: Option<Vec<u8>>,
     thumbprint: String,
     not_after: OffsetDateTime,
+    /// Certificates whose signature by this CA already verified (see `verified`).
+    pub(super) verified: super::verified::VerifiedCerts,
 }
 
 /// What [`Ca::generate_constrained`] restricts.
@@ -254,6 +256,7 @@ impl Ca {
             cert_der,
             root_der: None,
             not_after,
+            verified: Default::default(),
         })
     }
 

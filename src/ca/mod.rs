@@ -98,6 +98,7 @@ mod issue;
 mod renew;
 mod sigalg;
 pub mod testing;
+mod verified;
 
 pub use cms::{
     verify_detached_signature, verify_signature_header, MAX_SIGNATURE_LEN, SIGNATURE_HEADER_NAMES,

@@ -229,6 +229,44 @@ fn ca_authenticate_rejects_foreign_expired_and_server_certs() {
     ));
 }
 
+/// The CA remembers which certificates' signatures verified (`ca::verified`): only those exact
+/// bytes skip the signature check, and time is checked every time.
+#[test]
+fn ca_authenticate_remembers_only_the_exact_bytes_that_verified() {
+    let (der, _) = testing::device_csr("DEV3", KeyAlgorithm::EcdsaP256);
+    let csr = verify_csr(&der, 2048).unwrap();
+    let t = now();
+    let ca = Ca::generate(KeyAlgorithm::EcdsaP256, "remembering CA", t).unwrap();
+    let cert = ca
+        .issue_device_cert(&csr, "DEV3", Duration::from_secs(3600), t)
+        .unwrap();
+    let rejected = |r: Result<_, CaError>| matches!(r, Err(CaError::CertRejected { .. }));
+    assert_eq!(
+        ca.authenticate_device_cert(&cert.der, t).unwrap().device_id,
+        "DEV3"
+    );
+    // Each byte of the signature value flipped, after the genuine one verified.
+    let sig_len = 64;
+    for i in 1..=sig_len {
+        let mut bad = cert.der.clone();
+        let n = bad.len() - i;
+        bad[n] ^= 0x40;
+        assert!(
+            rejected(ca.authenticate_device_cert(&bad, t)),
+            "byte {i} from the end flipped"
+        );
+    }
+    // The genuine one again: accepted; outside its validity: refused even though remembered.
+    assert!(ca.authenticate_device_cert(&cert.der, t).is_ok());
+    assert!(rejected(ca.authenticate_device_cert(
+        &cert.der,
+        t + time::Duration::hours(2)
+    )));
+    // Another CA of the same name never accepts it, whatever this one remembers.
+    let twin = Ca::generate(KeyAlgorithm::EcdsaP256, "remembering CA", t).unwrap();
+    assert!(rejected(twin.authenticate_device_cert(&cert.der, t)));
+}
+
 #[test]
 fn ca_issue_openssl_verify_sslclient() {
     let Some(dir) = openssl_dir("openssl verify -purpose sslclient") else {
