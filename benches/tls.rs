@@ -10,10 +10,14 @@
 //! client order is the same), with resumption off, so every handshake is a full one.
 //!
 //! * `server_handshake/this_server`: the configuration `winmdm serve` uses (AES-128-GCM /
-//!   SHA-256 chosen by the server, one ticket);
+//!   SHA-256 chosen by the server, one stateless ticket);
 //! * `server_handshake/rustls_defaults`: the same certificates with rustls' defaults (the
-//!   client's suite order, so AES-256-GCM / SHA-384, and two tickets): the baseline;
+//!   client's suite order, so AES-256-GCM / SHA-384, and two tickets kept in a 256-entry
+//!   cache): the baseline;
 //! * `server_handshake/no_ticket`: this server's choice without any ticket (what a ticket costs);
+//! * `server_handshake/resumed`: this server, the device resuming with the ticket of its
+//!   previous handshake (no signature, no certificate verification: the X25519 exchange, the
+//!   ticket's decryption and a new ticket);
 //! * `identity/first_sight` and `identity/seen_before`: the management endpoint's check of the
 //!   certificate on a connection's first request (`Ca::authenticate_device_cert`: parse,
 //!   validity, EKU, SHA-1 thumbprint, and the CA signature again for bytes it has not verified
@@ -95,18 +99,31 @@ fn bench(c: &mut Criterion) {
         .expect("issue");
 
     let ours = winmdm::http::tls_configs(&app).expect("tls").mutual;
-    let mut defaults = (*ours).clone();
-    defaults.ignore_client_order = false;
-    defaults.send_tls13_tickets = 2;
+    // rustls' defaults with the same certificates and client verifier.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(app.ca.cert_der().to_vec()))
+        .expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots.clone()),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .expect("verifier");
+    let mut defaults = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(app.tls.chain.clone(), app.tls.key.clone_key())
+        .expect("defaults");
+    defaults.alpn_protocols = ours.alpn_protocols.clone();
     let defaults = Arc::new(defaults);
     let mut no_ticket = (*ours).clone();
     no_ticket.send_tls13_tickets = 0;
     let no_ticket = Arc::new(no_ticket);
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(app.ca.cert_der().to_vec()))
-        .expect("root");
     let mut client = ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
@@ -118,6 +135,8 @@ fn bench(c: &mut Criterion) {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
     )
     .expect("client cert");
+    // A device returning with the ticket of its previous connection.
+    let resuming = Arc::new(client.clone());
     client.resumption = rustls::client::Resumption::disabled();
     let client = Arc::new(client);
 
@@ -132,6 +151,9 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|n| (0..n).map(|_| handshake(cfg, &client)).sum())
         });
     }
+    g.bench_function("resumed", |b| {
+        b.iter_custom(|n| (0..n).map(|_| handshake(&ours, &resuming)).sum())
+    });
     g.finish();
 
     let mut g = c.benchmark_group("identity");

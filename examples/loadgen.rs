@@ -12,8 +12,8 @@
 //! Each session is what Windows does: package 1 (Alert 1201, LoginStatus, DevInfo Replace), then
 //! one message answering every command (Status, Results for Gets), until the server has nothing
 //! more. Without `--reuse` every session opens a new TCP connection and makes a full TLS
-//! handshake (resumption off); with it each worker keeps one HTTP/1.1 connection per device it
-//! serves. In-process, devices get EC P-256 identity keys issued straight by the CA into the store
+//! handshake (resumption off; `--resume` lets each device resume its previous TLS session
+//! instead); with `--reuse` each worker keeps one HTTP/1.1 connection per device it serves. In-process, devices get EC P-256 identity keys issued straight by the CA into the store
 //! (enrollment cost is not what this measures).
 //! Traffic goes to 127.0.0.1 only; the run is bounded by `--sessions` and `--seconds`.
 //!
@@ -84,6 +84,11 @@ struct Args {
     /// Keep one connection per device (no new TLS handshake per session).
     #[arg(long)]
     reuse: bool,
+    /// A new connection per session that resumes the device's previous TLS session (a device
+    /// returning within the server's ticket lifetime); without it every new connection makes a
+    /// full handshake.
+    #[arg(long, conflicts_with = "reuse")]
+    resume: bool,
     /// Stop after this many seconds even if sessions remain.
     #[arg(long, default_value_t = 600)]
     seconds: u64,
@@ -211,6 +216,7 @@ fn external(args: &Args, rt: &tokio::runtime::Runtime) -> Result<(), Box<dyn std
         commands: args.commands,
         size: args.size,
         reuse: args.reuse,
+        resume: args.resume,
         hop: args.hop,
         seconds: args.seconds,
         enroll_concurrency: args.enroll_concurrency,
@@ -446,7 +452,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots.clone())
         .with_client_auth_cert(vec![CertificateDer::from(cert.der)], key)?;
-        client.resumption = rustls::client::Resumption::disabled();
+        if !args.resume {
+            client.resumption = rustls::client::Resumption::disabled();
+        }
         sims.push(Sim {
             id,
             client: Arc::new(client),
@@ -637,7 +645,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     lat.sort();
     println!(
         "mode={} devices={} sessions={} concurrency={} commands/session={} errors={}",
-        if args.reuse { "reuse" } else { "new-handshake" },
+        load::mode_name(args.reuse, args.resume),
         args.devices,
         lat.len(),
         args.concurrency,
@@ -654,7 +662,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         enqueued,
         enqueue_time
     );
-    if !args.reuse {
+    if !args.reuse && !args.resume {
         // In process the machine's cores also run the devices' side of each handshake (the
         // same operations again): half the bound is the ceiling here.
         let b = winmdm::testkit::handshake::measure(Duration::from_millis(300))?;

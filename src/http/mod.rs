@@ -116,8 +116,17 @@ pub enum ServeError {
 ///   handshake, and SHA-384 has no instruction-set help on x86 where SHA-256 does (SHA-NI).
 ///   AES-128-GCM with SHA-256 is the suite every TLS 1.3 client must implement and matches the
 ///   128-bit strength of the P-256 keys the handshake authenticates with.
-/// * **One TLS 1.3 session ticket, not two.** A device opens one connection at a time, so a
-///   second ticket per handshake is work nobody uses.
+/// * **One stateless session ticket, not two stateful ones.** rustls' default keeps resumable
+///   sessions in a 256-entry in-memory cache, so a fleet's device coming back after more than
+///   256 other handshakes (a fraction of a second under load) finds its session gone and pays a
+///   full handshake. Here each listener's tickets carry the session, encrypted under a key of
+///   that process's own (rustls' `Ticketer`: rotated every 6 hours, a ticket lives 12), so any
+///   device returning to the same node within 12 hours can resume — Windows' default schedule
+///   after enrollment checks in every 8 hours — and the server stores nothing. A device opens
+///   one connection at a time, so one ticket per handshake is enough. A resumed connection
+///   carries the certificate of the full handshake it resumes; the management endpoint checks
+///   that certificate against the store on every request (revocation, renewal), as for any
+///   connection.
 pub fn tls_configs(app: &App) -> Result<TlsConfigs, ServeError> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites.sort_by_key(|s| match s.suite() {
@@ -142,12 +151,16 @@ pub fn tls_configs(app: &App) -> Result<TlsConfigs, ServeError> {
     mutual.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     mutual.ignore_client_order = true;
     mutual.send_tls13_tickets = 1;
+    // Each configuration its own ticket key: a ticket of the server-auth listener never resumes
+    // on the mutual-TLS one.
+    mutual.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     let mut server_auth = builder()?
         .with_no_client_auth()
         .with_single_cert(app.tls.chain.clone(), app.tls.key.clone_key())?;
     server_auth.alpn_protocols = mutual.alpn_protocols.clone();
     server_auth.ignore_client_order = true;
     server_auth.send_tls13_tickets = 1;
+    server_auth.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     Ok(TlsConfigs {
         server_auth: Arc::new(server_auth),
         mutual: Arc::new(mutual),

@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -133,6 +133,18 @@ async fn timed<T>(
         .map_err(|_| Failure::new("timeout", format!("{what} took over {REQUEST_TIMEOUT:?}")))?
 }
 
+/// TLS connections [`connect`] made in this process, and how many of them resumed a session.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+static RESUMED: AtomicU64 = AtomicU64::new(0);
+
+/// (connections made by [`connect`], of which resumed) since the process started.
+pub fn connections_made() -> (u64, u64) {
+    (
+        CONNECTIONS.load(Ordering::Relaxed),
+        RESUMED.load(Ordering::Relaxed),
+    )
+}
+
 /// A new TCP + TLS + HTTP/1.1 connection to `to`.
 pub async fn connect(to: &Endpoint, cfg: Arc<rustls::ClientConfig>) -> Result<Sender, Failure> {
     timed("connect", async {
@@ -145,6 +157,10 @@ pub async fn connect(to: &Endpoint, cfg: Arc<rustls::ClientConfig>) -> Result<Se
             .connect(name, tcp)
             .await
             .map_err(|e| Failure::new("tls", e))?;
+        CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            RESUMED.fetch_add(1, Ordering::Relaxed);
+        }
         let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
             .map_err(|e| Failure::new("http", e))?;
@@ -413,6 +429,9 @@ pub struct ExternalOptions {
     pub size: usize,
     /// Keep one connection per device (and target) between sessions.
     pub reuse: bool,
+    /// Without `reuse`: let each device resume its previous TLS session (a ticket from its last
+    /// connection), as a device returning within the ticket's lifetime can.
+    pub resume: bool,
     /// Each message of a session goes to the next target.
     pub hop: bool,
     /// Session phase deadline.
@@ -439,6 +458,7 @@ impl Default for ExternalOptions {
             commands: 1,
             size: 64,
             reuse: false,
+            resume: false,
             hop: false,
             seconds: 600,
             enroll_concurrency: 16,
@@ -536,6 +556,10 @@ pub struct Report {
     pub targets: Vec<TargetReport>,
     /// Whether the run used reused connections.
     pub reuse: bool,
+    /// Whether new connections could resume a TLS session.
+    pub resume: bool,
+    /// Management connections opened in the session phases, and how many of them resumed.
+    pub connections: (u64, u64),
     /// Whether sessions hopped between targets.
     pub hop: bool,
     /// Concurrent sessions.
@@ -628,7 +652,7 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "mode={}{} targets={} devices={} sessions={} concurrency={} commands/session={}",
-            if self.reuse { "reuse" } else { "new-handshake" },
+            mode_name(self.reuse, self.resume),
             if self.hop { "+hop" } else { "" },
             self.targets.len(),
             enrolled,
@@ -702,6 +726,14 @@ impl fmt::Display for Report {
                 c.enqueue,
             )?;
         }
+        if !self.reuse {
+            let (made, resumed) = self.connections;
+            writeln!(
+                f,
+                "management connections in the sessions: {made}, {resumed} resumed a TLS session ({:.0} %)",
+                100.0 * resumed as f64 / made.max(1) as f64
+            )?;
+        }
         if let Some(c) = self.own_session_cpu {
             writeln!(
                 f,
@@ -718,6 +750,17 @@ impl fmt::Display for Report {
             )?;
         }
         Ok(())
+    }
+}
+
+/// How a run's sessions reach the server: `reuse` (one kept-alive connection per device),
+/// `new-handshake` (a new connection and a full TLS handshake per session) or `resumption` (a
+/// new connection per session resuming the device's previous TLS session).
+pub fn mode_name(reuse: bool, resume: bool) -> &'static str {
+    match (reuse, resume) {
+        (true, _) => "reuse",
+        (false, false) => "new-handshake",
+        (false, true) => "resumption",
     }
 }
 
@@ -1005,6 +1048,7 @@ pub async fn run_external(opts: &ExternalOptions) -> Result<Report, Failure> {
             })
             .collect(),
         reuse: opts.reuse,
+        resume: opts.resume && !opts.reuse,
         hop: opts.hop,
         concurrency: opts.concurrency,
         commands: opts.commands,
@@ -1072,7 +1116,7 @@ pub async fn run_external(opts: &ExternalOptions) -> Result<Report, Failure> {
         let client = tls_client(
             roots.clone(),
             Some((CertificateDer::from(ident.cert), key)),
-            false,
+            opts.resume,
         )
         .map_err(|e| Failure::new("tls", e))?;
         report.targets[home].enrolled += 1;
@@ -1206,6 +1250,7 @@ pub async fn run_external(opts: &ExternalOptions) -> Result<Report, Failure> {
         // The sessions of this pass.
         let in_pass = (opts.sessions - pass * devices.len()).min(devices.len());
         let started = Instant::now();
+        let made0 = connections_made();
         let own0 = process_cpu_seconds("self");
         let next = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
@@ -1262,6 +1307,9 @@ pub async fn run_external(opts: &ExternalOptions) -> Result<Report, Failure> {
             let _ = w.await;
         }
         report.session_time += started.elapsed();
+        let made1 = connections_made();
+        report.connections.0 += made1.0 - made0.0;
+        report.connections.1 += made1.1 - made0.1;
         let c2 = cpu_of(&opts.server_pids);
         if let (Some(a), Some(b)) = (c1, c2) {
             cpu_sessions += b - a;
@@ -1287,7 +1335,8 @@ pub async fn run_external(opts: &ExternalOptions) -> Result<Report, Failure> {
         });
     }
     report.own_session_cpu = Some(own_sessions);
-    if !opts.reuse {
+    // The bound is a full handshake's: it says nothing of resumed ones.
+    if !opts.reuse && !opts.resume {
         report.handshake_bound = super::handshake::measure(Duration::from_millis(300)).ok();
     }
     Ok(report)

@@ -365,7 +365,8 @@ async fn negotiate(
 
 /// Windows offers `TLS_AES_256_GCM_SHA384` first (TLS 1.3) and `…_AES_256_GCM_SHA384` first
 /// (TLS 1.2), as rustls' client does. Both listeners choose AES-128-GCM with SHA-256 (the
-/// cheaper handshake, `http::tls_configs`), send one session ticket, and resume with it.
+/// cheaper handshake, `http::tls_configs`), send one stateless session ticket, and resume with
+/// it however many handshakes happened in between.
 #[tokio::test]
 async fn the_server_picks_aes_128_gcm_sends_one_ticket_and_resumes() {
     let srv = TestServer::start().await;
@@ -403,9 +404,36 @@ async fn the_server_picks_aes_128_gcm_sends_one_ticket_and_resumes() {
             1,
             "one ticket, port {port}"
         );
-        let (suite, kind) = negotiate(port, cfg).await;
+        let (suite, kind) = negotiate(port, cfg.clone()).await;
         assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
         assert_eq!(kind, Some(rustls::HandshakeKind::Resumed), "port {port}");
+        // The ticket holds the session (nothing kept on the server): the device still resumes
+        // after 300 other devices' handshakes (a 256-entry session cache would have lost it).
+        let mut others = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        others.resumption = rustls::client::Resumption::disabled();
+        let others = tokio_rustls::TlsConnector::from(Arc::new(others));
+        for _ in 0..300 {
+            let tcp = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            // The server makes its ticket when it reads this handshake's Finished, already sent.
+            let _ = others
+                .connect(ServerName::try_from("localhost").expect("name"), tcp)
+                .await
+                .expect("handshake");
+        }
+        let (_, kind) = negotiate(port, cfg).await;
+        assert_eq!(
+            kind,
+            Some(rustls::HandshakeKind::Resumed),
+            "port {port}, after 300 other handshakes"
+        );
 
         let tls12 = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
