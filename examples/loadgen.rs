@@ -662,6 +662,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         enqueued,
         enqueue_time
     );
+    if !args.reuse {
+        // In process every connection `load::connect` made is a device's management session.
+        let (made, resumed) = load::connections_made();
+        println!(
+            "management connections: {made}, {resumed} resumed a TLS session ({:.0} %)",
+            100.0 * resumed as f64 / made.max(1) as f64
+        );
+    }
     if !args.reuse && !args.resume {
         // In process the machine's cores also run the devices' side of each handshake (the
         // same operations again): half the bound is the ceiling here.
