@@ -121,8 +121,9 @@ pub enum ServeError {
 ///   256 other handshakes (a fraction of a second under load) finds its session gone and pays a
 ///   full handshake. Here each listener's tickets carry the session, encrypted under a key of
 ///   that process's own (rustls' `Ticketer`: rotated every 6 hours, a ticket lives 12), so any
-///   device returning to the same node within 12 hours can resume — Windows' default schedule
-///   after enrollment checks in every 8 hours — and the server stores nothing. A device opens
+///   device returning to the same node within 12 hours can resume (with the default poll
+///   schedule: every check-in of the first hours after enrollment, at sign-in, after a push; not
+///   the daily one after that) and the server stores nothing. A device opens
 ///   one connection at a time, so one ticket per handshake is enough. A resumed connection
 ///   carries the certificate of the full handshake it resumes; the management endpoint checks
 ///   that certificate against the store on every request (revocation, renewal), as for any
