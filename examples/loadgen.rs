@@ -13,7 +13,8 @@
 //! one message answering every command (Status, Results for Gets), until the server has nothing
 //! more. Without `--reuse` every session opens a new TCP connection and makes a full TLS
 //! handshake (resumption off; `--resume` lets each device resume its previous TLS session
-//! instead); with `--reuse` each worker keeps one HTTP/1.1 connection per device it serves. In-process, devices get EC P-256 identity keys issued straight by the CA into the store
+//! instead); with `--reuse` each worker keeps one HTTP/1.1 connection per device it serves.
+//! In-process, devices get EC P-256 identity keys issued straight by the CA into the store
 //! (enrollment cost is not what this measures).
 //! Traffic goes to 127.0.0.1 only; the run is bounded by `--sessions` and `--seconds`.
 //!
