@@ -22,12 +22,16 @@
 //!   certificate on a connection's first request (`Ca::authenticate_device_cert`: parse,
 //!   validity, EKU, SHA-1 thumbprint, and the CA signature again for bytes it has not verified
 //!   before), for a certificate never presented and for one presented on an earlier connection;
+//! * `server_handshake_rsa_ca/*`: the default RSA-2048 CA with an RSA-2048 device key (what
+//!   Windows' CSRs carry): the TLS certificate the server generates (EC P-256) against an
+//!   RSA-2048 one;
 //! * `bound/crypto`: the bound itself (`testkit::handshake`), printed with the ratios at the end.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 use winmdm::ca::{self, KeyAlgorithm};
@@ -153,6 +157,74 @@ fn bench(c: &mut Criterion) {
     }
     g.bench_function("resumed", |b| {
         b.iter_custom(|n| (0..n).map(|_| handshake(&ours, &resuming)).sum())
+    });
+    g.finish();
+
+    // Windows' usual setup: the default RSA-2048 CA and an RSA-2048 device key, with the TLS
+    // certificate the server generates (EC P-256) and with an RSA-2048 one (what it generated
+    // before, and what a certificate from a public CA often is).
+    let rsa_dir = tempfile::tempdir().expect("tmp");
+    let rsa_app = winmdm::app::App::open(
+        winmdm::config::ServeOptions {
+            listen: Some("127.0.0.1:0".parse().expect("addr")),
+            public_url: Some("https://localhost:8443".into()),
+            data_dir: Some(rsa_dir.path().to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("cfg"),
+        Some("bench-token".into()),
+    )
+    .expect("app");
+    let (rsa_csr, rsa_key) = ca::testing::device_csr(DEVICE, KeyAlgorithm::Rsa2048);
+    let rsa_cert = rsa_app
+        .ca
+        .issue_device_cert(
+            &ca::verify_csr(&rsa_csr, 2048).expect("csr"),
+            DEVICE,
+            Duration::from_secs(86_400),
+            now,
+        )
+        .expect("issue");
+    let generated = winmdm::http::tls_configs(&rsa_app).expect("tls").mutual;
+    let (srv_pem, srv_key) = rsa_app
+        .ca
+        .issue_server_cert(&["localhost".into()], KeyAlgorithm::Rsa2048, now)
+        .expect("server cert");
+    let srv_chain = CertificateDer::pem_slice_iter(srv_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("chain");
+    let srv_key = PrivateKeyDer::from_pem_slice(srv_key.as_bytes()).expect("key");
+    let certified =
+        rustls::sign::CertifiedKey::from_der(srv_chain, srv_key, generated.crypto_provider())
+            .expect("certified key");
+    let mut rsa_tls = (*generated).clone();
+    rsa_tls.cert_resolver = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
+    let rsa_tls = Arc::new(rsa_tls);
+    let mut rsa_roots = rustls::RootCertStore::empty();
+    rsa_roots
+        .add(CertificateDer::from(rsa_app.ca.cert_der().to_vec()))
+        .expect("root");
+    let mut rsa_client = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("versions")
+    .with_root_certificates(rsa_roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from(rsa_cert.der.clone())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(rsa_key.serialize_der())),
+    )
+    .expect("client cert");
+    rsa_client.resumption = rustls::client::Resumption::disabled();
+    let rsa_client = Arc::new(rsa_client);
+    let mut g = c.benchmark_group("server_handshake_rsa_ca");
+    g.sample_size(30).measurement_time(Duration::from_secs(6));
+    g.bench_function("generated_p256_tls_cert", |b| {
+        b.iter_custom(|n| (0..n).map(|_| handshake(&generated, &rsa_client)).sum())
+    });
+    g.bench_function("rsa2048_tls_cert", |b| {
+        b.iter_custom(|n| (0..n).map(|_| handshake(&rsa_tls, &rsa_client)).sum())
     });
     g.finish();
 

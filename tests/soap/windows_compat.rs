@@ -454,3 +454,36 @@ async fn the_server_picks_aes_128_gcm_sends_one_ticket_and_resumes() {
     }
     srv.stop().await;
 }
+
+/// The TLS certificate the server generates has an EC P-256 key even under the default RSA-2048
+/// CA: the server signs with it in every full handshake (README, "The handshake's own cost").
+#[tokio::test]
+async fn the_generated_tls_certificate_has_a_p256_key_under_an_rsa_ca() {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let srv = TestServer::start().await;
+    let key_oid = |der: &[u8]| {
+        let (_, c) = X509Certificate::from_der(der).expect("certificate");
+        c.public_key().algorithm.algorithm.to_id_string()
+    };
+    assert_eq!(
+        key_oid(srv.app.ca.cert_der()),
+        "1.2.840.113549.1.1.1",
+        "RSA CA"
+    );
+    assert_eq!(
+        key_oid(&srv.app.tls.chain[0]),
+        "1.2.840.10045.2.1",
+        "EC server key"
+    );
+    // And the management endpoint answers over it.
+    let (status, asked) = probe(
+        &srv,
+        srv.mgmt_addr.expect("management").port(),
+        "localhost",
+        "POST",
+        "/ManagementServer/MDM.svc",
+    )
+    .await;
+    assert!(asked && (status == 401 || status == 415), "{status}");
+    srv.stop().await;
+}
