@@ -82,6 +82,23 @@ fn handshake(server_cfg: &Arc<ServerConfig>, client_cfg: &Arc<ClientConfig>) -> 
     panic!("handshake did not finish");
 }
 
+/// A device's TLS 1.3 client: trusts `ca_der`, presents `cert_der` with its PKCS#8 key.
+fn device_client(ca_der: &[u8], cert_der: &[u8], key_pkcs8: Vec<u8>) -> ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca_der.to_vec()))
+        .expect("root");
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from(cert_der.to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8)),
+        )
+        .expect("client cert")
+}
+
 fn bench(c: &mut Criterion) {
     let tmp = tempfile::tempdir().expect("tmp");
     let cfg = winmdm::config::ServeOptions {
@@ -128,17 +145,7 @@ fn bench(c: &mut Criterion) {
     no_ticket.send_tls13_tickets = 0;
     let no_ticket = Arc::new(no_ticket);
 
-    let mut client = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from(cert.der.clone())],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
-    .expect("client cert");
+    let mut client = device_client(app.ca.cert_der(), &cert.der, key.serialize_der());
     // A device returning with the ticket of its previous connection.
     let resuming = Arc::new(client.clone());
     client.resumption = rustls::client::Resumption::disabled();
@@ -201,21 +208,11 @@ fn bench(c: &mut Criterion) {
     let mut rsa_tls = (*generated).clone();
     rsa_tls.cert_resolver = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
     let rsa_tls = Arc::new(rsa_tls);
-    let mut rsa_roots = rustls::RootCertStore::empty();
-    rsa_roots
-        .add(CertificateDer::from(rsa_app.ca.cert_der().to_vec()))
-        .expect("root");
-    let mut rsa_client = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("versions")
-    .with_root_certificates(rsa_roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from(rsa_cert.der.clone())],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(rsa_key.serialize_der())),
-    )
-    .expect("client cert");
+    let mut rsa_client = device_client(
+        rsa_app.ca.cert_der(),
+        &rsa_cert.der,
+        rsa_key.serialize_der(),
+    );
     rsa_client.resumption = rustls::client::Resumption::disabled();
     let rsa_client = Arc::new(rsa_client);
     let mut g = c.benchmark_group("server_handshake_rsa_ca");
