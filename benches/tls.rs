@@ -82,44 +82,68 @@ fn handshake(server_cfg: &Arc<ServerConfig>, client_cfg: &Arc<ClientConfig>) -> 
     panic!("handshake did not finish");
 }
 
-/// A device's TLS 1.3 client: trusts `ca_der`, presents `cert_der` with its PKCS#8 key.
-fn device_client(ca_der: &[u8], cert_der: &[u8], key_pkcs8: Vec<u8>) -> ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(ca_der.to_vec()))
-        .expect("root");
-    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from(cert_der.to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8)),
+/// A server whose CA has the key algorithm `ca` (`--ca-key-algorithm`), and a device holding a
+/// certificate it issued for a fresh `device` key.
+struct Setup {
+    app: winmdm::app::App,
+    _dir: tempfile::TempDir,
+    csr: ca::CsrVerified,
+    cert: ca::IssuedCert,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Setup {
+    fn new(ca: &str, device: KeyAlgorithm, now: time::OffsetDateTime) -> Setup {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = winmdm::config::ServeOptions {
+            listen: Some("127.0.0.1:0".parse().expect("addr")),
+            public_url: Some("https://localhost:8443".into()),
+            ca_key_algorithm: Some(ca.into()),
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("cfg");
+        let app = winmdm::app::App::open(cfg, Some("bench-token".into())).expect("app");
+        let (der, key) = ca::testing::device_csr(DEVICE, device);
+        let csr = ca::verify_csr(&der, 2048).expect("csr");
+        let cert = app
+            .ca
+            .issue_device_cert(&csr, DEVICE, Duration::from_secs(86_400), now)
+            .expect("issue");
+        Setup {
+            app,
+            _dir: dir,
+            csr,
+            cert,
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        }
+    }
+
+    /// The device's TLS client (`resume`: it keeps and offers its last session ticket).
+    fn client(&self, resume: bool) -> Arc<ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.app.ca.cert_der().to_vec()))
+            .expect("root");
+        winmdm::testkit::load::tls_client(
+            Arc::new(roots),
+            Some((
+                CertificateDer::from(self.cert.der.clone()),
+                self.key.clone_key(),
+            )),
+            resume,
         )
-        .expect("client cert")
+        .expect("client")
+    }
 }
 
 fn bench(c: &mut Criterion) {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let cfg = winmdm::config::ServeOptions {
-        listen: Some("127.0.0.1:0".parse().expect("addr")),
-        public_url: Some("https://localhost:8443".into()),
-        ca_key_algorithm: Some("ecdsa-p256".into()),
-        data_dir: Some(tmp.path().to_path_buf()),
-        ..Default::default()
-    }
-    .resolve()
-    .expect("cfg");
-    let app = winmdm::app::App::open(cfg, Some("bench-token".into())).expect("app");
     let now = time::OffsetDateTime::now_utc();
-    let (csr, key) = ca::testing::device_csr(DEVICE, KeyAlgorithm::EcdsaP256);
-    let verified = ca::verify_csr(&csr, 2048).expect("csr");
-    let cert = app
-        .ca
-        .issue_device_cert(&verified, DEVICE, Duration::from_secs(86_400), now)
-        .expect("issue");
+    let p256 = Setup::new("ecdsa-p256", KeyAlgorithm::EcdsaP256, now);
+    let (app, cert) = (&p256.app, &p256.cert);
 
-    let ours = winmdm::http::tls_configs(&app).expect("tls").mutual;
+    let ours = winmdm::http::tls_configs(app).expect("tls").mutual;
     // rustls' defaults with the same certificates and client verifier.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -145,11 +169,9 @@ fn bench(c: &mut Criterion) {
     no_ticket.send_tls13_tickets = 0;
     let no_ticket = Arc::new(no_ticket);
 
-    let mut client = device_client(app.ca.cert_der(), &cert.der, key.serialize_der());
+    let client = p256.client(false);
     // A device returning with the ticket of its previous connection.
-    let resuming = Arc::new(client.clone());
-    client.resumption = rustls::client::Resumption::disabled();
-    let client = Arc::new(client);
+    let resuming = p256.client(true);
 
     let mut g = c.benchmark_group("server_handshake");
     g.sample_size(30).measurement_time(Duration::from_secs(6));
@@ -170,31 +192,10 @@ fn bench(c: &mut Criterion) {
     // Windows' usual setup: the default RSA-2048 CA and an RSA-2048 device key, with the TLS
     // certificate the server generates (EC P-256) and with an RSA-2048 one (what it generated
     // before, and what a certificate from a public CA often is).
-    let rsa_dir = tempfile::tempdir().expect("tmp");
-    let rsa_app = winmdm::app::App::open(
-        winmdm::config::ServeOptions {
-            listen: Some("127.0.0.1:0".parse().expect("addr")),
-            public_url: Some("https://localhost:8443".into()),
-            data_dir: Some(rsa_dir.path().to_path_buf()),
-            ..Default::default()
-        }
-        .resolve()
-        .expect("cfg"),
-        Some("bench-token".into()),
-    )
-    .expect("app");
-    let (rsa_csr, rsa_key) = ca::testing::device_csr(DEVICE, KeyAlgorithm::Rsa2048);
-    let rsa_cert = rsa_app
-        .ca
-        .issue_device_cert(
-            &ca::verify_csr(&rsa_csr, 2048).expect("csr"),
-            DEVICE,
-            Duration::from_secs(86_400),
-            now,
-        )
-        .expect("issue");
-    let generated = winmdm::http::tls_configs(&rsa_app).expect("tls").mutual;
-    let (srv_pem, srv_key) = rsa_app
+    let rsa = Setup::new("rsa2048", KeyAlgorithm::Rsa2048, now);
+    let generated = winmdm::http::tls_configs(&rsa.app).expect("tls").mutual;
+    let (srv_pem, srv_key) = rsa
+        .app
         .ca
         .issue_server_cert(&["localhost".into()], KeyAlgorithm::Rsa2048, now)
         .expect("server cert");
@@ -208,13 +209,7 @@ fn bench(c: &mut Criterion) {
     let mut rsa_tls = (*generated).clone();
     rsa_tls.cert_resolver = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
     let rsa_tls = Arc::new(rsa_tls);
-    let mut rsa_client = device_client(
-        rsa_app.ca.cert_der(),
-        &rsa_cert.der,
-        rsa_key.serialize_der(),
-    );
-    rsa_client.resumption = rustls::client::Resumption::disabled();
-    let rsa_client = Arc::new(rsa_client);
+    let rsa_client = rsa.client(false);
     let mut g = c.benchmark_group("server_handshake_rsa_ca");
     g.sample_size(30).measurement_time(Duration::from_secs(6));
     g.bench_function("generated_p256_tls_cert", |b| {
@@ -230,7 +225,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || {
                 app.ca
-                    .issue_device_cert(&verified, DEVICE, Duration::from_secs(86_400), now)
+                    .issue_device_cert(&p256.csr, DEVICE, Duration::from_secs(86_400), now)
                     .expect("issue")
                     .der
             },

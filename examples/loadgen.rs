@@ -447,19 +447,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         app.store
             .record_enrollment(&dev, &rec, now.unix_timestamp(), None)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots.clone())
-        .with_client_auth_cert(vec![CertificateDer::from(cert.der)], key)?;
-        if !args.resume {
-            client.resumption = rustls::client::Resumption::disabled();
-        }
-        sims.push(Sim {
-            id,
-            client: Arc::new(client),
-        });
+        let client = load::tls_client(
+            roots.clone(),
+            Some((CertificateDer::from(cert.der), key)),
+            args.resume,
+        )?;
+        sims.push(Sim { id, client });
     }
     println!("enrolled {} devices in {:.2?}", args.devices, t.elapsed());
 
